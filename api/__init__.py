@@ -1,0 +1,1 @@
+"""REST API, dashboards, CSV exports, the utility webhook, health and metrics."""

@@ -1,0 +1,1 @@
+"""Demand response: the saga that drives BMS commands for utility DR events."""

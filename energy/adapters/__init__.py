@@ -1,0 +1,1 @@
+"""Thin clients for the shared servers, built from settings; services compose them."""

@@ -1,0 +1,176 @@
+"""``energy``: one entry point for the local stack, the database, every service and simulator.
+
+Each service package may expose ``<package>.cli.register(subparsers)`` to add its own
+subcommands; they are discovered from :data:`SERVICE_CLIS`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable
+from typing import Any
+
+SERVICE_CLIS = (
+    "ingestion.cli",
+    "aggregation.cli",
+    "forecast.cli",
+    "dr_coordinator.cli",
+    "api.cli",
+    "sim.cli",
+    "bench.cli",
+)
+
+Handler = Callable[[argparse.Namespace], int | None]
+
+
+def _stack(args: argparse.Namespace) -> int:
+    from energy.settings import get_settings
+    from energy.stack import Stack, StackError
+
+    stack = Stack(get_settings())
+    try:
+        if args.action == "up":
+            print(f"local stack in {stack.root}")
+            stack.up()
+        elif args.action == "down":
+            stack.down()
+        elif args.action == "reset":
+            stack.reset()
+            print(f"stopped and removed {stack.root}")
+        else:
+            rows = stack.status()
+            print(f"{'server':<10} {'port':<6} {'pid':<8} {'running':<8} answers")
+            for r in rows:
+                print(f"{r.name:<10} {r.port:<6} {r.pid or '-':<8} {'yes' if r.running else 'no':<8} "
+                      f"{'yes' if r.answers else 'NO'}")
+            return 0 if all(r.answers for r in rows) else 3
+    except StackError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _db(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from energy.db.migrate import applied_versions, migrate
+    from energy.settings import get_settings
+
+    dsn = get_settings().postgres.dsn()
+    if args.action == "migrate":
+        done = asyncio.run(migrate(dsn))
+        print("applied: " + (", ".join(done) if done else "nothing (up to date)"))
+    else:
+        for version, name in asyncio.run(applied_versions(dsn)):
+            print(f"{version}  {name}")
+    return 0
+
+
+def _schemas(args: argparse.Namespace) -> int:
+    from schemas.registry import JSONSCHEMA_DIR, export, json_schemas
+
+    if args.action == "export":
+        for path in export():
+            print(path)
+        return 0
+    import json
+
+    stale = [n for n, s in json_schemas().items()
+             if not (JSONSCHEMA_DIR / n).exists()
+             or json.loads((JSONSCHEMA_DIR / n).read_text()) != s]
+    for name in stale:
+        print(f"out of date: schemas/jsonschema/{name} (run: energy schemas export)")
+    return 1 if stale else 0
+
+
+def _seed(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from energy.seed import seed_fleet
+    from energy.settings import get_settings
+
+    s = get_settings()
+    summary = asyncio.run(seed_fleet(s, facilities=args.facilities, meters_per_facility=args.meters))
+    print(summary)
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from energy.runner import run_all
+
+    return run_all(args.only)
+
+
+def _stop(args: argparse.Namespace) -> int:
+    from energy.runner import stop_all
+
+    return stop_all()
+
+
+def _status(args: argparse.Namespace) -> int:
+    from energy.runner import print_status
+
+    return print_status()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="energy", description=__doc__.splitlines()[0] if __doc__ else None)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("stack", help="the local servers: PostgreSQL, Redis, Mosquitto, InfluxDB, Kafka")
+    p.add_argument("action", choices=["up", "down", "status", "reset"])
+    p.set_defaults(handler=_stack)
+
+    p = sub.add_parser("db", help="PostgreSQL migrations")
+    p.add_argument("action", choices=["migrate", "status"])
+    p.set_defaults(handler=_db)
+
+    p = sub.add_parser("schemas", help="event JSON Schemas")
+    p.add_argument("action", choices=["export", "check"])
+    p.set_defaults(handler=_schemas)
+
+    p = sub.add_parser("seed", help="register the simulated fleet (idempotent)")
+    p.add_argument("--facilities", type=int, default=None)
+    p.add_argument("--meters", type=int, default=None, help="meters per facility")
+    p.set_defaults(handler=_seed)
+
+    p = sub.add_parser("run", help="start every service and simulator in the background")
+    p.add_argument("--only", nargs="*", default=None, help="names of processes to start")
+    p.set_defaults(handler=_run)
+    p = sub.add_parser("stop", help="stop the services and simulators started by `energy run`")
+    p.set_defaults(handler=_stop)
+    p = sub.add_parser("status", help="what `energy run` started, and whether it is ready")
+    p.set_defaults(handler=_status)
+
+    for module_name in SERVICE_CLIS:
+        try:
+            module: Any = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name and module_name.startswith(exc.name):
+                continue  # that service has no CLI yet
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Handler = args.handler
+    try:
+        return int(handler(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # settings errors and the like: one clear line, no traceback
+        from pydantic import ValidationError
+
+        if isinstance(exc, ValidationError):
+            print(f"error: invalid configuration:\n{exc}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""Validated value types shared by every settings group (see :mod:`energy.settings`)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+_HOST_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:")
+_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_-.")
+
+
+def validate_host(value: str) -> str:
+    if not value or len(value) > 253 or not set(value) <= _HOST_CHARS:
+        raise ValueError("must be a hostname or IP address (letters, digits, '.', '-', ':')")
+    return value
+
+
+def validate_name(value: str) -> str:
+    if not value or len(value) > 63 or not set(value) <= _NAME_CHARS or not value[0].isalpha():
+        raise ValueError("must start with a lowercase letter and use only [a-z0-9_.-], at most 63 chars")
+    return value
+
+
+def validate_printable(value: str) -> str:
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+def validate_http_url(value: str) -> str:
+    from urllib.parse import urlsplit
+
+    validate_printable(value)
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname or " " in value:
+        raise ValueError("must be an http(s) URL such as http://127.0.0.1:8080/path")
+    validate_host(parts.hostname)
+    return value.rstrip("/")
+
+
+Host = Annotated[str, AfterValidator(validate_host)]
+Name = Annotated[str, AfterValidator(validate_name)]
+HttpUrl = Annotated[str, AfterValidator(validate_http_url)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+Seconds = Annotated[float, Field(gt=0, le=3600)]
+Count = Annotated[int, Field(ge=1, le=10_000_000)]
+
+
+class SettingsGroup(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
+
+
+
+
+def validate_secret_text(value: str) -> str:
+    return validate_printable(value)

@@ -1,0 +1,1 @@
+"""Logging, tracing context, metrics and health checks shared by every service."""

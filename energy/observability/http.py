@@ -1,0 +1,64 @@
+"""The ops endpoints every process serves: ``/healthz``, ``/ready``, ``/metrics``.
+
+Services that have an HTTP API (FastAPI) include :func:`ops_router`; workers without
+one run :func:`serve_ops` beside their main loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import uvicorn
+from fastapi import APIRouter, FastAPI, Response
+from fastapi.responses import JSONResponse
+
+from energy.observability.health import Health
+from energy.observability.metrics import render
+
+
+def ops_router(health: Health) -> APIRouter:
+    router = APIRouter(tags=["ops"])
+
+    @router.get("/healthz", summary="Process is alive")
+    async def healthz() -> JSONResponse:
+        return JSONResponse(health.alive())
+
+    @router.get("/ready", summary="Dependencies answer within their timeouts")
+    async def ready() -> JSONResponse:
+        ok, body = await health.ready()
+        return JSONResponse(body, status_code=200 if ok else 503)
+
+    @router.get("/metrics", summary="Prometheus metrics")
+    async def metrics() -> Response:
+        data, content_type = render()
+        return Response(content=data, media_type=content_type)
+
+    return router
+
+
+def ops_app(health: Health) -> FastAPI:
+    app = FastAPI(title=f"{health.service} ops", docs_url=None, redoc_url=None)
+    app.include_router(ops_router(health))
+    return app
+
+
+async def serve_app(app: FastAPI, host: str, port: int, stop: asyncio.Event | None = None) -> None:
+    """Run an ASGI app in the current event loop until ``stop`` is set (or cancelled)."""
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="on")
+    server = uvicorn.Server(config)
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    task = asyncio.create_task(server.serve())
+    try:
+        if stop is not None:
+            await stop.wait()
+        else:
+            await task
+    finally:
+        server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await asyncio.wait_for(task, 5)
+
+
+async def serve_ops(health: Health, host: str, port: int, stop: asyncio.Event | None = None) -> None:
+    await serve_app(ops_app(health), host, port, stop)

@@ -1,0 +1,137 @@
+"""``energy run``: start every service and simulator as background processes (pid files in
+``.stack/run``), wait until each answers ``/healthz``, and print where to look.
+
+A process is listed here once; it is started only when its module exists, so the system
+grows as services land. Running it twice is harmless: live processes are left alone.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from energy.settings import Settings, get_settings
+from energy.stack.process import pid_alive, read_pid, spawn_detached, terminate, wait_until
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    name: str
+    module: str  # started only if this module exists
+    args: tuple[str, ...]  # arguments to the `energy` CLI
+    port_field: str  # ServiceEndpoints field with its HTTP port
+    what: str
+    path: str = "/"
+
+
+PROCESSES: tuple[ProcessSpec, ...] = (
+    ProcessSpec("weather-sim", "sim.weather", ("sim", "weather"), "weather_sim_port", "weather provider simulator"),
+    ProcessSpec("bms-sim", "sim.bms", ("sim", "bms"), "bms_sim_port", "BMS SOAP simulator (WSDL)", "/bms/fac-001?wsdl"),
+    ProcessSpec("utility-sim", "sim.utility", ("sim", "utility"), "utility_sim_port", "utility OpenADR 3 VTN simulator"),
+    ProcessSpec("ingestion", "ingestion.service", ("ingestion", "run"), "ingestion_port", "MQTT/HTTP ingestion"),
+    ProcessSpec("aggregation", "aggregation.worker", ("aggregation", "run"), "aggregation_port", "rollup worker"),
+    ProcessSpec("forecast", "forecast.service", ("forecast", "run"), "forecast_port", "forecast service"),
+    ProcessSpec("dr-coordinator", "dr_coordinator.service", ("dr", "run"), "dr_coordinator_port", "DR saga coordinator"),
+    ProcessSpec("api", "api.app", ("api", "run"), "api_port", "REST API and dashboard"),
+    ProcessSpec("meter-sim", "sim.meters", ("sim", "meters"), "meter_sim_port", "meter simulator (MQTT)"),
+)
+
+
+def _run_dir(settings: Settings) -> Path:
+    d = settings.stack.data_dir / "run"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def _enabled(spec: ProcessSpec) -> bool:
+    try:
+        return importlib.util.find_spec(spec.module) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def _answers(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as resp:  # noqa: S310
+            return int(resp.status) == 200
+    except OSError:
+        return False
+
+
+def _energy_argv(args: tuple[str, ...]) -> list[str]:
+    exe = Path(sys.executable).with_name("energy")
+    return [str(exe), *args] if exe.exists() else [sys.executable, "-m", "energy.cli", *args]
+
+
+def run_all(only: list[str] | None = None, wait_s: float = 90.0) -> int:
+    settings = get_settings()
+    run_dir = _run_dir(settings)
+    started: list[tuple[ProcessSpec, str]] = []
+    for spec in PROCESSES:
+        if only and spec.name not in only:
+            continue
+        if not _enabled(spec):
+            continue
+        pid_file = run_dir / f"{spec.name}.pid"
+        if pid_alive(read_pid(pid_file)):
+            started.append((spec, "already running"))
+            continue
+        spawn_detached(_energy_argv(spec.args), run_dir / f"{spec.name}.log", pid_file, env=dict(os.environ))
+        started.append((spec, "started"))
+    failed = []
+    for spec, _ in started:
+        port = getattr(settings.endpoints, spec.port_field)
+        pid_file = run_dir / f"{spec.name}.pid"
+        ok = wait_until(lambda p=port, f=pid_file: _answers(p) or not pid_alive(read_pid(f)), wait_s, 0.3) and _answers(port)
+        if not ok:
+            failed.append(spec.name)
+    print(f"\n{'process':<16} {'state':<16} {'url':<40} what")
+    for spec, state in started:
+        port = getattr(settings.endpoints, spec.port_field)
+        shown = "NOT ANSWERING" if spec.name in failed else state
+        print(f"{spec.name:<16} {shown:<16} {'http://127.0.0.1:' + str(port) + spec.path:<40} {spec.what}")
+    ep = settings.endpoints
+    print(
+        f"\nDashboard:     http://127.0.0.1:{ep.api_port}/\n"
+        f"API docs:      http://127.0.0.1:{ep.api_port}/docs\n"
+        f"Metrics:       http://127.0.0.1:<port>/metrics on every process above\n"
+        f"Logs:          {run_dir}/<process>.log (JSON lines)\n"
+        f"Servers:       energy stack status\n"
+        f"Stop:          make stop"
+    )
+    if failed:
+        print(f"\nerror: not answering: {', '.join(failed)}; see their logs in {run_dir}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def stop_all() -> int:
+    settings = get_settings()
+    run_dir = _run_dir(settings)
+    for spec in reversed(PROCESSES):
+        pid_file = run_dir / f"{spec.name}.pid"
+        pid = read_pid(pid_file)
+        if pid_alive(pid):
+            assert pid is not None
+            terminate(pid, timeout_s=20)
+            print(f"  {spec.name:<16} stopped")
+        pid_file.unlink(missing_ok=True)
+    return 0
+
+
+def print_status() -> int:
+    settings = get_settings()
+    run_dir = _run_dir(settings)
+    print(f"{'process':<16} {'pid':<8} {'running':<8} healthz")
+    for spec in PROCESSES:
+        if not _enabled(spec):
+            continue
+        pid = read_pid(run_dir / f"{spec.name}.pid")
+        port = getattr(settings.endpoints, spec.port_field)
+        print(f"{spec.name:<16} {pid or '-':<8} {'yes' if pid_alive(pid) else 'no':<8} "
+              f"{'ok' if _answers(port) else '-'}")
+    return 0

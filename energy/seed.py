@@ -1,0 +1,75 @@
+"""``energy seed``: register the simulated fleet in PostgreSQL (idempotent upserts)."""
+
+from __future__ import annotations
+
+from energy.adapters.postgres import create_pool
+from energy.fleet import TENANTS, build_fleet, token_hash
+from energy.settings import Settings
+
+
+async def seed_fleet(settings: Settings, facilities: int | None = None, meters_per_facility: int | None = None) -> str:
+    n = facilities or settings.seed.facilities
+    m = meters_per_facility or settings.seed.meters_per_facility
+    fleet = build_fleet(n, m)
+    ep = settings.endpoints
+    bms_base = f"http://127.0.0.1:{ep.bms_sim_port}/bms"
+    vtn = f"http://127.0.0.1:{ep.utility_sim_port}/openadr3/3.1.0"
+    utility_id = settings.seed.utility_id
+    pool = await create_pool(settings.postgres, min_size=1, max_size=2)
+    try:
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.executemany(
+                "INSERT INTO tenants (tenant_id, name) VALUES ($1, $2) ON CONFLICT (tenant_id) DO NOTHING",
+                list(TENANTS),
+            )
+            await conn.executemany(
+                """INSERT INTO facilities (facility_id, tenant_id, name, kind, timezone, latitude, longitude,
+                                           criticality_tier, peak_kw)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                   ON CONFLICT (facility_id) DO UPDATE SET
+                     name = EXCLUDED.name, kind = EXCLUDED.kind, timezone = EXCLUDED.timezone,
+                     latitude = EXCLUDED.latitude, longitude = EXCLUDED.longitude,
+                     criticality_tier = EXCLUDED.criticality_tier, peak_kw = EXCLUDED.peak_kw, updated_at = now()""",
+                [(f.facility_id, f.tenant_id, f.name, f.kind, f.timezone, f.latitude, f.longitude,
+                  f.criticality_tier, f.peak_kw) for f in fleet],
+            )
+            await conn.executemany(
+                """INSERT INTO meters (meter_id, facility_id, meter_type, rated_kw)
+                   VALUES ($1, $2, $3, $4)
+                   ON CONFLICT (meter_id) DO UPDATE SET facility_id = EXCLUDED.facility_id,
+                     meter_type = EXCLUDED.meter_type, rated_kw = EXCLUDED.rated_kw, updated_at = now()""",
+                [(mt.meter_id, mt.facility_id, mt.meter_type, mt.rated_kw) for f in fleet for mt in f.meters],
+            )
+            await conn.executemany(
+                """INSERT INTO bms_endpoints (facility_id, url) VALUES ($1, $2)
+                   ON CONFLICT (facility_id) DO UPDATE SET url = EXCLUDED.url""",
+                [(f.facility_id, f"{bms_base}/{f.facility_id}") for f in fleet],
+            )
+            await conn.executemany(
+                """INSERT INTO bms_zones (facility_id, zone_id, kind, name, rated_kw, normal_setpoint_c,
+                                          max_setpoint_c, min_lighting_pct, shed_priority)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                   ON CONFLICT (facility_id, zone_id) DO UPDATE SET rated_kw = EXCLUDED.rated_kw,
+                     normal_setpoint_c = EXCLUDED.normal_setpoint_c, max_setpoint_c = EXCLUDED.max_setpoint_c,
+                     min_lighting_pct = EXCLUDED.min_lighting_pct, shed_priority = EXCLUDED.shed_priority""",
+                [(f.facility_id, z.zone_id, z.kind, z.name, z.rated_kw, z.normal_setpoint_c, z.max_setpoint_c,
+                  z.min_lighting_pct, z.shed_priority) for f in fleet for z in f.zones],
+            )
+            await conn.execute(
+                """INSERT INTO utilities (utility_id, name, vtn_base_url, bearer_token_hash, hmac_secret)
+                   VALUES ($1, $2, $3, $4, $5)
+                   ON CONFLICT (utility_id) DO UPDATE SET vtn_base_url = EXCLUDED.vtn_base_url,
+                     bearer_token_hash = EXCLUDED.bearer_token_hash, hmac_secret = EXCLUDED.hmac_secret""",
+                utility_id, "Simulated Utility (OpenADR 3 VTN)", vtn,
+                token_hash(settings.seed.utility_bearer_token.get_secret_value()),
+                settings.seed.utility_hmac_secret.get_secret_value(),
+            )
+            await conn.executemany(
+                """INSERT INTO facility_enrollments (utility_id, facility_id) VALUES ($1, $2)
+                   ON CONFLICT DO NOTHING""",
+                [(utility_id, f.facility_id) for f in fleet],
+            )
+    finally:
+        await pool.close()
+    meters = sum(len(f.meters) for f in fleet)
+    return f"seeded {len(fleet)} facilities, {meters} meters, {sum(len(f.zones) for f in fleet)} BMS zones, utility {utility_id}"

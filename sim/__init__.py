@@ -1,0 +1,1 @@
+"""Simulators of the third parties: meters (MQTT), BMS (SOAP), utility VTN (OpenADR 3), weather (HTTP JSON)."""
