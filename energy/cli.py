@@ -43,8 +43,10 @@ def _stack(args: argparse.Namespace) -> int:
             rows = stack.status()
             print(f"{'server':<10} {'port':<6} {'pid':<8} {'running':<8} answers")
             for r in rows:
-                print(f"{r.name:<10} {r.port:<6} {r.pid or '-':<8} {'yes' if r.running else 'no':<8} "
-                      f"{'yes' if r.answers else 'NO'}")
+                print(
+                    f"{r.name:<10} {r.port:<6} {r.pid or '-':<8} {'yes' if r.running else 'no':<8} "
+                    f"{'yes' if r.answers else 'NO'}"
+                )
             return 0 if all(r.answers for r in rows) else 3
     except StackError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -77,9 +79,11 @@ def _schemas(args: argparse.Namespace) -> int:
         return 0
     import json
 
-    stale = [n for n, s in json_schemas().items()
-             if not (JSONSCHEMA_DIR / n).exists()
-             or json.loads((JSONSCHEMA_DIR / n).read_text()) != s]
+    stale = [
+        n
+        for n, s in json_schemas().items()
+        if not (JSONSCHEMA_DIR / n).exists() or json.loads((JSONSCHEMA_DIR / n).read_text()) != s
+    ]
     for name in stale:
         print(f"out of date: schemas/jsonschema/{name} (run: energy schemas export)")
     return 1 if stale else 0

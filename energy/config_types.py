@@ -51,7 +51,5 @@ class SettingsGroup(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
 
 
-
-
 def validate_secret_text(value: str) -> str:
     return validate_printable(value)

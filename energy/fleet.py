@@ -19,12 +19,22 @@ CITIES = (
     ("London", "Europe/London", 51.51, -0.13),
 )
 TIER_BY_KIND = {"hospital": 1, "data_centre": 2, "office": 3, "school": 3, "retail": 4, "warehouse": 4}
-PEAK_KW_BY_KIND = {"office": 400.0, "retail": 250.0, "hospital": 900.0, "data_centre": 1500.0, "school": 300.0,
-                   "warehouse": 200.0}
+PEAK_KW_BY_KIND = {
+    "office": 400.0,
+    "retail": 250.0,
+    "hospital": 900.0,
+    "data_centre": 1500.0,
+    "school": 300.0,
+    "warehouse": 200.0,
+}
 # Share of the peak per end use, per kind: (hvac, lighting, plug).
 SHARES = {
-    "office": (0.45, 0.25, 0.30), "retail": (0.40, 0.35, 0.25), "hospital": (0.45, 0.20, 0.35),
-    "data_centre": (0.35, 0.05, 0.60), "school": (0.45, 0.30, 0.25), "warehouse": (0.35, 0.40, 0.25),
+    "office": (0.45, 0.25, 0.30),
+    "retail": (0.40, 0.35, 0.25),
+    "hospital": (0.45, 0.20, 0.35),
+    "data_centre": (0.35, 0.05, 0.60),
+    "school": (0.45, 0.30, 0.25),
+    "warehouse": (0.35, 0.40, 0.25),
 }
 TENANTS = (("tenant-a", "Acme Properties"), ("tenant-b", "Northwind Health & Retail"))
 
@@ -109,7 +119,11 @@ def build_fleet(facilities: int = 20, meters_per_facility: int = 10) -> list[Fac
             meters.append(Meter(f"{fid}-m{m:02d}", fid, "hvac", round(kw * 1.3, 1), zid))
         for j, kw in enumerate(_split(peak * light_share, n_light), start=1):
             zid = f"light-{j}"
-            zones.append(Zone(zid, "lighting", f"Lighting zone {j}", kw, None, None, 50.0 if kind != "hospital" else 80.0, 10 + j))
+            zones.append(
+                Zone(
+                    zid, "lighting", f"Lighting zone {j}", kw, None, None, 50.0 if kind != "hospital" else 80.0, 10 + j
+                )
+            )
             m += 1
             meters.append(Meter(f"{fid}-m{m:02d}", fid, "lighting", round(kw * 1.3, 1), zid))
         for kw in _split(peak * plug_share, n_plug) if n_plug else []:

@@ -66,7 +66,9 @@ class _MetricsListener(CircuitBreakerListener):  # type: ignore[misc]
         BREAKER_TRANSITIONS.labels(name, getattr(state, "name", str(state)).lower()).inc()
 
 
-def make_breaker(name: str, fail_max: int = 5, reset_s: float = 30.0, exclude: list[type[BaseException]] | None = None) -> CircuitBreaker:
+def make_breaker(
+    name: str, fail_max: int = 5, reset_s: float = 30.0, exclude: list[type[BaseException]] | None = None
+) -> CircuitBreaker:
     """A breaker whose state is exported as ``energy_breaker_open{breaker=name}``.
 
     ``exclude`` lists exceptions that are the caller's fault (validation, 4xx) and must not

@@ -11,6 +11,7 @@ import importlib.util
 import os
 import sys
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,11 +32,15 @@ class ProcessSpec:
 PROCESSES: tuple[ProcessSpec, ...] = (
     ProcessSpec("weather-sim", "sim.weather", ("sim", "weather"), "weather_sim_port", "weather provider simulator"),
     ProcessSpec("bms-sim", "sim.bms", ("sim", "bms"), "bms_sim_port", "BMS SOAP simulator (WSDL)", "/bms/fac-001?wsdl"),
-    ProcessSpec("utility-sim", "sim.utility", ("sim", "utility"), "utility_sim_port", "utility OpenADR 3 VTN simulator"),
+    ProcessSpec(
+        "utility-sim", "sim.utility", ("sim", "utility"), "utility_sim_port", "utility OpenADR 3 VTN simulator"
+    ),
     ProcessSpec("ingestion", "ingestion.service", ("ingestion", "run"), "ingestion_port", "MQTT/HTTP ingestion"),
     ProcessSpec("aggregation", "aggregation.worker", ("aggregation", "run"), "aggregation_port", "rollup worker"),
     ProcessSpec("forecast", "forecast.service", ("forecast", "run"), "forecast_port", "forecast service"),
-    ProcessSpec("dr-coordinator", "dr_coordinator.service", ("dr", "run"), "dr_coordinator_port", "DR saga coordinator"),
+    ProcessSpec(
+        "dr-coordinator", "dr_coordinator.service", ("dr", "run"), "dr_coordinator_port", "DR saga coordinator"
+    ),
     ProcessSpec("api", "api.app", ("api", "run"), "api_port", "REST API and dashboard"),
     ProcessSpec("meter-sim", "sim.meters", ("sim", "meters"), "meter_sim_port", "meter simulator (MQTT)"),
 )
@@ -56,10 +61,14 @@ def _enabled(spec: ProcessSpec) -> bool:
 
 def _answers(port: int) -> bool:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as resp:  # noqa: S310
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as resp:
             return int(resp.status) == 200
     except OSError:
         return False
+
+
+def _probe(port: int, pid_file: Path) -> Callable[[], bool]:
+    return lambda: _answers(port) or not pid_alive(read_pid(pid_file))
 
 
 def _energy_argv(args: tuple[str, ...]) -> list[str]:
@@ -86,7 +95,7 @@ def run_all(only: list[str] | None = None, wait_s: float = 90.0) -> int:
     for spec, _ in started:
         port = getattr(settings.endpoints, spec.port_field)
         pid_file = run_dir / f"{spec.name}.pid"
-        ok = wait_until(lambda p=port, f=pid_file: _answers(p) or not pid_alive(read_pid(f)), wait_s, 0.3) and _answers(port)
+        ok = wait_until(_probe(port, pid_file), wait_s, 0.3) and _answers(port)
         if not ok:
             failed.append(spec.name)
     print(f"\n{'process':<16} {'state':<16} {'url':<40} what")
@@ -132,6 +141,7 @@ def print_status() -> int:
             continue
         pid = read_pid(run_dir / f"{spec.name}.pid")
         port = getattr(settings.endpoints, spec.port_field)
-        print(f"{spec.name:<16} {pid or '-':<8} {'yes' if pid_alive(pid) else 'no':<8} "
-              f"{'ok' if _answers(port) else '-'}")
+        print(
+            f"{spec.name:<16} {pid or '-':<8} {'yes' if pid_alive(pid) else 'no':<8} {'ok' if _answers(port) else '-'}"
+        )
     return 0

@@ -30,8 +30,20 @@ async def seed_fleet(settings: Settings, facilities: int | None = None, meters_p
                      name = EXCLUDED.name, kind = EXCLUDED.kind, timezone = EXCLUDED.timezone,
                      latitude = EXCLUDED.latitude, longitude = EXCLUDED.longitude,
                      criticality_tier = EXCLUDED.criticality_tier, peak_kw = EXCLUDED.peak_kw, updated_at = now()""",
-                [(f.facility_id, f.tenant_id, f.name, f.kind, f.timezone, f.latitude, f.longitude,
-                  f.criticality_tier, f.peak_kw) for f in fleet],
+                [
+                    (
+                        f.facility_id,
+                        f.tenant_id,
+                        f.name,
+                        f.kind,
+                        f.timezone,
+                        f.latitude,
+                        f.longitude,
+                        f.criticality_tier,
+                        f.peak_kw,
+                    )
+                    for f in fleet
+                ],
             )
             await conn.executemany(
                 """INSERT INTO meters (meter_id, facility_id, meter_type, rated_kw)
@@ -52,15 +64,30 @@ async def seed_fleet(settings: Settings, facilities: int | None = None, meters_p
                    ON CONFLICT (facility_id, zone_id) DO UPDATE SET rated_kw = EXCLUDED.rated_kw,
                      normal_setpoint_c = EXCLUDED.normal_setpoint_c, max_setpoint_c = EXCLUDED.max_setpoint_c,
                      min_lighting_pct = EXCLUDED.min_lighting_pct, shed_priority = EXCLUDED.shed_priority""",
-                [(f.facility_id, z.zone_id, z.kind, z.name, z.rated_kw, z.normal_setpoint_c, z.max_setpoint_c,
-                  z.min_lighting_pct, z.shed_priority) for f in fleet for z in f.zones],
+                [
+                    (
+                        f.facility_id,
+                        z.zone_id,
+                        z.kind,
+                        z.name,
+                        z.rated_kw,
+                        z.normal_setpoint_c,
+                        z.max_setpoint_c,
+                        z.min_lighting_pct,
+                        z.shed_priority,
+                    )
+                    for f in fleet
+                    for z in f.zones
+                ],
             )
             await conn.execute(
                 """INSERT INTO utilities (utility_id, name, vtn_base_url, bearer_token_hash, hmac_secret)
                    VALUES ($1, $2, $3, $4, $5)
                    ON CONFLICT (utility_id) DO UPDATE SET vtn_base_url = EXCLUDED.vtn_base_url,
                      bearer_token_hash = EXCLUDED.bearer_token_hash, hmac_secret = EXCLUDED.hmac_secret""",
-                utility_id, "Simulated Utility (OpenADR 3 VTN)", vtn,
+                utility_id,
+                "Simulated Utility (OpenADR 3 VTN)",
+                vtn,
                 token_hash(settings.seed.utility_bearer_token.get_secret_value()),
                 settings.seed.utility_hmac_secret.get_secret_value(),
             )
@@ -72,4 +99,5 @@ async def seed_fleet(settings: Settings, facilities: int | None = None, meters_p
     finally:
         await pool.close()
     meters = sum(len(f.meters) for f in fleet)
-    return f"seeded {len(fleet)} facilities, {meters} meters, {sum(len(f.zones) for f in fleet)} BMS zones, utility {utility_id}"
+    zones = sum(len(f.zones) for f in fleet)
+    return f"seeded {len(fleet)} facilities, {meters} meters, {zones} BMS zones, utility {utility_id}"

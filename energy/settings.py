@@ -139,9 +139,7 @@ class LogSettings(SettingsGroup):
 class Settings(BaseSettings):
     """Everything configurable, in one place. Build it once per process via :func:`get_settings`."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="ENERGY_", env_nested_delimiter="__", extra="ignore", frozen=True
-    )
+    model_config = SettingsConfigDict(env_prefix="ENERGY_", env_nested_delimiter="__", extra="ignore", frozen=True)
 
     environment: Annotated[str, Field(pattern=r"^(local|test|staging|production)$")] = "local"
     stack: StackSettings = StackSettings()

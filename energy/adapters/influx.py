@@ -50,8 +50,8 @@ def point(
     p = Point(measurement)
     for k, v in tags.items():
         p.tag(k, v)
-    for k, v in fields.items():
-        p.field(k, v)
+    for name, value in fields.items():
+        p.field(name, value)
     p.time(ts, WritePrecision.NS)
     return str(p.to_line_protocol())
 
@@ -74,7 +74,9 @@ def _transient(exc: BaseException) -> bool:
 class InfluxClient:
     """Async client with timeouts, a breaker and retries on transient errors only."""
 
-    def __init__(self, settings: InfluxSettings, breaker_name: str = "influxdb", fail_max: int = 5, reset_s: float = 10.0) -> None:
+    def __init__(
+        self, settings: InfluxSettings, breaker_name: str = "influxdb", fail_max: int = 5, reset_s: float = 10.0
+    ) -> None:
         self.settings = settings
         self.database = settings.database
         self._http = httpx.AsyncClient(
@@ -121,8 +123,12 @@ class InfluxClient:
             raise InfluxError(f"write {resp.status_code}: {resp.text[:300]}")
 
         await guarded_call(
-            "influxdb_write", call, timeout_s=self.settings.write_timeout_s, breaker=self.breaker,
-            retry=retry or RetryPolicy(attempts=1), is_transient=_transient,
+            "influxdb_write",
+            call,
+            timeout_s=self.settings.write_timeout_s,
+            breaker=self.breaker,
+            retry=retry or RetryPolicy(attempts=1),
+            is_transient=_transient,
         )
 
     async def query(
@@ -154,7 +160,10 @@ class InfluxClient:
             return out
 
         return await guarded_call(
-            "influxdb_query", call, timeout_s=timeout_s or self.settings.query_timeout_s, breaker=self.breaker,
+            "influxdb_query",
+            call,
+            timeout_s=timeout_s or self.settings.query_timeout_s,
+            breaker=self.breaker,
             is_transient=_transient,
         )
 

@@ -47,13 +47,14 @@ def make_consumer(settings: KafkaSettings, *topics: str, group_id: str | None, *
 
 
 def event_headers(event: Envelope[Any], trace: tracing.TraceContext | None = None) -> list[tuple[str, bytes]]:
-    return tracing.kafka_headers(
-        trace, {"event_type": event.event_type, "schema_version": str(event.schema_version)}
-    )
+    return tracing.kafka_headers(trace, {"event_type": event.event_type, "schema_version": str(event.schema_version)})
 
 
 async def send_event(
-    producer: AIOKafkaProducer, topic: str, key: str | None, event: Envelope[Any],
+    producer: AIOKafkaProducer,
+    topic: str,
+    key: str | None,
+    event: Envelope[Any],
     trace: tracing.TraceContext | None = None,
 ) -> Any:
     """Send and wait for the broker's ack; the caller bounds it with a timeout."""

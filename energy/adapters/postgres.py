@@ -7,7 +7,9 @@ import asyncpg
 from energy.settings import PostgresSettings
 
 
-async def create_pool(settings: PostgresSettings, min_size: int | None = None, max_size: int | None = None) -> asyncpg.Pool:
+async def create_pool(
+    settings: PostgresSettings, min_size: int | None = None, max_size: int | None = None
+) -> asyncpg.Pool:
     timeout_ms = int(settings.command_timeout_s * 1000)
     pool = await asyncpg.create_pool(
         settings.dsn(),

@@ -60,7 +60,9 @@ async def migrate(dsn: str, directory: Path = MIGRATIONS_DIR, timeout_s: float =
                        version text PRIMARY KEY, name text NOT NULL, checksum text NOT NULL,
                        applied_at timestamptz NOT NULL DEFAULT now())"""
             )
-            applied = {r["version"]: r["checksum"] for r in await conn.fetch("SELECT version, checksum FROM schema_migrations")}
+            applied = {
+                r["version"]: r["checksum"] for r in await conn.fetch("SELECT version, checksum FROM schema_migrations")
+            }
             done = []
             for m in migrations:
                 if m.version in applied:
@@ -73,7 +75,9 @@ async def migrate(dsn: str, directory: Path = MIGRATIONS_DIR, timeout_s: float =
                     await conn.execute(m.sql)
                     await conn.execute(
                         "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
-                        m.version, m.name, m.checksum,
+                        m.version,
+                        m.name,
+                        m.checksum,
                     )
                 done.append(f"{m.version}_{m.name}")
             return done

@@ -47,7 +47,7 @@ async def serve_app(app: FastAPI, host: str, port: int, stop: asyncio.Event | No
     """Run an ASGI app in the current event loop until ``stop`` is set (or cancelled)."""
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="on")
     server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]
     task = asyncio.create_task(server.serve())
     try:
         if stop is not None:

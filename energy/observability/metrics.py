@@ -25,9 +25,7 @@ BREAKER_STATE = Gauge(
     "1 while the circuit breaker of a dependency is open (or half-open), else 0",
     ["breaker"],
 )
-BREAKER_TRANSITIONS = Counter(
-    "energy_breaker_transitions_total", "Circuit breaker state changes", ["breaker", "state"]
-)
+BREAKER_TRANSITIONS = Counter("energy_breaker_transitions_total", "Circuit breaker state changes", ["breaker", "state"])
 DEPENDENCY_CALLS = Counter(
     "energy_dependency_calls_total",
     "Calls to a dependency by outcome (ok, timeout, transient_error, error, rejected_open)",

@@ -62,7 +62,7 @@ def kafka_answers(host: str, port: int) -> bool:
 
 def influx_answers(host: str, port: int) -> bool:
     try:
-        with urllib.request.urlopen(f"http://{host}:{port}/ping", timeout=TIMEOUT_S) as resp:  # noqa: S310
+        with urllib.request.urlopen(f"http://{host}:{port}/ping", timeout=TIMEOUT_S) as resp:
             return int(resp.status) == 204
     except OSError:
         return False

@@ -59,7 +59,7 @@ def spawn_detached(
     """Start ``argv`` in its own session, output to ``log_file``; record its pid."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with open(log_file, "ab") as log:
-        proc = subprocess.Popen(  # noqa: S603 - argv is built by us, never a shell string
+        proc = subprocess.Popen(
             list(argv),
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -8,6 +8,7 @@ Tests create private instances (own folder, own free port) for chaos experiments
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
@@ -161,10 +162,8 @@ class Server:
         if pid and pid_alive(pid):
             os.kill(pid, signal.SIGKILL)
             wait_until(lambda: not pid_alive(pid), 10)
-            try:
+            with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                pass
 
 
 @dataclass
@@ -204,7 +203,9 @@ class PostgresServer(Server):
             _chown_tree(self.dir, "postgres")
         if not (self.data / "PG_VERSION").exists():
             out = subprocess.run(
-                self._as_postgres([self._bin("initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust", "-E", "UTF8"]),
+                self._as_postgres(
+                    [self._bin("initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust", "-E", "UTF8"]
+                ),
                 capture_output=True,
                 text=True,
                 timeout=120,
@@ -217,7 +218,9 @@ class PostgresServer(Server):
             "-c max_connections=300 -c fsync=on -c shared_buffers=256MB"
         )
         out = subprocess.run(
-            self._as_postgres([self.binary(), "-D", str(self.data), "-l", str(self.log_file), "-o", opts, "-w", "-t", "60", "start"]),
+            self._as_postgres(
+                [self.binary(), "-D", str(self.data), "-l", str(self.log_file), "-o", opts, "-w", "-t", "60", "start"]
+            ),
             capture_output=True,
             text=True,
             timeout=90,
@@ -231,9 +234,26 @@ class PostgresServer(Server):
 
     def psql(self, sql: str, database: str = "postgres") -> str:
         out = subprocess.run(
-            [self._bin("psql"), "-h", self.host, "-p", str(self.port), "-U", "postgres", "-d", database,
-             "-v", "ON_ERROR_STOP=1", "-At", "-c", sql],
-            capture_output=True, text=True, timeout=30, check=False,
+            [
+                self._bin("psql"),
+                "-h",
+                self.host,
+                "-p",
+                str(self.port),
+                "-U",
+                "postgres",
+                "-d",
+                database,
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-At",
+                "-c",
+                sql,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
         )
         if out.returncode != 0:
             raise StartFailedError(f"postgres: {sql!r} failed: {out.stderr.strip()}")
@@ -252,7 +272,9 @@ class PostgresServer(Server):
             return "not running"
         subprocess.run(
             self._as_postgres([self.binary(), "-D", str(self.data), "-m", "fast", "-w", "-t", "30", "stop"]),
-            capture_output=True, timeout=60, check=False,
+            capture_output=True,
+            timeout=60,
+            check=False,
         )
         pid = self.pid()
         if pid_alive(pid):
@@ -274,10 +296,32 @@ class RedisServer(Server):
 
     def launch(self) -> None:
         subprocess.run(
-            [self.binary(), "--daemonize", "yes", "--bind", self.host, "--port", str(self.port),
-             "--save", "", "--appendonly", "no", "--dir", str(self.dir), "--pidfile", str(self.pid_file),
-             "--logfile", str(self.log_file), "--maxmemory", "512mb", "--maxmemory-policy", "allkeys-lru"],
-            check=True, timeout=30, capture_output=True,
+            [
+                self.binary(),
+                "--daemonize",
+                "yes",
+                "--bind",
+                self.host,
+                "--port",
+                str(self.port),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.dir),
+                "--pidfile",
+                str(self.pid_file),
+                "--logfile",
+                str(self.log_file),
+                "--maxmemory",
+                "512mb",
+                "--maxmemory-policy",
+                "allkeys-lru",
+            ],
+            check=True,
+            timeout=30,
+            capture_output=True,
         )
         wait_until(lambda: self.pid_file.exists(), 10)
 
@@ -303,18 +347,20 @@ class MosquittoServer(Server):
         # Persistent sessions with a large but bounded queue: while ingestion pushes back,
         # QoS 1 readings wait in the broker for it, not in our memory.
         conf.write_text(
-            "\n".join([
-                f"listener {self.port} {self.host}",
-                "allow_anonymous true",
-                f"pid_file {self.pid_file}",
-                f"log_dest file {self.log_file}",
-                "persistence true",
-                f"persistence_location {self.dir / 'data'}/",
-                f"max_queued_messages {self.max_queued_messages}",
-                "max_inflight_messages 1000",
-                "max_keepalive 600",
-                "",
-            ])
+            "\n".join(
+                [
+                    f"listener {self.port} {self.host}",
+                    "allow_anonymous true",
+                    f"pid_file {self.pid_file}",
+                    f"log_dest file {self.log_file}",
+                    "persistence true",
+                    f"persistence_location {self.dir / 'data'}/",
+                    f"max_queued_messages {self.max_queued_messages}",
+                    "max_inflight_messages 1000",
+                    "max_keepalive 600",
+                    "",
+                ]
+            )
         )
         if _is_root():
             conf.write_text(conf.read_text() + "user mosquitto\n")
@@ -351,11 +397,11 @@ class InfluxServer(Server):
             f'[meta]\n  dir = "{self.dir / "meta"}"\n'
             f'[data]\n  dir = "{self.dir / "data"}"\n  wal-dir = "{self.dir / "wal"}"\n'
             '  query-log-enabled = false\n  cache-max-memory-size = "1g"\n'
-            '[monitor]\n  store-enabled = false\n'
+            "[monitor]\n  store-enabled = false\n"
             f'[http]\n  bind-address = "{self.host}:{self.port}"\n  log-enabled = false\n'
-            '  max-body-size = 100000000\n'
+            "  max-body-size = 100000000\n"
             '[logging]\n  level = "warn"\n'
-            '[continuous_queries]\n  enabled = false\n'
+            "[continuous_queries]\n  enabled = false\n"
         )
         spawn_detached([self.binary(), "-config", str(conf)], self.log_file, self.pid_file)
 
@@ -402,8 +448,17 @@ class KafkaServer(Server):
     def launch(self) -> None:
         url = f"tcp://{self.host}:{self.port}"
         spawn_detached(
-            [self.binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--storage-engine", self.storage_engine, "--silent"],
+            [
+                self.binary(),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                self.storage_engine,
+                "--silent",
+            ],
             self.log_file,
             self.pid_file,
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
@@ -15,10 +16,8 @@ async def ensure_topics_async(bootstrap: str, topics: dict[str, int], timeout_s:
         existing = set(await asyncio.wait_for(admin.list_topics(), timeout_s))
         missing = [NewTopic(name, partitions, 1) for name, partitions in topics.items() if name not in existing]
         if missing:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):
                 await asyncio.wait_for(admin.create_topics(missing), timeout_s)
-            except TopicAlreadyExistsError:
-                pass
         return [t.name for t in missing]
     finally:
         await admin.close()
