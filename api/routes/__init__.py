@@ -9,6 +9,5 @@ ROUTER_MODULES: tuple[str, ...] = (
     "api.routes.dr_events",
     "api.routes.dr_operator",
     "api.routes.webhook",
-    "api.routes.ingest",
     "api.routes.dashboard",
 )
