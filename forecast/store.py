@@ -1,0 +1,77 @@
+"""PostgreSQL writes of forecast runs: idempotent, and an older run never overwrites a newer one."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+_RUN_SQL = """
+INSERT INTO forecast_runs (facility_id, run_at, model_version, quality, seasonal_naive,
+                           weather_available, sensor_coverage)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+ON CONFLICT (facility_id, run_at) DO UPDATE SET
+    model_version = EXCLUDED.model_version, quality = EXCLUDED.quality,
+    seasonal_naive = EXCLUDED.seasonal_naive, weather_available = EXCLUDED.weather_available,
+    sensor_coverage = EXCLUDED.sensor_coverage
+"""
+
+# The WHERE clause is the guard: a retried or late run with an older run_at leaves newer rows alone.
+_POINTS_SQL = """
+INSERT INTO load_forecasts (facility_id, target_ts, run_at, p10_kw, p50_kw, p90_kw, model_version,
+                            quality, seasonal_naive, weather_available, sensor_coverage, updated_at)
+SELECT $1, t.target_ts, $2, t.p10, t.p50, t.p90, $3, $4, $5, $6, $7, now()
+FROM unnest($8::timestamptz[], $9::float8[], $10::float8[], $11::float8[]) AS t(target_ts, p10, p50, p90)
+ON CONFLICT (facility_id, target_ts) DO UPDATE SET
+    run_at = EXCLUDED.run_at, p10_kw = EXCLUDED.p10_kw, p50_kw = EXCLUDED.p50_kw, p90_kw = EXCLUDED.p90_kw,
+    model_version = EXCLUDED.model_version, quality = EXCLUDED.quality,
+    seasonal_naive = EXCLUDED.seasonal_naive, weather_available = EXCLUDED.weather_available,
+    sensor_coverage = EXCLUDED.sensor_coverage, updated_at = now()
+WHERE load_forecasts.run_at <= EXCLUDED.run_at
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class FacilityForecast:
+    """One facility's forecast from one run: aligned lists of target times and quantiles (kW)."""
+
+    facility_id: str
+    run_at: datetime
+    model_version: str
+    quality: str
+    seasonal_naive: bool
+    weather_available: bool
+    sensor_coverage: float
+    targets: Sequence[datetime]
+    p10: Sequence[float]
+    p50: Sequence[float]
+    p90: Sequence[float]
+
+
+async def save_forecast(conn: Any, fc: FacilityForecast) -> int:
+    """Record the run and upsert its points in one transaction; returns the number of points sent.
+
+    ``conn`` is an asyncpg pool or connection. Safe to retry: same run_at rewrites the same rows.
+    """
+    if not (len(fc.targets) == len(fc.p10) == len(fc.p50) == len(fc.p90)):
+        raise ValueError("targets and quantile lists must have the same length")
+    coverage = min(1.0, max(0.0, float(fc.sensor_coverage)))
+    meta = (fc.model_version, fc.quality, fc.seasonal_naive, fc.weather_available, coverage)
+    p10 = [float(v) for v in fc.p10]
+    p50 = [float(v) for v in fc.p50]
+    p90 = [float(v) for v in fc.p90]
+    if any(not (a <= b <= c) for a, b, c in zip(p10, p50, p90, strict=True)):
+        raise ValueError("quantiles must satisfy p10 <= p50 <= p90")
+
+    async def _write(c: Any) -> None:
+        async with c.transaction():
+            await c.execute(_RUN_SQL, fc.facility_id, fc.run_at, *meta)
+            await c.execute(_POINTS_SQL, fc.facility_id, fc.run_at, *meta, list(fc.targets), p10, p50, p90)
+
+    if hasattr(conn, "acquire"):
+        async with conn.acquire() as acquired:
+            await _write(acquired)
+    else:
+        await _write(conn)
+    return len(fc.targets)
