@@ -119,6 +119,10 @@ def _status(args: argparse.Namespace) -> int:
     return print_status()
 
 
+def _plugin_failed(module_name: str, exc: BaseException) -> None:
+    print(f"warning: commands of {module_name} unavailable: {type(exc).__name__}: {exc}", file=sys.stderr)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="energy", description=__doc__.splitlines()[0] if __doc__ else None)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -151,11 +155,14 @@ def build_parser() -> argparse.ArgumentParser:
     for module_name in SERVICE_CLIS:
         try:
             module: Any = importlib.import_module(module_name)
+            module.register(sub)
         except ModuleNotFoundError as exc:
             if exc.name and module_name.startswith(exc.name):
                 continue  # that service has no CLI yet
-            raise
-        module.register(sub)
+            _plugin_failed(module_name, exc)
+        except Exception as exc:
+            # One broken service must not take the stack, migration and other commands down with it.
+            _plugin_failed(module_name, exc)
     return parser
 
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr
 
 _HOST_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:")
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_-.")
@@ -53,3 +54,17 @@ class SettingsGroup(BaseModel):
 
 def validate_secret_text(value: str) -> str:
     return validate_printable(value)
+
+
+def _secret_printable(value: SecretStr) -> SecretStr:
+    validate_printable(value.get_secret_value())
+    return value
+
+
+def validate_path(value: Path) -> Path:
+    validate_printable(str(value))
+    return value
+
+
+SecretText = Annotated[SecretStr, AfterValidator(_secret_printable)]
+SafePath = Annotated[Path, AfterValidator(validate_path)]

@@ -9,10 +9,9 @@ inside a client library.
 from __future__ import annotations
 
 from functools import lru_cache
-from pathlib import Path
 from typing import Annotated
 
-from pydantic import AfterValidator, Field, SecretStr, field_validator
+from pydantic import AfterValidator, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from aggregation.config import AggregationSettings
@@ -24,10 +23,11 @@ from energy.config_types import (
     HttpUrl,
     Name,
     Port,
+    SafePath,
     Seconds,
+    SecretText,
     SettingsGroup,
     validate_host,
-    validate_printable,
 )
 from energy.settings_paths import PROJECT_ROOT
 from forecast.config import ForecastSettings
@@ -35,32 +35,20 @@ from ingestion.config import IngestionSettings
 
 
 class StackSettings(SettingsGroup):
-    data_dir: Path = PROJECT_ROOT / ".stack"
+    data_dir: SafePath = PROJECT_ROOT / ".stack"
     bind_host: Host = "127.0.0.1"
-
-    @field_validator("data_dir")
-    @classmethod
-    def _safe_dir(cls, v: Path) -> Path:
-        validate_printable(str(v))
-        return v
 
 
 class PostgresSettings(SettingsGroup):
     host: Host = "127.0.0.1"
     port: Port = 55432
     user: Name = "energy"
-    password: SecretStr = SecretStr("energy")
+    password: SecretText = SecretStr("energy")
     database: Name = "energy"
     pool_min: Count = 1
     pool_max: Count = 10
     connect_timeout_s: Seconds = 2.0
     command_timeout_s: Seconds = 2.0
-
-    @field_validator("password")
-    @classmethod
-    def _pw(cls, v: SecretStr) -> SecretStr:
-        validate_printable(v.get_secret_value())
-        return v
 
     def dsn(self) -> str:
         pw = self.password.get_secret_value()
@@ -127,8 +115,8 @@ class SeedSettings(SettingsGroup):
     facilities: Annotated[int, Field(ge=1, le=10_000)] = 20
     meters_per_facility: Annotated[int, Field(ge=1, le=1000)] = 10
     utility_id: Name = "util-sim"
-    utility_bearer_token: SecretStr = SecretStr("local-utility-token")
-    utility_hmac_secret: SecretStr = SecretStr("local-utility-hmac-secret")
+    utility_bearer_token: SecretText = SecretStr("local-utility-token")
+    utility_hmac_secret: SecretText = SecretStr("local-utility-hmac-secret")
 
 
 class LogSettings(SettingsGroup):

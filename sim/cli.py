@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import sys
 from typing import Any
 
 SIMULATORS = {
@@ -27,7 +28,11 @@ def register(sub: Any) -> None:
         except ModuleNotFoundError as exc:
             if exc.name and f"sim.{name}".startswith(exc.name):
                 continue
-            raise
+            print(f"warning: simulator {name} unavailable: {exc}", file=sys.stderr)
+            continue
+        except Exception as exc:
+            print(f"warning: simulator {name} unavailable: {type(exc).__name__}: {exc}", file=sys.stderr)
+            continue
         p: argparse.ArgumentParser = sims.add_parser(name, help=help_text)
         module.add_arguments(p)
         p.set_defaults(handler=module.run)
