@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
@@ -26,7 +27,9 @@ def _leaf_fields(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> list[t
 LEAVES = _leaf_fields(Settings)
 
 
-def test_defaults_point_at_the_local_stack() -> None:
+def test_defaults_point_at_the_local_stack(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [n for n in os.environ if n.startswith("ENERGY_")]:
+        monkeypatch.delenv(name)
     s = Settings()
     assert s.postgres.host == "127.0.0.1" and s.postgres.port == 55432
     assert s.kafka.bootstrap_servers == "127.0.0.1:59092"
