@@ -1,0 +1,24 @@
+output "cluster_arn" {
+  description = "ARN of the MSK cluster"
+  value       = aws_msk_cluster.this.arn
+}
+
+output "bootstrap_brokers_sasl_iam" {
+  description = "Bootstrap servers for IAM-authenticated clients (ENERGY_KAFKA__BOOTSTRAP_SERVERS)"
+  value       = aws_msk_cluster.this.bootstrap_brokers_sasl_iam
+}
+
+output "bootstrap_brokers_sasl_scram" {
+  description = "Bootstrap servers for SCRAM-authenticated clients (IoT Core rule)"
+  value       = aws_msk_cluster.this.bootstrap_brokers_sasl_scram
+}
+
+output "security_group_id" {
+  description = "Security group of the brokers"
+  value       = aws_security_group.brokers.id
+}
+
+output "topics" {
+  description = "Topics to create with their partitions and retention"
+  value       = var.topics
+}
