@@ -101,3 +101,69 @@ async def seed_fleet(settings: Settings, facilities: int | None = None, meters_p
     meters = sum(len(f.meters) for f in fleet)
     zones = sum(len(f.zones) for f in fleet)
     return f"seeded {len(fleet)} facilities, {meters} meters, {zones} BMS zones, utility {utility_id}"
+
+
+# --- API users and keys (development credentials; see docs/decisions/0501-api-auth.md) ---------
+
+DEV_PASSWORD_SUFFIX = "-dev-password"
+
+
+def dev_principals() -> list[tuple[str, str, str, str, str]]:
+    """(kind, tenant_id, role, login, secret): per tenant an operator, an analyst and a facility
+    manager (users, password ``<role>-<tenant>-dev-password``), and an analyst API key
+    ``dev-key-<tenant>-analyst``."""
+    out = []
+    for tenant_id, _ in TENANTS:
+        for role in ("operator", "analyst", "facility_manager"):
+            login = f"{role.replace('_', '-')}@{tenant_id}.example"
+            out.append(("user", tenant_id, role, login, f"{role}-{tenant_id}{DEV_PASSWORD_SUFFIX}"))
+        out.append(("api_key", tenant_id, "analyst", f"dev-key-{tenant_id}-analyst", f"dev-key-{tenant_id}-analyst"))
+    return out
+
+
+async def seed_api_principals(settings: Settings) -> str:
+    """Idempotently create the development users and API keys of tenant-a and tenant-b, scoped to
+    their tenant's seeded facilities (a facility manager: only the tenant's first two)."""
+    import uuid
+
+    from api.passwords import hash_password
+
+    namespace = uuid.UUID("0b0f5d1c-52a4-4b7e-9d8e-5e0c1a2b3c4d")
+    fleet = build_fleet(settings.seed.facilities, settings.seed.meters_per_facility)
+    pool = await create_pool(settings.postgres, min_size=1, max_size=2)
+    count = 0
+    try:
+        async with pool.acquire() as conn, conn.transaction():
+            for kind, tenant_id, role, login, secret in dev_principals():
+                principal_id = uuid.uuid5(namespace, login)
+                if kind == "user":
+                    await conn.execute(
+                        """INSERT INTO users (user_id, tenant_id, email, role, password_hash)
+                           VALUES ($1, $2, $3, $4, $5) ON CONFLICT (email) DO NOTHING""",
+                        principal_id,
+                        tenant_id,
+                        login,
+                        role,
+                        hash_password(secret),
+                    )
+                else:
+                    await conn.execute(
+                        """INSERT INTO api_keys (key_id, tenant_id, name, key_hash, role)
+                           VALUES ($1, $2, $3, $4, $5) ON CONFLICT (key_hash) DO NOTHING""",
+                        principal_id,
+                        tenant_id,
+                        login,
+                        token_hash(secret),
+                        role,
+                    )
+                own = [f.facility_id for f in fleet if f.tenant_id == tenant_id]
+                scope = own[:2] if role == "facility_manager" else own
+                await conn.executemany(
+                    """INSERT INTO principal_facilities (principal_id, facility_id) VALUES ($1, $2)
+                       ON CONFLICT DO NOTHING""",
+                    [(principal_id, fid) for fid in scope],
+                )
+                count += 1
+    finally:
+        await pool.close()
+    return f"seeded {count} API principals (users and keys) for tenants {', '.join(t for t, _ in TENANTS)}"

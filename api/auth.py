@@ -1,0 +1,259 @@
+"""Authentication (bearer JWT for users, ``X-Api-Key`` for API keys) and authorisation.
+
+Every principal (user or API key) belongs to one tenant and sees exactly the facilities
+listed for it in ``principal_facilities`` that also belong to its tenant. Route handlers
+depend on :func:`require_principal` or :func:`require_role` and call
+:func:`ensure_facility_access` for every facility id they touch: a facility outside the
+caller's scope answers 404, the same as one that does not exist, so ids of other tenants
+cannot be probed.
+
+Tokens are JWT HS256 signed with ``settings.api.token_secret`` and expire after
+``settings.api.token_ttl_s``; role and scope are re-read from PostgreSQL (cached for
+``principal_cache_ttl_s``), so deactivating a user or changing a scope takes effect fast.
+Passwords are hashed with scrypt (standard library).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+import jwt
+from fastapi import APIRouter, Depends, Request
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
+from api.errors import COMMON_RESPONSES, ApiError, not_found
+from api.passwords import hash_password, verify_password
+from api.ratelimit import RateLimiter
+from energy.fleet import token_hash
+from schemas.api import Me, Role, TokenRequest, TokenResponse
+
+PrincipalKind = Literal["user", "api_key"]
+
+_JWT_ALG = "HS256"
+_JWT_AUDIENCE = "energy-api"
+
+
+@dataclass(frozen=True)
+class Principal:
+    principal_id: uuid.UUID
+    tenant_id: str
+    role: str
+    facility_ids: frozenset[str]
+    kind: PrincipalKind = "user"
+
+
+# --- tokens (pure) ----------------------------------------------------------
+
+
+_DUMMY_HASH = hash_password("not-a-real-password", salt=b"0123456789abcdef")
+
+
+def issue_token(
+    user_id: uuid.UUID, tenant_id: str, role: str, secret: str, ttl_s: float, now: datetime
+) -> tuple[str, datetime]:
+    expires_at = now + timedelta(seconds=ttl_s)
+    claims = {
+        "sub": str(user_id),
+        "tid": tenant_id,
+        "role": role,
+        "aud": _JWT_AUDIENCE,
+        "iat": int(now.timestamp()),
+        "exp": int(expires_at.timestamp()),
+        "jti": secrets.token_hex(8),
+    }
+    return jwt.encode(claims, secret, algorithm=_JWT_ALG), expires_at
+
+
+def decode_token(token: str, secret: str) -> dict[str, Any]:
+    """Claims of a valid, unexpired token; raises 401 otherwise."""
+    try:
+        claims: dict[str, Any] = jwt.decode(
+            token, secret, algorithms=[_JWT_ALG], audience=_JWT_AUDIENCE, options={"require": ["exp", "sub", "aud"]}
+        )
+    except jwt.ExpiredSignatureError:
+        raise ApiError(401, "token_expired", "the bearer token has expired", headers=_CHALLENGE) from None
+    except jwt.PyJWTError:
+        raise ApiError(401, "invalid_token", "the bearer token is invalid", headers=_CHALLENGE) from None
+    return claims
+
+
+_CHALLENGE = {"WWW-Authenticate": "Bearer"}
+
+
+# --- principal lookup (PostgreSQL, cached briefly) ----------------------------------------
+
+
+class PrincipalCache:
+    """A small bounded in-process cache of principals, so a busy dashboard does not query
+    PostgreSQL for its scope on every request."""
+
+    def __init__(self, ttl_s: float, max_entries: int = 10_000, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self._clock = clock
+        self._items: OrderedDict[str, tuple[float, Principal | None]] = OrderedDict()
+
+    def get(self, key: str) -> tuple[bool, Principal | None]:
+        item = self._items.get(key)
+        if item is None or self._clock() - item[0] > self.ttl_s:
+            return False, None
+        return True, item[1]
+
+    def put(self, key: str, principal: Principal | None) -> None:
+        self._items[key] = (self._clock(), principal)
+        self._items.move_to_end(key)
+        while len(self._items) > self.max_entries:
+            self._items.popitem(last=False)
+
+    def clear(self) -> None:
+        self._items.clear()
+
+
+_SCOPE_SQL = """SELECT pf.facility_id FROM principal_facilities pf
+                JOIN facilities f ON f.facility_id = pf.facility_id
+                WHERE pf.principal_id = $1 AND f.tenant_id = $2"""
+
+
+async def _load_user(pool: Any, user_id: uuid.UUID) -> Principal | None:
+    async with pool.acquire() as conn:
+        row = await conn.fetchrow("SELECT tenant_id, role, active FROM users WHERE user_id = $1", user_id)
+        if row is None or not row["active"]:
+            return None
+        facilities = await conn.fetch(_SCOPE_SQL, user_id, row["tenant_id"])
+    return Principal(user_id, row["tenant_id"], row["role"], frozenset(r["facility_id"] for r in facilities), "user")
+
+
+async def _load_api_key(pool: Any, key_hash: str) -> Principal | None:
+    async with pool.acquire() as conn:
+        row = await conn.fetchrow(
+            """SELECT key_id, tenant_id, role FROM api_keys
+               WHERE key_hash = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())""",
+            key_hash,
+        )
+        if row is None:
+            return None
+        facilities = await conn.fetch(_SCOPE_SQL, row["key_id"], row["tenant_id"])
+    return Principal(
+        row["key_id"], row["tenant_id"], row["role"], frozenset(r["facility_id"] for r in facilities), "api_key"
+    )
+
+
+_bearer = HTTPBearer(auto_error=False, description="JWT from POST /api/auth/token")
+_api_key = APIKeyHeader(name="X-Api-Key", auto_error=False, description="API key of a service or script")
+
+
+async def _cached(cache: PrincipalCache, key: str, load: Callable[[], Awaitable[Principal | None]]) -> Principal | None:
+    hit, principal = cache.get(key)
+    if hit:
+        return principal
+    principal = await load()
+    cache.put(key, principal)
+    return principal
+
+
+async def require_principal(
+    request: Request,
+    bearer: HTTPAuthorizationCredentials | None = Depends(_bearer),
+    api_key: str | None = Depends(_api_key),
+) -> Principal:
+    """The authenticated caller, rate limited per principal; 401 without valid credentials."""
+    state = request.app.state
+    cache: PrincipalCache = state.principal_cache
+    principal: Principal | None
+    if api_key:
+        if len(api_key) > 256:
+            raise ApiError(401, "invalid_api_key", "the API key is invalid")
+        digest = token_hash(api_key)
+        principal = await _cached(cache, f"k:{digest}", lambda: _load_api_key(state.pool, digest))
+        if principal is None:
+            raise ApiError(401, "invalid_api_key", "the API key is invalid, expired or revoked")
+    elif bearer is not None:
+        claims = decode_token(bearer.credentials, state.settings.api.token_secret.get_secret_value())
+        try:
+            user_id = uuid.UUID(str(claims["sub"]))
+        except ValueError:
+            raise ApiError(401, "invalid_token", "the bearer token is invalid", headers=_CHALLENGE) from None
+        principal = await _cached(cache, f"u:{user_id}", lambda: _load_user(state.pool, user_id))
+        if principal is None:
+            raise ApiError(401, "invalid_token", "the user is unknown or inactive", headers=_CHALLENGE)
+    else:
+        raise ApiError(401, "unauthenticated", "send a bearer token or an X-Api-Key header", headers=_CHALLENGE)
+    limiter: RateLimiter = state.rate_limiter
+    limiter.check(f"p:{principal.principal_id}")
+    request.state.principal = principal
+    return principal
+
+
+def require_role(*roles: str | Role) -> Callable[..., Awaitable[Principal]]:
+    """A dependency that admits only principals with one of ``roles`` (403 otherwise)."""
+    allowed = frozenset(str(r.value if isinstance(r, Role) else r) for r in roles)
+
+    async def dependency(principal: Principal = Depends(require_principal)) -> Principal:
+        if principal.role not in allowed:
+            raise ApiError(
+                403, "forbidden", f"role {principal.role} may not do this", {"allowed_roles": sorted(allowed)}
+            )
+        return principal
+
+    return dependency
+
+
+def ensure_facility_access(principal: Principal, facility_id: str) -> None:
+    """404 unless the facility is in the caller's scope (which never crosses tenants)."""
+    if facility_id not in principal.facility_ids:
+        raise not_found("facility", facility_id)
+
+
+# --- routes -------------------------------------------------------------------------------
+
+router = APIRouter(prefix="/api/auth", tags=["auth"])
+
+
+@router.post(
+    "/token",
+    response_model=TokenResponse,
+    summary="Exchange email and password for a bearer token",
+    responses={k: v for k, v in COMMON_RESPONSES.items() if k in (401, 422, 429, 503)},
+)
+async def create_token(body: TokenRequest, request: Request) -> TokenResponse:
+    state = request.app.state
+    client = request.client.host if request.client else "unknown"
+    state.login_limiter.check(f"ip:{client}")
+    async with state.pool.acquire() as conn:
+        row = await conn.fetchrow(
+            "SELECT user_id, tenant_id, role, password_hash, active FROM users WHERE email = $1", body.email.lower()
+        )
+    stored = row["password_hash"] if row is not None else _DUMMY_HASH
+    ok = await asyncio.to_thread(verify_password, body.password, stored)
+    if row is None or not ok or not row["active"]:
+        raise ApiError(401, "invalid_credentials", "email or password is wrong")
+    token, expires_at = issue_token(
+        row["user_id"],
+        row["tenant_id"],
+        row["role"],
+        state.settings.api.token_secret.get_secret_value(),
+        state.settings.api.token_ttl_s,
+        datetime.now(UTC),
+    )
+    return TokenResponse(access_token=token, expires_at=expires_at, role=Role(row["role"]), tenant_id=row["tenant_id"])
+
+
+@router.get(
+    "/me", response_model=Me, summary="Who the caller is and which facilities it sees", responses=COMMON_RESPONSES
+)
+async def me(principal: Principal = Depends(require_principal)) -> Me:
+    return Me(
+        principal_id=principal.principal_id,
+        kind=principal.kind,
+        tenant_id=principal.tenant_id,
+        role=Role(principal.role),
+        facility_ids=sorted(principal.facility_ids),
+    )

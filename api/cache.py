@@ -1,0 +1,199 @@
+"""Cache of each facility's current load (API-1).
+
+- Redis holds ``{"v": value, "t": fetched_at}`` for ``keep_s``; a value younger than ``ttl_s``
+  is fresh, one younger than ``stale_max_s`` is served at once while a background query
+  refreshes it (stale-while-revalidate), an older one is refreshed before answering.
+- Single flight per key and process: any number of concurrent misses of one facility wait
+  for the same InfluxDB query.
+- Redis calls are bounded by the Redis timeout (100 ms) and a breaker; when Redis fails
+  the cache goes to InfluxDB directly.
+- When InfluxDB fails, the last known value (from Redis or, if Redis is down too, from a
+  bounded in-process copy) is served with its age; with nothing known, 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import structlog
+from redis.asyncio import Redis
+
+from api.errors import UnavailableError
+from energy.observability.metrics import Counter, Gauge
+from energy.resilience import CircuitOpenError, guarded_call, make_breaker
+
+log = structlog.get_logger("api.cache")
+
+CACHE_RESULTS = Counter(
+    "energy_api_current_cache_total",
+    "Current-load lookups by outcome (hit, revalidating, miss, fallback, unavailable)",
+    ["outcome"],
+)
+CACHE_ERRORS = Counter("energy_api_current_cache_errors_total", "Cache errors by dependency", ["dependency"])
+INFLIGHT = Gauge("energy_api_current_inflight", "Current-load queries in flight (single flight per facility)")
+
+Outcome = Literal["hit", "revalidating", "miss", "fallback"]
+Loader = Callable[[str], Awaitable[dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class Entry:
+    value: dict[str, Any]
+    fetched_at: float  # unix seconds
+
+
+@dataclass(frozen=True)
+class CacheResult:
+    value: dict[str, Any]
+    outcome: Outcome
+    age_s: float
+    stale: bool  # served because the source is unavailable
+
+
+class CurrentCache:
+    def __init__(
+        self,
+        redis: Redis,
+        loader: Loader,
+        *,
+        ttl_s: float,
+        stale_max_s: float,
+        keep_s: int,
+        redis_timeout_s: float,
+        memory_entries: int = 10_000,
+        clock: Callable[[], float] = time.time,
+        breaker_name: str = "redis_api_cache",
+    ) -> None:
+        self.redis = redis
+        self.loader = loader
+        self.ttl_s = ttl_s
+        self.stale_max_s = max(stale_max_s, ttl_s)
+        self.keep_s = keep_s
+        self.redis_timeout_s = redis_timeout_s
+        self._clock = clock
+        self._memory: OrderedDict[str, Entry] = OrderedDict()
+        self._memory_entries = memory_entries
+        self._inflight: dict[str, asyncio.Future[Entry]] = {}
+        self._background: set[asyncio.Task[Any]] = set()
+        self.breaker = make_breaker(breaker_name, fail_max=3, reset_s=5.0)
+
+    @staticmethod
+    def key(facility_id: str) -> str:
+        return f"energy:api:current:{facility_id}"
+
+    async def get(self, facility_id: str) -> CacheResult:
+        now = self._clock()
+        entry = await self._redis_get(facility_id)
+        if entry is not None:
+            age = max(0.0, now - entry.fetched_at)
+            if age <= self.ttl_s:
+                CACHE_RESULTS.labels("hit").inc()
+                return CacheResult(entry.value, "hit", age, False)
+            if age <= self.stale_max_s:
+                self._refresh_in_background(facility_id)
+                CACHE_RESULTS.labels("revalidating").inc()
+                return CacheResult(entry.value, "revalidating", age, False)
+        try:
+            fresh = await self._single_flight(facility_id)
+        except (UnavailableError, CircuitOpenError, TimeoutError, OSError, RuntimeError) as exc:
+            last = self._newest(entry, self._memory.get(facility_id))
+            if last is None:
+                CACHE_RESULTS.labels("unavailable").inc()
+                reason = f"no current value known for this facility ({type(exc).__name__})"
+                raise UnavailableError("influxdb", reason) from exc
+            CACHE_RESULTS.labels("fallback").inc()
+            return CacheResult(last.value, "fallback", max(0.0, self._clock() - last.fetched_at), True)
+        CACHE_RESULTS.labels("miss").inc()
+        return CacheResult(fresh.value, "miss", max(0.0, self._clock() - fresh.fetched_at), False)
+
+    @staticmethod
+    def _newest(a: Entry | None, b: Entry | None) -> Entry | None:
+        if a is None or (b is not None and b.fetched_at > a.fetched_at):
+            return b
+        return a
+
+    # --- single flight ----------------------------------------------------------------------
+
+    def _single_flight(self, facility_id: str) -> Awaitable[Entry]:
+        fut = self._inflight.get(facility_id)
+        if fut is None:
+            fut = asyncio.ensure_future(self._load(facility_id))
+            self._inflight[facility_id] = fut
+            INFLIGHT.set(len(self._inflight))
+            fut.add_done_callback(lambda f: self._done(facility_id, f))
+        # A caller that goes away must not cancel the query the others wait for.
+        return asyncio.shield(fut)
+
+    def _done(self, facility_id: str, fut: asyncio.Future[Entry]) -> None:
+        self._inflight.pop(facility_id, None)
+        INFLIGHT.set(len(self._inflight))
+        if not fut.cancelled() and fut.exception() is not None:
+            log.warning("current_load_failed", facility_id=facility_id, error=str(fut.exception())[:200])
+
+    def _refresh_in_background(self, facility_id: str) -> None:
+        if facility_id in self._inflight:
+            return
+        task = asyncio.ensure_future(self._single_flight(facility_id))
+        self._background.add(task)
+        task.add_done_callback(self._background_done)
+
+    def _background_done(self, task: asyncio.Task[Any]) -> None:
+        self._background.discard(task)
+        if not task.cancelled():
+            task.exception()  # already logged by _done; retrieve it so asyncio does not warn
+
+    async def _load(self, facility_id: str) -> Entry:
+        value = await self.loader(facility_id)
+        entry = Entry(value, self._clock())
+        self._memory[facility_id] = entry
+        self._memory.move_to_end(facility_id)
+        while len(self._memory) > self._memory_entries:
+            self._memory.popitem(last=False)
+        await self._redis_set(facility_id, entry)
+        return entry
+
+    # --- Redis, bounded and never fatal -----------------------------------------------------
+
+    async def _redis_get(self, facility_id: str) -> Entry | None:
+        try:
+            raw = await guarded_call(
+                "redis",
+                lambda: self.redis.get(self.key(facility_id)),
+                timeout_s=self.redis_timeout_s,
+                breaker=self.breaker,
+            )
+        except Exception as exc:
+            CACHE_ERRORS.labels("redis").inc()
+            log.debug("redis_get_failed", error=type(exc).__name__)
+            return None
+        if raw is None:
+            return None
+        try:
+            data = json.loads(raw)
+            return Entry(dict(data["v"]), float(data["t"]))
+        except (ValueError, KeyError, TypeError):
+            return None
+
+    async def _redis_set(self, facility_id: str, entry: Entry) -> None:
+        payload = json.dumps({"v": entry.value, "t": entry.fetched_at})
+        try:
+            await guarded_call(
+                "redis",
+                lambda: self.redis.set(self.key(facility_id), payload, ex=self.keep_s),
+                timeout_s=self.redis_timeout_s,
+                breaker=self.breaker,
+            )
+        except Exception as exc:
+            CACHE_ERRORS.labels("redis").inc()
+            log.debug("redis_set_failed", error=type(exc).__name__)
+
+    async def close(self) -> None:
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)

@@ -1,0 +1,176 @@
+"""One error body for every 4xx/5xx: ``{"error": {"code", "message", "details"}}``.
+
+Dependency outages (PostgreSQL, InfluxDB, Redis timeouts, open breakers) become 503 with
+the reason, never 500.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from redis.exceptions import RedisError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from energy.adapters.influx import InfluxUnavailableError
+from energy.observability.metrics import Counter
+from energy.resilience import BulkheadFullError, CircuitOpenError
+from schemas.api import ErrorBody
+
+log = structlog.get_logger("api.errors")
+
+API_ERRORS = Counter("energy_api_errors_total", "API error responses by status and code", ["status", "code"])
+
+_CODES = {
+    400: "bad_request",
+    401: "unauthenticated",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    429: "rate_limited",
+    503: "unavailable",
+}
+
+
+class ApiError(Exception):
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        details: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details
+        self.headers = headers
+
+
+class UnavailableError(ApiError):
+    def __init__(self, dependency: str, reason: str, retry_after_s: int = 5) -> None:
+        super().__init__(
+            503,
+            "dependency_unavailable",
+            f"{dependency} is unavailable: {reason}",
+            {"dependency": dependency},
+            {"Retry-After": str(retry_after_s)},
+        )
+
+
+def not_found(what: str, ident: str) -> ApiError:
+    return ApiError(404, "not_found", f"{what} not found", {"id": ident[:100]})
+
+
+def error_response(
+    status: int, code: str, message: str, details: Any = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    API_ERRORS.labels(str(status), code).inc()
+    body = {"error": {"code": code, "message": message, "details": jsonable_encoder(details)}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+# Every route documents these, so the OpenAPI document matches what the API answers.
+COMMON_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "Missing, invalid or expired credentials"},
+    403: {"model": ErrorBody, "description": "Role not allowed"},
+    404: {"model": ErrorBody, "description": "Not found or not in the caller's scope"},
+    422: {"model": ErrorBody, "description": "Invalid parameters or body"},
+    429: {"model": ErrorBody, "description": "Rate limit exceeded (see Retry-After)"},
+    503: {"model": ErrorBody, "description": "A dependency is unavailable (see Retry-After)"},
+}
+
+
+DEPENDENCY_ERRORS: tuple[type[Exception], ...] = (
+    TimeoutError,
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.QueryCanceledError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    RedisError,
+)
+
+
+def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
+    out = []
+    for err in exc.errors()[:50]:
+        out.append(
+            {
+                "loc": [str(p) for p in err.get("loc", ())],
+                "msg": str(err.get("msg", ""))[:300],
+                "type": str(err.get("type", "")),
+            }
+        )
+    return out
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _CODES.get(exc.status_code, "error")
+        message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
+        return error_response(exc.status_code, code, message, None, getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(
+            422, "validation_error", "request parameters or body are invalid", _validation_details(exc)
+        )
+
+    @app.exception_handler(CircuitOpenError)
+    async def _breaker_open(request: Request, exc: CircuitOpenError) -> JSONResponse:
+        retry = max(1, int(exc.retry_after_s + 0.999))
+        return error_response(
+            503, "dependency_unavailable", str(exc), {"dependency": exc.dependency}, {"Retry-After": str(retry)}
+        )
+
+    @app.exception_handler(InfluxUnavailableError)
+    async def _influx_down(request: Request, exc: InfluxUnavailableError) -> JSONResponse:
+        return error_response(
+            503,
+            "dependency_unavailable",
+            f"influxdb is unavailable: {exc}"[:300],
+            {"dependency": "influxdb"},
+            {"Retry-After": "5"},
+        )
+
+    @app.exception_handler(BulkheadFullError)
+    async def _bulkhead_full(request: Request, exc: BulkheadFullError) -> JSONResponse:
+        return error_response(503, "overloaded", str(exc), None, {"Retry-After": "1"})
+
+    async def _dependency_down(request: Request, exc: Exception) -> JSONResponse:
+        return error_response(
+            503,
+            "dependency_unavailable",
+            f"a dependency did not answer: {type(exc).__name__}",
+            None,
+            {"Retry-After": "5"},
+        )
+
+    # Registered per class (not for Exception) so that Starlette's ExceptionMiddleware answers
+    # them: outages of PostgreSQL and Redis are 503, not a bug.
+    for cls in DEPENDENCY_ERRORS:
+        app.add_exception_handler(cls, _dependency_down)  # type: ignore[arg-type]
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled_error", path=request.url.path, error=type(exc).__name__)
+        return error_response(500, "internal_error", "internal error; it was logged", None)

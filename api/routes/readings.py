@@ -1,0 +1,137 @@
+"""Current load (cached, API-1) and readings or rollups over a range."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+
+from api.auth import Principal, ensure_facility_access, require_principal
+from api.cache import CacheResult, CurrentCache
+from api.deps import FacilityIdPath, check_range, db
+from api.errors import COMMON_RESPONSES, not_found
+from api.timeseries import fetch_range, from_ns, rollup_row
+from schemas.api import CurrentLoad, Granularity, RawReadingRow, ReadingSeries, Rollup
+from schemas.readings import ID_PATTERN
+
+router = APIRouter(prefix="/api/facilities", tags=["readings"], responses=COMMON_RESPONSES)
+
+STALENESS_HEADER = "X-Data-Staleness-Seconds"
+
+
+def current_headers(result: CacheResult) -> dict[str, str]:
+    headers = {
+        "X-Cache": result.outcome,
+        STALENESS_HEADER: f"{result.age_s:.1f}",
+        "Cache-Control": "no-store",
+    }
+    if result.stale:
+        headers["Warning"] = '110 energy-api "Response is Stale: InfluxDB unavailable, last known value"'
+    return headers
+
+
+def current_body(result: CacheResult) -> CurrentLoad:
+    v = result.value
+    return CurrentLoad(
+        facility_id=v["facility_id"],
+        as_of=v["as_of"],
+        current_kw=v["current_kw"],
+        meters_reporting=v["meters_reporting"],
+        rollup_1m=Rollup(**v["rollup_1m"]) if v.get("rollup_1m") else None,
+        fetched_at=v["fetched_at"],
+        stale=result.stale,
+        staleness_s=round(result.age_s, 3),
+    )
+
+
+@router.get(
+    "/{facility_id}/current",
+    response_model=CurrentLoad,
+    summary="Current load: sum of each meter's latest reading and the latest 1-minute rollup",
+    description=(
+        "Served from a 10 s cache. Headers: `X-Cache` (hit, revalidating, miss, fallback), "
+        "`X-Data-Staleness-Seconds` (age of the value), and `Warning: 110` when InfluxDB is "
+        "unavailable and the last known value is served. 503 when nothing is known."
+    ),
+)
+async def current(
+    facility_id: FacilityIdPath,
+    request: Request,
+    response: Response,
+    principal: Principal = Depends(require_principal),
+) -> CurrentLoad:
+    ensure_facility_access(principal, facility_id)
+    cache: CurrentCache = request.app.state.current_cache
+    result = await cache.get(facility_id)
+    response.headers.update(current_headers(result))
+    return current_body(result)
+
+
+@router.get(
+    "/{facility_id}/readings",
+    response_model=ReadingSeries,
+    summary="Raw readings or rollups (1m, 15m, 1h) of a facility or one of its meters over [start, end)",
+)
+async def readings(
+    facility_id: FacilityIdPath,
+    request: Request,
+    start: datetime,
+    end: datetime,
+    granularity: Granularity = Granularity.ONE_MINUTE,
+    meter_id: Annotated[str | None, Query(pattern=ID_PATTERN, max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+    principal: Principal = Depends(require_principal),
+) -> ReadingSeries:
+    ensure_facility_access(principal, facility_id)
+    start, end = check_range(start, end)
+    state = request.app.state
+    if meter_id is not None:
+        async with db(request) as conn:
+            found = await conn.fetchval(
+                "SELECT 1 FROM meters WHERE meter_id = $1 AND facility_id = $2", meter_id, facility_id
+            )
+        if not found:
+            raise not_found("meter", meter_id)
+    rows = await fetch_range(
+        state.influx,
+        state.measurements,
+        facility_id,
+        meter_id,
+        granularity,
+        start,
+        end,
+        limit + 1,
+        0,
+        state.settings.api.range_query_timeout_s,
+    )
+    truncated = len(rows) > limit
+    rows = rows[:limit]
+    raw: list[RawReadingRow] = []
+    rollups: list[Rollup] = []
+    if granularity is Granularity.RAW:
+        raw = [
+            RawReadingRow(
+                ts=from_ns(int(r["time"])),
+                meter_id=str(r.get("meter_id") or ""),
+                active_power_kw=r.get("active_power_kw"),
+                reactive_power_kvar=r.get("reactive_power_kvar"),
+                voltage_v=r.get("voltage_v"),
+                current_a=r.get("current_a"),
+                energy_kwh=r.get("energy_kwh"),
+            )
+            for r in rows
+        ]
+    else:
+        rollups = [Rollup(**rollup_row(r, granularity.value)) for r in rows]
+    return ReadingSeries(
+        facility_id=facility_id,
+        meter_id=meter_id,
+        granularity=granularity,
+        start=start,
+        end=end,
+        limit=limit,
+        truncated=truncated,
+        raw=raw,
+        rollups=rollups,
+    )
