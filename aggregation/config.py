@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from energy.config_types import Count, Seconds, SettingsGroup
+from typing import Annotated
+
+from pydantic import Field
+
+from energy.config_types import Count, Name, Seconds, SettingsGroup
 
 
 class AggregationSettings(SettingsGroup):
@@ -11,3 +15,26 @@ class AggregationSettings(SettingsGroup):
     batch_max_wait_s: Seconds = 1.0
     influx_breaker_fail_max: Count = 5
     influx_breaker_reset_s: Seconds = 10.0
+    # Topics and consumer groups (tests point these at their own topics).
+    readings_topic: Name = "meter-readings"
+    dlq_topic: Name = "meter-readings-dlq"
+    consumer_group: Name = "aggregation"
+    archive_group: Name = "aggregation-archive"
+    # Rollup maths (see aggregation/domain/rollup.py).
+    expected_interval_s: Seconds = 15.0
+    max_register_gap_s: Seconds = 3600.0
+    # Memory bounds: loaded facility-hours kept per facility, concurrent InfluxDB loads.
+    state_hours_per_facility: Annotated[int, Field(ge=3, le=1000)] = 6
+    influx_concurrency: Annotated[int, Field(ge=1, le=64)] = 8
+    influx_lines_per_write: Count = 10_000
+    backpressure_max_delay_s: Seconds = 5.0
+    # Kafka group tuning: quick joins and rebalances (see docs/decisions/0201).
+    session_timeout_ms: Annotated[int, Field(ge=1000, le=300_000)] = 10_000
+    heartbeat_interval_ms: Annotated[int, Field(ge=100, le=60_000)] = 1_000
+    max_poll_interval_ms: Annotated[int, Field(ge=10_000, le=3_600_000)] = 600_000
+    lag_update_s: Seconds = 5.0
+    # Raw archive: a local folder or an fsspec/pyarrow URI such as s3://bucket/prefix.
+    archive_uri: str = ".stack/archive/readings"
+    archive_enabled: bool = True
+    archive_batch_max_readings: Count = 50_000
+    archive_batch_max_wait_s: Seconds = 10.0

@@ -1,0 +1,59 @@
+"""``energy aggregation run|backfill|archive``."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import datetime
+from typing import Any
+
+
+def _aware(value: str) -> datetime:
+    ts = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if ts.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{value!r}: give a time zone, e.g. 2026-11-25T00:00:00Z")
+    return ts
+
+
+def _run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from aggregation.worker import run_service
+    from energy.observability.logging import configure_logging
+    from energy.settings import get_settings
+
+    settings = get_settings()
+    configure_logging("aggregation", settings.log.level, settings.log.json_logs)
+    asyncio.run(run_service(settings, with_archive=False if args.no_archive else None))
+    return 0
+
+
+def _backfill(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from aggregation.backfill import backfill
+    from energy.settings import get_settings
+
+    if args.to <= args.from_:
+        print("error: --to must be after --from")
+        return 2
+    res = asyncio.run(backfill(get_settings(), args.facility, args.from_, args.to, args.source))
+    print(
+        f"backfill {args.facility} {args.from_.isoformat()}..{args.to.isoformat()} from {args.source}: "
+        f"{res.readings} readings ({res.too_late} too late, skipped), {res.raw_points} raw points, "
+        f"{res.rollup_points} rollup points written"
+    )
+    return 0
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("aggregation", help="rollup worker, raw archive, backfill")
+    actions = p.add_subparsers(dest="aggregation_action", required=True)
+    run = actions.add_parser("run", help="run the rollup worker (+ archiver) with /healthz /ready /metrics")
+    run.add_argument("--no-archive", action="store_true", help="do not run the Parquet archiver in this process")
+    run.set_defaults(handler=_run)
+    bf = actions.add_parser("backfill", help="rebuild raw points and rollups of a facility for a time range")
+    bf.add_argument("--facility", required=True)
+    bf.add_argument("--from", dest="from_", required=True, type=_aware, help="ISO-8601 with zone")
+    bf.add_argument("--to", required=True, type=_aware, help="ISO-8601 with zone (exclusive)")
+    bf.add_argument("--source", choices=("archive", "topic"), default="archive")
+    bf.set_defaults(handler=_backfill)

@@ -1,0 +1,258 @@
+"""The rollup worker: consume readings in batches, write raw + rollups, then commit.
+
+Offsets are committed only after InfluxDB confirmed every write of the batch and every
+dead letter of the batch was acknowledged by the broker (AGG-1). While InfluxDB fails, the
+worker keeps the one batch it has, pauses its partitions (so nothing more is fetched),
+reports why on ``/ready`` and retries with backoff until the write succeeds (AGG-3).
+See docs/decisions/0200-aggregation-worker.md for why this is an aiokafka loop, not a Faust agent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import httpx
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
+
+from aggregation import metrics
+from aggregation.decode import Rejected, decode_reading
+from aggregation.dlq import dead_letter, utcnow
+from aggregation.domain.lateness import is_too_late
+from aggregation.engine import RollupEngine
+from energy.adapters.influx import InfluxClient, InfluxUnavailableError
+from energy.adapters.kafka import make_consumer, make_producer, send_event
+from energy.observability.health import Health
+from energy.resilience import CircuitOpenError, backoff_delays
+from energy.settings import Settings
+from schemas.readings import MeterReading
+
+log = structlog.get_logger("aggregation.worker")
+
+T = TypeVar("T")
+
+TRANSIENT = (InfluxUnavailableError, CircuitOpenError, TimeoutError, httpx.TransportError, KafkaError, OSError)
+BACKPRESSURE = "sink_backpressure"
+
+
+class _Stopped(Exception):
+    """Shutdown was asked while a sink was failing: leave the batch uncommitted (it replays)."""
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, worker: RollupWorker) -> None:
+        self.worker = worker
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        self.worker.engine.reset()
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        self.worker.engine.reset()
+        log.info("partitions_assigned", partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in assigned))
+
+
+class RollupWorker:
+    def __init__(self, settings: Settings, health: Health | None = None) -> None:
+        self.settings = settings
+        self.cfg = settings.aggregation
+        self.health = health or Health("aggregation")
+        self.influx = InfluxClient(
+            settings.influx,
+            breaker_name="influxdb-aggregation",
+            fail_max=self.cfg.influx_breaker_fail_max,
+            reset_s=self.cfg.influx_breaker_reset_s,
+        )
+        self.engine = RollupEngine(
+            self.influx, settings.influx.raw_retention_policy, settings.influx.rollup_retention_policy, self.cfg
+        )
+        self.consumer: AIOKafkaConsumer = make_consumer(
+            settings.kafka,
+            group_id=self.cfg.consumer_group,
+            max_poll_records=self.cfg.batch_max_readings,
+            session_timeout_ms=self.cfg.session_timeout_ms,
+            heartbeat_interval_ms=self.cfg.heartbeat_interval_ms,
+            max_poll_interval_ms=self.cfg.max_poll_interval_ms,
+            rebalance_timeout_ms=self.cfg.session_timeout_ms,
+            # Bounded prefetch: at most this many bytes buffered per partition while we write.
+            max_partition_fetch_bytes=1_048_576,
+            fetch_max_bytes=8 * 1_048_576,
+        )
+        self.producer: AIOKafkaProducer = make_producer(settings.kafka)
+        self.committed: dict[TopicPartition, int] = {}
+        self.stop = asyncio.Event()
+        self._last_lag = 0.0
+        self.health.add_check("influxdb", self.influx.ping)
+
+    async def start(self) -> None:
+        timeout = self.settings.kafka.request_timeout_s * 4
+        await asyncio.wait_for(self.producer.start(), timeout)
+        self.consumer.subscribe([self.cfg.readings_topic], listener=_Rebalance(self))
+        await asyncio.wait_for(self.consumer.start(), timeout)
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.consumer.stop(), 10)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.producer.stop(), 10)
+        await self.influx.close()
+
+    async def run(self) -> None:
+        """Consume until :attr:`stop` is set; the batch in hand is finished and committed first."""
+        await self.start()
+        try:
+            while not self.stop.is_set():
+                batch = await self.consumer.getmany(
+                    timeout_ms=int(self.cfg.batch_max_wait_s * 1000), max_records=self.cfg.batch_max_readings
+                )
+                if batch:
+                    await self.handle_batch(batch)
+                await self.update_lag()
+        finally:
+            await self.close()
+
+    async def handle_batch(self, batch: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]) -> None:
+        t0 = time.perf_counter()
+        readings: list[MeterReading] = []
+        rejects: list[tuple[ConsumerRecord[Any, Any], Rejected]] = []
+        allowed = self.cfg.allowed_lateness_s
+        for records in batch.values():
+            for rec in records:
+                got = decode_reading(rec.value)
+                if isinstance(got, Rejected):
+                    rejects.append((rec, got))
+                elif is_too_late(got.payload.ts, got.payload.received_at, allowed):
+                    detail = f"reading at {got.payload.ts.isoformat()} received {got.payload.received_at.isoformat()}"
+                    rejects.append((rec, Rejected("too_late", f"{detail}; allowed lateness {allowed:g}s")))
+                else:
+                    readings.append(got.payload)
+        try:
+            if readings:
+                plan = await self._until_ok("influxdb", lambda: self.engine.prepare(readings))
+                await self._until_ok("influxdb", lambda: self.engine.write(plan))
+                self.engine.evict()
+            if rejects:
+                await self._until_ok("kafka_dlq", lambda: self._send_dead_letters(rejects))
+        except _Stopped:
+            return
+        await self._commit(batch)
+        metrics.READINGS.labels("rolled_up").inc(len(readings))
+        for _, rej in rejects:
+            metrics.READINGS.labels(rej.reason).inc()
+        metrics.BATCH_SECONDS.observe(time.perf_counter() - t0)
+
+    async def _send_dead_letters(self, rejects: list[tuple[ConsumerRecord[Any, Any], Rejected]]) -> None:
+        now = utcnow()
+        sends = []
+        for rec, rej in rejects:
+            source = f"kafka:{rec.topic}/{rec.partition}@{rec.offset}"
+            event = dead_letter(rec.value, rej.reason, rej.detail, source, rec.key, now)
+            sends.append(send_event(self.producer, self.cfg.dlq_topic, None, event))
+        await asyncio.wait_for(asyncio.gather(*sends), self.settings.kafka.produce_timeout_s)
+
+    async def _until_ok(self, sink: str, step: Callable[[], Awaitable[T]]) -> T:
+        """Run ``step`` until it succeeds, pausing consumption meanwhile; :class:`_Stopped` on shutdown."""
+        attempt = 0
+        paused = False
+        try:
+            while True:
+                try:
+                    return await step()
+                except TRANSIENT as exc:
+                    reason = f"{sink} failing, consumption paused: {type(exc).__name__}: {exc}"[:300]
+                    if not paused:
+                        log.warning("backpressure_on", sink=sink, error=reason)
+                        self.consumer.pause(*self.consumer.assignment())
+                        metrics.BACKPRESSURE.set(1)
+                        paused = True
+                    self.health.set_not_ready(BACKPRESSURE, reason)
+                    if self.stop.is_set():
+                        log.warning("shutdown_during_backpressure", sink=sink, note="batch not committed; replays")
+                        raise _Stopped from exc
+                    delay = backoff_delays(attempt + 2, 0.2, self.cfg.backpressure_max_delay_s)[-1]
+                    attempt += 1
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.stop.wait(), max(delay, 0.05))
+                    # A poll on paused partitions fetches nothing but keeps us in the group.
+                    with contextlib.suppress(KafkaError, IllegalStateError):
+                        await self.consumer.getmany(timeout_ms=0)
+        finally:
+            if paused:
+                self.consumer.resume(*self.consumer.assignment())
+                metrics.BACKPRESSURE.set(0)
+                self.health.clear(BACKPRESSURE)
+                log.info("backpressure_off", sink=sink, attempts=attempt)
+
+    async def _commit(self, batch: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]) -> None:
+        offsets = {tp: OffsetAndMetadata(records[-1].offset + 1, "") for tp, records in batch.items() if records}
+        try:
+            await self.consumer.commit(offsets)
+        except (CommitFailedError, IllegalStateError) as exc:
+            # The partitions moved to another worker during the batch; it replays them.
+            log.warning("commit_failed_rebalance", error=str(exc))
+            self.engine.reset()
+            return
+        for tp, om in offsets.items():
+            self.committed[tp] = om.offset
+
+    async def update_lag(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_lag < self.cfg.lag_update_s:
+            return
+        self._last_lag = now
+        tps = list(self.consumer.assignment())
+        if not tps:
+            return
+        try:
+            ends = await asyncio.wait_for(self.consumer.end_offsets(tps), self.settings.kafka.request_timeout_s)
+        except (TimeoutError, KafkaError) as exc:
+            log.warning("lag_update_failed", error=str(exc))
+            return
+        for tp in tps:
+            done = self.committed.get(tp)
+            if done is None:
+                done = await self.consumer.committed(tp) or 0
+                self.committed[tp] = done
+            lag = max(0, ends.get(tp, 0) - done)
+            metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition), self.cfg.consumer_group).set(lag)
+
+
+async def run_service(settings: Settings, with_archive: bool | None = None) -> None:
+    """``energy aggregation run``: worker (+ archiver) and the ops endpoints, until SIGTERM/SIGINT."""
+    import signal
+
+    from energy.observability.http import serve_ops
+
+    health = Health("aggregation")
+    worker = RollupWorker(settings, health)
+    stop = worker.stop
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    ops = asyncio.create_task(serve_ops(health, "127.0.0.1", settings.endpoints.aggregation_port, stop))
+    tasks = [asyncio.create_task(worker.run())]
+    archive = settings.aggregation.archive_enabled if with_archive is None else with_archive
+    if archive:
+        from aggregation.archive import Archiver
+
+        archiver = Archiver(settings, stop=stop)
+        tasks.append(asyncio.create_task(archiver.run()))
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for t in done:
+            if t.exception() is not None:
+                stop.set()
+                raise t.exception()  # type: ignore[misc]
+        await asyncio.gather(*tasks)
+    finally:
+        stop.set()
+        for t in tasks:
+            if not t.done():
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(t, 15)
+        await ops

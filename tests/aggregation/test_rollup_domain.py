@@ -1,0 +1,159 @@
+"""Rollup maths (pure): exact expected values worked out by hand."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from aggregation.domain.lateness import is_too_late
+from aggregation.domain.rollup import NS, Sample, facility_rollup, meter_rollup, window_start
+from aggregation.domain.state import HOUR_NS, FacilityState, RollupParams, WindowKey, rollups_for
+from aggregation.lines import raw_line, rollup_line, ts_ns
+from energy.adapters.influx import point
+from schemas.readings import Anomaly, MeterReading
+
+T0 = 1_700_000_000 // 3600 * 3600 * NS  # an hour boundary
+
+
+def s(sec: int, kw: float, reg: float) -> Sample:
+    return Sample(T0 + sec * NS, kw, reg)
+
+
+def test_meter_rollup_energy_from_power_is_rectangle_rule_with_nominal_interval():
+    samples = [s(0, 4.0, 100.0), s(15, 8.0, 100.02), s(30, 12.0, 100.05), s(45, 0.0, 100.1)]
+    r = meter_rollup(samples, prev=None, window_s=60, interval_s=15, max_register_gap_s=3600)
+    assert r.energy_kwh == pytest.approx((4 + 8 + 12 + 0) * 15 / 3600, abs=1e-15)
+    assert r.avg_kw == 6.0
+    assert (r.min_kw, r.max_kw) == (0.0, 12.0)
+    assert r.sample_count == 4
+    assert r.coverage == 1.0
+    # No previous sample: the first sample's increase is unknown; the others sum to 0.1.
+    assert r.energy_register_kwh == pytest.approx(0.1, abs=1e-12)
+
+
+def test_register_energy_uses_previous_sample_before_the_window():
+    prev = s(-15, 1.0, 99.9)
+    r = meter_rollup([s(0, 1.0, 100.0), s(15, 1.0, 100.2)], prev, 60, 15, 3600)
+    assert r.energy_register_kwh == pytest.approx(0.3, abs=1e-12)
+    assert r.coverage == 0.5
+
+
+def test_register_decrease_and_long_gaps_add_nothing():
+    r = meter_rollup([s(0, 1.0, 50.0), s(15, 1.0, 49.0), s(30, 1.0, 49.5)], s(-15, 1.0, 10.0), 60, 15, 3600)
+    assert r.energy_register_kwh == pytest.approx(40.0 + 0.0 + 0.5)
+    far = meter_rollup([s(0, 1.0, 50.0)], Sample(T0 - 3601 * NS, 1.0, 0.0), 60, 15, 3600)
+    assert far.energy_register_kwh == 0.0
+
+
+def test_facility_rollup_sums_meters_and_takes_min_max_of_the_total():
+    a = [s(0, 1.0, 0.0), s(15, 3.0, 0.0)]
+    b = [s(0, 10.0, 0.0), s(15, 5.0, 0.0), s(30, 2.0, 0.0)]
+    ra = meter_rollup(a, None, 60, 15, 3600)
+    rb = meter_rollup(b, None, 60, 15, 3600)
+    f = facility_rollup([ra, rb], [a, b], 15)
+    assert f.energy_kwh == pytest.approx((1 + 3 + 10 + 5 + 2) * 15 / 3600)
+    assert f.avg_kw == pytest.approx(2.0 + 17 / 3)
+    assert (f.min_kw, f.max_kw) == (2.0, 11.0)  # totals per slot: 11, 8, 2
+    assert f.sample_count == 5
+    assert f.coverage == pytest.approx((0.5 + 0.75) / 2)
+
+
+def test_window_start_aligns_to_utc_boundaries():
+    t = T0 + (17 * 60 + 42) * NS
+    assert window_start(t, 60) == T0 + 17 * 60 * NS
+    assert window_start(t, 900) == T0 + 15 * 60 * NS
+    assert window_start(t, 3600) == T0
+
+
+def _loaded(fid: str = "f") -> FacilityState:
+    st = FacilityState(fid, RollupParams(15, 3600))
+    st.load({-1 + T0 // HOUR_NS, T0 // HOUR_NS, 1 + T0 // HOUR_NS}, [])
+    return st
+
+
+def test_duplicates_do_not_double_count_and_rewrite_the_same_values():
+    st = _loaded()
+    first = rollups_for(st, st.merge("m1", s(0, 2.0, 1.0)) | st.merge("m1", s(15, 2.0, 1.5)))
+    again = rollups_for(st, st.merge("m1", s(0, 2.0, 1.0)))
+    by_key = {(r.meter_id, r.key): r.rollup for r in first}
+    for row in again:
+        assert by_key[(row.meter_id, row.key)] == row.rollup
+    one_min = next(r for r in again if r.meter_id is None and r.key.window == "1m")
+    assert one_min.rollup.sample_count == 2
+
+
+def test_late_sample_updates_its_windows_and_the_next_samples_register_window():
+    st = _loaded()
+    st.merge("m1", s(45, 1.0, 10.0))
+    st.merge("m1", s(75, 1.0, 10.6))  # next minute; increase 0.6 booked in minute 1
+    affected = st.merge("m1", s(60, 1.0, 10.2))  # late: lands between them
+    keys = {k for _, k in affected}
+    assert WindowKey("1m", T0 + 60 * NS) in keys
+    rows = {(r.meter_id, r.key): r.rollup for r in rollups_for(st, affected)}
+    minute1 = rows[("m1", WindowKey("1m", T0 + 60 * NS))]
+    assert minute1.sample_count == 2
+    assert minute1.energy_register_kwh == pytest.approx(0.6)  # 0.2 + 0.4, total unchanged
+    assert minute1.energy_kwh == pytest.approx(2 * 15 / 3600)
+
+
+def test_merging_into_an_unloaded_hour_is_refused():
+    st = FacilityState("f")
+    with pytest.raises(ValueError, match="not loaded"):
+        st.merge("m1", s(0, 1.0, 1.0))
+
+
+def test_eviction_keeps_newest_hours_and_forgets_samples():
+    st = FacilityState("f")
+    h = T0 // HOUR_NS
+    st.load(range(h, h + 5), [("m1", Sample((h + i) * HOUR_NS, 1.0, 1.0)) for i in range(5)])
+    assert st.evict_hours(2) == [h, h + 1, h + 2]
+    assert st.sample_count() == 2
+    assert st.missing_hours([h, h + 4]) == [h]
+
+
+def test_lateness_is_measured_against_received_at():
+    ts = datetime(2026, 1, 1, tzinfo=UTC)
+    assert not is_too_late(ts, ts + timedelta(seconds=3600), 3600)
+    assert is_too_late(ts, ts + timedelta(seconds=3601), 3600)
+
+
+def test_line_protocol_matches_the_shared_point_encoder():
+    ts = datetime(2026, 1, 1, 0, 0, 15, 123456, tzinfo=UTC)
+    r = MeterReading(
+        reading_id=uuid.uuid4(),
+        meter_id="fac-1-m01",
+        facility_id="fac-1",
+        ts=ts,
+        active_power_kw=12.5,
+        reactive_power_kvar=-1.25,
+        voltage_v=230.1,
+        current_a=54.0,
+        energy_kwh=1234.5678,
+        seq=7,
+        anomalies=(Anomaly.NEGATIVE_POWER, Anomaly.VOLTAGE_OUT_OF_RANGE),
+        received_at=ts,
+    )
+    expected = point(
+        "readings",
+        {"facility_id": "fac-1", "meter_id": "fac-1-m01"},
+        {
+            "active_power_kw": 12.5,
+            "anomalies": "negative_power,voltage_out_of_range",
+            "current_a": 54.0,
+            "energy_kwh": 1234.5678,
+            "reactive_power_kvar": -1.25,
+            "reading_id": str(r.reading_id),
+            "seq": 7,
+            "voltage_v": 230.1,
+        },
+        ts_ns(ts),
+    )
+    assert raw_line(r) == expected
+    assert ts_ns(ts) == 1767225615123456000
+    st = _loaded()
+    row = rollups_for(st, st.merge("m1", s(0, 2.0, 1.0)))[0]
+    line = rollup_line(row)
+    assert line.startswith(f"meter_rollups,facility_id=f,meter_id=m1,window={row.key.window} ")
+    assert line.endswith(f"sample_count=1i {row.key.start_ns}")

@@ -1,0 +1,116 @@
+"""The rollup worker against the real broker and InfluxDB (AGG-1, AGG-2, AGG-4)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from contextlib import asynccontextmanager
+from datetime import timedelta
+
+import pytest
+
+from aggregation.worker import RollupWorker
+from tests.aggregation.conftest import make_topics
+from tests.aggregation.helpers import (
+    assert_matches,
+    dlq_records,
+    ground_truth,
+    hour_floor,
+    make_readings,
+    new_names,
+    now_utc,
+    produce,
+    raw_count,
+    reading,
+    settings_for,
+    stored_rollups,
+    wait_caught_up,
+)
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+@asynccontextmanager
+async def running_worker(settings):
+    worker = RollupWorker(settings)
+    task = asyncio.create_task(worker.run())
+    try:
+        yield worker
+    finally:
+        worker.stop.set()
+        await asyncio.wait_for(task, 30)
+
+
+async def test_rollups_equal_sums_computed_directly_from_readings_and_replays_change_nothing(
+    settings, agg_db, agg_influx, uid
+):
+    n = new_names(uid)
+    await make_topics(settings, n["topic"], n["dlq"])
+    s = settings_for(settings, agg_db, n["topic"], n["dlq"], n["group"])
+    start = hour_floor(now_utc()) - timedelta(hours=2) + timedelta(minutes=50)  # crosses an hour boundary
+    fac_a, fac_b = f"{n['facility']}-a", f"{n['facility']}-b"
+    readings = make_readings(fac_a, 3, start, 100, seed=1) + make_readings(fac_b, 2, start, 100, seed=2)
+    bootstrap = settings.kafka.bootstrap_servers
+    await produce(bootstrap, n["topic"], readings)
+    async with running_worker(s):
+        await wait_caught_up(bootstrap, n["topic"], n["group"])
+        truth = ground_truth(readings)
+        assert_matches(await stored_rollups(agg_influx, [fac_a, fac_b]), truth)
+        assert await raw_count(agg_influx, fac_a) == 300
+
+        # Duplicates and a replayed batch: the same readings again, shuffled.
+        replay = list(reversed(readings[:150])) + readings[400:]
+        await produce(bootstrap, n["topic"], replay)
+        await wait_caught_up(bootstrap, n["topic"], n["group"])
+        assert_matches(await stored_rollups(agg_influx, [fac_a, fac_b]), truth)
+        assert await raw_count(agg_influx, fac_a) == 300
+
+
+async def test_late_readings_update_every_affected_window_and_too_late_go_to_dlq(settings, agg_db, agg_influx, uid):
+    n = new_names(uid)
+    await make_topics(settings, n["topic"], n["dlq"])
+    s = settings_for(settings, agg_db, n["topic"], n["dlq"], n["group"])
+    start = hour_floor(now_utc()) - timedelta(hours=3)
+    fac = n["facility"]
+    readings = make_readings(fac, 2, start, 240, seed=3)  # one hour per meter
+    late_ones = [r for i, r in enumerate(readings) if i % 7 == 3]  # held back, sent later
+    on_time = [r for r in readings if r not in late_ones]
+    # Too late: measured 2 h before it was received (allowed lateness is 1 h).
+    too_late = reading(f"{fac}-m09", fac, start, 10.0, 1.0, 0, start + timedelta(hours=2))
+    bootstrap = settings.kafka.bootstrap_servers
+    await produce(bootstrap, n["topic"], on_time)
+    async with running_worker(s):
+        await wait_caught_up(bootstrap, n["topic"], n["group"])
+        assert_matches(await stored_rollups(agg_influx, [fac]), ground_truth(on_time))
+        # Late but allowed: received 40 min after measurement, after the windows were written.
+        late_ones = [r.model_copy(update={"received_at": r.ts + timedelta(minutes=40)}) for r in late_ones]
+        await produce(bootstrap, n["topic"], [*late_ones, too_late])
+        await wait_caught_up(bootstrap, n["topic"], n["group"])
+        assert_matches(await stored_rollups(agg_influx, [fac]), ground_truth(readings))
+    dead = await dlq_records(bootstrap, n["dlq"], 1)
+    assert [(d.payload.stage, d.payload.reason) for d in dead] == [("aggregation", "too_late")]
+    assert base64.b64decode(dead[0].payload.raw_b64).startswith(b"{")
+    assert str(too_late.reading_id) in base64.b64decode(dead[0].payload.raw_b64).decode()
+
+
+async def test_poison_messages_go_to_dlq_with_raw_bytes_and_the_partition_moves_on(settings, agg_db, agg_influx, uid):
+    n = new_names(uid)
+    await make_topics(settings, n["topic"], n["dlq"], partitions=1)
+    s = settings_for(settings, agg_db, n["topic"], n["dlq"], n["group"])
+    fac = n["facility"]
+    start = hour_floor(now_utc()) - timedelta(hours=1)
+    good = make_readings(fac, 1, start, 8, seed=4)
+    poison = [
+        (fac, b"\xff\xfe not json"),
+        (fac, b'{"event_type": "meter.reading", "payload": {}}'),
+        (fac, b""),
+    ]
+    items = [good[0], poison[0], *good[1:4], poison[1], poison[2], *good[4:]]
+    await produce(settings.kafka.bootstrap_servers, n["topic"], items)
+    async with running_worker(s):
+        await wait_caught_up(settings.kafka.bootstrap_servers, n["topic"], n["group"])
+    assert_matches(await stored_rollups(agg_influx, [fac]), ground_truth(good))
+    dead = await dlq_records(settings.kafka.bootstrap_servers, n["dlq"], 3)
+    assert sorted(d.payload.reason for d in dead) == ["schema_mismatch", "undecodable", "undecodable"]
+    assert {base64.b64decode(d.payload.raw_b64) for d in dead} == {p[1] for p in poison}
+    assert all(d.payload.source.startswith(f"kafka:{n['topic']}/0@") for d in dead)
