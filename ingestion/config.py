@@ -2,12 +2,52 @@
 
 from __future__ import annotations
 
-from energy.config_types import Count, Seconds, SettingsGroup
+from typing import Annotated
+
+from pydantic import Field, SecretStr
+
+from energy.config_types import Count, Name, Seconds, SettingsGroup
+from schemas.topics import READINGS, READINGS_DLQ
+
+Fraction = Annotated[float, Field(gt=0, le=100)]
+
+
+class MeterTypeLimits(SettingsGroup):
+    """Plausible ranges for one meter type; a reading outside them is kept but flagged as an anomaly."""
+
+    max_power_of_rating: Fraction = 1.2  # active power above rated_kw x this -> power_above_rating
+    allow_negative_power: bool = False  # main meters with on-site generation may export
+    voltage_min_of_nominal: Fraction = 0.85
+    voltage_max_of_nominal: Fraction = 1.15
+    max_current_of_rated: Fraction = 1.5  # rated current = rated_kw * 1000 / nominal_voltage_v
+
+
+def _default_limits() -> dict[str, MeterTypeLimits]:
+    return {
+        "main": MeterTypeLimits(allow_negative_power=True),
+        "submeter": MeterTypeLimits(),
+        "hvac": MeterTypeLimits(max_power_of_rating=1.3),
+        "lighting": MeterTypeLimits(),
+        "plug": MeterTypeLimits(),
+    }
 
 
 class IngestionSettings(SettingsGroup):
-    buffer_size: Count = 10_000
+    buffer_size: Count = 10_000  # readings held between MQTT/HTTP and Kafka; full -> MQTT unacked, HTTP 503
     producer_linger_ms: int = 5
     publish_timeout_s: Seconds = 5.0
     registry_refresh_s: Seconds = 30.0
-    dedup_window: Count = 100_000
+    dedup_window: Count = 100_000  # reading ids remembered to drop exact repeats early
+    dedup_enabled: bool = True
+    publisher_concurrency: Annotated[int, Field(ge=1, le=64)] = 4
+    publish_chunk_readings: Count = 2_000
+    max_message_bytes: Count = 4_000_000
+    future_tolerance_s: Seconds = 120.0
+    mqtt_client_id: Name = "energy-ingestion"
+    mqtt_qos: Annotated[int, Field(ge=0, le=1)] = 1
+    readings_topic: Name = READINGS
+    dlq_topic: Name = READINGS_DLQ
+    http_wait_s: Seconds = 10.0  # how long POST /v1/readings waits for Kafka acks before answering 503
+    retry_after_s: Annotated[int, Field(ge=1, le=3600)] = 2
+    dev_gateway_key: SecretStr = SecretStr("dev-gateway-key-local")  # upserted at start in local/test only
+    limits: dict[str, MeterTypeLimits] = Field(default_factory=_default_limits)

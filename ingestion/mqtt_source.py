@@ -1,0 +1,138 @@
+"""MQTT side: a persistent QoS 1 session whose messages are acknowledged only after Kafka has them.
+
+paho-mqtt's manual acknowledgement is switched on (aiomqtt 2.x does not expose it, so the
+underlying paho client is used for exactly two calls: ``manual_ack_set`` and ``ack``). While
+the buffer is full the reader stops taking messages; Mosquitto then stops sending once
+``max_inflight_messages`` are unacknowledged and queues the rest in the persistent session,
+so memory here stays bounded and nothing is lost. After a reconnect Mosquitto redelivers
+whatever was not acknowledged; exact repeats are dropped by the dedup window or carry the
+same event id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import aiomqtt
+
+from energy.observability import tracing
+from energy.observability.health import Health
+from energy.observability.logging import get_logger
+from energy.resilience import backoff_delays
+from energy.settings import Settings
+from ingestion import metrics
+from ingestion.domain import DedupWindow, Reason, Validator
+from ingestion.pipeline import Buffer, WorkItem, build_records
+from ingestion.registry import MeterRegistry
+
+log = get_logger(__name__)
+QUIET_MQTT_LOGGER = logging.getLogger("energy.mqtt")  # paho chatter ("pending publish calls") off
+QUIET_MQTT_LOGGER.setLevel(logging.ERROR)
+
+
+class MqttSource:
+    def __init__(
+        self,
+        settings: Settings,
+        validator: Validator,
+        registry: MeterRegistry,
+        buffer: Buffer,
+        health: Health,
+        dedup: DedupWindow | None,
+    ) -> None:
+        self._settings = settings
+        self._validator = validator
+        self._registry = registry
+        self._buffer = buffer
+        self._health = health
+        self._dedup = dedup
+        self._generation = 0
+        self.connected = asyncio.Event()
+        self.messages = 0
+
+    async def run(self) -> None:
+        mqtt = self._settings.mqtt
+        ing = self._settings.ingestion
+        attempt = 0
+        while True:
+            client = aiomqtt.Client(
+                mqtt.host,
+                mqtt.port,
+                identifier=ing.mqtt_client_id,
+                clean_session=False,
+                keepalive=mqtt.keepalive_s,
+                timeout=mqtt.connect_timeout_s,
+                logger=QUIET_MQTT_LOGGER,
+            )
+            client._client.manual_ack_set(True)
+            try:
+                async with client:
+                    self._generation += 1
+                    await client.subscribe(f"{mqtt.topic_prefix}/#", qos=ing.mqtt_qos)
+                    attempt = 0
+                    self._health.clear("mqtt")
+                    self.connected.set()
+                    log.info("mqtt_subscribed", topic=f"{mqtt.topic_prefix}/#", client_id=ing.mqtt_client_id)
+                    async for message in client.messages:
+                        await self._handle(client, message)
+            except aiomqtt.MqttError as exc:
+                self.connected.clear()
+                self._health.set_not_ready("mqtt", f"MQTT disconnected: {exc}"[:300])
+                delay = backoff_delays(min(attempt, 5) + 2, 0.5, 10.0)[-1]
+                log.warning("mqtt_disconnected", error=str(exc)[:300], retry_in_s=round(delay, 2))
+                attempt += 1
+                await asyncio.sleep(delay)
+
+    def _acker(self, client: aiomqtt.Client, message: aiomqtt.Message) -> Callable[[], None]:
+        generation = self._generation
+
+        def ack() -> None:
+            # An ack on a newer connection would confirm another message id: the broker redelivers instead.
+            if generation == self._generation and message.qos > 0:
+                client._client.ack(message.mid, message.qos)
+
+        return ack
+
+    async def _handle(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
+        received = time.monotonic()
+        self.messages += 1
+        metrics.MESSAGES_RECEIVED.labels("mqtt").inc()
+        payload = message.payload if isinstance(message.payload, bytes | bytearray) else str(message.payload).encode()
+        topic = message.topic.value
+        prefix = self._settings.mqtt.topic_prefix
+        ing = self._settings.ingestion
+        with tracing.use_trace():
+            now = datetime.now(UTC)
+            outcome = self._validator.mqtt_message(topic, bytes(payload), prefix, now)
+            if any(r.reason is Reason.UNKNOWN_METER for r in outcome.rejected) and self._registry.stale_for_miss():
+                try:
+                    await self._registry.refresh()
+                    outcome = self._validator.mqtt_message(topic, bytes(payload), prefix, now)
+                except Exception as exc:
+                    log.warning("registry_refresh_on_miss_failed", error=str(exc)[:300])
+            records, _ = build_records(
+                outcome,
+                readings_topic=ing.readings_topic,
+                dlq_topic=ing.dlq_topic,
+                source=f"mqtt:{topic}",
+                path="mqtt",
+                now=now,
+                dedup=self._dedup,
+            )
+        ack = self._acker(client, message)
+        if not records:  # only exact repeats of delivered readings
+            ack()
+            return
+        item = WorkItem(records, received, on_done=ack)
+        if self._buffer.used + self._buffer.weight_of(item) > self._buffer.capacity:
+            metrics.BACKPRESSURE.labels("buffer_full").set(1)
+            self._health.set_not_ready("buffer_full", f"ingestion buffer full ({self._buffer.capacity} records)")
+            await self._buffer.put(item)
+            metrics.BACKPRESSURE.labels("buffer_full").set(0)
+            self._health.clear("buffer_full")
+        else:
+            await self._buffer.put(item)

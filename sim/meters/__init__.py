@@ -1,0 +1,1 @@
+"""Smart-meter simulator: the seeded fleet's readings over MQTT (``energy sim meters``)."""
