@@ -1,0 +1,166 @@
+"""Chaos: kill -9 the worker mid-stream (AGG-1); stop InfluxDB under load (AGG-3).
+
+The worker runs as a real subprocess (`energy aggregation run`); the final rollups must
+equal the ground truth computed from the readings: nothing lost, nothing counted twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+import urllib.error
+import urllib.request
+from datetime import timedelta
+
+import psutil
+import pytest
+
+from energy.adapters.influx import InfluxClient
+from energy.stack.servers import InfluxServer
+from tests.aggregation.conftest import make_topics
+from tests.aggregation.helpers import (
+    assert_matches,
+    committed_total,
+    ground_truth,
+    hour_floor,
+    make_readings,
+    new_names,
+    now_utc,
+    produce,
+    raw_count,
+    settings_for,
+    start_worker,
+    stored_rollups,
+    wait_caught_up,
+)
+
+pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.chaos, pytest.mark.slow]
+
+
+def http_get(port: int, path: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+async def wait_http(port: int, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if http_get(port, "/healthz")[0] == 200:
+                return
+        except OSError:
+            pass
+        await asyncio.sleep(0.2)
+    raise AssertionError("worker did not answer /healthz")
+
+
+def stop_proc(proc) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except Exception:
+            proc.kill()
+            proc.wait(5)
+
+
+async def test_kill_9_mid_stream_then_restart_final_rollups_equal_ground_truth(
+    settings, agg_db, agg_influx, uid, port, tmp_path
+):
+    n = new_names(uid)
+    await make_topics(settings, n["topic"], n["dlq"], partitions=3)
+    s = settings_for(settings, agg_db, n["topic"], n["dlq"], n["group"], batch_max_readings=300, archive_enabled=False)
+    bootstrap = settings.kafka.bootstrap_servers
+    start = hour_floor(now_utc()) - timedelta(hours=2) + timedelta(minutes=30)
+    facilities = [f"{n['facility']}-{i}" for i in range(4)]
+    readings = [r for i, f in enumerate(facilities) for r in make_readings(f, 5, start, 240, seed=10 + i)]
+    readings.sort(key=lambda r: r.ts)  # a live stream: time order across facilities
+    proc = start_worker(s, port, tmp_path / "worker1.log")
+    try:
+        await wait_http(port)
+
+        async def stream() -> None:
+            for i in range(0, len(readings), 200):
+                await produce(bootstrap, n["topic"], readings[i : i + 200])
+                await asyncio.sleep(0.1)
+
+        producing = asyncio.create_task(stream())
+        killed_at = None
+        deadline = time.monotonic() + 60
+        while killed_at is None and time.monotonic() < deadline:
+            done, end = await committed_total(bootstrap, n["topic"], n["group"])
+            if done > 0:
+                proc.send_signal(signal.SIGKILL)  # no flush, no commit, no goodbye
+                proc.wait(10)
+                killed_at = (done, end)
+            await asyncio.sleep(0.1)
+        await producing
+        assert killed_at is not None and 0 < killed_at[0] < len(readings), killed_at
+        proc = start_worker(s, port, tmp_path / "worker2.log")
+        await wait_http(port)
+        await wait_caught_up(bootstrap, n["topic"], n["group"], timeout_s=90)
+    finally:
+        stop_proc(proc)
+    assert_matches(await stored_rollups(agg_influx, facilities), ground_truth(readings))
+    for f in facilities:
+        assert await raw_count(agg_influx, f) == 5 * 240
+
+
+async def test_influxdb_down_under_load_pauses_with_bounded_memory_and_catches_up_without_loss(
+    settings, private_server, uid, port, tmp_path
+):
+    influx_srv = private_server(InfluxServer)
+    n = new_names(uid)
+    await make_topics(settings, n["topic"], n["dlq"], partitions=3)
+    base = settings.model_copy(
+        update={"influx": settings.influx.model_copy(update={"url": f"http://127.0.0.1:{influx_srv.port}"})}
+    )
+    s = settings_for(
+        base, "energy", n["topic"], n["dlq"], n["group"], archive_enabled=False, influx_breaker_reset_s=2.0
+    )
+    bootstrap = settings.kafka.bootstrap_servers
+    start = hour_floor(now_utc()) - timedelta(hours=2)
+    facilities = [f"{n['facility']}-{i}" for i in range(5)]
+    readings = [r for i, f in enumerate(facilities) for r in make_readings(f, 10, start, 480, seed=20 + i)]
+    readings.sort(key=lambda r: r.ts)
+    first, during = readings[:4000], readings[4000:]
+    proc = start_worker(s, port, tmp_path / "worker.log")
+    client = InfluxClient(s.influx, breaker_name="influxdb-aggtests-private")
+    try:
+        await wait_http(port)
+        await produce(bootstrap, n["topic"], first)
+        await wait_caught_up(bootstrap, n["topic"], n["group"], timeout_s=60)
+        rss_before = psutil.Process(proc.pid).memory_info().rss
+
+        influx_srv.stop()
+        outage_started = time.monotonic()
+        rss_max = rss_before
+        not_ready_reason = None
+        for i in range(0, len(during), 2000):  # the stream goes on while InfluxDB is down
+            await produce(bootstrap, n["topic"], during[i : i + 2000])
+        while time.monotonic() - outage_started < 25:
+            rss_max = max(rss_max, psutil.Process(proc.pid).memory_info().rss)
+            status, body = http_get(port, "/ready")
+            if status == 503 and "sink_backpressure" in body["conditions"]:
+                not_ready_reason = body["conditions"]["sink_backpressure"]
+            await asyncio.sleep(1)
+        done, end = await committed_total(bootstrap, n["topic"], n["group"])
+        assert end - done >= len(during) - 2000, "the worker must stop committing while InfluxDB is down"
+        assert not_ready_reason is not None and "influxdb" in not_ready_reason
+        assert proc.poll() is None, "the worker must not crash"
+        # Bounded: one batch + a bounded prefetch, not the backlog (~20k readings, ~15 MB of JSON).
+        assert rss_max - rss_before < 64 * 2**20, (rss_before, rss_max)
+
+        influx_srv.start()
+        await wait_caught_up(bootstrap, n["topic"], n["group"], timeout_s=90)
+        assert http_get(port, "/ready")[0] == 200
+        assert_matches(await stored_rollups(client, facilities), ground_truth(readings))
+        assert sum([await raw_count(client, f) for f in facilities]) == len(readings)
+    finally:
+        stop_proc(proc)
+        await client.close()
