@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr
+
 from energy.config_types import Count, Seconds, SettingsGroup
+
+Fraction = Annotated[float, Field(gt=0, le=1)]
+LongSeconds = Annotated[float, Field(gt=0, le=7 * 86400)]
 
 
 class DrSettings(SettingsGroup):
@@ -12,7 +19,32 @@ class DrSettings(SettingsGroup):
     bms_breaker_reset_s: Seconds = 30.0
     bms_concurrency_per_facility: Count = 4
     dispatch_lead_s: Seconds = 60.0
-    max_event_duration_s: Seconds = 3600.0 * 1.0 * 12
+    max_event_duration_s: LongSeconds = 3600.0 * 1.0 * 12
+    min_event_duration_s: LongSeconds = 60.0
+    max_start_skew_s: Seconds = 30.0  # a start this far in the past is still accepted (clock skew)
     webhook_queue_size: Count = 1_000
     webhook_rate_per_s: Seconds = 20.0
     webhook_burst: Count = 40
+    webhook_hmac_window_s: Seconds = 300.0
+    # Command worker: attempts before a command is failed for good (-> DLQ), backoff between them.
+    bms_command_max_attempts: Count = 5
+    bms_retry_base_s: Seconds = 0.5
+    bms_retry_max_s: Seconds = 10.0
+    bms_lease_s: Seconds = 30.0  # an in_flight command whose worker died is retried after this
+    worker_batch: Count = 200
+    poll_interval_s: Seconds = 0.5
+    reconcile_interval_s: Seconds = 30.0
+    outbox_batch: Count = 500
+    # Forecast guardrail (DR-7): what to do when the forecast is degraded or stale.
+    forecast_policy: Literal["fixed_percentage", "hold"] = "fixed_percentage"
+    forecast_max_age_s: LongSeconds = 3600.0 * 6
+    fallback_shed_fraction: Fraction = 0.15  # share of HVAC load shed by the fixed-percentage fallback
+    # Share of the expected load shed per SIMPLE level (1, 2, 3) when no kW target is given.
+    simple_level_fraction: Fraction = 0.1
+    # Measurement (DR-8).
+    underperformance_ratio: Fraction = 0.8
+    underperformance_after_s: Seconds = 300.0
+    report_max_attempts: Count = 5
+    vtn_token: SecretStr = SecretStr("local-ven-token")
+    # Only sagas of these utilities (comma-separated; empty = all). Lets tests run a private coordinator.
+    only_utility_ids: str = ""

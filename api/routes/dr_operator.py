@@ -1,0 +1,215 @@
+"""Operator controls of DR events (DR-9): timeline, retry failed restores, cancel, opt a facility out.
+
+Operator role only; an operator sees only events touching facilities in their scope.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Request
+from pydantic import BaseModel, Field
+
+from api.auth import Principal, require_role
+from api.deps import db
+from api.errors import COMMON_RESPONSES, ApiError, not_found
+from dr_coordinator.adapters.store import handle_in, with_retry
+from dr_coordinator.domain.commands import Cancel, OptOut
+from dr_coordinator.domain.saga import IllegalTransitionError
+from energy.observability import tracing
+from schemas.readings import ID_PATTERN
+
+router = APIRouter(prefix="/api/dr/operator", tags=["demand response operator"], responses=COMMON_RESPONSES)
+Operator = Annotated[Principal, Depends(require_role("operator"))]
+FacilityId = Annotated[str, Path(pattern=ID_PATTERN, max_length=64)]
+
+
+class TimelineEntry(BaseModel):
+    seq: int
+    occurred_at: datetime
+    facility_id: str | None
+    entry_type: str
+    from_state: str | None
+    to_state: str | None
+    detail: dict[str, Any]
+
+
+class FacilityStatus(BaseModel):
+    facility_id: str
+    state: str
+    strategy: str | None
+    target_kw: float | None
+    baseline_kw: float | None
+    achieved_kw: float | None
+    commands: dict[str, int] = Field(description="BMS commands by status")
+
+
+class Timeline(BaseModel):
+    dr_event_id: uuid.UUID
+    utility_id: str
+    utility_event_id: str
+    state: str
+    strategy: str | None
+    start: datetime
+    end: datetime
+    version: int
+    facilities: list[FacilityStatus]
+    entries: list[TimelineEntry]
+    failed_commands: list[dict[str, Any]]
+
+
+class OperatorResult(BaseModel):
+    dr_event_id: uuid.UUID
+    state: str
+    detail: str
+    count: int = 0
+
+
+async def _event_in_scope(conn: Any, principal: Principal, dr_event_id: uuid.UUID) -> Any:
+    row = await conn.fetchrow(
+        """SELECT e.* FROM dr_events e WHERE e.dr_event_id = $1 AND EXISTS (
+               SELECT 1 FROM dr_event_facilities f JOIN facilities fa USING (facility_id)
+               WHERE f.dr_event_id = e.dr_event_id AND f.facility_id = ANY($2::text[]) AND fa.tenant_id = $3)""",
+        dr_event_id,
+        sorted(principal.facility_ids),
+        principal.tenant_id,
+    )
+    if row is None:
+        raise not_found("DR event", str(dr_event_id))
+    return row
+
+
+def _json(value: Any) -> dict[str, Any]:
+    if isinstance(value, str):
+        loaded = json.loads(value)
+        return loaded if isinstance(loaded, dict) else {"value": loaded}
+    return dict(value or {})
+
+
+@router.get("/events/{dr_event_id}/timeline", response_model=Timeline, summary="Every transition, command and report")
+async def timeline(dr_event_id: uuid.UUID, request: Request, principal: Operator) -> Timeline:
+    async with db(request) as conn:
+        ev = await _event_in_scope(conn, principal, dr_event_id)
+        facs = await conn.fetch(
+            """SELECT f.facility_id, f.state, f.strategy, f.target_kw, f.baseline_kw, f.achieved_kw,
+                      COALESCE((SELECT jsonb_object_agg(status, n) FROM (
+                          SELECT status, count(*) AS n FROM bms_commands c
+                          WHERE c.dr_event_id = f.dr_event_id AND c.facility_id = f.facility_id GROUP BY status) s),
+                        '{}'::jsonb) AS commands
+               FROM dr_event_facilities f WHERE f.dr_event_id = $1 ORDER BY f.facility_id""",
+            dr_event_id,
+        )
+        log = await conn.fetch(
+            """SELECT seq, occurred_at, facility_id, entry_type, from_state, to_state, detail FROM dr_event_log
+               WHERE dr_event_id = $1 ORDER BY seq LIMIT 5000""",
+            dr_event_id,
+        )
+        failed = await conn.fetch(
+            """SELECT idempotency_key, facility_id, zone_id, action, attempts, last_error FROM bms_commands
+               WHERE dr_event_id = $1 AND status = 'failed' ORDER BY facility_id, zone_id""",
+            dr_event_id,
+        )
+    return Timeline(
+        dr_event_id=ev["dr_event_id"],
+        utility_id=ev["utility_id"],
+        utility_event_id=ev["utility_event_id"],
+        state=ev["state"],
+        strategy=ev["strategy"],
+        start=ev["start_at"],
+        end=ev["end_at"],
+        version=ev["version"],
+        facilities=[
+            FacilityStatus(
+                facility_id=f["facility_id"],
+                state=f["state"],
+                strategy=f["strategy"],
+                target_kw=f["target_kw"],
+                baseline_kw=f["baseline_kw"],
+                achieved_kw=f["achieved_kw"],
+                commands={k: int(v) for k, v in _json(f["commands"]).items()},
+            )
+            for f in facs
+        ],
+        entries=[TimelineEntry(**{**dict(r), "detail": _json(r["detail"])}) for r in log],
+        failed_commands=[dict(r) for r in failed],
+    )
+
+
+async def _apply(
+    request: Request, principal: Principal, dr_event_id: uuid.UUID, message: Any, what: str
+) -> OperatorResult:
+    async with db(request) as conn:
+        await _event_in_scope(conn, principal, dr_event_id)
+
+        async def once() -> str:
+            async with conn.transaction():
+                decision = await handle_in(conn, dr_event_id, message, datetime.now(UTC))
+                await conn.execute(
+                    """INSERT INTO dr_event_log (dr_event_id, entry_type, detail, trace_id)
+                       VALUES ($1, 'operator_action', $2::jsonb, $3)""",
+                    dr_event_id,
+                    json.dumps({"action": what, "principal_id": str(principal.principal_id)}),
+                    tracing.current_or_new().trace_id,
+                )
+                return decision.saga.state.value
+
+        try:
+            state = await with_retry(once)
+        except IllegalTransitionError as exc:
+            raise ApiError(409, "illegal_transition", str(exc)) from None
+    return OperatorResult(dr_event_id=dr_event_id, state=state, detail=what)
+
+
+@router.post("/events/{dr_event_id}/cancel", response_model=OperatorResult, summary="Cancel; buildings are restored")
+async def cancel(dr_event_id: uuid.UUID, request: Request, principal: Operator) -> OperatorResult:
+    return await _apply(request, principal, dr_event_id, Cancel("cancelled by operator"), "cancel")
+
+
+@router.post(
+    "/events/{dr_event_id}/facilities/{facility_id}/opt-out",
+    response_model=OperatorResult,
+    summary="Take one facility out of the event; it is restored if already shedding",
+)
+async def opt_out(
+    dr_event_id: uuid.UUID, facility_id: FacilityId, request: Request, principal: Operator
+) -> OperatorResult:
+    if facility_id not in principal.facility_ids:
+        raise not_found("facility", facility_id)
+    async with db(request) as conn:
+        member = await conn.fetchval(
+            "SELECT 1 FROM dr_event_facilities WHERE dr_event_id = $1 AND facility_id = $2", dr_event_id, facility_id
+        )
+    if member is None:
+        raise not_found("facility in event", facility_id)
+    return await _apply(request, principal, dr_event_id, OptOut(facility_id), f"opt_out {facility_id}")
+
+
+@router.post(
+    "/events/{dr_event_id}/retry-failed",
+    response_model=OperatorResult,
+    summary="Run failed restore commands again (same idempotency keys)",
+)
+async def retry_failed(dr_event_id: uuid.UUID, request: Request, principal: Operator) -> OperatorResult:
+    async with db(request) as conn:
+        ev = await _event_in_scope(conn, principal, dr_event_id)
+        async with conn.transaction():
+            keys = await conn.fetch(
+                """UPDATE bms_commands SET status = 'pending', attempts = 0, not_before = now(), updated_at = now()
+                   WHERE dr_event_id = $1 AND status = 'failed' AND action = 'restore'
+                     AND facility_id = ANY($2::text[]) RETURNING idempotency_key""",
+                dr_event_id,
+                sorted(principal.facility_ids),
+            )
+            await conn.execute(
+                """INSERT INTO dr_event_log (dr_event_id, entry_type, detail, trace_id)
+                   VALUES ($1, 'operator_action', $2::jsonb, $3)""",
+                dr_event_id,
+                json.dumps({"action": "retry_failed", "commands": [k["idempotency_key"] for k in keys][:200]}),
+                tracing.current_or_new().trace_id,
+            )
+    return OperatorResult(
+        dr_event_id=dr_event_id, state=ev["state"], detail="failed restore commands queued again", count=len(keys)
+    )

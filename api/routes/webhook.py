@@ -1,0 +1,385 @@
+"""Utility webhook: OpenADR 3 notifications and the platform's JSON events (DR-1, DR-2).
+
+Everything is checked before answering 202: authentication (bearer token or HMAC signature
+with a timestamp window), rate limit per utility, schema, duplicate utility event id (answered
+with the existing event, nothing created), facilities known/active/enrolled, timing, overlaps.
+Accepting writes dr_events, dr_event_facilities, dr_event_log and the outbox in one PostgreSQL
+transaction; the coordinator takes it from there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import structlog
+from fastapi import APIRouter, Path, Query, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+from pydantic import ValidationError
+
+from api.errors import ApiError
+from dr_coordinator.adapters.store import NewEvent, handle_in, insert_event
+from dr_coordinator.domain.commands import Cancel, Modify
+from dr_coordinator.domain.intake import (
+    EventAsk,
+    IntakeError,
+    Limits,
+    check_facilities,
+    check_timing,
+    from_openadr,
+    from_platform,
+    parse_body,
+)
+from dr_coordinator.domain.saga import IllegalTransitionError
+from dr_coordinator.metrics import WEBHOOK_REQUESTS
+from energy.observability import tracing
+from energy.observability.metrics import QUEUE_CAPACITY, QUEUE_DEPTH
+from energy.resilience import TokenBucket
+from schemas.dr_api import DrEventAccepted, DrEventModifyRequest, DrEventRequest
+from schemas.openadr import OadrEvent, OadrNotification, normalise_keys
+from schemas.readings import ID_PATTERN
+
+log = structlog.get_logger("api.webhook")
+router = APIRouter(prefix="/api/utility/{utility_id}", tags=["utility webhook"])
+
+UtilityId = Annotated[str, Path(pattern=ID_PATTERN, max_length=64)]
+MAX_BODY_BYTES = 1_000_000
+TERMINAL = ("completed", "partially_failed", "failed", "cancelled")
+
+
+@dataclass
+class WebhookGuard:
+    """Per-process rate limits per utility and the bounded count of requests being processed."""
+
+    rate_per_s: float
+    burst: int
+    capacity: int
+    inflight: int = 0
+    buckets: dict[str, TokenBucket] = field(default_factory=dict)
+
+    def bucket(self, utility_id: str) -> TokenBucket:
+        b = self.buckets.get(utility_id)
+        if b is None:
+            b = self.buckets[utility_id] = TokenBucket(self.rate_per_s, self.burst)
+        return b
+
+
+def _guard(request: Request) -> WebhookGuard:
+    guard: WebhookGuard | None = getattr(request.app.state, "dr_webhook", None)
+    if guard is None:
+        dr = request.app.state.settings.dr
+        guard = WebhookGuard(dr.webhook_rate_per_s, dr.webhook_burst, dr.webhook_queue_size)
+        request.app.state.dr_webhook = guard
+        QUEUE_CAPACITY.labels("dr_webhook").set(guard.capacity)
+    return guard
+
+
+def _err(exc: IntakeError) -> ApiError:
+    return ApiError(exc.status, exc.code, exc.message, exc.details)
+
+
+async def _authenticate(conn: Any, request: Request, utility_id: str, body: bytes) -> None:
+    row = await conn.fetchrow("SELECT bearer_token_hash, hmac_secret FROM utilities WHERE utility_id = $1", utility_id)
+    challenge = {"WWW-Authenticate": 'Bearer realm="utility"'}
+    # Unknown utility and bad credentials look the same from outside.
+    stored_hash = row["bearer_token_hash"] if row else "0" * 64
+    auth = request.headers.get("authorization", "")
+    if auth.lower().startswith("bearer "):
+        given = hashlib.sha256(auth[7:].strip().encode()).hexdigest()
+        if hmac.compare_digest(given, stored_hash) and row is not None:
+            return
+        raise ApiError(401, "unauthenticated", "bearer token not valid for this utility", headers=challenge)
+    signature = request.headers.get("x-signature", "")
+    stamp = request.headers.get("x-timestamp", "")
+    if signature and stamp:
+        try:
+            ts = float(stamp)
+        except ValueError:
+            raise ApiError(401, "unauthenticated", "X-Timestamp must be Unix seconds") from None
+        window = request.app.state.settings.dr.webhook_hmac_window_s
+        if abs(time.time() - ts) > window:
+            raise ApiError(
+                401, "signature_expired", f"X-Timestamp outside the {window:.0f}s window (replay protection)"
+            )
+        secret = (row["hmac_secret"] if row else "x").encode()
+        expected = hmac.new(secret, stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+        if row is None or not hmac.compare_digest(expected, signature.removeprefix("sha256=").lower()):
+            raise ApiError(401, "unauthenticated", "signature does not match (HMAC-SHA256 of '<timestamp>.<body>')")
+        fresh = await conn.fetchval(
+            """INSERT INTO inbox (consumer, message_id) VALUES ('dr-webhook-hmac', $1)
+               ON CONFLICT DO NOTHING RETURNING message_id""",
+            f"{utility_id}:{signature[:128]}",
+        )
+        if fresh is None:
+            raise ApiError(401, "replayed", "this signature was already used (replay protection)")
+        return
+    raise ApiError(
+        401, "unauthenticated", "send Authorization: Bearer <token> or X-Signature + X-Timestamp", headers=challenge
+    )
+
+
+async def _guarded(request: Request, utility_id: str, work: Any) -> JSONResponse:
+    """Bounded inbound queue, auth, rate limit, then ``work(conn, body)``; every outcome counted."""
+    guard = _guard(request)
+    if guard.inflight >= guard.capacity:
+        WEBHOOK_REQUESTS.labels("503").inc()
+        raise ApiError(503, "queue_full", "too many webhook requests in progress", headers={"Retry-After": "1"})
+    guard.inflight += 1
+    QUEUE_DEPTH.labels("dr_webhook").set(guard.inflight)
+    try:
+        body = await request.body()
+        if len(body) > MAX_BODY_BYTES:
+            raise ApiError(413, "payload_too_large", f"body over {MAX_BODY_BYTES} bytes")
+        settings = request.app.state.settings
+        async with request.app.state.pool.acquire(timeout=settings.postgres.connect_timeout_s) as conn:
+            await _authenticate(conn, request, utility_id, body)
+            bucket = guard.bucket(utility_id)
+            if not bucket.try_acquire():
+                retry = max(1, int(bucket.retry_after_s() + 0.999))
+                raise ApiError(
+                    429, "rate_limited", "too many requests for this utility", headers={"Retry-After": str(retry)}
+                )
+            try:
+                response: JSONResponse = await work(conn, body)
+            except IntakeError as exc:
+                raise _err(exc) from None
+        WEBHOOK_REQUESTS.labels(str(response.status_code)).inc()
+        return response
+    except ApiError as exc:
+        WEBHOOK_REQUESTS.labels(str(exc.status)).inc()
+        log.info(
+            "dr_webhook_rejected", utility_id=utility_id, status=exc.status, code=exc.code, reason=exc.message[:200]
+        )
+        raise
+    finally:
+        guard.inflight -= 1
+        QUEUE_DEPTH.labels("dr_webhook").set(guard.inflight)
+
+
+def _limits(request: Request) -> Limits:
+    dr = request.app.state.settings.dr
+    return Limits(dr.min_event_duration_s, dr.max_event_duration_s, dr.max_start_skew_s)
+
+
+async def _existing(conn: Any, utility_id: str, utility_event_id: str) -> Any:
+    return await conn.fetchrow(
+        """SELECT dr_event_id, state, start_at, end_at, target_kw, level,
+                  ARRAY(SELECT facility_id FROM dr_event_facilities f WHERE f.dr_event_id = e.dr_event_id
+                        ORDER BY facility_id) AS facilities
+           FROM dr_events e WHERE utility_id = $1 AND utility_event_id = $2""",
+        utility_id,
+        utility_event_id,
+    )
+
+
+def _answer(row: Any, utility_event_id: str, status: int, duplicate: bool, notes: list[str]) -> JSONResponse:
+    body = DrEventAccepted(
+        dr_event_id=row["dr_event_id"],
+        utility_event_id=utility_event_id,
+        state=row["state"],
+        duplicate=duplicate,
+        facilities=list(row["facilities"]),
+        start=row["start_at"],
+        end=row["end_at"],
+        notes=notes,
+    )
+    return JSONResponse(body.model_dump(mode="json"), status_code=status)
+
+
+async def _create(conn: Any, request: Request, utility_id: str, ask: EventAsk, payload: dict[str, Any]) -> JSONResponse:
+    async with conn.transaction():
+        # One accept at a time per utility: overlap checks and inserts cannot interleave.
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('dr-webhook:' || $1))", utility_id)
+        existing = await _existing(conn, utility_id, ask.utility_event_id)
+        if existing is not None:
+            return _answer(existing, ask.utility_event_id, 200, True, [*ask.notes, "duplicate utility event id"])
+        enrolled = {
+            r["facility_id"]
+            for r in await conn.fetch(
+                """SELECT DISTINCT f.facility_id FROM facility_enrollments e JOIN facilities f USING (facility_id)
+                   WHERE e.utility_id = $1 AND f.active""",
+                utility_id,
+            )
+        }
+        facilities = check_facilities(ask.facility_ids if ask.facility_ids is not None else sorted(enrolled), enrolled)
+        check_timing(ask.start, ask.end, datetime.now(UTC), _limits(request))
+        clash = await conn.fetch(
+            """SELECT e.utility_event_id, f.facility_id FROM dr_events e JOIN dr_event_facilities f USING (dr_event_id)
+               WHERE e.utility_id = $1 AND f.facility_id = ANY($2::text[]) AND e.state <> ALL($3::text[])
+                 AND e.start_at < $5 AND e.end_at > $4 LIMIT 20""",
+            utility_id,
+            facilities,
+            list(TERMINAL),
+            ask.start,
+            ask.end,
+        )
+        if clash:
+            raise IntakeError(
+                409,
+                "overlapping_event",
+                "facilities already have an overlapping event",
+                [{"utility_event_id": r["utility_event_id"], "facility_id": r["facility_id"]} for r in clash],
+            )
+        dr_event_id, duplicate = await insert_event(
+            conn,
+            NewEvent(
+                utility_id=utility_id,
+                utility_event_id=ask.utility_event_id,
+                program_id=ask.program_id,
+                facility_ids=tuple(facilities),
+                start=ask.start,
+                end=ask.end,
+                target_kw=ask.target_kw,
+                import_limit_kw=ask.import_limit_kw,
+                level=ask.level,
+                priority=ask.priority,
+                source_payload=payload,
+            ),
+            datetime.now(UTC),
+        )
+        row = await _existing(conn, utility_id, ask.utility_event_id)
+    log.info(
+        "dr_event_accepted",
+        utility_id=utility_id,
+        utility_event_id=ask.utility_event_id,
+        dr_event_id=str(dr_event_id),
+        facilities=len(facilities),
+        duplicate=duplicate,
+    )
+    return _answer(row, ask.utility_event_id, 200 if duplicate else 202, duplicate, ask.notes)
+
+
+async def _modify(conn: Any, utility_id: str, ask: EventAsk, limits: Limits) -> JSONResponse:
+    existing = await _existing(conn, utility_id, ask.utility_event_id)
+    if existing is None:
+        raise IntakeError(404, "not_found", f"no event {ask.utility_event_id!r} for this utility")
+    if existing["state"] in ("received", "scheduled"):
+        check_timing(ask.start, ask.end, datetime.now(UTC), limits)
+    try:
+        async with conn.transaction():
+            await handle_in(
+                conn, existing["dr_event_id"], Modify(ask.start, ask.end, ask.target_kw, ask.level), datetime.now(UTC)
+            )
+            await conn.execute(
+                """UPDATE dr_events SET target_kw = COALESCE($2, target_kw), level = COALESCE($3, level)
+                   WHERE dr_event_id = $1 AND state IN ('received', 'scheduled')""",
+                existing["dr_event_id"],
+                ask.target_kw,
+                ask.level,
+            )
+    except IllegalTransitionError as exc:
+        raise IntakeError(409, "illegal_transition", str(exc)) from None
+    row = await _existing(conn, utility_id, ask.utility_event_id)
+    return _answer(row, ask.utility_event_id, 200, False, [*ask.notes, "modified"])
+
+
+async def _cancel(conn: Any, utility_id: str, utility_event_id: str) -> JSONResponse:
+    existing = await _existing(conn, utility_id, utility_event_id)
+    if existing is None:
+        raise IntakeError(404, "not_found", f"no event {utility_event_id!r} for this utility")
+    if existing["state"] not in TERMINAL:
+        try:
+            async with conn.transaction():
+                await handle_in(conn, existing["dr_event_id"], Cancel("cancelled by the utility"), datetime.now(UTC))
+        except IllegalTransitionError as exc:
+            raise IntakeError(409, "illegal_transition", str(exc)) from None
+    row = await _existing(conn, utility_id, utility_event_id)
+    return _answer(row, utility_event_id, 200, False, ["cancellation accepted"])
+
+
+# --- OpenADR 3 ----------------------------------------------------------------------------------
+
+
+@router.get("/openadr3/notifications/echo", summary="Subscription check: echoes the ?echo= value")
+async def notification_echo(
+    utility_id: UtilityId, echo: Annotated[str, Query(max_length=512)] = ""
+) -> PlainTextResponse:
+    return PlainTextResponse(echo)
+
+
+@router.post("/openadr3/notifications", status_code=202, summary="OpenADR 3 notification (objectType EVENT)")
+async def openadr_notification(utility_id: UtilityId, request: Request) -> JSONResponse:
+    async def work(conn: Any, body: bytes) -> JSONResponse:
+        raw = normalise_keys(parse_body(body))
+        try:
+            note = OadrNotification.model_validate(raw)
+        except ValidationError as exc:
+            raise IntakeError(422, "validation_error", "not an OpenADR 3 notification", _errors(exc)) from None
+        if note.objectType != "EVENT":
+            return JSONResponse({"ignored": f"objectType {note.objectType} is not acted on"}, status_code=200)
+        try:
+            event = OadrEvent.model_validate(note.object)
+        except ValidationError as exc:
+            raise IntakeError(422, "validation_error", "event object is invalid", _errors(exc)) from None
+        ask = from_openadr(event)
+        if note.operation == "DELETE":
+            return await _cancel(conn, utility_id, ask.utility_event_id)
+        if note.operation == "PUT" and await _existing(conn, utility_id, ask.utility_event_id) is not None:
+            return await _modify(conn, utility_id, ask, _limits(request))
+        return await _create(conn, request, utility_id, ask, raw)
+
+    return await _guarded(request, utility_id, work)
+
+
+# --- the platform's JSON ------------------------------------------------------------------------
+
+
+@router.post("/events", status_code=202, response_model=DrEventAccepted, summary="Create a DR event (platform JSON)")
+async def create_event(utility_id: UtilityId, request: Request) -> JSONResponse:
+    async def work(conn: Any, body: bytes) -> JSONResponse:
+        raw = parse_body(body)
+        try:
+            req = DrEventRequest.model_validate(raw)
+        except ValidationError as exc:
+            raise IntakeError(422, "validation_error", "invalid event", _errors(exc)) from None
+        return await _create(conn, request, utility_id, from_platform(req), raw)
+
+    return await _guarded(request, utility_id, work)
+
+
+@router.put("/events/{event_id}", response_model=DrEventAccepted, summary="Modify a DR event (platform JSON)")
+async def modify_event(
+    utility_id: UtilityId, event_id: Annotated[str, Path(min_length=1, max_length=128)], request: Request
+) -> JSONResponse:
+    async def work(conn: Any, body: bytes) -> JSONResponse:
+        try:
+            req = DrEventModifyRequest.model_validate(parse_body(body))
+        except ValidationError as exc:
+            raise IntakeError(422, "validation_error", "invalid modification", _errors(exc)) from None
+        existing = await _existing(conn, utility_id, event_id)
+        if existing is None:
+            raise IntakeError(404, "not_found", f"no event {event_id!r} for this utility")
+        notes: list[str] = []
+        from dr_coordinator.domain.intake import as_utc
+
+        start = as_utc(req.start, notes) if req.start else existing["start_at"]
+        duration = req.duration_s or (existing["end_at"] - existing["start_at"]).total_seconds()
+        from datetime import timedelta
+
+        ask = EventAsk(event_id, None, None, start, start + timedelta(seconds=duration), req.target_kw, None, req.level)
+        ask.notes = notes
+        return await _modify(conn, utility_id, ask, _limits(request))
+
+    return await _guarded(request, utility_id, work)
+
+
+@router.delete("/events/{event_id}", response_model=DrEventAccepted, summary="Cancel a DR event")
+async def cancel_event(
+    utility_id: UtilityId, event_id: Annotated[str, Path(min_length=1, max_length=128)], request: Request
+) -> JSONResponse:
+    async def work(conn: Any, body: bytes) -> JSONResponse:
+        return await _cancel(conn, utility_id, event_id)
+
+    return await _guarded(request, utility_id, work)
+
+
+def _errors(exc: ValidationError) -> list[dict[str, Any]]:
+    return [{"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", ""))[:300]} for e in exc.errors()[:20]]
+
+
+__all__ = ["WebhookGuard", "router", "tracing", "uuid"]

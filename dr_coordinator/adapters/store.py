@@ -1,0 +1,371 @@
+"""PostgreSQL saga store: load a saga, persist a decision (state with optimistic version check,
+append-only log, BMS command rows, outbox rows) in the caller's transaction.
+
+asyncpg only; SQL with bound parameters. The caller owns the transaction, so state, log,
+commands and outbox commit or roll back together.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+
+import asyncpg
+
+from dr_coordinator.domain.commands import (
+    CommandIssued,
+    Message,
+    Noted,
+    StartDispatch,
+    StateChanged,
+    command_id,
+    idempotency_key,
+)
+from dr_coordinator.domain.planner import ZoneAction
+from dr_coordinator.domain.saga import Decision, FacilitySaga, Saga, decide
+from energy.observability import tracing
+from schemas.dr import (
+    BmsAction,
+    BmsCommand,
+    BmsCommandIssuedEvent,
+    DrEventReceived,
+    DrEventReceivedEvent,
+    DrEventState,
+    DrEventStateChanged,
+    DrEventStateChangedEvent,
+    FacilityDrState,
+)
+from schemas.envelope import Envelope
+from schemas.topics import BMS_COMMANDS, DR_EVENTS
+
+SOURCE = "dr-coordinator"
+T = TypeVar("T")
+
+
+class ConcurrencyError(RuntimeError):
+    """Someone else changed the saga since we loaded it (optimistic lock): reload and retry."""
+
+
+class SagaNotFoundError(LookupError):
+    pass
+
+
+# --- codecs ------------------------------------------------------------------------------------
+
+
+def _facility_detail(f: FacilitySaga) -> str:
+    return json.dumps(
+        {
+            "criticality_tier": f.criticality_tier,
+            "actions": [
+                {"zone_id": a.zone_id, "action": a.action, "value": a.value, "shed_kw": a.shed_kw} for a in f.actions
+            ],
+            "awaiting": sorted(f.awaiting),
+            "outcome": f.outcome.value if f.outcome else None,
+            "reason": f.reason,
+            "restore_failed": f.restore_failed,
+        }
+    )
+
+
+def _facility_from_row(row: asyncpg.Record) -> FacilitySaga:
+    d = row["detail"]
+    d = json.loads(d) if isinstance(d, str) else dict(d or {})
+    return FacilitySaga(
+        facility_id=row["facility_id"],
+        state=FacilityDrState(row["state"]),
+        criticality_tier=int(d.get("criticality_tier", row.get("criticality_tier") or 3)),
+        actions=tuple(
+            ZoneAction(a["zone_id"], a["action"], float(a["value"]), float(a["shed_kw"])) for a in d.get("actions", [])
+        ),
+        awaiting=frozenset(d.get("awaiting", [])),
+        outcome=FacilityDrState(d["outcome"]) if d.get("outcome") else None,
+        reason=d.get("reason"),
+        restore_failed=bool(d.get("restore_failed", False)),
+    )
+
+
+async def load_saga(conn: Any, dr_event_id: uuid.UUID) -> Saga:
+    ev = await conn.fetchrow(
+        """SELECT dr_event_id, state, start_at, end_at, priority, version, cancel_requested, strategy
+           FROM dr_events WHERE dr_event_id = $1""",
+        dr_event_id,
+    )
+    if ev is None:
+        raise SagaNotFoundError(f"no DR event {dr_event_id}")
+    rows = await conn.fetch(
+        """SELECT ef.facility_id, ef.state, ef.detail, f.criticality_tier
+           FROM dr_event_facilities ef JOIN facilities f USING (facility_id)
+           WHERE ef.dr_event_id = $1 ORDER BY ef.facility_id""",
+        dr_event_id,
+    )
+    return Saga(
+        dr_event_id=ev["dr_event_id"],
+        state=DrEventState(ev["state"]),
+        start=ev["start_at"],
+        end=ev["end_at"],
+        priority=ev["priority"],
+        facilities=tuple(_facility_from_row(r) for r in rows),
+        version=ev["version"],
+        cancel_requested=ev["cancel_requested"],
+        strategy=ev["strategy"],
+    )
+
+
+# --- outbox ------------------------------------------------------------------------------------
+
+
+async def add_outbox(conn: Any, topic: str, key: str | None, event: Envelope[Any]) -> None:
+    ctx = tracing.current_or_new()
+    await conn.execute(
+        """INSERT INTO outbox (event_id, topic, key, payload, headers) VALUES ($1, $2, $3, $4, $5::jsonb)
+           ON CONFLICT (event_id) DO NOTHING""",
+        event.event_id,
+        topic,
+        key,
+        event.to_bytes(),
+        json.dumps({"traceparent": ctx.traceparent, "event_type": event.event_type}),
+    )
+
+
+# --- accepting a new event (webhook) ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    utility_id: str
+    utility_event_id: str
+    program_id: str | None
+    facility_ids: tuple[str, ...]
+    start: datetime
+    end: datetime
+    target_kw: float | None
+    import_limit_kw: float | None
+    level: int | None
+    priority: int
+    source_payload: dict[str, Any]
+
+
+async def insert_event(conn: Any, ev: NewEvent, now: datetime) -> tuple[uuid.UUID, bool]:
+    """Insert event, facilities, first log entry and outbox row; ``(id, duplicate)``.
+
+    A concurrent duplicate (same utility event id) hits the unique constraint and gets the
+    existing event's id back, with nothing created.
+    """
+    ctx = tracing.current_or_new()
+    new_id = uuid.uuid4()
+    row = await conn.fetchrow(
+        """INSERT INTO dr_events (dr_event_id, utility_id, utility_event_id, program_id, state, start_at, end_at,
+                                  target_kw, import_limit_kw, level, priority, source_payload, trace_id)
+           VALUES ($1, $2, $3, $4, 'received', $5, $6, $7, $8, $9, $10, $11::jsonb, $12)
+           ON CONFLICT (utility_id, utility_event_id) DO NOTHING RETURNING dr_event_id""",
+        new_id,
+        ev.utility_id,
+        ev.utility_event_id,
+        ev.program_id,
+        ev.start,
+        ev.end,
+        ev.target_kw,
+        ev.import_limit_kw,
+        ev.level,
+        ev.priority,
+        json.dumps(ev.source_payload, default=str),
+        ctx.trace_id,
+    )
+    if row is None:
+        existing = await conn.fetchval(
+            "SELECT dr_event_id FROM dr_events WHERE utility_id = $1 AND utility_event_id = $2",
+            ev.utility_id,
+            ev.utility_event_id,
+        )
+        return existing, True
+    await conn.executemany(
+        "INSERT INTO dr_event_facilities (dr_event_id, facility_id, state) VALUES ($1, $2, 'pending')",
+        [(new_id, f) for f in ev.facility_ids],
+    )
+    await conn.execute(
+        """INSERT INTO dr_event_log (dr_event_id, entry_type, to_state, detail, trace_id)
+           VALUES ($1, 'received', 'received', $2::jsonb, $3)""",
+        new_id,
+        json.dumps({"utility_event_id": ev.utility_event_id, "facilities": list(ev.facility_ids)}),
+        ctx.trace_id,
+    )
+    payload = DrEventReceived(
+        dr_event_id=new_id,
+        utility_id=ev.utility_id,
+        utility_event_id=ev.utility_event_id,
+        program_id=ev.program_id,
+        facility_ids=ev.facility_ids,
+        start=ev.start,
+        end=ev.end,
+        target_kw=ev.target_kw,
+        level=ev.level,
+        priority=min(ev.priority, 100),
+    )
+    event = DrEventReceivedEvent.wrap(payload, source=SOURCE, occurred_at=now, correlation_id=ctx.trace_id)
+    await add_outbox(conn, DR_EVENTS, str(new_id), event)
+    return new_id, False
+
+
+# --- persisting a decision ---------------------------------------------------------------------
+
+
+async def save_decision(conn: Any, before: Saga, decision: Decision, message: Message, now: datetime) -> None:
+    after = decision.saga
+    ctx = tracing.current_or_new()
+    updated = await conn.fetchval(
+        """UPDATE dr_events SET state = $3, start_at = $4, end_at = $5, strategy = $6, cancel_requested = $7,
+                                version = version + 1, updated_at = $8
+           WHERE dr_event_id = $1 AND version = $2 RETURNING version""",
+        after.dr_event_id,
+        before.version,
+        after.state.value,
+        after.start,
+        after.end,
+        after.strategy,
+        after.cancel_requested,
+        now,
+    )
+    if updated is None:
+        raise ConcurrencyError(f"DR event {after.dr_event_id} changed since version {before.version}")
+    old = {f.facility_id: f for f in before.facilities}
+    plans = message.plans if isinstance(message, StartDispatch) else {}
+    for fac in after.facilities:
+        plan = plans.get(fac.facility_id)
+        if fac == old.get(fac.facility_id) and plan is None:
+            continue
+        await conn.execute(
+            """UPDATE dr_event_facilities SET state = $3, detail = $4::jsonb, version = version + 1, updated_at = $5,
+                      target_kw = COALESCE($6, target_kw), strategy = COALESCE($7, strategy)
+               WHERE dr_event_id = $1 AND facility_id = $2""",
+            after.dr_event_id,
+            fac.facility_id,
+            fac.state.value,
+            _facility_detail(fac),
+            now,
+            plan.target_kw if plan else None,
+            plan.strategy.value if plan else None,
+        )
+    for seq, ev in enumerate(decision.events):
+        await _record(conn, after, ev, seq, now, ctx)
+
+
+async def _record(
+    conn: Any, saga: Saga, ev: StateChanged | CommandIssued | Noted, seq: int, now: datetime, ctx: tracing.TraceContext
+) -> None:
+    if isinstance(ev, StateChanged):
+        await conn.execute(
+            """INSERT INTO dr_event_log (dr_event_id, facility_id, entry_type, from_state, to_state, detail, trace_id)
+               VALUES ($1, $2, 'state_changed', $3, $4, $5::jsonb, $6)""",
+            saga.dr_event_id,
+            ev.facility_id,
+            ev.from_state,
+            ev.to_state,
+            json.dumps({"reason": ev.reason}),
+            ctx.trace_id,
+        )
+        payload = DrEventStateChanged(
+            dr_event_id=saga.dr_event_id,
+            facility_id=ev.facility_id,
+            from_state=ev.from_state,
+            to_state=ev.to_state,
+            reason=(ev.reason or "")[:500] or None,
+            version=saga.version + 1,
+        )
+        # Deterministic id: a retried transaction cannot publish the same transition twice.
+        eid = uuid.uuid5(saga.dr_event_id, f"{saga.version + 1}:{seq}")
+        event = DrEventStateChangedEvent.wrap(
+            payload, source=SOURCE, occurred_at=now, event_id=eid, correlation_id=ctx.trace_id
+        )
+        await add_outbox(conn, DR_EVENTS, str(saga.dr_event_id), event)
+    elif isinstance(ev, CommandIssued):
+        key = idempotency_key(saga.dr_event_id, ev.facility_id, ev.zone_id, ev.action)
+        if ev.supersedes_pending:
+            await conn.execute(
+                """UPDATE bms_commands SET status = 'superseded', updated_at = $3
+                   WHERE dr_event_id = $1 AND facility_id = $2 AND action <> 'restore' AND status = 'pending'""",
+                saga.dr_event_id,
+                ev.facility_id,
+                now,
+            )
+        inserted = await conn.fetchval(
+            """INSERT INTO bms_commands (command_id, idempotency_key, dr_event_id, facility_id, zone_id, action,
+                                         value, trace_id, dispatch_order, not_before)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+               ON CONFLICT (idempotency_key) DO NOTHING RETURNING command_id""",
+            command_id(key),
+            key,
+            saga.dr_event_id,
+            ev.facility_id,
+            ev.zone_id,
+            ev.action,
+            ev.value,
+            ctx.trace_id,
+            ev.order,
+            now,
+        )
+        if inserted is None:
+            return
+        cmd = BmsCommand(
+            command_id=command_id(key),
+            idempotency_key=key,
+            dr_event_id=saga.dr_event_id,
+            facility_id=ev.facility_id,
+            zone_id=ev.zone_id,
+            action=BmsAction(ev.action),
+            value=ev.value,
+        )
+        event = BmsCommandIssuedEvent.wrap(
+            cmd,
+            source=SOURCE,
+            occurred_at=now,
+            event_id=uuid.uuid5(command_id(key), "issued"),
+            correlation_id=ctx.trace_id,
+        )
+        await add_outbox(conn, BMS_COMMANDS, ev.facility_id, event)
+    else:
+        await conn.execute(
+            """INSERT INTO dr_event_log (dr_event_id, facility_id, entry_type, detail, trace_id)
+               VALUES ($1, $2, $3, $4::jsonb, $5)""",
+            saga.dr_event_id,
+            ev.facility_id,
+            ev.entry_type,
+            json.dumps(ev.detail, default=str),
+            ctx.trace_id,
+        )
+
+
+# --- handle: load, decide, save; retried on optimistic-lock conflicts ----------------------------
+
+
+async def handle_in(conn: Any, dr_event_id: uuid.UUID, message: Message, now: datetime) -> Decision:
+    """Decide and persist within the caller's transaction (raises ConcurrencyError on a lost race)."""
+    saga = await load_saga(conn, dr_event_id)
+    decision = decide(saga, message, now)
+    if decision.changed:
+        await save_decision(conn, saga, decision, message, now)
+    return decision
+
+
+async def with_retry(fn: Callable[[], Awaitable[T]], attempts: int = 8) -> T:
+    for attempt in range(attempts):
+        try:
+            return await fn()
+        except (ConcurrencyError, asyncpg.SerializationError, asyncpg.DeadlockDetectedError):
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+async def handle(pool: Any, dr_event_id: uuid.UUID, message: Message, now: Callable[[], datetime]) -> Decision:
+    """One message into one saga, in one transaction, retried when another writer won the race."""
+
+    async def once() -> Decision:
+        async with pool.acquire() as conn, conn.transaction():
+            return await handle_in(conn, dr_event_id, message, now())
+
+    return await with_retry(once)

@@ -1,0 +1,1 @@
+"""Long-running loops of the coordinator: timers, BMS command worker, outbox relay, reconciler."""

@@ -1,0 +1,97 @@
+"""Outbox relay: publishes the DR outbox rows to Kafka, at least once, oldest first.
+
+Rows are claimed with ``FOR UPDATE SKIP LOCKED`` inside a transaction that stays open while the
+batch is sent and acknowledged by the broker, then marked published. A crash in between sends
+the batch again (consumers dedupe on the envelope's ``event_id``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import structlog
+
+from dr_coordinator.metrics import OUTBOX_BACKLOG, OUTBOX_ERRORS, OUTBOX_PUBLISHED
+from schemas.topics import BMS_COMMANDS, BMS_COMMANDS_DLQ, DR_EVENTS
+
+log = structlog.get_logger("dr.relay")
+DR_TOPICS = [DR_EVENTS, BMS_COMMANDS, BMS_COMMANDS_DLQ]
+
+_CLAIM = """
+SELECT id, topic, key, payload, headers FROM outbox
+WHERE published_at IS NULL AND topic = ANY($1::text[])
+ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED
+"""
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        pool: Any,
+        producer: Any,
+        clock: Callable[[], datetime],
+        batch: int = 500,
+        send_timeout_s: float = 10.0,
+        topics: list[str] | None = None,
+        topic_map: dict[str, str] | None = None,
+    ) -> None:
+        self.pool = pool
+        self.producer = producer
+        self.clock = clock
+        self.batch = batch
+        self.send_timeout_s = send_timeout_s
+        self.topics = topics or DR_TOPICS
+        self.topic_map = topic_map or {}  # tests publish to their own topic names
+
+    async def publish_once(self) -> int:
+        async with self.pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(_CLAIM, self.topics, self.batch)
+            if not rows:
+                return 0
+            futures = []
+            for r in rows:
+                headers = json.loads(r["headers"]) if isinstance(r["headers"], str) else dict(r["headers"] or {})
+                futures.append(
+                    await self.producer.send(
+                        self.topic_map.get(r["topic"], r["topic"]),
+                        bytes(r["payload"]),
+                        key=r["key"].encode() if r["key"] else None,
+                        headers=[(k, str(v).encode()) for k, v in headers.items()],
+                    )
+                )
+            await asyncio.wait_for(asyncio.gather(*futures), self.send_timeout_s)
+            await conn.execute(
+                "UPDATE outbox SET published_at = $2 WHERE id = ANY($1::bigint[])",
+                [r["id"] for r in rows],
+                self.clock(),
+            )
+        OUTBOX_PUBLISHED.inc(len(rows))
+        return len(rows)
+
+    async def backlog(self) -> int:
+        n = await self.pool.fetchval(
+            "SELECT count(*) FROM outbox WHERE published_at IS NULL AND topic = ANY($1::text[])", self.topics
+        )
+        OUTBOX_BACKLOG.set(n)
+        return int(n)
+
+    async def run(self, stop: asyncio.Event, interval_s: float) -> None:
+        failures = 0
+        while not stop.is_set():
+            try:
+                sent = await self.publish_once()
+                failures = 0
+            except Exception as exc:  # broker or database down: back off, keep the rows, try again
+                failures += 1
+                OUTBOX_ERRORS.inc()
+                log.warning("outbox_relay_failed", error=f"{type(exc).__name__}: {exc}", failures=failures)
+                sent = 0
+            if sent == 0:
+                delay = interval_s if failures == 0 else min(30.0, interval_s * 2**failures)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)

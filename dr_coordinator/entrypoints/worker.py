@@ -1,0 +1,275 @@
+"""BMS command worker: carries out ``bms_commands`` rows at least once, with their idempotency key.
+
+A row is claimed (``FOR UPDATE SKIP LOCKED``) by setting it ``in_flight`` with a lease; a worker
+that dies mid-call leaves the lease to expire and the row is claimed again, and the BMS answers
+the repeated key as a duplicate without executing it twice. Transient failures are rescheduled
+with full-jitter backoff; rejections and exhausted attempts fail the command for good (DLQ topic
+via the outbox, alert metric) and the saga compensates. Results re-enter the saga in the same
+transaction that records them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+
+from dr_coordinator.adapters.store import SOURCE, add_outbox, handle_in, with_retry
+from dr_coordinator.config import DrSettings
+from dr_coordinator.domain.commands import RecordCommandAcknowledged, RecordCommandFailed
+from dr_coordinator.domain.saga import IllegalTransitionError
+from dr_coordinator.metrics import BMS_COMMAND_LATENCY, BMS_COMMANDS, BMS_COMMANDS_DUE, BMS_COMMANDS_FAILED
+from dr_coordinator.ports import BmsAck, BmsGateway, BmsRejectedError, BmsUnavailableError
+from energy.observability import tracing
+from energy.resilience import backoff_delays
+from schemas.dr import (
+    BmsAction,
+    BmsCommand,
+    BmsCommandAcknowledged,
+    BmsCommandAcknowledgedEvent,
+    BmsCommandFailed,
+    BmsCommandFailedEvent,
+)
+from schemas.topics import BMS_COMMANDS as BMS_TOPIC
+from schemas.topics import BMS_COMMANDS_DLQ
+
+log = structlog.get_logger("dr.worker")
+
+# A dispatch command whose zone already has a restore is moot; a restore waits while a dispatch
+# command of its zone is still in flight under a live lease (so the restore lands last).
+_CLAIM = """
+WITH due AS (
+    SELECT c.command_id FROM bms_commands c JOIN dr_events e USING (dr_event_id)
+    WHERE c.status IN ('pending', 'in_flight') AND c.not_before <= $1
+      AND ($4::text[] IS NULL OR e.utility_id = ANY($4::text[]))
+      AND NOT (c.action = 'restore' AND EXISTS (
+          SELECT 1 FROM bms_commands d WHERE d.dr_event_id = c.dr_event_id AND d.facility_id = c.facility_id
+            AND d.zone_id = c.zone_id AND d.action <> 'restore' AND d.status = 'in_flight' AND d.not_before > $1))
+    ORDER BY c.dispatch_order, c.not_before, c.created_at
+    LIMIT $2 FOR UPDATE OF c SKIP LOCKED
+)
+UPDATE bms_commands c SET status = 'in_flight', attempts = c.attempts + 1, not_before = $1 + $3 * interval '1 second',
+       updated_at = $1
+FROM due WHERE c.command_id = due.command_id
+RETURNING c.command_id, c.idempotency_key, c.dr_event_id, c.facility_id, c.zone_id, c.action, c.value, c.attempts,
+          c.trace_id, (SELECT url FROM bms_endpoints b WHERE b.facility_id = c.facility_id AND b.active) AS url,
+          EXISTS (SELECT 1 FROM bms_commands r WHERE r.dr_event_id = c.dr_event_id AND r.facility_id = c.facility_id
+                  AND r.zone_id = c.zone_id AND r.action = 'restore') AS restore_exists
+"""
+
+
+def _command(row: Any) -> BmsCommand:
+    return BmsCommand(
+        command_id=row["command_id"],
+        idempotency_key=row["idempotency_key"],
+        dr_event_id=row["dr_event_id"],
+        facility_id=row["facility_id"],
+        zone_id=row["zone_id"],
+        action=BmsAction(row["action"]),
+        value=row["value"],
+    )
+
+
+def _trace(row: Any) -> tracing.TraceContext | None:
+    tid = row["trace_id"]
+    if tid and len(tid) == 32:
+        return tracing.TraceContext(tid, uuid.uuid4().hex[:16])
+    return None
+
+
+class CommandWorker:
+    def __init__(
+        self,
+        pool: Any,
+        gateway: BmsGateway,
+        settings: DrSettings,
+        clock: Callable[[], datetime],
+        utility_ids: list[str] | None = None,
+    ) -> None:
+        self.pool = pool
+        self.gateway = gateway
+        self.settings = settings
+        self.clock = clock
+        self.utility_ids = utility_ids or None
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                claimed = await self.claim_and_start()
+            except Exception as exc:  # keep the loop alive; the error is logged and counted
+                log.error("bms_worker_claim_failed", error=f"{type(exc).__name__}: {exc}")
+                claimed = 0
+            if claimed == 0 or len(self._inflight) >= self.settings.worker_batch:
+                self._wake.clear()
+                waiter = asyncio.ensure_future(self._wake.wait())
+                await asyncio.wait({waiter}, timeout=self.settings.poll_interval_s)
+                waiter.cancel()
+        if self._inflight:
+            await asyncio.wait(self._inflight, timeout=self.settings.bms_total_timeout_s + 1)
+
+    async def claim_and_start(self) -> int:
+        free = self.settings.worker_batch - len(self._inflight)
+        if free <= 0:
+            return 0
+        now = self.clock()
+        rows = await self.pool.fetch(_CLAIM, now, free, self.settings.bms_lease_s, self.utility_ids)
+        BMS_COMMANDS_DUE.set(len(self._inflight) + len(rows))
+        for row in rows:
+            task = asyncio.create_task(self._execute(row))
+            self._inflight.add(task)
+            task.add_done_callback(self._done)
+        return len(rows)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._inflight.discard(task)
+        self._wake.set()
+
+    async def drain(self, timeout_s: float) -> None:
+        """Run until no command is due (tests and benchmarks)."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while asyncio.get_running_loop().time() < deadline:
+            n = await self.claim_and_start()
+            if self._inflight:
+                await asyncio.wait(self._inflight, timeout=1)
+            elif n == 0:
+                return
+
+    async def _execute(self, row: Any) -> None:
+        cmd = _command(row)
+        with (
+            tracing.use_trace(_trace(row)) as ctx,
+            structlog.contextvars.bound_contextvars(
+                dr_event_id=str(cmd.dr_event_id),
+                facility_id=cmd.facility_id,
+                zone_id=cmd.zone_id,
+                action=cmd.action.value,
+            ),
+        ):
+            try:
+                if row["restore_exists"] and cmd.action is not BmsAction.RESTORE:
+                    await self._supersede(row)
+                    return
+                if not row["url"]:
+                    await self._fail(row, cmd, "no active BMS endpoint for the facility", transient=False)
+                    return
+                t0 = asyncio.get_running_loop().time()
+                try:
+                    ack = await asyncio.wait_for(
+                        self.gateway.execute(row["url"], cmd, ctx.traceparent), self.settings.bms_total_timeout_s + 1
+                    )
+                except BmsRejectedError as exc:
+                    BMS_COMMANDS.labels("rejected").inc()
+                    await self._fail(row, cmd, f"rejected: {exc}", transient=False)
+                    return
+                except (BmsUnavailableError, TimeoutError, OSError) as exc:
+                    BMS_COMMANDS.labels("transient").inc()
+                    await self._transient(row, cmd, f"{type(exc).__name__}: {exc}")
+                    return
+                finally:
+                    BMS_COMMAND_LATENCY.observe(asyncio.get_running_loop().time() - t0)
+                BMS_COMMANDS.labels("duplicate" if ack.duplicate else "ok").inc()
+                await self._ack(row, cmd, ack)
+            except Exception as exc:  # a bug or the database: the lease expires and the row is retried
+                log.error("bms_command_handling_failed", error=f"{type(exc).__name__}: {exc}")
+
+    async def _supersede(self, row: Any) -> None:
+        await self.pool.execute(
+            """UPDATE bms_commands SET status = 'superseded', updated_at = $2
+               WHERE command_id = $1 AND status = 'in_flight'""",
+            row["command_id"],
+            self.clock(),
+        )
+
+    async def _transient(self, row: Any, cmd: BmsCommand, reason: str) -> None:
+        attempts = row["attempts"]
+        if attempts >= self.settings.bms_command_max_attempts:
+            await self._fail(row, cmd, f"gave up after {attempts} attempts: {reason}", transient=True)
+            return
+        delay = backoff_delays(attempts + 1, self.settings.bms_retry_base_s, self.settings.bms_retry_max_s)[-1]
+        delay = max(delay, self.settings.bms_retry_base_s / 2)
+        await self.pool.execute(
+            """UPDATE bms_commands SET status = 'pending', not_before = $2, last_error = $3, updated_at = $4
+               WHERE command_id = $1 AND status = 'in_flight'""",
+            row["command_id"],
+            self.clock() + timedelta(seconds=delay),
+            reason[:1000],
+            self.clock(),
+        )
+        log.info("bms_command_retry_scheduled", attempts=attempts, delay_s=round(delay, 2), reason=reason[:300])
+
+    async def _ack(self, row: Any, cmd: BmsCommand, ack: BmsAck) -> None:
+        async def once() -> None:
+            now = self.clock()
+            async with self.pool.acquire() as conn, conn.transaction():
+                done = await conn.fetchval(
+                    """UPDATE bms_commands SET status = 'acknowledged', acknowledged_at = $2, updated_at = $2,
+                              last_error = NULL
+                       WHERE command_id = $1 AND status IN ('in_flight', 'pending') RETURNING command_id""",
+                    cmd.command_id,
+                    now,
+                )
+                if done is None:
+                    return  # already recorded (a duplicate delivery): nothing to do
+                payload = BmsCommandAcknowledged(
+                    command=cmd, executed_at=ack.executed_at, bms_reference=ack.bms_reference[:200]
+                )
+                event = BmsCommandAcknowledgedEvent.wrap(
+                    payload, source=SOURCE, occurred_at=now, event_id=uuid.uuid5(cmd.command_id, "acknowledged")
+                )
+                await add_outbox(conn, BMS_TOPIC, cmd.facility_id, event)
+                try:
+                    await handle_in(
+                        conn,
+                        cmd.dr_event_id,
+                        RecordCommandAcknowledged(cmd.facility_id, cmd.zone_id, cmd.action.value),
+                        now,
+                    )
+                except IllegalTransitionError as exc:
+                    log.warning("bms_ack_not_applicable", error=str(exc))
+
+        await with_retry(once)
+
+    async def _fail(self, row: Any, cmd: BmsCommand, reason: str, *, transient: bool) -> None:
+        BMS_COMMANDS_FAILED.inc()
+        log.error("bms_command_failed_for_good", reason=reason[:500], attempts=row["attempts"])
+
+        async def once() -> None:
+            now = self.clock()
+            async with self.pool.acquire() as conn, conn.transaction():
+                done = await conn.fetchval(
+                    """UPDATE bms_commands SET status = 'failed', last_error = $2, updated_at = $3
+                       WHERE command_id = $1 AND status IN ('in_flight', 'pending') RETURNING command_id""",
+                    cmd.command_id,
+                    reason[:1000],
+                    now,
+                )
+                if done is None:
+                    return
+                payload = BmsCommandFailed(
+                    command=cmd, reason=reason[:1000], transient=transient, attempts=max(1, row["attempts"])
+                )
+                for topic in (BMS_TOPIC, BMS_COMMANDS_DLQ):
+                    event = BmsCommandFailedEvent.wrap(
+                        payload,
+                        source=SOURCE,
+                        occurred_at=now,
+                        event_id=uuid.uuid5(cmd.command_id, f"failed:{topic}:{row['attempts']}"),
+                    )
+                    await add_outbox(conn, topic, cmd.facility_id, event)
+                try:
+                    await handle_in(
+                        conn,
+                        cmd.dr_event_id,
+                        RecordCommandFailed(cmd.facility_id, cmd.zone_id, cmd.action.value, reason[:300]),
+                        now,
+                    )
+                except IllegalTransitionError as exc:
+                    log.warning("bms_failure_not_applicable", error=str(exc))
+
+        await with_retry(once)

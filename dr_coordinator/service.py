@@ -1,0 +1,123 @@
+"""``energy dr run``: the DR coordinator process.
+
+Loops (each survives errors and carries on): durable timers (schedule, dispatch, restore,
+measure, reconcile, report), the BMS command worker and the outbox relay to Kafka. Serves
+``/healthz``, ``/ready`` and ``/metrics`` on ``settings.endpoints.dr_coordinator_port``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from dr_coordinator.bootstrap import ReportSender, make_gateway, utility_filter
+from dr_coordinator.entrypoints.relay import OutboxRelay
+from dr_coordinator.entrypoints.timers import Timers
+from dr_coordinator.entrypoints.worker import CommandWorker
+from energy.adapters.influx import InfluxClient
+from energy.adapters.kafka import make_producer
+from energy.adapters.postgres import create_pool
+from energy.observability.health import Health
+from energy.observability.http import serve_ops
+from energy.observability.logging import configure_logging
+from energy.settings import Settings
+
+log = structlog.get_logger("dr.service")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Coordinator:
+    settings: Settings
+    pool: Any
+    gateway: Any
+    influx: InfluxClient | None
+    producer: Any | None
+    clock: Callable[[], datetime] = utcnow
+    topic_map: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        utilities = utility_filter(self.settings)
+        dr = self.settings.dr
+        self.worker = CommandWorker(self.pool, self.gateway, dr, self.clock, utilities)
+        self.timers = Timers(
+            self.pool,
+            dr,
+            self.clock,
+            self.influx,
+            self.gateway,
+            ReportSender(dr.vtn_token.get_secret_value()),
+            utilities,
+        )
+        self.relay = (
+            OutboxRelay(self.pool, self.producer, self.clock, dr.outbox_batch, topic_map=self.topic_map)
+            if self.producer is not None
+            else None
+        )
+
+    async def run(self, stop: asyncio.Event) -> None:
+        tasks = [
+            asyncio.create_task(self.timers.run(stop), name="dr-timers"),
+            asyncio.create_task(self.worker.run(stop), name="dr-bms-worker"),
+        ]
+        if self.relay is not None:
+            tasks.append(asyncio.create_task(self.relay.run(stop, self.settings.dr.poll_interval_s), name="dr-relay"))
+        await asyncio.gather(*tasks)
+
+
+async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    stop = stop or asyncio.Event()
+    health = Health("dr-coordinator")
+    pool = await create_pool(settings.postgres, min_size=1, max_size=max(4, settings.postgres.pool_max))
+    influx = InfluxClient(settings.influx, breaker_name="influxdb-dr")
+    gateway = make_gateway(settings)
+    producer = make_producer(settings.kafka)
+    started_producer = False
+    try:
+        try:
+            await asyncio.wait_for(producer.start(), settings.kafka.request_timeout_s * 2)
+            started_producer = True
+        except Exception as exc:  # the outbox keeps every row until Kafka is back
+            log.warning("dr_kafka_unavailable_at_start", error=f"{type(exc).__name__}: {exc}")
+            health.set_not_ready("kafka", "producer not started; outbox rows are kept until it is")
+        health.add_check("postgres", lambda: pool.fetchval("SELECT 1"), timeout_s=2.0)
+        health.add_check("influxdb", influx.ping, timeout_s=2.0)
+        coordinator = Coordinator(settings, pool, gateway, influx, producer if started_producer else None)
+        ops = asyncio.create_task(serve_ops(health, "127.0.0.1", settings.endpoints.dr_coordinator_port, stop))
+        log.info(
+            "dr_coordinator_started", port=settings.endpoints.dr_coordinator_port, utilities=utility_filter(settings)
+        )
+        await coordinator.run(stop)
+        await ops
+    finally:
+        if started_producer:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(producer.stop(), 5)
+        with contextlib.suppress(Exception):
+            await gateway.close()
+        await influx.close()
+        await pool.close()
+
+
+def main(settings: Settings) -> int:
+    configure_logging("dr-coordinator", settings.log.level, settings.log.json_logs)
+
+    async def runner() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(settings, stop)
+
+    asyncio.run(runner())
+    return 0
