@@ -25,3 +25,92 @@ def bms_admin(bms_sim: SimulatorProcess) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=bms_sim.base_url, timeout=5) as client:
         yield client
         client.post("/_admin/faults", json={})
+
+
+@pytest.fixture(scope="module")
+def utility_sim(stack, tmp_path_factory) -> Iterator[SimulatorProcess]:
+    """One utility VTN simulator process per test module (tests use their own programs and receivers)."""
+    from energy.stack.process import free_port
+
+    with SimulatorProcess.start("utility", free_port(), log_dir=tmp_path_factory.mktemp("utility")) as sim:
+        yield sim
+
+
+@pytest.fixture
+def utility_admin(utility_sim: SimulatorProcess) -> Iterator[httpx.Client]:
+    """Admin client of the module's VTN simulator; notification faults are cleared after each test."""
+    with httpx.Client(base_url=utility_sim.base_url, timeout=5) as client:
+        yield client
+        client.post("/_admin/faults", json={})
+        client.post("/_admin/settings", json={"verify_callbacks": False})
+
+
+class Receiver:
+    """A webhook receiver (our side of the wire, in-process): records every request as it arrived.
+
+    ``statuses`` are answered first, one per request, then 200. ``GET <path>/echo?echo=X``
+    answers X (or ``wrong_echo`` when set).
+    """
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.requests: list[dict] = []
+        self.statuses: list[int] = []
+        self.wrong_echo: str | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    def app(self):
+        from starlette.applications import Starlette
+        from starlette.requests import Request
+        from starlette.responses import PlainTextResponse, Response
+        from starlette.routing import Route
+
+        async def hook(request: Request) -> Response:
+            body = await request.body()
+            self.requests.append({"path": request.url.path, "headers": dict(request.headers), "body": body})
+            status = self.statuses.pop(0) if self.statuses else 200
+            return Response(status_code=status)
+
+        async def echo(request: Request) -> Response:
+            return PlainTextResponse(self.wrong_echo or request.query_params.get("echo", ""))
+
+        return Starlette(
+            routes=[
+                Route("/hook/echo", echo, methods=["GET"]),
+                Route("/hook", hook, methods=["POST"]),
+                Route("/openadr3/3.1.0/reports", hook, methods=["POST"]),
+                Route("/openadr3/3.1.0/events", hook, methods=["GET"]),
+            ]
+        )
+
+    async def wait_for(self, count: int, timeout_s: float = 10.0) -> list[dict]:
+        import asyncio
+        import time
+
+        deadline = time.monotonic() + timeout_s
+        while len(self.requests) < count and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        return self.requests
+
+
+@pytest.fixture
+async def receiver():
+    import asyncio
+
+    import uvicorn
+
+    from energy.stack.process import free_port
+
+    rec = Receiver(free_port())
+    config = uvicorn.Config(rec.app(), host="127.0.0.1", port=rec.port, log_level="warning", access_log=False)
+    server = uvicorn.Server(config)
+    server.install_signal_handlers = lambda: None
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.02)
+    yield rec
+    server.should_exit = True
+    await asyncio.wait_for(task, 5)

@@ -1,0 +1,285 @@
+"""The simulated utility's OpenADR 3 VTN as a FastAPI app under ``/openadr3/3.1.0``.
+
+Endpoints: ``programs``, ``events`` (GET/POST/PUT/DELETE), ``vens`` (POST registration, GET),
+``subscriptions`` (POST, GET, DELETE), ``reports`` (POST, GET). Every call needs
+``Authorization: Bearer <token>`` with one of the accepted tokens. Errors are RFC 7807 problems
+(the OpenADR ``problem`` schema). Creating, updating or deleting an event notifies every matching
+subscription (:mod:`sim.utility.notifier`).
+
+Admin (no auth, for tests): ``POST /_admin/faults`` (notification faults), ``GET /_admin/faults``,
+``GET /_admin/deliveries``, ``POST /_admin/settings {verify_callbacks}``, ``POST /_admin/reset``.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager, suppress
+from dataclasses import asdict, dataclass, field
+from typing import Any, TypeVar
+
+import httpx
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ValidationError
+
+from energy.observability.health import Health
+from energy.observability.http import ops_router
+from sim.utility.model import (
+    ApiProblem,
+    Change,
+    EventIn,
+    NotifyFaults,
+    ProgramIn,
+    ReportIn,
+    SubscriptionIn,
+    VenIn,
+    VtnStore,
+)
+from sim.utility.notifier import Notifier
+
+BASE_PATH = "/openadr3/3.1.0"
+MAX_BODY_BYTES = 1_000_000
+M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass
+class VtnState:
+    store: VtnStore
+    notifier: Notifier
+    tokens: frozenset[str]
+    verify_callbacks: bool = False
+    seeded_programs: dict[str, str] = field(default_factory=dict)  # id -> name, kept across resets
+
+
+def _problem(status: int, title: str, detail: str) -> JSONResponse:
+    return JSONResponse(
+        {"type": "about:blank", "title": title, "status": status, "detail": detail},
+        status_code=status,
+        media_type="application/problem+json",
+    )
+
+
+async def _body(request: Request, model: type[M]) -> M:
+    raw = await request.body()
+    if len(raw) > MAX_BODY_BYTES:
+        raise ApiProblem(413, "Payload Too Large", f"body larger than {MAX_BODY_BYTES} bytes")
+    try:
+        data = json.loads(raw or b"null")
+    except ValueError as exc:
+        raise ApiProblem(400, "Bad Request", f"body is not JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ApiProblem(400, "Bad Request", "body must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        reasons = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:10])
+        raise ApiProblem(400, "Bad Request", reasons) from exc
+
+
+async def _verify_callback(url: str) -> None:
+    """Optional echo check: ``GET {callbackUrl}/echo?echo=X`` must answer X before subscribing."""
+    challenge = secrets.token_hex(8)
+    try:
+        async with httpx.AsyncClient(timeout=2.0) as client:
+            resp = await client.get(f"{url.rstrip('/')}/echo", params={"echo": challenge})
+    except httpx.HTTPError as exc:
+        raise ApiProblem(400, "Bad Request", f"callback verification failed: {type(exc).__name__}") from exc
+    answer = resp.text.strip()
+    if answer.startswith('"'):
+        with suppress(ValueError):
+            answer = str(json.loads(answer))
+    if resp.status_code != 200 or answer != challenge:
+        raise ApiProblem(400, "Bad Request", f"callback verification failed: HTTP {resp.status_code}, wrong echo")
+
+
+def build_app(state: VtnState) -> FastAPI:
+    health = Health("utility-sim")
+    health.add_check("notifier_queue", _queue_check(state))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await state.notifier.start()
+        try:
+            yield
+        finally:
+            await state.notifier.stop()
+
+    app = FastAPI(title="Simulated utility VTN (OpenADR 3)", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.include_router(ops_router(health))
+
+    @app.exception_handler(ApiProblem)
+    async def _api_problem(request: Request, exc: ApiProblem) -> JSONResponse:
+        return _problem(exc.status, exc.title, exc.detail)
+
+    app.include_router(_api_router(state))
+    app.include_router(_admin_router(state))
+    return app
+
+
+def _queue_check(state: VtnState) -> Callable[[], Awaitable[object]]:
+    async def check() -> object:
+        if state.notifier.queue_depth() >= 1000:
+            raise RuntimeError("notification queue full")
+        return True
+
+    return check
+
+
+def _api_router(state: VtnState) -> APIRouter:
+    async def authorized(request: Request) -> None:
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise ApiProblem(401, "Unauthorized", "send Authorization: Bearer <token>")
+        if not any(secrets.compare_digest(token, t) for t in state.tokens):
+            raise ApiProblem(403, "Forbidden", "unknown bearer token")
+
+    router = APIRouter(prefix=BASE_PATH, dependencies=[Depends(authorized)])
+    store, notifier = state.store, state.notifier
+
+    def publish(change: Change) -> dict[str, Any]:
+        notifier.notify(change, store.subscribers(change))
+        return change.obj
+
+    @router.get("/programs")
+    async def search_programs(skip: int = 0, limit: int = 50) -> list[dict[str, Any]]:
+        return store.search("PROGRAM", skip, limit)
+
+    @router.post("/programs", status_code=201)
+    async def create_program(request: Request) -> dict[str, Any]:
+        return publish(store.create_program(await _body(request, ProgramIn)))
+
+    @router.get("/programs/{program_id}")
+    async def get_program(program_id: str) -> dict[str, Any]:
+        return store.get("PROGRAM", program_id)
+
+    @router.delete("/programs/{program_id}")
+    async def delete_program(program_id: str) -> dict[str, Any]:
+        return publish(store.delete("PROGRAM", program_id))
+
+    @router.get("/events")
+    async def search_events(programID: str | None = None, skip: int = 0, limit: int = 50) -> list[dict[str, Any]]:
+        return store.search("EVENT", skip, limit, programID=programID)
+
+    @router.post("/events", status_code=201)
+    async def create_event(request: Request) -> dict[str, Any]:
+        return publish(store.create_event(await _body(request, EventIn)))
+
+    @router.get("/events/{event_id}")
+    async def get_event(event_id: str) -> dict[str, Any]:
+        return store.get("EVENT", event_id)
+
+    @router.put("/events/{event_id}")
+    async def update_event(event_id: str, request: Request) -> dict[str, Any]:
+        return publish(store.update_event(event_id, await _body(request, EventIn)))
+
+    @router.delete("/events/{event_id}")
+    async def delete_event(event_id: str) -> dict[str, Any]:
+        return publish(store.delete("EVENT", event_id))
+
+    @router.get("/vens")
+    async def search_vens(venName: str | None = None, skip: int = 0, limit: int = 50) -> list[dict[str, Any]]:
+        return store.search("VEN", skip, limit, venName=venName)
+
+    @router.post("/vens", status_code=201)
+    async def create_ven(request: Request) -> dict[str, Any]:
+        return publish(store.create_ven(await _body(request, VenIn)))
+
+    @router.get("/vens/{ven_id}")
+    async def get_ven(ven_id: str) -> dict[str, Any]:
+        return store.get("VEN", ven_id)
+
+    @router.get("/subscriptions")
+    async def search_subscriptions(
+        programID: str | None = None,
+        clientName: str | None = None,
+        skip: int = 0,
+        limit: int = 50,
+    ) -> list[dict[str, Any]]:
+        return store.search("SUBSCRIPTION", skip, limit, programID=programID, clientName=clientName)
+
+    @router.post("/subscriptions", status_code=201)
+    async def create_subscription(request: Request) -> dict[str, Any]:
+        body = await _body(request, SubscriptionIn)
+        if state.verify_callbacks:
+            for op in body.objectOperations:
+                await _verify_callback(op.callbackUrl)
+        return publish(store.create_subscription(body))
+
+    @router.get("/subscriptions/{subscription_id}")
+    async def get_subscription(subscription_id: str) -> dict[str, Any]:
+        return store.get("SUBSCRIPTION", subscription_id)
+
+    @router.delete("/subscriptions/{subscription_id}")
+    async def delete_subscription(subscription_id: str) -> dict[str, Any]:
+        return publish(store.delete("SUBSCRIPTION", subscription_id))
+
+    @router.get("/reports")
+    async def search_reports(
+        programID: str | None = None,
+        eventID: str | None = None,
+        clientName: str | None = None,
+        skip: int = 0,
+        limit: int = 50,
+    ) -> list[dict[str, Any]]:
+        return store.search("REPORT", skip, limit, programID=programID, eventID=eventID, clientName=clientName)
+
+    @router.post("/reports", status_code=201)
+    async def create_report(request: Request) -> dict[str, Any]:
+        return publish(store.create_report(await _body(request, ReportIn)))
+
+    @router.get("/reports/{report_id}")
+    async def get_report(report_id: str) -> dict[str, Any]:
+        return store.get("REPORT", report_id)
+
+    return router
+
+
+def _admin_router(state: VtnState) -> APIRouter:
+    router = APIRouter(prefix="/_admin")
+
+    @router.get("/faults")
+    async def get_faults() -> dict[str, Any]:
+        return asdict(state.notifier.faults)
+
+    @router.post("/faults")
+    async def set_faults(request: Request) -> JSONResponse:
+        try:
+            body = json.loads(await request.body() or b"{}")
+            if not isinstance(body, dict):
+                raise ValueError("body must be a JSON object")
+            state.notifier.faults = NotifyFaults.parse(body)
+        except ValueError as exc:
+            return _problem(400, "Bad Request", str(exc)[:1000])
+        return JSONResponse(asdict(state.notifier.faults))
+
+    @router.post("/settings")
+    async def set_settings(request: Request) -> JSONResponse:
+        body = json.loads(await request.body() or b"{}")
+        verify = body.get("verify_callbacks") if isinstance(body, dict) else None
+        if not isinstance(verify, bool):
+            return _problem(400, "Bad Request", "verify_callbacks must be true or false")
+        state.verify_callbacks = verify
+        return JSONResponse({"verify_callbacks": verify})
+
+    @router.get("/deliveries")
+    async def deliveries(subscription_id: str | None = None) -> list[dict[str, Any]]:
+        return [
+            asdict(d)
+            for d in state.notifier.deliveries
+            if subscription_id is None or d.subscription_id == subscription_id
+        ]
+
+    @router.post("/reset")
+    async def reset() -> dict[str, Any]:
+        store = state.store
+        for collection in (store.events, store.vens, store.subscriptions, store.reports, store.programs):
+            collection.clear()
+        for program_id, name in state.seeded_programs.items():
+            store.seed_program(program_id, name)
+        state.notifier.reset()
+        return {"reset": True}
+
+    return router

@@ -1,0 +1,356 @@
+"""The simulated utility VTN's objects and rules (OpenADR 3), and the wire faults, without I/O.
+
+Objects are kept as the JSON dicts of the OpenADR 3 API (camelCase, ``id``, ``createdDateTime``,
+``modificationDateTime``, ``objectType``). Inbound bodies are validated by the pydantic models
+below (unknown fields are kept, as the specification allows extensions).
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+OBJECT_ID = r"^[a-zA-Z0-9_-]{1,128}$"
+OBJECT_TYPES = ("PROGRAM", "EVENT", "REPORT", "SUBSCRIPTION", "VEN", "RESOURCE")
+# 3.0.1 notifications name HTTP verbs, 3.1 names CRUD operations; subscriptions may use either.
+OPERATION_ALIASES = {"POST": "CREATE", "PUT": "UPDATE", "GET": "READ", "DELETE": "DELETE"}
+HTTP_VERB = {"CREATE": "POST", "UPDATE": "PUT", "READ": "GET", "DELETE": "DELETE"}
+_DURATION = re.compile(
+    r"^(-?)P(?=\d|T\d)(?:(\d+)Y)?(?:(\d+)M)?(?:(\d+)([DW]))?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)?$"
+)
+
+
+class ApiProblem(Exception):
+    """Becomes an RFC 7807 problem response (the OpenADR 3 ``problem`` schema)."""
+
+    def __init__(self, status: int, title: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.title = title
+        self.detail = detail
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+
+class ValuesMap(_Open):
+    type: str = Field(min_length=1, max_length=128)
+    values: list[Any]
+
+
+class IntervalPeriod(_Open):
+    start: datetime
+    duration: str | None = None
+
+    @field_validator("start")
+    @classmethod
+    def _aware(cls, v: datetime) -> datetime:
+        if v.tzinfo is None:
+            raise ValueError("start must carry a timezone (RFC 3339)")
+        return v
+
+    @field_validator("duration")
+    @classmethod
+    def _iso_duration(cls, v: str | None) -> str | None:
+        if v is not None and not _DURATION.match(v):
+            raise ValueError("duration must be an ISO 8601 duration such as PT1H")
+        return v
+
+
+class Interval(_Open):
+    id: int
+    intervalPeriod: IntervalPeriod | None = None
+    payloads: list[ValuesMap]
+
+
+class ProgramIn(_Open):
+    programName: str = Field(min_length=1, max_length=128)
+
+
+class EventIn(_Open):
+    programID: str = Field(pattern=OBJECT_ID)
+    eventName: str | None = Field(default=None, max_length=128)
+    priority: int | None = Field(default=None, ge=0)
+    targets: list[ValuesMap] | None = None
+    intervalPeriod: IntervalPeriod | None = None
+    intervals: list[Interval]
+
+
+class VenIn(_Open):
+    venName: str = Field(min_length=1, max_length=128)
+
+
+class ObjectOperation(_Open):
+    objects: list[Literal["PROGRAM", "EVENT", "REPORT", "SUBSCRIPTION", "VEN", "RESOURCE"]] = Field(min_length=1)
+    operations: list[Literal["GET", "POST", "PUT", "DELETE", "READ", "CREATE", "UPDATE"]] = Field(min_length=1)
+    callbackUrl: str = Field(pattern=r"^https?://", max_length=2000)
+    bearerToken: str | None = Field(default=None, max_length=4096)
+
+
+class SubscriptionIn(_Open):
+    clientName: str = Field(min_length=1, max_length=128)
+    programID: str | None = Field(default=None, pattern=OBJECT_ID)
+    objectOperations: list[ObjectOperation] = Field(min_length=1)
+
+
+class ReportResource(_Open):
+    resourceName: str = Field(min_length=1, max_length=128)
+    intervals: list[Interval]
+
+
+class ReportIn(_Open):
+    programID: str | None = Field(default=None, pattern=OBJECT_ID)
+    eventID: str | None = Field(default=None, pattern=OBJECT_ID)
+    clientName: str = Field(min_length=1, max_length=128)
+    reportName: str | None = Field(default=None, max_length=256)
+    resources: list[ReportResource]
+
+
+@dataclass(frozen=True)
+class Change:
+    """An operation on an object that subscribers may be told about."""
+
+    object_type: str
+    operation: str  # CREATE | UPDATE | DELETE
+    obj: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Subscriber:
+    subscription_id: str
+    callback_url: str
+    bearer_token: str | None
+
+
+def _iso(t: datetime) -> str:
+    return t.isoformat().replace("+00:00", "Z")
+
+
+@dataclass
+class VtnStore:
+    """Programs, events, VENs, subscriptions and reports of one VTN (single event loop, no locks)."""
+
+    clock: Callable[[], datetime]
+    programs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    events: dict[str, dict[str, Any]] = field(default_factory=dict)
+    vens: dict[str, dict[str, Any]] = field(default_factory=dict)
+    subscriptions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    reports: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+    def _new(self, object_type: str, body: BaseModel, prefix: str) -> dict[str, Any]:
+        now = _iso(self.clock())
+        obj = body.model_dump(mode="json", exclude_none=False)
+        obj.update(
+            id=f"{prefix}-{next(self._ids)}",
+            createdDateTime=now,
+            modificationDateTime=now,
+            objectType=object_type,
+        )
+        return obj
+
+    def _collection(self, object_type: str) -> dict[str, dict[str, Any]]:
+        return {
+            "PROGRAM": self.programs,
+            "EVENT": self.events,
+            "VEN": self.vens,
+            "SUBSCRIPTION": self.subscriptions,
+            "REPORT": self.reports,
+        }[object_type]
+
+    def get(self, object_type: str, object_id: str) -> dict[str, Any]:
+        obj = self._collection(object_type).get(object_id)
+        if obj is None:
+            raise ApiProblem(404, "Not Found", f"no {object_type.lower()} with id {object_id!r}")
+        return obj
+
+    def seed_program(self, program_id: str, name: str) -> dict[str, Any]:
+        now = _iso(self.clock())
+        obj = {
+            "id": program_id,
+            "programName": name,
+            "createdDateTime": now,
+            "modificationDateTime": now,
+            "objectType": "PROGRAM",
+        }
+        self.programs[program_id] = obj
+        return obj
+
+    def create_program(self, body: ProgramIn) -> Change:
+        if any(p["programName"] == body.programName for p in self.programs.values()):
+            raise ApiProblem(409, "Conflict", f"a program named {body.programName!r} exists")
+        obj = self._new("PROGRAM", body, "program")
+        self.programs[obj["id"]] = obj
+        return Change("PROGRAM", "CREATE", obj)
+
+    def create_event(self, body: EventIn) -> Change:
+        self.get("PROGRAM", body.programID)
+        obj = self._new("EVENT", body, "event")
+        self.events[obj["id"]] = obj
+        return Change("EVENT", "CREATE", obj)
+
+    def update_event(self, event_id: str, body: EventIn) -> Change:
+        old = self.get("EVENT", event_id)
+        self.get("PROGRAM", body.programID)
+        obj = body.model_dump(mode="json")
+        obj.update(
+            id=event_id,
+            createdDateTime=old["createdDateTime"],
+            modificationDateTime=_iso(self.clock()),
+            objectType="EVENT",
+        )
+        self.events[event_id] = obj
+        return Change("EVENT", "UPDATE", obj)
+
+    def delete(self, object_type: str, object_id: str) -> Change:
+        obj = self.get(object_type, object_id)
+        del self._collection(object_type)[object_id]
+        return Change(object_type, "DELETE", obj)
+
+    def create_ven(self, body: VenIn) -> Change:
+        if any(v["venName"] == body.venName for v in self.vens.values()):
+            raise ApiProblem(409, "Conflict", f"a VEN named {body.venName!r} exists")
+        obj = self._new("VEN", body, "ven")
+        self.vens[obj["id"]] = obj
+        return Change("VEN", "CREATE", obj)
+
+    def create_subscription(self, body: SubscriptionIn) -> Change:
+        if body.programID is not None:
+            self.get("PROGRAM", body.programID)
+        obj = self._new("SUBSCRIPTION", body, "subscription")
+        self.subscriptions[obj["id"]] = obj
+        return Change("SUBSCRIPTION", "CREATE", obj)
+
+    def create_report(self, body: ReportIn) -> Change:
+        obj = self._new("REPORT", body, "report")
+        self.reports[obj["id"]] = obj
+        return Change("REPORT", "CREATE", obj)
+
+    def search(self, object_type: str, skip: int = 0, limit: int = 50, **filters: str | None) -> list[dict[str, Any]]:
+        if skip < 0 or not 0 <= limit <= 50:
+            raise ApiProblem(400, "Bad Request", "skip must be >= 0 and limit in [0, 50]")
+        items = [
+            o
+            for o in self._collection(object_type).values()
+            if all(value is None or o.get(key) == value for key, value in filters.items())
+        ]
+        return items[skip : skip + limit]
+
+    def subscribers(self, change: Change) -> list[Subscriber]:
+        """Who asked to hear about this change (program filter applied to events and reports)."""
+        out = []
+        program_id = change.obj.get("programID")
+        for sub in self.subscriptions.values():
+            if sub.get("programID") and program_id and sub["programID"] != program_id:
+                continue
+            for op in sub["objectOperations"]:
+                ops = {OPERATION_ALIASES.get(o, o) for o in op["operations"]}
+                if change.object_type in op["objects"] and change.operation in ops:
+                    out.append(Subscriber(sub["id"], op["callbackUrl"], op.get("bearerToken")))
+        return out
+
+
+def notification(change: Change, style: Literal["http", "crud"]) -> dict[str, Any]:
+    """The OpenADR notification body: 3.0.1 names HTTP verbs (``POST``), 3.1 CRUD (``CREATE``)."""
+    operation = HTTP_VERB[change.operation] if style == "http" else change.operation
+    return {"objectType": change.object_type, "operation": operation, "object": copy.deepcopy(change.obj)}
+
+
+_CAMEL = re.compile(r"(?<=[a-z0-9])([A-Z])|(?<=[A-Z])([A-Z][a-z])")
+
+
+def snake_case(key: str) -> str:
+    """``programID`` -> ``program_id``, ``intervalPeriod`` -> ``interval_period``."""
+    return _CAMEL.sub(lambda m: "_" + (m.group(1) or m.group(2)), key).lower()
+
+
+def snake_case_keys(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {snake_case(k): snake_case_keys(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [snake_case_keys(v) for v in value]
+    return value
+
+
+_TIMESTAMP = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?)(?:Z|[+-]\d{2}:\d{2})$")
+
+
+def strip_timezones(value: Any) -> Any:
+    """Every RFC 3339 timestamp loses its offset (``2026-01-01T10:00:00Z`` -> ``2026-01-01T10:00:00``)."""
+    if isinstance(value, dict):
+        return {k: strip_timezones(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [strip_timezones(v) for v in value]
+    if isinstance(value, str) and (m := _TIMESTAMP.match(value)):
+        return m.group(1)
+    return value
+
+
+@dataclass(frozen=True)
+class NotifyFaults:
+    """Faults of the VTN's notifications, set at runtime with ``POST /_admin/faults``."""
+
+    drop_rate: float = 0.0  # the VTN loses the notification (never sent): the VEN must poll
+    duplicate_rate: float = 0.0  # sent twice
+    reorder: bool = False  # notifications held and sent newest first, in batches
+    reorder_window_ms: float = 300.0
+    string_encoded: bool = False  # body is a JSON string that contains the JSON notification
+    snake_case: bool = False  # keys in snake_case (program_id) instead of camelCase
+    naive_timestamps: bool = False  # timestamps without a timezone
+    wrong_token: bool = False  # Authorization carries a token the receiver never issued
+    operation_style: Literal["http", "crud"] = "http"  # POST/PUT/DELETE (3.0.1) or CREATE/UPDATE/DELETE (3.1)
+
+    @classmethod
+    def parse(cls, body: dict[str, Any]) -> NotifyFaults:
+        from pydantic import TypeAdapter, ValidationError
+
+        try:
+            return TypeAdapter(_NotifyFaultsIn).validate_python(body).to_faults()
+        except ValidationError as exc:
+            raise ValueError(str(exc)) from exc
+
+
+class _NotifyFaultsIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    drop_rate: float = Field(default=0.0, ge=0, le=1)
+    duplicate_rate: float = Field(default=0.0, ge=0, le=1)
+    reorder: bool = False
+    reorder_window_ms: float = Field(default=300.0, ge=0, le=60_000)
+    string_encoded: bool = False
+    snake_case: bool = False
+    naive_timestamps: bool = False
+    wrong_token: bool = False
+    operation_style: Literal["http", "crud"] = "http"
+
+    @field_validator("drop_rate", "duplicate_rate", "reorder_window_ms", mode="before")
+    @classmethod
+    def _number(cls, v: Any) -> float:
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            raise ValueError("must be a number")
+        return float(v)
+
+    def to_faults(self) -> NotifyFaults:
+        return NotifyFaults(**self.model_dump())
+
+
+def encode_notification(body: dict[str, Any], faults: NotifyFaults) -> bytes:
+    """The bytes POSTed to a callback, with the wire faults applied."""
+    import json
+
+    value: Any = body
+    if faults.naive_timestamps:
+        value = strip_timezones(value)
+    if faults.snake_case:
+        value = snake_case_keys(value)
+    text = json.dumps(value)
+    if faults.string_encoded:
+        text = json.dumps(text)
+    return text.encode()
