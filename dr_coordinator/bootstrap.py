@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from energy.resilience import RetryPolicy, guarded_call
 from energy.settings import Settings
 
 
@@ -23,25 +21,21 @@ def make_gateway(settings: Settings) -> Any:
 
 @dataclass
 class ReportSender:
-    """Posts a report to the utility's VTN (OpenADR 3 ``POST /reports``) with retries on transient errors."""
+    """Posts a report to a utility's VTN (OpenADR 3 ``POST /reports``); one client (breaker, retries) per VTN."""
 
     token: str
-    timeout_s: float = 5.0
+    client_name: str = "energy-platform"
+    _clients: dict[str, Any] = field(default_factory=dict)
 
     async def __call__(self, vtn_base_url: str, report: dict[str, Any]) -> None:
         from dr_coordinator.adapters.vtn_client import VtnClient
 
-        client = VtnClient(vtn_base_url, self.token)
-        try:
-            await guarded_call(
-                "utility_vtn_report",
-                lambda: client.post_report(report),
-                timeout_s=self.timeout_s * 3,
-                retry=RetryPolicy(attempts=3, base_delay_s=0.3, max_delay_s=2.0),
-            )
-        finally:
-            close = getattr(client, "aclose", None) or getattr(client, "close", None)
-            if close is not None:
-                result = close()
-                if inspect.isawaitable(result):
-                    await result
+        client = self._clients.get(vtn_base_url)
+        if client is None:
+            client = self._clients[vtn_base_url] = VtnClient(vtn_base_url, self.token, client_name=self.client_name)
+        await client.post_report(report)
+
+    async def close(self) -> None:
+        for client in self._clients.values():
+            await client.close()
+        self._clients.clear()

@@ -46,5 +46,7 @@ class DrSettings(SettingsGroup):
     underperformance_after_s: Seconds = 300.0
     report_max_attempts: Count = 5
     vtn_token: SecretStr = SecretStr("local-ven-token")
+    # When set, BMS endpoints are "<bms_base_url>/<facility_id>" instead of bms_endpoints.url (isolated runs).
+    bms_base_url: str = ""
     # Only sagas of these utilities (comma-separated; empty = all). Lets tests run a private coordinator.
     only_utility_ids: str = ""

@@ -50,20 +50,16 @@ class Coordinator:
         utilities = utility_filter(self.settings)
         dr = self.settings.dr
         self.worker = CommandWorker(self.pool, self.gateway, dr, self.clock, utilities)
-        self.timers = Timers(
-            self.pool,
-            dr,
-            self.clock,
-            self.influx,
-            self.gateway,
-            ReportSender(dr.vtn_token.get_secret_value()),
-            utilities,
-        )
+        self.report_sender = ReportSender(dr.vtn_token.get_secret_value())
+        self.timers = Timers(self.pool, dr, self.clock, self.influx, self.gateway, self.report_sender, utilities)
         self.relay = (
             OutboxRelay(self.pool, self.producer, self.clock, dr.outbox_batch, topic_map=self.topic_map)
             if self.producer is not None
             else None
         )
+
+    async def timers_report_close(self) -> None:
+        await self.report_sender.close()
 
     async def run(self, stop: asyncio.Event) -> None:
         tasks = [
@@ -97,8 +93,11 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         log.info(
             "dr_coordinator_started", port=settings.endpoints.dr_coordinator_port, utilities=utility_filter(settings)
         )
-        await coordinator.run(stop)
-        await ops
+        try:
+            await coordinator.run(stop)
+            await ops
+        finally:
+            await coordinator.timers_report_close()
     finally:
         if started_producer:
             with contextlib.suppress(Exception):

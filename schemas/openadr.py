@@ -50,9 +50,14 @@ class OadrEvent(LenientModel):
 
 class OadrNotification(LenientModel):
     objectType: Literal["EVENT", "PROGRAM", "REPORT", "SUBSCRIPTION", "VEN", "RESOURCE"]
-    operation: Literal["GET", "POST", "PUT", "DELETE"]
+    operation: Literal["GET", "POST", "PUT", "DELETE", "READ", "CREATE", "UPDATE"]
     object: dict[str, Any]
     targets: list[ValuesMap] | None = None
+
+    @property
+    def verb(self) -> str:
+        """OpenADR 3.0 names HTTP verbs, 3.1 CRUD operations; both map to POST / PUT / DELETE / GET."""
+        return {"CREATE": "POST", "UPDATE": "PUT", "READ": "GET"}.get(self.operation, self.operation)
 
 
 def _camel(key: str) -> str:

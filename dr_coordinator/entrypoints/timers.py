@@ -40,6 +40,7 @@ from dr_coordinator.domain.planner import (
 )
 from dr_coordinator.domain.report import FacilityResult, build_report
 from dr_coordinator.domain.saga import IllegalTransitionError
+from dr_coordinator.entrypoints.worker import endpoint_url
 from dr_coordinator.metrics import ACHIEVED_KW, DRIFT_CORRECTIONS, REPORTS, UNDERPERFORMING
 from dr_coordinator.ports import BmsGateway, BmsRejectedError, BmsUnavailableError
 from energy.adapters.influx import InfluxClient
@@ -277,7 +278,7 @@ class Timers:
                         target_kw=f["target_kw"],
                     )
         if self.gateway is not None:
-            await asyncio.gather(*(self._reconcile(dr_event_id, f) for f in facs if f["url"]))
+            await asyncio.gather(*(self._reconcile(dr_event_id, f) for f in facs))
 
     async def _reconcile(self, dr_event_id: uuid.UUID, fac: Any) -> None:
         """Re-command zones that drifted from their DR state (someone reset them locally)."""
@@ -287,7 +288,10 @@ class Timers:
         if not wanted:
             return
         try:
-            states = await self.gateway.zone_states(fac["url"])
+            url = endpoint_url(self.settings, fac["facility_id"], fac["url"])
+            if url is None:
+                return
+            states = await self.gateway.zone_states(url)
         except (BmsUnavailableError, BmsRejectedError) as exc:
             log.info("dr_reconcile_skipped", facility_id=fac["facility_id"], error=str(exc)[:200])
             return

@@ -62,6 +62,12 @@ RETURNING c.command_id, c.idempotency_key, c.dr_event_id, c.facility_id, c.zone_
 """
 
 
+def endpoint_url(settings: DrSettings, facility_id: str, registered: str | None) -> str | None:
+    if settings.bms_base_url:
+        return f"{settings.bms_base_url.rstrip('/')}/{facility_id}"
+    return registered
+
+
 def _command(row: Any) -> BmsCommand:
     return BmsCommand(
         command_id=row["command_id"],
@@ -155,13 +161,14 @@ class CommandWorker:
                 if row["restore_exists"] and cmd.action is not BmsAction.RESTORE:
                     await self._supersede(row)
                     return
-                if not row["url"]:
+                url = endpoint_url(self.settings, cmd.facility_id, row["url"])
+                if not url:
                     await self._fail(row, cmd, "no active BMS endpoint for the facility", transient=False)
                     return
                 t0 = asyncio.get_running_loop().time()
                 try:
                     ack = await asyncio.wait_for(
-                        self.gateway.execute(row["url"], cmd, ctx.traceparent), self.settings.bms_total_timeout_s + 1
+                        self.gateway.execute(url, cmd, ctx.traceparent), self.settings.bms_total_timeout_s + 1
                     )
                 except BmsRejectedError as exc:
                     BMS_COMMANDS.labels("rejected").inc()

@@ -145,7 +145,8 @@ def weekdays_before(n: int, kw: float = 100.0, adj: float | None = 80.0) -> list
 
 
 def test_eligible_days_skip_weekends_event_days_and_old_days() -> None:
-    days = weekdays_before(3) + [
+    days = [
+        *weekdays_before(3),
         DayLoad(date(2026, 7, 12), 999),  # Sunday
         DayLoad(date(2026, 5, 1), 999),  # beyond 45 days
         DayLoad(date(2026, 7, 13), 999, event_day=True),

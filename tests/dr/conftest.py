@@ -1,0 +1,168 @@
+"""Fixtures of the DR tests: a private utility (own id and credentials, enrolled in the seeded
+fleet), the BMS and utility simulators as separate processes, the real API served over HTTP,
+and an in-process coordinator scoped to the test's utility (so parallel runs never meet)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+
+from energy.settings import Settings
+from energy.stack.process import free_port
+from sim.bms.process import SimulatorProcess
+
+FLEET = [f"fac-{i:03d}" for i in range(1, 21)]
+
+
+@dataclass
+class Utility:
+    utility_id: str
+    token: str
+    hmac_secret: str
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+def dr_settings(settings: Settings, **dr: Any) -> Settings:
+    """The shared settings with DR timings short enough for tests."""
+    base = {
+        "dispatch_lead_s": 2.0,
+        "poll_interval_s": 0.2,
+        "min_event_duration_s": 5.0,
+        "max_start_skew_s": 5.0,
+        "bms_retry_base_s": 0.2,
+        "bms_retry_max_s": 1.0,
+        "bms_lease_s": 4.0,
+        "bms_breaker_reset_s": 60.0,
+        "reconcile_interval_s": 3600.0,
+        "webhook_rate_per_s": 200.0,
+        "webhook_burst": 2000,
+        "webhook_queue_size": 5000,
+    }
+    base.update(dr)
+    return settings.model_copy(update={"dr": settings.dr.model_copy(update=base)})
+
+
+async def make_utility(
+    pool: Any, uid: str, token: str, vtn_base_url: str | None = None, method: str = "caiso_10in10"
+) -> Utility:
+    u = Utility(f"util-{uid}", token, f"hmac-{uid}")
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(
+            """INSERT INTO utilities (utility_id, name, vtn_base_url, bearer_token_hash, hmac_secret, baseline_method)
+               VALUES ($1, $2, $3, $4, $5, $6)""",
+            u.utility_id,
+            f"Test utility {uid}",
+            vtn_base_url,
+            hashlib.sha256(token.encode()).hexdigest(),
+            u.hmac_secret,
+            method,
+        )
+        await conn.executemany(
+            "INSERT INTO facility_enrollments (utility_id, facility_id) VALUES ($1, $2)",
+            [(u.utility_id, f) for f in FLEET],
+        )
+    return u
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def utility(pg_pool: Any, uid: str) -> Utility:
+    return await make_utility(pg_pool, uid, f"token-{uid}")
+
+
+@pytest.fixture
+def bms_sim(stack: Any, tmp_path: Path) -> Iterator[SimulatorProcess]:
+    with SimulatorProcess.start("bms", free_port(), log_dir=tmp_path) as sim:
+        yield sim
+
+
+@contextlib.asynccontextmanager
+async def api_server(settings: Settings) -> AsyncIterator[str]:
+    """The real API (api.app.create_app) over HTTP on a free port, in this event loop."""
+    from api.app import create_app
+    from energy.observability.http import serve_app
+
+    port = free_port()
+    stop = asyncio.Event()
+    task = asyncio.create_task(serve_app(create_app(settings), "127.0.0.1", port, stop))
+    base = f"http://127.0.0.1:{port}"
+    async with httpx.AsyncClient(base_url=base, timeout=5) as client:
+        for _ in range(100):
+            with contextlib.suppress(httpx.HTTPError):
+                if (await client.get("/healthz")).status_code == 200:
+                    break
+            await asyncio.sleep(0.1)
+    try:
+        yield base
+    finally:
+        stop.set()
+        await task
+
+
+@contextlib.asynccontextmanager
+async def coordinator(settings: Settings, pool: Any, influx: Any, producer: Any = None) -> AsyncIterator[Any]:
+    from dr_coordinator.adapters.bms_soap import SoapBmsGateway
+    from dr_coordinator.service import Coordinator
+
+    gateway = SoapBmsGateway(settings.dr)
+    coord = Coordinator(settings, pool, gateway, influx, producer)
+    stop = asyncio.Event()
+    task = asyncio.create_task(coord.run(stop))
+    try:
+        yield coord
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 15)
+        await coord.timers_report_close()
+        await gateway.close()
+
+
+async def wait_for_state(pool: Any, dr_event_id: uuid.UUID, states: set[str], timeout_s: float) -> str:
+    deadline = time.monotonic() + timeout_s
+    state = ""
+    while time.monotonic() < deadline:
+        state = await pool.fetchval("SELECT state FROM dr_events WHERE dr_event_id = $1", dr_event_id)
+        if state in states:
+            return str(state)
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"event {dr_event_id} still {state!r} after {timeout_s}s (wanted {sorted(states)})")
+
+
+def event_body(
+    event_id: str, start: datetime, duration_s: float, facilities: list[str] | None = None, **kw: Any
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "event_id": event_id,
+        "start": start.isoformat(),
+        "duration_s": duration_s,
+        "target_kw": 100.0,
+    }
+    if facilities is not None:
+        body["facilities"] = facilities
+    body.update(kw)
+    return body
+
+
+def soon(seconds: float = 4.0) -> datetime:
+    return datetime.now(UTC) + timedelta(seconds=seconds)
+
+
+def admin(sim: SimulatorProcess, path: str, body: dict[str, Any] | None = None) -> Any:
+    with httpx.Client(base_url=sim.base_url, timeout=5) as c:
+        resp = c.post(f"/_admin/{path}", json=body) if body is not None else c.get(f"/_admin/{path}")
+        resp.raise_for_status()
+        return resp.json()
