@@ -13,6 +13,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--down", nargs="*", default=[], metavar="FACILITY", help="facilities whose BMS answers 503")
     parser.add_argument("--seed", type=int, default=None, help="seed of the fault-injection random generator")
+    parser.add_argument(
+        "--redis-prefix",
+        default=None,
+        help="prefix of the zone-state hashes (default sim.building_model.REDIS_PREFIX, read by the meter simulator)",
+    )
     parser.add_argument("--redis-timeout-s", type=float, default=1.0, help="socket timeout of the Redis zone store")
 
 
@@ -40,7 +45,9 @@ def run(args: argparse.Namespace) -> int:
     log = structlog.get_logger("sim.bms")
     port = args.port or settings.endpoints.bms_sim_port
     fleet = build_fleet(settings.seed.facilities, settings.seed.meters_per_facility)
-    store = RedisZoneStore(settings.redis.url(), args.redis_timeout_s)
+    from sim.building_model import REDIS_PREFIX
+
+    store = RedisZoneStore(settings.redis.url(), args.redis_timeout_s, args.redis_prefix or REDIS_PREFIX)
     controllers = BmsControllers.for_fleet(fleet, store, lambda: datetime.now(UTC))
     simulator = BmsSimulator(controllers, random.Random(args.seed))
     try:

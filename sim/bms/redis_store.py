@@ -6,17 +6,20 @@ import json
 
 import redis
 
-from sim.building_model import zone_state_key
+from sim.building_model import REDIS_PREFIX
 
 
 class RedisZoneStore:
-    def __init__(self, url: str, timeout_s: float) -> None:
+    """``prefix`` defaults to the meter simulator's; tests use their own so they never move the shared buildings."""
+
+    def __init__(self, url: str, timeout_s: float, prefix: str = REDIS_PREFIX) -> None:
+        self.prefix = prefix
         self._redis = redis.Redis.from_url(
             url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, max_connections=64
         )
 
     def read(self, facility_id: str) -> dict[str, dict[str, float | None]]:
-        raw = self._redis.hgetall(zone_state_key(facility_id))
+        raw = self._redis.hgetall(self._key(facility_id))
         out: dict[str, dict[str, float | None]] = {}
         for zone_id, value in raw.items():
             state = json.loads(value)
@@ -28,7 +31,10 @@ class RedisZoneStore:
 
     def write(self, facility_id: str, zone_id: str, state: dict[str, float | None]) -> None:
         value = json.dumps({"setpoint_c": state.get("setpoint_c"), "lighting_pct": state.get("lighting_pct")})
-        self._redis.hset(zone_state_key(facility_id), zone_id, value)
+        self._redis.hset(self._key(facility_id), zone_id, value)
+
+    def _key(self, facility_id: str) -> str:
+        return f"{self.prefix}{facility_id}"
 
     def close(self) -> None:
         self._redis.close()

@@ -12,7 +12,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--callback-url",
         default=None,
-        help="subscribe this webhook to EVENT changes at start (bearer: settings.seed.utility_bearer_token)",
+        help="subscribe this webhook to EVENT changes at start (bearer: settings.seed.utility_bearer_token); "
+        "default: the platform's webhook when --port is not given (the platform's own VTN), else none; 'none': no",
     )
     parser.add_argument(
         "--token",
@@ -58,11 +59,17 @@ def run(args: argparse.Namespace) -> int:
         rng=random.Random(args.seed),
     )
     state = VtnState(store, notifier, tokens, args.verify_callbacks, {args.program_id: args.program_id})
-    if args.callback_url:
+    callback_url = args.callback_url
+    if callback_url is None and args.port is None:
+        ep = settings.endpoints
+        callback_url = (
+            f"http://{ep.api_host}:{ep.api_port}/api/utility/{settings.seed.utility_id}/openadr3/notifications"
+        )
+    if callback_url and callback_url != "none":
         operation = ObjectOperation(
             objects=["EVENT"],
             operations=["POST", "PUT", "DELETE"],
-            callbackUrl=args.callback_url,
+            callbackUrl=callback_url,
             bearerToken=seed_token,
         )
         store.create_subscription(SubscriptionIn(clientName=settings.seed.utility_id, objectOperations=[operation]))
@@ -72,7 +79,9 @@ def run(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        log.info("utility_sim_started", port=port, base_url=f"http://127.0.0.1:{port}/openadr3/3.1.0")
+        log.info(
+            "utility_sim_started", port=port, base_url=f"http://127.0.0.1:{port}/openadr3/3.1.0", callback=callback_url
+        )
         await serve_app(build_app(state), settings.stack.bind_host, port, stop)
 
     asyncio.run(main())

@@ -8,8 +8,8 @@ below (unknown fields are kept, as the specification allows extensions).
 from __future__ import annotations
 
 import copy
-import itertools
 import re
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -144,13 +144,12 @@ class VtnStore:
     vens: dict[str, dict[str, Any]] = field(default_factory=dict)
     subscriptions: dict[str, dict[str, Any]] = field(default_factory=dict)
     reports: dict[str, dict[str, Any]] = field(default_factory=dict)
-    _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def _new(self, object_type: str, body: BaseModel, prefix: str) -> dict[str, Any]:
         now = _iso(self.clock())
         obj = body.model_dump(mode="json", exclude_none=False)
         obj.update(
-            id=f"{prefix}-{next(self._ids)}",
+            id=f"{prefix}-{uuid.uuid4().hex[:16]}",  # unique across restarts: receivers deduplicate by id
             createdDateTime=now,
             modificationDateTime=now,
             objectType=object_type,

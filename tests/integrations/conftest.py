@@ -11,11 +11,30 @@ from sim.bms.process import SimulatorProcess
 
 
 @pytest.fixture(scope="module")
-def bms_sim(stack, tmp_path_factory) -> Iterator[SimulatorProcess]:
+def bms_redis_prefix(settings) -> Iterator[str]:
+    """A private Redis prefix for zone states, so tests never move the shared simulated buildings."""
+    import uuid
+
+    import redis
+
+    prefix = f"test:{uuid.uuid4().hex[:8]}:bms:"
+    yield prefix
+    client = redis.Redis.from_url(settings.redis.url(), socket_timeout=5)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}*"))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="module")
+def bms_sim(stack, tmp_path_factory, bms_redis_prefix) -> Iterator[SimulatorProcess]:
     """One BMS simulator process per test module (tests use unique idempotency keys)."""
     from energy.stack.process import free_port
 
-    with SimulatorProcess.start("bms", free_port(), log_dir=tmp_path_factory.mktemp("bms")) as sim:
+    log_dir = tmp_path_factory.mktemp("bms")
+    with SimulatorProcess.start("bms", free_port(), "--redis-prefix", bms_redis_prefix, log_dir=log_dir) as sim:
         yield sim
 
 

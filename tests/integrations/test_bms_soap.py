@@ -94,19 +94,23 @@ async def test_every_operation_round_trips_through_the_gateway(bms_sim, bms_admi
     assert sent["trace_parent"] == TRACEPARENT  # W3C trace context crossed the SOAP call as an HTTP header
 
 
-async def test_zone_state_is_written_to_redis_for_the_meter_simulator(bms_sim, gateway, settings, uid):
-    url = endpoint(bms_sim, "fac-011")
+async def test_zone_state_is_written_to_redis_for_the_meter_simulator(stack, port, tmp_path, settings, uid):
+    # Its own simulator with the default prefix: the very keys the meter simulator reads.
+    gateway = SoapBmsGateway(DrSettings())
     redis = Redis.from_url(settings.redis.url(), socket_timeout=2)
-    try:
-        await gateway.execute(url, command("fac-011", "hvac-1", BmsAction.SET_SETPOINT, 25.0, uid))
-        state = json.loads(await redis.hget(zone_state_key("fac-011"), "hvac-1"))
-        assert state == {"setpoint_c": 25.0, "lighting_pct": None}
-        assert hvac_factor(state["setpoint_c"], 22.0) < 1.0  # the meter simulator's load drops
-        await gateway.execute(url, command("fac-011", "hvac-1", BmsAction.RESTORE, None, uid))
-        state = json.loads(await redis.hget(zone_state_key("fac-011"), "hvac-1"))
-        assert hvac_factor(state["setpoint_c"], 22.0) == 1.0
-    finally:
-        await redis.aclose()
+    with SimulatorProcess.start("bms", port, log_dir=tmp_path) as sim:
+        url = endpoint(sim, "fac-011")
+        try:
+            await gateway.execute(url, command("fac-011", "hvac-1", BmsAction.SET_SETPOINT, 25.0, uid))
+            state = json.loads(await redis.hget(zone_state_key("fac-011"), "hvac-1"))
+            assert state == {"setpoint_c": 25.0, "lighting_pct": None}
+            assert hvac_factor(state["setpoint_c"], 22.0) < 1.0  # the meter simulator's load drops
+        finally:
+            await gateway.execute(url, command("fac-011", "hvac-1", BmsAction.RESTORE, None, uid))
+            state = json.loads(await redis.hget(zone_state_key("fac-011"), "hvac-1"))
+            await redis.aclose()
+            await gateway.close()
+    assert hvac_factor(state["setpoint_c"], 22.0) == 1.0
 
 
 async def test_concurrent_duplicate_commands_execute_once_per_idempotency_key(bms_sim, bms_admin, uid):
@@ -216,9 +220,12 @@ async def test_bms_down_opens_the_breaker_after_fail_max_then_calls_fail_fast(bm
 
 
 @pytest.mark.chaos
-async def test_killed_bms_process_is_unavailable_and_the_command_runs_once_after_restart(stack, port, tmp_path, uid):
+async def test_killed_bms_process_is_unavailable_and_the_command_runs_once_after_restart(
+    stack, port, tmp_path, bms_redis_prefix, uid
+):
     gateway = SoapBmsGateway(DrSettings(bms_breaker_fail_max=100))
-    sim = SimulatorProcess.start("bms", port, log_dir=tmp_path)
+    prefix = ("--redis-prefix", bms_redis_prefix)
+    sim = SimulatorProcess.start("bms", port, *prefix, log_dir=tmp_path)
     url = endpoint(sim, "fac-010")
     cmd = command("fac-010", "hvac-3", BmsAction.SET_SETPOINT, 24.0, uid)
     try:
@@ -229,7 +236,7 @@ async def test_killed_bms_process_is_unavailable_and_the_command_runs_once_after
             await gateway.execute(url, cmd)
         assert time.monotonic() - t0 < DrSettings().bms_total_timeout_s  # refused, not hanging
         assert await gateway.ping(url) is False
-        sim = SimulatorProcess.start("bms", port, log_dir=tmp_path)
+        sim = SimulatorProcess.start("bms", port, *prefix, log_dir=tmp_path)
         assert await gateway.ping(url) is True
         restore = command("fac-010", "hvac-3", BmsAction.RESTORE, None, uid)
         assert (await gateway.execute(url, restore)).duplicate is False
