@@ -7,6 +7,8 @@
   for the same InfluxDB query.
 - Redis calls are bounded by the Redis timeout (100 ms) and a breaker; when Redis fails
   the cache goes to InfluxDB directly.
+- A value this process loaded within the TTL is used when Redis misses or fails, so a
+  Redis outage does not turn every request into an InfluxDB query.
 - When InfluxDB fails, the last known value (from Redis or, if Redis is down too, from a
   bounded in-process copy) is served with its age; with nothing known, 503.
 """
@@ -32,13 +34,13 @@ log = structlog.get_logger("api.cache")
 
 CACHE_RESULTS = Counter(
     "energy_api_current_cache_total",
-    "Current-load lookups by outcome (hit, revalidating, miss, fallback, unavailable)",
+    "Current-load lookups by outcome (hit, memory, revalidating, miss, fallback, unavailable)",
     ["outcome"],
 )
 CACHE_ERRORS = Counter("energy_api_current_cache_errors_total", "Cache errors by dependency", ["dependency"])
 INFLIGHT = Gauge("energy_api_current_inflight", "Current-load queries in flight (single flight per facility)")
 
-Outcome = Literal["hit", "revalidating", "miss", "fallback"]
+Outcome = Literal["hit", "memory", "revalidating", "miss", "fallback"]
 Loader = Callable[[str], Awaitable[dict[str, Any]]]
 
 
@@ -99,6 +101,11 @@ class CurrentCache:
                 self._refresh_in_background(facility_id)
                 CACHE_RESULTS.labels("revalidating").inc()
                 return CacheResult(entry.value, "revalidating", age, False)
+        local = self._memory.get(facility_id)
+        if local is not None and now - local.fetched_at <= self.ttl_s:
+            # Redis missed or failed, but this process loaded the value moments ago.
+            CACHE_RESULTS.labels("memory").inc()
+            return CacheResult(local.value, "memory", max(0.0, now - local.fetched_at), False)
         try:
             fresh = await self._single_flight(facility_id)
         except (UnavailableError, CircuitOpenError, TimeoutError, OSError, RuntimeError) as exc:

@@ -6,6 +6,8 @@ role and an API key, so tests never see each other's data.
 
 from __future__ import annotations
 
+import contextlib
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -160,3 +162,23 @@ def rollup_line(
         },
         ts_ns,
     )
+
+
+def with_overrides(settings: Any, **groups: dict[str, Any]) -> Any:
+    """A copy of the settings with some fields of some groups replaced, e.g. api={"export_page_rows": 100}."""
+    update = {name: getattr(settings, name).model_copy(update=values) for name, values in groups.items()}
+    return settings.model_copy(update=update)
+
+
+@contextlib.asynccontextmanager
+async def running_app(settings: Any) -> AsyncIterator[tuple[Any, httpx.AsyncClient]]:
+    """An app of its own (own cache, breakers, limiter) with an in-process client."""
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api.test", timeout=30) as c:
+            yield app, c
+
+
+def now_ns() -> int:
+    return time.time_ns()

@@ -1,0 +1,240 @@
+"""CSV exports (API-6), streamed in constant memory.
+
+Readings and rollups: for each facility in turn, [start, end) is cut into time slices and each
+slice is read in pages of ``export_page_rows`` (LIMIT/OFFSET), so at most one page is ever in
+memory whatever the range. The first page is read before the response starts, so an InfluxDB
+outage is a 503 rather than a truncated file; a failure later ends the stream early (the
+chunked response is then incomplete, which clients see as an error).
+
+DR report: one row per event and facility, read through a PostgreSQL cursor.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import AsyncIterator, Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import StreamingResponse
+
+from api.auth import Principal, ensure_facility_access, require_principal
+from api.deps import check_range, db
+from api.errors import COMMON_RESPONSES, ApiError
+from api.routes.dr_events import StateFilter, scope_filters
+from api.timeseries import RAW_FIELDS, WINDOW_SECONDS, fetch_range, iso_ns, time_slices
+from energy.observability.metrics import Counter
+from schemas.api import Granularity
+from schemas.readings import ID_PATTERN
+
+router = APIRouter(prefix="/api/exports", tags=["exports"], responses=COMMON_RESPONSES)
+
+EXPORT_ROWS = Counter("energy_api_export_rows_total", "Rows written to CSV exports", ["export"])
+
+RAW_HEADER = ["timestamp_utc", "facility_id", "meter_id", *RAW_FIELDS]
+ROLLUP_HEADER = [
+    "window_start_utc",
+    "facility_id",
+    "window",
+    "avg_kw",
+    "min_kw",
+    "max_kw",
+    "energy_kwh",
+    "energy_register_kwh",
+    "sample_count",
+    "coverage_ratio",
+]
+ROLLUP_SOURCE = ["avg_kw", "min_kw", "max_kw", "energy_kwh", "energy_register_kwh", "sample_count", "coverage"]
+DR_HEADER = [
+    "dr_event_id",
+    "utility_id",
+    "utility_event_id",
+    "event_state",
+    "start_utc",
+    "end_utc",
+    "facility_id",
+    "facility_state",
+    "target_kw",
+    "baseline_kw",
+    "achieved_reduction_kw",
+    "achieved_pct_of_target",
+]
+RAW_SLICE_S = 6 * 3600
+DR_PAGE_ROWS = 1000
+_ID = re.compile(ID_PATTERN)
+CSV_MEDIA_TYPE = "text/csv; charset=utf-8"
+_CSV_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/csv": {"schema": {"type": "string"}}}, "description": "CSV with a header row"}
+}
+
+
+def cell(value: Any) -> str:
+    """Numbers exactly as stored (repr round-trips floats), empty for missing."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def csv_text(rows: Iterable[Sequence[Any]]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    for row in rows:
+        writer.writerow([cell(v) for v in row])
+    return buf.getvalue()
+
+
+def _float(value: Any) -> float | None:
+    # InfluxDB's JSON writes integral floats without a decimal point; the CSV keeps the field's type.
+    return None if value is None else float(value)
+
+
+def _int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def csv_row(granularity: Granularity, facility_id: str, r: dict[str, Any]) -> list[Any]:
+    if granularity is Granularity.RAW:
+        return [iso_ns(int(r["time"])), facility_id, r.get("meter_id"), *(_float(r.get(f)) for f in RAW_FIELDS)]
+    values = [_int(r.get(f)) if f == "sample_count" else _float(r.get(f)) for f in ROLLUP_SOURCE]
+    return [iso_ns(int(r["time"])), facility_id, granularity.value, *values]
+
+
+def dr_row(r: Any) -> list[Any]:
+    target, achieved = r["target_kw"], r["achieved_kw"]
+    pct = round(100.0 * achieved / target, 3) if target and achieved is not None else None
+    return [
+        r["dr_event_id"],
+        r["utility_id"],
+        r["utility_event_id"],
+        r["event_state"],
+        r["start_at"].astimezone(UTC).isoformat().replace("+00:00", "Z"),
+        r["end_at"].astimezone(UTC).isoformat().replace("+00:00", "Z"),
+        r["facility_id"],
+        r["facility_state"],
+        target,
+        r["baseline_kw"],
+        achieved,
+        pct,
+    ]
+
+
+def _iso(ts: datetime) -> str:
+    return ts.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+@router.get(
+    "/readings.csv",
+    response_class=StreamingResponse,
+    responses=_CSV_RESPONSE,
+    summary="Readings (raw, per meter) or facility rollups (1m, 15m, 1h) of one or many facilities as CSV",
+)
+async def export_readings(
+    request: Request,
+    facility_id: Annotated[list[str], Query(min_length=1, description="One or more facility ids")],
+    start: datetime,
+    end: datetime,
+    granularity: Granularity = Granularity.ONE_MINUTE,
+    principal: Principal = Depends(require_principal),
+) -> StreamingResponse:
+    state = request.app.state
+    api = state.settings.api
+    facilities = list(dict.fromkeys(facility_id))
+    if len(facilities) > api.export_max_facilities:
+        raise ApiError(422, "validation_error", f"at most {api.export_max_facilities} facilities per export")
+    for fid in facilities:
+        if len(fid) > 64 or not _ID.match(fid):
+            raise ApiError(422, "validation_error", "invalid facility id", {"facility_id": fid[:100]})
+        ensure_facility_access(principal, fid)
+    start, end = check_range(start, end)
+    page = api.export_page_rows
+    slice_s = RAW_SLICE_S if granularity is Granularity.RAW else WINDOW_SECONDS[granularity] * page
+
+    async def read(fid: str, s: datetime, e: datetime, offset: int) -> list[dict[str, Any]]:
+        return await fetch_range(
+            state.influx, state.measurements, fid, None, granularity, s, e, page, offset,
+            api.export_query_timeout_s, purpose="export",
+        )
+
+    slices = time_slices(start, end, slice_s)
+    first = await read(facilities[0], *slices[0], 0)  # an outage here is a clean 503
+    header = RAW_HEADER if granularity is Granularity.RAW else ROLLUP_HEADER
+
+    async def body() -> AsyncIterator[str]:
+        yield csv_text([header])
+        for fid in facilities:
+            for s, e in slices:
+                offset = 0
+                while True:
+                    is_first = (fid, s, offset) == (facilities[0], slices[0][0], 0)
+                    rows = first if is_first else await read(fid, s, e, offset)
+                    if rows:
+                        EXPORT_ROWS.labels("readings").inc(len(rows))
+                        yield csv_text(csv_row(granularity, fid, r) for r in rows)
+                    if len(rows) < page:
+                        break
+                    offset += page
+
+    name = f"readings-{granularity.value}-{_iso(start)}-{_iso(end)}.csv"
+    return StreamingResponse(
+        body(), media_type=CSV_MEDIA_TYPE, headers={"Content-Disposition": f'attachment; filename="{name}"'}
+    )
+
+
+@router.get(
+    "/dr-events.csv",
+    response_class=StreamingResponse,
+    responses=_CSV_RESPONSE,
+    summary="DR event report: per event and facility, target, baseline, achieved reduction and status",
+)
+async def export_dr_report(
+    request: Request,
+    principal: Principal = Depends(require_principal),
+    state: StateFilter = None,
+    facility_id: Annotated[str | None, Query(pattern=ID_PATTERN, max_length=64)] = None,
+    start_after: datetime | None = None,
+    start_before: datetime | None = None,
+) -> StreamingResponse:
+    if start_after is not None and start_before is not None:
+        check_range(start_after, start_before)
+    for bound in (start_after, start_before):
+        if bound is not None:
+            check_range(bound, bound.replace(year=min(bound.year + 1, 2199)))
+    clause, args = scope_filters(principal, state, facility_id, start_after, start_before)
+    n = len(args)
+    sql = f"""SELECT e.dr_event_id, e.utility_id, e.utility_event_id, e.state AS event_state, e.start_at, e.end_at,
+                     d.facility_id, d.state AS facility_state, d.target_kw, d.baseline_kw, d.achieved_kw
+              FROM dr_events e JOIN dr_event_facilities d ON d.dr_event_id = e.dr_event_id
+              WHERE {clause} AND d.facility_id = ANY($1::text[])
+                AND (${n + 1}::timestamptz IS NULL
+                     OR (e.start_at, e.dr_event_id, d.facility_id) > (${n + 1}, ${n + 2}::uuid, ${n + 3}::text))
+              ORDER BY e.start_at, e.dr_event_id, d.facility_id LIMIT {DR_PAGE_ROWS}"""
+
+    async def page(after: tuple[Any, Any, Any]) -> list[Any]:
+        async with db(request) as conn:
+            return list(await conn.fetch(sql, *args, *after))
+
+    first = await page((None, None, None))  # a database problem here is a clean 503
+
+    async def body() -> AsyncIterator[str]:
+        yield csv_text([DR_HEADER])
+        rows = first
+        while rows:
+            EXPORT_ROWS.labels("dr_report").inc(len(rows))
+            yield csv_text(dr_row(r) for r in rows)
+            if len(rows) < DR_PAGE_ROWS:
+                break
+            last = rows[-1]
+            rows = await page((last["start_at"], last["dr_event_id"], last["facility_id"]))
+
+    return StreamingResponse(
+        body(), media_type=CSV_MEDIA_TYPE, headers={"Content-Disposition": 'attachment; filename="dr-report.csv"'}
+    )
+
+

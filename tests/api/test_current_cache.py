@@ -1,0 +1,134 @@
+"""API-1: current-load cache: single flight per key, TTL, stale-while-revalidate, fallbacks."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from api.cache import CurrentCache
+from energy.adapters.redis import make_redis
+from tests.api.conftest import now_ns, reading_lines, running_app, with_overrides
+
+MIN = 60 * 10**9
+
+
+class CountingInflux:
+    """The real InfluxDB client, counting the queries it is asked to make."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.queries = 0
+
+    async def query(self, *args, **kwargs):
+        self.queries += 1
+        return await self.inner.query(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+async def test_200_concurrent_misses_make_exactly_one_influxdb_query(client, api_app, world, influx):
+    fid = world.a.facility_ids[0]
+    for m in world.a.meter_ids[fid]:
+        await influx.write_lines([reading_lines(fid, m, now_ns() - MIN, 5.0)])
+    counting = CountingInflux(api_app.state.influx)
+    api_app.state.influx = counting
+    try:
+        h = world.a.headers["analyst"]
+        responses = await asyncio.gather(*(client.get(f"/api/facilities/{fid}/current", headers=h) for _ in range(200)))
+    finally:
+        api_app.state.influx = counting.inner
+    assert [r.status_code for r in responses] == [200] * 200
+    assert counting.queries == 1
+    assert {r.json()["current_kw"] for r in responses} == {10.0}
+    assert len({r.json()["fetched_at"] for r in responses}) == 1
+
+
+async def test_single_flight_holds_inside_the_cache_itself(settings, world, influx):
+    fid = world.a.facility_ids[1]
+    started = asyncio.Event()
+    release = asyncio.Event()
+    calls = 0
+
+    async def slow_loader(facility_id):
+        nonlocal calls
+        calls += 1
+        started.set()
+        await release.wait()
+        return {"facility_id": facility_id, "current_kw": 1.0}
+
+    redis = make_redis(settings.redis)
+    cache = CurrentCache(redis, slow_loader, ttl_s=10, stale_max_s=60, keep_s=60, redis_timeout_s=0.1)
+    try:
+        waiting = [asyncio.ensure_future(cache.get(fid)) for _ in range(200)]
+        await asyncio.wait_for(started.wait(), 5)
+        await asyncio.sleep(0.05)
+        release.set()
+        results = await asyncio.gather(*waiting)
+    finally:
+        await redis.delete(cache.key(fid))
+        await redis.aclose()
+    assert calls == 1
+    assert {r.value["current_kw"] for r in results} == {1.0}
+    # Callers whose Redis read finished after the load see it as a hit; none made a query of its own.
+    assert {r.outcome for r in results} <= {"miss", "hit", "memory"}
+
+
+async def test_stale_value_is_served_at_once_while_one_background_query_refreshes_it(settings, uid):
+    now = [1_000_000.0]
+    values = iter([1.0, 2.0, 3.0])
+    calls = 0
+
+    async def loader(facility_id):
+        nonlocal calls
+        calls += 1
+        return {"facility_id": facility_id, "current_kw": next(values)}
+
+    redis = make_redis(settings.redis)
+    cache = CurrentCache(redis, loader, ttl_s=10, stale_max_s=60, keep_s=600, redis_timeout_s=0.1, clock=lambda: now[0])
+    fid = f"swr-{uid}"
+    try:
+        first = await cache.get(fid)
+        assert (first.outcome, first.value["current_kw"]) == ("miss", 1.0)
+        now[0] += 5
+        hit = await cache.get(fid)
+        assert (hit.outcome, hit.value["current_kw"], hit.age_s) == ("hit", 1.0, 5.0)
+        now[0] += 20  # older than the TTL, younger than stale_max
+        stale = await cache.get(fid)
+        assert (stale.outcome, stale.value["current_kw"], stale.stale) == ("revalidating", 1.0, False)
+        for _ in range(50):
+            if calls == 2 and not cache._inflight:
+                break
+            await asyncio.sleep(0.01)
+        assert calls == 2
+        refreshed = await cache.get(fid)
+        assert (refreshed.outcome, refreshed.value["current_kw"]) == ("hit", 2.0)
+        now[0] += 120  # older than stale_max: refreshed before answering
+        old = await cache.get(fid)
+        assert (old.outcome, old.value["current_kw"]) == ("miss", 3.0)
+    finally:
+        await redis.delete(cache.key(fid))
+        await redis.aclose()
+
+
+async def test_nothing_known_and_influxdb_unreachable_gives_503_with_reason(settings, world, stack):
+    dead = with_overrides(settings, influx={"url": "http://127.0.0.1:9"})
+    async with running_app(dead) as (_, c):
+        resp = await c.get(f"/api/facilities/{world.a.facility_ids[0]}/current", headers=world.a.headers["analyst"])
+    assert resp.status_code == 503
+    assert resp.json()["error"]["code"] == "dependency_unavailable"
+    assert "influxdb" in resp.json()["error"]["message"]
+    assert "Retry-After" in resp.headers
+
+
+@pytest.mark.parametrize("redis_port", [9])
+async def test_redis_unreachable_falls_back_to_influxdb(settings, world, influx, redis_port, stack):
+    fid = world.a.facility_ids[0]
+    for m in world.a.meter_ids[fid]:
+        await influx.write_lines([reading_lines(fid, m, now_ns() - MIN, 2.5)])
+    no_redis = with_overrides(settings, redis={"port": redis_port})
+    async with running_app(no_redis) as (_, c):
+        resp = await c.get(f"/api/facilities/{fid}/current", headers=world.a.headers["analyst"])
+    assert resp.status_code == 200
+    assert resp.json()["current_kw"] == 5.0 and resp.json()["stale"] is False
