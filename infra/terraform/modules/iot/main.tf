@@ -108,10 +108,6 @@ resource "aws_iam_role_policy" "rule" {
   policy = data.aws_iam_policy_document.rule.json
 }
 
-locals {
-  scram_field = "get_secret('${var.scram_secret_name}', 'SecretString', '%s', '${aws_iam_role.rule.arn}')"
-}
-
 resource "aws_iot_topic_rule" "meters_to_msk" {
   name        = replace("${var.name}_meters_to_msk", "-", "_")
   description = "Forward meter readings (MQTT ${var.mqtt_topic_filter}) to MSK ${var.kafka_topic}"
@@ -122,14 +118,16 @@ resource "aws_iot_topic_rule" "meters_to_msk" {
   kafka {
     destination_arn = aws_iot_topic_rule_destination.msk.arn
     topic           = var.kafka_topic
+    # "$${...}" is an IoT substitution template, evaluated by IoT Core for each message:
+    # get_secret() reads the SCRAM credentials at run time, so they are never in the rule.
     # The MQTT topic names the meter: one key per meter keeps each meter's readings in order.
     key = "$${topic()}"
     client_properties = {
       "bootstrap.servers"   = var.bootstrap_brokers_sasl_scram
       "security.protocol"   = "SASL_SSL"
       "sasl.mechanism"      = "SCRAM-SHA-512"
-      "sasl.scram.username" = "$${${format(local.scram_field, "username")}}"
-      "sasl.scram.password" = "$${${format(local.scram_field, "password")}}"
+      "sasl.scram.username" = "$${get_secret('${var.scram_secret_name}', 'SecretString', 'username', '${aws_iam_role.rule.arn}')}"
+      "sasl.scram.password" = "$${get_secret('${var.scram_secret_name}', 'SecretString', 'password', '${aws_iam_role.rule.arn}')}"
       "acks"                = "all"
       "key.serializer"      = "org.apache.kafka.common.serialization.StringSerializer"
       "value.serializer"    = "org.apache.kafka.common.serialization.ByteBufferSerializer"

@@ -1,0 +1,1 @@
+"""Backup and restore of PostgreSQL and InfluxDB, and the restore drill (OPS-3)."""
