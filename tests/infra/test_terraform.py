@@ -14,7 +14,7 @@ import pytest
 
 from schemas.topics import TOPICS
 from tests.infra import hcl
-from tests.infra.conftest import TERRAFORM_DIR, TF_PLUGIN_MIRROR, ROOT, run
+from tests.infra.conftest import ROOT, TERRAFORM_DIR, TF_PLUGIN_MIRROR, run
 
 ENVS = ("staging", "production")
 CHECKOV_EXCEPTIONS_DOC = ROOT / "docs" / "decisions" / "0603-checkov-accepted-findings.md"
@@ -69,8 +69,18 @@ def _accepted_findings() -> list[tuple[str, str]]:
 @pytest.fixture(scope="module")
 def checkov_report(checkov_bin: Path) -> dict[str, Any]:
     out = run(
-        [str(checkov_bin), "-d", str(TERRAFORM_DIR), "--framework", "terraform", "--quiet", "--compact",
-         "-o", "json", "--skip-download"],
+        [
+            str(checkov_bin),
+            "-d",
+            str(TERRAFORM_DIR),
+            "--framework",
+            "terraform",
+            "--quiet",
+            "--compact",
+            "-o",
+            "json",
+            "--skip-download",
+        ],
         timeout=600,
     )
     assert out.stdout.strip(), f"checkov printed nothing:\n{out.stderr[-2000:]}"
@@ -93,8 +103,8 @@ def test_checkov_finds_nothing_beyond_the_documented_exceptions(checkov_report: 
         for f in checkov_report["results"]["failed_checks"]
         if not any(f["check_id"] == cid and f["resource"].startswith(prefix) for cid, prefix in accepted)
     ]
-    assert not unexpected, "fix these or document them in " + CHECKOV_EXCEPTIONS_DOC.name + ":\n" + "\n".join(
-        unexpected
+    assert not unexpected, (
+        "fix these or document them in " + CHECKOV_EXCEPTIONS_DOC.name + ":\n" + "\n".join(unexpected)
     )
 
 
@@ -251,11 +261,16 @@ def test_s3_buckets_are_private_versioned_encrypted_with_lifecycle_rules() -> No
     res = s3["resource"]
     for suffix in ("this", "access_logs"):
         pab = res["aws_s3_bucket_public_access_block"][suffix]
-        assert all(pab[k] is True for k in ("block_public_acls", "block_public_policy", "ignore_public_acls",
-                                             "restrict_public_buckets"))
+        assert all(
+            pab[k] is True
+            for k in ("block_public_acls", "block_public_policy", "ignore_public_acls", "restrict_public_buckets")
+        )
         assert hcl.one(res["aws_s3_bucket_versioning"][suffix]["versioning_configuration"])["status"] == "Enabled"
-        sse = hcl.one(hcl.one(res["aws_s3_bucket_server_side_encryption_configuration"][suffix]["rule"])[
-            "apply_server_side_encryption_by_default"])
+        sse = hcl.one(
+            hcl.one(res["aws_s3_bucket_server_side_encryption_configuration"][suffix]["rule"])[
+                "apply_server_side_encryption_by_default"
+            ]
+        )
         assert sse["sse_algorithm"] == "aws:kms"
     rule = hcl.one(res["aws_s3_bucket_lifecycle_configuration"]["this"]["rule"])
     assert rule["status"] == "Enabled"
@@ -267,8 +282,12 @@ def test_s3_buckets_are_private_versioned_encrypted_with_lifecycle_rules() -> No
 def test_secrets_are_encrypted_with_the_environment_key_and_never_literal() -> None:
     text = "\n".join(p.read_text() for p in (TERRAFORM_DIR / "modules").rglob("*.tf"))
     assert not re.search(r'(password|secret_string|auth_token)\s*=\s*"[^$"]', text), "literal secret in HCL"
-    for module, name in (("secrets", "generated"), ("secrets", "msk_scram"), ("elasticache", "auth"),
-                         ("timestream_influxdb", "admin")):
+    for module, name in (
+        ("secrets", "generated"),
+        ("secrets", "msk_scram"),
+        ("elasticache", "auth"),
+        ("timestream_influxdb", "admin"),
+    ):
         assert _resource(module, "aws_secretsmanager_secret", name)["kms_key_id"] == "${var.kms_key_arn}"
     assert _resource("kms", "aws_kms_key", "this")["enable_key_rotation"] is True
 
@@ -278,8 +297,13 @@ def test_cloudwatch_alarms_cover_every_managed_store_and_notify_sns() -> None:
     text = json.dumps(alarms["locals"]["alarms"])
     for namespace in ("AWS/Kafka", "AWS/RDS", "AWS/ElastiCache", "AWS/IoT"):
         assert namespace in text
-    for metric in ("UnderReplicatedPartitions", "OfflinePartitionsCount", "ReplicaLag", "FreeStorageSpace",
-                   "EngineCPUUtilization"):
+    for metric in (
+        "UnderReplicatedPartitions",
+        "OfflinePartitionsCount",
+        "ReplicaLag",
+        "FreeStorageSpace",
+        "EngineCPUUtilization",
+    ):
         assert metric in text
     alarm = alarms["resource"]["aws_cloudwatch_metric_alarm"]["this"]
     assert alarm["alarm_actions"] == ["${aws_sns_topic.alarms.arn}"]
