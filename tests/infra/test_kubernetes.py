@@ -1,0 +1,219 @@
+"""deploy/: the Kubernetes manifests of every service, rendered per overlay with kustomize,
+carry probes, resources, disruption budgets, graceful shutdown and rolling updates; KEDA
+scales aggregation on Kafka lag consistently with the alert rules; and every ENERGY_*
+variable they set is a real field of energy.settings.Settings with a valid value."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+import yaml
+
+from energy.runner import PROCESSES
+from energy.settings import Settings
+from schemas.topics import TOPICS
+from tests.infra.conftest import DEPLOY_DIR
+from tests.infra.settings_env import field_path, settings_from, value_at
+
+OVERLAYS = ("staging", "production")
+SERVICES = ("api", "ingestion", "aggregation", "forecast", "dr-coordinator")
+KAFKA_CONSUMERS = ("aggregation", "dr-coordinator")
+DEFAULTS = Settings()
+
+
+def _by_kind(docs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
+    return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
+
+
+def _container(deployment: dict[str, Any]) -> dict[str, Any]:
+    containers = deployment["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 1
+    return containers[0]
+
+
+def _process(service: str) -> Any:
+    return next(p for p in PROCESSES if p.name == service)
+
+
+def _overlay_env(docs: list[dict[str, Any]]) -> dict[str, str]:
+    """Every ENERGY_* variable a pod of this overlay sees, with its value (secrets: a placeholder)."""
+    config = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("energy-config"))
+    env = {k: str(v) for k, v in config["data"].items()}
+    secret = next(d for d in docs if d["kind"] == "ExternalSecret")
+    for item in secret["spec"]["data"]:
+        env[item["secretKey"]] = "from-secrets-manager"
+    return env
+
+
+@pytest.fixture(scope="module", params=OVERLAYS)
+def overlay(request: pytest.FixtureRequest, kustomize_render: Any) -> tuple[str, list[dict[str, Any]]]:
+    return request.param, kustomize_render(request.param)
+
+
+def test_every_service_has_a_deployment_service_and_disruption_budget(overlay: tuple[str, list]) -> None:
+    name, docs = overlay
+    deployments, services, pdbs = (_by_kind(docs, k) for k in ("Deployment", "Service", "PodDisruptionBudget"))
+    for svc in SERVICES:
+        assert svc in deployments and svc in services and svc in pdbs, f"{name}: {svc} incomplete"
+        selector = deployments[svc]["spec"]["selector"]["matchLabels"]
+        assert pdbs[svc]["spec"]["selector"]["matchLabels"] == selector
+        assert services[svc]["spec"]["selector"] == selector
+        labels = deployments[svc]["spec"]["template"]["metadata"]["labels"]
+        assert selector.items() <= labels.items()
+
+
+def test_services_listen_on_their_settings_ports_and_run_their_energy_command(overlay: tuple[str, list]) -> None:
+    name, docs = overlay
+    env = _overlay_env(docs)
+    for svc, dep in _by_kind(docs, "Deployment").items():
+        proc = _process(svc)
+        port = getattr(DEFAULTS.endpoints, proc.port_field)
+        container = _container(dep)
+        assert container["ports"] == [{"name": "http", "containerPort": port, "protocol": "TCP"}], svc
+        assert env[f"ENERGY_ENDPOINTS__{proc.port_field.upper()}"] == str(port)
+        assert container["args"] == ["energy", *proc.args], f"{name}/{svc}: not the command energy run uses"
+        svc_port = _by_kind(docs, "Service")[svc]["spec"]["ports"][0]
+        assert svc_port["port"] == port and svc_port["targetPort"] == "http"
+    # Probes come from outside the pod: the processes must not bind loopback only.
+    assert env["ENERGY_STACK__BIND_HOST"] == "0.0.0.0"
+    assert env["ENERGY_ENDPOINTS__API_HOST"] == "0.0.0.0"
+
+
+def test_liveness_readiness_and_startup_probes_use_healthz_and_ready(overlay: tuple[str, list]) -> None:
+    _, docs = overlay
+    for svc, dep in _by_kind(docs, "Deployment").items():
+        c = _container(dep)
+        assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}, svc
+        assert c["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "http"}, svc
+        assert c["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}, svc
+        startup_budget = c["startupProbe"]["periodSeconds"] * c["startupProbe"]["failureThreshold"]
+        assert startup_budget >= 60, f"{svc}: slow starts (model load, group join) get at least 60 s"
+        for probe in ("livenessProbe", "readinessProbe"):
+            assert c[probe]["timeoutSeconds"] >= 1 and c[probe]["failureThreshold"] >= 2
+
+
+def test_containers_have_requests_memory_limits_and_run_unprivileged(overlay: tuple[str, list]) -> None:
+    _, docs = overlay
+    for svc, dep in _by_kind(docs, "Deployment").items():
+        c = _container(dep)
+        assert {"cpu", "memory"} <= c["resources"]["requests"].keys(), svc
+        assert "memory" in c["resources"]["limits"], svc
+        assert c["securityContext"]["runAsNonRoot"] is True
+        assert c["securityContext"]["allowPrivilegeEscalation"] is False
+        assert c["securityContext"]["capabilities"]["drop"] == ["ALL"]
+
+
+def test_shutdown_grace_covers_prestop_and_the_final_offset_commit(overlay: tuple[str, list]) -> None:
+    _, docs = overlay
+    agg = DEFAULTS.aggregation
+    # Worst case for aggregation after SIGTERM: the batch being collected, its InfluxDB write
+    # (bounded by the write timeout, retried once), the offset commit, and leaving the group.
+    aggregation_drain_s = agg.batch_max_wait_s + 2 * DEFAULTS.influx.write_timeout_s + agg.session_timeout_ms / 1000
+    for svc, dep in _by_kind(docs, "Deployment").items():
+        spec = dep["spec"]["template"]["spec"]
+        grace = spec["terminationGracePeriodSeconds"]
+        pre_stop = _container(dep)["lifecycle"]["preStop"]["exec"]["command"]
+        assert pre_stop[0] == "sleep"
+        pre_stop_s = int(pre_stop[1])
+        assert grace > pre_stop_s + 10, f"{svc}: no time left to drain after preStop"
+        if svc in KAFKA_CONSUMERS:
+            assert grace >= pre_stop_s + aggregation_drain_s + 30, f"{svc}: {grace}s cannot commit offsets"
+
+
+def test_rolling_updates_never_drop_below_the_desired_replicas(overlay: tuple[str, list]) -> None:
+    _, docs = overlay
+    for svc, dep in _by_kind(docs, "Deployment").items():
+        strategy = dep["spec"]["strategy"]
+        assert strategy["type"] == "RollingUpdate"
+        assert strategy["rollingUpdate"]["maxUnavailable"] == 0, svc
+        assert strategy["rollingUpdate"]["maxSurge"] >= 1, svc
+        assert dep["spec"]["minReadySeconds"] > 0
+
+
+def test_disruption_budgets_keep_capacity_yet_allow_node_drains(overlay: tuple[str, list]) -> None:
+    _, docs = overlay
+    deployments = _by_kind(docs, "Deployment")
+    scaled = _by_kind(docs, "ScaledObject")
+    for svc, pdb in _by_kind(docs, "PodDisruptionBudget").items():
+        replicas = deployments[svc]["spec"]["replicas"]
+        if svc in scaled:
+            replicas = scaled[svc]["spec"]["minReplicaCount"]
+        # One pod at a time: a drain always progresses, and every replicated service keeps
+        # at least replicas - 1 >= 1 pods serving. (minAvailable equal to the replica count
+        # would block node drains forever.)
+        assert pdb["spec"] == {"maxUnavailable": 1, "selector": pdb["spec"]["selector"]}, svc
+        if svc != "forecast":
+            assert replicas >= 2, f"{svc}: a single replica is down during every drain"
+
+
+def _lag_thresholds() -> dict[str, int]:
+    rules = yaml.safe_load((DEPLOY_DIR / "prometheus" / "alerts.yml").read_text())
+    found = {}
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            if rule["alert"].startswith("KafkaConsumerLag"):
+                found[rule["alert"]] = int(re.search(r">\s*(\d+)\s*$", rule["expr"].strip()).group(1))
+    return found
+
+
+def test_aggregation_scales_on_kafka_lag_before_the_lag_alerts_fire(overlay: tuple[str, list]) -> None:
+    _, docs = overlay
+    scaled = _by_kind(docs, "ScaledObject")["aggregation"]
+    assert scaled["spec"]["scaleTargetRef"]["name"] == "aggregation"
+    (trigger,) = scaled["spec"]["triggers"]
+    assert trigger["type"] == "kafka"
+    meta = trigger["metadata"]
+    assert meta["topic"] == DEFAULTS.aggregation.readings_topic
+    assert meta["consumerGroup"] == DEFAULTS.aggregation.consumer_group
+    assert meta["bootstrapServers"] == _overlay_env(docs)["ENERGY_KAFKA__BOOTSTRAP_SERVERS"]
+    lag = _lag_thresholds()
+    assert lag == {"KafkaConsumerLagWarning": 1000, "KafkaConsumerLagCritical": 5000, "KafkaConsumerLagPage": 10000}
+    assert int(meta["lagThreshold"]) < lag["KafkaConsumerLagWarning"]
+    partitions = TOPICS[DEFAULTS.aggregation.readings_topic].partitions
+    assert 2 <= scaled["spec"]["minReplicaCount"] <= scaled["spec"]["maxReplicaCount"] <= partitions
+    auth = _by_kind(docs, "TriggerAuthentication")[trigger["authenticationRef"]["name"]]
+    assert auth["spec"]["podIdentity"]["provider"] == "aws"
+
+
+def test_every_energy_variable_is_a_settings_field_and_the_overlay_config_is_valid(overlay: tuple[str, list]) -> None:
+    name, docs = overlay
+    env = _overlay_env(docs)
+    for dep in _by_kind(docs, "Deployment").values():
+        for item in _container(dep).get("env", []):
+            env.setdefault(item["name"], "x")
+    assert len(env) > 20
+    for variable in env:
+        field_path(variable)
+    settings = settings_from(env)
+    assert settings.environment == name
+    for variable, raw in env.items():
+        value = value_at(settings, field_path(variable))
+        if raw != "from-secrets-manager" and not hasattr(value, "get_secret_value"):
+            assert str(value).lower() == raw.lower() or str(value) == raw.rstrip("/"), (variable, raw, value)
+
+
+def test_secrets_come_from_secrets_manager_and_are_not_in_config_maps(overlay: tuple[str, list]) -> None:
+    _, docs = overlay
+    secret_fields = {
+        name for name in _overlay_env(docs) if hasattr(value_at(DEFAULTS, field_path(name)), "get_secret_value")
+    }
+    external = {item["secretKey"] for item in next(d for d in docs if d["kind"] == "ExternalSecret")["spec"]["data"]}
+    assert secret_fields == external
+    assert {"ENERGY_POSTGRES__PASSWORD", "ENERGY_API__TOKEN_SECRET"} <= external
+    for item in next(d for d in docs if d["kind"] == "ExternalSecret")["spec"]["data"]:
+        assert "ENV_PREFIX" not in item["remoteRef"]["key"], "overlay must name its environment's secret"
+
+
+def test_overlays_differ_only_in_environment_specific_values(kustomize_render: Any) -> None:
+    staging, production = (kustomize_render(o) for o in OVERLAYS)
+    ns = {
+        o: {d["metadata"].get("namespace") for d in docs if d["kind"] != "Namespace"}
+        for o, docs in (("staging", staging), ("production", production))
+    }
+    assert ns == {"staging": {"energy-staging"}, "production": {"energy"}}
+    kinds = lambda docs: sorted((d["kind"], d["metadata"]["name"].split("-")[0]) for d in docs)  # noqa: E731
+    assert kinds(staging) == kinds(production)
+    image = lambda docs: {_container(d)["image"] for d in docs if d["kind"] == "Deployment"}  # noqa: E731
+    assert image(staging) != image(production)
