@@ -148,10 +148,16 @@ class VtnClient:
         except (httpx.HTTPError, TimeoutError, ValueError) as exc:
             raise VtnUnavailableError(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
 
+    async def _create(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        created = await self._request("POST", path, json=body)
+        if not isinstance(created, dict) or not isinstance(created.get("id"), str):
+            raise VtnError(f"POST {path}: the VTN answered without the created object's id: {str(created)[:200]}")
+        return created
+
     async def register_ven(self, ven_name: str) -> str:
         """Register (or find, when the name is taken) the VEN; returns its VTN id."""
         try:
-            ven = await self._request("POST", "/vens", json={"objectType": "VEN", "venName": ven_name})
+            ven = await self._create("/vens", {"objectType": "VEN", "venName": ven_name})
         except VtnRejectedError as exc:
             if exc.status != 409:
                 raise
@@ -179,7 +185,7 @@ class VtnClient:
         }
         if program_id is not None:
             body["programID"] = program_id
-        sub = await self._request("POST", "/subscriptions", json=body)
+        sub = await self._create("/subscriptions", body)
         log.info("vtn_subscribed", vtn=self.base_url, subscription_id=sub["id"], program_id=program_id)
         return str(sub["id"])
 
@@ -200,7 +206,7 @@ class VtnClient:
 
     async def post_report(self, report: dict[str, Any]) -> str:
         body = {"objectType": "REPORT", **report}
-        created = await self._request("POST", "/reports", json=body)
+        created = await self._create("/reports", body)
         log.info("vtn_report_posted", vtn=self.base_url, report_id=created["id"], event_id=report.get("eventID"))
         return str(created["id"])
 

@@ -84,13 +84,15 @@ class Receiver:
     def app(self):
         from starlette.applications import Starlette
         from starlette.requests import Request
-        from starlette.responses import PlainTextResponse, Response
+        from starlette.responses import JSONResponse, PlainTextResponse, Response
         from starlette.routing import Route
 
         async def hook(request: Request) -> Response:
             body = await request.body()
             self.requests.append({"path": request.url.path, "headers": dict(request.headers), "body": body})
             status = self.statuses.pop(0) if self.statuses else 200
+            if request.url.path.startswith("/openadr3/") and status < 300:  # standing in for a VTN
+                return JSONResponse({"id": f"report-{len(self.requests)}"}, status_code=201)
             return Response(status_code=status)
 
         async def echo(request: Request) -> Response:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from energy.fleet import build_fleet
 from sim.bms.model import BmsControllers, CommandRejected, FaultConfig, MemoryZoneStore
@@ -63,3 +65,27 @@ def test_fault_settings_are_validated():
     for bad in ({"latency_ms": True}, {"ack_loss_rate": -0.1}, {"facility_id": 3}):
         with pytest.raises(ValueError):
             FaultConfig.parse(bad)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["k1", "k2", "k3", "k4"]), st.sampled_from(["hvac-1", "light-1"])),
+        min_size=1,
+        max_size=25,
+    )
+)
+def test_any_sequence_of_repeated_keys_executes_each_key_at_most_once(calls):
+    controllers = BmsControllers.for_fleet(build_fleet(), MemoryZoneStore(), lambda: NOW)
+    first_use: dict[str, str] = {}
+    for key, zone_id in calls:
+        operation = "RestoreZone"
+        try:
+            result = controllers.execute("fac-001", operation, zone_id, None, key)
+        except CommandRejected as exc:
+            assert exc.code == "IdempotencyKeyReused" and first_use[key] != zone_id
+            continue
+        assert result.duplicate == (key in first_use)
+        first_use.setdefault(key, zone_id)
+    assert controllers.executions() == dict.fromkeys(first_use, 1)
+    assert sum(controllers.requests().values()) == len(calls)

@@ -257,3 +257,41 @@ def test_admin_rejects_bad_fault_settings_with_a_reason(bms_admin):
     ):
         resp = bms_admin.post("/_admin/faults", json=body)
         assert resp.status_code == 400 and reason in resp.json()["error"]
+
+
+async def test_current_trace_context_is_carried_when_no_traceparent_is_given(bms_sim, bms_admin, gateway, uid):
+    from energy.observability.tracing import new_trace, use_trace
+
+    cmd = command("fac-012", "light-2", BmsAction.SET_LIGHTING, 80.0, uid)
+    with use_trace(new_trace()) as ctx:
+        await gateway.execute(endpoint(bms_sim, "fac-012"), cmd)
+    log = bms_admin.get("/_admin/commands", params={"facility_id": "fac-012"}).json()
+    sent = next(r for r in log if r["idempotency_key"] == cmd.idempotency_key)
+    assert sent["trace_parent"].split("-")[1] == ctx.trace_id
+
+
+@pytest.mark.parametrize(
+    ("body", "fault"),
+    [
+        (b"<not xml", "Client.XMLSyntaxError"),
+        (
+            b'<?xml version="1.0"?><e:Envelope xmlns:e="http://schemas.xmlsoap.org/soap/envelope/" '
+            b'xmlns:b="urn:energy-platform:bms:v1"><e:Body><b:SetSetpoint><b:zone_id>hvac-1</b:zone_id>'
+            b"<b:setpoint_c>abc</b:setpoint_c><b:idempotency_key>k</b:idempotency_key></b:SetSetpoint>"
+            b"</e:Body></e:Envelope>",
+            "Client.ValidationError",
+        ),
+        (
+            b'<?xml version="1.0"?><e:Envelope xmlns:e="http://schemas.xmlsoap.org/soap/envelope/" '
+            b'xmlns:b="urn:energy-platform:bms:v1"><e:Body><b:SelfDestruct/></e:Body></e:Envelope>',
+            "Client.ResourceNotFound",
+        ),
+    ],
+)
+def test_malformed_soap_requests_get_client_faults_and_execute_nothing(bms_sim, bms_admin, body, fault):
+    before = bms_admin.get("/_admin/executions", params={"facility_id": "fac-013"}).json()
+    resp = httpx.post(endpoint(bms_sim, "fac-013"), content=body, headers={"Content-Type": "text/xml"}, timeout=5)
+    assert resp.status_code == 500  # SOAP 1.1 carries every fault with HTTP 500
+    assert f"<faultcode>soap11env:{fault}</faultcode>" in resp.text
+    assert bms_admin.get("/_admin/executions", params={"facility_id": "fac-013"}).json() == before
+    assert bms_admin.get("/healthz").status_code == 200

@@ -268,3 +268,15 @@ async def test_unreachable_vtn_is_unavailable_and_opens_the_breaker(port):
             await client.post_report({"clientName": "x", "resources": []})
     finally:
         await client.close()
+
+
+async def test_vtn_calls_carry_the_current_trace_context(receiver):
+    from energy.observability.tracing import new_trace, use_trace
+
+    client = VtnClient(f"http://127.0.0.1:{receiver.port}{BASE}", "t")
+    try:
+        with use_trace(new_trace()) as ctx:
+            assert await client.post_report({"clientName": "x", "resources": []}) == "report-1"
+    finally:
+        await client.close()
+    assert receiver.requests[0]["headers"]["traceparent"].split("-")[1] == ctx.trace_id
