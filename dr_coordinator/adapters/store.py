@@ -7,7 +7,9 @@ commands and outbox commit or roll back together.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import random
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -89,10 +91,13 @@ def _facility_from_row(row: asyncpg.Record) -> FacilitySaga:
     )
 
 
-async def load_saga(conn: Any, dr_event_id: uuid.UUID) -> Saga:
+async def load_saga(conn: Any, dr_event_id: uuid.UUID, lock: bool = False) -> Saga:
+    """``lock``: hold the event row until the transaction ends, so concurrent results for one event
+    (many BMS acks at once) queue instead of failing the version check over and over."""
     ev = await conn.fetchrow(
         """SELECT dr_event_id, state, start_at, end_at, priority, version, cancel_requested, strategy
-           FROM dr_events WHERE dr_event_id = $1""",
+           FROM dr_events WHERE dr_event_id = $1"""
+        + (" FOR UPDATE" if lock else ""),
         dr_event_id,
     )
     if ev is None:
@@ -344,7 +349,7 @@ async def _record(
 
 async def handle_in(conn: Any, dr_event_id: uuid.UUID, message: Message, now: datetime) -> Decision:
     """Decide and persist within the caller's transaction (raises ConcurrencyError on a lost race)."""
-    saga = await load_saga(conn, dr_event_id)
+    saga = await load_saga(conn, dr_event_id, lock=True)
     decision = decide(saga, message, now)
     if decision.changed:
         await save_decision(conn, saga, decision, message, now)
@@ -358,6 +363,7 @@ async def with_retry(fn: Callable[[], Awaitable[T]], attempts: int = 8) -> T:
         except (ConcurrencyError, asyncpg.SerializationError, asyncpg.DeadlockDetectedError):
             if attempt == attempts - 1:
                 raise
+            await asyncio.sleep(random.uniform(0, 0.01 * 2**attempt))
     raise AssertionError("unreachable")
 
 

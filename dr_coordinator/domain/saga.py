@@ -85,10 +85,11 @@ class Saga:
 class Decision:
     saga: Saga
     events: list[DomainEvent] = field(default_factory=list)
+    state_changed: bool = False  # the saga differs from the one decided on (e.g. one fewer ack awaited)
 
     @property
     def changed(self) -> bool:
-        return bool(self.events)
+        return bool(self.events) or self.state_changed
 
 
 def _key(zone_id: str, action: str) -> str:
@@ -135,9 +136,10 @@ class _Builder:
         for a in fac.actions:
             self.events.append(CommandIssued(fac.facility_id, a.zone_id, RESTORE, None, order, True))
 
-    def build(self) -> Decision:
+    def build(self, original: Saga | None = None) -> Decision:
         facilities = tuple(self.facilities[k] for k in sorted(self.facilities))
-        return Decision(replace(self.saga, facilities=facilities), self.events)
+        saga = replace(self.saga, facilities=facilities)
+        return Decision(saga, self.events, original is not None and saga != original)
 
 
 def _dispatch_order(facilities: list[FacilitySaga]) -> list[FacilitySaga]:
@@ -204,7 +206,7 @@ def decide(saga: Saga, message: Message, now: datetime) -> Decision:
         case RecordCommandFailed():
             _failed(b, message)
     _settle(b)
-    return b.build()
+    return b.build(saga)
 
 
 def _start_dispatch(b: _Builder, msg: StartDispatch, now: datetime) -> None:

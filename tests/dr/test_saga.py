@@ -74,10 +74,17 @@ def test_all_acks_make_facilities_and_event_active() -> None:
     assert all(f.state == F.ACTIVE for f in s.facilities)
 
 
+def test_partial_ack_changes_the_saga_so_it_is_persisted() -> None:
+    s = dispatched(3)
+    d = decide(s, RecordCommandAcknowledged("fac-001", "hvac-1", "set_setpoint"), NOW)
+    assert d.events == [] and d.changed
+    assert d.saga.facility("fac-001").awaiting == frozenset({"hvac-2|set_setpoint"})
+
+
 def test_duplicate_ack_is_a_no_op() -> None:
     s = ack_all(dispatched(3), "set_setpoint")
     d = decide(s, RecordCommandAcknowledged("fac-001", "hvac-1", "set_setpoint"), NOW)
-    assert d.events == [] and d.saga == s
+    assert d.events == [] and d.saga == s and not d.changed
 
 
 def test_end_restores_every_zone_then_completes() -> None:

@@ -1,0 +1,204 @@
+"""DR-3..DR-8 end to end: the utility's VTN simulator notifies our webhook, the saga dispatches
+20 facilities through the BMS simulator (SOAP), restores them, measures the reduction from
+meter rollups in InfluxDB and reports back to the VTN."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+
+from energy.adapters.influx import InfluxClient, point
+from energy.settings import Settings
+from energy.stack.process import free_port
+from sim.bms.process import SimulatorProcess
+from tests.dr.conftest import FLEET, admin, api_server, coordinator, dr_settings, make_utility, wait_for_state
+
+BASELINE_KW = 300.0
+DURING_KW = 250.0
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def private_influx(settings: Settings, stack: Any, uid: str) -> AsyncIterator[InfluxClient]:
+    """A database of its own on the shared InfluxDB: the live pipeline's rollups cannot interfere."""
+    name = f"dr_test_{uid}"
+    cfg = settings.influx.model_copy(update={"database": name})
+    client = InfluxClient(cfg, breaker_name=f"influx-{uid}")
+    await client.query(f"CREATE DATABASE {name}")
+    yield client
+    await client.query(f"DROP DATABASE {name}")
+    await client.close()
+
+
+def floor(ts: datetime, minutes: int) -> datetime:
+    return ts.replace(second=0, microsecond=0) - timedelta(minutes=ts.minute % minutes)
+
+
+async def write_meter_history(influx: InfluxClient, start: datetime, end: datetime) -> None:
+    """15 min rollups at the event's time of day on the 21 days before, and 1 min rollups showing the drop."""
+    lines = []
+    for fid in FLEET:
+        for back in range(1, 22):
+            for t in {floor(start - timedelta(days=back), 15), floor(end - timedelta(days=back), 15)}:
+                lines.append(
+                    point("facility_rollups", {"facility_id": fid, "window": "15m"}, {"avg_kw": BASELINE_KW}, t)
+                )
+        t = floor(start, 1)
+        while t < end:
+            lines.append(point("facility_rollups", {"facility_id": fid, "window": "1m"}, {"avg_kw": DURING_KW}, t))
+            t += timedelta(minutes=1)
+    await influx.write_lines(lines)
+
+
+@pytest.mark.slow
+async def test_event_over_20_facilities_runs_from_vtn_webhook_to_report(
+    settings: Settings, stack: Any, pg_pool: Any, private_influx: InfluxClient, uid: str, tmp_path: Path
+) -> None:
+    token = settings.seed.utility_bearer_token.get_secret_value()
+    api_port = free_port()
+    utility_id = f"util-{uid}"
+    callback = f"http://127.0.0.1:{api_port}/api/utility/{utility_id}/openadr3/notifications"
+    with (
+        SimulatorProcess.start("bms", free_port(), log_dir=tmp_path) as bms,
+        SimulatorProcess.start("utility", free_port(), "--callback-url", callback, log_dir=tmp_path) as vtn,
+    ):
+        vtn_base = vtn.url("/openadr3/3.1.0")
+        await make_utility(pg_pool, uid, token, vtn_base)
+        s = dr_settings(
+            settings,
+            bms_base_url=bms.url("/bms"),
+            only_utility_ids=utility_id,
+            vtn_token=settings.dr.vtn_token,
+        )
+        s = s.model_copy(update={"endpoints": s.endpoints.model_copy(update={"api_port": api_port})})
+        start = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=5)
+        end = start + timedelta(seconds=15)
+        await write_meter_history(private_influx, start, end)
+        async with (
+            api_server_on(s, api_port),
+            coordinator(s, pg_pool, private_influx),
+            httpx.AsyncClient(base_url=vtn_base, headers={"Authorization": f"Bearer {token}"}, timeout=10) as client,
+        ):
+            created = await client.post(
+                "/events",
+                json={
+                    "programID": "default",
+                    "eventName": f"peak-{uid}",
+                    "targets": [{"type": "RESOURCE_NAME", "values": FLEET}],
+                    "intervalPeriod": {"start": start.isoformat().replace("+00:00", "Z"), "duration": "PT15S"},
+                    "intervals": [{"id": 0, "payloads": [{"type": "LOAD_SHED_DELTA_AVAILABLE", "values": [400.0]}]}],
+                },
+            )
+            assert created.status_code == 201, created.text
+            vtn_event_id = created.json()["id"]
+            dr_event_id = await wait_for_event(pg_pool, utility_id, vtn_event_id)
+            assert (
+                await wait_for_state(pg_pool, dr_event_id, {"completed", "partially_failed", "failed"}, 60)
+                == "completed"
+            )
+            await wait_until(
+                lambda: pg_pool.fetchval("SELECT reported_at FROM dr_events WHERE dr_event_id = $1", dr_event_id), 20
+            )
+            reports = (await client.get("/reports")).json()
+
+        # every facility shed and came back
+        states = await pg_pool.fetch(
+            "SELECT facility_id, state, achieved_kw, baseline_kw FROM dr_event_facilities WHERE dr_event_id = $1",
+            dr_event_id,
+        )
+        assert {r["state"] for r in states} == {"restored"} and len(states) == 20
+        assert all(r["baseline_kw"] == pytest.approx(BASELINE_KW) for r in states)
+        assert all(r["achieved_kw"] == pytest.approx(BASELINE_KW - DURING_KW) for r in states)
+
+        # each command executed exactly once by the BMS, and every dispatched zone restored
+        cmds = await pg_pool.fetch(
+            "SELECT idempotency_key, facility_id, zone_id, action, status FROM bms_commands WHERE dr_event_id = $1",
+            dr_event_id,
+        )
+        executions = admin(bms, "executions")
+        assert cmds and all(c["status"] == "acknowledged" for c in cmds)
+        assert all(executions.get(c["idempotency_key"]) == 1 for c in cmds)
+        shed = {(c["facility_id"], c["zone_id"]) for c in cmds if c["action"] != "restore"}
+        restored = {(c["facility_id"], c["zone_id"]) for c in cmds if c["action"] == "restore"}
+        assert shed == restored and {f for f, _ in shed} == set(FLEET)
+
+        # the transitions are in the append-only log, in order
+        chain = [
+            r["to_state"]
+            for r in await pg_pool.fetch(
+                "SELECT to_state FROM dr_event_log WHERE dr_event_id = $1 AND facility_id IS NULL AND to_state IS NOT NULL ORDER BY seq",
+                dr_event_id,
+            )
+        ]
+        assert chain == ["received", "scheduled", "dispatching", "active", "restoring", "completed"]
+        assert await pg_pool.fetchval(
+            "SELECT count(*) FROM outbox WHERE key = $1 AND topic = 'dr-events'", str(dr_event_id)
+        ) == len(chain) + 4 * len(FLEET)  # each facility: dispatching, active, restoring, restored
+
+        # the utility got one report with every facility's baseline, demand and delta
+        mine = [r for r in reports if r.get("eventID") == vtn_event_id]
+        assert len(mine) == 1
+        resources = {r["resourceName"]: r for r in mine[0]["resources"]}
+        assert set(resources) == set(FLEET)
+        payloads = {p["type"]: p["values"][0] for p in resources["fac-001"]["intervals"][0]["payloads"]}
+        assert payloads["BASELINE"] == pytest.approx(BASELINE_KW) and payloads["DEMAND"] == pytest.approx(DURING_KW)
+        assert payloads["STATUS"] == "restored" and payloads["DELTA_USAGE"] > 0 and "USAGE" in payloads
+
+
+def api_server_on(s: Settings, port: int) -> Any:
+    return _api_on(s, port)
+
+
+import contextlib  # noqa: E402
+
+
+@contextlib.asynccontextmanager
+async def _api_on(s: Settings, port: int) -> AsyncIterator[str]:
+    from api.app import create_app
+    from energy.observability.http import serve_app
+
+    stop = asyncio.Event()
+    task = asyncio.create_task(serve_app(create_app(s), "127.0.0.1", port, stop))
+    async with httpx.AsyncClient(timeout=2) as c:
+        for _ in range(100):
+            with contextlib.suppress(httpx.HTTPError):
+                if (await c.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200:
+                    break
+            await asyncio.sleep(0.1)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop.set()
+        await task
+
+
+async def wait_for_event(pool: Any, utility_id: str, utility_event_id: str, timeout_s: float = 15) -> Any:
+    async def find() -> Any:
+        return await pool.fetchval(
+            "SELECT dr_event_id FROM dr_events WHERE utility_id = $1 AND utility_event_id = $2",
+            utility_id,
+            utility_event_id,
+        )
+
+    return await wait_until(find, timeout_s)
+
+
+async def wait_until(fn: Any, timeout_s: float) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = await fn()
+        if value:
+            return value
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"condition not met within {timeout_s}s")
+
+
+_ = (json, api_server)
