@@ -152,6 +152,11 @@ def install_error_handlers(app: FastAPI) -> None:
             {"Retry-After": "5"},
         )
 
+    @app.exception_handler(asyncpg.DataError)
+    async def _bad_value(request: Request, exc: asyncpg.DataError) -> JSONResponse:
+        # A value PostgreSQL cannot store or compare; validation should have caught it first.
+        return error_response(422, "validation_error", "a value is not acceptable", {"reason": type(exc).__name__})
+
     @app.exception_handler(BulkheadFullError)
     async def _bulkhead_full(request: Request, exc: BulkheadFullError) -> JSONResponse:
         return error_response(503, "overloaded", str(exc), None, {"Retry-After": "1"})

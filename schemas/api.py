@@ -18,6 +18,9 @@ from schemas.readings import ID_PATTERN
 
 T = TypeVar("T")
 
+# Free text: anything printable (PostgreSQL text cannot hold NUL; control characters are never meant).
+PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
+
 
 class ApiModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -46,8 +49,8 @@ class Role(StrEnum):
 
 
 class TokenRequest(ApiModel):
-    email: str = Field(min_length=3, max_length=254)
-    password: str = Field(min_length=1, max_length=256)
+    email: str = Field(min_length=3, max_length=254, pattern=PRINTABLE)
+    password: str = Field(min_length=1, max_length=256, pattern=PRINTABLE)
 
 
 class TokenResponse(ApiModel):
@@ -100,7 +103,7 @@ class Facility(ApiModel):
 
 class FacilityCreate(ApiModel):
     facility_id: str = Field(pattern=ID_PATTERN)
-    name: str = Field(min_length=1, max_length=200)
+    name: str = Field(min_length=1, max_length=200, pattern=PRINTABLE)
     kind: FacilityKind = "office"
     timezone: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z][A-Za-z0-9_+/-]{0,63}$")
     latitude: float = Field(ge=-90, le=90, allow_inf_nan=False)
@@ -110,7 +113,7 @@ class FacilityCreate(ApiModel):
 
 
 class FacilityUpdate(ApiModel):
-    name: str | None = Field(default=None, min_length=1, max_length=200)
+    name: str | None = Field(default=None, min_length=1, max_length=200, pattern=PRINTABLE)
     kind: FacilityKind | None = None
     timezone: str | None = Field(default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z][A-Za-z0-9_+/-]{0,63}$")
     criticality_tier: int | None = Field(default=None, ge=1, le=4)

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from api.auth import Principal, require_principal
+from api.auth import Principal, ensure_facility_access, require_principal
 from api.deps import Limit, Offset, check_range, db
 from api.errors import COMMON_RESPONSES, not_found
 from schemas.api import DrEventDetail, DrEventFacility, DrEventSummary, DrLogEntry, Page
@@ -85,6 +85,8 @@ async def list_events(
         bound = start_after or start_before
         assert bound is not None
         check_range(bound, bound.replace(year=min(bound.year + 1, 2199)))
+    if facility_id is not None:
+        ensure_facility_access(principal, facility_id)
     clause, args = scope_filters(principal, state, facility_id, start_after, start_before)
     async with db(request) as conn:
         total = await conn.fetchval(f"SELECT count(*) FROM dr_events e WHERE {clause}", *args)

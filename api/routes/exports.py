@@ -206,6 +206,8 @@ async def export_dr_report(
     for bound in (start_after, start_before):
         if bound is not None:
             check_range(bound, bound.replace(year=min(bound.year + 1, 2199)))
+    if facility_id is not None:
+        ensure_facility_access(principal, facility_id)
     clause, args = scope_filters(principal, state, facility_id, start_after, start_before)
     n = len(args)
     sql = f"""SELECT e.dr_event_id, e.utility_id, e.utility_event_id, e.state AS event_state, e.start_at, e.end_at,

@@ -12,6 +12,7 @@ from api.auth import Principal, ensure_facility_access, require_principal, requi
 from api.deps import FacilityIdPath, Limit, MeterIdPath, Offset, db
 from api.errors import COMMON_RESPONSES, ApiError, not_found
 from schemas.api import (
+    PRINTABLE,
     Facility,
     FacilityCreate,
     FacilityKind,
@@ -54,7 +55,7 @@ async def list_facilities(
     kind: FacilityKind | None = None,
     active: bool | None = None,
     criticality_tier: Annotated[int | None, Query(ge=1, le=4)] = None,
-    q: Annotated[str | None, Query(max_length=100, description="Substring of the name")] = None,
+    q: Annotated[str | None, Query(max_length=100, pattern=PRINTABLE, description="Substring of the name")] = None,
     limit: Limit = 50,
     offset: Offset = 0,
 ) -> Page[Facility]:
