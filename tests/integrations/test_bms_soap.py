@@ -295,3 +295,17 @@ def test_malformed_soap_requests_get_client_faults_and_execute_nothing(bms_sim, 
     assert f"<faultcode>soap11env:{fault}</faultcode>" in resp.text
     assert bms_admin.get("/_admin/executions", params={"facility_id": "fac-013"}).json() == before
     assert bms_admin.get("/healthz").status_code == 200
+
+
+async def test_wsdl_that_fails_to_load_is_not_cached_and_loads_once_the_bms_is_back(bms_sim, bms_admin, uid):
+    gateway = SoapBmsGateway(DrSettings(bms_breaker_fail_max=10))
+    url = endpoint(bms_sim, "fac-014")
+    try:
+        bms_admin.post("/_admin/faults", json={"facility_id": "fac-014", "down": True}).raise_for_status()
+        with pytest.raises(BmsUnavailableError, match="503"):
+            await gateway.zone_states(url)  # the very first call: the WSDL itself cannot be fetched
+        bms_admin.post("/_admin/faults", json={"facility_id": "fac-014"}).raise_for_status()
+        ack = await gateway.execute(url, command("fac-014", "hvac-1", BmsAction.SET_SETPOINT, 23.0, uid))
+        assert ack.duplicate is False
+    finally:
+        await gateway.close()
