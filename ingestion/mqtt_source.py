@@ -22,6 +22,7 @@ import aiomqtt
 from energy.observability import tracing
 from energy.observability.health import Health
 from energy.observability.logging import get_logger
+from energy.observability.metrics import Gauge
 from energy.resilience import backoff_delays
 from energy.settings import Settings
 from ingestion import metrics
@@ -30,6 +31,8 @@ from ingestion.pipeline import Buffer, WorkItem, build_records
 from ingestion.registry import MeterRegistry
 
 log = get_logger(__name__)
+MQTT_PENDING = Gauge("energy_ingestion_mqtt_pending", "Messages received by the MQTT client, not yet taken")
+MQTT_UNACKED = Gauge("energy_ingestion_mqtt_unacked", "MQTT messages taken but not yet acknowledged to the broker")
 QUIET_MQTT_LOGGER = logging.getLogger("energy.mqtt")  # paho chatter ("pending publish calls") off
 QUIET_MQTT_LOGGER.setLevel(logging.ERROR)
 
@@ -53,6 +56,14 @@ class MqttSource:
         self._generation = 0
         self.connected = asyncio.Event()
         self.messages = 0
+        self.unacked = 0  # taken from MQTT, not yet acknowledged (held in the buffer or in flight to Kafka)
+        self.max_pending = 0  # most messages seen waiting in the MQTT client's own queue
+        self._client: aiomqtt.Client | None = None
+
+    @property
+    def pending(self) -> int:
+        """Messages the MQTT client received that the reader has not taken yet."""
+        return len(self._client.messages) if self._client is not None else 0
 
     async def run(self) -> None:
         mqtt = self._settings.mqtt
@@ -69,6 +80,7 @@ class MqttSource:
                 logger=QUIET_MQTT_LOGGER,
             )
             client._client.manual_ack_set(True)
+            self._client = client
             try:
                 async with client:
                     self._generation += 1
@@ -91,6 +103,8 @@ class MqttSource:
         generation = self._generation
 
         def ack() -> None:
+            self.unacked -= 1
+            MQTT_UNACKED.set(self.unacked)
             # An ack on a newer connection would confirm another message id: the broker redelivers instead.
             if generation == self._generation and message.qos > 0:
                 client._client.ack(message.mid, message.qos)
@@ -100,6 +114,11 @@ class MqttSource:
     async def _handle(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
         received = time.monotonic()
         self.messages += 1
+        self.unacked += 1
+        pending = len(client.messages)
+        self.max_pending = max(self.max_pending, pending)
+        MQTT_PENDING.set(pending)
+        MQTT_UNACKED.set(self.unacked)
         metrics.MESSAGES_RECEIVED.labels("mqtt").inc()
         payload = message.payload if isinstance(message.payload, bytes | bytearray) else str(message.payload).encode()
         topic = message.topic.value

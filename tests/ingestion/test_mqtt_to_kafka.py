@@ -115,3 +115,35 @@ async def test_exact_repeats_are_dropped_early_within_the_dedup_window(settings,
     assert [r.value["payload"]["active_power_kw"] for r in records] == [50.0, 51.0]
     assert records[0].value["event_id"] == records[1].value["event_id"]
     assert len(service.dedup) >= 2
+
+
+async def test_random_bytes_over_mqtt_all_land_in_the_dlq_and_the_service_keeps_going(settings, uid, start_service):
+    import random
+
+    s = ingest_settings(settings, uid)
+    service = await start_service(s)
+    rng = random.Random(42)
+    payloads = [rng.randbytes(rng.randint(0, 200)) for _ in range(1000)]
+    topics = [f"{s.mqtt.topic_prefix}/fac-001/fac-001-m01", f"{s.mqtt.topic_prefix}/fac-001/gateway"]
+    async with aiomqtt.Client(s.mqtt.host, s.mqtt.port, max_inflight_messages=500) as client:
+        for i, p in enumerate(payloads):
+            await client.publish(topics[i % 2], p, qos=1)
+        valid = {
+            "meter_id": "fac-001-m01",
+            "ts": "2026-03-02T10:00:00Z",
+            "active_power_kw": 50.0,
+            "reactive_power_kvar": 20.0,
+            "voltage_v": 231.0,
+            "current_a": 230.0,
+            "energy_kwh": 1234.5,
+            "seq": 1,
+        }
+        await client.publish(topics[0], json.dumps(valid).encode(), qos=1)
+    dlq = await read_topic(s, s.ingestion.dlq_topic, expect=1000, timeout_s=60)
+    readings = await read_topic(s, s.ingestion.readings_topic, expect=1, idle_s=0.5)
+    assert len(dlq) == 1000
+    raws = Counter(base64.b64decode(d.value["payload"]["raw_b64"]) for d in dlq)
+    assert raws == Counter(payloads)
+    assert {d.value["payload"]["reason"] for d in dlq} <= {"invalid_json", "schema_mismatch"}
+    assert [r.value["payload"]["seq"] for r in readings] == [1]
+    assert service.mqtt.messages == 1001
