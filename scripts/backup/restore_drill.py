@@ -18,6 +18,7 @@ import asyncio
 import json
 import subprocess
 import sys
+import time
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
@@ -142,6 +143,30 @@ def influx_counts(http_url: str, database: str) -> dict[str, int]:
     return counts
 
 
+def settled_influx_counts(http_url: str, database: str, timeout_s: float = 30.0) -> dict[str, int]:
+    """Counts after a restore, once the server answers them the same way three times in a row.
+
+    ``influxd restore`` reopens each shard "live"; for a moment queries fail ("engine is
+    closed") or silently skip that shard, so one early count would under-report."""
+    deadline = time.monotonic() + timeout_s
+    previous: dict[str, int] | None = None
+    agreeing = 0
+    while True:
+        try:
+            current: dict[str, int] | None = influx_counts(http_url, database)
+        except RuntimeError:
+            current = None
+        agreeing = agreeing + 1 if current is not None and current == previous else 0
+        if agreeing >= 2 and current is not None:
+            return current
+        if time.monotonic() > deadline:
+            if current is None:
+                raise RuntimeError(f"influxdb at {http_url}: {database} does not answer after the restore")
+            return current
+        previous = current
+        time.sleep(0.5)
+
+
 def run_drill(args: argparse.Namespace) -> DrillReport:
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
@@ -158,7 +183,7 @@ def run_drill(args: argparse.Namespace) -> DrillReport:
     report.influx_source = influx_counts(args.influx_source_http, args.influx_database)
     _run([str(SCRIPTS / "influx_backup.sh"), args.influx_source_rpc, args.influx_database, str(influx_dir)])
     _run([str(SCRIPTS / "influx_restore.sh"), args.influx_scratch_rpc, str(influx_dir), args.influx_database])
-    report.influx_restored = influx_counts(args.influx_scratch_http, args.influx_database)
+    report.influx_restored = settled_influx_counts(args.influx_scratch_http, args.influx_database)
     report.differences += compare_counts("influxdb", report.influx_source, report.influx_restored)
     return report
 
