@@ -134,7 +134,8 @@ async def test_event_over_20_facilities_runs_from_vtn_webhook_to_report(
         chain = [
             r["to_state"]
             for r in await pg_pool.fetch(
-                "SELECT to_state FROM dr_event_log WHERE dr_event_id = $1 AND facility_id IS NULL AND to_state IS NOT NULL ORDER BY seq",
+                """SELECT to_state FROM dr_event_log
+                   WHERE dr_event_id = $1 AND facility_id IS NULL AND to_state IS NOT NULL ORDER BY seq""",
                 dr_event_id,
             )
         ]

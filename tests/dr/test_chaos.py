@@ -1,0 +1,300 @@
+"""Chaos (DR-3, DR-4, DR-5, DR-6, DR-9, OPS-1): the coordinator killed mid-dispatch while its
+PostgreSQL restarts; one building's BMS down. Real processes, real servers, counted outcomes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from energy.adapters.postgres import create_pool
+from energy.db.migrate import migrate
+from energy.fleet import token_hash
+from energy.observability.metrics import REGISTRY
+from energy.seed import seed_fleet
+from energy.settings import Settings
+from energy.stack.process import free_port
+from energy.stack.servers import PostgresServer
+from sim.bms.process import SimulatorProcess
+from tests.dr.conftest import (
+    FLEET,
+    admin,
+    api_server,
+    coordinator,
+    dr_settings,
+    event_body,
+    make_utility,
+    wait_for_state,
+)
+
+
+def energy_argv() -> list[str]:
+    exe = Path(sys.executable).with_name("energy")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "energy.cli"]
+
+
+def start_coordinator(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            [*energy_argv(), "dr", "run"], stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env}
+        )
+
+
+async def wait_count(pool: Any, sql: str, args: tuple[Any, ...], at_least: int, timeout_s: float) -> int:
+    deadline = time.monotonic() + timeout_s
+    n = 0
+    while time.monotonic() < deadline:
+        n = int(await pool.fetchval(sql, *args))
+        if n >= at_least:
+            return n
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"only {n} (wanted {at_least}) after {timeout_s}s: {sql}")
+
+
+@pytest.mark.chaos
+@pytest.mark.slow
+async def test_restart_mid_dispatch_with_postgres_restart_sends_each_bms_command_once_and_keeps_the_trace(
+    settings: Settings, stack: Any, private_server: Any, uid: str, tmp_path: Path
+) -> None:
+    pg = private_server(PostgresServer)
+    s = dr_settings(settings)
+    s = s.model_copy(update={"postgres": s.postgres.model_copy(update={"port": pg.port})})
+    await migrate(s.postgres.dsn())
+    await seed_fleet(s)
+    pool = await create_pool(s.postgres, min_size=1, max_size=5)
+    coord_log = tmp_path / "coordinator.log"
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        with (
+            SimulatorProcess.start("bms", free_port(), "--latency-ms", "300", log_dir=tmp_path) as bms,
+            SimulatorProcess.start("utility", free_port(), log_dir=tmp_path) as vtn,
+        ):
+            utility = await make_utility(pool, uid, f"token-{uid}", vtn.url("/openadr3/3.1.0"), method="forecast")
+            env = {
+                "ENERGY_POSTGRES__PORT": str(pg.port),
+                "ENERGY_ENDPOINTS__DR_COORDINATOR_PORT": str(free_port()),
+                "ENERGY_DR__BMS_BASE_URL": bms.url("/bms"),
+                "ENERGY_DR__ONLY_UTILITY_IDS": utility.utility_id,
+                "ENERGY_DR__DISPATCH_LEAD_S": "2",
+                "ENERGY_DR__POLL_INTERVAL_S": "0.2",
+                "ENERGY_DR__BMS_LEASE_S": "3",
+                "ENERGY_DR__BMS_RETRY_BASE_S": "0.3",
+                "ENERGY_DR__BMS_COMMAND_MAX_ATTEMPTS": "20",
+                "ENERGY_LOG__LEVEL": "INFO",
+            }
+            procs.append(start_coordinator(env, coord_log))
+            trace_id = secrets.token_hex(16)
+            start = datetime.now(UTC) + timedelta(seconds=4)
+            async with api_server(s) as base, httpx.AsyncClient(base_url=base, timeout=10) as client:
+                resp = await client.post(
+                    f"/api/utility/{utility.utility_id}/events",
+                    json=event_body("chaos", start, 20, FLEET, target_kw=5000.0),
+                    headers={**utility.auth, "traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"},
+                )
+            assert resp.status_code == 202, resp.text
+            dr_event_id = uuid.UUID(resp.json()["dr_event_id"])
+
+            # kill -9 once part of the dispatch is acknowledged and part is still in flight
+            await wait_count(
+                pool,
+                "SELECT count(*) FROM bms_commands WHERE dr_event_id = $1 AND status = 'acknowledged'",
+                (dr_event_id,),
+                10,
+                30,
+            )
+            procs[0].send_signal(signal.SIGKILL)
+            procs[0].wait(10)
+            in_flight = await pool.fetchval(
+                "SELECT count(*) FROM bms_commands WHERE dr_event_id = $1 AND status = 'in_flight'", dr_event_id
+            )
+            total = await pool.fetchval("SELECT count(*) FROM bms_commands WHERE dr_event_id = $1", dr_event_id)
+            acked = await pool.fetchval(
+                "SELECT count(*) FROM bms_commands WHERE dr_event_id = $1 AND status = 'acknowledged'", dr_event_id
+            )
+            assert acked < total, "the kill came too late to be mid-dispatch"
+
+            # PostgreSQL restarts while the coordinator is down
+            await pool.close()
+            pg.stop()
+            pg.start()
+            pool = await create_pool(s.postgres, min_size=1, max_size=5)
+
+            procs.append(start_coordinator(env, coord_log))
+            state = await wait_for_state(pool, dr_event_id, {"completed", "partially_failed", "failed"}, 90)
+            assert state == "completed"
+            keys = [
+                r["idempotency_key"]
+                for r in await pool.fetch(
+                    "SELECT idempotency_key FROM bms_commands WHERE dr_event_id = $1", dr_event_id
+                )
+            ]
+            executions = admin(bms, "executions")
+            requests = admin(bms, "requests")
+            assert all(executions.get(k) == 1 for k in keys), {
+                k: executions.get(k) for k in keys if executions.get(k) != 1
+            }
+            if in_flight:
+                assert any(requests.get(k, 0) > 1 for k in keys), "in-flight commands should have been sent again"
+            assert await pool.fetchval(
+                "SELECT count(*) FROM dr_event_facilities WHERE dr_event_id = $1 AND state = 'restored'", dr_event_id
+            ) == len(FLEET)
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and not await pool.fetchval(
+                "SELECT reported_at FROM dr_events WHERE dr_event_id = $1", dr_event_id
+            ):
+                await asyncio.sleep(0.2)
+
+            # OPS-1: one trace id from the webhook through the BMS calls to the report
+            commands = admin(bms, "commands")
+            assert commands and all(
+                trace_id in (c["trace_parent"] or "") for c in commands if str(dr_event_id) in c["idempotency_key"]
+            )
+            lines = [json.loads(line) for line in coord_log.read_text().splitlines() if line.startswith("{")]
+            traced = {ln["event"] for ln in lines if ln.get("trace_id") == trace_id}
+            assert {"bms_command_executed", "dr_report_posted"} <= traced, traced
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+                p.wait(15)
+        await pool.close()
+
+
+def breaker_rejections(facility_id: str) -> float:
+    return sum(
+        sample.value
+        for metric in REGISTRY.collect()
+        if metric.name == "energy_dependency_calls"
+        for sample in metric.samples
+        if sample.labels.get("dependency") == f"bms:{facility_id}" and sample.labels.get("outcome") == "rejected_open"
+    )
+
+
+async def operator_key(pool: Any, tenant_id: str) -> str:
+    key = f"op-{secrets.token_hex(12)}"
+    key_id = uuid.uuid4()
+    await pool.execute(
+        """INSERT INTO api_keys (key_id, tenant_id, name, key_hash, role)
+           VALUES ($1, $2, 'dr test operator', $3, 'operator')""",
+        key_id,
+        tenant_id,
+        token_hash(key),
+    )
+    await pool.executemany(
+        "INSERT INTO principal_facilities (principal_id, facility_id) VALUES ($1, $2)",
+        [(key_id, f) for f in FLEET],
+    )
+    return key
+
+
+@pytest.mark.chaos
+@pytest.mark.slow
+async def test_one_bms_down_others_finish_on_time_event_partially_failed_dlq_and_restore_retried(
+    settings: Settings, stack: Any, pg_pool: Any, influx: Any, uid: str, tmp_path: Path
+) -> None:
+    down = "fac-005"
+    utility = await make_utility(pg_pool, uid, f"token-{uid}", method="forecast")
+    with SimulatorProcess.start("bms", free_port(), log_dir=tmp_path) as bms:
+        admin(bms, "faults", {"facility_id": down, "down": True})
+        s = dr_settings(
+            settings,
+            bms_base_url=bms.url("/bms"),
+            only_utility_ids=utility.utility_id,
+            bms_command_max_attempts=4,
+            bms_breaker_fail_max=3,
+            bms_breaker_reset_s=2.0,
+        )
+        rejected_before = breaker_rejections(down)
+        start = datetime.now(UTC) + timedelta(seconds=4)
+        async with api_server(s) as base, httpx.AsyncClient(base_url=base, timeout=10) as client:
+            resp = await client.post(
+                f"/api/utility/{utility.utility_id}/events",
+                json=event_body("down", start, 8, FLEET, target_kw=1500.0),
+                headers=utility.auth,
+            )
+            assert resp.status_code == 202
+            dr_event_id = uuid.UUID(resp.json()["dr_event_id"])
+            async with coordinator(s, pg_pool, influx):
+                assert (
+                    await wait_for_state(pg_pool, dr_event_id, {"completed", "partially_failed", "failed"}, 60)
+                    == "partially_failed"
+                )
+                facs = {
+                    r["facility_id"]: r["state"]
+                    for r in await pg_pool.fetch(
+                        "SELECT facility_id, state FROM dr_event_facilities WHERE dr_event_id = $1", dr_event_id
+                    )
+                }
+                assert facs.pop(down) == "failed" and set(facs.values()) == {"restored"}
+
+                # the healthy buildings were all shedding by the start time
+                late = await pg_pool.fetchval(
+                    """SELECT count(*) FROM bms_commands c JOIN dr_events e USING (dr_event_id)
+                       WHERE c.dr_event_id = $1 AND c.facility_id <> $2 AND c.action <> 'restore'
+                         AND (c.acknowledged_at IS NULL OR c.acknowledged_at > e.start_at)""",
+                    dr_event_id,
+                    down,
+                )
+                assert late == 0
+                # the breaker opened: later calls to the dead BMS were refused without a network call
+                assert breaker_rejections(down) > rejected_before
+                # failed for good -> the DLQ topic (via the outbox) with the reason
+                dlq = await pg_pool.fetch(
+                    """SELECT payload FROM outbox WHERE topic = 'bms-commands-dlq' AND key = $1
+                       AND convert_from(payload, 'UTF8') LIKE $2""",
+                    down,
+                    f"%{dr_event_id}%",
+                )
+                assert dlq and all(json.loads(bytes(r["payload"]))["payload"]["reason"] for r in dlq)
+                failed = await pg_pool.fetch(
+                    "SELECT action, status FROM bms_commands WHERE dr_event_id = $1 AND facility_id = $2",
+                    dr_event_id,
+                    down,
+                )
+                # nothing reached the dead BMS; unsent dispatch commands were superseded by the compensation
+                assert {r["status"] for r in failed} <= {"failed", "superseded"}
+                assert {r["status"] for r in failed if r["action"] == "restore"} == {"failed"}
+
+                # DR-9: the BMS comes back; an operator retries; the building is restored and confirmed
+                admin(bms, "faults", {"facility_id": down, "down": False})
+                key = await operator_key(pg_pool, "tenant-a")
+                timeline = await client.get(
+                    f"/api/dr/operator/events/{dr_event_id}/timeline", headers={"X-Api-Key": key}
+                )
+                assert timeline.status_code == 200 and timeline.json()["failed_commands"]
+                retry = await client.post(
+                    f"/api/dr/operator/events/{dr_event_id}/retry-failed", headers={"X-Api-Key": key}
+                )
+                assert retry.status_code == 200 and retry.json()["count"] >= 1
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline:
+                    pending = await pg_pool.fetchval(
+                        """SELECT count(*) FROM bms_commands WHERE dr_event_id = $1 AND facility_id = $2
+                           AND action = 'restore' AND status <> 'acknowledged'""",
+                        dr_event_id,
+                        down,
+                    )
+                    if pending == 0:
+                        break
+                    await asyncio.sleep(0.3)
+                assert pending == 0
+        executions = admin(bms, "executions")
+        restore_keys = [
+            r["idempotency_key"]
+            for r in await pg_pool.fetch(
+                "SELECT idempotency_key FROM bms_commands WHERE dr_event_id = $1 AND action = 'restore'", dr_event_id
+            )
+        ]
+        assert all(executions.get(k) == 1 for k in restore_keys)
