@@ -147,3 +147,21 @@ def test_dashboards_exist_for_ingestion_lag_dr_and_api_slos(board: str, must_sho
     for panel in data["panels"]:
         assert panel["datasource"]["uid"] == "${datasource}"
         assert panel["targets"], panel["title"]
+
+
+def test_slo_document_states_each_objective_with_its_budget_and_matches_the_alerts() -> None:
+    slo = (ROOT / "docs" / "slo.md").read_text()
+    for objective in ("Dashboard and API availability", "API latency", "DR event processing", "Data completeness"):
+        assert objective in slo, objective
+    assert "99.9 %" in slo and "0.1 % of requests" in slo
+    assert "90 % within 60 s" in slo
+    assert "error budget" in slo.lower() and "Error budget policy" in slo
+    by_name = {r["alert"]: r["expr"] for r in _rules()}
+    # Availability budget 0.1 % and latency budget 1 % under 500 ms, as written in slo.md.
+    assert "(14.4 * 0.001)" in by_name["ApiErrorBudgetFastBurn"]
+    assert "(14.4 * 0.01)" in by_name["ApiLatencyBudgetFastBurn"]
+    assert 'le="0.5"' in by_name["ApiLatencyBudgetFastBurn"]
+    for alert in by_name:
+        base = re.sub(r"(Warning|Critical|Page)$", "", alert)
+        if alert.startswith(("Api", "KafkaConsumerLag", "DrEventBehindSchedule")):
+            assert base in slo or alert in slo, f"{alert} is not tied to an SLO in docs/slo.md"
