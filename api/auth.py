@@ -221,7 +221,7 @@ router = APIRouter(prefix="/api/auth", tags=["auth"])
     "/token",
     response_model=TokenResponse,
     summary="Exchange email and password for a bearer token",
-    responses={k: v for k, v in COMMON_RESPONSES.items() if k in (401, 422, 429, 503)},
+    responses={k: v for k, v in COMMON_RESPONSES.items() if k in (400, 401, 422, 429, 503)},
 )
 async def create_token(body: TokenRequest, request: Request) -> TokenResponse:
     state = request.app.state

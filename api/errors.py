@@ -6,6 +6,7 @@ the reason, never 500.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import asyncpg
@@ -84,6 +85,7 @@ def error_response(
 
 # Every route documents these, so the OpenAPI document matches what the API answers.
 COMMON_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "Malformed request (e.g. a body that is not JSON)"},
     401: {"model": ErrorBody, "description": "Missing, invalid or expired credentials"},
     403: {"model": ErrorBody, "description": "Role not allowed"},
     404: {"model": ErrorBody, "description": "Not found or not in the caller's scope"},
@@ -103,6 +105,15 @@ DEPENDENCY_ERRORS: tuple[type[Exception], ...] = (
     asyncpg.exceptions.TooManyConnectionsError,
     RedisError,
 )
+
+
+def allowed_methods(app: FastAPI, path: str) -> list[str]:
+    methods: set[str] = set()
+    for template, item in app.openapi().get("paths", {}).items():
+        pattern = "^" + re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template)) + "$"
+        if re.match(pattern, path):
+            methods.update(m.upper() for m in item if m in ("get", "post", "put", "patch", "delete"))
+    return sorted(methods)
 
 
 def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
@@ -127,7 +138,11 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _CODES.get(exc.status_code, "error")
         message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
-        return error_response(exc.status_code, code, message, None, getattr(exc, "headers", None))
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:
+            # Starlette lists only the first matching route's methods; a path served by several routes has more.
+            headers["Allow"] = ", ".join(allowed_methods(app, request.url.path)) or headers.get("Allow", "")
+        return error_response(exc.status_code, code, message, None, headers or None)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -20,6 +20,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
+from pydantic import StringConstraints
 
 from api.auth import Principal, ensure_facility_access, require_principal
 from api.deps import check_range, db
@@ -137,7 +138,10 @@ def _iso(ts: datetime) -> str:
 )
 async def export_readings(
     request: Request,
-    facility_id: Annotated[list[str], Query(min_length=1, description="One or more facility ids")],
+    facility_id: Annotated[
+        list[Annotated[str, StringConstraints(pattern=ID_PATTERN, max_length=64)]],
+        Query(min_length=1, description="One or more facility ids"),
+    ],
     start: datetime,
     end: datetime,
     granularity: Granularity = Granularity.ONE_MINUTE,
