@@ -32,3 +32,8 @@ output "alarm_topic_arn" {
   description = "SNS topic of the CloudWatch alarms"
   value       = module.platform.alarm_topic_arn
 }
+
+output "reliability" {
+  description = "Resolved reliability settings of every store (asserted by terraform test)"
+  value       = module.platform.reliability
+}

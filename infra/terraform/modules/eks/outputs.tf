@@ -17,3 +17,11 @@ output "node_role_arn" {
   description = "IAM role of the managed nodes"
   value       = aws_iam_role.node.arn
 }
+
+output "reliability" {
+  description = "Resolved cluster settings (asserted by terraform test)"
+  value = {
+    public_endpoint = aws_eks_cluster.this.vpc_config[0].endpoint_public_access
+    min_nodes       = { for k, g in aws_eks_node_group.this : k => g.scaling_config[0].min_size }
+  }
+}

@@ -15,5 +15,17 @@ output "auth_secret_arn" {
 
 output "replication_group_id" {
   description = "Replication group id (CloudWatch dimension)"
-  value       = aws_elasticache_replication_group.this.id
+  value       = aws_elasticache_replication_group.this.replication_group_id
+}
+
+output "reliability" {
+  description = "Resolved high-availability and durability settings (asserted by terraform test)"
+  value = {
+    automatic_failover = aws_elasticache_replication_group.this.automatic_failover_enabled
+    multi_az           = aws_elasticache_replication_group.this.multi_az_enabled
+    nodes              = aws_elasticache_replication_group.this.num_cache_clusters
+    at_rest_encryption = aws_elasticache_replication_group.this.at_rest_encryption_enabled
+    transit_encryption = aws_elasticache_replication_group.this.transit_encryption_enabled
+    node_azs           = length(distinct(aws_elasticache_replication_group.this.preferred_cache_cluster_azs))
+  }
 }

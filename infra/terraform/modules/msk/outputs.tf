@@ -22,3 +22,15 @@ output "topics" {
   description = "Topics to create with their partitions and retention"
   value       = var.topics
 }
+
+output "reliability" {
+  description = "Resolved high-availability and durability settings (asserted by terraform test)"
+  value = {
+    broker_count      = aws_msk_cluster.this.number_of_broker_nodes
+    server_properties = local.server_properties
+    client_broker     = aws_msk_cluster.this.encryption_info[0].encryption_in_transit[0].client_broker
+    in_cluster_tls    = aws_msk_cluster.this.encryption_info[0].encryption_in_transit[0].in_cluster
+    unauthenticated   = aws_msk_cluster.this.client_authentication[0].unauthenticated
+    client_subnets    = length(var.subnet_ids)
+  }
+}

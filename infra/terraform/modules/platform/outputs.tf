@@ -52,3 +52,16 @@ output "alarm_topic_arn" {
   description = "SNS topic of the CloudWatch alarms"
   value       = module.alarms.sns_topic_arn
 }
+
+output "reliability" {
+  description = "Resolved reliability settings of every store (asserted by terraform test)"
+  value = {
+    vpc      = module.vpc.reliability
+    msk      = module.msk.reliability
+    rds      = module.rds.reliability
+    influxdb = module.influxdb.reliability
+    redis    = module.redis.reliability
+    eks      = module.eks.reliability
+    topics   = module.msk.topics
+  }
+}

@@ -17,3 +17,11 @@ output "instance_id" {
   description = "Id of the instance (CloudWatch dimension)"
   value       = aws_timestreaminfluxdb_db_instance.this.id
 }
+
+output "reliability" {
+  description = "Resolved high-availability settings (asserted by terraform test)"
+  value = {
+    deployment_type     = aws_timestreaminfluxdb_db_instance.this.deployment_type
+    publicly_accessible = aws_timestreaminfluxdb_db_instance.this.publicly_accessible
+  }
+}

@@ -32,3 +32,13 @@ output "private_subnet_cidrs" {
   description = "CIDRs of the private (application) subnets"
   value       = aws_subnet.private[*].cidr_block
 }
+
+output "reliability" {
+  description = "Resolved AZ spread (asserted by terraform test)"
+  value = {
+    azs          = length(distinct(local.azs))
+    private_azs  = length(distinct(aws_subnet.private[*].availability_zone))
+    data_azs     = length(distinct(aws_subnet.data[*].availability_zone))
+    nat_gateways = length(aws_nat_gateway.this)
+  }
+}
