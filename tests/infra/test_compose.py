@@ -124,3 +124,11 @@ def test_image_installs_the_project_and_runs_unprivileged() -> None:
         assert f"COPY {package} {package}" in dockerfile, package
     conf = (ROOT / "docker" / "mosquitto" / "mosquitto.conf").read_text()
     assert "listener 1883" in conf and "persistence true" in conf
+
+
+def test_services_have_healthchecks_on_their_healthz(compose: dict[str, Any]) -> None:
+    for proc in PROCESSES:
+        if proc.name in SERVICES:
+            port = getattr(DEFAULTS.endpoints, proc.port_field)
+            check = " ".join(compose["services"][proc.name]["healthcheck"]["test"])
+            assert f"http://127.0.0.1:{port}/healthz" in check, proc.name
