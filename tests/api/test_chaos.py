@@ -1,0 +1,128 @@
+"""API-1 under failure: Redis stopped, then InfluxDB stopped, while clients keep polling the
+current load. Answers keep coming: from InfluxDB while Redis is down, then the last known
+value with its staleness while InfluxDB is down too, and live values again once it is back."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+import pytest
+
+from energy.adapters.influx import InfluxClient
+from energy.stack.servers import InfluxServer, RedisServer
+from tests.api.conftest import now_ns, reading_lines, running_app, with_overrides
+
+pytestmark = pytest.mark.chaos
+
+
+@dataclass
+class Poll:
+    phase: str
+    status: int
+    cache: str
+    staleness_s: float
+    warning: str
+    current_kw: float | None
+    stale: bool
+    at: float
+
+
+async def write_load(influx: InfluxClient, world, kw_per_meter: float) -> None:
+    fid = world.a.facility_ids[0]
+    await influx.write_lines([reading_lines(fid, m, now_ns(), kw_per_meter) for m in world.a.meter_ids[fid]])
+
+
+async def test_polling_clients_keep_getting_answers_through_redis_then_influxdb_outage(
+    settings, world, private_server, stack
+):
+    redis_srv = private_server(RedisServer)
+    influx_srv = private_server(InfluxServer)
+    influx_srv.provision()
+    chaos = with_overrides(
+        settings,
+        redis={"port": redis_srv.port},
+        influx={"url": f"http://127.0.0.1:{influx_srv.port}"},
+        api={"current_cache_ttl_s": 0.3, "current_stale_max_s": 0.6, "rate_limit_per_s": 1000.0},
+    )
+    writer = InfluxClient(chaos.influx, breaker_name="influxdb-chaos-writer")
+    fid = world.a.facility_ids[0]
+    polls: list[Poll] = []
+    phase = "all_up"
+    stop = asyncio.Event()
+    try:
+        await write_load(writer, world, 10.0)  # 2 meters -> 20 kW
+        async with running_app(chaos) as (_, client):
+
+            async def poller() -> None:
+                while not stop.is_set():
+                    resp = await client.get(f"/api/facilities/{fid}/current", headers=world.a.headers["analyst"])
+                    body = resp.json() if resp.status_code == 200 else {}
+                    polls.append(
+                        Poll(
+                            phase,
+                            resp.status_code,
+                            resp.headers.get("X-Cache", ""),
+                            float(resp.headers.get("X-Data-Staleness-Seconds", "nan")),
+                            resp.headers.get("Warning", ""),
+                            body.get("current_kw"),
+                            bool(body.get("stale")),
+                            time.monotonic(),
+                        )
+                    )
+                    await asyncio.sleep(0.05)
+
+            tasks = [asyncio.create_task(poller()) for _ in range(5)]
+            await asyncio.sleep(1.0)
+
+            phase = "redis_down"
+            redis_srv.stop()
+            await asyncio.sleep(0.8)
+            await write_load(writer, world, 15.0)  # a change only InfluxDB knows about -> 30 kW
+            await asyncio.sleep(1.5)
+
+            phase = "redis_and_influx_down"
+            influx_srv.stop()
+            influx_stopped_at = time.monotonic()
+            await asyncio.sleep(2.5)
+
+            phase = "influx_back"
+            influx_srv.start()
+            await write_load(writer, world, 20.0)  # 40 kW
+            deadline = time.monotonic() + 25  # the InfluxDB breaker stays open for up to 10 s
+            while time.monotonic() < deadline:
+                if any(p.phase == "influx_back" and p.current_kw == 40.0 and not p.stale for p in polls[-5:]):
+                    break
+                await asyncio.sleep(0.2)
+            stop.set()
+            await asyncio.gather(*tasks)
+    finally:
+        await writer.close()
+
+    by_phase: dict[str, list[Poll]] = {}
+    for p in polls:
+        by_phase.setdefault(p.phase, []).append(p)
+    # Answers kept coming in every phase, and none of them was an error.
+    assert all(len(by_phase.get(ph, [])) >= 10 for ph in ("all_up", "redis_down", "redis_and_influx_down"))
+    assert [p for p in polls if p.status != 200] == []
+
+    up = by_phase["all_up"]
+    assert {p.current_kw for p in up} == {20.0} and not any(p.stale for p in up)
+    assert "hit" in {p.cache for p in up}
+
+    redis_down = by_phase["redis_down"]
+    assert not any(p.stale or p.warning for p in redis_down)
+    assert "hit" not in {p.cache for p in redis_down[5:]}  # Redis is not answering: no Redis hits
+    assert 30.0 in {p.current_kw for p in redis_down}  # InfluxDB was read directly
+
+    both_down = by_phase["redis_and_influx_down"]
+    settled = [p for p in both_down if p.at > influx_stopped_at + 1.0]
+    odd = [p for p in settled if not (p.stale and p.cache == "fallback" and p.warning.startswith("110"))]
+    assert settled and not odd, odd[:5]
+    assert {p.current_kw for p in settled} == {30.0}  # the last known value
+    staleness = [p.staleness_s for p in settled]
+    assert staleness[-1] > staleness[0] and staleness[-1] >= 1.5
+
+    back = by_phase["influx_back"]
+    assert any(p.current_kw == 40.0 and not p.stale for p in back), "live values again after InfluxDB restarts"
