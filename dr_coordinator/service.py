@@ -65,6 +65,7 @@ class Coordinator:
         tasks = [
             asyncio.create_task(self.timers.run(stop), name="dr-timers"),
             asyncio.create_task(self.worker.run(stop), name="dr-bms-worker"),
+            asyncio.create_task(self.worker.run_results(stop), name="dr-bms-results"),
         ]
         if self.relay is not None:
             tasks.append(asyncio.create_task(self.relay.run(stop, self.settings.dr.poll_interval_s), name="dr-relay"))

@@ -197,7 +197,8 @@ async def retry_failed(dr_event_id: uuid.UUID, request: Request, principal: Oper
         ev = await _event_in_scope(conn, principal, dr_event_id)
         async with conn.transaction():
             keys = await conn.fetch(
-                """UPDATE bms_commands SET status = 'pending', attempts = 0, not_before = now(), updated_at = now()
+                """UPDATE bms_commands SET status = 'pending', attempts = 0, not_before = now(), updated_at = now(),
+                       saga_applied_at = NULL
                    WHERE dr_event_id = $1 AND status = 'failed' AND action = 'restore'
                      AND facility_id = ANY($2::text[]) RETURNING idempotency_key""",
                 dr_event_id,

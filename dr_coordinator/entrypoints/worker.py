@@ -14,14 +14,15 @@ import asyncio
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 import structlog
 
-from dr_coordinator.adapters.store import SOURCE, add_outbox, handle_in, with_retry
+from dr_coordinator.adapters.store import SOURCE, add_outbox, load_saga, save_decision, with_retry
 from dr_coordinator.config import DrSettings
-from dr_coordinator.domain.commands import RecordCommandAcknowledged, RecordCommandFailed
-from dr_coordinator.domain.saga import IllegalTransitionError
+from dr_coordinator.domain.commands import RecordCommandAcknowledged, RecordCommandFailed, Schedule
+from dr_coordinator.domain.saga import Decision, IllegalTransitionError, decide
 from dr_coordinator.metrics import BMS_COMMAND_LATENCY, BMS_COMMANDS, BMS_COMMANDS_DUE, BMS_COMMANDS_FAILED
 from dr_coordinator.ports import BmsAck, BmsGateway, BmsRejectedError, BmsUnavailableError
 from energy.observability import tracing
@@ -103,6 +104,7 @@ class CommandWorker:
         self.utility_ids = utility_ids or None
         self._inflight: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
+        self._results = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -135,16 +137,6 @@ class CommandWorker:
     def _done(self, task: asyncio.Task[None]) -> None:
         self._inflight.discard(task)
         self._wake.set()
-
-    async def drain(self, timeout_s: float) -> None:
-        """Run until no command is due (tests and benchmarks)."""
-        deadline = asyncio.get_running_loop().time() + timeout_s
-        while asyncio.get_running_loop().time() < deadline:
-            n = await self.claim_and_start()
-            if self._inflight:
-                await asyncio.wait(self._inflight, timeout=1)
-            elif n == 0:
-                return
 
     async def _execute(self, row: Any) -> None:
         cmd = _command(row)
@@ -211,72 +203,113 @@ class CommandWorker:
         log.info("bms_command_retry_scheduled", attempts=attempts, delay_s=round(delay, 2), reason=reason[:300])
 
     async def _ack(self, row: Any, cmd: BmsCommand, ack: BmsAck) -> None:
-        async def once() -> None:
-            now = self.clock()
-            async with self.pool.acquire() as conn, conn.transaction():
-                done = await conn.fetchval(
-                    """UPDATE bms_commands SET status = 'acknowledged', acknowledged_at = $2, updated_at = $2,
-                              last_error = NULL
-                       WHERE command_id = $1 AND status IN ('in_flight', 'pending') RETURNING command_id""",
-                    cmd.command_id,
-                    now,
-                )
-                if done is None:
-                    return  # already recorded (a duplicate delivery): nothing to do
-                payload = BmsCommandAcknowledged(
-                    command=cmd, executed_at=ack.executed_at, bms_reference=ack.bms_reference[:200]
-                )
-                event = BmsCommandAcknowledgedEvent.wrap(
-                    payload, source=SOURCE, occurred_at=now, event_id=uuid.uuid5(cmd.command_id, "acknowledged")
-                )
-                await add_outbox(conn, BMS_TOPIC, cmd.facility_id, event)
-                try:
-                    await handle_in(
-                        conn,
-                        cmd.dr_event_id,
-                        RecordCommandAcknowledged(cmd.facility_id, cmd.zone_id, cmd.action.value),
-                        now,
-                    )
-                except IllegalTransitionError as exc:
-                    log.warning("bms_ack_not_applicable", error=str(exc))
-
-        await with_retry(once)
+        now = self.clock()
+        async with self.pool.acquire() as conn, conn.transaction():
+            done = await conn.fetchval(
+                """UPDATE bms_commands SET status = 'acknowledged', acknowledged_at = $2, updated_at = $2,
+                          last_error = NULL, saga_applied_at = NULL
+                   WHERE command_id = $1 AND status IN ('in_flight', 'pending') RETURNING command_id""",
+                cmd.command_id,
+                now,
+            )
+            if done is None:
+                return  # already recorded (a duplicate delivery): nothing to do
+            payload = BmsCommandAcknowledged(
+                command=cmd, executed_at=ack.executed_at, bms_reference=ack.bms_reference[:200]
+            )
+            event = BmsCommandAcknowledgedEvent.wrap(
+                payload, source=SOURCE, occurred_at=now, event_id=uuid.uuid5(cmd.command_id, "acknowledged")
+            )
+            await add_outbox(conn, BMS_TOPIC, cmd.facility_id, event)
+        self._results.set()
 
     async def _fail(self, row: Any, cmd: BmsCommand, reason: str, *, transient: bool) -> None:
         BMS_COMMANDS_FAILED.inc()
         log.error("bms_command_failed_for_good", reason=reason[:500], attempts=row["attempts"])
+        now = self.clock()
+        async with self.pool.acquire() as conn, conn.transaction():
+            done = await conn.fetchval(
+                """UPDATE bms_commands SET status = 'failed', last_error = $2, updated_at = $3, saga_applied_at = NULL
+                   WHERE command_id = $1 AND status IN ('in_flight', 'pending') RETURNING command_id""",
+                cmd.command_id,
+                reason[:1000],
+                now,
+            )
+            if done is None:
+                return
+            payload = BmsCommandFailed(
+                command=cmd, reason=reason[:1000], transient=transient, attempts=max(1, row["attempts"])
+            )
+            for topic in (BMS_TOPIC, BMS_COMMANDS_DLQ):
+                event = BmsCommandFailedEvent.wrap(
+                    payload,
+                    source=SOURCE,
+                    occurred_at=now,
+                    event_id=uuid.uuid5(cmd.command_id, f"failed:{topic}:{row['attempts']}"),
+                )
+                await add_outbox(conn, topic, cmd.facility_id, event)
+        self._results.set()
 
-        async def once() -> None:
-            now = self.clock()
-            async with self.pool.acquire() as conn, conn.transaction():
-                done = await conn.fetchval(
-                    """UPDATE bms_commands SET status = 'failed', last_error = $2, updated_at = $3
-                       WHERE command_id = $1 AND status IN ('in_flight', 'pending') RETURNING command_id""",
-                    cmd.command_id,
-                    reason[:1000],
-                    now,
-                )
-                if done is None:
-                    return
-                payload = BmsCommandFailed(
-                    command=cmd, reason=reason[:1000], transient=transient, attempts=max(1, row["attempts"])
-                )
-                for topic in (BMS_TOPIC, BMS_COMMANDS_DLQ):
-                    event = BmsCommandFailedEvent.wrap(
-                        payload,
-                        source=SOURCE,
-                        occurred_at=now,
-                        event_id=uuid.uuid5(cmd.command_id, f"failed:{topic}:{row['attempts']}"),
+    # --- results -> saga, in batches per event ------------------------------------------------------
+
+    async def apply_results(self) -> int:
+        """Fold every recorded but unapplied result into its saga: one transaction per event."""
+        events = await self.pool.fetch(
+            """SELECT DISTINCT c.dr_event_id FROM bms_commands c JOIN dr_events e USING (dr_event_id)
+               WHERE c.saga_applied_at IS NULL AND c.status IN ('acknowledged', 'failed')
+                 AND ($1::text[] IS NULL OR e.utility_id = ANY($1::text[]))""",
+            self.utility_ids,
+        )
+        applied = 0
+        for ev in events:
+            applied += await with_retry(partial(self._apply_event, ev["dr_event_id"]))
+        return applied
+
+    async def _apply_event(self, dr_event_id: uuid.UUID) -> int:
+        now = self.clock()
+        async with self.pool.acquire() as conn, conn.transaction():
+            saga = await load_saga(conn, dr_event_id, lock=True)
+            rows = await conn.fetch(
+                """SELECT command_id, facility_id, zone_id, action, status, last_error FROM bms_commands
+                   WHERE dr_event_id = $1 AND saga_applied_at IS NULL AND status IN ('acknowledged', 'failed')
+                   ORDER BY updated_at FOR UPDATE SKIP LOCKED""",
+                dr_event_id,
+            )
+            if not rows:
+                return 0
+            current, events = saga, []
+            for r in rows:
+                message: RecordCommandAcknowledged | RecordCommandFailed
+                if r["status"] == "acknowledged":
+                    message = RecordCommandAcknowledged(r["facility_id"], r["zone_id"], r["action"])
+                else:
+                    message = RecordCommandFailed(
+                        r["facility_id"], r["zone_id"], r["action"], (r["last_error"] or "failed")[:300]
                     )
-                    await add_outbox(conn, topic, cmd.facility_id, event)
                 try:
-                    await handle_in(
-                        conn,
-                        cmd.dr_event_id,
-                        RecordCommandFailed(cmd.facility_id, cmd.zone_id, cmd.action.value, reason[:300]),
-                        now,
-                    )
+                    d = decide(current, message, now)
                 except IllegalTransitionError as exc:
-                    log.warning("bms_failure_not_applicable", error=str(exc))
+                    log.warning("bms_result_not_applicable", dr_event_id=str(dr_event_id), error=str(exc))
+                    continue
+                current = d.saga
+                events.extend(d.events)
+            decision = Decision(current, events, current != saga)
+            if decision.changed:
+                await save_decision(conn, saga, decision, Schedule(), now)
+            await conn.execute(
+                "UPDATE bms_commands SET saga_applied_at = $2 WHERE command_id = ANY($1::uuid[])",
+                [r["command_id"] for r in rows],
+                now,
+            )
+        return len(rows)
 
-        await with_retry(once)
+    async def run_results(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.apply_results()
+            except Exception as exc:  # keep going; unapplied rows stay marked and are retried
+                log.error("bms_results_apply_failed", error=f"{type(exc).__name__}: {exc}")
+            self._results.clear()
+            waiter = asyncio.ensure_future(self._results.wait())
+            await asyncio.wait({waiter}, timeout=self.settings.poll_interval_s)
+            waiter.cancel()

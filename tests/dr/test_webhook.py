@@ -112,16 +112,20 @@ async def test_hmac_outside_the_window_or_tampered_is_401(api, utility, pg_pool)
     [
         (b"{not json", 400, "invalid_json"),
         (json.dumps({"event_id": "x"}).encode(), 422, "validation_error"),
-        (json.dumps(event_body("x", soon(60), 600, ["fac-001"], target_kw=None)).encode(), 422, "validation_error"),
-        (json.dumps(event_body("x", soon(60), 600, ["no-such-fac"])).encode(), 422, "unknown_facility"),
+        (
+            json.dumps(event_body("x", soon(6 * 3600), 600, ["fac-001"], target_kw=None)).encode(),
+            422,
+            "validation_error",
+        ),
+        (json.dumps(event_body("x", soon(6 * 3600), 600, ["no-such-fac"])).encode(), 422, "unknown_facility"),
         (
             json.dumps(event_body("x", datetime.now(UTC) - timedelta(hours=1), 600, ["fac-001"])).encode(),
             422,
             "start_in_past",
         ),
-        (json.dumps(event_body("x", soon(60), 1, ["fac-001"])).encode(), 422, "duration_out_of_range"),
-        (json.dumps(event_body("x", soon(60), 86400 * 2, ["fac-001"])).encode(), 422, "duration_out_of_range"),
-        (json.dumps(event_body("x", soon(60), 600, ["fac-001"], target_kw=-5)).encode(), 422, "validation_error"),
+        (json.dumps(event_body("x", soon(6 * 3600), 1, ["fac-001"])).encode(), 422, "duration_out_of_range"),
+        (json.dumps(event_body("x", soon(6 * 3600), 86400 * 2, ["fac-001"])).encode(), 422, "duration_out_of_range"),
+        (json.dumps(event_body("x", soon(6 * 3600), 600, ["fac-001"], target_kw=-5)).encode(), 422, "validation_error"),
     ],
 )
 async def test_invalid_events_get_4xx_with_a_reason_and_nothing_is_written(
