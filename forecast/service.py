@@ -1,0 +1,249 @@
+"""The forecast service: every quarter hour (and on demand) forecast every active facility 96 x 15 min ahead.
+
+Per run: history from InfluxDB (15 min facility rollups), weather per grid cell (with fallbacks), the
+current model (or seasonal naive, flagged), upserts into load_forecasts/forecast_runs (newest run wins),
+then one ForecastPublishedEvent per facility straight to Kafka (see docs/decisions/0301-forecast-service.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections import Counter as CountOf
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+
+from energy.adapters.influx import InfluxClient
+from energy.observability.metrics import Counter, Gauge, Histogram
+from energy.settings import Settings
+from forecast.engine import forecast_batch
+from forecast.history import read_rollups
+from forecast.model.artifact import LoadedModel, ModelLoadError, load_model
+from forecast.prepare import STEP, STEPS_PER_DAY, Prepared, prepare, quarter_floor
+from forecast.store import FacilityForecast, save_forecast
+from forecast.weather.client import WeatherClient
+from forecast.weather.types import WeatherResult
+from schemas.forecasts import ForecastPublished, ForecastPublishedEvent
+from schemas.topics import FORECASTS
+
+log = structlog.get_logger("forecast.service")
+HORIZON = 96
+BATCH = 256
+
+RUNS = Counter("energy_forecast_runs_total", "Forecast runs by outcome", ["outcome"])
+RUN_SECONDS = Histogram(
+    "energy_forecast_run_seconds", "Wall time of one forecast run", buckets=(1, 5, 10, 30, 60, 120, 300, 900)
+)
+FACILITY_RESULTS = Counter(
+    "energy_forecast_facilities_total", "Facilities forecast, by quality and method", ["quality", "method"]
+)
+SKIPPED = Counter("energy_forecast_skipped_total", "Facilities not forecast, by reason", ["reason"])
+PUBLISH_ERRORS = Counter("energy_forecast_publish_errors_total", "ForecastPublished events that could not be sent")
+MODEL_ERRORS = Counter("energy_forecast_model_errors_total", "Model artefacts that could not be loaded")
+LAST_SUCCESS = Gauge("energy_forecast_last_success_timestamp_seconds", "Unix time of the last successful run")
+
+_FACILITIES_SQL = """
+SELECT facility_id, timezone, latitude, longitude FROM facilities
+WHERE active AND ($1::text[] IS NULL OR facility_id = ANY($1::text[])) ORDER BY facility_id
+"""
+
+
+@dataclass
+class RunSummary:
+    run_at: datetime
+    facilities: int = 0
+    written: int = 0
+    skipped: int = 0
+    seasonal_naive: int = 0
+    quality: dict[str, int] = field(default_factory=dict)
+    weather_sources: dict[str, int] = field(default_factory=dict)
+    published: int = 0
+    publish_errors: int = 0
+    model_version: str | None = None
+    seconds: float = 0.0
+
+
+class ForecastService:
+    def __init__(
+        self,
+        settings: Settings,
+        pool: Any,
+        influx: InfluxClient,
+        weather: WeatherClient,
+        producer: Any | None = None,
+        topic: str = FORECASTS,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.settings = settings
+        self.cfg = settings.forecast
+        self.pool = pool
+        self.influx = influx
+        self.weather = weather
+        self.producer = producer
+        self.topic = topic
+        self.clock = clock
+        self._model: LoadedModel | None = None
+        self._model_key: str | None = None
+
+    def current_model(self) -> LoadedModel | None:
+        """The current artefact, reloaded when CURRENT changes; None (seasonal naive) when absent or broken."""
+        current = self.cfg.model_dir / self.cfg.model_name / "CURRENT"
+        key = current.read_text().strip() if current.exists() else None
+        if key != self._model_key:
+            self._model_key = key
+            try:
+                self._model = load_model(self.cfg.model_dir, self.cfg.model_name)
+            except ModelLoadError as exc:
+                MODEL_ERRORS.inc()
+                log.error("model_load_failed", error=str(exc))
+                self._model = None
+        return self._model
+
+    async def _weather(
+        self, f: Any, run_at: datetime, hist_start: datetime, sem: asyncio.Semaphore
+    ) -> tuple[WeatherResult, Any]:
+        async with sem:
+            end = run_at + HORIZON * STEP
+            result = await self.weather.get(f["latitude"], f["longitude"], run_at, end)
+            past = await self.weather.history(f["latitude"], f["longitude"], hist_start, run_at)
+            return result, past
+
+    async def run_once(self, run_at: datetime | None = None, facility_ids: Sequence[str] | None = None) -> RunSummary:
+        t0 = time.monotonic()
+        run_at = quarter_floor(run_at or self.clock())
+        summary = RunSummary(run_at=run_at)
+        try:
+            await self._run(run_at, facility_ids, summary)
+        except Exception:
+            RUNS.labels("error").inc()
+            raise
+        summary.seconds = round(time.monotonic() - t0, 3)
+        RUN_SECONDS.observe(summary.seconds)
+        RUNS.labels("ok").inc()
+        LAST_SUCCESS.set(time.time())
+        log.info(
+            "forecast_run", **{k: v for k, v in summary.__dict__.items() if k != "run_at"}, run_at=run_at.isoformat()
+        )
+        return summary
+
+    async def _run(self, run_at: datetime, facility_ids: Sequence[str] | None, summary: RunSummary) -> None:
+        facilities = await self.pool.fetch(_FACILITIES_SQL, list(facility_ids) if facility_ids is not None else None)
+        summary.facilities = len(facilities)
+        if not facilities:
+            return
+        history_steps = self.cfg.history_days * STEPS_PER_DAY
+        hist_start = run_at - history_steps * STEP
+        rollups = await read_rollups(
+            self.influx,
+            self.settings.influx.rollup_retention_policy,
+            [f["facility_id"] for f in facilities],
+            hist_start,
+            run_at,
+        )
+        sem = asyncio.Semaphore(self.cfg.facility_concurrency * 4)
+        weather = await asyncio.gather(*(self._weather(f, run_at, hist_start, sem) for f in facilities))
+        model = self.current_model()
+        summary.model_version = model.label if model else None
+        stale_after = timedelta(seconds=self.cfg.stale_after_s)
+        prepared: list[Prepared] = []
+        sources: CountOf[str] = CountOf()
+        for f, (wr, past) in zip(facilities, weather, strict=True):
+            sources[wr.source.value] += 1
+            p = prepare(
+                f["facility_id"],
+                f["timezone"],
+                run_at,
+                history_steps,
+                HORIZON,
+                rollups[f["facility_id"]],
+                past,
+                wr.weather,
+                wr.available,
+                stale_after,
+            )
+            if p is None:
+                SKIPPED.labels("no_history").inc()
+                summary.skipped += 1
+                continue
+            prepared.append(p)
+        summary.weather_sources = dict(sources)
+        forecasts: list[FacilityForecast] = []
+        for i in range(0, len(prepared), BATCH):
+            forecasts += await asyncio.to_thread(forecast_batch, prepared[i : i + BATCH], model, run_at, HORIZON)
+        await self._save_all(forecasts)
+        quality: CountOf[str] = CountOf()
+        for fc in forecasts:
+            quality[fc.quality] += 1
+            FACILITY_RESULTS.labels(fc.quality, "seasonal_naive" if fc.seasonal_naive else "model").inc()
+        summary.quality = dict(quality)
+        summary.written = len(forecasts)
+        summary.seasonal_naive = sum(fc.seasonal_naive for fc in forecasts)
+        if self.producer is not None:
+            await self._publish_all(forecasts, summary)
+
+    async def _save_all(self, forecasts: Sequence[FacilityForecast]) -> None:
+        sem = asyncio.Semaphore(self.cfg.facility_concurrency)
+
+        async def one(fc: FacilityForecast) -> None:
+            async with sem:
+                await save_forecast(self.pool, fc)
+
+        await asyncio.gather(*(one(fc) for fc in forecasts))
+
+    async def _publish_all(self, forecasts: Sequence[FacilityForecast], summary: RunSummary) -> None:
+        from energy.adapters.kafka import send_event
+
+        now = self.clock()
+        for fc in forecasts:
+            event = forecast_event(fc, now)
+            try:
+                await asyncio.wait_for(send_event(self.producer, self.topic, fc.facility_id, event), 10)
+                summary.published += 1
+            except Exception as exc:  # the forecast is already stored; the event is a notification
+                PUBLISH_ERRORS.inc()
+                summary.publish_errors += 1
+                log.warning("forecast_publish_failed", facility_id=fc.facility_id, error=repr(exc))
+
+    async def run_forever(self, stop: asyncio.Event) -> None:
+        interval = self.cfg.schedule_interval_s
+        while not stop.is_set():
+            try:
+                await self.run_once()
+            except Exception as exc:
+                log.error("forecast_run_failed", error=repr(exc))
+            now = time.time()
+            wait = interval - (now % interval) + 1.0  # next quarter-hour boundary, after the rollup window closes
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), wait)
+
+
+def forecast_event(fc: FacilityForecast, produced_at: datetime) -> ForecastPublishedEvent:
+    from schemas.forecasts import ForecastQuality
+
+    payload = ForecastPublished(
+        facility_id=fc.facility_id,
+        run_at=fc.run_at,
+        horizon_start=fc.targets[0],
+        horizon_end=fc.targets[-1] + STEP,
+        steps=len(fc.targets),
+        model_version=fc.model_version,
+        quality=ForecastQuality(fc.quality),
+        seasonal_naive=fc.seasonal_naive,
+        weather_available=fc.weather_available,
+        sensor_coverage=fc.sensor_coverage,
+    )
+    event: ForecastPublishedEvent = ForecastPublishedEvent.wrap(
+        payload,
+        source="forecast",
+        occurred_at=fc.run_at,
+        # deterministic: a retried run publishes the same event id, so consumers can deduplicate
+        event_id=uuid.uuid5(uuid.NAMESPACE_URL, f"forecast:{fc.facility_id}:{fc.run_at.isoformat()}"),
+        produced_at=produced_at,
+    )
+    return event

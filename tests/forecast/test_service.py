@@ -1,0 +1,209 @@
+"""The forecast service end to end on real PostgreSQL, InfluxDB and the weather simulator (a subprocess).
+
+FC-2: every forecast row records model version, quality, weather availability and sensor coverage.
+FC-4: no trained model, or a broken one, gives a seasonal-naive forecast flagged seasonal_naive.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+
+from energy.adapters.influx import point
+from forecast.model.artifact import save_model
+from forecast.model.train import TrainConfig
+from forecast.prepare import quarter_floor
+from forecast.read import latest_forecast
+from forecast.service import ForecastService, forecast_event
+from forecast.synthetic import synthetic_load, synthetic_temperature
+from forecast.train_platform import PLATFORM_SPEC, synthetic_fleet, train_platform
+from forecast.weather.client import build_weather_client
+
+TZ = "Australia/Melbourne"
+
+
+@pytest.fixture(scope="module")
+def trained_model_dir(tmp_path_factory) -> Path:
+    """A real (tiny) platform model trained on synthetic facilities, saved as an artefact."""
+    model_dir = tmp_path_factory.mktemp("models")
+    series = synthetic_fleet(2, 10, seed=3)
+    result = train_platform(series, TrainConfig(max_epochs=1, patience=1, seed=3), stride=24)
+    save_model(model_dir, "platform", PLATFORM_SPEC, result, {"source": "synthetic-test"})
+    return model_dir
+
+
+def _location(uid: str) -> tuple[float, float]:
+    n = int(uid, 16)
+    return -55 + (n % 440) * 0.25 + 0.1, -175 + ((n // 440) % 1400) * 0.25 + 0.1
+
+
+async def _write_rollups(influx, settings, fid, run_at, days=8, end_gap=timedelta(0), coverage=1.0, seed=1):
+    times = pd.date_range(run_at - timedelta(days=days), run_at - end_gap, freq="15min", inclusive="left")
+    temp = synthetic_temperature(times, -37.8, seed)
+    load = synthetic_load(times, TZ, temp, 400.0, seed)
+    lines = [
+        point(
+            "facility_rollups",
+            {"facility_id": fid, "window": "15m"},
+            {"avg_kw": float(v), "coverage": float(coverage), "sample_count": 600},
+            t.to_pydatetime(),
+        )
+        for t, v in zip(times, load, strict=True)
+    ]
+    for i in range(0, len(lines), 5000):
+        await influx.write_lines(lines[i : i + 5000], retention_policy=settings.influx.rollup_retention_policy)
+    return times, load
+
+
+def _service(settings, pg_pool, influx, http, sim, model_dir: Path, **forecast_overrides):
+    fs = sim.forecast_settings(settings, model_dir=model_dir, **forecast_overrides)
+    s = settings.model_copy(update={"forecast": fs})
+    return ForecastService(s, pg_pool, influx, build_weather_client(fs, http, pg_pool))
+
+
+@pytest.fixture
+async def http():
+    async with httpx.AsyncClient() as client:
+        yield client
+
+
+def _run_at() -> datetime:
+    return quarter_floor(datetime.now(UTC))
+
+
+async def test_run_writes_96_quarter_hours_with_model_version_quality_weather_and_coverage(
+    settings, pg_pool, influx, http, weather_sim, make_facility, trained_model_dir, uid
+):
+    fid = await make_facility(*_location(uid), timezone=TZ)
+    run_at = _run_at()
+    await _write_rollups(influx, settings, fid, run_at, coverage=0.9)
+    service = _service(settings, pg_pool, influx, http, weather_sim, trained_model_dir)
+    summary = await service.run_once(run_at, [fid])
+    assert summary.written == 1 and summary.seasonal_naive == 0
+    assert summary.weather_sources == {"primary": 1}
+    rows = await latest_forecast(pg_pool, fid, run_at, run_at + timedelta(days=2))
+    assert len(rows) == 96
+    assert rows[0].target_ts == run_at and rows[-1].target_ts == run_at + timedelta(minutes=15 * 95)
+    assert {r.quality for r in rows} == {"full"}
+    assert {r.model_version for r in rows} == {summary.model_version} and summary.model_version.startswith("platform-")
+    assert all(r.weather_available and not r.seasonal_naive for r in rows)
+    assert all(abs(r.sensor_coverage - 0.9) < 1e-9 for r in rows)
+    assert all(0 <= r.p10_kw <= r.p50_kw <= r.p90_kw for r in rows)
+    run = await pg_pool.fetchrow("SELECT * FROM forecast_runs WHERE facility_id = $1 AND run_at = $2", fid, run_at)
+    assert run is not None and run["quality"] == "full" and run["model_version"] == summary.model_version
+
+
+async def test_retried_run_is_idempotent(
+    settings, pg_pool, influx, http, weather_sim, make_facility, trained_model_dir, uid
+):
+    fid = await make_facility(*_location(uid), timezone=TZ)
+    run_at = _run_at()
+    await _write_rollups(influx, settings, fid, run_at)
+    service = _service(settings, pg_pool, influx, http, weather_sim, trained_model_dir)
+    first = await service.run_once(run_at, [fid])
+    second = await service.run_once(run_at, [fid])
+    assert first.written == second.written == 1
+    assert await pg_pool.fetchval("SELECT count(*) FROM load_forecasts WHERE facility_id = $1", fid) == 96
+    assert await pg_pool.fetchval("SELECT count(*) FROM forecast_runs WHERE facility_id = $1", fid) == 1
+
+
+async def test_no_trained_model_gives_flagged_seasonal_naive(
+    settings, pg_pool, influx, http, weather_sim, make_facility, tmp_path, uid
+):
+    fid = await make_facility(*_location(uid), timezone=TZ)
+    run_at = _run_at()
+    _, load = await _write_rollups(influx, settings, fid, run_at)
+    service = _service(settings, pg_pool, influx, http, weather_sim, tmp_path / "empty")
+    summary = await service.run_once(run_at, [fid])
+    assert summary.seasonal_naive == 1 and summary.model_version is None
+    rows = await latest_forecast(pg_pool, fid, run_at, run_at + timedelta(days=1))
+    assert len(rows) == 96 and all(r.seasonal_naive for r in rows)
+    assert {r.model_version for r in rows} == {"seasonal-naive-v1"}
+    # P50 is the same quarter hour one week earlier
+    week_ago = load[-7 * 96 : -6 * 96]
+    assert np.allclose([r.p50_kw for r in rows], week_ago, rtol=1e-6)
+
+
+async def test_broken_model_artefact_falls_back_to_flagged_seasonal_naive(
+    settings, pg_pool, influx, http, weather_sim, make_facility, tmp_path, uid
+):
+    fid = await make_facility(*_location(uid), timezone=TZ)
+    run_at = _run_at()
+    await _write_rollups(influx, settings, fid, run_at)
+    broken = tmp_path / "models" / "platform"
+    (broken / "v-broken").mkdir(parents=True)
+    (broken / "v-broken" / "meta.json").write_text('{"feature_spec_version": 1, "spec": {}}')
+    (broken / "v-broken" / "weights.pt").write_bytes(b"not a model")
+    (broken / "CURRENT").write_text("v-broken\n")
+    service = _service(settings, pg_pool, influx, http, weather_sim, tmp_path / "models")
+    summary = await service.run_once(run_at, [fid])
+    assert summary.written == 1 and summary.seasonal_naive == 1
+    rows = await latest_forecast(pg_pool, fid, run_at, run_at + timedelta(days=1))
+    assert all(r.seasonal_naive and r.model_version == "seasonal-naive-v1" for r in rows)
+
+
+async def test_weather_unavailable_marks_degraded_no_weather(
+    settings, pg_pool, influx, http, weather_sim, make_facility, trained_model_dir, uid
+):
+    fid = await make_facility(*_location(uid), timezone=TZ)
+    run_at = _run_at()
+    await _write_rollups(influx, settings, fid, run_at)
+    weather_sim.fault("all", "down")
+    service = _service(settings, pg_pool, influx, http, weather_sim, trained_model_dir, weather_retry_attempts=1)
+    summary = await service.run_once(run_at, [fid])
+    assert summary.weather_sources == {"none": 1}
+    rows = await latest_forecast(pg_pool, fid, run_at, run_at + timedelta(days=1))
+    assert len(rows) == 96
+    assert {r.quality for r in rows} == {"degraded_no_weather"} and not any(r.weather_available for r in rows)
+
+
+async def test_stale_rollups_mark_degraded_stale_data_and_low_coverage_is_recorded(
+    settings, pg_pool, influx, http, weather_sim, make_facility, trained_model_dir, uid
+):
+    fid = await make_facility(*_location(uid), timezone=TZ)
+    run_at = _run_at()
+    await _write_rollups(influx, settings, fid, run_at, end_gap=timedelta(hours=6), coverage=1.0)
+    service = _service(settings, pg_pool, influx, http, weather_sim, trained_model_dir)
+    await service.run_once(run_at, [fid])
+    rows = await latest_forecast(pg_pool, fid, run_at, run_at + timedelta(days=1))
+    assert {r.quality for r in rows} == {"degraded_stale_data"}
+    # the last 6 of 24 hours have no rollup: coverage of the last day is 0.75
+    assert all(abs(r.sensor_coverage - 0.75) < 1e-9 for r in rows)
+
+
+async def test_facility_without_history_is_skipped_not_failed(
+    settings, pg_pool, influx, http, weather_sim, make_facility, trained_model_dir, uid
+):
+    fid = await make_facility(*_location(uid), timezone=TZ)
+    service = _service(settings, pg_pool, influx, http, weather_sim, trained_model_dir)
+    summary = await service.run_once(_run_at(), [fid])
+    assert summary.facilities == 1 and summary.skipped == 1 and summary.written == 0
+
+
+def test_published_event_is_valid_and_deterministic_per_run() -> None:
+    from forecast.store import FacilityForecast
+    from schemas.registry import decode_event
+
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    fc = FacilityForecast(
+        "fac-001",
+        t0,
+        "platform-x",
+        "full",
+        False,
+        True,
+        0.5,
+        [t0 + timedelta(minutes=15 * i) for i in range(96)],
+        [1.0] * 96,
+        [2.0] * 96,
+        [3.0] * 96,
+    )
+    a, b = forecast_event(fc, t0), forecast_event(fc, t0 + timedelta(seconds=5))
+    assert a.event_id == b.event_id
+    decoded = decode_event(a.to_bytes())
+    assert decoded.payload.steps == 96 and decoded.payload.horizon_end == t0 + timedelta(days=1)
