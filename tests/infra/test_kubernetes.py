@@ -217,3 +217,38 @@ def test_overlays_differ_only_in_environment_specific_values(kustomize_render: A
     assert kinds(staging) == kinds(production)
     image = lambda docs: {_container(d)["image"] for d in docs if d["kind"] == "Deployment"}  # noqa: E731
     assert image(staging) != image(production)
+
+
+def test_ingress_is_denied_by_default_and_opened_only_to_the_public_services(overlay: tuple[str, list]) -> None:
+    _, docs = overlay
+    policies = _by_kind(docs, "NetworkPolicy")
+    deny = policies["default-deny-ingress"]["spec"]
+    assert deny["podSelector"] == {} and deny["policyTypes"] == ["Ingress"] and "ingress" not in deny
+    open_to_all = {
+        p["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/name"]
+        for p in policies.values()
+        if any("from" not in rule for rule in p["spec"].get("ingress", []))
+    }
+    assert open_to_all == {"api", "ingestion"}
+    ops = policies["ops-from-monitoring"]["spec"]
+    labels = {
+        dep["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/part-of"]
+        for dep in _by_kind(docs, "Deployment").values()
+    }
+    assert labels == {ops["podSelector"]["matchLabels"]["app.kubernetes.io/part-of"]}
+
+
+def test_public_ingress_terminates_tls_and_routes_to_existing_services(overlay: tuple[str, list]) -> None:
+    name, docs = overlay
+    ingress = _by_kind(docs, "Ingress")["energy"]
+    annotations = ingress["metadata"]["annotations"]
+    assert annotations["alb.ingress.kubernetes.io/listen-ports"] == '[{"HTTPS":443}]'
+    assert f"energy-{name}" in annotations["alb.ingress.kubernetes.io/certificate-arn"]
+    assert annotations["alb.ingress.kubernetes.io/healthcheck-path"] == "/ready"
+    services = _by_kind(docs, "Service")
+    (rule,) = ingress["spec"]["rules"]
+    assert rule["host"]
+    backends = {p["path"]: p["backend"]["service"] for p in rule["http"]["paths"]}
+    assert backends["/"]["name"] == "api" and backends["/v1/readings"]["name"] == "ingestion"
+    for backend in backends.values():
+        assert backend["name"] in services and backend["port"] == {"name": "http"}
