@@ -50,9 +50,12 @@ async def read_topic(settings: Settings, facility_id: str, start: datetime, end:
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         ends = await asyncio.wait_for(consumer.end_offsets(tps), timeout)
-        remaining = {tp for tp in tps if ends[tp] > 0}
-        while remaining:
-            got = await asyncio.wait_for(consumer.getmany(*remaining, timeout_ms=1000, max_records=10_000), timeout)
+        # Read until every partition passed its reported end AND a poll comes back empty:
+        # the local broker (Tansu) reports the end as the base offset of the last record batch.
+        reached: set[TopicPartition] = {tp for tp in tps if ends[tp] == 0}
+        empty_polls = 0
+        while empty_polls < 5:
+            got = await asyncio.wait_for(consumer.getmany(timeout_ms=1000, max_records=10_000), timeout)
             for tp, recs in got.items():
                 for rec in recs:
                     ev = decode_reading(rec.value)
@@ -62,10 +65,10 @@ async def read_topic(settings: Settings, facility_id: str, start: datetime, end:
                     if r.facility_id == facility_id and start <= r.ts < end:
                         out.append(r)
                 if recs and recs[-1].offset + 1 >= ends[tp]:
-                    remaining.discard(tp)
-            for tp in list(remaining):
-                if await consumer.position(tp) >= ends[tp]:
-                    remaining.discard(tp)
+                    reached.add(tp)
+            empty_polls = 0 if got else empty_polls + 1
+            if not got and len(reached) == len(tps):
+                break
     finally:
         await consumer.stop()
     return out

@@ -17,7 +17,7 @@ import structlog
 from aggregation import lines, metrics
 from aggregation.config import AggregationSettings
 from aggregation.domain.rollup import Sample
-from aggregation.domain.state import HOUR_NS, FacilityState, RollupParams, WindowKey, rollups_for
+from aggregation.domain.state import HOUR_NS, FacilityState, RollupParams, rollups_for
 from energy.adapters.influx import InfluxClient, iter_rows, quote_ident
 from energy.resilience import RetryPolicy
 from schemas.readings import MeterReading
@@ -77,21 +77,24 @@ class RollupEngine:
 
     async def prepare(self, readings: Sequence[MeterReading]) -> WritePlan:
         """Load what the batch needs, merge it, and return every line to write. Safe to retry."""
-        by_facility: dict[str, list[MeterReading]] = {}
+        by_facility: dict[str, list[tuple[MeterReading, int]]] = {}
+        raw_lines = []
         for r in readings:
-            by_facility.setdefault(r.facility_id, []).append(r)
+            t = lines.ts_ns(r.ts)
+            by_facility.setdefault(r.facility_id, []).append((r, t))
+            raw_lines.append(lines.raw_line(r, t))
         loads = []
         for facility_id, rs in by_facility.items():
             st = self._state(facility_id)
-            loads.append(self._load(st, st.missing_hours(st.hours_needed(lines.ts_ns(r.ts) for r in rs))))
+            loads.append(self._load(st, st.missing_hours(st.hours_needed(t for _, t in rs))))
         await asyncio.gather(*loads)
-        plan = WritePlan(raw_lines=[lines.raw_line(r) for r in readings])
+        plan = WritePlan(raw_lines=raw_lines)
         for facility_id, rs in by_facility.items():
             st = self.states[facility_id]
-            affected: set[tuple[str, WindowKey]] = set()
-            for r in rs:
-                affected |= st.merge(r.meter_id, to_sample(r))
-            plan.rollup_lines.extend(lines.rollup_line(row) for row in rollups_for(st, affected))
+            touched: set[tuple[str, int]] = set()
+            for r, t in rs:
+                touched |= st.merge(r.meter_id, Sample(t, r.active_power_kw, r.energy_kwh))
+            plan.rollup_lines.extend(lines.rollup_line(row) for row in rollups_for(st, touched))
         return plan
 
     def evict(self) -> None:
@@ -114,10 +117,13 @@ class RollupEngine:
         return [items[i : i + n] for i in range(0, len(items), n)]
 
     async def write(self, plan: WritePlan) -> None:
-        """Raw points first, then rollups: a crash in between is repaired by the replay."""
-        await self._write_chunks(self._chunks(plan.raw_lines), self.raw_rp)
+        """Raw points and rollups concurrently: both are idempotent, and a crash between them is
+        repaired by the replay (the rollups are recomputed from raw points + replayed readings)."""
+        await asyncio.gather(
+            self._write_chunks(self._chunks(plan.raw_lines), self.raw_rp),
+            self._write_chunks(self._chunks(plan.rollup_lines), self.rollup_rp),
+        )
         metrics.POINTS_WRITTEN.labels("raw").inc(len(plan.raw_lines))
-        await self._write_chunks(self._chunks(plan.rollup_lines), self.rollup_rp)
         metrics.POINTS_WRITTEN.labels("rollup").inc(len(plan.rollup_lines))
 
     async def process(self, readings: Sequence[MeterReading]) -> WritePlan:

@@ -28,8 +28,8 @@ def _str_field(value: str) -> str:
 
 
 def _float(value: float) -> str:
-    text = repr(float(value))
-    return text[:-2] if text.endswith(".0") else text  # same as the shared encoder
+    text = repr(value)
+    return text[:-2] if text[-2:] == ".0" else text  # same as the shared encoder
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -40,14 +40,14 @@ def ts_ns(ts: datetime) -> int:
     return (ts - _EPOCH) // _MICROSECOND * 1000
 
 
-def raw_line(r: MeterReading) -> str:
+def raw_line(r: MeterReading, time_ns: int | None = None) -> str:
     anomalies = ",".join(a.value for a in r.anomalies)
     return (
         f"{RAW_MEASUREMENT},facility_id={_tag(r.facility_id)},meter_id={_tag(r.meter_id)} "
         f"active_power_kw={_float(r.active_power_kw)},anomalies={_str_field(anomalies)},"
         f"current_a={_float(r.current_a)},energy_kwh={_float(r.energy_kwh)},"
         f"reactive_power_kvar={_float(r.reactive_power_kvar)},reading_id={_str_field(str(r.reading_id))},"
-        f"seq={r.seq}i,voltage_v={_float(r.voltage_v)} {ts_ns(r.ts)}"
+        f"seq={r.seq}i,voltage_v={_float(r.voltage_v)} {ts_ns(r.ts) if time_ns is None else time_ns}"
     )
 
 

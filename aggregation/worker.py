@@ -85,6 +85,7 @@ class RollupWorker:
         )
         self.producer: AIOKafkaProducer = make_producer(settings.kafka)
         self.committed: dict[TopicPartition, int] = {}
+        self.seen_end: dict[TopicPartition, int] = {}  # last fetched offset + 1
         self.stop = asyncio.Event()
         self._last_lag = 0.0
         self.health.add_check("influxdb", self.influx.ping)
@@ -121,7 +122,9 @@ class RollupWorker:
         readings: list[MeterReading] = []
         rejects: list[tuple[ConsumerRecord[Any, Any], Rejected]] = []
         allowed = self.cfg.allowed_lateness_s
-        for records in batch.values():
+        for tp, records in batch.items():
+            if records:
+                self.seen_end[tp] = max(self.seen_end.get(tp, 0), records[-1].offset + 1)
             for rec in records:
                 got = decode_reading(rec.value)
                 if isinstance(got, Rejected):
@@ -134,8 +137,16 @@ class RollupWorker:
         try:
             if readings:
                 plan = await self._until_ok("influxdb", lambda: self.engine.prepare(readings))
+                t1 = time.perf_counter()
                 await self._until_ok("influxdb", lambda: self.engine.write(plan))
                 self.engine.evict()
+                log.debug(
+                    "batch_written",
+                    readings=len(readings),
+                    rollups=len(plan.rollup_lines),
+                    prepare_s=round(t1 - t0, 4),
+                    write_s=round(time.perf_counter() - t1, 4),
+                )
             if rejects:
                 await self._until_ok("kafka_dlq", lambda: self._send_dead_letters(rejects))
         except _Stopped:
@@ -218,7 +229,10 @@ class RollupWorker:
             if done is None:
                 done = await self.consumer.committed(tp) or 0
                 self.committed[tp] = done
-            lag = max(0, ends.get(tp, 0) - done)
+            # Tansu reports the end offset as the base of the last record batch, so take the
+            # largest of what the broker says and what we have already fetched.
+            end = max(ends.get(tp, 0), self.consumer.highwater(tp) or 0, self.seen_end.get(tp, 0))
+            lag = max(0, end - done)
             metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition), self.cfg.consumer_group).set(lag)
 
 

@@ -61,10 +61,61 @@ def expected_samples(window_s: int, interval_s: float) -> float:
     return window_s / interval_s
 
 
-def register_increase(prev: Sample | None, cur: Sample, max_gap_s: float) -> float:
-    if prev is None or cur.ts_ns - prev.ts_ns > max_gap_s * NS:
-        return 0.0
-    return max(0.0, cur.register_kwh - prev.register_kwh)
+@dataclass(frozen=True, slots=True)
+class Partial:
+    """Mergeable summary of one meter's samples in a window: windows compose from smaller ones."""
+
+    power_sum: float
+    count: int
+    min_kw: float
+    max_kw: float
+    register_kwh: float
+
+
+def partial_of(samples: Sequence[Sample], prev: Sample | None, max_register_gap_s: float) -> Partial | None:
+    if not samples:
+        return None
+    gap_ns = max_register_gap_s * NS
+    register = 0.0
+    power = 0.0
+    lo = hi = samples[0].power_kw
+    before = prev
+    for s in samples:
+        p = s.power_kw
+        power += p
+        if p < lo:
+            lo = p
+        elif p > hi:
+            hi = p
+        if before is not None and s.ts_ns - before.ts_ns <= gap_ns and s.register_kwh > before.register_kwh:
+            register += s.register_kwh - before.register_kwh
+        before = s
+    return Partial(power, len(samples), lo, hi, register)
+
+
+def combine(parts: Iterable[Partial | None]) -> Partial | None:
+    present = [p for p in parts if p is not None]
+    if not present:
+        return None
+    return Partial(
+        sum(p.power_sum for p in present),
+        sum(p.count for p in present),
+        min(p.min_kw for p in present),
+        max(p.max_kw for p in present),
+        sum(p.register_kwh for p in present),
+    )
+
+
+def to_rollup(p: Partial, window_s: int, interval_s: float) -> Rollup:
+    return Rollup(
+        energy_kwh=p.power_sum * interval_s / 3600.0,
+        energy_register_kwh=p.register_kwh,
+        avg_kw=p.power_sum / p.count,
+        min_kw=p.min_kw,
+        max_kw=p.max_kw,
+        sample_count=p.count,
+        coverage=min(1.0, p.count / expected_samples(window_s, interval_s)),
+    )
 
 
 def meter_rollup(
@@ -75,24 +126,32 @@ def meter_rollup(
     ``prev`` is the meter's last sample before the window, for the register increase of the
     first sample.
     """
-    if not samples:
+    p = partial_of(samples, prev, max_register_gap_s)
+    if p is None:
         raise ValueError("a rollup needs at least one sample")
-    powers = [s.power_kw for s in samples]
-    total_power = sum(powers)
-    register = 0.0
-    before = prev
-    for s in samples:
-        register += register_increase(before, s, max_register_gap_s)
-        before = s
-    count = len(samples)
+    return to_rollup(p, window_s, interval_s)
+
+
+def slot_totals(meter_samples: Iterable[Sequence[Sample]], interval_s: float) -> dict[int, float]:
+    """The facility total power per ``interval_s`` slot (sum of the meters' samples in it)."""
+    slot_ns = int(interval_s * NS)
+    totals: dict[int, float] = {}
+    for samples in meter_samples:
+        for s in samples:
+            slot = s.ts_ns // slot_ns
+            totals[slot] = totals.get(slot, 0.0) + s.power_kw
+    return totals
+
+
+def facility_from_meters(meter_rollups: Sequence[Rollup], min_total_kw: float, max_total_kw: float) -> Rollup:
     return Rollup(
-        energy_kwh=total_power * interval_s / 3600.0,
-        energy_register_kwh=register,
-        avg_kw=total_power / count,
-        min_kw=min(powers),
-        max_kw=max(powers),
-        sample_count=count,
-        coverage=min(1.0, count / expected_samples(window_s, interval_s)),
+        energy_kwh=sum(r.energy_kwh for r in meter_rollups),
+        energy_register_kwh=sum(r.energy_register_kwh for r in meter_rollups),
+        avg_kw=sum(r.avg_kw for r in meter_rollups),
+        min_kw=min_total_kw,
+        max_kw=max_total_kw,
+        sample_count=sum(r.sample_count for r in meter_rollups),
+        coverage=sum(r.coverage for r in meter_rollups) / len(meter_rollups),
     )
 
 
@@ -107,19 +166,5 @@ def facility_rollup(
     """
     if not meter_rollups:
         raise ValueError("a facility rollup needs at least one meter rollup")
-    slot_ns = int(interval_s * NS)
-    totals: dict[int, float] = {}
-    for samples in meter_samples:
-        for s in samples:
-            slot = s.ts_ns // slot_ns
-            totals[slot] = totals.get(slot, 0.0) + s.power_kw
-    ordered = [totals[k] for k in sorted(totals)]
-    return Rollup(
-        energy_kwh=sum(r.energy_kwh for r in meter_rollups),
-        energy_register_kwh=sum(r.energy_register_kwh for r in meter_rollups),
-        avg_kw=sum(r.avg_kw for r in meter_rollups),
-        min_kw=min(ordered),
-        max_kw=max(ordered),
-        sample_count=sum(r.sample_count for r in meter_rollups),
-        coverage=sum(r.coverage for r in meter_rollups) / len(meter_rollups),
-    )
+    totals = slot_totals(meter_samples, interval_s).values()
+    return facility_from_meters(meter_rollups, min(totals), max(totals))

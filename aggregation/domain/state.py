@@ -13,7 +13,20 @@ import bisect
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from aggregation.domain.rollup import NS, WINDOWS, Rollup, Sample, facility_rollup, meter_rollup, window_start
+from aggregation.domain.rollup import (
+    NS,
+    WINDOW_SECONDS,
+    WINDOWS,
+    Partial,
+    Rollup,
+    Sample,
+    combine,
+    facility_from_meters,
+    partial_of,
+    slot_totals,
+    to_rollup,
+    window_start,
+)
 
 HOUR_NS = 3600 * NS
 
@@ -69,22 +82,37 @@ class MeterSeries:
 
 @dataclass(frozen=True)
 class RollupParams:
-    interval_s: float = 15.0
+    interval_s: float = 15.0  # must divide 60 so that facility slots never straddle minutes
     max_register_gap_s: float = 3600.0
+
+
+MINUTE_NS = 60 * NS
+QUARTER_NS = 900 * NS
+_MISSING = object()
 
 
 @dataclass
 class FacilityState:
+    """Samples of one facility's meters plus cached window summaries.
+
+    Minute summaries (:class:`Partial`) are computed from samples; 15-minute ones combine 15
+    minutes and hourly ones combine 4 quarters, so a reading costs a few dozen operations
+    whatever the window. Every cache entry a merged sample can change is dropped on merge
+    and recomputed on demand.
+    """
+
     facility_id: str
     params: RollupParams = field(default_factory=RollupParams)
     meters: dict[str, MeterSeries] = field(default_factory=dict)
     loaded_hours: set[int] = field(default_factory=set)
+    # (window, meter_id, start_ns) -> Partial | None ; (window, start_ns) -> (min, max) | None
+    _parts: dict[tuple[str, str, int], Partial | None] = field(default_factory=dict)
+    _fac_minmax: dict[tuple[str, int], tuple[float, float] | None] = field(default_factory=dict)
 
     @staticmethod
     def hours_needed(ts_ns: Iterable[int]) -> set[int]:
         out: set[int] = set()
-        for t in ts_ns:
-            h = hour_of(t)
+        for h in {hour_of(t) for t in ts_ns}:
             out.update((h - 1, h, h + 1))
         return out
 
@@ -99,47 +127,87 @@ class FacilityState:
                 self.meters.setdefault(meter_id, MeterSeries()).upsert(s)
         self.loaded_hours |= wanted
 
-    def merge(self, meter_id: str, s: Sample) -> set[tuple[str, WindowKey]]:
-        """Merge one sample (its hours must be loaded); returns the (meter, window) pairs to (re)write.
+    def merge(self, meter_id: str, s: Sample) -> set[tuple[str, int]]:
+        """Merge one sample (its hour must be loaded); returns the (meter, minute start) pairs to rewrite.
 
-        A duplicate changes no value but still reports its windows: after a crash between the
+        A duplicate changes no value but still reports its minutes: after a crash between the
         raw write and the rollup write, the replayed reading is already in the loaded state and
-        its rollups must still be written.
+        its rollups must still be written. The minute of the meter's next sample is reported
+        too, since its register increase starts from this sample.
         """
         if hour_of(s.ts_ns) not in self.loaded_hours:
             raise ValueError(f"hour {hour_of(s.ts_ns)} of {self.facility_id} is not loaded")
         series = self.meters.setdefault(meter_id, MeterSeries())
         series.upsert(s)
-        affected = {(meter_id, WindowKey(name, window_start(s.ts_ns, secs))) for name, secs in WINDOWS}
+        touched = {(meter_id, s.ts_ns - s.ts_ns % MINUTE_NS)}
         nxt = series.after(s.ts_ns)
         if nxt is not None and nxt.ts_ns - s.ts_ns <= self.params.max_register_gap_s * NS:
-            affected |= {(meter_id, WindowKey(name, window_start(nxt.ts_ns, secs))) for name, secs in WINDOWS}
-        return affected
+            touched.add((meter_id, nxt.ts_ns - nxt.ts_ns % MINUTE_NS))
+        for _, minute in touched:
+            self._invalidate(meter_id, minute)
+        return touched
 
-    def meter_window(self, meter_id: str, key: WindowKey) -> tuple[Rollup, list[Sample]] | None:
-        series = self.meters.get(meter_id)
-        if series is None:
+    def _invalidate(self, meter_id: str, minute: int) -> None:
+        quarter, hour = minute - minute % QUARTER_NS, minute - minute % HOUR_NS
+        for key in (("1m", minute), ("15m", quarter), ("1h", hour)):
+            self._parts.pop((key[0], meter_id, key[1]), None)
+            self._fac_minmax.pop(key, None)
+
+    def meter_part(self, window: str, meter_id: str, start: int) -> Partial | None:
+        key = (window, meter_id, start)
+        got = self._parts.get(key, _MISSING)
+        if got is not _MISSING:
+            return got  # type: ignore[return-value]
+        part: Partial | None
+        if window == "1m":
+            series = self.meters.get(meter_id)
+            part = None
+            if series is not None:
+                samples = series.between(start, start + MINUTE_NS)
+                if samples:
+                    part = partial_of(samples, series.before(start), self.params.max_register_gap_s)
+        elif window == "15m":
+            part = combine(self.meter_part("1m", meter_id, start + i * MINUTE_NS) for i in range(15))
+        else:
+            part = combine(self.meter_part("15m", meter_id, start + i * QUARTER_NS) for i in range(4))
+        self._parts[key] = part
+        return part
+
+    def facility_minmax(self, window: str, start: int) -> tuple[float, float] | None:
+        key = (window, start)
+        got = self._fac_minmax.get(key, _MISSING)
+        if got is not _MISSING:
+            return got  # type: ignore[return-value]
+        result: tuple[float, float] | None
+        if window == "1m":
+            totals = slot_totals(
+                (series.between(start, start + MINUTE_NS) for series in self.meters.values()), self.params.interval_s
+            ).values()
+            result = (min(totals), max(totals)) if totals else None
+        else:
+            lower, step, n = ("1m", MINUTE_NS, 15) if window == "15m" else ("15m", QUARTER_NS, 4)
+            parts = [mm for i in range(n) if (mm := self.facility_minmax(lower, start + i * step)) is not None]
+            result = (min(p[0] for p in parts), max(p[1] for p in parts)) if parts else None
+        self._fac_minmax[key] = result
+        return result
+
+    def meter_window(self, meter_id: str, key: WindowKey) -> Rollup | None:
+        part = self.meter_part(key.window, meter_id, key.start_ns)
+        if part is None:
             return None
-        secs = dict(WINDOWS)[key.window]
-        samples = series.between(key.start_ns, key.start_ns + secs * NS)
-        if not samples:
-            return None
-        prev = series.before(key.start_ns)
-        p = self.params
-        return meter_rollup(samples, prev, secs, p.interval_s, p.max_register_gap_s), samples
+        return to_rollup(part, WINDOW_SECONDS[key.window], self.params.interval_s)
 
     def facility_window(self, key: WindowKey) -> tuple[Rollup, dict[str, Rollup]] | None:
         """The facility rollup of one window and the meter rollups it was built from."""
         per_meter: dict[str, Rollup] = {}
-        samples: list[list[Sample]] = []
         for meter_id in sorted(self.meters):
             got = self.meter_window(meter_id, key)
             if got is not None:
-                per_meter[meter_id] = got[0]
-                samples.append(got[1])
-        if not per_meter:
+                per_meter[meter_id] = got
+        minmax = self.facility_minmax(key.window, key.start_ns)
+        if not per_meter or minmax is None:
             return None
-        return facility_rollup(list(per_meter.values()), samples, self.params.interval_s), per_meter
+        return facility_from_meters(list(per_meter.values()), *minmax), per_meter
 
     def evict_hours(self, keep: int) -> list[int]:
         """Forget all but the ``keep`` newest loaded hours (they reload from InfluxDB on demand)."""
@@ -151,6 +219,9 @@ class FacilityState:
             for series in self.meters.values():
                 series.drop_hour(h)
             self.loaded_hours.discard(h)
+        gone = set(dropped)
+        self._parts = {k: v for k, v in self._parts.items() if hour_of(k[2]) not in gone}
+        self._fac_minmax = {k: v for k, v in self._fac_minmax.items() if hour_of(k[1]) not in gone}
         self.meters = {m: s for m, s in self.meters.items() if len(s)}
         return dropped
 
@@ -168,11 +239,12 @@ class RollupRow:
     rollup: Rollup
 
 
-def rollups_for(state: FacilityState, affected: Iterable[tuple[str, WindowKey]]) -> list[RollupRow]:
-    """Meter rollups of the affected (meter, window) pairs and facility rollups of their windows."""
+def rollups_for(state: FacilityState, touched: Iterable[tuple[str, int]]) -> list[RollupRow]:
+    """Meter rollups of every window containing a touched (meter, minute) and facility rollups of those windows."""
     by_window: dict[WindowKey, set[str]] = {}
-    for meter_id, key in affected:
-        by_window.setdefault(key, set()).add(meter_id)
+    for meter_id, minute in touched:
+        for name, secs in WINDOWS:
+            by_window.setdefault(WindowKey(name, window_start(minute, secs)), set()).add(meter_id)
     rows: list[RollupRow] = []
     for key in sorted(by_window, key=lambda k: (k.start_ns, k.window)):
         got = state.facility_window(key)

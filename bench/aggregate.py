@@ -1,0 +1,269 @@
+"""Aggregation benchmark: readings/s consumed and rolled up into InfluxDB, and freshness
+(reading time -> its 1-min rollup visible in InfluxDB), p50/p99.
+
+Runs the real worker (`energy aggregation run`, one process) against the local broker and
+InfluxDB, on its own topic and InfluxDB database.
+
+1. Throughput: a backlog of readings (200 meters, 15 s apart) is produced first; the worker
+   then consumes it; readings/s = readings committed / time from first to last commit.
+2. Freshness: a live stream (background load + one probe meter); for each probe reading,
+   the time from its timestamp (= produce time) until the 1-min meter rollup counts it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from aiokafka import AIOKafkaProducer
+
+from bench.common import parser, write_results
+from energy.adapters.influx import InfluxClient, iter_rows
+from energy.settings import get_settings
+from energy.stack.process import free_port
+from energy.stack.topics import ensure_topics_async
+from schemas.readings import MeterReading, MeterReadingEvent, reading_id
+from tests.aggregation.helpers import committed_total, settings_for, worker_env
+
+
+def _influx_admin(url: str, q: str) -> None:
+    data = urllib.parse.urlencode({"q": q}).encode()
+    with urllib.request.urlopen(urllib.request.Request(f"{url}/query", data=data, method="POST"), timeout=10):
+        pass
+
+
+def _event(meter_id: str, facility_id: str, ts: datetime, kw: float, reg: float, seq: int) -> bytes:
+    r = MeterReading(
+        reading_id=reading_id(meter_id, ts),
+        meter_id=meter_id,
+        facility_id=facility_id,
+        ts=ts,
+        active_power_kw=kw,
+        reactive_power_kvar=kw / 4,
+        voltage_v=230.0,
+        current_a=kw * 1.4,
+        energy_kwh=reg,
+        seq=seq,
+        received_at=ts + timedelta(seconds=1),
+    )
+    return bytes(MeterReadingEvent.wrap(r, source="ingestion", occurred_at=ts, event_id=r.reading_id).to_bytes())
+
+
+async def _produce_backlog(bootstrap: str, topic: str, facilities: int, meters: int, per_meter: int) -> int:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20, max_batch_size=1_048_576)
+    await producer.start()
+    start = (datetime.now(UTC) - timedelta(seconds=15 * per_meter + 120)).replace(second=0, microsecond=0)
+    n = 0
+    try:
+        futs = []
+        for i in range(per_meter):
+            ts = start + timedelta(seconds=15 * i)
+            for f in range(facilities):
+                fid = f"bench-fac-{f:03d}"
+                for m in range(meters):
+                    kw = 10.0 + (i * 7 + m * 3 + f) % 40
+                    futs.append(
+                        await producer.send(
+                            topic, _event(f"{fid}-m{m:02d}", fid, ts, kw, 1000.0 + i * 0.1, i), key=fid.encode()
+                        )
+                    )
+                    n += 1
+            if len(futs) > 20_000:
+                await asyncio.gather(*futs)
+                futs = []
+        await asyncio.gather(*futs)
+    finally:
+        await producer.stop()
+    return n
+
+
+def _answers(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def _spawn(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    exe = Path(sys.executable).with_name("energy")
+    with open(log, "ab") as fh:
+        return subprocess.Popen([str(exe), "aggregation", "run"], env=env, stdout=fh, stderr=fh)
+
+
+async def _wait_http(port: int, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if await asyncio.to_thread(_answers, port):
+            return
+        await asyncio.sleep(0.2)
+    raise RuntimeError("worker did not start")
+
+
+async def _throughput(bootstrap: str, topic: str, group: str, total: int, timeout_s: float) -> tuple[float, float]:
+    first: tuple[float, int] | None = None
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        done, _end = await committed_total(bootstrap, topic, group)
+        now = time.monotonic()
+        if first is None and done > 0:
+            first = (now, done)
+        if done >= total:
+            assert first is not None
+            elapsed = now - first[0]
+            return (done - first[1]) / elapsed if elapsed > 0 else float("nan"), elapsed
+        await asyncio.sleep(0.2)
+    raise RuntimeError(f"worker did not catch up within {timeout_s}s")
+
+
+async def _freshness(bootstrap: str, topic: str, influx: InfluxClient, seconds: float, load_per_s: int) -> list[float]:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    probe_fac, probe_meter = "bench-probe", "bench-probe-m01"
+    pending: list[tuple[datetime, int]] = []  # (ts, count expected in its minute)
+    per_minute: dict[datetime, int] = {}
+    results: list[float] = []
+    stop = asyncio.Event()
+
+    async def load() -> None:
+        seq = 0
+        while not stop.is_set():
+            t0 = time.monotonic()
+            ts = datetime.now(UTC)
+            for k in range(load_per_s // 10):
+                fid = f"bench-live-{k % 20:03d}"
+                await producer.send(topic, _event(f"{fid}-m{k:03d}", fid, ts, 20.0, 1.0 + seq, seq), key=fid.encode())
+            seq += 1
+            await asyncio.sleep(max(0.0, 0.1 - (time.monotonic() - t0)))
+
+    async def probe() -> None:
+        seq = 0
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            ts = datetime.now(UTC)
+            minute = ts.replace(second=0, microsecond=0)
+            per_minute[minute] = per_minute.get(minute, 0) + 1
+            pending.append((ts, per_minute[minute]))
+            await producer.send(topic, _event(probe_meter, probe_fac, ts, 5.0, 1.0 + seq, seq), key=probe_fac.encode())
+            seq += 1
+            await asyncio.sleep(0.5)
+
+    async def watch() -> None:
+        q = (
+            'SELECT sample_count FROM "rollups_2y"."meter_rollups" WHERE meter_id = $m AND "window" = \'1m\' '
+            "AND time >= $a"
+        )
+        while not stop.is_set() or pending:
+            if pending:
+                since = int(pending[0][0].replace(second=0, microsecond=0).timestamp()) * 10**9
+                rows = list(iter_rows(await influx.query(q, {"m": probe_meter, "a": since}, epoch="s")))
+                counts = {datetime.fromtimestamp(int(r["time"]), UTC): int(r["sample_count"]) for r in rows}
+                now = datetime.now(UTC)
+                while pending and counts.get(pending[0][0].replace(second=0, microsecond=0), 0) >= pending[0][1]:
+                    results.append((now - pending[0][0]).total_seconds())
+                    pending.pop(0)
+                if pending and (now - pending[0][0]).total_seconds() > 60:
+                    raise RuntimeError("a probe reading did not show up within 60 s")
+            await asyncio.sleep(0.05)
+
+    loader = asyncio.create_task(load())
+    watcher = asyncio.create_task(watch())
+    try:
+        await probe()
+        stop.set()
+        await loader
+        await asyncio.wait_for(watcher, 90)
+    finally:
+        stop.set()
+        await producer.stop()
+    return results
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+async def main() -> int:
+    args = parser(__doc__ or "").parse_args()
+    quick = bool(args.quick)
+    base = get_settings()
+    uid = uuid.uuid4().hex[:8]
+    topic, dlq, group, db = f"bench-agg-{uid}", f"bench-agg-dlq-{uid}", f"bench-agg-{uid}", f"bench_agg_{uid}"
+    facilities, meters = 20, 10
+    per_meter = 300 if quick else 1500  # 60k or 300k readings
+    fresh_s = 15.0 if quick else 60.0
+    bootstrap = base.kafka.bootstrap_servers
+    await ensure_topics_async(bootstrap, {topic: 6, dlq: 1})
+    _influx_admin(base.influx.url, f'CREATE DATABASE "{db}"')
+    _influx_admin(base.influx.url, f'CREATE RETENTION POLICY "raw_90d" ON "{db}" DURATION 90d REPLICATION 1 DEFAULT')
+    _influx_admin(base.influx.url, f'CREATE RETENTION POLICY "rollups_2y" ON "{db}" DURATION 730d REPLICATION 1')
+    s = settings_for(base, db, topic, dlq, group, archive_enabled=False)
+    s = s.model_copy(update={"aggregation": s.aggregation.model_copy(update={"batch_max_wait_s": 0.05})})
+    port = free_port()
+    influx = InfluxClient(s.influx, breaker_name="influxdb-bench")
+    log = Path(tempfile.gettempdir()) / f"bench-aggregate-{uid}.log"
+    proc = None
+    try:
+        t0 = time.perf_counter()
+        total = await _produce_backlog(bootstrap, topic, facilities, meters, per_meter)
+        produce_s = time.perf_counter() - t0
+        proc = _spawn(worker_env(s, port), log)
+        await _wait_http(port)
+        rate, elapsed = await _throughput(bootstrap, topic, group, total, timeout_s=600)
+        rss_mb = 0.0
+        try:
+            import psutil
+
+            rss_mb = psutil.Process(proc.pid).memory_info().rss / 2**20
+        except Exception:
+            rss_mb = float("nan")
+        fresh = await _freshness(bootstrap, topic, influx, fresh_s, load_per_s=2000)
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(30)
+        await influx.close()
+        _influx_admin(base.influx.url, f'DROP DATABASE "{db}"')
+    figures = {
+        "readings_per_s": round(rate, 1),
+        "readings": total,
+        "consume_seconds": round(elapsed, 2),
+        "freshness_p50_s": round(statistics.median(fresh), 3),
+        "freshness_p99_s": round(_pct(fresh, 0.99), 3),
+        "freshness_samples": len(fresh),
+        "worker_rss_mib": round(rss_mb, 1),
+        "backlog_produce_readings_per_s": round(total / produce_s, 1),
+    }
+    units = {
+        "readings_per_s": "1/s",
+        "consume_seconds": "s",
+        "freshness_p50_s": "s",
+        "freshness_p99_s": "s",
+        "worker_rss_mib": "MiB",
+        "backlog_produce_readings_per_s": "1/s",
+    }
+    goals = {"readings_per_s": ">= 20000", "freshness_p99_s": "< 5"}
+    notes = (
+        f"one worker process, {facilities} facilities x {meters} meters backlog, topic with 6 partitions, "
+        "raw + 1m/15m/1h meter and facility rollups written per batch, offsets committed after the writes; "
+        "freshness under 2000 readings/s live load plus a probe meter every 0.5 s"
+    )
+    write_results("aggregate", figures, units, quick, goals, notes)
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+    raise SystemExit(asyncio.run(main()))
