@@ -1,0 +1,279 @@
+"""DR-7 guardrail on real forecasts, DR-8 underperformance alert on real rollups, DR-9 operator
+controls over the real API, and the outbox relay to a real (private) Kafka broker."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import secrets
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+from aiokafka import AIOKafkaConsumer
+
+from dr_coordinator.adapters.store import NewEvent, handle, insert_event
+from dr_coordinator.domain.commands import Schedule, StartDispatch
+from dr_coordinator.domain.planner import FacilityPlan, Strategy
+from dr_coordinator.entrypoints.relay import OutboxRelay
+from dr_coordinator.entrypoints.timers import Timers
+from dr_coordinator.metrics import UNDERPERFORMING
+from energy.adapters.influx import InfluxClient, point
+from energy.adapters.kafka import make_producer
+from energy.fleet import token_hash
+from energy.settings import Settings
+from energy.stack.servers import KafkaServer
+from energy.stack.topics import ensure_topics_async
+from tests.dr.conftest import Utility, api_server, dr_settings, make_utility
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+async def new_event(
+    pool: Any, u: Utility, facilities: list[str], start: datetime, end: datetime, **kw: Any
+) -> uuid.UUID:
+    async with pool.acquire() as conn, conn.transaction():
+        eid, dup = await insert_event(
+            conn,
+            NewEvent(
+                u.utility_id,
+                f"ev-{secrets.token_hex(4)}",
+                None,
+                tuple(facilities),
+                start,
+                end,
+                kw.get("target_kw", 100.0),
+                None,
+                None,
+                0,
+                {},
+            ),
+            utcnow(),
+        )
+    assert not dup
+    return eid
+
+
+# --- DR-7 ------------------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def forecasts(pool: Any, rows: list[tuple[str, datetime, float, str]]) -> AsyncIterator[None]:
+    run_at = utcnow()
+    await pool.executemany(
+        """INSERT INTO load_forecasts (facility_id, target_ts, run_at, p10_kw, p50_kw, p90_kw, model_version, quality,
+                                       seasonal_naive, weather_available, sensor_coverage)
+           VALUES ($1, $2, $3, $4 * 0.9, $4, $4 * 1.1, 'dr-test', $5, false, true, 1.0)""",
+        [(f, ts, run_at, kw, q) for f, ts, kw, q in rows],
+    )
+    try:
+        yield
+    finally:
+        await pool.executemany(
+            "DELETE FROM load_forecasts WHERE facility_id = $1 AND target_ts = $2 AND model_version = 'dr-test'",
+            [(f, ts) for f, ts, _, _ in rows],
+        )
+
+
+@pytest.mark.parametrize(("policy", "degraded_strategy"), [("fixed_percentage", "fixed_percentage"), ("hold", "hold")])
+async def test_degraded_forecast_switches_to_the_policy_fallback_and_the_choice_is_recorded(
+    settings: Settings, pg_pool: Any, uid: str, policy: str, degraded_strategy: str
+) -> None:
+    u = await make_utility(pg_pool, uid, f"t-{uid}", method="forecast")
+    start = datetime(2031, 1, 6, tzinfo=UTC) + timedelta(minutes=15 * random.randrange(10_000))
+    end = start + timedelta(minutes=30)
+    eid = await new_event(pg_pool, u, ["fac-001", "fac-003"], start, end)
+    rows = [
+        (f, start + timedelta(minutes=15 * i), 200.0, q)
+        for f, q in (("fac-001", "full"), ("fac-003", "degraded_no_weather"))
+        for i in range(2)
+    ]
+    s = dr_settings(settings, forecast_policy=policy)
+    timers = Timers(pg_pool, s.dr, utcnow, None, None, None, [u.utility_id])
+    async with forecasts(pg_pool, rows):
+        await handle(pg_pool, eid, Schedule(), utcnow)
+        await timers._dispatch(eid)
+    facs = {
+        r["facility_id"]: r
+        for r in await pg_pool.fetch(
+            "SELECT facility_id, state, strategy, target_kw FROM dr_event_facilities WHERE dr_event_id = $1", eid
+        )
+    }
+    assert facs["fac-001"]["strategy"] == "forecast" and facs["fac-001"]["state"] == "dispatching"
+    assert facs["fac-003"]["strategy"] == degraded_strategy
+    if policy == "hold":
+        assert facs["fac-003"]["state"] == "opted_out"
+        assert not await pg_pool.fetchval(
+            "SELECT count(*) FROM bms_commands WHERE dr_event_id = $1 AND facility_id = 'fac-003'", eid
+        )
+    else:
+        cmds = await pg_pool.fetch(
+            "SELECT zone_id, value FROM bms_commands WHERE dr_event_id = $1 AND facility_id = 'fac-003'", eid
+        )
+        assert {c["zone_id"] for c in cmds} == {"hvac-1", "hvac-2", "hvac-3", "hvac-4"}
+    assert await pg_pool.fetchval("SELECT strategy FROM dr_events WHERE dr_event_id = $1", eid) == (
+        f"mixed:{','.join(sorted(['forecast', degraded_strategy]))}"
+    )
+    plan_log = await pg_pool.fetch(
+        "SELECT facility_id, detail FROM dr_event_log WHERE dr_event_id = $1 AND entry_type = 'plan'", eid
+    )
+    assert {json.loads(r["detail"])["strategy"] for r in plan_log} == {"forecast", degraded_strategy}
+    await pg_pool.execute("UPDATE bms_commands SET status = 'superseded' WHERE dr_event_id = $1", eid)
+
+
+# --- DR-8 alert ----------------------------------------------------------------------------------
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def private_influx(settings: Settings, stack: Any, uid: str) -> AsyncIterator[InfluxClient]:
+    name = f"dr_alert_{uid}"
+    client = InfluxClient(settings.influx.model_copy(update={"database": name}), breaker_name=f"influx-a-{uid}")
+    await client.query(f"CREATE DATABASE {name}")
+    yield client
+    await client.query(f"DROP DATABASE {name}")
+    await client.close()
+
+
+async def test_reduction_below_80_percent_of_target_after_grace_period_raises_the_alert(
+    settings: Settings, pg_pool: Any, private_influx: InfluxClient, uid: str
+) -> None:
+    u = await make_utility(pg_pool, uid, f"t-{uid}", method="forecast")
+    now = utcnow()
+    eid = await new_event(pg_pool, u, ["fac-001", "fac-003"], now - timedelta(minutes=10), now + timedelta(minutes=10))
+    await handle(pg_pool, eid, Schedule(), utcnow)
+    plans = {f: FacilityPlan(f, Strategy.FORECAST, 20.0, 200.0, 0.0, ()) for f in ("fac-001", "fac-003")}
+    await handle(pg_pool, eid, StartDispatch(plans, "forecast"), utcnow)
+    assert await pg_pool.fetchval("SELECT state FROM dr_events WHERE dr_event_id = $1", eid) == "active"
+    await pg_pool.execute("UPDATE dr_event_facilities SET baseline_kw = 200 WHERE dr_event_id = $1", eid)
+    lines = []
+    for m in range(0, 11):
+        ts = (now - timedelta(minutes=m)).replace(second=0, microsecond=0)
+        lines.append(
+            point("facility_rollups", {"facility_id": "fac-001", "window": "1m"}, {"avg_kw": 195.0}, ts)
+        )  # 5 kW
+        lines.append(
+            point("facility_rollups", {"facility_id": "fac-003", "window": "1m"}, {"avg_kw": 178.0}, ts)
+        )  # 22 kW
+    await private_influx.write_lines(lines)
+    s = dr_settings(settings, underperformance_after_s=60.0)
+    timers = Timers(pg_pool, s.dr, utcnow, private_influx, None, None, [u.utility_id])
+    await timers._watch_active(eid)
+    assert UNDERPERFORMING.labels(str(eid), "fac-001")._value.get() == 1
+    assert UNDERPERFORMING.labels(str(eid), "fac-003")._value.get() == 0
+
+
+# --- DR-9 ----------------------------------------------------------------------------------------
+
+
+async def api_key(pool: Any, tenant_id: str, role: str, facilities: list[str]) -> str:
+    key, key_id = f"k-{secrets.token_hex(12)}", uuid.uuid4()
+    await pool.execute(
+        "INSERT INTO api_keys (key_id, tenant_id, name, key_hash, role) VALUES ($1, $2, 'dr test', $3, $4)",
+        key_id,
+        tenant_id,
+        token_hash(key),
+        role,
+    )
+    await pool.executemany(
+        "INSERT INTO principal_facilities (principal_id, facility_id) VALUES ($1, $2)",
+        [(key_id, f) for f in facilities],
+    )
+    return key
+
+
+async def test_operator_sees_timeline_opts_a_facility_out_and_cancels_others_are_refused(
+    settings: Settings, pg_pool: Any, uid: str
+) -> None:
+    u = await make_utility(pg_pool, uid, f"t-{uid}")
+    start = utcnow() + timedelta(hours=3)
+    eid = await new_event(pg_pool, u, ["fac-001", "fac-003", "fac-002"], start, start + timedelta(minutes=30))
+    operator = await api_key(pg_pool, "tenant-a", "operator", ["fac-001", "fac-003"])
+    analyst = await api_key(pg_pool, "tenant-a", "analyst", ["fac-001", "fac-003"])
+    other_tenant = await api_key(pg_pool, "tenant-b", "operator", ["fac-002"])
+    only_b = await new_event(pg_pool, u, ["fac-004"], start, start + timedelta(minutes=30))
+    async with api_server(dr_settings(settings)) as base, httpx.AsyncClient(base_url=base, timeout=10) as client:
+        op = {"X-Api-Key": operator}
+        assert (
+            await client.get(f"/api/dr/operator/events/{eid}/timeline", headers={"X-Api-Key": analyst})
+        ).status_code == 403
+        assert (
+            await client.post(f"/api/dr/operator/events/{eid}/cancel", headers={"X-Api-Key": analyst})
+        ).status_code == 403
+        assert (await client.get(f"/api/dr/operator/events/{only_b}/timeline", headers=op)).status_code == 404
+        out = await client.post(f"/api/dr/operator/events/{eid}/facilities/fac-003/opt-out", headers=op)
+        assert out.status_code == 200, out.text
+        foreign = await client.post(f"/api/dr/operator/events/{eid}/facilities/fac-002/opt-out", headers=op)
+        assert foreign.status_code == 404
+        again = await client.post(f"/api/dr/operator/events/{eid}/facilities/fac-003/opt-out", headers=op)
+        assert again.status_code == 409
+        cancel = await client.post(f"/api/dr/operator/events/{eid}/cancel", headers=op)
+        assert cancel.status_code == 200 and cancel.json()["state"] == "cancelled"
+        assert (await client.post(f"/api/dr/operator/events/{eid}/cancel", headers=op)).status_code == 409
+        tl = (await client.get(f"/api/dr/operator/events/{eid}/timeline", headers=op)).json()
+        _ = other_tenant
+    states = {f["facility_id"]: f["state"] for f in tl["facilities"]}
+    assert states == {"fac-001": "cancelled", "fac-002": "cancelled", "fac-003": "opted_out"}
+    kinds = [e["entry_type"] for e in tl["entries"]]
+    assert kinds[0] == "received" and kinds.count("operator_action") == 2
+    assert tl["state"] == "cancelled" and tl["version"] == 2
+
+
+# --- outbox relay ---------------------------------------------------------------------------------
+
+
+@pytest.mark.chaos
+async def test_outbox_relay_publishes_every_row_once_the_paused_broker_returns(
+    settings: Settings, pg_pool: Any, private_server: Any, uid: str
+) -> None:
+    topic = f"dr-relay-{uid}"
+    broker = private_server(KafkaServer)
+    kafka = settings.kafka.model_copy(
+        update={"bootstrap_servers": f"127.0.0.1:{broker.port}", "request_timeout_s": 2.0}
+    )
+    await ensure_topics_async(kafka.bootstrap_servers, {topic: 1})
+    ids = [uuid.uuid4() for _ in range(50)]
+    await pg_pool.executemany(
+        "INSERT INTO outbox (event_id, topic, key, payload, headers) VALUES ($1, $2, 'k', $3, '{}'::jsonb)",
+        [(i, topic, json.dumps({"event_id": str(i)}).encode()) for i in ids],
+    )
+    producer = make_producer(kafka, request_timeout_ms=2000)
+    await producer.start()
+    relay = OutboxRelay(pg_pool, producer, utcnow, batch=20, send_timeout_s=3, topics=[topic])
+    try:
+        assert await relay.publish_once() == 20
+        broker.pause()
+        with pytest.raises(Exception):  # noqa: B017 - any broker error; the rows must stay unpublished
+            await relay.publish_once()
+        assert await relay.backlog() == 30
+        broker.resume()
+        for _ in range(20):
+            with contextlib.suppress(Exception):
+                if await relay.publish_once() == 0 and await relay.backlog() == 0:
+                    break
+            await asyncio.sleep(0.2)
+        assert await relay.backlog() == 0
+    finally:
+        await producer.stop()
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=kafka.bootstrap_servers, auto_offset_reset="earliest", enable_auto_commit=False
+    )
+    await consumer.start()
+    seen: set[str] = set()
+    try:
+        while len(seen) < len(ids):
+            batch = await consumer.getmany(timeout_ms=2000)
+            if not batch:
+                break
+            for records in batch.values():
+                seen |= {json.loads(r.value)["event_id"] for r in records}
+    finally:
+        await consumer.stop()
+    assert seen == {str(i) for i in ids}
