@@ -27,7 +27,6 @@ from tests.aggregation.helpers import (
 )
 from tests.aggregation.test_chaos import wait_http
 
-
 RULES = Path(__file__).resolve().parents[2] / "aggregation" / "prometheus-rules.yml"
 
 
