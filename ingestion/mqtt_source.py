@@ -59,6 +59,7 @@ class MqttSource:
         self.unacked = 0  # taken from MQTT, not yet acknowledged (held in the buffer or in flight to Kafka)
         self.max_pending = 0  # most messages seen waiting in the MQTT client's own queue
         self._client: aiomqtt.Client | None = None
+        self._received = metrics.MESSAGES_RECEIVED.labels("mqtt")
 
     @property
     def pending(self) -> int:
@@ -119,29 +120,31 @@ class MqttSource:
         self.max_pending = max(self.max_pending, pending)
         MQTT_PENDING.set(pending)
         MQTT_UNACKED.set(self.unacked)
-        metrics.MESSAGES_RECEIVED.labels("mqtt").inc()
+        self._received.inc()
         payload = message.payload if isinstance(message.payload, bytes | bytearray) else str(message.payload).encode()
         topic = message.topic.value
         prefix = self._settings.mqtt.topic_prefix
         ing = self._settings.ingestion
-        with tracing.use_trace():
-            now = datetime.now(UTC)
-            outcome = self._validator.mqtt_message(topic, bytes(payload), prefix, now)
-            if any(r.reason is Reason.UNKNOWN_METER for r in outcome.rejected) and self._registry.stale_for_miss():
-                try:
-                    await self._registry.refresh()
-                    outcome = self._validator.mqtt_message(topic, bytes(payload), prefix, now)
-                except Exception as exc:
-                    log.warning("registry_refresh_on_miss_failed", error=str(exc)[:300])
-            records, _ = build_records(
-                outcome,
-                readings_topic=ing.readings_topic,
-                dlq_topic=ing.dlq_topic,
-                source=f"mqtt:{topic}",
-                path="mqtt",
-                now=now,
-                dedup=self._dedup,
-            )
+        # A new trace per message, carried in the Kafka headers (not bound into log lines: too costly per message).
+        trace = tracing.new_trace()
+        now = datetime.now(UTC)
+        outcome = self._validator.mqtt_message(topic, bytes(payload), prefix, now)
+        if any(r.reason is Reason.UNKNOWN_METER for r in outcome.rejected) and self._registry.stale_for_miss():
+            try:
+                await self._registry.refresh()
+                outcome = self._validator.mqtt_message(topic, bytes(payload), prefix, now)
+            except Exception as exc:
+                log.warning("registry_refresh_on_miss_failed", error=str(exc)[:300])
+        records, _ = build_records(
+            outcome,
+            readings_topic=ing.readings_topic,
+            dlq_topic=ing.dlq_topic,
+            source=f"mqtt:{topic}",
+            path="mqtt",
+            now=now,
+            dedup=self._dedup,
+            trace=trace,
+        )
         ack = self._acker(client, message)
         if not records:  # only exact repeats of delivered readings
             ack()

@@ -74,6 +74,7 @@ def dead_letter_record(
     source: str,
     now: datetime,
     stage: str = SOURCE,
+    trace: tracing.TraceContext | None = None,
 ) -> OutRecord:
     if len(raw) > MAX_DLQ_RAW_BYTES:
         detail = f"raw truncated from {len(raw)} to {MAX_DLQ_RAW_BYTES} bytes; {detail}"
@@ -92,7 +93,7 @@ def dead_letter_record(
     event_id = uuid.uuid5(DLQ_NAMESPACE, f"{stage}|{reason}|{source}|{raw_b64}")
     event = DeadLetterEvent.wrap(letter, source=SOURCE, occurred_at=now, event_id=event_id)
     key = meter_id.encode() if meter_id else None
-    return OutRecord(topic, key, event.to_bytes(), event_headers(event, tracing.current()), "dlq")
+    return OutRecord(topic, key, event.to_bytes(), event_headers(event, trace or tracing.current()), "dlq")
 
 
 def build_records(
@@ -104,17 +105,27 @@ def build_records(
     path: str,
     now: datetime,
     dedup: DedupWindow | None,
+    trace: tracing.TraceContext | None = None,
 ) -> tuple[list[OutRecord], int]:
     """Kafka records for one message's outcome; returns them and the number of exact repeats dropped."""
     records: list[OutRecord] = []
     dropped = 0
-    trace = tracing.current()
+    trace = trace or tracing.current_or_new()
     for reading in outcome.accepted:
         key = dedup_key(reading)
         if dedup is not None and dedup.seen(key):
             dropped += 1
             continue
-        event = MeterReadingEvent.wrap(reading, source=SOURCE, occurred_at=reading.ts, event_id=reading.reading_id)
+        event = MeterReadingEvent.model_construct(  # payload already valid; see Validator._enrich
+            event_id=reading.reading_id,
+            event_type="meter.reading",
+            schema_version=1,
+            occurred_at=reading.ts,
+            produced_at=now,
+            source=SOURCE,
+            correlation_id=None,
+            payload=reading,
+        )
         records.append(
             OutRecord(
                 readings_topic,
@@ -141,6 +152,7 @@ def build_records(
                     source=source,
                     now=now,
                     stage=ANOMALY_STAGE,
+                    trace=trace,
                 )
             )
     metrics.READINGS_VALID.labels(path).inc(len(outcome.accepted))
@@ -155,6 +167,7 @@ def build_records(
                 topic=dlq_topic,
                 source=source,
                 now=now,
+                trace=trace,
             )
         )
     if dropped:
@@ -171,19 +184,22 @@ class Buffer:
         self.max_used = 0
         self._queue: asyncio.Queue[WorkItem] = asyncio.Queue()
         self._room = asyncio.Condition()
+        self._depth = QUEUE_DEPTH.labels(BUFFER_QUEUE)
         QUEUE_CAPACITY.labels(BUFFER_QUEUE).set(capacity)
-        QUEUE_DEPTH.labels(BUFFER_QUEUE).set(0)
+        self._depth.set(0)
 
     def _take(self, n: int) -> None:
         self.used += n
         self.max_used = max(self.max_used, self.used)
-        QUEUE_DEPTH.labels(BUFFER_QUEUE).set(self.used)
+        self._depth.set(self.used)
 
     def weight_of(self, item: WorkItem) -> int:
         return min(item.weight, self.capacity)  # an item larger than the buffer still fits alone
 
     async def put(self, item: WorkItem) -> None:
         """Wait for room, then enqueue (the MQTT path: waiting here is the backpressure)."""
+        if self.try_put(item):
+            return
         n = self.weight_of(item)
         async with self._room:
             await self._room.wait_for(lambda: self.used + n <= self.capacity)
@@ -211,7 +227,7 @@ class Buffer:
     async def release(self, items: list[WorkItem]) -> None:
         async with self._room:
             self.used -= sum(self.weight_of(i) for i in items)
-            QUEUE_DEPTH.labels(BUFFER_QUEUE).set(self.used)
+            self._depth.set(self.used)
             self._room.notify_all()
 
     @property
@@ -266,18 +282,20 @@ class Publisher:
             items = await self._buffer.get_chunk(self._chunk)
             await self._deliver([r for item in items for r in item.records])
             now = time.monotonic()
+            counts = {"reading": 0, "dlq": 0}
             for item in items:
                 for record in item.records:
-                    self.stats.published[record.kind] += 1
-                    metrics.PUBLISHED.labels(record.kind).inc()
+                    counts[record.kind] += 1
                     if self._dedup is not None and record.dedup is not None:
                         self._dedup.add(record.dedup)
-                latency = now - item.received_at
-                metrics.PUBLISH_LATENCY.observe(latency)
+                metrics.PUBLISH_LATENCY.observe(now - item.received_at)
                 if item.on_done is not None:
                     item.on_done()
                 if item.done is not None and not item.done.done():
                     item.done.set_result(None)
+            for kind, n in counts.items():
+                self.stats.published[kind] += n
+                metrics.PUBLISHED.labels(kind).inc(n)
             await self._buffer.release(items)
 
     async def _send(self, pending: list[OutRecord]) -> None:

@@ -57,7 +57,7 @@ class SimConfig:
     facilities: int | None = None
     seq_start: int = 0
     qos: int = 1
-    max_inflight: int = 1000
+    max_inflight: int = 200  # aiomqtt scans all pending calls per publish: keep it modest
     late_ticks: int = 3
 
 

@@ -171,3 +171,21 @@ def test_random_json_batches_never_crash_and_every_reading_is_accounted_for(read
     body = json.dumps({"gateway_id": "gw-1", "readings": readings}).encode()
     out = VALIDATOR.mqtt_message("meters/fac-001/gateway", body, "meters", NOW)
     assert len(out.accepted) + len(out.rejected) in (len(readings), 1)
+
+
+def test_published_reading_events_pass_the_strict_event_schema():
+    from ingestion.pipeline import build_records
+    from schemas.readings import MeterReadingEvent
+
+    v = validator()
+    out = single(v, doc(minutes=5, active_power_kw=-1.0))
+    records, dropped = build_records(
+        out, readings_topic="r", dlq_topic="d", source="mqtt:x", path="mqtt", now=NOW, dedup=None
+    )
+    assert dropped == 0
+    reading_records = [r for r in records if r.kind == "reading"]
+    assert len(reading_records) == 1 and len(records) == 2  # plus the anomaly copy in the DLQ
+    event = MeterReadingEvent.model_validate_json(reading_records[0].value)
+    assert event.event_id == event.payload.reading_id == out.accepted[0].reading_id
+    assert event.payload.anomalies == (Anomaly.NEGATIVE_POWER,)
+    assert event.occurred_at == event.payload.ts and event.produced_at == NOW
