@@ -83,14 +83,16 @@ class RollupEngine:
             t = lines.ts_ns(r.ts)
             by_facility.setdefault(r.facility_id, []).append((r, t))
             raw_lines.append(lines.raw_line(r, t))
-        loads = []
-        for facility_id, rs in by_facility.items():
-            st = self._state(facility_id)
-            loads.append(self._load(st, st.missing_hours(st.hours_needed(t for _, t in rs))))
+        # Hold the state objects: a rebalance may reset() the cache while we await the loads.
+        states = {facility_id: self._state(facility_id) for facility_id in by_facility}
+        loads = [
+            self._load(states[f], states[f].missing_hours(states[f].hours_needed(t for _, t in rs)))
+            for f, rs in by_facility.items()
+        ]
         await asyncio.gather(*loads)
         plan = WritePlan(raw_lines=raw_lines)
         for facility_id, rs in by_facility.items():
-            st = self.states[facility_id]
+            st = states[facility_id]
             touched: set[tuple[str, int]] = set()
             for r, t in rs:
                 touched |= st.merge(r.meter_id, Sample(t, r.active_power_kw, r.energy_kwh))

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import httpx
@@ -25,7 +26,7 @@ from aggregation import metrics
 from aggregation.decode import Rejected, decode_reading
 from aggregation.dlq import dead_letter, utcnow
 from aggregation.domain.lateness import is_too_late
-from aggregation.engine import RollupEngine
+from aggregation.engine import RollupEngine, WritePlan
 from energy.adapters.influx import InfluxClient, InfluxUnavailableError
 from energy.adapters.kafka import make_consumer, make_producer, send_event
 from energy.observability.health import Health
@@ -43,6 +44,16 @@ BACKPRESSURE = "sink_backpressure"
 
 class _Stopped(Exception):
     """Shutdown was asked while a sink was failing: leave the batch uncommitted (it replays)."""
+
+
+@dataclass
+class _Staged:
+    batch: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]
+    started: float
+    readings: list[MeterReading] = field(default_factory=list)
+    rejects: list[tuple[ConsumerRecord[Any, Any], Rejected]] = field(default_factory=list)
+    plan: WritePlan | None = None
+    prepared_at: float = 0.0
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -86,6 +97,7 @@ class RollupWorker:
         self.producer: AIOKafkaProducer = make_producer(settings.kafka)
         self.committed: dict[TopicPartition, int] = {}
         self.seen_end: dict[TopicPartition, int] = {}  # last fetched offset + 1
+        self._failing = 0  # steps currently retrying a failing sink
         self.stop = asyncio.Event()
         self._last_lag = 0.0
         self.health.add_check("influxdb", self.influx.ping)
@@ -104,23 +116,45 @@ class RollupWorker:
         await self.influx.close()
 
     async def run(self) -> None:
-        """Consume until :attr:`stop` is set; the batch in hand is finished and committed first."""
+        """Consume until :attr:`stop` is set; batches in hand are finished and committed first.
+
+        Two batches are in flight at most: while batch N is written and committed, batch N+1
+        is decoded and rolled up (CPU) — commits stay in order because N+1's write starts only
+        after N's commit.
+        """
         await self.start()
+        inflight: asyncio.Task[None] | None = None
         try:
             while not self.stop.is_set():
                 batch = await self.consumer.getmany(
                     timeout_ms=int(self.cfg.batch_max_wait_s * 1000), max_records=self.cfg.batch_max_readings
                 )
                 if batch:
-                    await self.handle_batch(batch)
+                    self.engine.evict()  # here, never while a prepare is loading
+                    staged = await self._stage(batch)
+                    if inflight is not None:
+                        await inflight
+                        inflight = None
+                    if staged is None:
+                        break
+                    inflight = asyncio.create_task(self._finish(staged))
+                elif inflight is not None and inflight.done():
+                    await inflight
+                    inflight = None
                 await self.update_lag()
         finally:
+            if inflight is not None:
+                await inflight
             await self.close()
 
     async def handle_batch(self, batch: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]) -> None:
-        t0 = time.perf_counter()
-        readings: list[MeterReading] = []
-        rejects: list[tuple[ConsumerRecord[Any, Any], Rejected]] = []
+        """Stage, write and commit one batch (no pipelining)."""
+        staged = await self._stage(batch)
+        if staged is not None:
+            await self._finish(staged)
+
+    def _decode(self, batch: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]) -> _Staged:
+        staged = _Staged(batch, time.perf_counter())
         allowed = self.cfg.allowed_lateness_s
         for tp, records in batch.items():
             if records:
@@ -128,34 +162,49 @@ class RollupWorker:
             for rec in records:
                 got = decode_reading(rec.value)
                 if isinstance(got, Rejected):
-                    rejects.append((rec, got))
+                    staged.rejects.append((rec, got))
                 elif is_too_late(got.payload.ts, got.payload.received_at, allowed):
                     detail = f"reading at {got.payload.ts.isoformat()} received {got.payload.received_at.isoformat()}"
-                    rejects.append((rec, Rejected("too_late", f"{detail}; allowed lateness {allowed:g}s")))
+                    staged.rejects.append((rec, Rejected("too_late", f"{detail}; allowed lateness {allowed:g}s")))
                 else:
-                    readings.append(got.payload)
+                    staged.readings.append(got.payload)
+        return staged
+
+    async def _stage(self, batch: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]) -> _Staged | None:
+        """Decode and roll up (loading what is needed); None if asked to stop while InfluxDB fails."""
+        staged = self._decode(batch)
+        if staged.readings:
+            try:
+                staged.plan = await self._until_ok("influxdb", lambda: self.engine.prepare(staged.readings))
+            except _Stopped:
+                return None
+        staged.prepared_at = time.perf_counter()
+        return staged
+
+    async def _finish(self, staged: _Staged) -> None:
+        """Write, dead-letter, then commit; a shutdown during a sink failure leaves it uncommitted."""
+        plan = staged.plan
         try:
-            if readings:
-                plan = await self._until_ok("influxdb", lambda: self.engine.prepare(readings))
-                t1 = time.perf_counter()
+            if plan is not None:
                 await self._until_ok("influxdb", lambda: self.engine.write(plan))
-                self.engine.evict()
-                log.debug(
-                    "batch_written",
-                    readings=len(readings),
-                    rollups=len(plan.rollup_lines),
-                    prepare_s=round(t1 - t0, 4),
-                    write_s=round(time.perf_counter() - t1, 4),
-                )
-            if rejects:
-                await self._until_ok("kafka_dlq", lambda: self._send_dead_letters(rejects))
+            if staged.rejects:
+                await self._until_ok("kafka_dlq", lambda: self._send_dead_letters(staged.rejects))
         except _Stopped:
             return
-        await self._commit(batch)
-        metrics.READINGS.labels("rolled_up").inc(len(readings))
-        for _, rej in rejects:
+        await self._commit(staged.batch)
+        done = time.perf_counter()
+        log.debug(
+            "batch_committed",
+            readings=len(staged.readings),
+            rejected=len(staged.rejects),
+            rollups=len(plan.rollup_lines) if plan else 0,
+            prepare_s=round(staged.prepared_at - staged.started, 4),
+            write_commit_s=round(done - staged.prepared_at, 4),
+        )
+        metrics.READINGS.labels("rolled_up").inc(len(staged.readings))
+        for _, rej in staged.rejects:
             metrics.READINGS.labels(rej.reason).inc()
-        metrics.BATCH_SECONDS.observe(time.perf_counter() - t0)
+        metrics.BATCH_SECONDS.observe(done - staged.started)
 
     async def _send_dead_letters(self, rejects: list[tuple[ConsumerRecord[Any, Any], Rejected]]) -> None:
         now = utcnow()
@@ -167,20 +216,27 @@ class RollupWorker:
         await asyncio.wait_for(asyncio.gather(*sends), self.settings.kafka.produce_timeout_s)
 
     async def _until_ok(self, sink: str, step: Callable[[], Awaitable[T]]) -> T:
-        """Run ``step`` until it succeeds, pausing consumption meanwhile; :class:`_Stopped` on shutdown."""
+        """Run ``step`` until it succeeds, pausing consumption meanwhile; :class:`_Stopped` on shutdown.
+
+        No polling while paused: the heartbeat keeps the membership; an outage longer than
+        ``max_poll_interval_ms`` makes the worker leave the group, the commit then fails and the
+        batch replays (no loss, see docs/decisions/0200).
+        """
         attempt = 0
-        paused = False
+        failing = False
         try:
             while True:
                 try:
                     return await step()
                 except TRANSIENT as exc:
                     reason = f"{sink} failing, consumption paused: {type(exc).__name__}: {exc}"[:300]
-                    if not paused:
-                        log.warning("backpressure_on", sink=sink, error=reason)
-                        self.consumer.pause(*self.consumer.assignment())
-                        metrics.BACKPRESSURE.set(1)
-                        paused = True
+                    if not failing:
+                        failing = True
+                        self._failing += 1
+                        if self._failing == 1:
+                            log.warning("backpressure_on", sink=sink, error=reason)
+                            self.consumer.pause(*self.consumer.assignment())
+                            metrics.BACKPRESSURE.set(1)
                     self.health.set_not_ready(BACKPRESSURE, reason)
                     if self.stop.is_set():
                         log.warning("shutdown_during_backpressure", sink=sink, note="batch not committed; replays")
@@ -189,15 +245,14 @@ class RollupWorker:
                     attempt += 1
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self.stop.wait(), max(delay, 0.05))
-                    # A poll on paused partitions fetches nothing but keeps us in the group.
-                    with contextlib.suppress(KafkaError, IllegalStateError):
-                        await self.consumer.getmany(timeout_ms=0)
         finally:
-            if paused:
-                self.consumer.resume(*self.consumer.assignment())
-                metrics.BACKPRESSURE.set(0)
-                self.health.clear(BACKPRESSURE)
-                log.info("backpressure_off", sink=sink, attempts=attempt)
+            if failing:
+                self._failing -= 1
+                if self._failing == 0:
+                    self.consumer.resume(*self.consumer.assignment())
+                    metrics.BACKPRESSURE.set(0)
+                    self.health.clear(BACKPRESSURE)
+                    log.info("backpressure_off", sink=sink, attempts=attempt)
 
     async def _commit(self, batch: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]) -> None:
         offsets = {tp: OffsetAndMetadata(records[-1].offset + 1, "") for tp, records in batch.items() if records}
