@@ -20,7 +20,7 @@ import structlog
 from dr_coordinator.bootstrap import ReportSender, make_gateway, utility_filter
 from dr_coordinator.entrypoints.relay import OutboxRelay
 from dr_coordinator.entrypoints.timers import Timers
-from dr_coordinator.entrypoints.worker import CommandWorker
+from dr_coordinator.entrypoints.worker import CommandWorker, endpoint_url
 from energy.adapters.influx import InfluxClient
 from energy.adapters.kafka import make_producer
 from energy.adapters.postgres import create_pool
@@ -50,6 +50,7 @@ class Coordinator:
         utilities = utility_filter(self.settings)
         dr = self.settings.dr
         self.worker = CommandWorker(self.pool, self.gateway, dr, self.clock, utilities)
+        self.warmed = asyncio.Event()
         self.report_sender = ReportSender(dr.vtn_token.get_secret_value())
         self.timers = Timers(self.pool, dr, self.clock, self.influx, self.gateway, self.report_sender, utilities)
         self.relay = (
@@ -58,11 +59,41 @@ class Coordinator:
             else None
         )
 
+    async def warm_up(self, concurrency: int = 8) -> int:
+        """Open a client to every BMS the coordinator may command (WSDL loaded, connection pooled),
+        so the first dispatch does not pay for it. Unreachable BMSs are only logged."""
+        utilities = utility_filter(self.settings)
+        rows = await self.pool.fetch(
+            """SELECT DISTINCT f.facility_id, b.url FROM facilities f
+               LEFT JOIN bms_endpoints b ON b.facility_id = f.facility_id AND b.active
+               JOIN facility_enrollments e ON e.facility_id = f.facility_id
+               WHERE f.active AND ($1::text[] IS NULL OR e.utility_id = ANY($1::text[]))""",
+            utilities,
+        )
+        sem = asyncio.Semaphore(concurrency)
+
+        async def one(facility_id: str, registered: str | None) -> bool:
+            url = endpoint_url(self.settings.dr, facility_id, registered)
+            if url is None:
+                return False
+            async with sem:
+                try:
+                    return bool(await self.gateway.ping(url))
+                except Exception as exc:  # warm-up is best effort
+                    log.info("dr_bms_warm_up_failed", facility_id=facility_id, error=str(exc)[:200])
+                    return False
+
+        results = await asyncio.gather(*(one(r["facility_id"], r["url"]) for r in rows))
+        self.warmed.set()
+        log.info("dr_bms_warmed_up", endpoints=len(rows), answering=sum(results))
+        return sum(results)
+
     async def timers_report_close(self) -> None:
         await self.report_sender.close()
 
     async def run(self, stop: asyncio.Event) -> None:
         tasks = [
+            asyncio.create_task(self.warm_up(), name="dr-warm-up"),
             asyncio.create_task(self.timers.run(stop), name="dr-timers"),
             asyncio.create_task(self.worker.run(stop), name="dr-bms-worker"),
             asyncio.create_task(self.worker.run_results(stop), name="dr-bms-results"),

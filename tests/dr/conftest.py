@@ -24,6 +24,28 @@ from energy.stack.process import free_port
 from sim.bms.process import SimulatorProcess
 
 FLEET = [f"fac-{i:03d}" for i in range(1, 21)]
+FINAL = ["completed", "partially_failed", "failed", "cancelled"]
+_CREATED_UTILITIES: set[str] = set()
+
+
+@pytest_asyncio.fixture(loop_scope="session", autouse=True)
+async def _cancel_leftover_events(request: pytest.FixtureRequest) -> AsyncIterator[None]:
+    """Events a test leaves open would be dispatched by any unscoped coordinator later: close them."""
+    yield
+    if not _CREATED_UTILITIES or "pg_pool" not in request.fixturenames:
+        return
+    pool = request.getfixturevalue("pg_pool")
+    await pool.execute(
+        "UPDATE dr_events SET state = 'cancelled' WHERE utility_id = ANY($1::text[]) AND state <> ALL($2::text[])",
+        sorted(_CREATED_UTILITIES),
+        FINAL,
+    )
+    await pool.execute(
+        """UPDATE bms_commands SET status = 'superseded' WHERE status IN ('pending', 'in_flight')
+           AND dr_event_id IN (SELECT dr_event_id FROM dr_events WHERE utility_id = ANY($1::text[]))""",
+        sorted(_CREATED_UTILITIES),
+    )
+    _CREATED_UTILITIES.clear()
 
 
 @dataclass
@@ -61,6 +83,7 @@ async def make_utility(
     pool: Any, uid: str, token: str, vtn_base_url: str | None = None, method: str = "caiso_10in10"
 ) -> Utility:
     u = Utility(f"util-{uid}", token, f"hmac-{uid}")
+    _CREATED_UTILITIES.add(u.utility_id)
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute(
             """INSERT INTO utilities (utility_id, name, vtn_base_url, bearer_token_hash, hmac_secret, baseline_method)
