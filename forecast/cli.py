@@ -33,7 +33,8 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=_train)
 
     p = fc.add_parser("evaluate-vic-elec", help="train and evaluate day-ahead on vic_elec against seasonal naive")
-    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--max-seconds", type=float, default=420.0, help="cap on training wall time")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--plot", default="docs/img/forecast-vic-elec-week.png", help="PNG of a test week")
     p.add_argument("--save-model", action="store_true", help="also save the vic_elec model as artefact 'vic_elec'")
@@ -167,7 +168,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     from forecast.evaluate import evaluate, plot_week
     from forecast.model.train import TrainConfig
 
-    ev = evaluate(TrainConfig(seed=args.seed, max_epochs=args.epochs))
+    cfg = TrainConfig(
+        seed=args.seed, max_epochs=args.epochs, patience=4, batch_size=512, lr=4e-3, max_seconds=args.max_seconds
+    )
+    ev = evaluate(cfg)
     print("vic_elec, day-ahead, test = last 20 % (from 2014-05-26), hourly; temperature = observed, as a stand-in")
     print("for a weather forecast")
     print(f"  LSTM P50, every hour 24 h ahead     MAPE {ev.mape_pct:6.2f} %")

@@ -14,7 +14,7 @@ TIMEZONE = "Australia/Melbourne"
 # Day-ahead: the last observed hour is at least 24 h before the target (same information as the
 # "same hour yesterday" baseline). Temperature at the target is the observed value, a stand-in for a
 # weather forecast.
-VIC_SPEC = ModelSpec(steps_per_day=24, lookback=168, gap=23, horizon=24, hidden=64)
+VIC_SPEC = ModelSpec(steps_per_day=24, lookback=72, gap=23, horizon=24, hidden=64)
 
 
 @dataclass

@@ -7,6 +7,8 @@ from typing import Any
 
 import pytest
 
+from sim.weather.process import WeatherSimProcess
+
 
 @pytest.fixture
 def make_facility(pg_pool: Any, uid: str) -> Callable[..., Awaitable[str]]:
@@ -32,74 +34,16 @@ def make_facility(pg_pool: Any, uid: str) -> Callable[..., Awaitable[str]]:
     return make
 
 
-class WeatherSim:
-    """The weather simulator as a separate process, with helpers to inject faults and read counters."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.base = f"http://127.0.0.1:{port}"
-
-    def fault(self, provider: str, mode: str, **kw: Any) -> None:
-        import httpx
-
-        r = httpx.post(f"{self.base}/_faults", json={"provider": provider, "mode": mode, **kw}, timeout=5)
-        r.raise_for_status()
-
-    def stats(self) -> dict[str, dict[str, int]]:
-        import httpx
-
-        body: dict[str, dict[str, int]] = httpx.get(f"{self.base}/_stats", timeout=5).json()
-        return body
-
-    def forecast_settings(self, settings: Any, **overrides: Any) -> Any:
-        values = {
-            "weather_primary_url": f"{self.base}/weatherapi",
-            "weather_secondary_url": f"{self.base}/openmeteo",
-            "weather_timeout_s": 1.0,
-            "weather_retry_attempts": 3,
-            "weather_retry_max_delay_s": 0.3,
-            **overrides,
-        }
-        return settings.forecast.model_copy(update=values)
-
-
 @pytest.fixture(scope="module")
-def weather_sim_process() -> Iterator[WeatherSim]:
-    import subprocess
-    import sys
-    import time
-
-    import httpx
-
+def weather_sim_process() -> Iterator[WeatherSimProcess]:
+    """The weather simulator as a separate process (one per test module), on a free port."""
     from energy.stack.process import free_port
 
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "energy.cli", "sim", "weather", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    sim = WeatherSim(port)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{sim.base}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError("weather simulator did not start")
-        time.sleep(0.2)
-    yield sim
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    with WeatherSimProcess(free_port()) as sim:
+        yield sim
 
 
 @pytest.fixture
-def weather_sim(weather_sim_process: WeatherSim) -> WeatherSim:
+def weather_sim(weather_sim_process: WeatherSimProcess) -> WeatherSimProcess:
     weather_sim_process.fault("all", "ok")
     return weather_sim_process

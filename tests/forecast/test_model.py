@@ -1,0 +1,105 @@
+"""The model: reproducible training on small data, versioned artefacts, no look-ahead in the features,
+seasonal-naive fallback, and the vic_elec baselines reproduced exactly as referenced."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from forecast.model.artifact import ModelLoadError, load_model, save_model
+from forecast.model.calendar import calendar_features
+from forecast.model.features import ModelSpec, SeriesBank, make_batch, valid_origins
+from forecast.model.naive import seasonal_naive
+from forecast.model.train import TrainConfig, predict
+from forecast.train_platform import PLATFORM_SPEC, synthetic_fleet, train_platform
+
+SMALL = ModelSpec(steps_per_day=96, lookback=96, gap=0, horizon=96, hidden=16)
+
+
+def _quick_train(seed: int):
+    series = synthetic_fleet(2, 10, seed=11)
+    return train_platform(series, TrainConfig(max_epochs=2, patience=2, seed=seed), stride=32, spec=SMALL)
+
+
+def test_quick_training_is_reproducible_with_a_seed_and_reports_metrics() -> None:
+    a, b = _quick_train(5), _quick_train(5)
+    assert a.metrics["val_pinball"] == b.metrics["val_pinball"]
+    for (ka, va), (kb, vb) in zip(a.net.state_dict().items(), b.net.state_dict().items(), strict=True):
+        assert ka == kb and torch.equal(va, vb)
+    assert a.metrics["epochs"] >= 1 and a.metrics["train_windows"] > 0 and a.metrics["val_windows"] > 0
+    assert np.isfinite(a.metrics["val_pinball"])
+
+
+def test_artefact_round_trip_predicts_the_same(tmp_path) -> None:
+    result = _quick_train(1)
+    version = save_model(tmp_path, "platform", SMALL, result, {"source": "test"})
+    loaded = load_model(tmp_path, "platform")
+    assert loaded is not None and loaded.version == version and loaded.spec == SMALL
+    meta = json.loads((tmp_path / "platform" / version / "meta.json").read_text())
+    assert meta["spec"]["horizon"] == 96 and "val_pinball" in meta["metrics"] and meta["source"] == "test"
+    series = synthetic_fleet(1, 9, seed=2)
+    from forecast.train_platform import build_bank
+
+    bank = build_bank(series, SMALL)
+    origins = valid_origins(bank, SMALL)[-3:]
+    p1 = predict(result.net, bank, SMALL, origins)
+    p2 = predict(loaded.net, bank, SMALL, origins)
+    assert np.allclose(p1, p2) and p1.shape == (3, 96, 3)
+    assert np.all(p1[..., 0] <= p1[..., 1]) and np.all(p1[..., 1] <= p1[..., 2])
+
+
+def test_missing_model_is_none_and_corrupt_model_is_a_load_error(tmp_path) -> None:
+    assert load_model(tmp_path, "platform") is None
+    (tmp_path / "platform" / "v1").mkdir(parents=True)
+    (tmp_path / "platform" / "v1" / "meta.json").write_text("{not json")
+    (tmp_path / "platform" / "CURRENT").write_text("v1")
+    with pytest.raises(ModelLoadError):
+        load_model(tmp_path, "platform")
+
+
+def test_features_use_no_load_after_the_origin() -> None:
+    n = 96 * 10
+    times = pd.date_range("2026-03-01", periods=n, freq="15min", tz="UTC")
+    load = np.random.default_rng(0).uniform(50, 150, n)
+    temp = np.linspace(5, 25, n)
+    cal = calendar_features(times, "Europe/London")
+    spec = PLATFORM_SPEC
+    origin = np.array([n - spec.horizon - 1])
+    bank = SeriesBank.build([(load, temp, cal)], 96)
+    future_changed = load.copy()
+    future_changed[origin[0] + 1 :] *= 10
+    bank2 = SeriesBank.build([(future_changed, temp, cal)], 96)
+    enc1, dec1, scale1, y1 = make_batch(bank, spec, origin)
+    enc2, dec2, scale2, y2 = make_batch(bank2, spec, origin)
+    assert np.array_equal(enc1, enc2) and np.array_equal(dec1, dec2) and np.array_equal(scale1, scale2)
+    assert not np.array_equal(y1, y2)  # the targets are the future
+
+
+def test_seasonal_naive_repeats_last_week_with_an_ordered_band() -> None:
+    history = np.arange(96 * 8, dtype=float) + 100
+    q = seasonal_naive(history, 96, 96)
+    assert np.array_equal(q[:, 1], history[-7 * 96 : -6 * 96])
+    assert np.all(q[:, 0] <= q[:, 1]) and np.all(q[:, 1] <= q[:, 2])
+    short = seasonal_naive(np.array([5.0] * 96 * 2), 96, 96)  # under a week: yesterday
+    assert np.allclose(short[:, 1], 5.0)
+
+
+def test_vic_elec_seasonal_naive_baselines_match_the_reference() -> None:
+    from forecast.vic_elec import load_vic_elec, seasonal_naive_mape
+
+    data = load_vic_elec()
+    assert str(data.times[data.test_start].date()) == "2014-05-26"
+    assert len(data.load) == 26304 and len(data.load) - data.test_start == 5261
+    assert round(seasonal_naive_mape(data, 24), 2) == 6.90
+    assert round(seasonal_naive_mape(data, 168), 2) == 5.21
+
+
+def test_holidays_follow_the_facility_timezone() -> None:
+    times = pd.DatetimeIndex(["2026-11-03T02:00Z", "2026-11-03T20:00Z"])  # Melbourne Cup day is 3 Nov (local)
+    cal = calendar_features(times, "Australia/Melbourne")
+    assert cal[0, 11] == 1.0  # 13:00 local on 3 Nov
+    assert cal[1, 11] == 0.0  # 07:00 local on 4 Nov
