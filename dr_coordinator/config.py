@@ -30,6 +30,7 @@ class DrSettings(SettingsGroup):
     bms_command_max_attempts: Count = 5
     bms_retry_base_s: Seconds = 0.5
     bms_retry_max_s: Seconds = 10.0
+    restore_retry_interval_s: Seconds = 30.0  # a restore failed for good is still retried this often
     bms_lease_s: Seconds = 30.0  # an in_flight command whose worker died is retried after this
     worker_batch: Count = 200
     poll_interval_s: Seconds = 0.5

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -45,7 +45,8 @@ log = structlog.get_logger("dr.worker")
 _CLAIM = """
 WITH due AS (
     SELECT c.command_id FROM bms_commands c JOIN dr_events e USING (dr_event_id)
-    WHERE c.status IN ('pending', 'in_flight') AND c.not_before <= $1
+    WHERE (c.status IN ('pending', 'in_flight') OR (c.status = 'failed' AND c.action = 'restore'))
+      AND c.not_before <= $1
       AND ($4::text[] IS NULL OR e.utility_id = ANY($4::text[]))
       AND NOT (c.action = 'restore' AND EXISTS (
           SELECT 1 FROM bms_commands d WHERE d.dr_event_id = c.dr_event_id AND d.facility_id = c.facility_id
@@ -224,16 +225,33 @@ class CommandWorker:
         self._results.set()
 
     async def _fail(self, row: Any, cmd: BmsCommand, reason: str, *, transient: bool) -> None:
+        """Failed for good: DLQ, alert metric, saga. A restore that failed for a transient reason keeps
+        being retried every ``restore_retry_interval_s`` until a BMS confirms it; those quiet repeats
+        (attempts beyond the maximum) neither re-alert nor re-notify the saga."""
+        now = self.clock()
+        retry_at = now + timedelta(seconds=self.settings.restore_retry_interval_s)
+        not_before = retry_at if (transient and cmd.action is BmsAction.RESTORE) else datetime.max.replace(tzinfo=UTC)
+        if row["attempts"] > self.settings.bms_command_max_attempts:
+            await self.pool.execute(
+                """UPDATE bms_commands SET status = 'failed', last_error = $2, updated_at = $3, not_before = $4
+                   WHERE command_id = $1 AND status = 'in_flight'""",
+                cmd.command_id,
+                reason[:1000],
+                now,
+                not_before,
+            )
+            return
         BMS_COMMANDS_FAILED.inc()
         log.error("bms_command_failed_for_good", reason=reason[:500], attempts=row["attempts"])
-        now = self.clock()
         async with self.pool.acquire() as conn, conn.transaction():
             done = await conn.fetchval(
-                """UPDATE bms_commands SET status = 'failed', last_error = $2, updated_at = $3, saga_applied_at = NULL
+                """UPDATE bms_commands SET status = 'failed', last_error = $2, updated_at = $3, saga_applied_at = NULL,
+                          not_before = $4
                    WHERE command_id = $1 AND status IN ('in_flight', 'pending') RETURNING command_id""",
                 cmd.command_id,
                 reason[:1000],
                 now,
+                not_before,
             )
             if done is None:
                 return

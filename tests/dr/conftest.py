@@ -71,6 +71,7 @@ def dr_settings(settings: Settings, **dr: Any) -> Settings:
         "bms_lease_s": 4.0,
         "bms_breaker_reset_s": 60.0,
         "reconcile_interval_s": 3600.0,
+        "restore_retry_interval_s": 3600.0,
         "webhook_rate_per_s": 200.0,
         "webhook_burst": 2000,
         "webhook_queue_size": 5000,

@@ -298,3 +298,56 @@ async def test_one_bms_down_others_finish_on_time_event_partially_failed_dlq_and
             )
         ]
         assert all(executions.get(k) == 1 for k in restore_keys)
+
+
+@pytest.mark.chaos
+async def test_restore_failed_while_bms_down_is_retried_until_the_bms_confirms_it(
+    settings: Settings, stack: Any, pg_pool: Any, influx: Any, uid: str, tmp_path: Path
+) -> None:
+    down = "fac-011"
+    utility = await make_utility(pg_pool, uid, f"token-{uid}", method="forecast")
+    with SimulatorProcess.start("bms", free_port(), log_dir=tmp_path) as bms:
+        s = dr_settings(
+            settings,
+            bms_base_url=bms.url("/bms"),
+            only_utility_ids=utility.utility_id,
+            bms_command_max_attempts=2,
+            bms_breaker_reset_s=1.0,
+            restore_retry_interval_s=1.0,
+        )
+        start = datetime.now(UTC) + timedelta(seconds=3)
+        async with api_server(s) as base, httpx.AsyncClient(base_url=base, timeout=10) as client:
+            resp = await client.post(
+                f"/api/utility/{utility.utility_id}/events",
+                json=event_body("auto", start, 5, [down], target_kw=30.0),
+                headers=utility.auth,
+            )
+        dr_event_id = uuid.UUID(resp.json()["dr_event_id"])
+        async with coordinator(s, pg_pool, influx):
+            # shed first, then the BMS dies before the end: the restore cannot get through
+            await wait_for_state(pg_pool, dr_event_id, {"active"}, 30)
+            admin(bms, "faults", {"facility_id": down, "down": True})
+            assert await wait_for_state(pg_pool, dr_event_id, {"failed", "completed"}, 40) == "failed"
+            assert await pg_pool.fetchval(
+                "SELECT count(*) FROM bms_commands WHERE dr_event_id = $1 AND action = 'restore' AND status = 'failed'",
+                dr_event_id,
+            )
+            admin(bms, "faults", {"facility_id": down, "down": False})
+            await wait_count(
+                pg_pool,
+                """SELECT count(*) = count(*) FILTER (WHERE status = 'acknowledged') FROM bms_commands
+                   WHERE dr_event_id = $1 AND action = 'restore'""",
+                (dr_event_id,),
+                1,
+                30,
+            )
+        executions = admin(bms, "executions")
+        keys = [
+            r["idempotency_key"]
+            for r in await pg_pool.fetch("SELECT idempotency_key FROM bms_commands WHERE dr_event_id = $1", dr_event_id)
+        ]
+        assert keys and all(executions.get(k) == 1 for k in keys)
+        late = await pg_pool.fetchval(
+            "SELECT count(*) FROM dr_event_log WHERE dr_event_id = $1 AND entry_type = 'late_ack'", dr_event_id
+        )
+        assert late >= 1
