@@ -100,6 +100,7 @@ async def seed_fleet(settings: Settings, facilities: int | None = None, meters_p
         await pool.close()
     meters = sum(len(f.meters) for f in fleet)
     zones = sum(len(f.zones) for f in fleet)
+    await seed_api_principals(settings)  # dev users and API keys of the dashboard/API (see below)
     return f"seeded {len(fleet)} facilities, {meters} meters, {zones} BMS zones, utility {utility_id}"
 
 
@@ -136,7 +137,7 @@ async def seed_api_principals(settings: Settings) -> str:
         async with pool.acquire() as conn, conn.transaction():
             for kind, tenant_id, role, login, secret in dev_principals():
                 principal_id = uuid.uuid5(namespace, login)
-                if kind == "user":
+                if kind == "user" and not await conn.fetchval("SELECT 1 FROM users WHERE email = $1", login):
                     await conn.execute(
                         """INSERT INTO users (user_id, tenant_id, email, role, password_hash)
                            VALUES ($1, $2, $3, $4, $5) ON CONFLICT (email) DO NOTHING""",
@@ -146,7 +147,7 @@ async def seed_api_principals(settings: Settings) -> str:
                         role,
                         hash_password(secret),
                     )
-                else:
+                elif kind == "api_key":
                     await conn.execute(
                         """INSERT INTO api_keys (key_id, tenant_id, name, key_hash, role)
                            VALUES ($1, $2, $3, $4, $5) ON CONFLICT (key_hash) DO NOTHING""",

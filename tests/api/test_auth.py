@@ -76,3 +76,19 @@ async def test_only_operators_may_create_facilities(client, world, uid):
     created = await client.post("/api/facilities", json=body, headers=world.a.headers["operator"])
     assert created.status_code == 201, created.text
     assert created.json()["tenant_id"] == world.a.tenant_id
+
+
+async def test_seeded_dev_credentials_sign_in_and_see_only_their_tenants_fleet(client):
+    from energy.seed import dev_principals
+
+    users = {(t, r): (login, secret) for kind, t, r, login, secret in dev_principals() if kind == "user"}
+    login, secret = users[("tenant-a", "operator")]
+    token = await client.post("/api/auth/token", json={"email": login, "password": secret})
+    assert token.status_code == 200, token.text
+    headers = {"Authorization": f"Bearer {token.json()['access_token']}"}
+    page = await client.get("/api/facilities", params={"limit": 500}, headers=headers)
+    ids = {f["facility_id"] for f in page.json()["items"]}
+    assert "fac-001" in ids and "fac-002" not in ids  # the seeded fleet alternates tenants
+    assert {f["tenant_id"] for f in page.json()["items"]} == {"tenant-a"}
+    key = await client.get("/api/auth/me", headers={"X-Api-Key": "dev-key-tenant-b-analyst"})
+    assert key.status_code == 200 and key.json()["tenant_id"] == "tenant-b"
