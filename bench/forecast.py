@@ -119,7 +119,7 @@ def vic_elec(quick: bool, model_dir: Path) -> dict[str, Any]:
         trained = TrainResult(loaded.net, loaded.band_scale, dict(loaded.meta.get("metrics", {})))
         ev = evaluate(trained=trained)
     else:
-        cfg = TrainConfig(max_epochs=40, patience=4, batch_size=512, lr=4e-3, max_seconds=420)
+        cfg = TrainConfig(max_epochs=25, patience=4, batch_size=512, lr=4e-3)
         ev = evaluate(cfg)
         save_model(
             model_dir,
