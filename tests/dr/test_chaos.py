@@ -21,7 +21,7 @@ import pytest
 
 from energy.adapters.postgres import create_pool
 from energy.db.migrate import migrate
-from energy.fleet import token_hash
+from energy.fleet import build_fleet, token_hash
 from energy.observability.metrics import REGISTRY
 from energy.seed import seed_fleet
 from energy.settings import Settings
@@ -351,3 +351,55 @@ async def test_restore_failed_while_bms_down_is_retried_until_the_bms_confirms_i
             "SELECT count(*) FROM dr_event_log WHERE dr_event_id = $1 AND entry_type = 'late_ack'", dr_event_id
         )
         assert late >= 1
+
+
+@pytest.mark.chaos
+async def test_zone_reset_behind_our_back_during_the_event_is_corrected_by_reconciliation(
+    settings: Settings, stack: Any, pg_pool: Any, influx: Any, uid: str, tmp_path: Path
+) -> None:
+    from sim.bms.model import normal_state
+    from sim.bms.redis_store import RedisZoneStore
+    from sim.building_model import REDIS_PREFIX
+
+    facility = "fac-013"
+    utility = await make_utility(pg_pool, uid, f"token-{uid}", method="forecast")
+    with SimulatorProcess.start("bms", free_port(), log_dir=tmp_path) as bms:
+        s = dr_settings(
+            settings, bms_base_url=bms.url("/bms"), only_utility_ids=utility.utility_id, reconcile_interval_s=0.5
+        )
+        start = datetime.now(UTC) + timedelta(seconds=3)
+        async with api_server(s) as base, httpx.AsyncClient(base_url=base, timeout=10) as client:
+            resp = await client.post(
+                f"/api/utility/{utility.utility_id}/events",
+                json=event_body("drift", start, 12, [facility], target_kw=20.0),
+                headers=utility.auth,
+            )
+        dr_event_id = uuid.UUID(resp.json()["dr_event_id"])
+        async with coordinator(s, pg_pool, influx):
+            await wait_for_state(pg_pool, dr_event_id, {"active"}, 30)
+            zone_id = await pg_pool.fetchval(
+                "SELECT zone_id FROM bms_commands WHERE dr_event_id = $1 AND action <> 'restore' LIMIT 1", dr_event_id
+            )
+            zone = next(
+                z for f in build_fleet(20, 10) if f.facility_id == facility for z in f.zones if z.zone_id == zone_id
+            )
+            store = RedisZoneStore(settings.redis.url(), 1.0, REDIS_PREFIX)
+            try:
+                store.write(facility, zone_id, normal_state(zone))  # someone resets the zone at the panel
+            finally:
+                store.close()
+            await wait_count(
+                pg_pool,
+                """SELECT count(*) FROM bms_commands WHERE dr_event_id = $1 AND zone_id = $2
+                   AND idempotency_key LIKE '%:reconcile-%' AND status = 'acknowledged'""",
+                (dr_event_id, zone_id),
+                1,
+                20,
+            )
+            assert await wait_for_state(pg_pool, dr_event_id, {"completed"}, 40) == "completed"
+        log = await pg_pool.fetch(
+            "SELECT detail FROM dr_event_log WHERE dr_event_id = $1 AND entry_type = 'drift_corrected'", dr_event_id
+        )
+        assert log and json.loads(log[0]["detail"])["zone_id"] == zone_id
+        executions = admin(bms, "executions")
+        assert all(v == 1 for k, v in executions.items() if str(dr_event_id) in k)
