@@ -21,6 +21,9 @@ MIN_OBSERVED_FOR_MODEL = 0.5  # below this the model's inputs would be mostly im
 
 
 def _model_quantiles(model: LoadedModel, batch: Sequence[Prepared]) -> np.ndarray:
+    import torch
+
+    torch.set_num_threads(2)  # the machine is shared; inference is batched, two threads are plenty
     spec = model.spec
     series = []
     for p in batch:

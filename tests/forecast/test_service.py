@@ -207,3 +207,52 @@ def test_published_event_is_valid_and_deterministic_per_run() -> None:
     assert a.event_id == b.event_id
     decoded = decode_event(a.to_bytes())
     assert decoded.payload.steps == 96 and decoded.payload.horizon_end == t0 + timedelta(days=1)
+
+
+async def test_run_publishes_one_forecast_published_event_per_facility_with_stable_id(
+    settings, pg_pool, influx, http, weather_sim, make_facility, trained_model_dir, uid
+):
+    from aiokafka import AIOKafkaConsumer
+
+    from energy.adapters.kafka import make_producer
+    from energy.stack.topics import ensure_topics_async
+    from schemas.registry import decode_event
+
+    topic = f"t-forecasts-{uid}"
+    await ensure_topics_async(settings.kafka.bootstrap_servers, {topic: 1})
+    fid = await make_facility(*_location(uid), timezone=TZ)
+    run_at = _run_at()
+    await _write_rollups(influx, settings, fid, run_at)
+    producer = make_producer(settings.kafka)
+    await producer.start()
+    try:
+        fs = weather_sim.forecast_settings(settings, model_dir=trained_model_dir)
+        s = settings.model_copy(update={"forecast": fs})
+        service = ForecastService(s, pg_pool, influx, build_weather_client(fs, http, pg_pool), producer, topic)
+        first = await service.run_once(run_at, [fid])
+        second = await service.run_once(run_at, [fid])  # a retried run
+    finally:
+        await producer.stop()
+    assert first.published == second.published == 1 and first.publish_errors == 0
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=settings.kafka.bootstrap_servers,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    try:
+        records = []
+        for _ in range(30):
+            for batch in (await consumer.getmany(timeout_ms=500)).values():
+                records += batch
+            if len(records) >= 2:
+                break
+    finally:
+        await consumer.stop()
+    assert len(records) == 2 and all(r.key == fid.encode() for r in records)
+    events = [decode_event(r.value) for r in records]
+    assert events[0].event_id == events[1].event_id  # consumers can deduplicate the retry
+    assert events[0].payload.facility_id == fid and events[0].payload.quality == "full"
+    assert events[0].payload.steps == 96 and events[0].payload.run_at == run_at
