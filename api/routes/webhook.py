@@ -29,8 +29,10 @@ from dr_coordinator.domain.intake import (
     EventAsk,
     IntakeError,
     Limits,
+    as_utc,
     check_facilities,
     check_timing,
+    end_of,
     from_openadr,
     from_platform,
     parse_body,
@@ -348,13 +350,9 @@ async def modify_event(
         if existing is None:
             raise IntakeError(404, "not_found", f"no event {event_id!r} for this utility")
         notes: list[str] = []
-        from dr_coordinator.domain.intake import as_utc
-
         start = as_utc(req.start, notes) if req.start else existing["start_at"]
         duration = req.duration_s or (existing["end_at"] - existing["start_at"]).total_seconds()
-        from datetime import timedelta
-
-        ask = EventAsk(event_id, None, None, start, start + timedelta(seconds=duration), req.target_kw, None, req.level)
+        ask = EventAsk(event_id, None, None, start, end_of(start, duration), req.target_kw, None, req.level)
         ask.notes = notes
         return await _modify(conn, utility_id, ask, _limits(request))
 

@@ -67,6 +67,17 @@ def as_utc(value: datetime, notes: list[str]) -> datetime:
     return value.astimezone(UTC)
 
 
+def end_of(start: datetime, duration: timedelta | float) -> datetime:
+    """``start + duration``; a duration past the calendar is a client error, not a crash."""
+    try:
+        delta = duration if isinstance(duration, timedelta) else timedelta(seconds=duration)
+        return start + delta
+    except (OverflowError, ValueError):
+        raise IntakeError(
+            422, "duration_out_of_range", "start + duration is beyond any date we can represent"
+        ) from None
+
+
 def from_openadr(event: OadrEvent) -> EventAsk:
     notes: list[str] = []
     periods = [i.intervalPeriod for i in event.intervals if i.intervalPeriod is not None]
@@ -75,7 +86,7 @@ def from_openadr(event: OadrEvent) -> EventAsk:
     if not periods:
         raise IntakeError(422, "validation_error", "event has no intervalPeriod (start and duration)")
     starts = [as_utc(p.start, notes) for p in periods]
-    ends = [s + p.duration for s, p in zip(starts, periods, strict=True)]
+    ends = [end_of(s, p.duration) for s, p in zip(starts, periods, strict=True)]
     shed: list[float] = []
     limit: list[float] = []
     levels: list[int] = []
@@ -123,7 +134,7 @@ def from_platform(req: DrEventRequest) -> EventAsk:
         program_id=req.program_id,
         facility_ids=list(req.facilities) if req.facilities else None,
         start=start,
-        end=start + timedelta(seconds=req.duration_s),
+        end=end_of(start, req.duration_s),
         target_kw=req.target_kw,
         level=req.level,
         priority=req.priority,

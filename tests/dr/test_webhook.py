@@ -15,6 +15,9 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
+from hypothesis import HealthCheck, given
+from hypothesis import settings as settings_h
+from hypothesis import strategies as st
 
 from energy.settings import Settings
 from tests.dr.conftest import FLEET, Utility, api_server, dr_settings, event_body, make_utility, soon
@@ -285,3 +288,71 @@ async def test_full_inbound_queue_answers_503_not_500(settings, utility) -> None
     assert codes[503] >= 1 and set(codes) <= {200, 202, 503}, codes
     busy = next(r for r in responses if r.status_code == 503)
     assert busy.headers["Retry-After"] == "1" and busy.json()["error"]["code"] == "queue_full"
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    max_leaves=20,
+)
+field_names = st.sampled_from(
+    [
+        "event_id",
+        "facilities",
+        "start",
+        "duration_s",
+        "target_kw",
+        "level",
+        "priority",
+        "objectType",
+        "operation",
+        "object",
+        "intervals",
+        "intervalPeriod",
+        "targets",
+        "programID",
+        "id",
+        "payloads",
+    ]
+)
+
+
+@settings_h(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    body=st.one_of(
+        st.dictionaries(field_names, json_values, max_size=8),
+        json_values,
+        st.binary(max_size=64),
+    ),
+    openadr=st.booleans(),
+)
+async def test_hostile_bodies_get_a_4xx_with_a_reason_never_a_5xx(api, utility, body, openadr) -> None:
+    path = url(utility, "/openadr3/notifications" if openadr else "/events")
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    resp = await api.post(path, content=content, headers={**utility.auth, "Content-Type": "application/json"})
+    assert resp.status_code < 500, resp.text
+    if resp.status_code >= 400:
+        assert resp.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"event_id": "big1", "start": "9999-12-31T23:59:59Z", "duration_s": 1e300, "target_kw": 1},
+        {"event_id": "big2", "start": "2030-01-01T00:00:00Z", "duration_s": 1e300, "target_kw": 1},
+        {
+            "objectType": "EVENT",
+            "operation": "POST",
+            "object": {
+                "id": "big3",
+                "programID": "p",
+                "intervalPeriod": {"start": "9999-12-31T23:00:00Z", "duration": "P9999Y"},
+                "intervals": [{"payloads": [{"type": "SIMPLE", "values": [1]}]}],
+            },
+        },
+    ],
+)
+async def test_durations_past_the_calendar_are_422_not_500(api, utility, body) -> None:
+    path = url(utility, "/openadr3/notifications" if "objectType" in body else "/events")
+    resp = await api.post(path, json=body, headers=utility.auth)
+    assert resp.status_code == 422 and resp.json()["error"]["code"] == "duration_out_of_range"
