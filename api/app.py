@@ -2,7 +2,7 @@
 
 Clients live on ``app.state`` (created in the lifespan, closed on shutdown): ``settings``,
 ``pool`` (asyncpg), ``influx`` (InfluxClient), ``redis``, ``health``, plus the API's own
-``current_cache``, ``rate_limiter``, ``login_limiter`` and ``principal_cache``.
+``current_cache``, ``range_cache``, ``rate_limiter``, ``login_limiter`` and ``principal_cache``.
 Routers come from every importable module in :data:`api.routes.ROUTER_MODULES`.
 """
 
@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.auth import PrincipalCache
 from api.auth import router as auth_router
-from api.cache import CurrentCache
+from api.cache import CurrentCache, ResponseCache
 from api.errors import install_error_handlers
 from api.ratelimit import RateLimiter
 from api.routes import ROUTER_MODULES
@@ -189,6 +189,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.rate_limiter = RateLimiter("principal", settings.api.rate_limit_per_s, settings.api.rate_limit_burst)
     app.state.login_limiter = RateLimiter("login", settings.api.login_rate_per_s, settings.api.login_burst)
     app.state.principal_cache = PrincipalCache(settings.api.principal_cache_ttl_s)
+    app.state.range_cache = ResponseCache(settings.api.range_cache_ttl_s)
     install_error_handlers(app)
     app.add_middleware(TraceAndMetricsMiddleware)
     app.include_router(ops_router(app.state.health))

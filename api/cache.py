@@ -38,6 +38,9 @@ CACHE_RESULTS = Counter(
     ["outcome"],
 )
 CACHE_ERRORS = Counter("energy_api_current_cache_errors_total", "Cache errors by dependency", ["dependency"])
+RESPONSE_CACHE = Counter(
+    "energy_api_response_cache_total", "Short-lived response cache lookups by outcome", ["cache", "outcome"]
+)
 INFLIGHT = Gauge("energy_api_current_inflight", "Current-load queries in flight (single flight per facility)")
 
 Outcome = Literal["hit", "memory", "revalidating", "miss", "fallback"]
@@ -204,3 +207,46 @@ class CurrentCache:
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
+
+
+class ResponseCache:
+    """Short-lived in-process cache of rendered responses, single flight per key.
+
+    Dashboards of one facility poll the same window; with a few seconds of TTL, N viewers cost
+    one InfluxDB query per window instead of N. Bounded (LRU); callers check access first, the
+    cached bytes hold facility data only, never anything about the caller.
+    """
+
+    def __init__(
+        self, ttl_s: float, max_entries: int = 2_000, clock: Callable[[], float] = time.monotonic, name: str = "range"
+    ) -> None:
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self.name = name
+        self._clock = clock
+        self._items: OrderedDict[tuple[Any, ...], tuple[float, bytes]] = OrderedDict()
+        self._inflight: dict[tuple[Any, ...], asyncio.Future[bytes]] = {}
+
+    async def get(self, key: tuple[Any, ...], load: Callable[[], Awaitable[bytes]]) -> tuple[bytes, bool]:
+        """(body, hit)."""
+        item = self._items.get(key)
+        if item is not None and self._clock() - item[0] <= self.ttl_s:
+            RESPONSE_CACHE.labels(self.name, "hit").inc()
+            return item[1], True
+        fut = self._inflight.get(key)
+        if fut is None:
+            fut = asyncio.ensure_future(self._load(key, load))
+            self._inflight[key] = fut
+            fut.add_done_callback(lambda f: self._inflight.pop(key, None))
+            RESPONSE_CACHE.labels(self.name, "miss").inc()
+        else:
+            RESPONSE_CACHE.labels(self.name, "joined").inc()
+        return await asyncio.shield(fut), False
+
+    async def _load(self, key: tuple[Any, ...], load: Callable[[], Awaitable[bytes]]) -> bytes:
+        body = await load()
+        self._items[key] = (self._clock(), body)
+        self._items.move_to_end(key)
+        while len(self._items) > self.max_entries:
+            self._items.popitem(last=False)
+        return body

@@ -24,6 +24,9 @@ class ApiSettings(SettingsGroup):
     current_keep_s: Annotated[int, Field(ge=60, le=30 * 86_400)] = 86_400
     current_query_timeout_s: Seconds = 2.0
     range_query_timeout_s: Seconds = 5.0
+    # Identical range queries (e.g. every viewer of a facility's dashboard) share one InfluxDB query
+    # and its rendered answer for this long.
+    range_cache_ttl_s: Seconds = 5.0
     export_query_timeout_s: Seconds = 30.0
     export_page_rows: Annotated[int, Field(ge=100, le=100_000)] = 10_000
     export_max_facilities: Annotated[int, Field(ge=1, le=1000)] = 50

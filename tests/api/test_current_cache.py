@@ -132,3 +132,28 @@ async def test_redis_unreachable_falls_back_to_influxdb(settings, world, influx,
         resp = await c.get(f"/api/facilities/{fid}/current", headers=world.a.headers["analyst"])
     assert resp.status_code == 200
     assert resp.json()["current_kw"] == 5.0 and resp.json()["stale"] is False
+
+
+async def test_identical_range_queries_share_one_influxdb_read_for_the_ttl():
+    from api.cache import ResponseCache
+
+    now = [0.0]
+    loads = 0
+    gate = asyncio.Event()
+
+    async def render():
+        nonlocal loads
+        loads += 1
+        await gate.wait()
+        return f"body-{loads}".encode()
+
+    cache = ResponseCache(ttl_s=5, clock=lambda: now[0])
+    waiting = [asyncio.ensure_future(cache.get(("f", "1m"), render)) for _ in range(50)]
+    await asyncio.sleep(0.01)
+    gate.set()
+    results = await asyncio.gather(*waiting)
+    assert loads == 1 and {body for body, _ in results} == {b"body-1"}
+    assert (await cache.get(("f", "1m"), render)) == (b"body-1", True)
+    assert (await cache.get(("g", "1m"), render))[0] == b"body-2"  # another key, another read
+    now[0] = 6.0  # past the TTL
+    assert (await cache.get(("f", "1m"), render)) == (b"body-3", False)
