@@ -23,7 +23,13 @@ def _run(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     configure_logging("aggregation", settings.log.level, settings.log.json_logs)
-    asyncio.run(run_service(settings, with_archive=False if args.no_archive else None))
+    service = run_service(settings, with_archive=False if args.no_archive else None)
+    try:
+        import uvloop  # installed with uvicorn[standard]; the worker is event-loop heavy
+    except ImportError:
+        asyncio.run(service)
+    else:
+        uvloop.run(service)
     return 0
 
 

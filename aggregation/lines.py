@@ -41,12 +41,14 @@ def ts_ns(ts: datetime) -> int:
 
 
 def raw_line(r: MeterReading, time_ns: int | None = None) -> str:
-    anomalies = ",".join(a.value for a in r.anomalies)
+    # Ids match schemas.readings.ID_PATTERN, anomalies are enum values and reading_id is a UUID:
+    # none can hold a character line protocol escapes, so the hot path skips escaping (tested).
+    anomalies = ",".join([a.value for a in r.anomalies]) if r.anomalies else ""
     return (
-        f"{RAW_MEASUREMENT},facility_id={_tag(r.facility_id)},meter_id={_tag(r.meter_id)} "
-        f"active_power_kw={_float(r.active_power_kw)},anomalies={_str_field(anomalies)},"
+        f"{RAW_MEASUREMENT},facility_id={r.facility_id},meter_id={r.meter_id} "
+        f'active_power_kw={_float(r.active_power_kw)},anomalies="{anomalies}",'
         f"current_a={_float(r.current_a)},energy_kwh={_float(r.energy_kwh)},"
-        f"reactive_power_kvar={_float(r.reactive_power_kvar)},reading_id={_str_field(str(r.reading_id))},"
+        f'reactive_power_kvar={_float(r.reactive_power_kvar)},reading_id="{r.reading_id}",'
         f"seq={r.seq}i,voltage_v={_float(r.voltage_v)} {ts_ns(r.ts) if time_ns is None else time_ns}"
     )
 

@@ -26,7 +26,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from bench.common import parser, write_results
 from energy.adapters.influx import InfluxClient, iter_rows
@@ -34,7 +34,7 @@ from energy.settings import get_settings
 from energy.stack.process import free_port
 from energy.stack.topics import ensure_topics_async
 from schemas.readings import MeterReading, MeterReadingEvent, reading_id
-from tests.aggregation.helpers import committed_total, settings_for, worker_env
+from tests.aggregation.helpers import settings_for, worker_env
 
 
 def _influx_admin(url: str, q: str) -> None:
@@ -112,18 +112,27 @@ async def _wait_http(port: int, timeout_s: float = 60) -> None:
 
 
 async def _throughput(bootstrap: str, topic: str, group: str, total: int, timeout_s: float) -> tuple[float, float]:
-    first: tuple[float, int] | None = None
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        done, _end = await committed_total(bootstrap, topic, group)
-        now = time.monotonic()
-        if first is None and done > 0:
-            first = (now, done)
-        if done >= total:
-            assert first is not None
-            elapsed = now - first[0]
-            return (done - first[1]) / elapsed if elapsed > 0 else float("nan"), elapsed
-        await asyncio.sleep(0.2)
+    """Readings/s between the first and the last commit, polled with one light consumer."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(6)]
+        first: tuple[float, int] | None = None
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            done = 0
+            for tp in tps:
+                done += await consumer.committed(tp) or 0
+            now = time.monotonic()
+            if first is None and done > 0:
+                first = (now, done)
+            if done >= total:
+                assert first is not None
+                elapsed = now - first[0]
+                return (done - first[1]) / elapsed if elapsed > 0 else float("nan"), elapsed
+            await asyncio.sleep(0.25)
+    finally:
+        await consumer.stop()
     raise RuntimeError(f"worker did not catch up within {timeout_s}s")
 
 

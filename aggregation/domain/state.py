@@ -108,6 +108,7 @@ class FacilityState:
     # (window, meter_id, start_ns) -> Partial | None ; (window, start_ns) -> (min, max) | None
     _parts: dict[tuple[str, str, int], Partial | None] = field(default_factory=dict)
     _fac_minmax: dict[tuple[str, int], tuple[float, float] | None] = field(default_factory=dict)
+    _dirty: set[tuple[str, int]] = field(default_factory=set)
 
     @staticmethod
     def hours_needed(ts_ns: Iterable[int]) -> set[int]:
@@ -143,17 +144,21 @@ class FacilityState:
         nxt = series.after(s.ts_ns)
         if nxt is not None and nxt.ts_ns - s.ts_ns <= self.params.max_register_gap_s * NS:
             touched.add((meter_id, nxt.ts_ns - nxt.ts_ns % MINUTE_NS))
-        for _, minute in touched:
-            self._invalidate(meter_id, minute)
+        self._dirty |= touched
         return touched
 
-    def _invalidate(self, meter_id: str, minute: int) -> None:
-        quarter, hour = minute - minute % QUARTER_NS, minute - minute % HOUR_NS
-        for key in (("1m", minute), ("15m", quarter), ("1h", hour)):
-            self._parts.pop((key[0], meter_id, key[1]), None)
-            self._fac_minmax.pop(key, None)
+    def _flush_dirty(self) -> None:
+        """Drop every cached summary a merged sample may have changed (once per batch, not per sample)."""
+        for meter_id, minute in self._dirty:
+            quarter, hour = minute - minute % QUARTER_NS, minute - minute % HOUR_NS
+            for key in (("1m", minute), ("15m", quarter), ("1h", hour)):
+                self._parts.pop((key[0], meter_id, key[1]), None)
+                self._fac_minmax.pop(key, None)
+        self._dirty.clear()
 
     def meter_part(self, window: str, meter_id: str, start: int) -> Partial | None:
+        if self._dirty:
+            self._flush_dirty()
         key = (window, meter_id, start)
         got = self._parts.get(key, _MISSING)
         if got is not _MISSING:
@@ -174,6 +179,8 @@ class FacilityState:
         return part
 
     def facility_minmax(self, window: str, start: int) -> tuple[float, float] | None:
+        if self._dirty:
+            self._flush_dirty()
         key = (window, start)
         got = self._fac_minmax.get(key, _MISSING)
         if got is not _MISSING:

@@ -122,8 +122,8 @@ def test_line_protocol_matches_the_shared_point_encoder():
     ts = datetime(2026, 1, 1, 0, 0, 15, 123456, tzinfo=UTC)
     r = MeterReading(
         reading_id=uuid.uuid4(),
-        meter_id="fac-1-m01",
-        facility_id="fac-1",
+        meter_id="fac_1.a:b-1-m01",
+        facility_id="fac_1.a:b",
         ts=ts,
         active_power_kw=12.5,
         reactive_power_kvar=-1.25,
@@ -136,7 +136,7 @@ def test_line_protocol_matches_the_shared_point_encoder():
     )
     expected = point(
         "readings",
-        {"facility_id": "fac-1", "meter_id": "fac-1-m01"},
+        {"facility_id": "fac_1.a:b", "meter_id": "fac_1.a:b-1-m01"},
         {
             "active_power_kw": 12.5,
             "anomalies": "negative_power,voltage_out_of_range",
