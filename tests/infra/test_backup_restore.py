@@ -56,7 +56,7 @@ def source_databases(stack: Stack, settings: Settings, uid: str) -> Iterator[dic
     asyncio.run(create())
     drill_settings = settings.model_copy(update={"postgres": pg.model_copy(update={"database": name})})
     asyncio.run(migrate(drill_settings.postgres.dsn()))
-    asyncio.run(seed_fleet(drill_settings, facilities=5, meters_per_facility=4))
+    asyncio.run(seed_fleet(drill_settings))
 
     influx_url = settings.influx.url
     _influx_post(influx_url, "/query", {"q": f'CREATE DATABASE "{name}"'})
@@ -145,8 +145,9 @@ def test_restore_drill_restores_every_row_and_point_into_scratch_servers(
     assert report["ok"] is True and report["differences"] == []
 
     pg = report["postgres"]
-    assert pg["source"]["facilities"] == 5
-    assert pg["source"]["meters"] == 20
+    seed = Settings().seed
+    assert pg["source"]["facilities"] == seed.facilities
+    assert pg["source"]["meters"] == seed.facilities * seed.meters_per_facility
     assert pg["source"]["schema_migrations"] == len(load_migrations())
     assert pg["restored"] == pg["source"]
     assert len(pg["source"]) >= 15  # every table of the schema, empty ones included
@@ -190,7 +191,10 @@ def test_restore_drill_reports_rows_lost_after_restore(
     asyncio.run(lose_a_meter())
     source = asyncio.run(postgres_counts(source_databases["pg_dsn"]))
     restored = asyncio.run(postgres_counts(restored_dsn))
-    assert compare_counts("postgres", source, restored) == ["postgres: meters has 19 after restore, source has 20"]
+    meters = source["meters"]
+    assert compare_counts("postgres", source, restored) == [
+        f"postgres: meters has {meters - 1} after restore, source has {meters}"
+    ]
 
     points = influx_counts(source_databases["influx_http"], source_databases["database"])
     fewer = {**points, "raw_90d.readings": points["raw_90d.readings"] - 1}
