@@ -29,6 +29,7 @@ from dr_coordinator.domain.commands import (
 )
 from dr_coordinator.domain.planner import ZoneAction
 from dr_coordinator.domain.saga import Decision, FacilitySaga, Saga, decide
+from dr_coordinator.metrics import SAGA_TRANSITIONS
 from energy.observability import tracing
 from schemas.dr import (
     BmsAction,
@@ -263,6 +264,7 @@ async def _record(
     conn: Any, saga: Saga, ev: StateChanged | CommandIssued | Noted, seq: int, now: datetime, ctx: tracing.TraceContext
 ) -> None:
     if isinstance(ev, StateChanged):
+        SAGA_TRANSITIONS.labels("facility" if ev.facility_id else "event", ev.to_state).inc()
         await conn.execute(
             """INSERT INTO dr_event_log (dr_event_id, facility_id, entry_type, from_state, to_state, detail, trace_id)
                VALUES ($1, $2, 'state_changed', $3, $4, $5::jsonb, $6)""",

@@ -16,7 +16,7 @@ from typing import Any
 
 import structlog
 
-from dr_coordinator.metrics import OUTBOX_BACKLOG, OUTBOX_ERRORS, OUTBOX_PUBLISHED
+from dr_coordinator.metrics import LOOP_ERRORS, OUTBOX_BACKLOG, OUTBOX_ERRORS, OUTBOX_PUBLISHED
 from schemas.topics import BMS_COMMANDS, BMS_COMMANDS_DLQ, DR_EVENTS
 
 log = structlog.get_logger("dr.relay")
@@ -89,9 +89,12 @@ class OutboxRelay:
             except Exception as exc:  # broker or database down: back off, keep the rows, try again
                 failures += 1
                 OUTBOX_ERRORS.inc()
+                LOOP_ERRORS.labels("relay").inc()
                 log.warning("outbox_relay_failed", error=f"{type(exc).__name__}: {exc}", failures=failures)
                 sent = 0
             if sent == 0:
+                with contextlib.suppress(Exception):
+                    await self.backlog()
                 delay = interval_s if failures == 0 else min(30.0, interval_s * 2**failures)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), delay)

@@ -41,7 +41,7 @@ from dr_coordinator.domain.planner import (
 from dr_coordinator.domain.report import FacilityResult, build_report
 from dr_coordinator.domain.saga import IllegalTransitionError
 from dr_coordinator.entrypoints.worker import endpoint_url
-from dr_coordinator.metrics import ACHIEVED_KW, DRIFT_CORRECTIONS, REPORTS, UNDERPERFORMING
+from dr_coordinator.metrics import ACHIEVED_KW, DRIFT_CORRECTIONS, LOOP_ERRORS, REPORTS, UNDERPERFORMING
 from dr_coordinator.ports import BmsGateway, BmsRejectedError, BmsUnavailableError
 from energy.adapters.influx import InfluxClient
 from energy.observability import tracing
@@ -114,6 +114,7 @@ class Timers:
             try:
                 await self.tick()
             except Exception as exc:
+                LOOP_ERRORS.labels("timers").inc()
                 log.error("dr_timers_tick_failed", error=f"{type(exc).__name__}: {exc}")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.settings.poll_interval_s)
@@ -129,6 +130,7 @@ class Timers:
                 except IllegalTransitionError as exc:
                     log.info("dr_step_raced", error=str(exc))  # another coordinator got there first
                 except Exception as exc:
+                    LOOP_ERRORS.labels("timers").inc()
                     log.error("dr_step_failed", error=f"{type(exc).__name__}: {exc}")
 
     async def _message(self, dr_event_id: uuid.UUID, message: Any) -> None:

@@ -23,7 +23,7 @@ from dr_coordinator.adapters.store import SOURCE, add_outbox, load_saga, save_de
 from dr_coordinator.config import DrSettings
 from dr_coordinator.domain.commands import RecordCommandAcknowledged, RecordCommandFailed, Schedule
 from dr_coordinator.domain.saga import Decision, IllegalTransitionError, decide
-from dr_coordinator.metrics import BMS_COMMAND_LATENCY, BMS_COMMANDS, BMS_COMMANDS_DUE, BMS_COMMANDS_FAILED
+from dr_coordinator.metrics import BMS_COMMAND_LATENCY, BMS_COMMANDS, BMS_COMMANDS_DUE, BMS_COMMANDS_FAILED, LOOP_ERRORS
 from dr_coordinator.ports import BmsAck, BmsGateway, BmsRejectedError, BmsUnavailableError
 from energy.observability import tracing
 from energy.resilience import backoff_delays
@@ -112,6 +112,7 @@ class CommandWorker:
             try:
                 claimed = await self.claim_and_start()
             except Exception as exc:  # keep the loop alive; the error is logged and counted
+                LOOP_ERRORS.labels("bms_worker").inc()
                 log.error("bms_worker_claim_failed", error=f"{type(exc).__name__}: {exc}")
                 claimed = 0
             if claimed == 0 or len(self._inflight) >= self.settings.worker_batch:
@@ -176,6 +177,7 @@ class CommandWorker:
                 BMS_COMMANDS.labels("duplicate" if ack.duplicate else "ok").inc()
                 await self._ack(row, cmd, ack)
             except Exception as exc:  # a bug or the database: the lease expires and the row is retried
+                LOOP_ERRORS.labels("bms_worker").inc()
                 log.error("bms_command_handling_failed", error=f"{type(exc).__name__}: {exc}")
 
     async def _supersede(self, row: Any) -> None:
@@ -326,6 +328,7 @@ class CommandWorker:
             try:
                 await self.apply_results()
             except Exception as exc:  # keep going; unapplied rows stay marked and are retried
+                LOOP_ERRORS.labels("bms_worker").inc()
                 log.error("bms_results_apply_failed", error=f"{type(exc).__name__}: {exc}")
             self._results.clear()
             waiter = asyncio.ensure_future(self._results.wait())

@@ -17,6 +17,7 @@ import pytest
 import pytest_asyncio
 
 from energy.adapters.influx import InfluxClient, point
+from energy.observability.metrics import REGISTRY
 from energy.settings import Settings
 from energy.stack.process import free_port
 from sim.bms.process import SimulatorProcess
@@ -143,6 +144,12 @@ async def test_event_over_20_facilities_runs_from_vtn_webhook_to_report(
         assert await pg_pool.fetchval(
             "SELECT count(*) FROM outbox WHERE key = $1 AND topic = 'dr-events'", str(dr_event_id)
         ) == len(chain) + 4 * len(FLEET)  # each facility: dispatching, active, restoring, restored
+
+        # metrics the alert rules and dashboards use
+        assert (
+            REGISTRY.get_sample_value("energy_dr_transitions_total", {"scope": "event", "to_state": "completed"}) >= 1
+        )
+        assert REGISTRY.get_sample_value("energy_dr_reports_total", {"outcome": "ok"}) >= 1
 
         # the utility got one report with every facility's baseline, demand and delta
         mine = [r for r in reports if r.get("eventID") == vtn_event_id]
