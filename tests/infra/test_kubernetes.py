@@ -252,3 +252,15 @@ def test_public_ingress_terminates_tls_and_routes_to_existing_services(overlay: 
     assert backends["/"]["name"] == "api" and backends["/v1/readings"]["name"] == "ingestion"
     for backend in backends.values():
         assert backend["name"] in services and backend["port"] == {"name": "http"}
+
+
+def test_every_container_command_is_a_real_energy_cli_command(overlay: tuple[str, list]) -> None:
+    from energy.cli import build_parser
+
+    _, docs = overlay
+    parser = build_parser()
+    for svc, dep in _by_kind(docs, "Deployment").items():
+        argv = _container(dep)["args"]
+        assert argv[0] == "energy"
+        parsed = parser.parse_args(argv[1:])  # argparse exits (SystemExit) on an unknown command
+        assert parsed.command == argv[1], svc
