@@ -16,9 +16,12 @@ from pydantic import BaseModel, Field
 from api.auth import Principal, require_role
 from api.deps import db
 from api.errors import COMMON_RESPONSES, ApiError, not_found
+from dr_coordinator.adapters.inputs import facility_infos
 from dr_coordinator.adapters.store import handle_in, with_retry
-from dr_coordinator.domain.commands import Cancel, OptOut
+from dr_coordinator.domain.commands import Cancel, OptOut, ReleaseHold
+from dr_coordinator.domain.planner import Strategy, plan_facility
 from dr_coordinator.domain.saga import IllegalTransitionError
+from dr_coordinator.entrypoints.timers import DEFAULT_LOAD_FACTOR
 from energy.observability import tracing
 from schemas.readings import ID_PATTERN
 
@@ -185,6 +188,38 @@ async def opt_out(
     if member is None:
         raise not_found("facility in event", facility_id)
     return await _apply(request, principal, dr_event_id, OptOut(facility_id), f"opt_out {facility_id}")
+
+
+@router.post(
+    "/events/{dr_event_id}/facilities/{facility_id}/release-hold",
+    response_model=OperatorResult,
+    summary="Override the forecast guardrail's hold: dispatch the fixed-percentage fallback for this facility",
+)
+async def release_hold(
+    dr_event_id: uuid.UUID, facility_id: FacilityId, request: Request, principal: Operator
+) -> OperatorResult:
+    if facility_id not in principal.facility_ids:
+        raise not_found("facility", facility_id)
+    async with db(request) as conn:
+        row = await conn.fetchrow(
+            "SELECT target_kw FROM dr_event_facilities WHERE dr_event_id = $1 AND facility_id = $2",
+            dr_event_id,
+            facility_id,
+        )
+        if row is None:
+            raise not_found("facility in event", facility_id)
+        info = (await facility_infos(conn, [facility_id]))[facility_id]
+    dr = request.app.state.settings.dr
+    plan = plan_facility(
+        facility_id,
+        info.zones,
+        target_kw=row["target_kw"] or 0.0,
+        expected_kw=info.peak_kw * DEFAULT_LOAD_FACTOR,
+        peak_kw=info.peak_kw,
+        strategy=Strategy.FIXED_PERCENTAGE,
+        fallback_fraction=dr.fallback_shed_fraction,
+    )
+    return await _apply(request, principal, dr_event_id, ReleaseHold(plan), f"release_hold {facility_id}")
 
 
 @router.post(

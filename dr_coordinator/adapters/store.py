@@ -22,6 +22,7 @@ from dr_coordinator.domain.commands import (
     CommandIssued,
     Message,
     Noted,
+    ReleaseHold,
     StartDispatch,
     StateChanged,
     command_id,
@@ -240,6 +241,8 @@ async def save_decision(conn: Any, before: Saga, decision: Decision, message: Me
         raise ConcurrencyError(f"DR event {after.dr_event_id} changed since version {before.version}")
     old = {f.facility_id: f for f in before.facilities}
     plans = message.plans if isinstance(message, StartDispatch) else {}
+    if isinstance(message, ReleaseHold):
+        plans = {message.plan.facility_id: message.plan}
     for fac in after.facilities:
         plan = plans.get(fac.facility_id)
         if fac == old.get(fac.facility_id) and plan is None:

@@ -51,6 +51,13 @@ class OptOut:
 
 
 @dataclass(frozen=True)
+class ReleaseHold:
+    """An operator overrides the forecast guardrail's hold: dispatch this plan for the facility."""
+
+    plan: FacilityPlan
+
+
+@dataclass(frozen=True)
 class Modify:
     start: datetime
     end: datetime

@@ -24,6 +24,7 @@ from dr_coordinator.domain.commands import (
     OptOut,
     RecordCommandAcknowledged,
     RecordCommandFailed,
+    ReleaseHold,
     Schedule,
     StartDispatch,
     StartRestore,
@@ -199,6 +200,8 @@ def decide(saga: Saga, message: Message, now: datetime) -> Decision:
                 b.update(fac, outcome=F.OPTED_OUT if fac.outcome != F.FAILED else F.FAILED)
             else:
                 b.start_restore(fac, F.OPTED_OUT, message.reason)
+        case ReleaseHold():
+            _release_hold(b, message)
         case Modify():
             _modify(b, message)
         case RecordCommandAcknowledged():
@@ -228,6 +231,27 @@ def _start_dispatch(b: _Builder, msg: StartDispatch, now: datetime) -> None:
         b.set_facility(fac, F.DISPATCHING, plan.strategy.value, actions=plan.actions, awaiting=awaiting)
         for a in plan.actions:
             b.events.append(CommandIssued(fac.facility_id, a.zone_id, a.action, a.value, order))
+
+
+def _release_hold(b: _Builder, msg: ReleaseHold) -> None:
+    fac = b.saga.facility(msg.plan.facility_id)
+    held = fac.state == F.OPTED_OUT and (fac.reason or "").startswith("held")
+    if b.saga.state not in (E.DISPATCHING, E.ACTIVE) or not held:
+        raise IllegalTransitionError(f"facility {fac.facility_id} is not held in a running event")
+    if not msg.plan.actions:
+        raise IllegalTransitionError("the override plan sheds nothing")
+    awaiting = frozenset(_key(a.zone_id, a.action) for a in msg.plan.actions)
+    b.set_facility(
+        fac,
+        F.DISPATCHING,
+        f"hold released by operator: {msg.plan.strategy.value}",
+        actions=msg.plan.actions,
+        awaiting=awaiting,
+        outcome=None,
+        reason=None,
+    )
+    for a in msg.plan.actions:
+        b.events.append(CommandIssued(fac.facility_id, a.zone_id, a.action, a.value, 0))
 
 
 def _cancel(b: _Builder, msg: Cancel) -> None:

@@ -114,6 +114,27 @@ async def test_degraded_forecast_switches_to_the_policy_fallback_and_the_choice_
         assert not await pg_pool.fetchval(
             "SELECT count(*) FROM bms_commands WHERE dr_event_id = $1 AND facility_id = 'fac-003'", eid
         )
+        # the manual override: an operator releases the hold and the fallback plan is dispatched
+        key = await api_key(pg_pool, "tenant-a", "operator", ["fac-001", "fac-003"])
+        async with api_server(s) as base, httpx.AsyncClient(base_url=base, timeout=10) as client:
+            resp = await client.post(
+                f"/api/dr/operator/events/{eid}/facilities/fac-003/release-hold", headers={"X-Api-Key": key}
+            )
+            again = await client.post(
+                f"/api/dr/operator/events/{eid}/facilities/fac-003/release-hold", headers={"X-Api-Key": key}
+            )
+        assert resp.status_code == 200, resp.text
+        assert again.status_code == 409
+        released = await pg_pool.fetchrow(
+            "SELECT state, strategy FROM dr_event_facilities WHERE dr_event_id = $1 AND facility_id = 'fac-003'", eid
+        )
+        assert (released["state"], released["strategy"]) == ("dispatching", "fixed_percentage")
+        assert (
+            await pg_pool.fetchval(
+                "SELECT count(*) FROM bms_commands WHERE dr_event_id = $1 AND facility_id = 'fac-003'", eid
+            )
+            == 4
+        )
     else:
         cmds = await pg_pool.fetch(
             "SELECT zone_id, value FROM bms_commands WHERE dr_event_id = $1 AND facility_id = 'fac-003'", eid

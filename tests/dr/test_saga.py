@@ -14,6 +14,7 @@ from dr_coordinator.domain.commands import (
     OptOut,
     RecordCommandAcknowledged,
     RecordCommandFailed,
+    ReleaseHold,
     Schedule,
     StartDispatch,
     StartRestore,
@@ -185,6 +186,31 @@ def test_hold_strategy_dispatches_nothing_for_that_facility() -> None:
     d = decide(s, StartDispatch(plans, "mixed"), NOW)
     assert d.saga.facility("fac-002").state == F.OPTED_OUT
     assert {c.facility_id for c in d.events if isinstance(c, CommandIssued)} == {"fac-001"}
+
+
+def test_operator_release_of_a_held_facility_dispatches_it_and_restores_it_at_the_end() -> None:
+    s = decide(saga(3, 3), Schedule(), NOW).saga
+    plans = {"fac-001": plan("fac-001"), "fac-002": FacilityPlan("fac-002", Strategy.HOLD, 10, 100, 0, ())}
+    s = ack_all(decide(s, StartDispatch(plans, "mixed"), NOW).saga, "set_setpoint")
+    assert s.state == E.ACTIVE and s.facility("fac-002").state == F.OPTED_OUT
+    d = decide(s, ReleaseHold(plan("fac-002", strategy=Strategy.FIXED_PERCENTAGE)), NOW)
+    assert d.saga.facility("fac-002").state == F.DISPATCHING
+    assert {(c.facility_id, c.action) for c in d.events if isinstance(c, CommandIssued)} == {
+        ("fac-002", "set_setpoint")
+    }
+    s = ack_all(d.saga, "set_setpoint")
+    assert s.facility("fac-002").state == F.ACTIVE
+    s = ack_all(decide(s, StartRestore(), NOW).saga, "restore")
+    assert s.state == E.COMPLETED and s.facility("fac-002").state == F.RESTORED
+
+
+def test_release_of_a_facility_that_is_not_held_is_rejected() -> None:
+    s = ack_all(dispatched(3), "set_setpoint")
+    with pytest.raises(IllegalTransitionError):
+        decide(s, ReleaseHold(plan("fac-001")), NOW)
+    s2 = decide(ack_all(dispatched(3, 3), "set_setpoint"), OptOut("fac-002", "opted out by operator"), NOW).saga
+    with pytest.raises(IllegalTransitionError):
+        decide(s2, ReleaseHold(plan("fac-002")), NOW)
 
 
 def test_modify_before_dispatch_moves_times_and_during_event_only_the_end() -> None:
