@@ -79,6 +79,10 @@ D = {
     panel(8, "Rate limited requests", ['sum by (limiter) (rate(energy_api_rate_limited_total[5m]))'], "reqps", legend=["{{limiter}}"]),
  ], ["api", "slo"]),
  "forecast": dashboard("energy-forecast", "Energy / Forecast", [
+    panel(5, "Facilities forecast by quality and method", ['sum by (quality, method) (increase(energy_forecast_facilities_total[1h]))'], "short", legend=["{{quality}} {{method}}"]),
+    panel(6, "Minutes since the last successful run", ['(time() - max(energy_forecast_last_success_timestamp_seconds)) / 60'], "m", legend=["age"]),
+    panel(7, "Runs by outcome and run duration p95", ['sum by (outcome) (increase(energy_forecast_runs_total[1h]))', 'histogram_quantile(0.95, sum by (le) (rate(energy_forecast_run_seconds_bucket[1h])))'], "short", legend=["{{outcome}}", "p95 s"]),
+    panel(8, "Skipped facilities and model load errors", ['sum by (reason) (increase(energy_forecast_skipped_total[1h]))', 'sum(increase(energy_forecast_model_errors_total[1h]))'], "short", legend=["skipped {{reason}}", "model errors"]),
     panel(1, "Weather lookups by source (primary, secondary, cache, persistence, none)", ['sum by (source) (rate(energy_forecast_weather_source_total[15m]))'], "ops", legend=["{{source}}"]),
     panel(2, "Weather provider failures", ['sum by (provider, kind) (rate(energy_forecast_weather_provider_failures_total[15m]))'], "ops", legend=["{{provider}} {{kind}}"]),
     panel(3, "Weather breakers", ['max by (breaker) (energy_breaker_open{breaker=~"weather-.*"})'], "bool", legend=["{{breaker}}"]),
