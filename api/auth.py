@@ -100,6 +100,7 @@ class PrincipalCache:
         self.max_entries = max_entries
         self._clock = clock
         self._items: OrderedDict[str, tuple[float, Principal | None]] = OrderedDict()
+        self.inflight: dict[str, asyncio.Future[Principal | None]] = {}
 
     def get(self, key: str) -> tuple[bool, Principal | None]:
         item = self._items.get(key)
@@ -154,9 +155,19 @@ async def _cached(cache: PrincipalCache, key: str, load: Callable[[], Awaitable[
     hit, principal = cache.get(key)
     if hit:
         return principal
-    principal = await load()
-    cache.put(key, principal)
-    return principal
+    # Single flight: when the entry expires under load, one PostgreSQL query serves every waiting request.
+    fut = cache.inflight.get(key)
+    if fut is None:
+        fut = asyncio.ensure_future(load())
+        cache.inflight[key] = fut
+
+        def done(f: asyncio.Future[Principal | None]) -> None:
+            cache.inflight.pop(key, None)
+            if not f.cancelled() and f.exception() is None:
+                cache.put(key, f.result())
+
+        fut.add_done_callback(done)
+    return await asyncio.shield(fut)
 
 
 async def require_principal(

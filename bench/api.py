@@ -15,6 +15,7 @@ tenant ``bench-tenant`` with 20 facilities and data in InfluxDB, then:
 from __future__ import annotations
 
 import asyncio
+import collections
 import os
 import statistics
 import sys
@@ -199,6 +200,7 @@ async def load(
 
     latencies: list[float] = []
     errors = 0
+    statuses: collections.Counter[str] = collections.Counter()
     stop_at = time.monotonic() + duration_s
     connector = aiohttp.TCPConnector(limit=clients)
     headers = {"Authorization": f"Bearer {token}"}
@@ -212,9 +214,10 @@ async def load(
             while time.monotonic() < stop_at:
                 t0 = time.perf_counter()
                 async with session.get(paths[i % len(paths)]) as resp:
-                    await resp.read()
+                    body = await resp.read()
                     if resp.status != 200:
                         errors += 1
+                        statuses[f"{resp.status} {body[:120].decode(errors='replace')}"] += 1
                 took = time.perf_counter() - t0
                 latencies.append(took * 1000)
                 i += 1
@@ -224,6 +227,8 @@ async def load(
         t0 = time.perf_counter()
         await asyncio.gather(*(client(n) for n in range(clients)))
         elapsed = time.perf_counter() - t0
+    for status, count in statuses.most_common(3):
+        print(f"  {count} x {status}", flush=True)
     return {
         "p50": percentile(latencies, 50),
         "p95": percentile(latencies, 95),
