@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
-import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -39,7 +38,6 @@ from dr_coordinator.domain.intake import (
 )
 from dr_coordinator.domain.saga import IllegalTransitionError
 from dr_coordinator.metrics import WEBHOOK_REQUESTS
-from energy.observability import tracing
 from energy.observability.metrics import QUEUE_CAPACITY, QUEUE_DEPTH
 from energy.resilience import TokenBucket
 from schemas.dr_api import DrEventAccepted, DrEventModifyRequest, DrEventRequest
@@ -373,4 +371,4 @@ def _errors(exc: ValidationError) -> list[dict[str, Any]]:
     return [{"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", ""))[:300]} for e in exc.errors()[:20]]
 
 
-__all__ = ["WebhookGuard", "router", "tracing", "uuid"]
+__all__ = ["WebhookGuard", "router"]

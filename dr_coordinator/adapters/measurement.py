@@ -52,11 +52,7 @@ async def history(
     days = []
     for back in range(1, HISTORY_DAYS + 1):
         d_start, d_end = start - timedelta(days=back), end - timedelta(days=back)
-        pts = (
-            by_day.get(d_start.date(), []) + by_day.get(d_end.date(), [])
-            if d_start.date() != d_end.date()
-            else by_day.get(d_start.date(), [])
-        )
+        pts = [p for day in {d_start.date(), d_end.date()} for p in by_day.get(day, [])]
         ev_kw = _overlap_mean(pts, d_start, d_end, BUCKET)
         if ev_kw is None:
             continue

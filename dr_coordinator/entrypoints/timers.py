@@ -23,7 +23,6 @@ from dr_coordinator.adapters.store import add_outbox, handle, with_retry
 from dr_coordinator.config import DrSettings
 from dr_coordinator.domain import baselines
 from dr_coordinator.domain.commands import (
-    CommandIssued,
     Schedule,
     StartDispatch,
     StartRestore,
@@ -472,4 +471,4 @@ def _plan_detail(plan: FacilityPlan | None, baseline_kw: float | None, method: s
     return out
 
 
-__all__ = ["CommandIssued", "Timers"]
+__all__ = ["Timers"]
