@@ -132,6 +132,14 @@ async def test_restart_mid_dispatch_with_postgres_restart_sends_each_bms_command
             pool = await create_pool(s.postgres, min_size=1, max_size=5)
 
             procs.append(start_coordinator(env, coord_log))
+            # and PostgreSQL goes away again under the running coordinator, mid-event
+            await wait_for_state(pool, dr_event_id, {"active", "restoring"}, 60)
+            await pool.close()
+            pg.stop()
+            await asyncio.sleep(2)
+            pg.start()
+            pool = await create_pool(s.postgres, min_size=1, max_size=5)
+            assert procs[1].poll() is None, "the coordinator must survive a database outage"
             state = await wait_for_state(pool, dr_event_id, {"completed", "partially_failed", "failed"}, 90)
             assert state == "completed"
             keys = [
