@@ -47,6 +47,11 @@ class IngestionSettings(SettingsGroup):
     mqtt_qos: Annotated[int, Field(ge=0, le=1)] = 1
     readings_topic: Name = READINGS
     dlq_topic: Name = READINGS_DLQ
+    # Production: AWS IoT Core forwards raw MQTT payloads to this Kafka topic (docs/decisions/0601); set it to
+    # consume them there instead of (or beside) MQTT. None: no Kafka source.
+    raw_topic: Name | None = None
+    raw_group_id: Name = "ingestion-raw"
+    mqtt_enabled: bool = True
     http_wait_s: Seconds = 10.0  # how long POST /v1/readings waits for Kafka acks before answering 503
     retry_after_s: Annotated[int, Field(ge=1, le=3600)] = 2
     dev_gateway_key: SecretStr = SecretStr("dev-gateway-key-local")  # upserted at start in local/test only

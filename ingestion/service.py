@@ -27,6 +27,7 @@ from ingestion.domain import DedupWindow, RegisterTracker, Validator
 from ingestion.http_api import readings_router
 from ingestion.mqtt_source import MqttSource
 from ingestion.pipeline import Buffer, Publisher
+from ingestion.raw_source import RawKafkaSource
 from ingestion.registry import MeterRegistry, upsert_gateway_key
 from schemas.topics import TOPICS
 
@@ -46,6 +47,7 @@ class IngestionService:
         self.registry: MeterRegistry | None = None
         self.publisher: Publisher | None = None
         self.mqtt: MqttSource | None = None
+        self.raw: RawKafkaSource | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
         self._producer: Any = None
@@ -94,11 +96,18 @@ class IngestionService:
         )
         self.publisher.start()
         self.mqtt = MqttSource(s, self._validator, self.registry, self.buffer, self.health, self.dedup)
-        self.health.set_not_ready("mqtt", "connecting")
-        self._tasks = [
-            asyncio.create_task(self.mqtt.run(), name="mqtt"),
+        self._tasks = []
+        if ing.mqtt_enabled:
+            self.health.set_not_ready("mqtt", "connecting")
+            self._tasks.append(asyncio.create_task(self.mqtt.run(), name="mqtt"))
+        if ing.raw_topic is not None:
+            self.raw = RawKafkaSource(s, self._validator, self.buffer, self.health, self.dedup)
+            self._tasks.append(asyncio.create_task(self.raw.run(), name="kafka-raw"))
+        self._tasks += [
             asyncio.create_task(self.registry.refresh_forever(), name="registry"),
-            asyncio.create_task(serve_app(self.app(), "127.0.0.1", self.http_port, self._stop), name="http"),
+            asyncio.create_task(
+                serve_app(self.app(), s.stack.bind_host, self.http_port, self._stop), name="http"
+            ),
         ]
         log.info("ingestion_started", http_port=self.http_port, topic=ing.readings_topic)
 

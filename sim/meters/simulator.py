@@ -325,7 +325,7 @@ async def run_simulator(
     stop_ops = asyncio.Event()
     ops_task: asyncio.Task[None] | None = None
     if port:
-        ops_task = asyncio.create_task(serve_ops(health, "127.0.0.1", port, stop_ops))
+        ops_task = asyncio.create_task(serve_ops(health, settings.stack.bind_host, port, stop_ops))
     redis = make_redis(settings.redis)
     sim = MeterSimulator(config, settings, redis)
     try:
