@@ -411,3 +411,42 @@ async def test_zone_reset_behind_our_back_during_the_event_is_corrected_by_recon
         assert log and json.loads(log[0]["detail"])["zone_id"] == zone_id
         executions = admin(bms, "executions")
         assert all(v == 1 for k, v in executions.items() if str(dr_event_id) in k)
+
+
+@pytest.mark.chaos
+async def test_random_bms_faults_and_lost_acks_are_retried_and_every_command_runs_once(
+    settings: Settings, stack: Any, pg_pool: Any, influx: Any, uid: str, tmp_path: Path
+) -> None:
+    facilities = ["fac-001", "fac-002", "fac-003", "fac-004", "fac-006"]
+    utility = await make_utility(pg_pool, uid, f"token-{uid}", method="forecast")
+    with SimulatorProcess.start("bms", free_port(), "--seed", "7", log_dir=tmp_path) as bms:
+        admin(bms, "faults", {"fault_rate": 0.3, "ack_loss_rate": 0.3, "latency_ms": 50})
+        s = dr_settings(
+            settings,
+            bms_base_url=bms.url("/bms"),
+            only_utility_ids=utility.utility_id,
+            bms_command_max_attempts=12,
+            bms_breaker_fail_max=50,
+        )
+        start = datetime.now(UTC) + timedelta(seconds=4)
+        async with api_server(s) as base, httpx.AsyncClient(base_url=base, timeout=10) as client:
+            resp = await client.post(
+                f"/api/utility/{utility.utility_id}/events",
+                json=event_body("flaky", start, 6, facilities, target_kw=400.0),
+                headers=utility.auth,
+            )
+        dr_event_id = uuid.UUID(resp.json()["dr_event_id"])
+        async with coordinator(s, pg_pool, influx):
+            assert await wait_for_state(pg_pool, dr_event_id, {"completed", "partially_failed", "failed"}, 60) == (
+                "completed"
+            )
+        rows = await pg_pool.fetch(
+            "SELECT idempotency_key, attempts, status FROM bms_commands WHERE dr_event_id = $1", dr_event_id
+        )
+        executions = admin(bms, "executions")
+        requests = admin(bms, "requests")
+    assert rows and {r["status"] for r in rows} == {"acknowledged"}
+    assert any(r["attempts"] > 1 for r in rows), "30 % faults should have forced retries"
+    assert all(executions.get(r["idempotency_key"]) == 1 for r in rows)
+    # a lost acknowledgement means the BMS saw the key again and answered "duplicate"
+    assert any(requests.get(r["idempotency_key"], 0) > 1 for r in rows)
