@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import date
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -23,13 +24,18 @@ N_CALENDAR = 14
 
 
 def holiday_dates(timezone: str, years: Iterable[int]) -> set[date]:
+    return set(_holiday_dates(timezone, tuple(sorted(set(years)))))
+
+
+@lru_cache(maxsize=256)
+def _holiday_dates(timezone: str, years: tuple[int, ...]) -> frozenset[date]:
     region = HOLIDAY_REGION.get(timezone)
     if region is None:
-        return set()
+        return frozenset()
     import holidays
 
     country, subdiv = region
-    return set(holidays.country_holidays(country, subdiv=subdiv, years=sorted(set(years))).keys())
+    return frozenset(holidays.country_holidays(country, subdiv=subdiv, years=list(years)).keys())
 
 
 def calendar_features(times_utc: pd.DatetimeIndex, timezone: str, holidays: set[date] | None = None) -> np.ndarray:
