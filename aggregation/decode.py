@@ -11,7 +11,7 @@ from schemas.readings import MeterReading, MeterReadingEvent
 
 @dataclass(frozen=True)
 class Rejected:
-    reason: str  # undecodable | schema_mismatch | too_late
+    reason: str  # undecodable | schema_mismatch | too_late | sink_rejected
     detail: str
 
 

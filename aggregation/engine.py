@@ -9,7 +9,7 @@ always computed from the full set of samples and overwrites the point, never add
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import structlog
@@ -18,7 +18,7 @@ from aggregation import lines, metrics
 from aggregation.config import AggregationSettings
 from aggregation.domain.rollup import Sample
 from aggregation.domain.state import HOUR_NS, FacilityState, RollupParams, rollups_for
-from energy.adapters.influx import InfluxClient, iter_rows, quote_ident
+from energy.adapters.influx import InfluxClient, InfluxError, iter_rows, quote_ident
 from energy.resilience import RetryPolicy
 from schemas.readings import MeterReading
 
@@ -29,8 +29,11 @@ WRITE_RETRY = RetryPolicy(attempts=3, base_delay_s=0.1, max_delay_s=1.0)
 
 @dataclass
 class WritePlan:
-    raw_lines: list[str] = field(default_factory=list)
+    raw_lines: list[str] = field(default_factory=list)  # in the order of the readings
     rollup_lines: list[str] = field(default_factory=list)
+    # Filled by write(): lines InfluxDB refused for good (4xx), by index, with its reason.
+    rejected_raw: list[tuple[int, str]] = field(default_factory=list)
+    rejected_rollups: list[tuple[int, str]] = field(default_factory=list)
 
 
 def to_sample(r: MeterReading) -> Sample:
@@ -107,26 +110,38 @@ class RollupEngine:
             total += st.sample_count()
         metrics.STATE_SAMPLES.set(total)
 
-    async def _write_chunks(self, chunks: Iterable[list[str]], rp: str) -> None:
-        async def one(chunk: list[str]) -> None:
+    async def _write_isolating(self, lines_: list[str], offset: int, rp: str) -> list[tuple[int, str]]:
+        """Write; if InfluxDB refuses the request (4xx, e.g. a field type conflict), bisect to find
+        the refused lines and return them (index, reason). Transient errors propagate."""
+        try:
             async with self._sem:
-                await self.influx.write_lines(chunk, retention_policy=rp, retry=WRITE_RETRY)
+                await self.influx.write_lines(lines_, retention_policy=rp, retry=WRITE_RETRY)
+            return []
+        except InfluxError as exc:
+            if len(lines_) == 1:
+                return [(offset, str(exc)[:500])]
+            mid = len(lines_) // 2
+            left = await self._write_isolating(lines_[:mid], offset, rp)
+            return left + await self._write_isolating(lines_[mid:], offset + mid, rp)
 
-        await asyncio.gather(*(one(c) for c in chunks))
-
-    def _chunks(self, items: list[str]) -> list[list[str]]:
+    async def _write_all(self, items: list[str], rp: str) -> list[tuple[int, str]]:
         n = self.settings.influx_lines_per_write
-        return [items[i : i + n] for i in range(0, len(items), n)]
+        parts = await asyncio.gather(*(self._write_isolating(items[i : i + n], i, rp) for i in range(0, len(items), n)))
+        return [bad for part in parts for bad in part]
 
     async def write(self, plan: WritePlan) -> None:
         """Raw points and rollups concurrently: both are idempotent, and a crash between them is
         repaired by the replay (the rollups are recomputed from raw points + replayed readings)."""
-        await asyncio.gather(
-            self._write_chunks(self._chunks(plan.raw_lines), self.raw_rp),
-            self._write_chunks(self._chunks(plan.rollup_lines), self.rollup_rp),
+        plan.rejected_raw, plan.rejected_rollups = await asyncio.gather(
+            self._write_all(plan.raw_lines, self.raw_rp), self._write_all(plan.rollup_lines, self.rollup_rp)
         )
-        metrics.POINTS_WRITTEN.labels("raw").inc(len(plan.raw_lines))
-        metrics.POINTS_WRITTEN.labels("rollup").inc(len(plan.rollup_lines))
+        metrics.POINTS_WRITTEN.labels("raw").inc(len(plan.raw_lines) - len(plan.rejected_raw))
+        metrics.POINTS_WRITTEN.labels("rollup").inc(len(plan.rollup_lines) - len(plan.rejected_rollups))
+        if plan.rejected_rollups:
+            metrics.POINTS_REJECTED.labels("rollup").inc(len(plan.rejected_rollups))
+            log.error("rollups_rejected", count=len(plan.rejected_rollups), first=plan.rejected_rollups[0][1])
+        if plan.rejected_raw:
+            metrics.POINTS_REJECTED.labels("raw").inc(len(plan.rejected_raw))
 
     async def process(self, readings: Sequence[MeterReading]) -> WritePlan:
         plan = await self.prepare(readings)

@@ -30,3 +30,6 @@ BATCH_SECONDS = Histogram(
 BACKPRESSURE = Gauge("energy_aggregation_backpressure", "1 while consumption is paused because a sink is failing")
 STATE_SAMPLES = Gauge("energy_aggregation_state_samples", "Samples held in the rollup state cache")
 ARCHIVED = Counter("energy_aggregation_archived", "Readings archived to Parquet")
+POINTS_REJECTED = Counter(
+    "energy_aggregation_points_rejected", "Points InfluxDB refused for good (4xx, e.g. field type conflict)", ["kind"]
+)

@@ -51,6 +51,7 @@ class _Staged:
     batch: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]
     started: float
     readings: list[MeterReading] = field(default_factory=list)
+    records: list[ConsumerRecord[Any, Any]] = field(default_factory=list)  # of each reading
     rejects: list[tuple[ConsumerRecord[Any, Any], Rejected]] = field(default_factory=list)
     plan: WritePlan | None = None
     prepared_at: float = 0.0
@@ -168,6 +169,7 @@ class RollupWorker:
                     staged.rejects.append((rec, Rejected("too_late", f"{detail}; allowed lateness {allowed:g}s")))
                 else:
                     staged.readings.append(got.payload)
+                    staged.records.append(rec)
         return staged
 
     async def _stage(self, batch: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]) -> _Staged | None:
@@ -187,6 +189,8 @@ class RollupWorker:
         try:
             if plan is not None:
                 await self._until_ok("influxdb", lambda: self.engine.write(plan))
+                for index, reason in plan.rejected_raw:
+                    staged.rejects.append((staged.records[index], Rejected("sink_rejected", reason)))
             if staged.rejects:
                 await self._until_ok("kafka_dlq", lambda: self._send_dead_letters(staged.rejects))
         except _Stopped:
@@ -201,7 +205,7 @@ class RollupWorker:
             prepare_s=round(staged.prepared_at - staged.started, 4),
             write_commit_s=round(done - staged.prepared_at, 4),
         )
-        metrics.READINGS.labels("rolled_up").inc(len(staged.readings))
+        metrics.READINGS.labels("rolled_up").inc(len(staged.readings) - (len(plan.rejected_raw) if plan else 0))
         for _, rej in staged.rejects:
             metrics.READINGS.labels(rej.reason).inc()
         metrics.BATCH_SECONDS.observe(done - staged.started)

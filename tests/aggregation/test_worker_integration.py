@@ -10,6 +10,7 @@ from datetime import timedelta
 import pytest
 
 from aggregation.worker import RollupWorker
+from energy.adapters.influx import InfluxClient
 from tests.aggregation.conftest import make_topics
 from tests.aggregation.helpers import (
     assert_matches,
@@ -114,3 +115,39 @@ async def test_poison_messages_go_to_dlq_with_raw_bytes_and_the_partition_moves_
     assert sorted(d.payload.reason for d in dead) == ["schema_mismatch", "undecodable", "undecodable"]
     assert {base64.b64decode(d.payload.raw_b64) for d in dead} == {p[1] for p in poison}
     assert all(d.payload.source.startswith(f"kafka:{n['topic']}/0@") for d in dead)
+
+
+async def test_a_reading_influxdb_refuses_for_good_goes_to_dlq_and_the_worker_goes_on(settings, uid):
+    from tests.aggregation.conftest import create_influx_db, influx_admin
+
+    n = new_names(uid)
+    await make_topics(settings, n["topic"], n["dlq"], partitions=1)
+    db = f"aggtest_conflict_{uid}"
+    create_influx_db(settings.influx.url, db)
+    s = settings_for(settings, db, n["topic"], n["dlq"], n["group"])
+    fac = n["facility"]
+    bad_day = hour_floor(now_utc()) - timedelta(days=2)
+    # Someone wrote `seq` as a string into that day's shard: every int `seq` there now conflicts.
+    conflict = f'readings,facility_id=other,meter_id=other seq="text" {int(bad_day.timestamp()) * 10**9}'
+    import urllib.request
+
+    req = urllib.request.Request(
+        f"{settings.influx.url}/write?db={db}&rp=raw_90d", data=conflict.encode(), method="POST"
+    )
+    with urllib.request.urlopen(req, timeout=5) as r:
+        assert r.status == 204
+    good = make_readings(fac, 2, hour_floor(now_utc()) - timedelta(hours=2), 20, seed=40)
+    refused = make_readings(fac, 1, bad_day + timedelta(minutes=5), 1, seed=41)
+    await produce(settings.kafka.bootstrap_servers, n["topic"], [*good[:20], *refused, *good[20:]])
+    client = InfluxClient(s.influx, breaker_name="influxdb-aggtests-conflict")
+    try:
+        async with running_worker(s):
+            await wait_caught_up(settings.kafka.bootstrap_servers, n["topic"], n["group"])
+        dead = await dlq_records(settings.kafka.bootstrap_servers, n["dlq"], 1)
+        assert [d.payload.reason for d in dead] == ["sink_rejected"]
+        assert "conflict" in dead[0].payload.detail
+        assert str(refused[0].reading_id) in base64.b64decode(dead[0].payload.raw_b64).decode()
+        assert await raw_count(client, fac) == len(good)
+    finally:
+        await client.close()
+        influx_admin(settings.influx.url, f'DROP DATABASE "{db}"')
