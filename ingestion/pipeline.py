@@ -116,15 +116,8 @@ def build_records(
         if dedup is not None and dedup.seen(key):
             dropped += 1
             continue
-        event = MeterReadingEvent.model_construct(  # payload already valid; see Validator._enrich
-            event_id=reading.reading_id,
-            event_type="meter.reading",
-            schema_version=1,
-            occurred_at=reading.ts,
-            produced_at=now,
-            source=SOURCE,
-            correlation_id=None,
-            payload=reading,
+        event = MeterReadingEvent.wrap(
+            reading, source=SOURCE, occurred_at=reading.ts, event_id=reading.reading_id, produced_at=now
         )
         records.append(
             OutRecord(
