@@ -1,14 +1,16 @@
 """Cache of each facility's current load (API-1).
 
-- Redis holds ``{"v": value, "t": fetched_at}`` for ``keep_s``; a value younger than ``ttl_s``
-  is fresh, one younger than ``stale_max_s`` is served at once while a background query
-  refreshes it (stale-while-revalidate), an older one is refreshed before answering.
+- Two levels: a bounded in-process copy, then Redis (shared by every API replica). Redis holds
+  ``{"v": value, "t": fetched_at}`` for ``keep_s``. A value younger than ``ttl_s`` (measured
+  from when it was read from InfluxDB, whichever level holds it) is fresh; one younger than
+  ``stale_max_s`` is served at once while a background query refreshes it
+  (stale-while-revalidate); an older one is refreshed before answering.
 - Single flight per key and process: any number of concurrent misses of one facility wait
   for the same InfluxDB query.
 - Redis calls are bounded by the Redis timeout (100 ms) and a breaker; when Redis fails
   the cache goes to InfluxDB directly.
-- A value this process loaded within the TTL is used when Redis misses or fails, so a
-  Redis outage does not turn every request into an InfluxDB query.
+- The in-process copy answers first while within the TTL: under load most requests need no
+  Redis round trip, and a Redis outage does not turn every request into an InfluxDB query.
 - When InfluxDB fails, the last known value (from Redis or, if Redis is down too, from a
   bounded in-process copy) is served with its age; with nothing known, 503.
 """
@@ -94,8 +96,15 @@ class CurrentCache:
 
     async def get(self, facility_id: str) -> CacheResult:
         now = self._clock()
+        local = self._memory.get(facility_id)
+        if local is not None and now - local.fetched_at <= self.ttl_s:
+            # This process holds a value within the TTL (read from Redis or loaded here): no round trip.
+            CACHE_RESULTS.labels("memory").inc()
+            return CacheResult(local.value, "memory", max(0.0, now - local.fetched_at), False)
         entry = await self._redis_get(facility_id)
         if entry is not None:
+            if local is None or entry.fetched_at > local.fetched_at:
+                self._remember(facility_id, entry)
             age = max(0.0, now - entry.fetched_at)
             if age <= self.ttl_s:
                 CACHE_RESULTS.labels("hit").inc()
@@ -105,10 +114,10 @@ class CurrentCache:
                 CACHE_RESULTS.labels("revalidating").inc()
                 return CacheResult(entry.value, "revalidating", age, False)
         local = self._memory.get(facility_id)
-        if local is not None and now - local.fetched_at <= self.ttl_s:
-            # Redis missed or failed, but this process loaded the value moments ago.
+        if local is not None and self._clock() - local.fetched_at <= self.ttl_s:
+            # Loaded by a concurrent request while this one waited for Redis.
             CACHE_RESULTS.labels("memory").inc()
-            return CacheResult(local.value, "memory", max(0.0, now - local.fetched_at), False)
+            return CacheResult(local.value, "memory", max(0.0, self._clock() - local.fetched_at), False)
         try:
             fresh = await self._single_flight(facility_id)
         except (UnavailableError, CircuitOpenError, TimeoutError, OSError, RuntimeError) as exc:
@@ -161,12 +170,15 @@ class CurrentCache:
     async def _load(self, facility_id: str) -> Entry:
         value = await self.loader(facility_id)
         entry = Entry(value, self._clock())
+        self._remember(facility_id, entry)
+        await self._redis_set(facility_id, entry)
+        return entry
+
+    def _remember(self, facility_id: str, entry: Entry) -> None:
         self._memory[facility_id] = entry
         self._memory.move_to_end(facility_id)
         while len(self._memory) > self._memory_entries:
             self._memory.popitem(last=False)
-        await self._redis_set(facility_id, entry)
-        return entry
 
     # --- Redis, bounded and never fatal -----------------------------------------------------
 

@@ -109,11 +109,12 @@ async def test_polling_clients_keep_getting_answers_through_redis_then_influxdb_
 
     up = by_phase["all_up"]
     assert {p.current_kw for p in up} == {20.0} and not any(p.stale for p in up)
-    assert "hit" in {p.cache for p in up}
+    assert {"hit", "memory"} & {p.cache for p in up}
 
     redis_down = by_phase["redis_down"]
     assert not any(p.stale or p.warning for p in redis_down)
     assert "hit" not in {p.cache for p in redis_down[5:]}  # Redis is not answering: no Redis hits
+    assert "miss" in {p.cache for p in redis_down}  # values loaded from InfluxDB
     assert 30.0 in {p.current_kw for p in redis_down}  # InfluxDB was read directly
 
     both_down = by_phase["redis_and_influx_down"]

@@ -93,7 +93,7 @@ async def test_stale_value_is_served_at_once_while_one_background_query_refreshe
         assert (first.outcome, first.value["current_kw"]) == ("miss", 1.0)
         now[0] += 5
         hit = await cache.get(fid)
-        assert (hit.outcome, hit.value["current_kw"], hit.age_s) == ("hit", 1.0, 5.0)
+        assert (hit.outcome, hit.value["current_kw"], hit.age_s) == ("memory", 1.0, 5.0)
         now[0] += 20  # older than the TTL, younger than stale_max
         stale = await cache.get(fid)
         assert (stale.outcome, stale.value["current_kw"], stale.stale) == ("revalidating", 1.0, False)
@@ -103,7 +103,7 @@ async def test_stale_value_is_served_at_once_while_one_background_query_refreshe
             await asyncio.sleep(0.01)
         assert calls == 2
         refreshed = await cache.get(fid)
-        assert (refreshed.outcome, refreshed.value["current_kw"]) == ("hit", 2.0)
+        assert (refreshed.outcome, refreshed.value["current_kw"]) == ("memory", 2.0)
         now[0] += 120  # older than stale_max: refreshed before answering
         old = await cache.get(fid)
         assert (old.outcome, old.value["current_kw"]) == ("miss", 3.0)
@@ -157,3 +157,27 @@ async def test_identical_range_queries_share_one_influxdb_read_for_the_ttl():
     assert (await cache.get(("g", "1m"), render))[0] == b"body-2"  # another key, another read
     now[0] = 6.0  # past the TTL
     assert (await cache.get(("f", "1m"), render)) == (b"body-3", False)
+
+
+async def test_a_value_cached_by_one_replica_is_a_redis_hit_for_another(settings, uid):
+    calls = 0
+
+    async def loader(facility_id):
+        nonlocal calls
+        calls += 1
+        return {"facility_id": facility_id, "current_kw": 7.0}
+
+    redis = make_redis(settings.redis)
+    replicas = [
+        CurrentCache(redis, loader, ttl_s=10, stale_max_s=60, keep_s=60, redis_timeout_s=0.1) for _ in range(2)
+    ]
+    fid = f"replica-{uid}"
+    try:
+        first = await replicas[0].get(fid)
+        second = await replicas[1].get(fid)
+        again = await replicas[1].get(fid)
+    finally:
+        await redis.delete(CurrentCache.key(fid))
+        await redis.aclose()
+    assert (first.outcome, second.outcome, again.outcome) == ("miss", "hit", "memory")
+    assert calls == 1 and second.value == first.value
