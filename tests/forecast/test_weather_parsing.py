@@ -59,3 +59,22 @@ def test_facilities_of_one_city_share_a_grid_cell() -> None:
         by_city.setdefault(f.city, set()).add(cell_id(f.latitude, f.longitude, 0.25))
     assert all(len(cells) == 1 for cells in by_city.values())
     assert len({next(iter(c)) for c in by_city.values()}) == 4
+
+
+def test_simulator_faults_can_be_set_by_cli_flag_and_at_runtime(port) -> None:
+    import httpx
+
+    from sim.weather.process import WeatherSimProcess
+
+    with WeatherSimProcess(port, "--fault", "weatherapi:down", "--fault", "openmeteo:rate_limit") as sim:
+        faults = httpx.get(f"{sim.base}/_faults", timeout=5).json()
+        assert faults["weatherapi"]["mode"] == "down" and faults["openmeteo"]["mode"] == "rate_limit"
+        r = httpx.get(f"{sim.base}/weatherapi/v1/forecast.json", params={"key": "k", "q": "1,2"}, timeout=5)
+        assert r.status_code == 503
+        r = httpx.get(f"{sim.base}/openmeteo/v1/forecast", params={"latitude": 1, "longitude": 2}, timeout=5)
+        assert r.status_code == 429 and r.headers["retry-after"] == "2"
+        sim.fault("all", "ok")
+        r = httpx.get(f"{sim.base}/weatherapi/v1/forecast.json", params={"key": "k", "q": "1,2", "days": 2}, timeout=5)
+        assert r.status_code == 200 and len(r.json()["forecast"]["forecastday"]) == 2
+        bad = httpx.get(f"{sim.base}/weatherapi/v1/forecast.json", params={"key": "k", "q": "x"}, timeout=5)
+        assert bad.status_code == 400 and bad.json()["error"]["code"] == 1006
