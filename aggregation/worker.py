@@ -90,7 +90,7 @@ class RollupWorker:
             session_timeout_ms=self.cfg.session_timeout_ms,
             heartbeat_interval_ms=self.cfg.heartbeat_interval_ms,
             max_poll_interval_ms=self.cfg.max_poll_interval_ms,
-            rebalance_timeout_ms=self.cfg.session_timeout_ms,
+            rebalance_timeout_ms=self.cfg.rebalance_timeout_ms,
             # Bounded prefetch: at most this many bytes buffered per partition while we write.
             max_partition_fetch_bytes=1_048_576,
             fetch_max_bytes=8 * 1_048_576,
