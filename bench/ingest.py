@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
+import psutil
 from aiokafka import AIOKafkaConsumer
 
 from bench.common import parser, write_results
@@ -237,6 +238,7 @@ async def main_async(quick: bool) -> None:
     collector = Collector(topic, bootstrap)
     await collector.start()
     proc = start_service(env, port, "/ready")  # subscribes: the persistent session exists from here on
+    startup_cpu = cpu_seconds(proc)  # what starting (imports, connections) costs, subtracted below
     try:
         # Capacity: the service is stopped while a backlog is queued in its persistent MQTT session, then
         # started; the rate at which readings arrive in Kafka is what it sustains, whatever the publisher's pace.
@@ -245,12 +247,14 @@ async def main_async(quick: bool) -> None:
         proc = start_service(env, port)
         await collector.wait_for(single_sent, 300)
         single_rate, single_missing = drain_rate(single_sent, collector.arrived)
+        single_cpu = cpu_seconds(proc) - startup_cpu
 
         proc = restart(proc, env, port, stop_only=True)
         batched_sent = await publish(gen, prefix, mqtt, n_batched, BATCH, None)
         proc = start_service(env, port)
         await collector.wait_for(batched_sent, 300)
         batched_rate, batched_missing = drain_rate(batched_sent, collector.arrived)
+        batched_cpu = cpu_seconds(proc) - startup_cpu
 
         # Latency of a service that keeps up: single messages at a steady rate, publish -> read from Kafka.
         paced_sent = await publish(gen, prefix, mqtt, int(PACED_RATE * paced_s), 1, PACED_RATE)
@@ -271,6 +275,8 @@ async def main_async(quick: bool) -> None:
         "p50_latency_ms": round(percentile(latencies, 50), 1),
         "p99_latency_ms": round(percentile(latencies, 99), 1),
         "paced_rate_readings_per_s": PACED_RATE,
+        "single_messages_per_cpu_s": round(n_single / single_cpu, 1),
+        "batched_readings_per_cpu_s": round(n_batched / batched_cpu, 1),
         "single_messages": n_single,
         "batched_readings": n_batched,
         "lost_readings": single_missing + batched_missing + paced_missing,
@@ -281,6 +287,8 @@ async def main_async(quick: bool) -> None:
         "p50_latency_ms": "ms",
         "p99_latency_ms": "ms",
         "paced_rate_readings_per_s": "readings/s",
+        "single_messages_per_cpu_s": "msg/cpu-s",
+        "batched_readings_per_cpu_s": "readings/cpu-s",
         "single_messages": "messages",
         "batched_readings": "readings",
         "lost_readings": "readings",
@@ -298,9 +306,16 @@ async def main_async(quick: bool) -> None:
         "rate = readings read back from Kafka per second between the first and last arrival. "
         f"Batched = {BATCH} readings per gateway message. Latency: single messages paced at {PACED_RATE:.0f}/s, "
         "MQTT publish -> read back from Kafka (5 ms fetch wait). "
+        "Per CPU-second figures: messages or readings drained per CPU-second of the service process "
+        "(user+system, start-up cost subtracted): what one free core would sustain. "
         f"Machine shared with other engineers' work: load average at the end {load[0]:.1f} on {os.cpu_count()} cores."
     )
     write_results("ingest", figures, units, quick, goals, notes)
+
+
+def cpu_seconds(proc: subprocess.Popen[bytes]) -> float:
+    times = psutil.Process(proc.pid).cpu_times()
+    return float(times.user + times.system)
 
 
 def restart(proc: subprocess.Popen[bytes], env: dict[str, str], port: int, stop_only: bool = False) -> Any:
