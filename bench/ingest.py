@@ -195,7 +195,9 @@ def start_service(env: dict[str, str], port: int, path: str = "/healthz") -> sub
     """Start ``energy ingestion run`` and wait until ``path`` answers 200 (``/ready``: MQTT subscribed)."""
     exe = ROOT / ".venv" / "bin" / "energy"
     argv = [str(exe), "ingestion", "run"] if exe.exists() else [sys.executable, "-m", "energy.cli", "ingestion", "run"]
-    log = open(ROOT / "bench" / "results" / "ingest-service.log", "wb")  # noqa: SIM115
+    log_dir = get_settings().stack.data_dir / "run"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log = open(log_dir / "bench-ingest-service.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.time() + 60
     while time.time() < deadline:
@@ -206,7 +208,9 @@ def start_service(env: dict[str, str], port: int, path: str = "/healthz") -> sub
             if resp.status == 200:
                 return proc
         if proc.poll() is not None:
-            raise SystemExit(f"ingestion service exited with {proc.returncode}; see bench/results/ingest-service.log")
+            raise SystemExit(
+                f"ingestion service exited with {proc.returncode}; see .stack/run/bench-ingest-service.log"
+            )
         time.sleep(0.3)
     proc.terminate()
     raise SystemExit("ingestion service not ready within 60 s")

@@ -64,9 +64,7 @@ class RawKafkaSource:
     async def _consume(self) -> None:
         ing = self._settings.ingestion
         assert ing.raw_topic is not None
-        consumer = make_consumer(
-            self._settings.kafka, ing.raw_topic, group_id=ing.raw_group_id, max_poll_records=1_000
-        )
+        consumer = make_consumer(self._settings.kafka, ing.raw_topic, group_id=ing.raw_group_id, max_poll_records=1_000)
         await consumer.start()
         self._health.clear("kafka_raw_source")
         try:

@@ -105,9 +105,7 @@ class IngestionService:
             self._tasks.append(asyncio.create_task(self.raw.run(), name="kafka-raw"))
         self._tasks += [
             asyncio.create_task(self.registry.refresh_forever(), name="registry"),
-            asyncio.create_task(
-                serve_app(self.app(), s.stack.bind_host, self.http_port, self._stop), name="http"
-            ),
+            asyncio.create_task(serve_app(self.app(), s.stack.bind_host, self.http_port, self._stop), name="http"),
         ]
         log.info("ingestion_started", http_port=self.http_port, topic=ing.readings_topic)
 

@@ -27,9 +27,7 @@ FACILITIES = 5
 COUNT = 90  # readings per meter
 RATE = 150  # readings/s: about 30 s of publishing
 BUFFER = 400
-EXPECTED = {
-    (m.meter_id, q) for f in build_fleet()[:FACILITIES] for m in f.meters for q in range(COUNT)
-}
+EXPECTED = {(m.meter_id, q) for f in build_fleet()[:FACILITIES] for m in f.meters for q in range(COUNT)}
 
 
 class Sampler:
@@ -132,9 +130,7 @@ async def test_broker_down_20s_then_restarted_empty_gets_every_reading_published
     # So the restart below freezes this event loop (and the in-process service with it) until the new broker
     # has its topics again: the service's first produce meets the topics as they were.
     broker = await asyncio.to_thread(private_server, KafkaServer, topics=((readings_topic, 6), (dlq_topic, 1)))
-    s = ingest_settings(
-        settings, uid, bootstrap=f"127.0.0.1:{broker.port}", buffer_size=BUFFER, publish_timeout_s=2.0
-    )
+    s = ingest_settings(settings, uid, bootstrap=f"127.0.0.1:{broker.port}", buffer_size=BUFFER, publish_timeout_s=2.0)
     service = await start_service(s)
     meters = [m.meter_id for f in build_fleet()[:FACILITIES] for m in f.meters]
     start = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
