@@ -40,6 +40,7 @@ SIM_PUBLISHED = Counter("energy_sim_meter_messages_total", "MQTT messages publis
 SIM_FAULTS = Counter("energy_sim_meter_faults_total", "Faults injected by the meter simulator", ["fault"])
 SIM_INFLIGHT = Gauge("energy_sim_meter_inflight", "MQTT publishes awaiting PUBACK")
 ZONE_CACHE_S = 2.0
+ACCELERATED_OPEN_ENDED_SPAN_S = 7 * 86_400.0  # --speed without --duration/--count starts a week ago
 
 
 @dataclass
@@ -170,6 +171,15 @@ class MeterSimulator:
         ticks = self.total_ticks()
         if c.rate and ticks is not None:
             return floored - timedelta(seconds=c.interval_s * (ticks + c.late_ticks + 1))
+        if c.speed > 1:
+            # An accelerated clock replays the recent past and ends at about now, never in the future.
+            if c.duration_s is not None:
+                span = c.duration_s * c.speed
+            elif c.count is not None:
+                span = c.count * c.interval_s
+            else:
+                span = ACCELERATED_OPEN_ENDED_SPAN_S
+            return floored - timedelta(seconds=span + c.interval_s)
         return floored
 
     def reading(self, facility: Facility, meter: Meter, ts: datetime) -> dict[str, Any]:

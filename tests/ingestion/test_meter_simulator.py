@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from energy.adapters.redis import make_redis
 from energy.fleet import build_fleet
@@ -109,3 +109,16 @@ async def test_bms_zone_state_in_redis_scales_the_zone_meters_and_redis_down_mea
     )
     await dead.zones.refresh([facility.facility_id])
     assert dead.zones.factor(facility, hvac) == 1.0
+
+
+def test_accelerated_and_rate_runs_never_produce_future_timestamps(settings):
+    now = datetime(2026, 3, 4, 12, 0, 7, tzinfo=UTC)
+    for config in (
+        SimConfig(prefix="p", speed=60, duration_s=6),
+        SimConfig(prefix="p", speed=3600),
+        SimConfig(prefix="p", rate=1000, count=50),
+    ):
+        sim = MeterSimulator(config, settings)
+        start = sim.start_ts(now)
+        ticks = sim.total_ticks() or int((config.duration_s or 7 * 86_400 / config.speed) * config.speed / 15)
+        assert start + timedelta(seconds=15 * (ticks - 1)) <= now, config
