@@ -125,7 +125,6 @@ def readings_router(
         if records:
             done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             if not buffer.try_put(WorkItem(records, received, done=done)):
-                metrics.BACKPRESSURE.labels("http_rejected").inc()
                 return _error(503, "buffer_full", "ingestion is pushing back; retry later", retry_after)
             try:
                 await asyncio.wait_for(asyncio.shield(done), ing.http_wait_s)
