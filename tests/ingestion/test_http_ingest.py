@@ -156,3 +156,77 @@ async def test_http_answers_503_with_retry_after_when_kafka_hangs_and_the_buffer
     assert service.buffer.used == 0
     records = await read_topic(s, s.ingestion.readings_topic, expect=3, idle_s=0.5)
     assert sorted({r.value["payload"]["seq"] for r in records}) == [0, 1, 2]
+
+
+def _metric(text: str, name: str, **labels: str) -> float:
+    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    prefix = f"{name}{{{want}}} " if labels else f"{name} "
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(prefix))
+
+
+async def test_metrics_count_received_valid_invalid_dlq_published_depth_and_latency(settings, uid, start_service, keys):
+    s = ingest_settings(settings, uid)
+    service = await start_service(s)
+    names = {
+        "received": ("energy_ingestion_messages_received_total", {"path": "http"}),
+        "valid": ("energy_ingestion_readings_valid_total", {"path": "http"}),
+        "invalid": ("energy_ingestion_readings_invalid_total", {"path": "http", "reason": "unknown_meter"}),
+        "published": ("energy_ingestion_published_total", {"kind": "reading"}),
+        "dlq": ("energy_ingestion_published_total", {"kind": "dlq"}),
+        "latency": ("energy_ingestion_publish_latency_seconds_count", {}),
+    }
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{service.http_port}", timeout=10) as http:
+        before_text = (await http.get("/metrics")).text
+        resp = await http.post(
+            "/v1/readings",
+            json=[reading("fac-004-m01", 40, minutes=40), reading("nope-meter", 1)],
+            headers={"X-Api-Key": keys["gateway"]},
+        )
+        after_text = (await http.get("/metrics")).text
+    assert resp.status_code == 207
+    delta = {k: _metric(after_text, n, **lb) - _metric(before_text, n, **lb) for k, (n, lb) in names.items()}
+    assert delta == {"received": 1, "valid": 1, "invalid": 1, "published": 1, "dlq": 1, "latency": 1}
+    assert 'energy_queue_depth{queue="ingestion_buffer"}' in after_text
+    assert 'energy_queue_capacity{queue="ingestion_buffer"}' in after_text
+
+
+async def test_http_never_answers_5xx_to_random_or_mutated_bodies(settings, uid, start_service, keys):
+    import random
+
+    s = ingest_settings(settings, uid)
+    service = await start_service(s)
+    rng = random.Random(1234)
+    weird = [None, True, -1, 10**30, 1e308, "", "x" * 300, [], {}, [1, 2], {"a": 1}, "2026-13-45T99:00:00Z"]
+
+    def mutated():
+        doc = reading("fac-004-m0" + str(rng.randint(1, 9)), rng.randint(0, 10**6), minutes=rng.randint(0, 10**5))
+        for _ in range(rng.randint(1, 3)):
+            field = rng.choice([*doc, "extra"])
+            action = rng.random()
+            if action < 0.3:
+                doc.pop(field, None)
+            else:
+                doc[field] = rng.choice(weird)
+        return doc
+
+    bodies = []
+    for i in range(300):
+        kind = i % 4
+        if kind == 0:
+            bodies.append(rng.randbytes(rng.randint(0, 300)))
+        elif kind == 1:
+            bodies.append(json.dumps([mutated() for _ in range(rng.randint(1, 5))]).encode())
+        elif kind == 2:
+            bodies.append(json.dumps({"gateway_id": rng.choice(["gw", "", 5]), "readings": [mutated()]}).encode())
+        else:
+            bodies.append(json.dumps(rng.choice(weird)).encode())
+    statuses = []
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{service.http_port}", timeout=10) as http:
+        for body in bodies:
+            resp = await http.post(
+                "/v1/readings", content=body, headers={"X-Api-Key": keys["gateway"], "Content-Type": "application/json"}
+            )
+            statuses.append(resp.status_code)
+            assert resp.status_code in (200, 207, 400, 403, 413, 422), (resp.status_code, body[:200], resp.text)
+            assert "error" in resp.json() or "results" in resp.json()
+    assert {400, 422} <= set(statuses)
