@@ -77,6 +77,8 @@ D = {
     panel(6, "Errors by code", ['sum by (status, code) (rate(energy_api_errors_total[5m]))'], "reqps", legend=["{{status}} {{code}}"]),
     panel(7, "Current-load cache by outcome", ['sum by (outcome) (rate(energy_api_current_cache_total[5m]))'], "ops", legend=["{{outcome}}"]),
     panel(8, "Rate limited requests", ['sum by (limiter) (rate(energy_api_rate_limited_total[5m]))'], "reqps", legend=["{{limiter}}"]),
+    panel(9, "Range-query response cache by outcome", ['sum by (cache, outcome) (rate(energy_api_response_cache_total[5m]))'], "ops", legend=["{{cache}} {{outcome}}"]),
+    panel(10, "InfluxDB and PostgreSQL call latency p95 from the API", ['histogram_quantile(0.95, sum by (le, dependency) (rate(energy_dependency_latency_seconds_bucket[5m])))'], "s", legend=["{{dependency}}"]),
  ], ["api", "slo"]),
  "forecast": dashboard("energy-forecast", "Energy / Forecast", [
     panel(5, "Facilities forecast by quality and method", ['sum by (quality, method) (increase(energy_forecast_facilities_total[1h]))'], "short", legend=["{{quality}} {{method}}"]),
