@@ -41,6 +41,7 @@ class IngestionSettings(SettingsGroup):
     dedup_enabled: bool = True
     publisher_concurrency: Annotated[int, Field(ge=1, le=64)] = 4
     publish_chunk_readings: Count = 2_000
+    publisher_linger_ms: Annotated[float, Field(ge=0, le=100)] = 2.0  # a small chunk waits this long for more
     max_message_bytes: Count = 4_000_000
     future_tolerance_s: Seconds = 120.0
     mqtt_client_id: Name = "energy-ingestion"

@@ -208,9 +208,13 @@ class Buffer:
         self._queue.put_nowait(item)
         return True
 
-    async def get_chunk(self, max_records: int) -> list[WorkItem]:
+    async def get_chunk(self, max_records: int, linger_s: float = 0.0) -> list[WorkItem]:
+        """The next items, up to ``max_records``; a small chunk waits ``linger_s`` once for company,
+        because each chunk costs a guarded call and a round of acks whatever its size."""
         items = [await self._queue.get()]
         n = items[0].weight
+        if linger_s > 0 and n < max_records and self._queue.qsize() * 4 < max_records:
+            await asyncio.sleep(linger_s)
         while n < max_records and not self._queue.empty():
             item = self._queue.get_nowait()
             items.append(item)
@@ -249,7 +253,9 @@ class Publisher:
         chunk_records: int,
         dedup: DedupWindow | None,
         breaker_name: str = "kafka-ingestion",
+        linger_s: float = 0.0,
     ) -> None:
+        self._linger_s = linger_s
         self._producer = producer
         self._buffer = buffer
         self._health = health
@@ -272,7 +278,7 @@ class Publisher:
 
     async def _worker(self, index: int) -> None:
         while True:
-            items = await self._buffer.get_chunk(self._chunk)
+            items = await self._buffer.get_chunk(self._chunk, self._linger_s)
             await self._deliver([r for item in items for r in item.records])
             now = time.monotonic()
             counts = {"reading": 0, "dlq": 0}

@@ -93,6 +93,7 @@ class IngestionService:
             concurrency=ing.publisher_concurrency,
             chunk_records=ing.publish_chunk_readings,
             dedup=self.dedup,
+            linger_s=ing.publisher_linger_ms / 1000,
         )
         self.publisher.start()
         self.mqtt = MqttSource(s, self._validator, self.registry, self.buffer, self.health, self.dedup)
