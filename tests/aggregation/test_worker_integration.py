@@ -151,3 +151,36 @@ async def test_a_reading_influxdb_refuses_for_good_goes_to_dlq_and_the_worker_go
     finally:
         await client.close()
         influx_admin(settings.influx.url, f'DROP DATABASE "{db}"')
+
+
+async def test_two_workers_share_partitions_and_one_leaving_mid_stream_loses_and_doubles_nothing(
+    settings, agg_db, agg_influx, uid
+):
+    n = new_names(uid)
+    await make_topics(settings, n["topic"], n["dlq"], partitions=4)
+    s = settings_for(settings, agg_db, n["topic"], n["dlq"], n["group"], batch_max_readings=200)
+    bootstrap = settings.kafka.bootstrap_servers
+    start = hour_floor(now_utc()) - timedelta(hours=2)
+    facilities = [f"{n['facility']}-{i}" for i in range(6)]
+    readings = [r for i, f in enumerate(facilities) for r in make_readings(f, 3, start, 160, seed=50 + i)]
+    readings.sort(key=lambda r: r.ts)
+    half = len(readings) // 2
+    a, b = RollupWorker(s), RollupWorker(s)
+    task_a, task_b = asyncio.create_task(a.run()), asyncio.create_task(b.run())
+    try:
+        deadline = asyncio.get_running_loop().time() + 30
+        while not (a.consumer.assignment() and b.consumer.assignment()):
+            assert asyncio.get_running_loop().time() < deadline, "both workers should get partitions"
+            await asyncio.sleep(0.1)
+        assert not (a.consumer.assignment() & b.consumer.assignment())
+        await produce(bootstrap, n["topic"], readings[:half])
+        a.stop.set()  # graceful: finishes and commits its batch, leaves the group
+        await asyncio.wait_for(task_a, 30)
+        await produce(bootstrap, n["topic"], readings[half:])
+        await wait_caught_up(bootstrap, n["topic"], n["group"], timeout_s=60)
+        assert len(b.consumer.assignment()) == 4, "the remaining worker took over every partition"
+    finally:
+        a.stop.set()
+        b.stop.set()
+        await asyncio.gather(task_a, task_b, return_exceptions=True)
+    assert_matches(await stored_rollups(agg_influx, facilities), ground_truth(readings))
