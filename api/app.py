@@ -188,6 +188,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.health = Health("api")
     app.state.rate_limiter = RateLimiter("principal", settings.api.rate_limit_per_s, settings.api.rate_limit_burst)
     app.state.login_limiter = RateLimiter("login", settings.api.login_rate_per_s, settings.api.login_burst)
+    app.state.auth_failure_limiter = RateLimiter(
+        "auth_failures", settings.api.auth_failure_rate_per_s, settings.api.auth_failure_burst
+    )
     app.state.principal_cache = PrincipalCache(settings.api.principal_cache_ttl_s)
     app.state.range_cache = ResponseCache(settings.api.range_cache_ttl_s)
     install_error_handlers(app)

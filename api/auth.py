@@ -175,7 +175,29 @@ async def require_principal(
     bearer: HTTPAuthorizationCredentials | None = Depends(_bearer),
     api_key: str | None = Depends(_api_key),
 ) -> Principal:
-    """The authenticated caller, rate limited per principal; 401 without valid credentials."""
+    """The authenticated caller, rate limited per principal; 401 without valid credentials.
+
+    Failed attempts are counted per client address: a client that keeps sending bad tokens or
+    guessing keys gets 429 before any lookup (``auth_failure_rate_per_s``, ``auth_failure_burst``).
+    """
+    failures: RateLimiter = request.app.state.auth_failure_limiter
+    client = f"ip:{request.client.host if request.client else 'unknown'}"
+    failures.ensure_not_exhausted(client)
+    try:
+        principal = await _authenticate(request, bearer, api_key)
+    except ApiError as exc:
+        if exc.status == 401:
+            failures.charge(client)
+        raise
+    limiter: RateLimiter = request.app.state.rate_limiter
+    limiter.check(f"p:{principal.principal_id}")
+    request.state.principal = principal
+    return principal
+
+
+async def _authenticate(
+    request: Request, bearer: HTTPAuthorizationCredentials | None, api_key: str | None
+) -> Principal:
     state = request.app.state
     cache: PrincipalCache = state.principal_cache
     principal: Principal | None
@@ -197,9 +219,6 @@ async def require_principal(
             raise ApiError(401, "invalid_token", "the user is unknown or inactive", headers=_CHALLENGE)
     else:
         raise ApiError(401, "unauthenticated", "send a bearer token or an X-Api-Key header", headers=_CHALLENGE)
-    limiter: RateLimiter = state.rate_limiter
-    limiter.check(f"p:{principal.principal_id}")
-    request.state.principal = principal
     return principal
 
 

@@ -34,3 +34,6 @@ class ApiSettings(SettingsGroup):
     principal_cache_ttl_s: Seconds = 5.0
     login_rate_per_s: Seconds = 2.0
     login_burst: Count = 10
+    # Failed authentications per client address (bad tokens, guessed API keys).
+    auth_failure_rate_per_s: Seconds = 5.0
+    auth_failure_burst: Count = 100

@@ -33,7 +33,7 @@ class RateLimiter:
         self._clock = clock
         self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
 
-    def check(self, key: str) -> None:
+    def _bucket(self, key: str) -> TokenBucket:
         bucket = self._buckets.get(key)
         if bucket is None:
             bucket = TokenBucket(self.rate_per_s, self.burst, clock=self._clock)
@@ -43,13 +43,31 @@ class RateLimiter:
             RATE_LIMIT_CLIENTS.labels(self.name).set(len(self._buckets))
         else:
             self._buckets.move_to_end(key)
+        return bucket
+
+    def _refuse(self, bucket: TokenBucket) -> ApiError:
+        RATE_LIMITED.labels(self.name).inc()
+        retry = max(1, math.ceil(bucket.retry_after_s()))
+        return ApiError(
+            429,
+            "rate_limited",
+            f"too many requests; retry in {retry}s",
+            {"limit_per_s": self.rate_per_s, "burst": self.burst},
+            {"Retry-After": str(retry)},
+        )
+
+    def check(self, key: str) -> None:
+        """Take a token, or raise 429."""
+        bucket = self._bucket(key)
         if not bucket.try_acquire():
-            RATE_LIMITED.labels(self.name).inc()
-            retry = max(1, math.ceil(bucket.retry_after_s()))
-            raise ApiError(
-                429,
-                "rate_limited",
-                f"too many requests; retry in {retry}s",
-                {"limit_per_s": self.rate_per_s, "burst": self.burst},
-                {"Retry-After": str(retry)},
-            )
+            raise self._refuse(bucket)
+
+    def ensure_not_exhausted(self, key: str) -> None:
+        """Raise 429 if ``key`` has no token left, without taking one (see :meth:`charge`)."""
+        bucket = self._bucket(key)
+        if bucket.retry_after_s() > 0:
+            raise self._refuse(bucket)
+
+    def charge(self, key: str) -> None:
+        """Take a token if there is one (for counting failures after the fact)."""
+        self._bucket(key).try_acquire()

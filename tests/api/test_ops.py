@@ -52,3 +52,13 @@ async def test_response_carries_the_callers_trace_id(client):
     trace = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
     resp = await client.get("/healthz", headers={"traceparent": trace})
     assert resp.headers["traceparent"].startswith("00-0af7651916cd43dd8448eb211c80319c-")
+
+
+async def test_repeated_failed_authentication_is_refused_with_429_before_any_lookup(settings, world, stack):
+    limited = with_overrides(settings, api={"auth_failure_rate_per_s": 0.1, "auth_failure_burst": 5})
+    async with running_app(limited) as (_, c):
+        codes = [(await c.get("/api/facilities", headers={"X-Api-Key": f"guess-{i}"})).status_code for i in range(7)]
+        # Even a valid key is refused from that address until the bucket refills.
+        blocked = await c.get("/api/facilities", headers=world.a.headers["api_key"])
+    assert codes == [401] * 5 + [429] * 2
+    assert blocked.status_code == 429 and int(blocked.headers["Retry-After"]) >= 1
