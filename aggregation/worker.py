@@ -63,6 +63,10 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
         self.worker.engine.reset()
+        for tp in revoked:
+            self.worker.committed.pop(tp, None)
+            with contextlib.suppress(KeyError):
+                metrics.CONSUMER_LAG.remove(tp.topic, str(tp.partition), self.worker.cfg.consumer_group)
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         self.worker.engine.reset()
@@ -216,7 +220,8 @@ class RollupWorker:
         for rec, rej in rejects:
             source = f"kafka:{rec.topic}/{rec.partition}@{rec.offset}"
             event = dead_letter(rec.value, rej.reason, rej.detail, source, rec.key, now)
-            sends.append(send_event(self.producer, self.cfg.dlq_topic, None, event))
+            meter_id = _meter_id_of(rec.value) if rej.reason in ("too_late", "sink_rejected") else None
+            sends.append(send_event(self.producer, self.cfg.dlq_topic, meter_id, event))
         await asyncio.wait_for(asyncio.gather(*sends), self.settings.kafka.produce_timeout_s)
 
     async def _until_ok(self, sink: str, step: Callable[[], Awaitable[T]]) -> T:
@@ -293,6 +298,12 @@ class RollupWorker:
             end = max(ends.get(tp, 0), self.consumer.highwater(tp) or 0, self.seen_end.get(tp, 0))
             lag = max(0, end - done)
             metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition), self.cfg.consumer_group).set(lag)
+
+
+def _meter_id_of(value: bytes | None) -> str | None:
+    """DLQ key (the topic is keyed by meter_id where known) for records that decoded fine."""
+    got = decode_reading(value)
+    return None if isinstance(got, Rejected) else got.payload.meter_id
 
 
 async def run_service(settings: Settings, with_archive: bool | None = None) -> None:
