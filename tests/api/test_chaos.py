@@ -127,3 +127,64 @@ async def test_polling_clients_keep_getting_answers_through_redis_then_influxdb_
 
     back = by_phase["influx_back"]
     assert any(p.current_kw == 40.0 and not p.stale for p in back), "live values again after InfluxDB restarts"
+
+
+async def test_export_cut_by_an_influxdb_outage_never_looks_complete(settings, world, private_server, port, stack):
+    """InfluxDB stops while a CSV export streams: the client must see a broken transfer (no
+    terminating chunk), never a shorter file that looks complete; before the stream, a clean 503."""
+    import httpx
+
+    from api.app import create_app
+    from energy.observability.http import serve_app
+    from tests.api.conftest import rollup_line
+
+    influx_srv = private_server(InfluxServer)
+    influx_srv.provision()
+    chaos = with_overrides(
+        settings, influx={"url": f"http://127.0.0.1:{influx_srv.port}"}, api={"export_page_rows": 100}
+    )
+    writer = InfluxClient(chaos.influx, breaker_name="influxdb-chaos-export")
+    fid = world.a.facility_ids[0]
+    base_ns = (now_ns() // (60 * 10**9) - 2000) * 60 * 10**9
+    await writer.write_lines(
+        [rollup_line(fid, "1m", base_ns + i * 60 * 10**9, 1.0 + i) for i in range(2000)], retention_policy="rollups_2y"
+    )
+    await writer.close()
+    app = create_app(chaos)
+    stop = asyncio.Event()
+    server = asyncio.create_task(serve_app(app, "127.0.0.1", port, stop))
+    from datetime import UTC, datetime, timedelta
+
+    start = datetime.fromtimestamp(base_ns / 1e9, UTC)
+    params = {
+        "facility_id": fid,
+        "granularity": "1m",
+        "start": start.isoformat(),
+        "end": (start + timedelta(minutes=2000)).isoformat(),
+    }
+    lines = 0
+    broken: Exception | None = None
+    try:
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            if getattr(app.state, "current_cache", None) is not None:
+                break
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as c:
+            try:
+                async with c.stream(
+                    "GET", "/api/exports/readings.csv", params=params, headers=world.a.headers["analyst"]
+                ) as resp:
+                    assert resp.status_code == 200
+                    async for chunk in resp.aiter_bytes():
+                        lines += chunk.count(b"\n")
+                        if lines > 150 and influx_srv.running():
+                            influx_srv.stop()
+            except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
+                broken = exc
+            after = await c.get("/api/exports/readings.csv", params=params, headers=world.a.headers["analyst"])
+    finally:
+        stop.set()
+        await server
+    assert broken is not None, f"the transfer ended normally after {lines} lines of 2001"
+    assert lines < 2001
+    assert after.status_code == 503 and after.json()["error"]["code"] == "dependency_unavailable"
