@@ -25,11 +25,14 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import structlog
 from aiokafka import TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
 from aggregation import metrics
 from aggregation.decode import Rejected, decode_reading
 from energy.adapters.kafka import make_consumer
+from energy.observability.health import Health
+from energy.resilience import backoff_delays
 from energy.settings import Settings
 from energy.settings_paths import PROJECT_ROOT
 from schemas.readings import Anomaly, MeterReading
@@ -144,7 +147,8 @@ def _uuid(value: str) -> Any:
 class Archiver:
     """Consumer group ``archive_group``: batches readings into Parquet files, then commits."""
 
-    def __init__(self, settings: Settings, stop: asyncio.Event | None = None) -> None:
+    def __init__(self, settings: Settings, stop: asyncio.Event | None = None, health: Health | None = None) -> None:
+        self.health = health
         self.settings = settings
         self.cfg = settings.aggregation
         self.stop = stop or asyncio.Event()
@@ -164,7 +168,7 @@ class Archiver:
             while not self.stop.is_set():
                 batch = await self._collect()
                 if batch:
-                    await self._flush(batch)
+                    await self._flush_until_ok(batch)
         finally:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.consumer.stop(), 10)
@@ -184,6 +188,33 @@ class Archiver:
                 batch.setdefault(tp, []).extend(recs)
                 count += len(recs)
         return batch
+
+    async def _flush_until_ok(self, batch: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]) -> None:
+        """Retry a failing archive write (disk full, S3 down) with backoff; never crash the process.
+        Nothing is committed until the files are written, so a shutdown meanwhile replays."""
+        attempt = 0
+        try:
+            while True:
+                try:
+                    await self._flush(batch)
+                    return
+                except (CommitFailedError, IllegalStateError) as exc:
+                    log.warning("archive_commit_failed_rebalance", error=str(exc))  # replays elsewhere
+                    return
+                except OSError as exc:
+                    reason = f"archive write failing: {type(exc).__name__}: {exc}"[:300]
+                    log.warning("archive_failing", error=reason, attempt=attempt)
+                    if self.health is not None:
+                        self.health.set_not_ready("archive_failing", reason)
+                    if self.stop.is_set():
+                        return
+                    delay = backoff_delays(attempt + 2, 0.5, 30.0)[-1]
+                    attempt += 1
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.stop.wait(), max(delay, 0.1))
+        finally:
+            if attempt and self.health is not None:
+                self.health.clear("archive_failing")
 
     async def _flush(self, batch: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]) -> None:
         for tp, recs in batch.items():

@@ -324,7 +324,7 @@ async def run_service(settings: Settings, with_archive: bool | None = None) -> N
     if archive:
         from aggregation.archive import Archiver
 
-        archiver = Archiver(settings, stop=stop)
+        archiver = Archiver(settings, stop=stop, health=health)
         tasks.append(asyncio.create_task(archiver.run()))
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)

@@ -113,3 +113,39 @@ async def test_archive_writes_parquet_by_day_and_facility_and_backfill_rebuilds_
     assert_matches(
         await stored_rollups(agg_influx, [fac_b]), ground_truth(r for r in readings if r.facility_id == fac_b)
     )
+
+
+async def test_archive_write_failure_reports_not_ready_commits_nothing_and_recovers(settings, agg_db, uid, tmp_path):
+    from energy.observability.health import Health
+    from tests.aggregation.helpers import committed_total
+
+    n = new_names(uid)
+    await make_topics(settings, n["topic"], n["dlq"])
+    archive_dir = tmp_path / "archive"
+    archive_dir.write_text("a file where the archive folder should be")  # every write fails
+    s = settings_for(
+        settings, agg_db, n["topic"], n["dlq"], n["group"], archive_uri=str(archive_dir), archive_batch_max_wait_s=0.5
+    )
+    bootstrap = settings.kafka.bootstrap_servers
+    readings = make_readings(n["facility"], 2, hour_floor(now_utc()) - timedelta(hours=1), 40, seed=9)
+    await produce(bootstrap, n["topic"], readings)
+    health = Health("aggregation-test")
+    archiver = Archiver(s, health=health)
+    task = asyncio.create_task(archiver.run())
+    try:
+        for _ in range(200):
+            if "archive_failing" in health.conditions:
+                break
+            await asyncio.sleep(0.1)
+        assert "archive_failing" in health.conditions
+        assert not task.done(), "the archiver keeps running"
+        done, _ = await committed_total(bootstrap, n["topic"], s.aggregation.archive_group)
+        assert done == 0, "nothing committed while the files cannot be written"
+        archive_dir.unlink()  # the disk is back
+        await wait_caught_up(bootstrap, n["topic"], s.aggregation.archive_group)
+    finally:
+        archiver.stop.set()
+        await asyncio.wait_for(task, 30)
+    assert "archive_failing" not in health.conditions
+    files = list(archive_dir.rglob("*.parquet"))
+    assert sum(pq.read_metadata(f).num_rows for f in files) == len(readings)
