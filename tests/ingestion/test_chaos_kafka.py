@@ -185,3 +185,29 @@ async def test_broker_down_20s_then_restarted_empty_gets_every_reading_published
     assert not ready_ok and "kafka_backpressure" in ready_body["conditions"]
     assert sampler.depth_max <= BUFFER
     assert sampler.rss_max - sampler.rss_start < 150 * 2**20
+
+
+async def test_mqtt_messages_are_acknowledged_only_after_kafka_has_them_so_a_restart_loses_nothing(
+    settings, uid, private_server, start_service
+):
+    broker = private_server(KafkaServer)
+    s = ingest_settings(settings, uid, bootstrap=f"127.0.0.1:{broker.port}", publish_timeout_s=1.0, dedup_enabled=False)
+    first = await start_service(s)
+    broker.pause()
+    try:
+        summary = await run_sim(s, "--count", "5", "--rate", "500", "--facilities", "2", "--seed", "9")
+        for _ in range(100):
+            if first.mqtt.messages == summary["messages"]:
+                break
+            await asyncio.sleep(0.1)
+        assert first.mqtt.messages == summary["messages"] == 100
+        assert first.publisher.stats.published["reading"] == 0
+        await first.stop()  # the service goes away with all 100 messages taken but none acknowledged
+    finally:
+        broker.resume()
+    second = await start_service(s)  # same client id: Mosquitto redelivers what was never acknowledged
+    records = await read_topic(s, s.ingestion.readings_topic, expect=100, timeout_s=60)
+    got = {(r.value["payload"]["meter_id"], r.value["payload"]["seq"]) for r in records}
+    expected = {(m.meter_id, q) for f in build_fleet()[:2] for m in f.meters for q in range(5)}
+    assert got == expected
+    assert second.mqtt.messages >= 100
