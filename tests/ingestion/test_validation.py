@@ -189,3 +189,11 @@ def test_published_reading_events_pass_the_strict_event_schema():
     assert event.event_id == event.payload.reading_id == out.accepted[0].reading_id
     assert event.payload.anomalies == (Anomaly.NEGATIVE_POWER,)
     assert event.occurred_at == event.payload.ts and event.produced_at == NOW
+    from schemas.registry import decode_event
+
+    letter = decode_event(next(r for r in records if r.kind == "dlq").value)
+    assert (letter.event_type, letter.payload.stage, letter.payload.reason) == (
+        "dead_letter",
+        "ingestion.anomaly",
+        "anomaly_negative_power",
+    )
