@@ -54,6 +54,22 @@ def current_body(result: CacheResult) -> CurrentLoad:
         "`X-Data-Staleness-Seconds` (age of the value), and `Warning: 110` when InfluxDB is "
         "unavailable and the last known value is served. 503 when nothing is known."
     ),
+    responses={
+        200: {
+            "description": "The current load",
+            "headers": {
+                "X-Cache": {
+                    "description": "hit (Redis), memory (this process), revalidating, miss, fallback",
+                    "schema": {"type": "string", "enum": ["hit", "memory", "revalidating", "miss", "fallback"]},
+                },
+                STALENESS_HEADER: {"description": "Age of the value in seconds", "schema": {"type": "string"}},
+                "Warning": {
+                    "description": "110 when the last known value is served because InfluxDB is unavailable",
+                    "schema": {"type": "string"},
+                },
+            },
+        }
+    },
 )
 async def current(
     facility_id: FacilityIdPath,
