@@ -162,8 +162,17 @@ async def export_readings(
 
     async def read(fid: str, s: datetime, e: datetime, offset: int) -> list[dict[str, Any]]:
         return await fetch_range(
-            state.influx, state.measurements, fid, None, granularity, s, e, page, offset,
-            api.export_query_timeout_s, purpose="export",
+            state.influx,
+            state.measurements,
+            fid,
+            None,
+            granularity,
+            s,
+            e,
+            page,
+            offset,
+            api.export_query_timeout_s,
+            purpose="export",
         )
 
     slices = time_slices(start, end, slice_s)
@@ -242,5 +251,3 @@ async def export_dr_report(
     return StreamingResponse(
         body(), media_type=CSV_MEDIA_TYPE, headers={"Content-Disposition": 'attachment; filename="dr-report.csv"'}
     )
-
-

@@ -168,9 +168,7 @@ async def test_a_value_cached_by_one_replica_is_a_redis_hit_for_another(settings
         return {"facility_id": facility_id, "current_kw": 7.0}
 
     redis = make_redis(settings.redis)
-    replicas = [
-        CurrentCache(redis, loader, ttl_s=10, stale_max_s=60, keep_s=60, redis_timeout_s=0.1) for _ in range(2)
-    ]
+    replicas = [CurrentCache(redis, loader, ttl_s=10, stale_max_s=60, keep_s=60, redis_timeout_s=0.1) for _ in range(2)]
     fid = f"replica-{uid}"
     try:
         first = await replicas[0].get(fid)
