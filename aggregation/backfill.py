@@ -8,7 +8,6 @@ import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -17,7 +16,6 @@ from aggregation.decode import Rejected, decode_reading
 from aggregation.domain.lateness import is_too_late
 from aggregation.engine import RollupEngine
 from energy.adapters.influx import InfluxClient
-from energy.resilience import RetryPolicy
 from energy.settings import Settings
 from schemas.readings import MeterReading
 
@@ -124,5 +122,4 @@ async def backfill(settings: Settings, facility_id: str, start: datetime, end: d
     return await rebuild(settings, readings)
 
 
-__all__ = ["BackfillResult", "RetryPolicy", "backfill", "read_topic", "rebuild"]
-_ = Any
+__all__ = ["BackfillResult", "backfill", "read_topic", "rebuild"]

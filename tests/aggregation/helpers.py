@@ -8,7 +8,6 @@ import random
 import subprocess
 import sys
 import time
-import uuid
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -317,6 +316,3 @@ def new_names(uid: str) -> dict[str, str]:
 
 def now_utc() -> datetime:
     return datetime.now(UTC)
-
-
-_ = uuid
