@@ -182,6 +182,10 @@ def create_app(settings: Settings) -> FastAPI:
             'or an `X-Api-Key` header. Errors are `{"error": {"code", "message", "details"}}`.'
         ),
         lifespan=lifespan,
+        # Swagger UI and ReDoc load their scripts from a CDN; nothing here is fetched from one.
+        # The document itself is served at /openapi.json.
+        docs_url=None,
+        redoc_url=None,
     )
     # State a test client can use before the lifespan runs.
     app.state.settings = settings
