@@ -63,7 +63,7 @@ def temperatures(times: pd.DatetimeIndex, sources: Sequence[HourlyWeather | None
         return None
     xs = np.array(sorted(by_time))
     ys = np.array([by_time[x] for x in xs])
-    return np.interp(times.asi8 / 1e9, xs, ys)
+    return np.interp(times.as_unit("ns").asi8 / 1e9, xs, ys)  # index resolution varies (pandas 3: us)
 
 
 def prepare(

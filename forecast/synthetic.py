@@ -14,7 +14,7 @@ from forecast.model.calendar import holiday_dates
 
 def synthetic_temperature(times: pd.DatetimeIndex, latitude: float, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    hours = times.asi8 / 3.6e12
+    hours = times.as_unit("ns").asi8 / 3.6e12  # index resolution varies (pandas 3 defaults to us)
     doy = times.dayofyear.to_numpy()
     season = np.cos(2 * np.pi * (doy - (200 if latitude >= 0 else 20)) / 365.25)
     diurnal = 4 * np.cos(2 * np.pi * ((hours % 24) - 15) / 24)

@@ -19,13 +19,18 @@ from forecast.weather.types import cell_id
 MIN_OBSERVED = 0.7  # facilities with fewer observed steps are left out of training
 
 
-async def influx_series(settings: Settings, days: int) -> list[FacilitySeries]:
+async def influx_series(settings: Settings, days: int, facility_ids: list[str] | None = None) -> list[FacilitySeries]:
+    """Series of the active facilities (or ``facility_ids``) with enough observed 15 min rollups."""
     end = quarter_floor(datetime.now(UTC))
     start = end - timedelta(days=days)
     times = pd.date_range(start, end, freq="15min", inclusive="left")
     pool = await create_pool(settings.postgres, min_size=1, max_size=2)
     try:
-        facilities = await pool.fetch("SELECT facility_id, timezone, latitude, longitude FROM facilities WHERE active")
+        facilities = await pool.fetch(
+            """SELECT facility_id, timezone, latitude, longitude FROM facilities
+               WHERE active AND ($1::text[] IS NULL OR facility_id = ANY($1::text[])) ORDER BY facility_id""",
+            facility_ids,
+        )
         async with InfluxClient(settings.influx, breaker_name="influxdb-forecast-train") as influx:
             rollups = await read_rollups(
                 influx,

@@ -103,3 +103,63 @@ def test_holidays_follow_the_facility_timezone() -> None:
     cal = calendar_features(times, "Australia/Melbourne")
     assert cal[0, 11] == 1.0  # 13:00 local on 3 Nov
     assert cal[1, 11] == 0.0  # 07:00 local on 4 Nov
+
+
+async def test_training_runs_on_the_platforms_own_rollups_and_recorded_weather(
+    settings, pg_pool, influx, make_facility, uid, tmp_path
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from energy.adapters.influx import point
+    from forecast.prepare import quarter_floor
+    from forecast.synthetic import synthetic_load, synthetic_temperature
+    from forecast.train_platform import train_and_save
+    from forecast.training_data import influx_series
+    from forecast.weather.cache import WeatherCache
+    from forecast.weather.types import HourlyWeather, cell_id
+
+    end = quarter_floor(datetime.now(UTC))
+    times = pd.date_range(end - timedelta(days=10), end, freq="15min", inclusive="left")
+    lat, lon = -30.1 - (int(uid, 16) % 200) * 0.25, 120.1
+    ids = [await make_facility(lat, lon, timezone="Australia/Melbourne") for _ in range(2)]
+    for i, fid in enumerate(ids):
+        temp = synthetic_temperature(times, lat, i)
+        load = synthetic_load(times, "Australia/Melbourne", temp, 300.0, i)
+        lines = [
+            point(
+                "facility_rollups",
+                {"facility_id": fid, "window": "15m"},
+                {"avg_kw": float(v), "coverage": 1.0},
+                t.to_pydatetime(),
+            )
+            for t, v in zip(times, load, strict=True)
+        ]
+        await influx.write_lines(lines, retention_policy=settings.influx.rollup_retention_policy)
+    hours = pd.date_range(times[0], end, freq="1h", inclusive="left")
+    recorded = HourlyWeather(
+        tuple(h.to_pydatetime() for h in hours), tuple(float(v) for v in synthetic_temperature(hours, lat, 9))
+    )
+    await WeatherCache(pg_pool).store(cell_id(lat, lon, 0.25), "weatherapi", datetime.now(UTC), recorded)
+
+    series = await influx_series(settings, 10, ids)
+    assert [s.facility_id for s in series] == ids
+    assert np.isfinite(series[0].load_kw).mean() > 0.99
+    assert np.allclose(series[0].temp_c[::4][:24], recorded.temp_c[:24])
+    version, result = train_and_save(
+        series, TrainConfig(max_epochs=1, patience=1), tmp_path, "platform", "influx", stride=48
+    )
+    loaded = load_model(tmp_path, "platform")
+    assert loaded is not None and loaded.version == version and loaded.meta["source"] == "influx"
+    assert result.metrics["train_windows"] > 0
+
+
+def test_hourly_weather_is_interpolated_onto_the_quarter_hour_grid() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from forecast.prepare import temperatures
+    from forecast.weather.types import HourlyWeather
+
+    t0 = datetime(2026, 5, 1, tzinfo=UTC)
+    w = HourlyWeather(tuple(t0 + timedelta(hours=i) for i in range(3)), (10.0, 14.0, 12.0))
+    grid = pd.date_range(t0, periods=9, freq="15min")  # pandas 3 gives microsecond resolution here
+    assert np.allclose(temperatures(grid, [w]), [10, 11, 12, 13, 14, 13.5, 13, 12.5, 12])
