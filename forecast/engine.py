@@ -72,6 +72,7 @@ def forecast_batch(
                 p10=q[:, 0].tolist(),
                 p50=q[:, 1].tolist(),
                 p90=q[:, 2].tolist(),
+                weather_source=p.weather_source,
             )
         )
     return out

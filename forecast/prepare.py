@@ -37,6 +37,7 @@ class Prepared:
     sensor_coverage: float  # mean coverage over the last day (missing windows count as 0)
     quality: ForecastQuality
     weather_available: bool
+    weather_source: str | None = None
 
 
 def quarter_floor(ts: datetime) -> datetime:
@@ -77,6 +78,7 @@ def prepare(
     weather_forecast: HourlyWeather | None,
     weather_available: bool,
     stale_after: timedelta,
+    weather_source: str | None = None,
 ) -> Prepared | None:
     """None when the facility has no rollup at all in the history window (nothing to forecast from)."""
     start = run_at - history_steps * STEP
@@ -114,4 +116,5 @@ def prepare(
         sensor_coverage=float(np.mean(cov[-STEPS_PER_DAY:])),
         quality=quality,
         weather_available=weather_available,
+        weather_source=weather_source,
     )

@@ -166,6 +166,7 @@ class ForecastService:
                 wr.weather,
                 wr.available,
                 stale_after,
+                wr.source.value,
             )
             if p is None:
                 SKIPPED.labels("no_history").inc()

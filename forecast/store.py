@@ -9,12 +9,12 @@ from typing import Any
 
 _RUN_SQL = """
 INSERT INTO forecast_runs (facility_id, run_at, model_version, quality, seasonal_naive,
-                           weather_available, sensor_coverage)
-VALUES ($1, $2, $3, $4, $5, $6, $7)
+                           weather_available, sensor_coverage, weather_source)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
 ON CONFLICT (facility_id, run_at) DO UPDATE SET
     model_version = EXCLUDED.model_version, quality = EXCLUDED.quality,
     seasonal_naive = EXCLUDED.seasonal_naive, weather_available = EXCLUDED.weather_available,
-    sensor_coverage = EXCLUDED.sensor_coverage
+    sensor_coverage = EXCLUDED.sensor_coverage, weather_source = EXCLUDED.weather_source
 """
 
 # The WHERE clause is the guard: a retried or late run with an older run_at leaves newer rows alone.
@@ -47,6 +47,7 @@ class FacilityForecast:
     p10: Sequence[float]
     p50: Sequence[float]
     p90: Sequence[float]
+    weather_source: str | None = None  # primary | secondary | cache | persistence | none
 
 
 async def save_forecast(conn: Any, fc: FacilityForecast) -> int:
@@ -66,7 +67,7 @@ async def save_forecast(conn: Any, fc: FacilityForecast) -> int:
 
     async def _write(c: Any) -> None:
         async with c.transaction():
-            await c.execute(_RUN_SQL, fc.facility_id, fc.run_at, *meta)
+            await c.execute(_RUN_SQL, fc.facility_id, fc.run_at, *meta, fc.weather_source)
             await c.execute(_POINTS_SQL, fc.facility_id, fc.run_at, *meta, list(fc.targets), p10, p50, p90)
 
     if hasattr(conn, "acquire"):

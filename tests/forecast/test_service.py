@@ -96,6 +96,7 @@ async def test_run_writes_96_quarter_hours_with_model_version_quality_weather_an
     assert all(0 <= r.p10_kw <= r.p50_kw <= r.p90_kw for r in rows)
     run = await pg_pool.fetchrow("SELECT * FROM forecast_runs WHERE facility_id = $1 AND run_at = $2", fid, run_at)
     assert run is not None and run["quality"] == "full" and run["model_version"] == summary.model_version
+    assert run["weather_source"] == "primary"
 
 
 async def test_retried_run_is_idempotent(
@@ -160,6 +161,8 @@ async def test_weather_unavailable_marks_degraded_no_weather(
     rows = await latest_forecast(pg_pool, fid, run_at, run_at + timedelta(days=1))
     assert len(rows) == 96
     assert {r.quality for r in rows} == {"degraded_no_weather"} and not any(r.weather_available for r in rows)
+    source = await pg_pool.fetchval("SELECT weather_source FROM forecast_runs WHERE facility_id = $1", fid)
+    assert source == "none"
 
 
 async def test_stale_rollups_mark_degraded_stale_data_and_low_coverage_is_recorded(
