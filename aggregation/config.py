@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field
 
-from energy.config_types import Count, Name, Seconds, SettingsGroup
+from energy.config_types import Count, Name, Seconds, SettingsGroup, StorageUri
 
 
 class AggregationSettings(SettingsGroup):
@@ -36,8 +36,12 @@ class AggregationSettings(SettingsGroup):
     max_poll_interval_ms: Annotated[int, Field(ge=10_000, le=3_600_000)] = 600_000
     rebalance_timeout_ms: Annotated[int, Field(ge=1000, le=300_000)] = 10_000
     lag_update_s: Seconds = 5.0
+    # Which consumer runs the rollups: the Faust agent or the plain aiokafka loop (see 0200).
+    engine: Literal["faust", "aiokafka"] = "aiokafka"
+    faust_commit_interval_s: Seconds = 1.0
+    faust_topic_partitions: Annotated[int, Field(ge=1, le=1000)] = 6  # like the readings topic
     # Raw archive: a local folder or an fsspec/pyarrow URI such as s3://bucket/prefix.
-    archive_uri: str = ".stack/archive/readings"
+    archive_uri: StorageUri = ".stack/archive/readings"
     archive_enabled: bool = True
     archive_batch_max_readings: Count = 50_000
     archive_batch_max_wait_s: Seconds = 10.0

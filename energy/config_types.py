@@ -68,3 +68,26 @@ def validate_path(value: Path) -> Path:
 
 SecretText = Annotated[SecretStr, AfterValidator(_secret_printable)]
 SafePath = Annotated[Path, AfterValidator(validate_path)]
+
+
+def _optional_http_url(value: str) -> str:
+    return value if value == "" else validate_http_url(value)
+
+
+def _id_list(value: str) -> str:
+    if any(not part or len(part) > 64 or not set(part) <= _ID_CHARS for part in value.split(",")) and value != "":
+        raise ValueError("must be a comma-separated list of ids ([A-Za-z0-9_.:-], at most 64 chars each)")
+    return value
+
+
+def _storage_uri(value: str) -> str:
+    validate_printable(value)
+    if not value or " " in value or not (value.startswith(("s3://", "file://", "/", ".")) or value[0].isalnum()):
+        raise ValueError("must be a local path or an s3:// / file:// URI without spaces")
+    return value
+
+
+_ID_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.:-")
+OptionalHttpUrl = Annotated[str, AfterValidator(_optional_http_url)]
+IdList = Annotated[str, AfterValidator(_id_list)]
+StorageUri = Annotated[str, AfterValidator(_storage_uri)]

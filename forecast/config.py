@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from pydantic import Field, SecretStr
 
-from energy.config_types import HttpUrl, Seconds, SettingsGroup
+from energy.config_types import HttpUrl, Name, SafePath, Seconds, SecretText, SettingsGroup
 from energy.settings_paths import PROJECT_ROOT
 
 
 class ForecastSettings(SettingsGroup):
-    model_dir: Path = PROJECT_ROOT / "artifacts" / "models"
+    model_dir: SafePath = PROJECT_ROOT / "artifacts" / "models"
     schedule_interval_s: Seconds = 900.0
     weather_primary_url: HttpUrl = "http://127.0.0.1:58103/weatherapi"
     weather_secondary_url: HttpUrl = "http://127.0.0.1:58103/openmeteo"
     weather_timeout_s: Seconds = 3.0
-    weather_api_key: SecretStr = SecretStr("local-sim-key")
+    weather_api_key: SecretText = SecretStr("local-sim-key")
     weather_retry_attempts: int = Field(default=3, ge=1, le=10)
     weather_retry_max_delay_s: Seconds = 2.0
     weather_rate_per_s: float = Field(default=5.0, gt=0, le=1000)
@@ -27,7 +25,7 @@ class ForecastSettings(SettingsGroup):
     weather_cache_ttl_s: Seconds = 1800.0  # a fresh cached forecast is used without calling a provider
     weather_cache_max_age_s: float = Field(default=86400.0, gt=0)  # older cached forecasts are not used
     weather_concurrency: int = Field(default=8, ge=1, le=100)
-    model_name: str = "platform"
+    model_name: Name = "platform"
     history_days: int = Field(default=8, ge=2, le=60)  # history read per facility (>= one week + lookback)
     stale_after_s: Seconds = 3600.0  # newest rollup older than this -> degraded_stale_data
     facility_concurrency: int = Field(default=4, ge=1, le=64)

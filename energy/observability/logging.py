@@ -22,7 +22,8 @@ def configure_logging(service: str, level: str = "INFO", json_logs: bool = True)
     structlog.configure(
         processors=[*processors, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stdout),
+        # No file argument: print to whatever sys.stdout is at each call (test capture, redirection).
+        logger_factory=structlog.PrintLoggerFactory(),
         cache_logger_on_first_use=False,
     )
     structlog.contextvars.bind_contextvars(service=service)

@@ -69,3 +69,18 @@ async def test_readiness_reports_each_failing_check_with_its_reason() -> None:
     health2.set_not_ready("kafka_backpressure", "broker slow: buffer full")
     ready2, body2 = await health2.ready()
     assert not ready2 and body2["conditions"] == {"kafka_backpressure": "broker slow: buffer full"}
+
+
+def test_logging_survives_the_stream_it_was_configured_under_being_closed() -> None:
+    import io
+    import sys
+
+    original = sys.stdout
+    temporary = io.StringIO()
+    sys.stdout = temporary
+    try:
+        configure_logging("closing-stream", json_logs=True)
+    finally:
+        sys.stdout = original
+    temporary.close()
+    structlog.get_logger().info("still_logging")  # raised "I/O operation on closed file" before the fix
