@@ -56,6 +56,7 @@ D = {
     panel(5, "Batch duration p95", ['histogram_quantile(0.95, sum by (le) (rate(energy_aggregation_batch_seconds_bucket[5m])))'], "s", legend=["p95"]),
     panel(6, "Backpressure and open breakers", ['max(energy_aggregation_backpressure)', 'max by (breaker) (energy_breaker_open)'], "bool", legend=["backpressure", "breaker {{breaker}}"]),
     panel(7, "InfluxDB writes by outcome", ['sum by (outcome) (rate(energy_dependency_calls_total{dependency="influxdb_write"}[5m]))'], "ops", legend=["{{outcome}}"]),
+    panel(9, "Points InfluxDB refused for good, by kind", ['sum by (kind) (increase(energy_aggregation_points_rejected_total[15m]))'], "short", legend=["{{kind}}"]),
     panel(8, "InfluxDB write latency p95", ['histogram_quantile(0.95, sum by (le) (rate(energy_dependency_latency_seconds_bucket{dependency="influxdb_write"}[5m])))'], "s", legend=["p95"]),
  ], ["aggregation", "kafka"]),
  "dr": dashboard("energy-dr-events", "Energy / Demand response", [
