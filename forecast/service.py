@@ -218,10 +218,14 @@ class ForecastService:
                 await self.run_once()
             except Exception as exc:
                 log.error("forecast_run_failed", error=repr(exc))
-            now = time.time()
-            wait = interval - (now % interval) + 1.0  # next quarter-hour boundary, after the rollup window closes
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), wait)
+                await asyncio.wait_for(stop.wait(), seconds_until_next_run(time.time(), interval))
+
+
+def seconds_until_next_run(now_epoch_s: float, interval_s: float, delay_s: float = 1.0) -> float:
+    """Wait until the next multiple of ``interval_s`` since the epoch (quarter hours for 900 s), plus
+    ``delay_s`` so the 15 min rollup window that just closed is in."""
+    return interval_s - (now_epoch_s % interval_s) + delay_s
 
 
 def forecast_event(fc: FacilityForecast, produced_at: datetime) -> ForecastPublishedEvent:

@@ -163,3 +163,14 @@ def test_hourly_weather_is_interpolated_onto_the_quarter_hour_grid() -> None:
     w = HourlyWeather(tuple(t0 + timedelta(hours=i) for i in range(3)), (10.0, 14.0, 12.0))
     grid = pd.date_range(t0, periods=9, freq="15min")  # pandas 3 gives microsecond resolution here
     assert np.allclose(temperatures(grid, [w]), [10, 11, 12, 13, 14, 13.5, 13, 12.5, 12])
+
+
+def test_schedule_is_aligned_to_the_quarter_hour() -> None:
+    from datetime import UTC, datetime
+
+    from forecast.service import seconds_until_next_run
+
+    now = datetime(2026, 1, 1, 10, 7, 30, tzinfo=UTC).timestamp()
+    assert seconds_until_next_run(now, 900) == 7 * 60 + 30 + 1  # 10:15:01
+    on_boundary = datetime(2026, 1, 1, 10, 15, tzinfo=UTC).timestamp()
+    assert seconds_until_next_run(on_boundary, 900) == 901
