@@ -106,7 +106,7 @@ def run_all(only: list[str] | None = None, wait_s: float = 90.0) -> int:
     ep = settings.endpoints
     print(
         f"\nDashboard:     http://127.0.0.1:{ep.api_port}/\n"
-        f"API docs:      http://127.0.0.1:{ep.api_port}/docs\n"
+        f"OpenAPI:       http://127.0.0.1:{ep.api_port}/openapi.json\n"
         f"Metrics:       http://127.0.0.1:<port>/metrics on every process above\n"
         f"Logs:          {run_dir}/<process>.log (JSON lines)\n"
         f"Servers:       energy stack status\n"
