@@ -121,7 +121,9 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         health.add_check("postgres", lambda: pool.fetchval("SELECT 1"), timeout_s=2.0)
         health.add_check("influxdb", influx.ping, timeout_s=2.0)
         coordinator = Coordinator(settings, pool, gateway, influx, producer if started_producer else None)
-        ops = asyncio.create_task(serve_ops(health, "127.0.0.1", settings.endpoints.dr_coordinator_port, stop))
+        ops = asyncio.create_task(
+            serve_ops(health, settings.stack.bind_host, settings.endpoints.dr_coordinator_port, stop)
+        )
         log.info(
             "dr_coordinator_started", port=settings.endpoints.dr_coordinator_port, utilities=utility_filter(settings)
         )

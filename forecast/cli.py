@@ -127,7 +127,7 @@ def _run(args: argparse.Namespace) -> int:
         health = Health("forecast")
         health.add_check("postgres", lambda: service.pool.fetchval("SELECT 1"), timeout_s=2.0)
         health.add_check("influxdb", service.influx.ping, timeout_s=2.0)
-        ops = asyncio.create_task(serve_ops(health, "127.0.0.1", s.endpoints.forecast_port, stop))
+        ops = asyncio.create_task(serve_ops(health, s.stack.bind_host, s.endpoints.forecast_port, stop))
         await service.run_forever(stop)
         await ops
 
