@@ -23,7 +23,7 @@ def _run(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     configure_logging("aggregation", settings.log.level, settings.log.json_logs)
-    service = run_service(settings, with_archive=False if args.no_archive else None)
+    service = run_service(settings, with_archive=False if args.no_archive else None, engine=args.engine)
     try:
         import uvloop  # installed with uvicorn[standard]; the worker is event-loop heavy
     except ImportError:
@@ -56,6 +56,12 @@ def register(sub: Any) -> None:
     actions = p.add_subparsers(dest="aggregation_action", required=True)
     run = actions.add_parser("run", help="run the rollup worker (+ archiver) with /healthz /ready /metrics")
     run.add_argument("--no-archive", action="store_true", help="do not run the Parquet archiver in this process")
+    run.add_argument(
+        "--engine",
+        choices=("faust", "aiokafka"),
+        default=None,
+        help="consumer running the rollups (default: settings aggregation.engine)",
+    )
     run.set_defaults(handler=_run)
     bf = actions.add_parser("backfill", help="rebuild raw points and rollups of a facility for a time range")
     bf.add_argument("--facility", required=True)

@@ -37,7 +37,7 @@ class AggregationSettings(SettingsGroup):
     rebalance_timeout_ms: Annotated[int, Field(ge=1000, le=300_000)] = 10_000
     lag_update_s: Seconds = 5.0
     # Which consumer runs the rollups: the Faust agent or the plain aiokafka loop (see 0200).
-    engine: Literal["faust", "aiokafka"] = "aiokafka"
+    engine: Literal["faust", "aiokafka"] = "faust"
     faust_commit_interval_s: Seconds = 1.0
     faust_topic_partitions: Annotated[int, Field(ge=1, le=1000)] = 6  # like the readings topic
     # Raw archive: a local folder or an fsspec/pyarrow URI such as s3://bucket/prefix.

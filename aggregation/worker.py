@@ -1,10 +1,14 @@
-"""The rollup worker: consume readings in batches, write raw + rollups, then commit.
+"""The rollup worker core: consume readings in batches, write raw + rollups, then commit.
+
+``RollupWorker`` is the plain aiokafka loop (``energy aggregation run --engine aiokafka``);
+``aggregation.faust_worker.FaustRollupWorker`` (the default) reuses its decode, rollup, DLQ and
+backpressure steps inside a Faust agent and replaces the commit with manual acks.
 
 Offsets are committed only after InfluxDB confirmed every write of the batch and every
 dead letter of the batch was acknowledged by the broker (AGG-1). While InfluxDB fails, the
 worker keeps the one batch it has, pauses its partitions (so nothing more is fetched),
 reports why on ``/ready`` and retries with backoff until the write succeeds (AGG-3).
-See docs/decisions/0200-aggregation-worker.md for why this is an aiokafka loop, not a Faust agent.
+See docs/decisions/0200-aggregation-worker.md.
 """
 
 from __future__ import annotations
@@ -87,8 +91,18 @@ class RollupWorker:
         self.engine = RollupEngine(
             self.influx, settings.influx.raw_retention_policy, settings.influx.rollup_retention_policy, self.cfg
         )
-        self.consumer: AIOKafkaConsumer = make_consumer(
-            settings.kafka,
+        self.consumer: AIOKafkaConsumer = self._make_consumer()
+        self.producer: AIOKafkaProducer = make_producer(settings.kafka)
+        self.committed: dict[TopicPartition, int] = {}
+        self.seen_end: dict[TopicPartition, int] = {}  # last fetched offset + 1
+        self._failing = 0  # steps currently retrying a failing sink
+        self.stop = asyncio.Event()
+        self._last_lag = 0.0
+        self.health.add_check("influxdb", self.influx.ping)
+
+    def _make_consumer(self) -> AIOKafkaConsumer:
+        return make_consumer(
+            self.settings.kafka,
             group_id=self.cfg.consumer_group,
             max_poll_records=self.cfg.batch_max_readings,
             session_timeout_ms=self.cfg.session_timeout_ms,
@@ -99,13 +113,6 @@ class RollupWorker:
             max_partition_fetch_bytes=1_048_576,
             fetch_max_bytes=8 * 1_048_576,
         )
-        self.producer: AIOKafkaProducer = make_producer(settings.kafka)
-        self.committed: dict[TopicPartition, int] = {}
-        self.seen_end: dict[TopicPartition, int] = {}  # last fetched offset + 1
-        self._failing = 0  # steps currently retrying a failing sink
-        self.stop = asyncio.Event()
-        self._last_lag = 0.0
-        self.health.add_check("influxdb", self.influx.ping)
 
     async def start(self) -> None:
         timeout = self.settings.kafka.request_timeout_s * 4
@@ -244,7 +251,7 @@ class RollupWorker:
                         self._failing += 1
                         if self._failing == 1:
                             log.warning("backpressure_on", sink=sink, error=reason)
-                            self.consumer.pause(*self.consumer.assignment())
+                            self._pause_fetching()
                             metrics.BACKPRESSURE.set(1)
                     self.health.set_not_ready(BACKPRESSURE, reason)
                     if self.stop.is_set():
@@ -258,10 +265,19 @@ class RollupWorker:
             if failing:
                 self._failing -= 1
                 if self._failing == 0:
-                    self.consumer.resume(*self.consumer.assignment())
+                    self._resume_fetching()
                     metrics.BACKPRESSURE.set(0)
                     self.health.clear(BACKPRESSURE)
                     log.info("backpressure_off", sink=sink, attempts=attempt)
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self.consumer.assignment())
+
+    def _pause_fetching(self) -> None:
+        self.consumer.pause(*self.consumer.assignment())
+
+    def _resume_fetching(self) -> None:
+        self.consumer.resume(*self.consumer.assignment())
 
     async def _commit(self, batch: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]) -> None:
         offsets = {tp: OffsetAndMetadata(records[-1].offset + 1, "") for tp, records in batch.items() if records}
@@ -306,14 +322,20 @@ def _meter_id_of(value: bytes | None) -> str | None:
     return None if isinstance(got, Rejected) else got.payload.meter_id
 
 
-async def run_service(settings: Settings, with_archive: bool | None = None) -> None:
+async def run_service(settings: Settings, with_archive: bool | None = None, engine: str | None = None) -> None:
     """``energy aggregation run``: worker (+ archiver) and the ops endpoints, until SIGTERM/SIGINT."""
     import signal
 
     from energy.observability.http import serve_ops
 
     health = Health("aggregation")
-    worker = RollupWorker(settings, health)
+    worker: RollupWorker
+    if (engine or settings.aggregation.engine) == "faust":
+        from aggregation.faust_worker import FaustRollupWorker
+
+        worker = FaustRollupWorker(settings, health)
+    else:
+        worker = RollupWorker(settings, health)
     stop = worker.stop
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

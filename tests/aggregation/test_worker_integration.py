@@ -9,6 +9,7 @@ from datetime import timedelta
 
 import pytest
 
+from aggregation.faust_worker import FaustRollupWorker
 from aggregation.worker import RollupWorker
 from energy.adapters.influx import InfluxClient
 from tests.aggregation.conftest import make_topics
@@ -30,10 +31,14 @@ from tests.aggregation.helpers import (
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
+# The Faust agent is the default; the plain aiokafka loop stays selectable (`--engine aiokafka`)
+# and is kept honest by the first test.
+ENGINES = {"faust": FaustRollupWorker, "aiokafka": RollupWorker}
+
 
 @asynccontextmanager
 async def running_worker(settings):
-    worker = RollupWorker(settings)
+    worker = ENGINES[settings.aggregation.engine](settings)
     task = asyncio.create_task(worker.run())
     try:
         yield worker
@@ -42,12 +47,13 @@ async def running_worker(settings):
         await asyncio.wait_for(task, 30)
 
 
+@pytest.mark.parametrize("engine", ["faust", "aiokafka"])
 async def test_rollups_equal_sums_computed_directly_from_readings_and_replays_change_nothing(
-    settings, agg_db, agg_influx, uid
+    settings, agg_db, agg_influx, uid, engine
 ):
     n = new_names(uid)
     await make_topics(settings, n["topic"], n["dlq"])
-    s = settings_for(settings, agg_db, n["topic"], n["dlq"], n["group"])
+    s = settings_for(settings, agg_db, n["topic"], n["dlq"], n["group"], engine=engine)
     start = hour_floor(now_utc()) - timedelta(hours=2) + timedelta(minutes=50)  # crosses an hour boundary
     fac_a, fac_b = f"{n['facility']}-a", f"{n['facility']}-b"
     readings = make_readings(fac_a, 3, start, 100, seed=1) + make_readings(fac_b, 2, start, 100, seed=2)
@@ -165,20 +171,20 @@ async def test_two_workers_share_partitions_and_one_leaving_mid_stream_loses_and
     readings = [r for i, f in enumerate(facilities) for r in make_readings(f, 3, start, 160, seed=50 + i)]
     readings.sort(key=lambda r: r.ts)
     half = len(readings) // 2
-    a, b = RollupWorker(s), RollupWorker(s)
+    a, b = FaustRollupWorker(s), FaustRollupWorker(s)
     task_a, task_b = asyncio.create_task(a.run()), asyncio.create_task(b.run())
     try:
         deadline = asyncio.get_running_loop().time() + 30
-        while not (a.consumer.assignment() and b.consumer.assignment()):
+        while not (a.assignment() and b.assignment()):
             assert asyncio.get_running_loop().time() < deadline, "both workers should get partitions"
             await asyncio.sleep(0.1)
-        assert not (a.consumer.assignment() & b.consumer.assignment())
+        assert not (a.assignment() & b.assignment())
         await produce(bootstrap, n["topic"], readings[:half])
         a.stop.set()  # graceful: finishes and commits its batch, leaves the group
         await asyncio.wait_for(task_a, 30)
         await produce(bootstrap, n["topic"], readings[half:])
         await wait_caught_up(bootstrap, n["topic"], n["group"], timeout_s=60)
-        assert len(b.consumer.assignment()) == 4, "the remaining worker took over every partition"
+        assert len(b.assignment()) == 4, "the remaining worker took over every partition"
     finally:
         a.stop.set()
         b.stop.set()

@@ -1,0 +1,203 @@
+"""The rollup worker as a Faust agent: batches with manual acks, acked only after the write.
+
+The agent iterates ``stream.noack_take(batch_max_readings, batch_max_wait_s)``: Faust never
+acks these events by itself. Each batch goes through the same steps as the aiokafka worker
+(decode -> lateness -> RollupEngine -> InfluxDB -> DLQ, retried under backpressure) and only
+then ``stream.ack(event)`` is called for every event of the batch; Faust commits acked offsets
+every ``broker_commit_interval`` and once more at graceful shutdown. ``stream.take()`` is not
+used: it acks the batch in a ``finally`` after the yield, i.e. even when the body raised or was
+cancelled mid-write (docs/decisions/0200-aggregation-worker.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import defaultdict
+from typing import Any
+
+import faust
+import structlog
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+from faust.exceptions import ConsumerNotStarted
+
+from aggregation import metrics
+from aggregation.worker import RollupWorker
+from energy.adapters.kafka import make_consumer
+from energy.observability.health import Health
+from energy.settings import Settings
+
+log = structlog.get_logger("aggregation.faust_worker")
+
+JOINING = "kafka_group"
+
+
+def make_app(settings: Settings) -> faust.App:
+    cfg = settings.aggregation
+    return faust.App(
+        cfg.consumer_group,  # the app id is the consumer group
+        broker=f"kafka://{settings.kafka.bootstrap_servers}",
+        store="memory://",
+        autodiscover=False,
+        web_enabled=False,  # /healthz /ready /metrics are served by energy.observability.http.serve_ops
+        topic_allow_declare=True,
+        topic_replication_factor=1,
+        topic_partitions=cfg.faust_topic_partitions,
+        topic_disable_leader=True,  # no assignor leader topic: the readings topic is the only input
+        consumer_auto_offset_reset="earliest",
+        broker_commit_interval=cfg.faust_commit_interval_s,
+        broker_commit_every=10_000_000,  # commit on the timer and at shutdown, not every N acks
+        # Tansu completes a join after about half the session timeout (see 0200).
+        broker_session_timeout=cfg.session_timeout_ms / 1000,
+        broker_heartbeat_interval=cfg.heartbeat_interval_ms / 1000,
+        broker_rebalance_timeout=cfg.rebalance_timeout_ms / 1000,
+        broker_max_poll_interval=cfg.max_poll_interval_ms / 1000,
+        broker_max_poll_records=cfg.batch_max_readings,
+        # Bounded memory: Faust pauses a partition whose buffer is full while the agent writes.
+        stream_buffer_maxsize=cfg.batch_max_readings,
+        # Do not wait for every fetched event to be acked before a stop or rebalance: events taken
+        # but not written are deliberately left unacked (they replay), so waiting would hang.
+        stream_wait_empty=False,
+        consumer_max_fetch_size=1_048_576,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+
+
+class FaustRollupWorker(RollupWorker):
+    """Same decode/engine/DLQ/backpressure code as :class:`RollupWorker`; Faust owns the consumer."""
+
+    def __init__(self, settings: Settings, health: Health | None = None) -> None:
+        super().__init__(settings, health)
+        self.app = make_app(settings)
+        self.topic = self.app.topic(self.cfg.readings_topic, key_type=bytes, value_type=bytes, internal=False)
+        self.app.agent(self.topic, name="rollups")(self._agent)
+        self.app.on_partitions_revoked.connect(self._on_revoked)
+        self.app.on_partitions_assigned.connect(self._on_assigned)
+        self._busy = asyncio.Lock()  # held while a batch is written: shutdown waits for it
+        self._stream: Any = None
+        self._events: list[Any] = []
+        self.batches_acked = 0
+        self.failure: BaseException | None = None
+        self.health.set_not_ready(JOINING, "waiting for a partition assignment")
+
+    def _make_consumer(self) -> AIOKafkaConsumer:
+        # Never subscribed: only reads the group's committed offsets for the lag gauge.
+        return make_consumer(self.settings.kafka, group_id=self.cfg.consumer_group)
+
+    async def _on_revoked(self, app: Any, /, *args: Any, **kwargs: Any) -> None:
+        revoked = args[0] if args else kwargs.get("revoked", set())
+        self.engine.reset()
+        for tp in revoked:
+            with contextlib.suppress(KeyError):
+                metrics.CONSUMER_LAG.remove(tp.topic, str(tp.partition), self.cfg.consumer_group)
+
+    async def _on_assigned(self, app: Any, /, *args: Any, **kwargs: Any) -> None:
+        assigned = args[0] if args else kwargs.get("assigned", set())
+        self.engine.reset()
+        self.health.clear(JOINING)
+        log.info("partitions_assigned", partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in assigned))
+
+    def assignment(self) -> set[TopicPartition]:
+        try:
+            tps = self.app.consumer.assignment()
+        except ConsumerNotStarted:  # before start or after stop
+            return set()
+        return {TopicPartition(tp.topic, tp.partition) for tp in tps}
+
+    async def _agent(self, stream: Any) -> None:
+        async for events in stream.noack_take(self.cfg.batch_max_readings, within=self.cfg.batch_max_wait_s):
+            if self.stop.is_set():
+                continue  # not acked: they replay after the restart
+            async with self._busy:
+                try:
+                    await self._handle(stream, list(events))
+                except Exception as exc:
+                    # Unexpected (not a transient sink failure, those are retried): stop the whole
+                    # worker instead of letting Faust restart the agent past an unacked batch.
+                    log.exception("agent_failed", error=str(exc))
+                    self.failure = exc
+                    self.stop.set()
+
+    async def _handle(self, stream: Any, events: list[Any]) -> None:
+        self._stream = stream
+        self._events = events
+        batch: dict[TopicPartition, list[Any]] = defaultdict(list)
+        for event in events:
+            msg = event.message
+            batch[TopicPartition(msg.topic, msg.partition)].append(msg)
+        self.engine.evict()
+        try:
+            staged = await self._stage(dict(batch))
+            if staged is not None:
+                await self._finish(staged)  # acks in _commit, only after the write succeeded
+        finally:
+            self._events = []
+
+    async def _commit(self, batch: dict[TopicPartition, list[Any]]) -> None:
+        for event in self._events:
+            await self._stream.ack(event)
+        self.batches_acked += 1
+
+    def _pause_fetching(self) -> None:
+        """Nothing to do: while the agent retries it asks for no more events.
+
+        The take buffer stops draining, Faust's per-partition stream buffer fills
+        (``stream_buffer_maxsize``) and Faust stops fetching those partitions (its flow control).
+        Do NOT call ``app.consumer.pause_partitions()`` here: Faust drops records of a partition
+        that leaves the active set while a fetched batch is being handed out, and the consumer
+        position has already moved past them -- measured as lost readings in the InfluxDB-down
+        chaos test.
+        """
+
+    def _resume_fetching(self) -> None:
+        """Nothing to do: Faust resumes a partition when its buffer drains."""
+
+    async def start(self) -> None:
+        timeout = self.settings.kafka.request_timeout_s * 4
+        await asyncio.wait_for(self.producer.start(), timeout)
+        await asyncio.wait_for(self.consumer.start(), timeout)
+        await asyncio.wait_for(self.app.start(), timeout * 2)
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.app.stop(), 15)
+        await super().close()
+
+    async def run(self) -> None:
+        """Run the Faust app until :attr:`stop`; finish the batch in hand, commit its offsets, leave."""
+        await self.start()
+        try:
+            while not self.stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stop.wait(), self.cfg.lag_update_s / 2)
+                await self.update_lag()
+            async with self._busy:  # the batch being written is finished (or abandoned if a sink fails)
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self.app.consumer.commit(), self.settings.kafka.request_timeout_s)
+                log.info("faust_worker_stopping", batches_acked=self.batches_acked)
+        finally:
+            await self.close()
+        if self.failure is not None:
+            raise self.failure  # exit non-zero; the batch in hand was not acked and replays
+
+    async def update_lag(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_lag < self.cfg.lag_update_s:
+            return
+        self._last_lag = now
+        tps = list(self.assignment())
+        if not tps:
+            return
+        try:
+            ends = await asyncio.wait_for(self.consumer.end_offsets(tps), self.settings.kafka.request_timeout_s)
+            for tp in tps:
+                done = await asyncio.wait_for(self.consumer.committed(tp), self.settings.kafka.request_timeout_s)
+                # Tansu reports the end offset as the base of the last record batch: see RollupWorker.
+                end = max(ends.get(tp, 0), self.seen_end.get(tp, 0))
+                lag = max(0, end - (done or 0))
+                metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition), self.cfg.consumer_group).set(lag)
+        except (TimeoutError, KafkaError) as exc:
+            log.warning("lag_update_failed", error=str(exc))
