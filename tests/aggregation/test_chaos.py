@@ -7,6 +7,7 @@ equal the ground truth computed from the readings: nothing lost, nothing counted
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import time
@@ -59,6 +60,17 @@ async def wait_http(port: int, timeout_s: float = 30) -> None:
     raise AssertionError("worker did not answer /healthz")
 
 
+async def wait_ready(port: int, timeout_s: float = 30) -> None:
+    """Until /ready is 200: the worker has its partitions (the Faust worker is not ready before)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            if http_get(port, "/ready")[0] == 200:
+                return
+        await asyncio.sleep(0.2)
+    raise AssertionError("worker did not become ready")
+
+
 def stop_proc(proc) -> None:
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
@@ -83,6 +95,7 @@ async def test_kill_9_mid_stream_then_restart_final_rollups_equal_ground_truth(
     proc = start_worker(s, port, tmp_path / "worker1.log")
     try:
         await wait_http(port)
+        await wait_ready(port)  # joined: the stream below is consumed while it flows, so the kill is mid-stream
 
         async def stream() -> None:
             for i in range(0, len(readings), 200):
