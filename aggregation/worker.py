@@ -340,7 +340,7 @@ async def run_service(settings: Settings, with_archive: bool | None = None, engi
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    ops = asyncio.create_task(serve_ops(health, "127.0.0.1", settings.endpoints.aggregation_port, stop))
+    ops = asyncio.create_task(serve_ops(health, settings.stack.bind_host, settings.endpoints.aggregation_port, stop))
     tasks = [asyncio.create_task(worker.run())]
     archive = settings.aggregation.archive_enabled if with_archive is None else with_archive
     if archive:
