@@ -73,6 +73,26 @@ def event_bytes(r: MeterReading) -> bytes:
     return bytes(ev.to_bytes())
 
 
+def facilities_covering(prefix: str, partitions: int, count: int) -> list[str]:
+    """``count`` facility ids whose keys land on every one of ``partitions`` (producer's partitioner)."""
+    from aiokafka.partitioner import DefaultPartitioner
+
+    assert count >= partitions
+    choose, every = DefaultPartitioner(), list(range(partitions))
+    first: dict[int, str] = {}
+    others: list[str] = []
+    i = 0
+    while len(first) < partitions or len(first) + len(others) < count:
+        fid = f"{prefix}-{i}"
+        part = choose(fid.encode(), every, every)
+        if part in first:
+            others.append(fid)
+        else:
+            first[part] = fid
+        i += 1
+    return [*first.values(), *others][:count]
+
+
 async def produce(bootstrap: str, topic: str, items: Iterable[MeterReading | tuple[str, bytes]]) -> int:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_batch_size=1_048_576)
     await producer.start()

@@ -16,6 +16,7 @@ from tests.aggregation.conftest import make_topics
 from tests.aggregation.helpers import (
     assert_matches,
     dlq_records,
+    facilities_covering,
     ground_truth,
     hour_floor,
     make_readings,
@@ -167,7 +168,7 @@ async def test_two_workers_share_partitions_and_one_leaving_mid_stream_loses_and
     s = settings_for(settings, agg_db, n["topic"], n["dlq"], n["group"], batch_max_readings=200)
     bootstrap = settings.kafka.bootstrap_servers
     start = hour_floor(now_utc()) - timedelta(hours=2)
-    facilities = [f"{n['facility']}-{i}" for i in range(6)]
+    facilities = facilities_covering(n["facility"], partitions=4, count=6)
     readings = [r for i, f in enumerate(facilities) for r in make_readings(f, 3, start, 160, seed=50 + i)]
     readings.sort(key=lambda r: r.ts)
     half = len(readings) // 2
@@ -182,9 +183,14 @@ async def test_two_workers_share_partitions_and_one_leaving_mid_stream_loses_and
         await produce(bootstrap, n["topic"], readings[:half])
         a.stop.set()  # graceful: finishes and commits its batch, leaves the group
         await asyncio.wait_for(task_a, 30)
+        # The rebalance takes seconds on Tansu (0200): until it completes, b only reads its own half.
+        deadline = asyncio.get_running_loop().time() + 60
+        while len(b.assignment()) < 4:
+            assert asyncio.get_running_loop().time() < deadline, "the remaining worker took over every partition"
+            await asyncio.sleep(0.2)
         await produce(bootstrap, n["topic"], readings[half:])
         await wait_caught_up(bootstrap, n["topic"], n["group"], timeout_s=60)
-        assert len(b.assignment()) == 4, "the remaining worker took over every partition"
+        assert len(b.assignment()) == 4
     finally:
         a.stop.set()
         b.stop.set()
