@@ -40,6 +40,9 @@ class AggregationSettings(SettingsGroup):
     engine: Literal["faust", "aiokafka"] = "faust"
     faust_commit_interval_s: Seconds = 1.0
     faust_topic_partitions: Annotated[int, Field(ge=1, le=1000)] = 6  # like the readings topic
+    # Events fetched but not yet taken by the agent (Faust's stream buffer): the memory bound while
+    # a batch is written, and the read-ahead that keeps the agent busy (bench/aggregate, 0200).
+    faust_stream_buffer: Annotated[int, Field(ge=1, le=1_000_000)] = 20_000
     # Raw archive: a local folder or an fsspec/pyarrow URI such as s3://bucket/prefix.
     archive_uri: StorageUri = ".stack/archive/readings"
     archive_enabled: bool = True

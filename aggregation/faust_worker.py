@@ -24,6 +24,7 @@ from aiokafka.errors import KafkaError
 from faust.exceptions import ConsumerNotStarted
 
 from aggregation import metrics
+from aggregation.faust_consumer import EagerHandoffTransport
 from aggregation.worker import RollupWorker
 from energy.adapters.kafka import make_consumer
 from energy.observability.health import Health
@@ -36,7 +37,7 @@ JOINING = "kafka_group"
 
 def make_app(settings: Settings) -> faust.App:
     cfg = settings.aggregation
-    return faust.App(
+    app = faust.App(
         cfg.consumer_group,  # the app id is the consumer group
         broker=f"kafka://{settings.kafka.bootstrap_servers}",
         store="memory://",
@@ -56,7 +57,7 @@ def make_app(settings: Settings) -> faust.App:
         broker_max_poll_interval=cfg.max_poll_interval_ms / 1000,
         broker_max_poll_records=cfg.batch_max_readings,
         # Bounded memory: Faust pauses a partition whose buffer is full while the agent writes.
-        stream_buffer_maxsize=cfg.batch_max_readings,
+        stream_buffer_maxsize=max(cfg.faust_stream_buffer, cfg.batch_max_readings),
         # Do not wait for every fetched event to be acked before a stop or rebalance: events taken
         # but not written are deliberately left unacked (they replay), so waiting would hang.
         stream_wait_empty=False,
@@ -64,6 +65,8 @@ def make_app(settings: Settings) -> faust.App:
         key_serializer="raw",
         value_serializer="raw",
     )
+    app.transport = EagerHandoffTransport(app.conf.broker_consumer, app)
+    return app
 
 
 class FaustRollupWorker(RollupWorker):

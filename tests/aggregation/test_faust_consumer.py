@@ -1,0 +1,138 @@
+"""The eager hand-off in Faust's fetch loop keeps ``wait_first``'s meaning (aggregation/faust_consumer.py).
+
+Faust calls ``wait_first(callback(message), suspend_flow.wait())`` for every fetched message; the
+callback puts the event into the agent's bounded stream buffer. These tests drive the consumer's
+``wait_first`` the same way, with a bounded queue standing in for that buffer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from aggregation.faust_consumer import EagerHandoffConsumer, _Resumed
+from aggregation.faust_worker import make_app
+from energy.settings import Settings
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def consumer(settings: Settings) -> AsyncIterator[Any]:
+    """Built inside the running loop (Faust binds its services to the loop current at build time)."""
+    app = make_app(settings)
+    built = app.consumer  # built, not started: no broker connection, no thread
+    assert isinstance(built, EagerHandoffConsumer)
+    yield built
+    built._thread.thread_loop.close()  # the unstarted consumer thread's own event loop
+
+
+async def hand_off(buffer: asyncio.Queue[int], item: int) -> int:
+    await buffer.put(item)
+    return item
+
+
+def tasks_now() -> int:
+    return len(asyncio.all_tasks())
+
+
+async def test_a_hand_off_with_room_finishes_inline_without_creating_tasks(consumer: Any) -> None:
+    buffer: asyncio.Queue[int] = asyncio.Queue(maxsize=10)
+    before = tasks_now()
+    abandon = consumer.suspend_flow.wait()
+    result = await consumer.wait_first(hand_off(buffer, 7), abandon)
+    assert tasks_now() == before
+    assert result.stopped is False and result.results == [7]
+    assert buffer.get_nowait() == 7 and buffer.empty()
+    assert inspect.getcoroutinestate(abandon) == inspect.CORO_CLOSED  # closed, not leaked un-awaited
+
+
+async def test_a_hand_off_blocked_on_a_full_buffer_completes_once_the_agent_takes_an_event(consumer: Any) -> None:
+    buffer: asyncio.Queue[int] = asyncio.Queue(maxsize=1)
+    buffer.put_nowait(1)
+    waiting = asyncio.ensure_future(consumer.wait_first(hand_off(buffer, 2), consumer.suspend_flow.wait()))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    assert buffer.get_nowait() == 1  # the agent takes one event: room for the blocked one
+    result = await asyncio.wait_for(waiting, 5)
+    assert result.results == [2]
+    assert buffer.get_nowait() == 2 and buffer.empty()
+
+
+async def test_a_rebalance_abandons_a_blocked_hand_off_and_the_event_never_reaches_the_buffer(consumer: Any) -> None:
+    buffer: asyncio.Queue[int] = asyncio.Queue(maxsize=1)
+    buffer.put_nowait(1)
+    waiting = asyncio.ensure_future(consumer.wait_first(hand_off(buffer, 2), consumer.suspend_flow.wait()))
+    await asyncio.sleep(0.05)
+    consumer.stop_flow()  # what Faust does when partitions are revoked
+    result = await asyncio.wait_for(waiting, 5)
+    assert result.results == [True]  # the suspend_flow wait won
+    buffer.get_nowait()
+    await asyncio.sleep(0.05)
+    assert buffer.empty(), "the abandoned hand-off must not put its event later"
+    consumer.resume_flow()
+
+
+async def test_while_the_flow_is_suspended_hand_offs_run_as_tasks_as_faust_does(consumer: Any) -> None:
+    ran_in: list[asyncio.Task[Any] | None] = []
+
+    async def record() -> None:
+        ran_in.append(asyncio.current_task())
+
+    await consumer.wait_first(record(), consumer.suspend_flow.wait())
+    consumer.stop_flow()
+    try:
+        await consumer.wait_first(record(), consumer.suspend_flow.wait())
+    finally:
+        consumer.resume_flow()
+    here = asyncio.current_task()
+    assert ran_in[0] is here, "flow active: the hand-off runs inline in the fetch loop's task"
+    assert len(ran_in) == 2
+    assert all(t is not here for t in ran_in[1:]), "flow suspended: never inline"
+
+
+async def test_an_error_raised_by_the_hand_off_reaches_the_fetch_loop(consumer: Any) -> None:
+
+    async def broken() -> None:
+        raise ValueError("bad event")
+
+    abandon = consumer.suspend_flow.wait()
+    with pytest.raises(ValueError, match="bad event"):
+        await consumer.wait_first(broken(), abandon)
+    assert inspect.getcoroutinestate(abandon) == inspect.CORO_CLOSED
+
+
+async def test_a_resumed_coroutine_sees_results_errors_and_cancellation_like_a_plain_task() -> None:
+    seen: list[str] = []
+
+    async def step(fut: asyncio.Future[int]) -> int:
+        try:
+            return (await fut) * 2
+        except asyncio.CancelledError:
+            seen.append("cancelled")
+            raise
+
+    loop = asyncio.get_running_loop()
+    for outcome in ("result", "error", "cancel"):
+        fut: asyncio.Future[int] = loop.create_future()
+        coro = step(fut)
+        pending = coro.send(None)
+        task = asyncio.ensure_future(_Resumed(coro, pending))
+        await asyncio.sleep(0)
+        if outcome == "result":
+            fut.set_result(21)
+            assert await task == 42
+        elif outcome == "error":
+            fut.set_exception(KeyError("k"))
+            with pytest.raises(KeyError):
+                await task
+        else:
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert seen == ["cancelled"]
