@@ -56,7 +56,8 @@ def make_app(settings: Settings) -> faust.App:
         broker_rebalance_timeout=cfg.rebalance_timeout_ms / 1000,
         broker_max_poll_interval=cfg.max_poll_interval_ms / 1000,
         broker_max_poll_records=cfg.batch_max_readings,
-        # Bounded memory: Faust pauses a partition whose buffer is full while the agent writes.
+        # Bounded memory: at most this many fetched events wait for the agent; when the buffer is
+        # full Faust's fetch loop waits too (its flow control). Read-ahead while a batch is written.
         stream_buffer_maxsize=max(cfg.faust_stream_buffer, cfg.batch_max_readings),
         # Do not wait for every fetched event to be acked before a stop or rebalance: events taken
         # but not written are deliberately left unacked (they replay), so waiting would hang.
@@ -147,8 +148,8 @@ class FaustRollupWorker(RollupWorker):
     def _pause_fetching(self) -> None:
         """Nothing to do: while the agent retries it asks for no more events.
 
-        The take buffer stops draining, Faust's per-partition stream buffer fills
-        (``stream_buffer_maxsize``) and Faust stops fetching those partitions (its flow control).
+        The take buffer stops draining, the agent's stream buffer fills (``stream_buffer_maxsize``)
+        and Faust's fetch loop waits on it (its flow control).
         Do NOT call ``app.consumer.pause_partitions()`` here: Faust drops records of a partition
         that leaves the active set while a fetched batch is being handed out, and the consumer
         position has already moved past them -- measured as lost readings in the InfluxDB-down
