@@ -14,6 +14,11 @@ BMS_COMMANDS_FAILED = Counter(
 BMS_COMMAND_LATENCY = Histogram(
     "energy_dr_bms_command_seconds", "Time to execute one BMS command", buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10)
 )
+DISPATCH_SECONDS = Histogram(
+    "energy_dr_dispatch_seconds",
+    "Per DR event: seconds from its start (or receipt, if later) until every facility was dispatched; 0 = in time",
+    buckets=(0.5, 5, 15, 30, 60, 120, 300, 600, 1800),
+)
 BMS_COMMANDS_DUE = Gauge("energy_dr_bms_commands_due", "BMS commands pending or in flight")
 OUTBOX_BACKLOG = Gauge("energy_dr_outbox_backlog", "DR outbox rows not yet published to Kafka")
 OUTBOX_PUBLISHED = Counter("energy_dr_outbox_published_total", "DR outbox rows published to Kafka")

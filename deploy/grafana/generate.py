@@ -68,6 +68,8 @@ D = {
     panel(6, "Facilities below 80 % of target", ['sum(energy_dr_underperforming)'], "short", legend=["underperforming"]),
     panel(7, "Outbox backlog and errors", ['max(energy_dr_outbox_backlog)', 'sum(rate(energy_dr_outbox_errors_total[5m]))'], "short", legend=["backlog", "errors/s"]),
     panel(8, "Webhook requests by status and utility reports by outcome", ['sum by (status) (rate(energy_dr_webhook_requests_total[5m]))', 'sum by (outcome) (rate(energy_dr_reports_total[5m]))'], "reqps", legend=["webhook {{status}}", "report {{outcome}}"]),
+    panel(9, "Dispatch SLO (90 % within 60 s): share of events in time, 7 d", ['sum(increase(energy_dr_dispatch_seconds_bucket{le="60.0"}[7d])) / clamp_min(sum(increase(energy_dr_dispatch_seconds_count[7d])), 1e-9)'], "percentunit", legend=["in time"]),
+    panel(10, "Dispatch delay after the start, p50 / max bucket", ['histogram_quantile(0.5, sum by (le) (increase(energy_dr_dispatch_seconds_bucket[1d])))', 'histogram_quantile(1, sum by (le) (increase(energy_dr_dispatch_seconds_bucket[1d])))'], "s", legend=["p50", "max"]),
  ], ["dr"]),
  "api": dashboard("energy-api-slo", "Energy / API SLOs", [
     panel(1, "Availability (30 d SLO 99.9 %): share of requests without 5xx, 1 h", ['1 - sum(rate(energy_api_request_seconds_count{status=~"5.."}[1h])) / clamp_min(sum(rate(energy_api_request_seconds_count[1h])), 1e-9)'], "percentunit", legend=["availability"]),

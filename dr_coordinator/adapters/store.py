@@ -29,8 +29,8 @@ from dr_coordinator.domain.commands import (
     idempotency_key,
 )
 from dr_coordinator.domain.planner import ZoneAction
-from dr_coordinator.domain.saga import Decision, FacilitySaga, Saga, decide
-from dr_coordinator.metrics import SAGA_TRANSITIONS
+from dr_coordinator.domain.saga import Decision, FacilitySaga, Saga, completed_dispatch, decide, dispatch_delay_s
+from dr_coordinator.metrics import DISPATCH_SECONDS, SAGA_TRANSITIONS
 from energy.observability import tracing
 from schemas.dr import (
     BmsAction,
@@ -227,7 +227,7 @@ async def save_decision(conn: Any, before: Saga, decision: Decision, message: Me
     updated = await conn.fetchval(
         """UPDATE dr_events SET state = $3, start_at = $4, end_at = $5, strategy = $6, cancel_requested = $7,
                                 version = version + 1, updated_at = $8
-           WHERE dr_event_id = $1 AND version = $2 RETURNING version""",
+           WHERE dr_event_id = $1 AND version = $2 RETURNING created_at""",
         after.dr_event_id,
         before.version,
         after.state.value,
@@ -239,6 +239,8 @@ async def save_decision(conn: Any, before: Saga, decision: Decision, message: Me
     )
     if updated is None:
         raise ConcurrencyError(f"DR event {after.dr_event_id} changed since version {before.version}")
+    if completed_dispatch(decision):  # observed in the transaction, like the transition counter below
+        DISPATCH_SECONDS.observe(dispatch_delay_s(after.start, updated, now))
     old = {f.facility_id: f for f in before.facilities}
     plans = message.plans if isinstance(message, StartDispatch) else {}
     if isinstance(message, ReleaseHold):

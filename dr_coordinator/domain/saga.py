@@ -143,6 +143,24 @@ class _Builder:
         return Decision(saga, self.events, original is not None and saga != original)
 
 
+def dispatch_delay_s(start: datetime, received_at: datetime, dispatched_at: datetime) -> float:
+    """SLO 3 (docs/slo.md): seconds from the event's start -- or its receipt, when it arrived after
+    the start -- until every facility was dispatched or resolved; 0 when that was done in time."""
+    due = max(start, received_at)
+    return max(0.0, (dispatched_at - due).total_seconds())
+
+
+def completed_dispatch(decision: Decision) -> bool:
+    """Whether this decision moved the event from dispatching to active (every command out)."""
+    return any(
+        isinstance(ev, StateChanged)
+        and ev.facility_id is None
+        and ev.from_state == E.DISPATCHING.value
+        and ev.to_state == E.ACTIVE.value
+        for ev in decision.events
+    )
+
+
 def _dispatch_order(facilities: list[FacilitySaga]) -> list[FacilitySaga]:
     """Criticality tier 4 (discretionary) first, life safety (1) last."""
     return sorted(facilities, key=lambda f: (-f.criticality_tier, f.facility_id))

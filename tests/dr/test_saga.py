@@ -22,7 +22,14 @@ from dr_coordinator.domain.commands import (
     idempotency_key,
 )
 from dr_coordinator.domain.planner import FacilityPlan, Strategy, ZoneAction
-from dr_coordinator.domain.saga import FacilitySaga, IllegalTransitionError, Saga, decide
+from dr_coordinator.domain.saga import (
+    FacilitySaga,
+    IllegalTransitionError,
+    Saga,
+    completed_dispatch,
+    decide,
+    dispatch_delay_s,
+)
 from schemas.dr import DrEventState as E
 from schemas.dr import FacilityDrState as F
 
@@ -73,6 +80,36 @@ def test_all_acks_make_facilities_and_event_active() -> None:
     s = ack_all(dispatched(3, 3), "set_setpoint")
     assert s.state == E.ACTIVE
     assert all(f.state == F.ACTIVE for f in s.facilities)
+
+
+def test_only_the_decision_that_makes_the_event_active_completes_the_dispatch() -> None:
+    s = dispatched(3, 3)
+    decisions = []
+    for f in s.facilities:
+        for a in f.actions:
+            d = decide(s, RecordCommandAcknowledged(f.facility_id, a.zone_id, "set_setpoint"), NOW)
+            decisions.append(d)
+            s = d.saga
+    assert [completed_dispatch(d) for d in decisions] == [False, False, False, True]
+    assert not completed_dispatch(decide(s, StartRestore("end"), NOW))
+
+
+@pytest.mark.parametrize(
+    ("received_after_start_s", "dispatched_after_start_s", "delay_s"),
+    [
+        (-3600, -30, 0.0),  # dispatched in the lead time before the start: in time
+        (-3600, 45, 45.0),  # 45 s after the start
+        (120, 150, 30.0),  # an event that arrived 2 min after its start is measured from its receipt
+        (120, 100, 0.0),
+    ],
+)
+def test_dispatch_delay_counts_from_the_start_or_the_later_receipt(
+    received_after_start_s: int, dispatched_after_start_s: int, delay_s: float
+) -> None:
+    start = NOW
+    received = start + timedelta(seconds=received_after_start_s)
+    done = start + timedelta(seconds=dispatched_after_start_s)
+    assert dispatch_delay_s(start, received, done) == delay_s
 
 
 def test_partial_ack_changes_the_saga_so_it_is_persisted() -> None:

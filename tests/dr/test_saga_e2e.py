@@ -83,6 +83,8 @@ async def test_event_over_20_facilities_runs_from_vtn_webhook_to_report(
         start = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=5)
         end = start + timedelta(seconds=15)
         await write_meter_history(private_influx, start, end)
+        dispatches_before = REGISTRY.get_sample_value("energy_dr_dispatch_seconds_count") or 0.0
+        in_time_before = REGISTRY.get_sample_value("energy_dr_dispatch_seconds_bucket", {"le": "60.0"}) or 0.0
         async with (
             api_server_on(s, api_port),
             coordinator(s, pg_pool, private_influx),
@@ -150,6 +152,9 @@ async def test_event_over_20_facilities_runs_from_vtn_webhook_to_report(
             REGISTRY.get_sample_value("energy_dr_transitions_total", {"scope": "event", "to_state": "completed"}) >= 1
         )
         assert REGISTRY.get_sample_value("energy_dr_reports_total", {"outcome": "ok"}) >= 1
+        # SLO 3: this event's dispatch was measured once, and it was within 60 s of its start
+        assert REGISTRY.get_sample_value("energy_dr_dispatch_seconds_count") == dispatches_before + 1
+        assert REGISTRY.get_sample_value("energy_dr_dispatch_seconds_bucket", {"le": "60.0"}) == in_time_before + 1
 
         # the utility got one report with every facility's baseline, demand and delta
         mine = [r for r in reports if r.get("eventID") == vtn_event_id]
