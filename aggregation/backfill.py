@@ -16,6 +16,7 @@ from aggregation.decode import Rejected, decode_reading
 from aggregation.domain.lateness import is_too_late
 from aggregation.engine import RollupEngine
 from energy.adapters.influx import InfluxClient
+from energy.adapters.kafka import make_consumer
 from energy.settings import Settings
 from schemas.readings import MeterReading
 
@@ -31,14 +32,7 @@ class BackfillResult:
 async def read_topic(settings: Settings, facility_id: str, start: datetime, end: datetime) -> list[MeterReading]:
     """Every reading of the facility in [start, end) still on the topic (no consumer group)."""
     topic = settings.aggregation.readings_topic
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka.bootstrap_servers,
-        client_id=f"{settings.kafka.client_id}-backfill",
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        request_timeout_ms=int(settings.kafka.request_timeout_s * 1000) + 30_000,
-    )
+    consumer = make_consumer(settings.kafka, group_id=None, client_id=f"{settings.kafka.client_id}-backfill")
     timeout = settings.kafka.request_timeout_s * 4
     await asyncio.wait_for(consumer.start(), timeout)
     out: list[MeterReading] = []

@@ -27,12 +27,29 @@ from aggregation import metrics
 from aggregation.faust_consumer import EagerHandoffTransport
 from aggregation.worker import RollupWorker
 from energy.adapters.kafka import make_consumer
+from energy.adapters.tls import client_ssl_context
 from energy.observability.health import Health
-from energy.settings import Settings
+from energy.settings import KafkaSettings, Settings
 
 log = structlog.get_logger("aggregation.faust_worker")
 
 JOINING = "kafka_group"
+
+
+def broker_credentials(kafka: KafkaSettings) -> faust.auth.Credentials | None:
+    """Faust's form of :func:`energy.adapters.kafka.security_options` (TLS, SASL/SCRAM over TLS)."""
+    if kafka.security_protocol == "PLAINTEXT":
+        return None
+    context = client_ssl_context(kafka.ssl_ca_file)
+    if kafka.security_protocol == "SSL":
+        return faust.SSLCredentials(context)
+    assert kafka.sasl_username is not None and kafka.sasl_password is not None  # settings validate it
+    return faust.SASLCredentials(
+        username=kafka.sasl_username,
+        password=kafka.sasl_password.get_secret_value(),
+        mechanism=kafka.sasl_mechanism,
+        ssl_context=context,
+    )
 
 
 def make_app(settings: Settings) -> faust.App:
@@ -40,6 +57,7 @@ def make_app(settings: Settings) -> faust.App:
     app = faust.App(
         cfg.consumer_group,  # the app id is the consumer group
         broker=f"kafka://{settings.kafka.bootstrap_servers}",
+        broker_credentials=broker_credentials(settings.kafka),
         store="memory://",
         autodiscover=False,
         web_enabled=False,  # /healthz /ready /metrics are served by energy.observability.http.serve_ops

@@ -57,15 +57,17 @@ def _stack(args: argparse.Namespace) -> int:
 def _db(args: argparse.Namespace) -> int:
     import asyncio
 
+    from energy.adapters.postgres import ssl_option
     from energy.db.migrate import applied_versions, migrate
     from energy.settings import get_settings
 
-    dsn = get_settings().postgres.dsn()
+    pg = get_settings().postgres
+    dsn, ssl = pg.dsn(), ssl_option(pg)
     if args.action == "migrate":
-        done = asyncio.run(migrate(dsn))
+        done = asyncio.run(migrate(dsn, ssl=ssl))
         print("applied: " + (", ".join(done) if done else "nothing (up to date)"))
     else:
-        for version, name in asyncio.run(applied_versions(dsn)):
+        for version, name in asyncio.run(applied_versions(dsn, ssl=ssl)):
             print(f"{version}  {name}")
     return 0
 

@@ -9,9 +9,9 @@ inside a client library.
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Annotated
+from typing import Annotated, Literal, Self
 
-from pydantic import AfterValidator, Field, SecretStr
+from pydantic import AfterValidator, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from aggregation.config import AggregationSettings
@@ -49,6 +49,10 @@ class PostgresSettings(SettingsGroup):
     pool_max: Count = 10
     connect_timeout_s: Seconds = 2.0
     command_timeout_s: Seconds = 2.0
+    # TLS to the server (RDS: verify-full with the RDS CA bundle). "require" encrypts without
+    # checking the certificate, like libpq's sslmode=require.
+    ssl_mode: Literal["disable", "require", "verify-full"] = "disable"
+    ssl_root_cert: SafePath | None = None  # CA bundle for verify-full; the system CAs when unset
 
     def dsn(self) -> str:
         pw = self.password.get_secret_value()
@@ -62,9 +66,14 @@ class RedisSettings(SettingsGroup):
     port: Port = 56379
     db: Annotated[int, Field(ge=0, le=15)] = 0
     timeout_s: Seconds = 0.1
+    # ElastiCache: TLS in transit and an AUTH token (or an RBAC user and its password).
+    username: Name | None = None
+    password: SecretText | None = None
+    tls: bool = False
+    tls_ca_file: SafePath | None = None  # the system CAs when unset
 
     def url(self) -> str:
-        return f"redis://{self.host}:{self.port}/{self.db}"
+        return f"{'rediss' if self.tls else 'redis'}://{self.host}:{self.port}/{self.db}"
 
 
 class MqttSettings(SettingsGroup):
@@ -73,6 +82,13 @@ class MqttSettings(SettingsGroup):
     topic_prefix: Name = "meters"
     keepalive_s: Annotated[int, Field(ge=5, le=3600)] = 30
     connect_timeout_s: Seconds = 5.0
+    # A production broker: username/password over TLS (AWS IoT Core uses client certificates).
+    username: Name | None = None
+    password: SecretText | None = None
+    tls: bool = False
+    tls_ca_file: SafePath | None = None
+    tls_cert_file: SafePath | None = None  # client certificate (mutual TLS)
+    tls_key_file: SafePath | None = None
 
 
 class InfluxSettings(SettingsGroup):
@@ -84,6 +100,10 @@ class InfluxSettings(SettingsGroup):
     rollup_retention: Annotated[str, Field(pattern=r"^\d+[dhw]$")] = "730d"
     write_timeout_s: Seconds = 5.0
     query_timeout_s: Seconds = 5.0
+    # Timestream for InfluxDB / InfluxDB with auth-enabled: v1 API user (HTTP basic auth over https).
+    username: Name | None = None
+    password: SecretText | None = None
+    tls_ca_file: SafePath | None = None  # for https URLs; the system CAs when unset
 
 
 class KafkaSettings(SettingsGroup):
@@ -94,6 +114,18 @@ class KafkaSettings(SettingsGroup):
     request_timeout_s: Seconds = 5.0
     produce_timeout_s: Seconds = 5.0
     default_partitions: Annotated[int, Field(ge=1, le=256)] = 6
+    # MSK: SASL/SCRAM over TLS (Terraform: infra/terraform/modules/msk). PLAINTEXT is local only.
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = "SCRAM-SHA-512"
+    sasl_username: Name | None = None
+    sasl_password: SecretText | None = None
+    ssl_ca_file: SafePath | None = None  # the system CAs when unset
+
+    @model_validator(mode="after")
+    def _sasl_needs_credentials(self) -> Self:
+        if self.security_protocol == "SASL_SSL" and (self.sasl_username is None or self.sasl_password is None):
+            raise ValueError("security_protocol SASL_SSL needs sasl_username and sasl_password")
+        return self
 
 
 class ServiceEndpoints(SettingsGroup):

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 
 import aiomqtt
 
+from energy.adapters.mqtt import make_mqtt_client
 from energy.observability import tracing
 from energy.observability.health import Health
 from energy.observability.logging import get_logger
@@ -71,14 +72,8 @@ class MqttSource:
         ing = self._settings.ingestion
         attempt = 0
         while True:
-            client = aiomqtt.Client(
-                mqtt.host,
-                mqtt.port,
-                identifier=ing.mqtt_client_id,
-                clean_session=False,
-                keepalive=mqtt.keepalive_s,
-                timeout=mqtt.connect_timeout_s,
-                logger=QUIET_MQTT_LOGGER,
+            client = make_mqtt_client(
+                mqtt, identifier=ing.mqtt_client_id, clean_session=False, logger=QUIET_MQTT_LOGGER
             )
             client._client.manual_ack_set(True)
             self._client = client

@@ -15,7 +15,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from energy.adapters.kafka import make_producer
+from energy.adapters.kafka import make_producer, security_options
 from energy.adapters.postgres import create_pool
 from energy.fleet import token_hash
 from energy.observability.health import Health
@@ -82,6 +82,7 @@ class IngestionService:
                     ing.dlq_topic: TOPICS["meter-readings-dlq"].partitions,
                 },
                 timeout_s=s.kafka.request_timeout_s,
+                security=security_options(s.kafka),
             )
         self._producer = self._make_producer()
         await self._start_producer()

@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 from influxdb_client import Point, WritePrecision
 
+from energy.adapters.tls import client_ssl_context
 from energy.resilience import CircuitOpenError, RetryPolicy, guarded_call, make_breaker
 from energy.settings import InfluxSettings
 
@@ -79,10 +80,17 @@ class InfluxClient:
     ) -> None:
         self.settings = settings
         self.database = settings.database
+        auth = (
+            httpx.BasicAuth(settings.username, settings.password.get_secret_value())
+            if settings.username and settings.password
+            else None
+        )
         self._http = httpx.AsyncClient(
             base_url=settings.url,
             timeout=httpx.Timeout(settings.write_timeout_s, connect=2.0),
             limits=httpx.Limits(max_connections=20, max_keepalive_connections=10),
+            auth=auth,
+            verify=client_ssl_context(settings.tls_ca_file),
         )
         self.breaker = make_breaker(breaker_name, fail_max=fail_max, reset_s=reset_s, exclude=[InfluxError])
 

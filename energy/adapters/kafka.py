@@ -10,9 +10,28 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from energy.adapters.tls import client_ssl_context
 from energy.observability import tracing
 from energy.settings import KafkaSettings
 from schemas.envelope import Envelope
+
+
+def security_options(settings: KafkaSettings) -> dict[str, Any]:
+    """aiokafka keyword arguments for the broker's transport security (TLS, SASL/SCRAM)."""
+    if settings.security_protocol == "PLAINTEXT":
+        return {"security_protocol": "PLAINTEXT"}
+    opts: dict[str, Any] = {
+        "security_protocol": settings.security_protocol,
+        "ssl_context": client_ssl_context(settings.ssl_ca_file),
+    }
+    if settings.security_protocol == "SASL_SSL":
+        assert settings.sasl_username is not None and settings.sasl_password is not None  # settings validate it
+        opts |= {
+            "sasl_mechanism": settings.sasl_mechanism,
+            "sasl_plain_username": settings.sasl_username,
+            "sasl_plain_password": settings.sasl_password.get_secret_value(),
+        }
+    return opts
 
 
 def make_producer(settings: KafkaSettings, **overrides: Any) -> AIOKafkaProducer:
@@ -25,6 +44,7 @@ def make_producer(settings: KafkaSettings, **overrides: Any) -> AIOKafkaProducer
         "max_batch_size": 1_048_576,
         "request_timeout_ms": int(settings.request_timeout_s * 1000),
         "compression_type": None,
+        **security_options(settings),
     }
     opts.update(overrides)
     return AIOKafkaProducer(**opts)
@@ -41,6 +61,7 @@ def make_consumer(settings: KafkaSettings, *topics: str, group_id: str | None, *
         "session_timeout_ms": 10_000,
         "heartbeat_interval_ms": 3_000,
         "max_poll_records": 5_000,
+        **security_options(settings),
     }
     opts.update(overrides)
     return AIOKafkaConsumer(*topics, **opts)

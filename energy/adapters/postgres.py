@@ -2,9 +2,29 @@
 
 from __future__ import annotations
 
+import ssl
+from typing import Any
+
 import asyncpg
 
+from energy.adapters.tls import client_ssl_context
 from energy.settings import PostgresSettings
+
+
+def ssl_option(settings: PostgresSettings) -> ssl.SSLContext | str | bool:
+    """asyncpg's ``ssl=``: off, encrypted without checks ("require"), or verified (verify-full)."""
+    if settings.ssl_mode == "disable":
+        return False
+    if settings.ssl_mode == "require":
+        return "require"
+    return client_ssl_context(settings.ssl_root_cert)
+
+
+async def connect(settings: PostgresSettings, timeout_s: float | None = None) -> Any:
+    """One connection (migrations, tools) with the same TLS as the pools."""
+    return await asyncpg.connect(
+        settings.dsn(), timeout=timeout_s or settings.connect_timeout_s, ssl=ssl_option(settings)
+    )
 
 
 async def create_pool(
@@ -17,6 +37,7 @@ async def create_pool(
         max_size=max_size if max_size is not None else settings.pool_max,
         timeout=settings.connect_timeout_s,
         command_timeout=settings.command_timeout_s,
+        ssl=ssl_option(settings),
         server_settings={"statement_timeout": str(timeout_ms), "application_name": "energy"},
     )
     assert pool is not None

@@ -12,6 +12,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
@@ -48,10 +49,12 @@ def load_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
     return found
 
 
-async def migrate(dsn: str, directory: Path = MIGRATIONS_DIR, timeout_s: float = 10.0) -> list[str]:
-    """Apply every pending migration; returns the ``version_name`` of each one applied."""
+async def migrate(dsn: str, directory: Path = MIGRATIONS_DIR, timeout_s: float = 10.0, ssl: Any = None) -> list[str]:
+    """Apply every pending migration; returns the ``version_name`` of each one applied.
+
+    ``ssl``: asyncpg's ``ssl=`` (see :func:`energy.adapters.postgres.ssl_option`)."""
     migrations = load_migrations(directory)
-    conn = await asyncpg.connect(dsn, timeout=timeout_s)
+    conn = await asyncpg.connect(dsn, timeout=timeout_s, ssl=ssl)
     try:
         await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_ID)
         try:
@@ -87,8 +90,8 @@ async def migrate(dsn: str, directory: Path = MIGRATIONS_DIR, timeout_s: float =
         await conn.close()
 
 
-async def applied_versions(dsn: str) -> list[tuple[str, str]]:
-    conn = await asyncpg.connect(dsn, timeout=10)
+async def applied_versions(dsn: str, ssl: Any = None) -> list[tuple[str, str]]:
+    conn = await asyncpg.connect(dsn, timeout=10, ssl=ssl)
     try:
         rows = await conn.fetch("SELECT version, name FROM schema_migrations ORDER BY version")
         return [(r["version"], r["name"]) for r in rows]

@@ -171,6 +171,7 @@ class PostgresServer(Server):
     user: str = "energy"
     password: str = "energy"
     database: str = "energy"
+    extra_options: str = ""  # more ``-c name=value`` server options (tests: TLS)
     name: str = field(default="postgres", init=False)
     package: str = field(default="postgresql", init=False)
 
@@ -217,6 +218,8 @@ class PostgresServer(Server):
             f"-p {self.port} -k {self.dir} -c listen_addresses={self.host} "
             "-c max_connections=300 -c fsync=on -c shared_buffers=256MB"
         )
+        if self.extra_options:
+            opts += f" {self.extra_options}"
         out = subprocess.run(
             self._as_postgres(
                 [self.binary(), "-D", str(self.data), "-l", str(self.log_file), "-o", opts, "-w", "-t", "60", "start"]

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Mapping
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 
-async def ensure_topics_async(bootstrap: str, topics: dict[str, int], timeout_s: float = 20.0) -> list[str]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
+async def ensure_topics_async(
+    bootstrap: str, topics: dict[str, int], timeout_s: float = 20.0, security: Mapping[str, Any] | None = None
+) -> list[str]:
+    """``security``: :func:`energy.adapters.kafka.security_options` for a TLS/SASL broker."""
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000), **dict(security or {})
+    )
     await asyncio.wait_for(admin.start(), timeout_s)
     try:
         existing = set(await asyncio.wait_for(admin.list_topics(), timeout_s))

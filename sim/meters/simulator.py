@@ -21,6 +21,7 @@ from typing import Any
 
 import aiomqtt
 
+from energy.adapters.mqtt import make_mqtt_client
 from energy.fleet import Facility, Meter, build_fleet
 from energy.observability.health import Health
 from energy.observability.http import serve_ops
@@ -339,14 +340,8 @@ async def run_simulator(
     redis = make_redis(settings.redis)
     sim = MeterSimulator(config, settings, redis)
     try:
-        async with aiomqtt.Client(
-            settings.mqtt.host,
-            settings.mqtt.port,
-            identifier=client_id,
-            keepalive=settings.mqtt.keepalive_s,
-            timeout=settings.mqtt.connect_timeout_s,
-            max_inflight_messages=config.max_inflight,
-            logger=QUIET_MQTT_LOGGER,
+        async with make_mqtt_client(
+            settings.mqtt, identifier=client_id, max_inflight_messages=config.max_inflight, logger=QUIET_MQTT_LOGGER
         ) as client:
             summary = await sim.run(client, stop)
     finally:

@@ -41,3 +41,11 @@ def value_at(settings: Settings, path: tuple[str, ...]) -> Any:
     for part in path:
         obj = getattr(obj, part)
     return obj
+
+
+def is_secret(path: tuple[str, ...]) -> bool:
+    """Whether the field is typed as a secret (SecretStr, optional or not), whatever its default."""
+    model: Any = Settings
+    for part in path[:-1]:
+        model = model.model_fields[part].annotation
+    return "SecretStr" in str(model.model_fields[path[-1]].annotation)

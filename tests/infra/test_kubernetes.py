@@ -15,7 +15,7 @@ from energy.runner import PROCESSES
 from energy.settings import Settings
 from schemas.topics import TOPICS
 from tests.infra.conftest import DEPLOY_DIR
-from tests.infra.settings_env import field_path, settings_from, value_at
+from tests.infra.settings_env import field_path, is_secret, settings_from, value_at
 
 OVERLAYS = ("staging", "production")
 SERVICES = ("api", "ingestion", "aggregation", "forecast", "dr-coordinator")
@@ -196,9 +196,7 @@ def test_every_energy_variable_is_a_settings_field_and_the_overlay_config_is_val
 
 def test_secrets_come_from_secrets_manager_and_are_not_in_config_maps(overlay: tuple[str, list]) -> None:
     _, docs = overlay
-    secret_fields = {
-        name for name in _overlay_env(docs) if hasattr(value_at(DEFAULTS, field_path(name)), "get_secret_value")
-    }
+    secret_fields = {name for name in _overlay_env(docs) if is_secret(field_path(name))}
     external = {item["secretKey"] for item in next(d for d in docs if d["kind"] == "ExternalSecret")["spec"]["data"]}
     assert secret_fields == external
     assert {"ENERGY_POSTGRES__PASSWORD", "ENERGY_API__TOKEN_SECRET"} <= external

@@ -61,7 +61,7 @@ module "msk" {
   vpc_cidr_block       = module.vpc.vpc_cidr_block
   subnet_ids           = module.vpc.private_subnet_ids
   kms_key_arn          = module.kms.key_arn
-  scram_secret_arns    = [module.secrets.msk_scram_secret_arn]
+  scram_secret_arns    = [module.secrets.msk_scram_secret_arn, module.secrets.msk_scram_services_secret_arn]
   tags                 = local.tags
 }
 

@@ -47,3 +47,27 @@ resource "aws_secretsmanager_secret_version" "msk_scram" {
     ignore_changes = [secret_string]
   }
 }
+
+# SCRAM user of the platform's services (ENERGY_KAFKA__SASL_USERNAME / _PASSWORD, decision 0008).
+resource "aws_secretsmanager_secret" "msk_scram_services" {
+  name        = "AmazonMSK_${var.name}_services"
+  description = "SCRAM user of the platform services (ingestion, aggregation, forecast, DR, API) on MSK"
+  kms_key_id  = var.kms_key_arn
+  tags        = var.tags
+}
+
+data "aws_secretsmanager_random_password" "msk_scram_services" {
+  password_length     = 48
+  exclude_punctuation = true
+}
+
+resource "aws_secretsmanager_secret_version" "msk_scram_services" {
+  secret_id = aws_secretsmanager_secret.msk_scram_services.id
+  secret_string = jsonencode({
+    username = "energy-services"
+    password = data.aws_secretsmanager_random_password.msk_scram_services.random_password
+  })
+  lifecycle {
+    ignore_changes = [secret_string]
+  }
+}
