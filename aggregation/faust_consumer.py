@@ -1,4 +1,4 @@
-"""Faust's aiokafka consumer with an eager hand-off of each fetched message.
+"""Faust's aiokafka consumer: an eager hand-off of each fetched message, and no stale acks.
 
 Faust's fetch loop hands every message to the conductor with
 ``wait_first(callback(message), suspend_flow.wait())`` so that a rebalance can abandon a hand-off
@@ -21,6 +21,7 @@ from typing import Any
 
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
 from faust.transport.drivers.aiokafka import Transport as AIOKafkaTransport
+from faust.types import Message
 from mode.services import WaitArgT, WaitResults
 
 
@@ -70,6 +71,20 @@ class EagerHandoffConsumer(AIOKafkaConsumer):
                     raise
                 coros = (_Resumed(work, pending), abandon)
         return await super().wait_first(*coros, timeout=timeout)
+
+    def ack(self, message: Message) -> bool:
+        """Refuse acks for a message fetched in an earlier consumer-group generation.
+
+        Faust acks the events its stream *skips* because they belong to an old generation, and
+        our agent acks a batch once written, even if a rebalance happened meanwhile. If this
+        worker got the same partition back, such an ack could let a later commit pass offsets
+        that were re-fetched but not yet written (a crash then loses them). Not acking is
+        always safe: the partition's new owner reads from the committed offset and the
+        rollup writes are idempotent (decision 0200).
+        """
+        if message.generation_id is not None and message.generation_id != self.app.consumer_generation_id:
+            return False
+        return bool(super().ack(message))
 
     def _may_hand_off_eagerly(self) -> bool:
         return not (self.suspend_flow.is_set() or self._stopped.is_set() or self._crashed.is_set())

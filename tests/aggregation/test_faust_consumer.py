@@ -136,3 +136,24 @@ async def test_a_resumed_coroutine_sees_results_errors_and_cancellation_like_a_p
             with pytest.raises(asyncio.CancelledError):
                 await task
             assert seen == ["cancelled"]
+
+
+def fetched(consumer: Any, offset: int, generation: int) -> Any:
+    from faust.types.tuples import TP, ConsumerMessage
+
+    topic = consumer.app.conf.id + "-readings"
+    return ConsumerMessage(topic, 0, offset, 0.0, 0, [], b"k", b"v", None, 1, 1, TP(topic, 0), generation_id=generation)
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_a_message_from_an_earlier_group_generation_is_never_acked(consumer: Any) -> None:
+    consumer.app.consumer_generation_id = 7
+    stale, current = fetched(consumer, 10, generation=6), fetched(consumer, 11, generation=7)
+    assert consumer.ack(stale) is False
+    assert stale.acked is False  # so no commit can move past it
+    consumer.ack(current)
+    assert current.acked is True
+    consumer.app.consumer_generation_id = 8  # a rebalance while a batch was being written
+    late = fetched(consumer, 12, generation=7)
+    consumer.ack(late)
+    assert late.acked is False
