@@ -84,8 +84,8 @@ def private_server(settings: Settings) -> Iterator[Callable[..., Server]]:
         root.mkdir(parents=True, exist_ok=True)
         root.chmod(0o755)
         server = cls(root=root, port=kwargs.pop("port", free_port()), **kwargs)
+        started.append(server)  # before start: a start that fails after launching is still stopped
         server.start()
-        started.append(server)
         return server
 
     yield make

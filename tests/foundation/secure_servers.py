@@ -17,7 +17,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from energy.stack.process import spawn_detached
+from energy.stack.process import spawn_detached, wait_until
 from energy.stack.servers import InfluxServer, MosquittoServer, RedisServer
 
 PASSWORD = "s3cret-for-tests"
@@ -89,6 +89,7 @@ class TlsRedisServer(RedisServer):
              "--dir", str(self.dir), "--pidfile", str(self.pid_file), "--logfile", str(self.log_file)],
             check=True, timeout=30, capture_output=True,
         )  # fmt: skip
+        wait_until(self.pid_file.exists, 10)  # --daemonize: the pid file comes a moment later
 
     def answers(self) -> bool:
         return port_open(self.host, self.port)
@@ -133,6 +134,7 @@ class TlsMosquittoServer(MosquittoServer):
             for path in [self.dir, *self.dir.rglob("*")]:
                 shutil.chown(path, "mosquitto", "mosquitto")
         subprocess.run([self.binary(), "-c", str(conf), "-d"], check=True, timeout=30, capture_output=True)
+        wait_until(self.pid_file.exists, 10)  # -d: the pid file comes a moment later
 
     def answers(self) -> bool:
         return port_open(self.host, self.port)
