@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ssl
-from typing import Any
 
 import asyncpg
 
@@ -18,13 +17,6 @@ def ssl_option(settings: PostgresSettings) -> ssl.SSLContext | str | bool:
     if settings.ssl_mode == "require":
         return "require"
     return client_ssl_context(settings.ssl_root_cert)
-
-
-async def connect(settings: PostgresSettings, timeout_s: float | None = None) -> Any:
-    """One connection (migrations, tools) with the same TLS as the pools."""
-    return await asyncpg.connect(
-        settings.dsn(), timeout=timeout_s or settings.connect_timeout_s, ssl=ssl_option(settings)
-    )
 
 
 async def create_pool(

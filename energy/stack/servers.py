@@ -288,6 +288,7 @@ class PostgresServer(Server):
 
 @dataclass
 class RedisServer(Server):
+    extra_args: tuple[str, ...] = ()  # more redis-server arguments; later ones win (tests: TLS, AUTH)
     name: str = field(default="redis", init=False)
     package: str = field(default="redis-server", init=False)
 
@@ -321,6 +322,7 @@ class RedisServer(Server):
                 "512mb",
                 "--maxmemory-policy",
                 "allkeys-lru",
+                *self.extra_args,
             ],
             check=True,
             timeout=30,
@@ -335,6 +337,8 @@ class RedisServer(Server):
 @dataclass
 class MosquittoServer(Server):
     max_queued_messages: int = 1_000_000
+    listener_options: tuple[str, ...] = ()  # e.g. cafile/certfile/keyfile lines (tests: TLS)
+    password_file: Path | None = None  # set: anonymous clients are refused
     name: str = field(default="mosquitto", init=False)
     package: str = field(default="mosquitto", init=False)
 
@@ -353,7 +357,9 @@ class MosquittoServer(Server):
             "\n".join(
                 [
                     f"listener {self.port} {self.host}",
-                    "allow_anonymous true",
+                    *self.listener_options,
+                    f"allow_anonymous {'false' if self.password_file else 'true'}",
+                    *([f"password_file {self.password_file}"] if self.password_file else []),
                     f"pid_file {self.pid_file}",
                     f"log_dest file {self.log_file}",
                     "persistence true",
@@ -379,6 +385,7 @@ class MosquittoServer(Server):
 class InfluxServer(Server):
     database: str = "energy"
     retention_policies: tuple[tuple[str, str, bool], ...] = (("raw_90d", "90d", True), ("rollups_2y", "730d", False))
+    http_options: tuple[str, ...] = ()  # more [http] lines (tests: https, auth-enabled)
     name: str = field(default="influxdb", init=False)
     package: str = field(default="influxdb", init=False)
 
@@ -403,7 +410,8 @@ class InfluxServer(Server):
             "[monitor]\n  store-enabled = false\n"
             f'[http]\n  bind-address = "{self.host}:{self.port}"\n  log-enabled = false\n'
             "  max-body-size = 100000000\n"
-            '[logging]\n  level = "warn"\n'
+            + "".join(f"  {line}\n" for line in self.http_options)
+            + '[logging]\n  level = "warn"\n'
             "[continuous_queries]\n  enabled = false\n"
         )
         spawn_detached([self.binary(), "-config", str(conf)], self.log_file, self.pid_file)

@@ -6,7 +6,6 @@ Used by test_secure_connections.py to prove the clients' TLS/AUTH settings again
 from __future__ import annotations
 
 import base64
-import os
 import shutil
 import socket
 import ssl
@@ -14,10 +13,9 @@ import subprocess
 import urllib.error
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from energy.stack.process import spawn_detached, wait_until
 from energy.stack.servers import InfluxServer, MosquittoServer, RedisServer
 
 PASSWORD = "s3cret-for-tests"
@@ -80,16 +78,12 @@ class TlsRedisServer(RedisServer):
 
     def launch(self) -> None:
         assert self.pki is not None
-        self.dir.mkdir(parents=True, exist_ok=True)
-        subprocess.run(
-            [self.binary(), "--daemonize", "yes", "--bind", self.host, "--port", "0",
-             "--tls-port", str(self.port), "--tls-cert-file", str(self.pki.cert),
-             "--tls-key-file", str(self.pki.key), "--tls-ca-cert-file", str(self.pki.ca),
-             "--tls-auth-clients", "no", "--requirepass", self.password, "--save", "", "--appendonly", "no",
-             "--dir", str(self.dir), "--pidfile", str(self.pid_file), "--logfile", str(self.log_file)],
-            check=True, timeout=30, capture_output=True,
+        self.extra_args = (
+            "--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(self.pki.cert),
+            "--tls-key-file", str(self.pki.key), "--tls-ca-cert-file", str(self.pki.ca),
+            "--tls-auth-clients", "no", "--requirepass", self.password,
         )  # fmt: skip
-        wait_until(self.pid_file.exists, 10)  # --daemonize: the pid file comes a moment later
+        super().launch()
 
     def answers(self) -> bool:
         return port_open(self.host, self.port)
@@ -102,39 +96,17 @@ class TlsMosquittoServer(MosquittoServer):
     pki: Pki | None = None
     username: str = "ingestion"
     password: str = PASSWORD
-    name: str = field(default="mosquitto", init=False)
 
     def launch(self) -> None:
         assert self.pki is not None
         self.dir.mkdir(parents=True, exist_ok=True)
-        own = copy_pki(self.pki, self.dir / "pki")
-        passwords = self.dir / "passwords"
-        passwords.touch()
-        subprocess.run(["mosquitto_passwd", "-b", str(passwords), self.username, self.password], check=True,
-                       capture_output=True, timeout=30)  # fmt: skip
-        passwords.chmod(0o600)
-        conf = self.dir / "mosquitto.conf"
-        conf.write_text(
-            "\n".join(
-                [
-                    f"listener {self.port} {self.host}",
-                    f"cafile {own.ca}",
-                    f"certfile {own.cert}",
-                    f"keyfile {own.key}",
-                    "allow_anonymous false",
-                    f"password_file {passwords}",
-                    f"pid_file {self.pid_file}",
-                    f"log_dest file {self.log_file}",
-                    "",
-                ]
-            )
-        )
-        if os.geteuid() == 0:  # mosquitto drops to its own user: it must read its files
-            conf.write_text(conf.read_text() + "user mosquitto\n")
-            for path in [self.dir, *self.dir.rglob("*")]:
-                shutil.chown(path, "mosquitto", "mosquitto")
-        subprocess.run([self.binary(), "-c", str(conf), "-d"], check=True, timeout=30, capture_output=True)
-        wait_until(self.pid_file.exists, 10)  # -d: the pid file comes a moment later
+        own = copy_pki(self.pki, self.dir / "pki")  # the base launch hands the folder to mosquitto
+        self.password_file = self.dir / "passwords"
+        self.password_file.touch(mode=0o600)
+        subprocess.run(["mosquitto_passwd", "-b", str(self.password_file), self.username, self.password],
+                       check=True, capture_output=True, timeout=30)  # fmt: skip
+        self.listener_options = (f"cafile {own.ca}", f"certfile {own.cert}", f"keyfile {own.key}")
+        super().launch()
 
     def answers(self) -> bool:
         return port_open(self.host, self.port)
@@ -150,19 +122,13 @@ class TlsInfluxServer(InfluxServer):
 
     def launch(self) -> None:
         assert self.pki is not None
-        self.dir.mkdir(parents=True, exist_ok=True)
-        conf = self.dir / "influxdb.conf"
-        conf.write_text(
-            f'reporting-disabled = true\nbind-address = "{self.host}:{self.rpc_port}"\n'
-            f'[meta]\n  dir = "{self.dir / "meta"}"\n'
-            f'[data]\n  dir = "{self.dir / "data"}"\n  wal-dir = "{self.dir / "wal"}"\n'
-            "[monitor]\n  store-enabled = false\n"
-            f'[http]\n  bind-address = "{self.host}:{self.port}"\n  log-enabled = false\n'
-            "  auth-enabled = true\n  https-enabled = true\n"
-            f'  https-certificate = "{self.pki.cert}"\n  https-private-key = "{self.pki.key}"\n'
-            '[logging]\n  level = "warn"\n'
+        self.http_options = (
+            "auth-enabled = true",
+            "https-enabled = true",
+            f'https-certificate = "{self.pki.cert}"',
+            f'https-private-key = "{self.pki.key}"',
         )
-        spawn_detached([self.binary(), "-config", str(conf)], self.log_file, self.pid_file)
+        super().launch()
 
     def _context(self) -> ssl.SSLContext:
         assert self.pki is not None
