@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -43,10 +44,39 @@ def port_in_use(host: str, port: int, timeout_s: float = 0.3) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
+_HANDED_OUT: set[int] = set()
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    """A port free now, for a server started a moment later.
+
+    Chosen *below* the kernel's ephemeral range: a port from that range (what binding to port 0
+    returns) can be taken in between by any outgoing connection's local end -- seen as
+    "address already in use" when a just-started service bound it. Never the same port twice
+    in one process.
+    """
+    low = 10_000
+    high = max(low + 1_000, _ephemeral_range()[0] - 1)
+    for _ in range(500):
+        port = random.randint(low, high)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    raise RuntimeError(f"no free port in {low}-{high} on {host}")
 
 
 def spawn_detached(

@@ -94,3 +94,11 @@ def test_paused_server_stops_answering_and_resumes(private_server: Callable[...,
     assert not server.answers()
     server.resume()
     assert server.answers()
+
+
+def test_free_ports_are_below_the_ephemeral_range_and_never_handed_out_twice() -> None:
+    from energy.stack.process import _ephemeral_range, free_port
+
+    ports = [free_port() for _ in range(200)]
+    assert len(set(ports)) == len(ports)
+    assert all(10_000 <= p < _ephemeral_range()[0] for p in ports)
