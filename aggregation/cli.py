@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from datetime import datetime
 from typing import Any
 
@@ -40,7 +41,7 @@ def _backfill(args: argparse.Namespace) -> int:
     from energy.settings import get_settings
 
     if args.to <= args.from_:
-        print("error: --to must be after --from")
+        print("error: --to must be after --from", file=sys.stderr)
         return 2
     res = asyncio.run(backfill(get_settings(), args.facility, args.from_, args.to, args.source))
     print(

@@ -20,6 +20,7 @@ import structlog
 from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.auth import PrincipalCache
@@ -34,7 +35,7 @@ from energy.adapters.postgres import create_pool
 from energy.adapters.redis import make_redis
 from energy.observability import tracing
 from energy.observability.health import Health
-from energy.observability.http import ops_router
+from energy.observability.http import DOCS_ASSETS_URL, ops_router
 from energy.observability.metrics import Histogram
 from energy.settings import Settings
 
@@ -173,7 +174,7 @@ def create_app(settings: Settings) -> FastAPI:
             await app.state.redis.aclose()
             await app.state.pool.close()
 
-    app = FastAPI(
+    app = FastAPIOffline(
         title="Energy platform API",
         version="1.0.0",
         description=(
@@ -182,10 +183,8 @@ def create_app(settings: Settings) -> FastAPI:
             'or an `X-Api-Key` header. Errors are `{"error": {"code", "message", "details"}}`.'
         ),
         lifespan=lifespan,
-        # Swagger UI and ReDoc load their scripts from a CDN; nothing here is fetched from one.
-        # The document itself is served at /openapi.json.
-        docs_url=None,
-        redoc_url=None,
+        # Swagger UI (/docs) and ReDoc (/redoc) from the assets fastapi-offline ships: no CDN.
+        static_url=DOCS_ASSETS_URL,
     )
     # State a test client can use before the lifespan runs.
     app.state.settings = settings

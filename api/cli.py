@@ -30,3 +30,7 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=_run)
     p = actions.add_parser("seed-users", help="create the development users and API keys of tenant-a and tenant-b")
     p.set_defaults(handler=_seed_users)
+
+    from api.export_cli import register as register_export
+
+    register_export(sub)

@@ -1,16 +1,18 @@
-"""``energy``: one entry point for the local stack, the database, every service and simulator.
+"""energy: one entry point for the local stack, the database, every service and simulator.
 
 Each service package may expose ``<package>.cli.register(subparsers)`` to add its own
-subcommands; they are discovered from :data:`SERVICE_CLIS`.
+subcommands; they are discovered from :data:`SERVICE_CLIS`. Errors are one line on stderr
+(``error: ...``) with a non-zero exit; ``--debug`` adds the traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 SERVICE_CLIS = (
     "ingestion.cli",
@@ -125,8 +127,37 @@ def _plugin_failed(module_name: str, exc: BaseException) -> None:
     print(f"warning: commands of {module_name} unavailable: {type(exc).__name__}: {exc}", file=sys.stderr)
 
 
+def package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("energy-platform")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "unknown"
+
+
+def _describe_subcommands(parser: argparse.ArgumentParser) -> None:
+    """Give every subcommand its one-line help as the description of its own ``--help``."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            helps = {a.dest: a.help for a in action._choices_actions}
+            for name, child in action.choices.items():
+                if child.description is None and helps.get(name):
+                    child.description = helps[name]
+                _describe_subcommands(child)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (with where to read more), exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see: {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="energy", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = Parser(prog="energy", description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"energy {package_version()}")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("stack", help="the local servers: PostgreSQL, Redis, Mosquitto, InfluxDB, Kafka")
@@ -165,7 +196,27 @@ def build_parser() -> argparse.ArgumentParser:
         except Exception as exc:
             # One broken service must not take the stack, migration and other commands down with it.
             _plugin_failed(module_name, exc)
+    _describe_subcommands(parser)
     return parser
+
+
+_UNREACHABLE = {errno.ECONNREFUSED, errno.ECONNRESET, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ETIMEDOUT}
+
+
+def error_line(exc: BaseException) -> str:
+    """One line a person can act on, for an error no command handled itself."""
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError):
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in exc.errors(include_url=False)
+        )
+        return f"invalid configuration: {problems}"
+    if isinstance(exc, ConnectionError | TimeoutError) or (isinstance(exc, OSError) and exc.errno in _UNREACHABLE):
+        detail = " ".join(str(exc).split()) or type(exc).__name__
+        return f"cannot reach a server: {detail} (is the local stack up? see: energy stack status)"
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -176,13 +227,19 @@ def main(argv: list[str] | None = None) -> int:
         return int(handler(args) or 0)
     except KeyboardInterrupt:
         return 130
-    except Exception as exc:  # settings errors and the like: one clear line, no traceback
-        from pydantic import ValidationError
+    except Exception as exc:
+        if getattr(args, "debug", False):
+            import traceback
 
-        if isinstance(exc, ValidationError):
-            print(f"error: invalid configuration:\n{exc}", file=sys.stderr)
-            return 2
-        raise
+            traceback.print_exc(file=sys.stderr)
+        print(f"error: {error_line(exc)}", file=sys.stderr)
+        return 2 if _is_configuration_error(exc) else 1
+
+
+def _is_configuration_error(exc: BaseException) -> bool:
+    from pydantic import ValidationError
+
+    return isinstance(exc, ValidationError)
 
 
 if __name__ == "__main__":

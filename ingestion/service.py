@@ -14,12 +14,13 @@ from datetime import timedelta
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from energy.adapters.kafka import make_producer, security_options
 from energy.adapters.postgres import create_pool
 from energy.fleet import token_hash
 from energy.observability.health import Health
-from energy.observability.http import ops_router, serve_app
+from energy.observability.http import DOCS_ASSETS_URL, ops_router, serve_app
 from energy.observability.logging import configure_logging, get_logger
 from energy.settings import Settings, get_settings
 from energy.stack.topics import ensure_topics_async
@@ -54,7 +55,7 @@ class IngestionService:
 
     def app(self) -> FastAPI:
         assert self.registry is not None
-        app = FastAPI(title="energy ingestion", version="1")
+        app = FastAPIOffline(title="energy ingestion", version="1", static_url=DOCS_ASSETS_URL)
         app.include_router(ops_router(self.health))
         app.include_router(readings_router(self.settings, self._validator, self.registry, self.buffer, self.dedup))
         return app

@@ -9,9 +9,9 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 from schemas.forecasts import ForecastQuality
 from schemas.readings import ID_PATTERN
@@ -85,6 +85,24 @@ FacilityKind = Literal["office", "hospital", "data_centre", "retail", "school", 
 MeterType = Literal["main", "submeter", "hvac", "lighting", "plug"]
 
 
+def known_time_zone(name: str) -> str:
+    """An IANA zone the zone database knows ("Europe/London"), never a guess or an offset."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown time zone {name!r} (an IANA name such as Europe/London)") from exc
+    return name
+
+
+TimeZoneName = Annotated[
+    str,
+    Field(min_length=1, max_length=64, pattern=r"^[A-Za-z][A-Za-z0-9_+/-]{0,63}$", examples=["Europe/London"]),
+    AfterValidator(known_time_zone),
+]
+
+
 class Facility(ApiModel):
     facility_id: str
     tenant_id: str
@@ -105,7 +123,7 @@ class FacilityCreate(ApiModel):
     facility_id: str = Field(pattern=ID_PATTERN)
     name: str = Field(min_length=1, max_length=200, pattern=PRINTABLE)
     kind: FacilityKind = "office"
-    timezone: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z][A-Za-z0-9_+/-]{0,63}$")
+    timezone: TimeZoneName
     latitude: float = Field(ge=-90, le=90, allow_inf_nan=False)
     longitude: float = Field(ge=-180, le=180, allow_inf_nan=False)
     criticality_tier: int = Field(default=3, ge=1, le=4)
@@ -115,7 +133,7 @@ class FacilityCreate(ApiModel):
 class FacilityUpdate(ApiModel):
     name: str | None = Field(default=None, min_length=1, max_length=200, pattern=PRINTABLE)
     kind: FacilityKind | None = None
-    timezone: str | None = Field(default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z][A-Za-z0-9_+/-]{0,63}$")
+    timezone: TimeZoneName | None = None
     criticality_tier: int | None = Field(default=None, ge=1, le=4)
     peak_kw: float | None = Field(default=None, gt=0, le=1e7, allow_inf_nan=False)
     active: bool | None = None

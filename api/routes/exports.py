@@ -11,22 +11,22 @@ DR report: one row per event and facility, read through a PostgreSQL cursor.
 
 from __future__ import annotations
 
-import csv
-import io
 import re
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import StringConstraints
 
 from api.auth import Principal, ensure_facility_access, require_principal
+from api.csv_export import ReadingsExport, csv_text, local_text, utc_text, zone_of
 from api.deps import check_range, db
 from api.errors import COMMON_RESPONSES, ApiError
 from api.routes.dr_events import StateFilter, scope_filters
-from api.timeseries import RAW_FIELDS, WINDOW_SECONDS, fetch_range, iso_ns, time_slices
+from api.timeseries import fetch_range
 from energy.observability.metrics import Counter
 from schemas.api import Granularity
 from schemas.readings import ID_PATTERN
@@ -35,27 +35,15 @@ router = APIRouter(prefix="/api/exports", tags=["exports"], responses=COMMON_RES
 
 EXPORT_ROWS = Counter("energy_api_export_rows_total", "Rows written to CSV exports", ["export"])
 
-RAW_HEADER = ["timestamp_utc", "facility_id", "meter_id", *RAW_FIELDS]
-ROLLUP_HEADER = [
-    "window_start_utc",
-    "facility_id",
-    "window",
-    "avg_kw",
-    "min_kw",
-    "max_kw",
-    "energy_kwh",
-    "energy_register_kwh",
-    "sample_count",
-    "coverage_ratio",
-]
-ROLLUP_SOURCE = ["avg_kw", "min_kw", "max_kw", "energy_kwh", "energy_register_kwh", "sample_count", "coverage"]
 DR_HEADER = [
     "dr_event_id",
     "utility_id",
     "utility_event_id",
     "event_state",
     "start_utc",
+    "start_local",
     "end_utc",
+    "end_local",
     "facility_id",
     "facility_state",
     "target_kw",
@@ -63,48 +51,12 @@ DR_HEADER = [
     "achieved_reduction_kw",
     "achieved_pct_of_target",
 ]
-RAW_SLICE_S = 6 * 3600
 DR_PAGE_ROWS = 1000
 _ID = re.compile(ID_PATTERN)
 CSV_MEDIA_TYPE = "text/csv; charset=utf-8"
 _CSV_RESPONSE: dict[int | str, dict[str, Any]] = {
     200: {"content": {"text/csv": {"schema": {"type": "string"}}}, "description": "CSV with a header row"}
 }
-
-
-def cell(value: Any) -> str:
-    """Numbers exactly as stored (repr round-trips floats), empty for missing."""
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return repr(value)
-    return str(value)
-
-
-def csv_text(rows: Iterable[Sequence[Any]]) -> str:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    for row in rows:
-        writer.writerow([cell(v) for v in row])
-    return buf.getvalue()
-
-
-def _float(value: Any) -> float | None:
-    # InfluxDB's JSON writes integral floats without a decimal point; the CSV keeps the field's type.
-    return None if value is None else float(value)
-
-
-def _int(value: Any) -> int | None:
-    return None if value is None else int(value)
-
-
-def csv_row(granularity: Granularity, facility_id: str, r: dict[str, Any]) -> list[Any]:
-    if granularity is Granularity.RAW:
-        return [iso_ns(int(r["time"])), facility_id, r.get("meter_id"), *(_float(r.get(f)) for f in RAW_FIELDS)]
-    values = [_int(r.get(f)) if f == "sample_count" else _float(r.get(f)) for f in ROLLUP_SOURCE]
-    return [iso_ns(int(r["time"])), facility_id, granularity.value, *values]
 
 
 def dr_row(r: Any) -> list[Any]:
@@ -115,8 +67,10 @@ def dr_row(r: Any) -> list[Any]:
         r["utility_id"],
         r["utility_event_id"],
         r["event_state"],
-        r["start_at"].astimezone(UTC).isoformat().replace("+00:00", "Z"),
-        r["end_at"].astimezone(UTC).isoformat().replace("+00:00", "Z"),
+        utc_text(r["start_at"]),
+        local_text(r["start_at"], zone_of(r["timezone"])),
+        utc_text(r["end_at"]),
+        local_text(r["end_at"], zone_of(r["timezone"])),
         r["facility_id"],
         r["facility_state"],
         target,
@@ -124,6 +78,14 @@ def dr_row(r: Any) -> list[Any]:
         achieved,
         pct,
     ]
+
+
+async def facility_zones(conn: Any, facilities: list[str]) -> dict[str, ZoneInfo]:
+    rows = await conn.fetch(
+        "SELECT facility_id, timezone FROM facilities WHERE facility_id = ANY($1::text[])", facilities
+    )
+    found = {r["facility_id"]: zone_of(r["timezone"]) for r in rows}
+    return {fid: found.get(fid, ZoneInfo("UTC")) for fid in facilities}
 
 
 def _iso(ts: datetime) -> str:
@@ -157,8 +119,6 @@ async def export_readings(
             raise ApiError(422, "validation_error", "invalid facility id", {"facility_id": fid[:100]})
         ensure_facility_access(principal, fid)
     start, end = check_range(start, end)
-    page = api.export_page_rows
-    slice_s = RAW_SLICE_S if granularity is Granularity.RAW else WINDOW_SECONDS[granularity] * page
 
     async def read(fid: str, s: datetime, e: datetime, offset: int) -> list[dict[str, Any]]:
         return await fetch_range(
@@ -169,34 +129,29 @@ async def export_readings(
             granularity,
             s,
             e,
-            page,
+            api.export_page_rows,
             offset,
             api.export_query_timeout_s,
             purpose="export",
         )
 
-    slices = time_slices(start, end, slice_s)
-    first = await read(facilities[0], *slices[0], 0)  # an outage here is a clean 503
-    header = RAW_HEADER if granularity is Granularity.RAW else ROLLUP_HEADER
-
-    async def body() -> AsyncIterator[str]:
-        yield csv_text([header])
-        for fid in facilities:
-            for s, e in slices:
-                offset = 0
-                while True:
-                    is_first = (fid, s, offset) == (facilities[0], slices[0][0], 0)
-                    rows = first if is_first else await read(fid, s, e, offset)
-                    if rows:
-                        EXPORT_ROWS.labels("readings").inc(len(rows))
-                        yield csv_text(csv_row(granularity, fid, r) for r in rows)
-                    if len(rows) < page:
-                        break
-                    offset += page
+    async with db(request) as conn:
+        zones = await facility_zones(conn, facilities)
+    export = ReadingsExport(
+        read,
+        facilities,
+        zones,
+        granularity,
+        start,
+        end,
+        api.export_page_rows,
+        on_rows=EXPORT_ROWS.labels("readings").inc,
+    )
+    await export.prefetch()  # an outage here is a clean 503
 
     name = f"readings-{granularity.value}-{_iso(start)}-{_iso(end)}.csv"
     return StreamingResponse(
-        body(), media_type=CSV_MEDIA_TYPE, headers={"Content-Disposition": f'attachment; filename="{name}"'}
+        export.chunks(), media_type=CSV_MEDIA_TYPE, headers={"Content-Disposition": f'attachment; filename="{name}"'}
     )
 
 
@@ -224,8 +179,10 @@ async def export_dr_report(
     clause, args = scope_filters(principal, state, facility_id, start_after, start_before)
     n = len(args)
     sql = f"""SELECT e.dr_event_id, e.utility_id, e.utility_event_id, e.state AS event_state, e.start_at, e.end_at,
-                     d.facility_id, d.state AS facility_state, d.target_kw, d.baseline_kw, d.achieved_kw
+                     d.facility_id, d.state AS facility_state, d.target_kw, d.baseline_kw, d.achieved_kw,
+                     f.timezone
               FROM dr_events e JOIN dr_event_facilities d ON d.dr_event_id = e.dr_event_id
+              JOIN facilities f ON f.facility_id = d.facility_id
               WHERE {clause} AND d.facility_id = ANY($1::text[])
                 AND (${n + 1}::timestamptz IS NULL
                      OR (e.start_at, e.dr_event_id, d.facility_id) > (${n + 1}, ${n + 2}::uuid, ${n + 3}::text))

@@ -16,6 +16,10 @@ from fastapi.responses import JSONResponse
 from energy.observability.health import Health
 from energy.observability.metrics import render
 
+# Where services with an HTTP API serve the Swagger UI / ReDoc assets that fastapi-offline ships,
+# so /docs and /redoc work with no network beyond this host.
+DOCS_ASSETS_URL = "/docs-assets"
+
 
 def ops_router(health: Health) -> APIRouter:
     router = APIRouter(tags=["ops"])

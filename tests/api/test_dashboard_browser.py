@@ -110,8 +110,8 @@ async def test_dashboard_renders_live_chart_with_forecast_and_downloads_csv(
                 target = ARTIFACTS / "dashboard-export-1m.csv"
                 await download.save_as(str(target))
                 rows = list(csv.reader(io.StringIO(target.read_text())))
-                assert rows[0][:4] == ["window_start_utc", "facility_id", "window", "avg_kw"]
-                assert len(rows) - 1 == 360 and {r[1] for r in rows[1:]} == {fid}
+                assert rows[0][:5] == ["window_start_utc", "window_start_local", "facility_id", "window", "avg_kw"]
+                assert len(rows) - 1 == 360 and {r[2] for r in rows[1:]} == {fid}
                 assert errors == []
             finally:
                 await browser.close()

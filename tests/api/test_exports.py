@@ -6,11 +6,22 @@ import csv
 import io
 import uuid
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
-from api.timeseries import iso_ns
 from tests.api.conftest import now_ns, reading_lines, rollup_line, running_app, with_overrides
 
 SEC = 10**9
+LONDON = ZoneInfo("Europe/London")  # the zone make_tenant gives every test facility
+
+
+def utc_us(ns: int) -> str:
+    return datetime.fromtimestamp(ns // 1000 / 1e6, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def london(ns: int, fmt: str) -> str:
+    local = datetime.fromtimestamp(ns // 1000 / 1e6, UTC).astimezone(LONDON)
+    offset = local.strftime("%z")
+    return local.strftime(fmt) + f"{offset[:3]}:{offset[3:]}"
 
 
 def parse(text: str) -> tuple[list[str], list[list[str]]]:
@@ -29,7 +40,19 @@ async def test_raw_export_of_two_facilities_matches_the_source_row_for_row(setti
             for m in world.a.meter_ids[fid]:
                 kw = round(0.1 * i + (0.5 if m.endswith("2") else 0.0), 3)
                 lines.append(reading_lines(fid, m, ts, kw, i))
-                expected.append([iso_ns(ts), fid, m, repr(kw), "1.0", "230.0", "10.0", repr(1000.0 + i)])
+                expected.append(
+                    [
+                        utc_us(ts),
+                        london(ts, "%Y-%m-%dT%H:%M:%S.%f"),
+                        fid,
+                        m,
+                        repr(kw),
+                        "1.0",
+                        "230.0",
+                        "10.0",
+                        repr(1000.0 + i),
+                    ]
+                )
     await influx.write_lines(lines)
     start = datetime.fromtimestamp(base / 1e9, UTC)
     small_pages = with_overrides(settings, api={"export_page_rows": 100})
@@ -50,6 +73,7 @@ async def test_raw_export_of_two_facilities_matches_the_source_row_for_row(setti
     header, rows = parse(resp.text)
     assert header == [
         "timestamp_utc",
+        "timestamp_local",
         "facility_id",
         "meter_id",
         "active_power_kw",
@@ -59,10 +83,10 @@ async def test_raw_export_of_two_facilities_matches_the_source_row_for_row(setti
         "energy_kwh",
     ]
     assert len(rows) == 600
-    key = lambda r: (r[1], r[0], r[2])  # noqa: E731 - same meter order within a timestamp is not guaranteed
+    key = lambda r: (r[2], r[0], r[3])  # noqa: E731 - same meter order within a timestamp is not guaranteed
     assert sorted(rows, key=key) == sorted(expected, key=key)
-    assert [r[1] for r in rows] == sorted(r[1] for r in rows)  # one facility after the other
-    assert all(r[0].endswith("Z") for r in rows)
+    assert [r[2] for r in rows] == sorted(r[2] for r in rows)  # one facility after the other
+    assert {len(r[0]) for r in rows} == {len("2026-01-01T00:00:00.000000Z")}  # one fixed precision
 
 
 async def test_1m_rollup_export_across_many_time_slices_is_complete_and_exact(settings, world, influx):
@@ -85,12 +109,22 @@ async def test_1m_rollup_export_across_many_time_slices_is_complete_and_exact(se
         )
     assert resp.status_code == 200, resp.text
     header, rows = parse(resp.text)
-    assert header[:6] == ["window_start_utc", "facility_id", "window", "avg_kw", "min_kw", "max_kw"]
+    assert header[:7] == [
+        "window_start_utc",
+        "window_start_local",
+        "facility_id",
+        "window",
+        "avg_kw",
+        "min_kw",
+        "max_kw",
+    ]
     assert "coverage_ratio" in header
     assert len(rows) == 500
-    assert [r[0] for r in rows] == [iso_ns(base + i * 60 * SEC) for i in range(500)]
-    assert [float(r[3]) for r in rows] == [10.0 + i / 8 for i in range(500)]
-    assert {r[2] for r in rows} == {"1m"} and {r[8] for r in rows} == {"4"}
+    minutes = [base + i * 60 * SEC for i in range(500)]
+    assert [r[0] for r in rows] == [utc_us(t)[:19] + "Z" for t in minutes]
+    assert [r[1] for r in rows] == [london(t, "%Y-%m-%dT%H:%M:%S") for t in minutes]
+    assert [float(r[4]) for r in rows] == [10.0 + i / 8 for i in range(500)]
+    assert {r[3] for r in rows} == {"1m"} and {r[9] for r in rows} == {"4"}
 
 
 async def test_export_of_an_empty_range_has_only_the_header(client, world):
@@ -188,7 +222,9 @@ async def test_dr_report_lists_each_event_and_facility_with_target_baseline_redu
         "utility_event_id",
         "event_state",
         "start_utc",
+        "start_local",
         "end_utc",
+        "end_local",
         "facility_id",
         "facility_state",
         "target_kw",
@@ -197,12 +233,58 @@ async def test_dr_report_lists_each_event_and_facility_with_target_baseline_redu
         "achieved_pct_of_target",
     ]
     mine = [r for r in rows if r[0] == str(e1)]
-    assert [(r[6], r[7], r[8], r[9], r[10], r[11]) for r in mine] == [
+    assert [(r[8], r[9], r[10], r[11], r[12], r[13]) for r in mine] == [
         (fa, "restored", "40.0", "300.0", "42.5", "106.25"),
         (fa2, "failed", "60.0", "200.0", "", ""),
     ]
     assert mine[0][4] == "2026-07-01T14:00:00Z" and mine[0][3] == "completed"
-    assert all(r[6] in world.a.facility_ids for r in rows)  # never the other tenant's facility
+    assert mine[0][5] == "2026-07-01T15:00:00+01:00"  # London is on BST in July
+    assert all(r[8] in world.a.facility_ids for r in rows)  # never the other tenant's facility
     manager = await client.get("/api/exports/dr-events.csv", headers=world.a.headers["facility_manager"])
     _, mrows = parse(manager.text)
-    assert {r[6] for r in mrows if r[0] == str(e1)} == {fa}
+    assert {r[8] for r in mrows if r[0] == str(e1)} == {fa}
+
+
+async def test_cli_export_writes_the_same_file_as_the_api(settings, world, influx, client, tmp_path):
+    import asyncio
+    import os
+    import sys
+
+    fid = world.a.facility_ids[0]
+    base = (now_ns() // (3600 * SEC) - 30) * 3600 * SEC
+    lines = [rollup_line(fid, "1h", base + i * 3600 * SEC, 50.0 + i) for i in range(24)]
+    await influx.write_lines(lines, retention_policy="rollups_2y")
+    start = datetime.fromtimestamp(base / 1e9, UTC)
+    end = start + timedelta(hours=24)
+    via_api = await client.get(
+        "/api/exports/readings.csv",
+        headers=world.a.headers["analyst"],
+        params={"facility_id": fid, "granularity": "1h", "start": start.isoformat(), "end": end.isoformat()},
+    )
+    assert via_api.status_code == 200
+    target = tmp_path / "export.csv"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "energy.cli",
+        "export",
+        "readings",
+        "--facility",
+        fid,
+        "--from",
+        start.isoformat(),
+        "--to",
+        end.isoformat(),
+        "--granularity",
+        "1h",
+        "--out",
+        str(target),
+        stderr=asyncio.subprocess.PIPE,
+        env=dict(os.environ),
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 0, err.decode()
+    assert err.decode().strip().endswith(f"24 rows -> {target}")
+    header, rows = parse(target.read_text())
+    assert (header, rows) == parse(via_api.text)
+    assert [float(r[4]) for r in rows] == [50.0 + i for i in range(24)]

@@ -124,3 +124,45 @@ async def test_meter_list_filters_by_type(client, world, uid):
     )
     resp = await client.get(f"/api/facilities/{fid}/meters", params={"meter_type": "hvac"}, headers=h)
     assert [m["meter_id"] for m in resp.json()["items"]] == [f"h{uid}"]
+
+
+async def test_unknown_time_zone_is_a_422_naming_the_field_on_create_and_update(client, world, uid):
+    h = world.a.headers["operator"]
+    body = {"facility_id": f"z{uid}", "name": "Zoned", "timezone": "Mars/Olympus_Mons", "latitude": 1, "longitude": 2}
+    created = await client.post("/api/facilities", json=body, headers=h)
+    assert created.status_code == 422, created.text
+    details = created.json()["error"]["details"]
+    assert [d["loc"][-1] for d in details] == ["timezone"]
+    assert "unknown time zone" in details[0]["msg"]
+    fid = world.a.facility_ids[0]
+    patched = await client.patch(f"/api/facilities/{fid}", json={"timezone": "Europe/Londres"}, headers=h)
+    assert patched.status_code == 422, patched.text
+    unchanged = await client.get(f"/api/facilities/{fid}", headers=h)
+    assert unchanged.json()["timezone"] == "Europe/London"
+    fine = await client.patch(f"/api/facilities/{fid}", json={"timezone": "Australia/Melbourne"}, headers=h)
+    assert fine.status_code == 200 and fine.json()["timezone"] == "Australia/Melbourne"
+
+
+async def test_database_refuses_an_unknown_time_zone_whoever_writes_it(pg_pool, world, uid):
+    import asyncpg
+    import pytest
+
+    async with pg_pool.acquire() as conn:
+        with pytest.raises(asyncpg.CheckViolationError, match="unknown time zone"):
+            await conn.execute(
+                """INSERT INTO facilities (facility_id, tenant_id, name, kind, timezone, latitude, longitude)
+                   VALUES ($1, $2, 'x', 'office', 'Nowhere/Atlantis', 0, 0)""",
+                f"db{uid}",
+                world.a.tenant_id,
+            )
+        with pytest.raises(asyncpg.CheckViolationError):
+            await conn.execute(
+                "UPDATE facilities SET timezone = 'Europe/Londres' WHERE facility_id = $1", world.a.facility_ids[0]
+            )
+        await conn.execute(
+            "UPDATE facilities SET timezone = 'America/Los_Angeles' WHERE facility_id = $1", world.a.facility_ids[1]
+        )
+        assert (
+            await conn.fetchval("SELECT timezone FROM facilities WHERE facility_id = $1", world.a.facility_ids[1])
+            == "America/Los_Angeles"
+        )

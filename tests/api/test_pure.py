@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import itertools
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from api.csv_export import cell, local_text, utc_text
 from api.routes.dashboard import alerts_for
-from api.routes.exports import cell
 from api.timeseries import from_ns, iso_ns, time_slices, to_ns
 from schemas.api import AlertKind
 
@@ -57,3 +59,28 @@ def test_alerts_for_each_condition():
     assert alerts_for({"current_kw": None, "as_of": None}, 100.0, False, now, False) == [AlertKind.NO_DATA]
     assert alerts_for(None, None, False, now, False) == [AlertKind.NO_DATA]
     assert alerts_for(fresh, 100.0, False, now, True) == [AlertKind.DATA_UNAVAILABLE]
+
+
+@pytest.mark.parametrize(
+    ("zone", "utc", "local"),
+    [  # worked by hand from each zone's published DST rules
+        ("Europe/London", "2026-03-29T00:59:59Z", "2026-03-29T00:59:59+00:00"),
+        ("Europe/London", "2026-03-29T01:00:00Z", "2026-03-29T02:00:00+01:00"),  # BST starts 01:00 UTC
+        ("America/Los_Angeles", "2026-11-01T08:30:00Z", "2026-11-01T01:30:00-07:00"),  # first 01:30 (PDT)
+        ("America/Los_Angeles", "2026-11-01T09:30:00Z", "2026-11-01T01:30:00-08:00"),  # second 01:30 (PST)
+        ("Australia/Melbourne", "2026-04-04T15:30:00Z", "2026-04-05T02:30:00+11:00"),  # AEDT ends 16:00 UTC
+        ("Australia/Melbourne", "2026-04-04T16:30:00Z", "2026-04-05T02:30:00+10:00"),
+    ],
+)
+def test_local_time_carries_the_offset_that_disambiguates_dst(zone: str, utc: str, local: str) -> None:
+    moment = datetime.fromisoformat(utc)
+    assert utc_text(moment) == utc
+    assert local_text(moment, ZoneInfo(zone)) == local
+    assert datetime.fromisoformat(local) == moment
+
+
+def test_times_have_one_fixed_precision_per_column() -> None:
+    ns = 1_700_000_000_120_000_000
+    assert utc_text(ns, "microseconds") == "2023-11-14T22:13:20.120000Z"
+    assert utc_text(1_700_000_000_000_000_000, "microseconds") == "2023-11-14T22:13:20.000000Z"
+    assert local_text(ns, ZoneInfo("Asia/Kolkata"), "microseconds") == "2023-11-15T03:43:20.120000+05:30"

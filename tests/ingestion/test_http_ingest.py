@@ -230,3 +230,13 @@ async def test_http_never_answers_5xx_to_random_or_mutated_bodies(settings, uid,
             assert resp.status_code in (200, 207, 400, 403, 413, 422), (resp.status_code, body[:200], resp.text)
             assert "error" in resp.json() or "results" in resp.json()
     assert {400, 422} <= set(statuses)
+
+
+async def test_ingestion_api_docs_load_only_local_assets(settings, uid, start_service):
+    from tests.api.test_offline_docs import assert_page_is_self_contained
+
+    service = await start_service(ingest_settings(settings, uid))
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{service.http_port}", timeout=10) as http:
+        await assert_page_is_self_contained(http, "/docs", min_asset_bytes=500_000)
+        spec = (await http.get("/openapi.json")).json()
+    assert "/v1/readings" in spec["paths"]
