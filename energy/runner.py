@@ -27,6 +27,7 @@ class ProcessSpec:
     port_field: str  # ServiceEndpoints field with its HTTP port
     what: str
     path: str = "/"
+    metrics: bool = False  # serves Prometheus /metrics (scraped by the local Prometheus)
 
 
 PROCESSES: tuple[ProcessSpec, ...] = (
@@ -35,13 +36,22 @@ PROCESSES: tuple[ProcessSpec, ...] = (
     ProcessSpec(
         "utility-sim", "sim.utility", ("sim", "utility"), "utility_sim_port", "utility OpenADR 3 VTN simulator"
     ),
-    ProcessSpec("ingestion", "ingestion.service", ("ingestion", "run"), "ingestion_port", "MQTT/HTTP ingestion"),
-    ProcessSpec("aggregation", "aggregation.worker", ("aggregation", "run"), "aggregation_port", "rollup worker"),
-    ProcessSpec("forecast", "forecast.service", ("forecast", "run"), "forecast_port", "forecast service"),
     ProcessSpec(
-        "dr-coordinator", "dr_coordinator.service", ("dr", "run"), "dr_coordinator_port", "DR saga coordinator"
+        "ingestion", "ingestion.service", ("ingestion", "run"), "ingestion_port", "MQTT/HTTP ingestion", metrics=True
     ),
-    ProcessSpec("api", "api.app", ("api", "run"), "api_port", "REST API and dashboard"),
+    ProcessSpec(
+        "aggregation", "aggregation.worker", ("aggregation", "run"), "aggregation_port", "rollup worker", metrics=True
+    ),
+    ProcessSpec("forecast", "forecast.service", ("forecast", "run"), "forecast_port", "forecast service", metrics=True),
+    ProcessSpec(
+        "dr-coordinator",
+        "dr_coordinator.service",
+        ("dr", "run"),
+        "dr_coordinator_port",
+        "DR saga coordinator",
+        metrics=True,
+    ),
+    ProcessSpec("api", "api.app", ("api", "run"), "api_port", "REST API and dashboard", metrics=True),
     ProcessSpec("meter-sim", "sim.meters", ("sim", "meters"), "meter_sim_port", "meter simulator (MQTT)"),
 )
 
@@ -107,7 +117,9 @@ def run_all(only: list[str] | None = None, wait_s: float = 90.0) -> int:
     print(
         f"\nDashboard:     http://127.0.0.1:{ep.api_port}/\n"
         f"OpenAPI:       http://127.0.0.1:{ep.api_port}/openapi.json\n"
+        f"API docs:      http://127.0.0.1:{ep.api_port}/docs (offline Swagger UI) and /redoc\n"
         f"Metrics:       http://127.0.0.1:<port>/metrics on every process above\n"
+        f"Prometheus:    http://127.0.0.1:{settings.prometheus.port}/alerts (scrapes every process above)\n"
         f"Logs:          {run_dir}/<process>.log (JSON lines)\n"
         f"Servers:       energy stack status\n"
         f"Stop:          make stop"
@@ -144,4 +156,28 @@ def print_status() -> int:
         print(
             f"{spec.name:<16} {pid or '-':<8} {'yes' if pid_alive(pid) else 'no':<8} {'ok' if _answers(port) else '-'}"
         )
+    print_alerts(settings)
     return 0
+
+
+def print_alerts(settings: Settings) -> None:
+    """What the local Prometheus says is pending or firing, one line each."""
+    from energy.stack import Stack
+    from energy.stack.servers import PrometheusServer
+
+    prometheus = Stack(settings).server("prometheus")
+    assert isinstance(prometheus, PrometheusServer)
+    try:
+        alerts = prometheus.alerts()
+    except OSError:
+        print(f"\nalerts: Prometheus does not answer on 127.0.0.1:{prometheus.port} (energy stack up starts it)")
+        return
+    if not alerts:
+        print("\nalerts: none pending or firing")
+        return
+    print(f"\n{'alert':<34} {'state':<8} {'severity':<9} summary")
+    for alert in sorted(alerts, key=lambda a: (a["state"] != "firing", a["labels"]["alertname"])):
+        labels, notes = alert["labels"], alert.get("annotations", {})
+        print(
+            f"{labels['alertname']:<34} {alert['state']:<8} {labels.get('severity', '-'):<9} {notes.get('summary', '')}"
+        )

@@ -151,6 +151,14 @@ class SeedSettings(SettingsGroup):
     utility_hmac_secret: SecretText = SecretStr("local-utility-hmac-secret")
 
 
+class PrometheusSettings(SettingsGroup):
+    """The local Prometheus that `energy stack up` starts (production runs its own)."""
+
+    port: Port = 59090
+    scrape_interval_s: Seconds = 5.0
+    evaluation_interval_s: Seconds = 5.0
+
+
 class LogSettings(SettingsGroup):
     level: Annotated[str, Field(pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")] = "INFO"
     json_logs: bool = True
@@ -168,6 +176,7 @@ class Settings(BaseSettings):
     mqtt: MqttSettings = MqttSettings()
     influx: InfluxSettings = InfluxSettings()
     kafka: KafkaSettings = KafkaSettings()
+    prometheus: PrometheusSettings = PrometheusSettings()
     endpoints: ServiceEndpoints = ServiceEndpoints()
     seed: SeedSettings = SeedSettings()
     log: LogSettings = LogSettings()

@@ -7,6 +7,7 @@ need_debs=()
 command -v redis-server >/dev/null || need_debs+=(redis-server)
 command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || need_debs+=(mosquitto)
 command -v influxd >/dev/null || need_debs+=(influxdb)
+command -v prometheus >/dev/null || need_debs+=(prometheus)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_debs+=(postgresql)
 command -v chromium >/dev/null || need_debs+=(chromium chromium-driver)
 if [ ${#need_debs[@]} -gt 0 ]; then

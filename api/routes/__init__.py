@@ -10,4 +10,5 @@ ROUTER_MODULES: tuple[str, ...] = (
     "api.routes.dr_operator",
     "api.routes.webhook",
     "api.routes.dashboard",
+    "api.routes.runbooks",
 )

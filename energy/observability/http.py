@@ -14,7 +14,7 @@ from fastapi import APIRouter, FastAPI, Response
 from fastapi.responses import JSONResponse
 
 from energy.observability.health import Health
-from energy.observability.metrics import render
+from energy.observability.metrics import DEPENDENCY_UP, READY, render
 
 # Where services with an HTTP API serve the Swagger UI / ReDoc assets that fastapi-offline ships,
 # so /docs and /redoc work with no network beyond this host.
@@ -35,6 +35,12 @@ def ops_router(health: Health) -> APIRouter:
 
     @router.get("/metrics", summary="Prometheus metrics")
     async def metrics() -> Response:
+        # Each scrape runs the readiness checks (each bounded by its timeout), so an unreachable
+        # dependency shows as energy_dependency_up 0 and the DependencyDown alert can fire.
+        ok, body = await health.ready()
+        READY.labels(health.service).set(1 if ok else 0)
+        for dependency, result in body["checks"].items():
+            DEPENDENCY_UP.labels(health.service, dependency).set(1 if result["ok"] else 0)
         data, content_type = render()
         return Response(content=data, media_type=content_type)
 

@@ -37,6 +37,12 @@ DEPENDENCY_LATENCY = Histogram(
     ["dependency"],
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+DEPENDENCY_UP = Gauge(
+    "energy_dependency_up",
+    "1 when a dependency answered its readiness check at the last scrape, else 0",
+    ["service", "dependency"],
+)
+READY = Gauge("energy_ready", "1 when the process was ready at the last scrape, else 0", ["service"])
 QUEUE_DEPTH = Gauge("energy_queue_depth", "Items waiting in an in-process bounded queue", ["queue"])
 QUEUE_CAPACITY = Gauge("energy_queue_capacity", "Capacity of an in-process bounded queue", ["queue"])
 

@@ -66,3 +66,11 @@ def influx_answers(host: str, port: int) -> bool:
             return int(resp.status) == 204
     except OSError:
         return False
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=TIMEOUT_S) as resp:  # noqa: S310 - loopback only
+            return int(resp.status) == 200
+    except OSError:
+        return False

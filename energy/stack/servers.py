@@ -17,6 +17,7 @@ import signal
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from energy.stack import probes
 from energy.stack.errors import MissingPackageError, PortTakenError, StartFailedError
@@ -482,3 +483,100 @@ class KafkaServer(Server):
             from energy.stack.topics import ensure_topics
 
             ensure_topics(f"{self.host}:{self.port}", dict(self.topics))
+
+
+@dataclass
+class PrometheusServer(Server):
+    """Debian's Prometheus, scraping our processes and evaluating the project's alert rules.
+
+    ``targets`` are (job, host:port) pairs; ``rule_files`` are loaded as they are in production.
+    Alerts' runbook links are built from the ``runbook_base`` external label."""
+
+    targets: tuple[tuple[str, str], ...] = ()
+    rule_files: tuple[Path, ...] = ()
+    scrape_interval_s: float = 5.0
+    evaluation_interval_s: float = 5.0
+    runbook_base: str = ""
+    retention: str = "2d"
+    name: str = field(default="prometheus", init=False)
+    package: str = field(default="prometheus", init=False)
+
+    def binary(self) -> str:
+        path = _which("prometheus", "/usr/bin/prometheus")
+        if not path:
+            raise MissingPackageError("prometheus: not found; install the Debian package 'prometheus'")
+        return path
+
+    def config(self) -> dict[str, object]:
+        return {
+            "global": {
+                "scrape_interval": f"{self.scrape_interval_s:g}s",
+                "scrape_timeout": f"{min(self.scrape_interval_s, 10.0):g}s",
+                "evaluation_interval": f"{self.evaluation_interval_s:g}s",
+                "external_labels": {"environment": "local", "runbook_base": self.runbook_base},
+            },
+            "rule_files": [str(p) for p in self.rule_files],
+            "scrape_configs": [
+                {"job_name": job, "metrics_path": "/metrics", "static_configs": [{"targets": [target]}]}
+                for job, target in self.targets
+            ],
+        }
+
+    @property
+    def config_file(self) -> Path:
+        return self.dir / "prometheus.yml"
+
+    def write_config(self) -> bool:
+        """Write the configuration; True when it changed."""
+        import yaml
+
+        text = yaml.safe_dump(self.config(), sort_keys=False)
+        if self.config_file.exists() and self.config_file.read_text() == text:
+            return False
+        self.config_file.write_text(text)
+        return True
+
+    def launch(self) -> None:
+        conf = self.config_file
+        self.write_config()
+        spawn_detached(
+            [
+                self.binary(),
+                f"--config.file={conf}",
+                f"--storage.tsdb.path={self.dir / 'data'}",
+                f"--storage.tsdb.retention.time={self.retention}",
+                f"--web.listen-address={self.host}:{self.port}",
+                "--web.enable-lifecycle",
+                "--log.level=warn",
+            ],
+            self.log_file,
+            self.pid_file,
+        )
+
+    def answers(self) -> bool:
+        return probes.http_ok(f"http://{self.host}:{self.port}/-/ready")
+
+    def provision(self) -> None:
+        """A running Prometheus picks up changed targets or rules without a restart."""
+        import urllib.request
+
+        if self.write_config():
+            request = urllib.request.Request(f"http://{self.host}:{self.port}/-/reload", method="POST")
+            with urllib.request.urlopen(request, timeout=10):  # noqa: S310 - loopback only
+                pass
+
+    def api(self, path: str) -> Any:
+        import json
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://{self.host}:{self.port}{path}", timeout=5) as resp:
+            return json.loads(resp.read().decode())
+
+    def alerts(self) -> list[dict[str, Any]]:
+        """Active alerts (pending or firing) with their labels and annotations."""
+        return list(self.api("/api/v1/alerts")["data"]["alerts"])
+
+    def targets_health(self) -> dict[str, str]:
+        """job -> health ('up', 'down', 'unknown') of each active scrape target."""
+        active = self.api("/api/v1/targets?state=active")["data"]["activeTargets"]
+        return {t["labels"]["job"]: t["health"] for t in active}

@@ -6,14 +6,28 @@ import shutil
 from dataclasses import dataclass
 
 from energy.settings import Settings
+from energy.settings_paths import PROJECT_ROOT
 from energy.stack.servers import (
     InfluxServer,
     KafkaServer,
     MosquittoServer,
     PostgresServer,
+    PrometheusServer,
     RedisServer,
     Server,
 )
+
+ALERT_RULES = PROJECT_ROOT / "deploy" / "prometheus" / "alerts.yml"
+
+
+def scrape_targets(settings: Settings) -> tuple[tuple[str, str], ...]:
+    """Every process of `energy run` that serves /metrics, as (job, host:port)."""
+    from energy.runner import PROCESSES
+
+    ep = settings.endpoints
+    return tuple(
+        (f"energy-{spec.name}", f"127.0.0.1:{getattr(ep, spec.port_field)}") for spec in PROCESSES if spec.metrics
+    )
 
 
 @dataclass
@@ -55,6 +69,15 @@ class Stack:
                 root=root,
                 port=int(s.kafka.bootstrap_servers.split(",")[0].rsplit(":", 1)[1]),
                 topics=tuple((t.name, t.partitions) for t in TOPICS.values()),
+            ),
+            PrometheusServer(
+                root=root,
+                port=s.prometheus.port,
+                targets=scrape_targets(s),
+                rule_files=(ALERT_RULES,),
+                scrape_interval_s=s.prometheus.scrape_interval_s,
+                evaluation_interval_s=s.prometheus.evaluation_interval_s,
+                runbook_base=f"http://127.0.0.1:{s.endpoints.api_port}/runbooks",
             ),
         ]
 

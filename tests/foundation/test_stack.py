@@ -26,7 +26,7 @@ ALL = [PostgresServer, RedisServer, MosquittoServer, InfluxServer, KafkaServer]
 
 def test_shared_stack_answers_on_every_port(stack: Stack) -> None:
     rows = stack.status()
-    assert [r.name for r in rows] == ["postgres", "redis", "mosquitto", "influxdb", "kafka"]
+    assert [r.name for r in rows] == ["postgres", "redis", "mosquitto", "influxdb", "kafka", "prometheus"]
     for row in rows:
         assert row.running and row.answers, row
         assert row.port >= 50000  # non-default ports, never a user's own 5432/6379/1883/8086/9092
