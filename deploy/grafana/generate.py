@@ -3,9 +3,34 @@
 Edit the panels here, not the JSON: every panel queries Prometheus through the
 ${datasource} variable, and tests/infra checks each metric exists in the code.
 """
-import json, pathlib
+import json, pathlib, re
 out = pathlib.Path(__file__).resolve().parent
 out.mkdir(parents=True, exist_ok=True)
+
+# Every selector is scoped to the chosen environment (the Kubernetes namespace: energy-staging or
+# energy), and metrics labelled by facility to the chosen facilities.
+SELECTOR = re.compile(r"\b(energy_[a-z0-9_]+)(\{([^}]*)\})?")
+FACILITY_METRICS = ("energy_dr_achieved_kw", "energy_dr_underperforming")
+
+def scoped(expr):
+    def add(m):
+        name, inner = m.group(1), m.group(3)
+        matchers = ['namespace=~"$environment"']
+        if name.startswith(FACILITY_METRICS):
+            matchers.append('facility_id=~"$facility"')
+        if inner:
+            matchers.append(inner)
+        return name + "{" + ", ".join(matchers) + "}"
+    return SELECTOR.sub(add, expr)
+
+VARIABLES = [
+    {"name": "datasource", "type": "datasource", "query": "prometheus", "label": "Prometheus"},
+    {"name": "environment", "type": "query", "label": "Environment", "datasource": {"type": "prometheus", "uid": "${datasource}"},
+     "query": "label_values(energy_ready, namespace)", "refresh": 2, "includeAll": False},
+    {"name": "facility", "type": "query", "label": "Facility", "datasource": {"type": "prometheus", "uid": "${datasource}"},
+     "query": 'label_values(energy_dr_achieved_kw{namespace=~"$environment"}, facility_id)', "refresh": 2,
+     "includeAll": True, "multi": True, "allValue": ".*"},
+]
 
 def panel(pid, title, exprs, unit="short", kind="timeseries", x=0, y=0, w=12, h=8, legend=None):
     return {
@@ -13,7 +38,7 @@ def panel(pid, title, exprs, unit="short", kind="timeseries", x=0, y=0, w=12, h=
         "datasource": {"type": "prometheus", "uid": "${datasource}"},
         "gridPos": {"x": x, "y": y, "w": w, "h": h},
         "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
-        "targets": [{"refId": chr(65 + i), "expr": e, "legendFormat": (legend or [""] * len(exprs))[i]}
+        "targets": [{"refId": chr(65 + i), "expr": scoped(e), "legendFormat": (legend or [""] * len(exprs))[i]}
                     for i, e in enumerate(exprs)],
     }
 
@@ -26,8 +51,7 @@ def dashboard(uid, title, panels, tags):
     return {
         "uid": uid, "title": title, "tags": ["energy", *tags], "timezone": "utc", "schemaVersion": 39,
         "version": 1, "editable": False, "refresh": "30s", "time": {"from": "now-6h", "to": "now"},
-        "templating": {"list": [{"name": "datasource", "type": "datasource", "query": "prometheus",
-                                 "label": "Prometheus"}]},
+        "templating": {"list": VARIABLES},
         "annotations": {"list": []},
         "panels": laid,
     }

@@ -262,3 +262,27 @@ def test_every_container_command_is_a_real_energy_cli_command(overlay: tuple[str
         assert argv[0] == "energy"
         parsed = parser.parse_args(argv[1:])  # argparse exits (SystemExit) on an unknown command
         assert parsed.command == argv[1], svc
+
+
+def test_grafana_dashboards_are_provisioned_with_environment_and_facility_variables(
+    overlay: tuple[str, list[dict[str, Any]]],
+) -> None:
+    import json
+
+    name, docs = overlay
+    maps = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "energy-grafana-dashboards"]
+    assert len(maps) == 1, name
+    cm = maps[0]
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    on_disk = {p.name for p in (DEPLOY_DIR / "grafana").glob("*.json")}
+    assert set(cm["data"]) == on_disk and len(on_disk) >= 5
+    for file_name, text in cm["data"].items():
+        board = json.loads(text)
+        variables = {v["name"] for v in board["templating"]["list"]}
+        assert {"datasource", "environment", "facility"} <= variables, file_name
+        for panel in board["panels"]:
+            for target in panel["targets"]:
+                selectors = re.findall(r"\benergy_[a-z0-9_]+(\{[^}]*\})?", target["expr"])
+                assert selectors, (file_name, target["expr"])
+                for selector in selectors:
+                    assert 'namespace=~"$environment"' in selector, (file_name, target["expr"])
