@@ -67,7 +67,8 @@ class TraceAndMetricsMiddleware:
                 incoming = tracing.parse_traceparent(value)
         status = 500
         t0 = time.perf_counter()
-        with tracing.use_trace(incoming) as ctx:
+        span_name = f"{scope.get('method', 'HTTP')} {scope.get('path', '')}"[:120]
+        with tracing.server_span(incoming, span_name) as ctx:
 
             async def send_with_trace(message: Message) -> None:
                 nonlocal status

@@ -99,7 +99,8 @@ def run_all(only: list[str] | None = None, wait_s: float = 90.0) -> int:
         if pid_alive(read_pid(pid_file)):
             started.append((spec, "already running"))
             continue
-        spawn_detached(_energy_argv(spec.args), run_dir / f"{spec.name}.log", pid_file, env=dict(os.environ))
+        env = {"ENERGY_LOG__TRACES_FILE": str(run_dir / f"{spec.name}.traces.jsonl"), **os.environ}
+        spawn_detached(_energy_argv(spec.args), run_dir / f"{spec.name}.log", pid_file, env=env)
         started.append((spec, "started"))
     failed = []
     for spec, _ in started:
@@ -121,6 +122,7 @@ def run_all(only: list[str] | None = None, wait_s: float = 90.0) -> int:
         f"Metrics:       http://127.0.0.1:<port>/metrics on every process above\n"
         f"Prometheus:    http://127.0.0.1:{settings.prometheus.port}/alerts (scrapes every process above)\n"
         f"Logs:          {run_dir}/<process>.log (JSON lines)\n"
+        f"Traces:        {run_dir}/<process>.traces.jsonl (OpenTelemetry spans, JSON lines)\n"
         f"Servers:       energy stack status\n"
         f"Stop:          make stop"
     )

@@ -162,6 +162,9 @@ class PrometheusSettings(SettingsGroup):
 class LogSettings(SettingsGroup):
     level: Annotated[str, Field(pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")] = "INFO"
     json_logs: bool = True
+    # Local trace record: one JSON line per finished span (energy run sets one file per process).
+    # Export to a collector uses the standard OTEL_TRACES_EXPORTER / OTEL_EXPORTER_OTLP_* variables.
+    traces_file: SafePath | None = None
 
 
 class Settings(BaseSettings):

@@ -99,7 +99,7 @@ def readings_router(
         body = await request.body()
         if len(body) > ing.max_message_bytes:
             return _error(413, "payload_too_large", f"at most {ing.max_message_bytes} bytes")
-        with tracing.use_trace(tracing.parse_traceparent(request.headers.get("traceparent"))):
+        with tracing.server_span(tracing.parse_traceparent(request.headers.get("traceparent")), "POST /v1/readings"):
             now = datetime.now(UTC)
             outcome = validator.batch(body, now=now, allowed=grant.allows, accept_list=True)
             body_level = (Reason.INVALID_JSON, Reason.SCHEMA_MISMATCH)

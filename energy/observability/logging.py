@@ -31,6 +31,15 @@ def configure_logging(service: str, level: str = "INFO", json_logs: bool = True)
     # Noisy libraries: keep their warnings, drop their chatter.
     for noisy in ("aiokafka", "mqtt", "faust", "mode", "zeep", "httpx", "httpcore", "spyne"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    _configure_tracing(service)
+
+
+def _configure_tracing(service: str) -> None:
+    # Every process configures logging first thing; its spans get the same service name.
+    from energy.observability import tracing
+    from energy.settings import get_settings
+
+    tracing.configure(service, get_settings().log.traces_file)
 
 
 def get_logger(name: str | None = None) -> structlog.stdlib.BoundLogger:

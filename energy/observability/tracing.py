@@ -1,22 +1,52 @@
-"""W3C trace context (``traceparent``) carried through HTTP headers, Kafka headers and SOAP calls.
+"""Tracing with OpenTelemetry: spans, W3C trace context across HTTP, Kafka headers and SOAP.
 
-The current trace lives in a contextvar, is bound into every structlog line as ``trace_id``
-and ``span_id``, and is injected into outgoing messages. OpenTelemetry's propagator would do the
-same; this keeps the wire format without requiring an SDK exporter in every process.
+:func:`use_trace` starts a span (a child of the given context, or a new trace) and makes it
+current for OpenTelemetry and for structlog (every log line carries ``trace_id`` and ``span_id``).
+:class:`TraceContext` is the value the platform stores and passes on: the ids of one span, as they
+travel in a ``traceparent`` (Kafka headers, the DR saga's rows, SOAP headers). Injection and
+extraction use OpenTelemetry's W3C propagator.
+
+Export follows the standard variables: ``OTEL_TRACES_EXPORTER=otlp`` sends spans with the OTLP/HTTP
+exporter (``OTEL_EXPORTER_OTLP_ENDPOINT`` and friends, read by the exporter itself), ``console``
+writes them to stderr, ``none`` (the default) exports nothing; ``OTEL_SERVICE_NAME`` overrides the
+service name. Locally, ``ENERGY_LOG__TRACES_FILE`` also appends one JSON line per finished span to
+a file (``energy run`` gives each process its own), which is how tests follow one DR event.
+Spans are always recorded with real ids, exported or not, so log lines can be joined by trace id.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import re
-import secrets
-from collections.abc import Iterator, Sequence
+import sys
+import threading
+from collections.abc import Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
 
 import structlog
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    SimpleSpanProcessor,
+    SpanExporter,
+    SpanExportResult,
+)
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+_PROPAGATOR = TraceContextTextMapPropagator()
+_lock = threading.Lock()
+_provider: TracerProvider | None = None
 
 
 @dataclass(frozen=True)
@@ -29,15 +59,91 @@ class TraceContext:
     def traceparent(self) -> str:
         return f"00-{self.trace_id}-{self.span_id}-{'01' if self.sampled else '00'}"
 
-    def child(self) -> TraceContext:
-        return TraceContext(self.trace_id, secrets.token_hex(8), self.sampled)
+    def span_context(self) -> SpanContext:
+        flags = TraceFlags(TraceFlags.SAMPLED if self.sampled else TraceFlags.DEFAULT)
+        return SpanContext(int(self.trace_id, 16), int(self.span_id, 16), is_remote=True, trace_flags=flags)
+
+    @classmethod
+    def of(cls, span_context: SpanContext) -> TraceContext:
+        return cls(
+            format(span_context.trace_id, "032x"),
+            format(span_context.span_id, "016x"),
+            span_context.trace_flags.sampled,
+        )
 
 
 _current: ContextVar[TraceContext | None] = ContextVar("trace_context", default=None)
 
 
+class JsonLinesExporter(SpanExporter):
+    """One JSON object per finished span, appended to a file (the local trace record)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._out: IO[str] = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed on shutdown
+        self._lock = threading.Lock()
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        lines = [json.dumps(json.loads(span.to_json(indent=None)), separators=(",", ":")) + "\n" for span in spans]
+        with self._lock:
+            self._out.writelines(lines)
+            self._out.flush()
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        with self._lock:
+            self._out.close()
+
+
+def _exporters(traces_file: Path | None) -> list[tuple[SpanExporter, bool]]:
+    """(exporter, batched) pairs from the standard OTEL_* variables and the local trace file."""
+    found: list[tuple[SpanExporter, bool]] = []
+    for name in (n.strip() for n in os.environ.get("OTEL_TRACES_EXPORTER", "none").split(",")):
+        if name == "otlp":
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+            found.append((OTLPSpanExporter(), True))
+        elif name == "console":
+            from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
+            found.append((ConsoleSpanExporter(out=sys.stderr), True))
+        elif name not in ("none", ""):
+            raise ValueError(f"OTEL_TRACES_EXPORTER: unsupported exporter {name!r} (otlp, console or none)")
+    if traces_file is not None:
+        found.append((JsonLinesExporter(traces_file), False))  # written as each span ends: tests read it
+    return found
+
+
+def configure(service: str, traces_file: Path | None = None) -> TracerProvider:
+    """Install this process's tracer provider (once; later calls return the first)."""
+    global _provider
+    with _lock:
+        if _provider is not None:
+            return _provider
+        name = os.environ.get("OTEL_SERVICE_NAME") or service
+        provider = TracerProvider(resource=Resource.create({"service.name": name, "service.namespace": "energy"}))
+        for exporter, batched in _exporters(traces_file):
+            provider.add_span_processor(BatchSpanProcessor(exporter) if batched else SimpleSpanProcessor(exporter))
+        trace.set_tracer_provider(provider)
+        _provider = provider
+        return provider
+
+
+def shutdown() -> None:
+    """Flush and close the exporters (call on process exit)."""
+    if _provider is not None:
+        _provider.shutdown()
+
+
+def _tracer() -> trace.Tracer:
+    provider = _provider or configure("energy")  # a library or test that never configured: record, export nothing
+    return provider.get_tracer("energy")
+
+
 def new_trace() -> TraceContext:
-    return TraceContext(secrets.token_hex(16), secrets.token_hex(8))
+    """Ids for the root of a new trace, to hand on before any span runs (e.g. a reading's headers)."""
+    ids = RandomIdGenerator()
+    return TraceContext(format(ids.generate_trace_id(), "032x"), format(ids.generate_span_id(), "016x"))
 
 
 def parse_traceparent(value: str | bytes | None) -> TraceContext | None:
@@ -45,10 +151,12 @@ def parse_traceparent(value: str | bytes | None) -> TraceContext | None:
         return None
     if isinstance(value, bytes):
         value = value.decode("ascii", errors="replace")
-    match = _TRACEPARENT.match(value.strip().lower())
-    if not match or match.group(1) == "0" * 32 or match.group(2) == "0" * 16:
+    text = value.strip().lower()
+    if not _TRACEPARENT.match(text):
         return None
-    return TraceContext(match.group(1), match.group(2), match.group(3) == "01")
+    span = trace.get_current_span(_PROPAGATOR.extract({"traceparent": text}))
+    ctx = span.get_span_context()
+    return TraceContext.of(ctx) if ctx.is_valid else None
 
 
 def current() -> TraceContext | None:
@@ -60,20 +168,61 @@ def current_or_new() -> TraceContext:
 
 
 @contextlib.contextmanager
-def use_trace(ctx: TraceContext | None = None) -> Iterator[TraceContext]:
-    """Make ``ctx`` (or a new child span of it) current, and bind it into log lines."""
-    ctx = (ctx or new_trace()).child() if ctx else new_trace()
-    token = _current.set(ctx)
-    with structlog.contextvars.bound_contextvars(trace_id=ctx.trace_id, span_id=ctx.span_id):
+def use_trace(
+    parent: TraceContext | None = None,
+    name: str = "energy.work",
+    kind: SpanKind = SpanKind.INTERNAL,
+    attributes: Mapping[str, Any] | None = None,
+) -> Iterator[TraceContext]:
+    """Run a span named ``name``: a child of ``parent`` (a context that came from a message,
+    a header or a stored row), else of the current span, else the root of a new trace."""
+    if parent is not None:
+        otel_parent = trace.set_span_in_context(NonRecordingSpan(parent.span_context()))
+    elif (ambient := _current.get()) is not None:
+        otel_parent = trace.set_span_in_context(NonRecordingSpan(ambient.span_context()))
+    else:  # a span some library runs around us (FastAPI's server span), else a new trace
+        otel_parent = otel_context.get_current()
+    with _tracer().start_as_current_span(
+        name, context=otel_parent, kind=kind, attributes=dict(attributes or {})
+    ) as span:
+        ctx = TraceContext.of(span.get_span_context())
+        token = _current.set(ctx)
         try:
-            yield ctx
+            with structlog.contextvars.bound_contextvars(trace_id=ctx.trace_id, span_id=ctx.span_id):
+                yield ctx
         finally:
             _current.reset(token)
 
 
-def kafka_headers(ctx: TraceContext | None = None, extra: dict[str, str] | None = None) -> list[tuple[str, bytes]]:
+@contextlib.contextmanager
+def server_span(incoming: TraceContext | None, name: str) -> Iterator[TraceContext]:
+    """The span of one inbound HTTP request. FastAPI's native telemetry already runs a server span
+    (continuing the caller's ``traceparent``) around the whole app: adopt it. Where it is off, start
+    our own from ``incoming``."""
+    active = trace.get_current_span().get_span_context()
+    if not active.is_valid:
+        with use_trace(incoming, name, SpanKind.SERVER) as ctx:
+            yield ctx
+        return
+    ctx = TraceContext.of(active)
+    token = _current.set(ctx)
+    try:
+        with structlog.contextvars.bound_contextvars(trace_id=ctx.trace_id, span_id=ctx.span_id):
+            yield ctx
+    finally:
+        _current.reset(token)
+
+
+def inject(ctx: TraceContext | None = None) -> dict[str, str]:
+    """W3C headers (``traceparent``) for an outgoing HTTP or SOAP call."""
+    carrier: dict[str, str] = {}
     ctx = ctx or current_or_new()
-    headers = [("traceparent", ctx.traceparent.encode())]
+    _PROPAGATOR.inject(carrier, context=trace.set_span_in_context(NonRecordingSpan(ctx.span_context())))
+    return carrier
+
+
+def kafka_headers(ctx: TraceContext | None = None, extra: dict[str, str] | None = None) -> list[tuple[str, bytes]]:
+    headers = [(key, value.encode()) for key, value in inject(ctx).items()]
     for key, value in (extra or {}).items():
         headers.append((key, value.encode()))
     return headers
