@@ -249,12 +249,23 @@ async def test_storm_of_1000_concurrent_duplicates_creates_exactly_one_event(api
     body = event_body("storm", soon(600), 600, FLEET)
     sem = asyncio.Semaphore(50)
 
+    shed = Counter()
+
     async def one() -> int:
-        async with sem:
-            return (await api.post(url(utility), json=body, headers=utility.auth)).status_code
+        # A VTN retries a 503 after its Retry-After (the API sheds load when the database pool is
+        # saturated, as it may be on a busy machine); every request must end in 202 or 200.
+        for _ in range(10):
+            async with sem:
+                resp = await api.post(url(utility), json=body, headers=utility.auth)
+            if resp.status_code != 503:
+                return resp.status_code
+            shed[resp.json()["error"]["code"]] += 1
+            await asyncio.sleep(float(resp.headers["Retry-After"]))
+        return 503
 
     codes = Counter(await asyncio.gather(*(one() for _ in range(1000))))
-    assert codes == {202: 1, 200: 999}
+    assert codes == {202: 1, 200: 999}, (codes, shed)
+    assert set(shed) <= {"dependency_unavailable", "queue_full"}
     assert await count_events(pg_pool, utility) == 1
     assert await pg_pool.fetchval(
         "SELECT count(*) FROM dr_event_facilities f JOIN dr_events e USING (dr_event_id) WHERE e.utility_id = $1",
