@@ -33,6 +33,7 @@ from api.errors import COMMON_RESPONSES, ApiError, not_found
 from api.passwords import hash_password, verify_password
 from api.ratelimit import RateLimiter
 from energy.fleet import token_hash
+from energy.singleflight import SingleFlight
 from schemas.api import Me, Role, TokenRequest, TokenResponse
 
 PrincipalKind = Literal["user", "api_key"]
@@ -100,7 +101,7 @@ class PrincipalCache:
         self.max_entries = max_entries
         self._clock = clock
         self._items: OrderedDict[str, tuple[float, Principal | None]] = OrderedDict()
-        self.inflight: dict[str, asyncio.Future[Principal | None]] = {}
+        self.inflight: SingleFlight[str, Principal | None] = SingleFlight()
 
     def get(self, key: str) -> tuple[bool, Principal | None]:
         item = self._items.get(key)
@@ -155,19 +156,14 @@ async def _cached(cache: PrincipalCache, key: str, load: Callable[[], Awaitable[
     hit, principal = cache.get(key)
     if hit:
         return principal
+
     # Single flight: when the entry expires under load, one PostgreSQL query serves every waiting request.
-    fut = cache.inflight.get(key)
-    if fut is None:
-        fut = asyncio.ensure_future(load())
-        cache.inflight[key] = fut
+    def done(f: asyncio.Future[Principal | None]) -> None:
+        if not f.cancelled() and f.exception() is None:
+            cache.put(key, f.result())
 
-        def done(f: asyncio.Future[Principal | None]) -> None:
-            cache.inflight.pop(key, None)
-            if not f.cancelled() and f.exception() is None:
-                cache.put(key, f.result())
-
-        fut.add_done_callback(done)
-    return await asyncio.shield(fut)
+    flight, _ = cache.inflight.join(key, load, done)
+    return await flight
 
 
 async def require_principal(

@@ -31,6 +31,7 @@ from redis.asyncio import Redis
 from api.errors import UnavailableError
 from energy.observability.metrics import Counter, Gauge
 from energy.resilience import CircuitOpenError, guarded_call, make_breaker
+from energy.singleflight import SingleFlight
 
 log = structlog.get_logger("api.cache")
 
@@ -86,7 +87,7 @@ class CurrentCache:
         self._clock = clock
         self._memory: OrderedDict[str, Entry] = OrderedDict()
         self._memory_entries = memory_entries
-        self._inflight: dict[str, asyncio.Future[Entry]] = {}
+        self._inflight: SingleFlight[str, Entry] = SingleFlight(on_size=INFLIGHT.set)
         self._background: set[asyncio.Task[Any]] = set()
         self.breaker = make_breaker(breaker_name, fail_max=3, reset_s=5.0)
 
@@ -140,18 +141,12 @@ class CurrentCache:
     # --- single flight ----------------------------------------------------------------------
 
     def _single_flight(self, facility_id: str) -> Awaitable[Entry]:
-        fut = self._inflight.get(facility_id)
-        if fut is None:
-            fut = asyncio.ensure_future(self._load(facility_id))
-            self._inflight[facility_id] = fut
-            INFLIGHT.set(len(self._inflight))
-            fut.add_done_callback(lambda f: self._done(facility_id, f))
-        # A caller that goes away must not cancel the query the others wait for.
-        return asyncio.shield(fut)
+        flight, _ = self._inflight.join(
+            facility_id, lambda: self._load(facility_id), lambda f: self._done(facility_id, f)
+        )
+        return flight
 
     def _done(self, facility_id: str, fut: asyncio.Future[Entry]) -> None:
-        self._inflight.pop(facility_id, None)
-        INFLIGHT.set(len(self._inflight))
         if not fut.cancelled() and fut.exception() is not None:
             log.warning("current_load_failed", facility_id=facility_id, error=str(fut.exception())[:200])
 
@@ -237,7 +232,7 @@ class ResponseCache:
         self.name = name
         self._clock = clock
         self._items: OrderedDict[tuple[Any, ...], tuple[float, bytes]] = OrderedDict()
-        self._inflight: dict[tuple[Any, ...], asyncio.Future[bytes]] = {}
+        self._inflight: SingleFlight[tuple[Any, ...], bytes] = SingleFlight()
 
     async def get(self, key: tuple[Any, ...], load: Callable[[], Awaitable[bytes]]) -> tuple[bytes, bool]:
         """(body, hit)."""
@@ -245,15 +240,9 @@ class ResponseCache:
         if item is not None and self._clock() - item[0] <= self.ttl_s:
             RESPONSE_CACHE.labels(self.name, "hit").inc()
             return item[1], True
-        fut = self._inflight.get(key)
-        if fut is None:
-            fut = asyncio.ensure_future(self._load(key, load))
-            self._inflight[key] = fut
-            fut.add_done_callback(lambda f: self._inflight.pop(key, None))
-            RESPONSE_CACHE.labels(self.name, "miss").inc()
-        else:
-            RESPONSE_CACHE.labels(self.name, "joined").inc()
-        return await asyncio.shield(fut), False
+        flight, joined = self._inflight.join(key, lambda: self._load(key, load))
+        RESPONSE_CACHE.labels(self.name, "joined" if joined else "miss").inc()
+        return await flight, False
 
     async def _load(self, key: tuple[Any, ...], load: Callable[[], Awaitable[bytes]]) -> bytes:
         body = await load()
