@@ -1,4 +1,5 @@
-"""Bounded network calls: timeout, retry with backoff (transient errors only), circuit breaker
+"""Bounded network calls: timeout, retry with backoff (transient errors only; stamina, the one
+retry policy of the code base, honouring Retry-After hints), circuit breaker
 per dependency (aiobreaker), bulkhead (bounded concurrency) and a token-bucket rate limiter.
 
 Typical use in an adapter::
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
 
+import stamina
 from aiobreaker import CircuitBreaker, CircuitBreakerError, CircuitBreakerListener, CircuitBreakerState
 
 from energy.observability.metrics import (
@@ -127,37 +129,57 @@ async def guarded_call(
     :class:`CircuitOpenError` without calling. Each attempt is counted in
     ``energy_dependency_calls_total{dependency, outcome}``.
     """
-    delays = retry.delays()
-    attempt = 0
-    while True:
-        t0 = time.perf_counter()
-        try:
-            if breaker is not None:
-                result = await breaker.call_async(lambda: asyncio.wait_for(fn(), timeout_s))
-            else:
-                result = await asyncio.wait_for(fn(), timeout_s)
-        except CircuitBreakerError as exc:
-            DEPENDENCY_CALLS.labels(dependency, "rejected_open").inc()
-            remaining = 0.0
-            if breaker is not None and breaker.opens_at is not None:
-                from datetime import datetime
 
-                remaining = max(0.0, (breaker.opens_at - datetime.utcnow()).total_seconds())
-            raise CircuitOpenError(dependency, remaining) from exc
-        except BaseException as exc:
-            DEPENDENCY_LATENCY.labels(dependency).observe(time.perf_counter() - t0)
-            transient = is_transient(exc)
-            outcome = "timeout" if isinstance(exc, TimeoutError) else ("transient_error" if transient else "error")
-            DEPENDENCY_CALLS.labels(dependency, outcome).inc()
-            if isinstance(exc, asyncio.CancelledError) or not transient or attempt >= len(delays):
-                raise
-            hinted = retry_after(exc) if retry_after else None
-            await asyncio.sleep(min(hinted, retry.max_delay_s) if hinted is not None else delays[attempt])
-            attempt += 1
-            continue
+    def backoff(exc: Exception) -> bool | float:
+        if isinstance(exc, CircuitOpenError) or not is_transient(exc):
+            return False
+        hinted = retry_after(exc) if retry_after else None
+        return min(hinted, retry.max_delay_s) if hinted is not None else True
+
+    async for attempt in stamina.retry_context(
+        on=backoff,
+        attempts=retry.attempts,
+        timeout=None,
+        wait_initial=retry.base_delay_s,
+        wait_max=retry.max_delay_s,
+        wait_jitter=retry.base_delay_s,
+    ):
+        with attempt:
+            return await _attempt(dependency, fn, timeout_s, breaker, is_transient)
+    raise AssertionError("unreachable: stamina raises the last error when attempts run out")
+
+
+async def _attempt(
+    dependency: str,
+    fn: Callable[[], Awaitable[T]],
+    timeout_s: float,
+    breaker: CircuitBreaker | None,
+    is_transient: Callable[[BaseException], bool],
+) -> T:
+    """One bounded call through the breaker, counted and timed."""
+    t0 = time.perf_counter()
+    try:
+        if breaker is not None:
+            result = await breaker.call_async(lambda: asyncio.wait_for(fn(), timeout_s))
+        else:
+            result = await asyncio.wait_for(fn(), timeout_s)
+    except CircuitBreakerError as exc:
+        DEPENDENCY_CALLS.labels(dependency, "rejected_open").inc()
+        remaining = 0.0
+        if breaker is not None and breaker.opens_at is not None:
+            from datetime import datetime
+
+            remaining = max(0.0, (breaker.opens_at - datetime.utcnow()).total_seconds())
+        raise CircuitOpenError(dependency, remaining) from exc
+    except BaseException as exc:
         DEPENDENCY_LATENCY.labels(dependency).observe(time.perf_counter() - t0)
-        DEPENDENCY_CALLS.labels(dependency, "ok").inc()
-        return result
+        transient = is_transient(exc)
+        outcome = "timeout" if isinstance(exc, TimeoutError) else ("transient_error" if transient else "error")
+        DEPENDENCY_CALLS.labels(dependency, outcome).inc()
+        raise
+    DEPENDENCY_LATENCY.labels(dependency).observe(time.perf_counter() - t0)
+    DEPENDENCY_CALLS.labels(dependency, "ok").inc()
+    return result
 
 
 class Bulkhead:

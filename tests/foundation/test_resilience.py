@@ -135,3 +135,36 @@ def test_token_bucket_allows_a_burst_then_the_rate() -> None:
     assert bucket.retry_after_s() == pytest.approx(0.1)
     now[0] += 0.5
     assert sum(bucket.try_acquire() for _ in range(20)) == 5
+
+
+async def test_retry_after_hint_sets_the_wait_capped_at_the_policy_maximum() -> None:
+    import time
+
+    from energy.resilience import RetryPolicy, guarded_call
+
+    class Throttled(ConnectionError):
+        def __init__(self, after_s: float) -> None:
+            super().__init__("429")
+            self.after_s = after_s
+
+    calls: list[float] = []
+
+    async def throttled_twice() -> str:
+        calls.append(time.monotonic())
+        if len(calls) == 1:
+            raise Throttled(0.4)  # the hint: wait 0.4 s
+        if len(calls) == 2:
+            raise Throttled(60.0)  # longer than the policy allows: wait at most max_delay_s
+        return "ok"
+
+    result = await guarded_call(
+        "throttled",
+        throttled_twice,
+        timeout_s=1,
+        retry=RetryPolicy(attempts=3, base_delay_s=0.01, max_delay_s=0.6),
+        retry_after=lambda exc: exc.after_s if isinstance(exc, Throttled) else None,
+    )
+    assert result == "ok" and len(calls) == 3
+    first_wait, second_wait = calls[1] - calls[0], calls[2] - calls[1]
+    assert 0.4 <= first_wait < 0.6 + 0.5, first_wait  # the hint, not the 10 ms base
+    assert 0.6 <= second_wait < 0.6 + 0.5, second_wait  # capped at max_delay_s, not 60 s
