@@ -8,7 +8,7 @@ module "platform" {
   single_nat_gateway = false
 
   msk_broker_instance_type  = "kafka.m7g.large"
-  msk_broker_volume_gb      = 1000
+  msk_broker_volume_gb      = 4000 # docs/capacity.md: 10,000 facilities keep ~3.7 TB per broker (7 d, RF 3)
   rds_instance_class        = "db.r6g.xlarge"
   rds_backup_retention_days = 35
   influxdb_instance_type    = "db.influx.xlarge"
