@@ -10,6 +10,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 SERVICE_CLIS = (
@@ -121,6 +122,39 @@ def _status(args: argparse.Namespace) -> int:
     return print_status()
 
 
+def _deploy(args: argparse.Namespace) -> int:
+    from energy.deploy.manifest import RehearsalError
+    from energy.settings import get_settings
+
+    try:
+        if args.action == "compose":
+            from energy.deploy.compose import check_compose
+
+            problems = check_compose()
+            for problem in problems:
+                print(f"FAIL  {problem}")
+            print("docker-compose.yml: every service's command and variables check out" if not problems else "")
+            return 1 if problems else 0
+        from energy.deploy.rehearse import DEFAULT_STORE, rehearse
+
+        report = rehearse(
+            args.overlay,
+            get_settings(),
+            store_path=args.secrets or DEFAULT_STORE,
+            only=args.only,
+            progress=print,
+        )
+    except RehearsalError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"overlay {report.overlay} (ports moved by {report.port_offset:+d}):")
+    for outcome in report.outcomes:
+        print(outcome.line())
+        if outcome.changed_env:
+            print(f"      pointed at the local stack: {', '.join(outcome.changed_env)}")
+    return 0 if report.ok else 1
+
+
 def _plugin_failed(module_name: str, exc: BaseException) -> None:
     print(f"warning: commands of {module_name} unavailable: {type(exc).__name__}: {exc}", file=sys.stderr)
 
@@ -153,6 +187,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_stop)
     p = sub.add_parser("status", help="what `energy run` started, and whether it is ready")
     p.set_defaults(handler=_status)
+
+    p = sub.add_parser(
+        "deploy", help="rehearse deploy/ on this machine: each container under its pod's constraints"
+    )
+    p.add_argument("action", choices=["rehearse", "compose"])
+    p.add_argument("--overlay", choices=["staging", "production"], default="production")
+    p.add_argument("--secrets", type=Path, default=None, help="test secret store (deploy/rehearsal/test-secrets.yaml)")
+    p.add_argument("--only", nargs="*", default=None, help="names of containers to start")
+    p.set_defaults(handler=_deploy)
 
     for module_name in SERVICE_CLIS:
         try:
