@@ -53,6 +53,7 @@ class Outcome:
     error: str | None = None
     changed_env: tuple[str, ...] = ()
     run_dir: Path | None = None
+    ports: Mapping[str, int] = field(default_factory=dict)  # as moved onto this machine
 
     def line(self) -> str:
         if self.ok:
@@ -341,13 +342,12 @@ def rehearse(
 ) -> Report:
     """Start, probe and stop every container of ``overlay``. ``while_ready`` runs once every
     container is ready, before any is stopped (tests produce work for the shutdown to finish)."""
-    if os.geteuid() != 0:
-        raise RehearsalError("needs root for a private mount namespace and the pods' uids (run it as root)")
     docs = render(overlay)
     image_spec = image()
-    offset, planned = plan(
-        docs, load_store(store_path), local_stack(settings, extra_env), port_offset, only, image_spec
-    )
+    stack = local_stack(settings, extra_env)
+    offset, planned = plan(docs, load_store(store_path), stack, port_offset, only, image_spec)
+    if os.geteuid() != 0:
+        raise RehearsalError("needs root for a private mount namespace and the pods' uids (run it as root)")
     run_root = run_root or settings.stack.data_dir / "rehearsal" / overlay
     shutil.rmtree(run_root, ignore_errors=True)
     tools = Tools(mount=shutil.which("mount") or "mount", setpriv=shutil.which("setpriv") or "setpriv", sh="/bin/sh")
@@ -355,7 +355,7 @@ def rehearse(
     mounts = machine_mounts()
     containers = []
     for spec, changed in planned:
-        outcome = Outcome(spec.name, spec.workload, changed_env=changed, run_dir=run_root / spec.name)
+        outcome = Outcome(spec.name, spec.workload, changed_env=changed, run_dir=run_root / spec.name, ports=spec.ports)
         report.outcomes.append(outcome)
         containers.append((Container(spec, image_spec, run_root / spec.name, tools), outcome))
     try:

@@ -22,7 +22,7 @@ import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from energy.deploy.manifest import ContainerSpec, ImageSpec, RehearsalError
+from energy.deploy.manifest import ContainerSpec, ImageSpec, Mount, RehearsalError
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,26 @@ def _top_dirs(dirs: Sequence[str]) -> list[str]:
 
 def _under(path: str, roots: Sequence[str]) -> bool:
     return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
+
+
+def _bind_order(spec: ContainerSpec, volume_dirs: Mapping[str, str]) -> list[Mount]:
+    """Parents before children, and a mount whose destination would hide another volume's host
+    folder (a run folder under /tmp, say) after that volume."""
+    pending = sorted(spec.mounts, key=lambda mt: mt.path.rstrip("/").count("/"))
+    ordered: list[Mount] = []
+    while pending:
+        for mt in pending:
+            hides = [o for o in pending if o is not mt and _under(volume_dirs[o.path], [mt.path])]
+            parent_waits = [o for o in pending if o is not mt and _under(mt.path, [o.path])]
+            if not hides and not parent_waits:
+                ordered.append(mt)
+                pending.remove(mt)
+                break
+        else:
+            raise RehearsalError(
+                f"{spec.label}: volume mounts {[m.path for m in pending]} would hide each other's host folders"
+            )
+    return ordered
 
 
 def image_roots(image: ImageSpec) -> list[str]:
@@ -91,7 +111,7 @@ def script(
     if made:
         lines.append("mkdir -p " + " ".join(q(d) for d in sorted(set(made))))
         lines.append(f"chown {q(image_owner)} " + " ".join(q(d) for d in sorted(set(made) | set(roots))))
-    for mt in spec.mounts:
+    for mt in _bind_order(spec, volume_dirs):
         opts = "bind,ro" if mt.read_only else "bind"
         lines.append(f"{m} --bind {q(volume_dirs[mt.path])} {q(mt.path)}")
         if opts != "bind":
