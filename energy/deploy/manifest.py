@@ -180,7 +180,7 @@ def secrets(docs: Iterable[Mapping[str, Any]], store: Mapping[str, Any]) -> dict
 
 def _remote(store: Mapping[str, Any], target: str, secret_key: str, key: str | None, prop: str | None) -> Any:
     where = f"remote key {key!r}" + (f" property {prop!r}" if prop else "")
-    if key not in store:
+    if key is None or key not in store:
         raise RehearsalError(f"Secret {target} key {secret_key}: {where} is not in the test secret store")
     value = store[key]
     if prop is None:

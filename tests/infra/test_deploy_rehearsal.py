@@ -49,7 +49,8 @@ def _isolated(uid: str) -> dict[str, str]:
 def _handled(port: int) -> float:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
         text = resp.read().decode()
-    return sum(float(m.group(1)) for m in re.finditer(r"^energy_aggregation_readings_total\{[^}]*\} (\S+)$", text, re.M))
+    found = re.finditer(r"^energy_aggregation_readings_total\{[^}]*\} (\S+)$", text, re.M)
+    return sum(float(m.group(1)) for m in found)
 
 
 def test_production_overlay_every_container_gets_ready_and_stops_cleanly(
@@ -96,9 +97,7 @@ def test_with_faust_state_in_the_read_only_working_dir_the_rehearsal_names_the_c
 ) -> None:
     # The fix undone: Faust's default state directory, "<app id>-data" in the working directory.
     env = {**_isolated(uid), "ENERGY_AGGREGATION__FAUST_DATADIR": "/var/lib/energy/aggregation-data"}
-    report = rehearse(
-        "production", settings, extra_env=env, only=["aggregation"], run_root=tmp_path / "rehearsal"
-    )
+    report = rehearse("production", settings, extra_env=env, only=["aggregation"], run_root=tmp_path / "rehearsal")
     assert not report.ok
     [failure] = report.failures()
     assert failure.startswith("aggregation (Deployment/aggregation): exited with status 1 before it was ready")
