@@ -7,8 +7,9 @@ listed (:class:`LocalEnv.changed`) so a report shows it:
   transport security the local servers do not speak (TLS, SASL, Redis AUTH) is turned off --
   tests/foundation/test_secure_connections.py rehearses those against real TLS servers;
 - an ``s3://`` archive becomes a folder in the pod's ``/tmp`` (no object store here);
-- listening hosts become 127.0.0.1: a pod's 0.0.0.0 is its own network namespace, here it would
-  be every interface of the machine;
+- listening hosts become the "pod IP" 127.0.0.2 (:data:`POD_IP`), where the probes go: a pod's
+  0.0.0.0 is its own network namespace, here it would be every interface of the machine, and a
+  process listening on 127.0.0.1 whatever its settings say fails its probe as in a pod;
 - every ``ENERGY_ENDPOINTS__*_PORT`` and every containerPort moves by the same offset, so that
   the manifest's ports (inside the kernel's ephemeral range) cannot collide with the services a
   developer runs; the relation between the port a process listens on and the port its probe
@@ -21,7 +22,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from energy.deploy.manifest import ContainerSpec, Probe
+from energy.deploy.manifest import POD_IP, ContainerSpec, Probe
 
 ENDPOINT_PORT = re.compile(r"^ENERGY_ENDPOINTS__[A-Z_]+_PORT$")
 
@@ -60,8 +61,8 @@ def local_env(env: Mapping[str, str], stack: LocalStack, port_offset: int) -> Lo
         "ENERGY_KAFKA__SECURITY_PROTOCOL": "PLAINTEXT",
         "ENERGY_FORECAST__WEATHER_PRIMARY_URL": stack.weather_urls[0],
         "ENERGY_FORECAST__WEATHER_SECONDARY_URL": stack.weather_urls[1],
-        "ENERGY_STACK__BIND_HOST": "127.0.0.1",
-        "ENERGY_ENDPOINTS__API_HOST": "127.0.0.1",
+        "ENERGY_STACK__BIND_HOST": POD_IP,
+        "ENERGY_ENDPOINTS__API_HOST": POD_IP,
     }
     new.update(set_to)
     # The local Redis has no password: a client sending AUTH to it is refused.

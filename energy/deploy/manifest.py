@@ -21,6 +21,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+# The pod's own address on this machine: a loopback address other than the 127.0.0.1 the local
+# stack and every default use, so a process that ignores its bind-host setting and listens on
+# 127.0.0.1 only fails its probes here as it would in a pod (the kubelet probes the pod IP).
+POD_IP = "127.0.0.2"
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "Job", "CronJob", "DaemonSet")
 
 
@@ -354,7 +358,7 @@ def _environment(
             break
         else:
             field_ref = (src.get("fieldRef") or {}).get("fieldPath")
-            values = {"metadata.name": f"{where.split()[0].split('/')[-1]}-rehearsal", "status.podIP": "127.0.0.1"}
+            values = {"metadata.name": f"{where.split()[0].split('/')[-1]}-rehearsal", "status.podIP": POD_IP}
             if field_ref not in values:
                 raise RehearsalError(f"{where}: env {var['name']}: valueFrom {sorted(src)} is not rehearsed")
             env[var["name"]] = values[field_ref]

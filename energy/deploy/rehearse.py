@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from energy.deploy.local import LocalStack, localize
-from energy.deploy.manifest import ContainerSpec, ImageSpec, RehearsalError, containers_of, parse_dockerfile
+from energy.deploy.manifest import POD_IP, ContainerSpec, ImageSpec, RehearsalError, containers_of, parse_dockerfile
 from energy.deploy.sandbox import Tools, image_roots, script
 from energy.settings import Settings
 from energy.settings_paths import PROJECT_ROOT
@@ -133,6 +133,11 @@ def local_stack(settings: Settings, extra: Mapping[str, str] | None = None) -> L
 def _port_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         try:
+            sock.bind((POD_IP, port))
+        except OSError:
+            return False
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
             sock.bind(("127.0.0.1", port))
         except OSError:
             return False
@@ -226,7 +231,7 @@ class Container:
     def probe_ok(self) -> bool:
         probe = self.spec.readiness or self.spec.startup
         assert probe is not None
-        url = f"http://127.0.0.1:{probe.port}{probe.path}"
+        url = f"http://{POD_IP}:{probe.port}{probe.path}"
         try:
             with urllib.request.urlopen(url, timeout=probe.timeout_s) as resp:
                 return 200 <= int(resp.status) < 400

@@ -285,7 +285,7 @@ def test_local_env_points_the_stores_at_the_local_stack_and_moves_the_ports() ->
     assert "ENERGY_REDIS__PASSWORD" not in e and e["ENERGY_REDIS__PORT"] == "6600"
     assert e["ENERGY_KAFKA__SECURITY_PROTOCOL"] == "PLAINTEXT"
     assert e["ENERGY_KAFKA__BOOTSTRAP_SERVERS"] == "127.0.0.1:9200"
-    assert e["ENERGY_ENDPOINTS__API_PORT"] == "18000" and e["ENERGY_ENDPOINTS__API_HOST"] == "127.0.0.1"
+    assert e["ENERGY_ENDPOINTS__API_PORT"] == "18000" and e["ENERGY_ENDPOINTS__API_HOST"] == "127.0.0.2"
     assert e["ENERGY_AGGREGATION__ARCHIVE_URI"] == "/tmp/rehearsal-archive/readings"
     assert e["ENERGY_AGGREGATION__CONSUMER_GROUP"] == "rehearsal"
     assert e["ENERGY_API__TOKEN_SECRET"] == "kept"

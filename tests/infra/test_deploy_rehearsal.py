@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from energy.deploy.manifest import POD_IP
 from energy.deploy.rehearse import Report, rehearse
 from energy.settings import Settings
 from energy.stack import Stack
@@ -47,7 +48,7 @@ def _isolated(uid: str) -> dict[str, str]:
 
 
 def _handled(port: int) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
+    with urllib.request.urlopen(f"http://{POD_IP}:{port}/metrics", timeout=2) as resp:
         text = resp.read().decode()
     found = re.finditer(r"^energy_aggregation_readings_total\{[^}]*\} (\S+)$", text, re.M)
     return sum(float(m.group(1)) for m in found)
