@@ -15,11 +15,16 @@ def _run(args: argparse.Namespace) -> int:
 
 def _seed_users(args: argparse.Namespace) -> int:
     import asyncio
+    import sys
 
-    from energy.seed import seed_api_principals
+    from energy.seed import SeedRefusedError, seed_api_principals
     from energy.settings import get_settings
 
-    print(asyncio.run(seed_api_principals(get_settings())))
+    try:
+        print(asyncio.run(seed_api_principals(get_settings())))
+    except SeedRefusedError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
