@@ -364,9 +364,13 @@ def test_an_api_in_production_refuses_a_jwt_forged_with_the_development_secret(t
             forged = _forge(DEV_TOKEN_SECRET, kid, user_id, tenant_id)
             status, body = _get(f"{url}/api/auth/me", {"Authorization": f"Bearer {forged}"})
             assert status == 401 and json.loads(body)["error"]["code"] == "invalid_token", (kid, body)
-        # The sign-in page carries no development hint.
+        # The sign-in pages carry no development hint.
         status, page = _get(f"{url}/dashboard")
-        assert status == 200 and "Sign in" in page
+        assert status == 200 and 'id="login-form"' in page
+        status, facility_page = _get(f"{url}/dashboard/facility")
+        assert status == 200 and 'id="login-form"' in facility_page
+        page += facility_page
+        assert 'id="dev-hint"' not in page and "dev-hint" not in page
         _, script = _get(f"{url}/static/app.js")
         for _kind, _tenant, _role, login, secret in dev_principals():
             assert login not in page + script and secret not in page + script
