@@ -23,7 +23,7 @@ from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.auth import PrincipalCache
+from api.auth import PrincipalCache, TokenKeys
 from api.auth import router as auth_router
 from api.cache import CurrentCache, ResponseCache
 from api.errors import install_error_handlers
@@ -197,6 +197,7 @@ def create_app(settings: Settings) -> FastAPI:
         "auth_failures", settings.api.auth_failure_rate_per_s, settings.api.auth_failure_burst
     )
     app.state.principal_cache = PrincipalCache(settings.api.principal_cache_ttl_s)
+    app.state.token_keys = TokenKeys.from_settings(settings)
     app.state.range_cache = ResponseCache(settings.api.range_cache_ttl_s)
     install_error_handlers(app)
     app.add_middleware(TraceAndMetricsMiddleware)

@@ -95,11 +95,15 @@ def _schemas(args: argparse.Namespace) -> int:
 def _seed(args: argparse.Namespace) -> int:
     import asyncio
 
-    from energy.seed import seed_fleet
+    from energy.seed import SeedRefusedError, seed_fleet
     from energy.settings import get_settings
 
     s = get_settings()
-    summary = asyncio.run(seed_fleet(s, facilities=args.facilities, meters_per_facility=args.meters))
+    try:
+        summary = asyncio.run(seed_fleet(s, facilities=args.facilities, meters_per_facility=args.meters))
+    except SeedRefusedError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     print(summary)
     return 0
 
@@ -222,8 +226,18 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # settings errors and the like: one clear line, no traceback
         from pydantic import ValidationError
 
+        from energy.settings import InsecureSettingsError
+
+        if isinstance(exc, InsecureSettingsError):
+            for problem in exc.problems:
+                print(f"error: refusing to run in {exc.environment}: {problem}", file=sys.stderr)
+            return 2
         if isinstance(exc, ValidationError):
-            print(f"error: invalid configuration:\n{exc}", file=sys.stderr)
+            # One line per wrong setting, naming its variable (no pydantic report spread over lines).
+            for error in exc.errors():
+                path = tuple(str(part) for part in error["loc"])
+                variable = "ENERGY_" + "__".join(part.upper() for part in path)
+                print(f"error: invalid configuration: {'.'.join(path)} ({variable}): {error['msg']}", file=sys.stderr)
             return 2
         raise
 

@@ -18,7 +18,7 @@ import httpx
 import pytest_asyncio
 
 from api.app import create_app
-from api.auth import issue_token
+from api.auth import TokenKeys, issue_token
 from api.passwords import hash_password
 from energy.adapters.influx import point
 from energy.fleet import token_hash
@@ -46,7 +46,7 @@ async def make_tenant(pg_pool: Any, settings: Any, tag: str, n_facilities: int =
     tenant_id = f"t{tag}"
     facility_ids = [f"f{tag}-{i}" for i in range(1, n_facilities + 1)]
     tenant = Tenant(tenant_id, facility_ids)
-    secret = settings.api.token_secret.get_secret_value()
+    keys = TokenKeys.from_settings(settings)
     async with pg_pool.acquire() as conn, conn.transaction():
         await conn.execute("INSERT INTO tenants (tenant_id, name) VALUES ($1, $2)", tenant_id, f"Tenant {tag}")
         for i, fid in enumerate(facility_ids, start=1):
@@ -80,7 +80,7 @@ async def make_tenant(pg_pool: Any, settings: Any, tag: str, n_facilities: int =
                 "INSERT INTO principal_facilities (principal_id, facility_id) VALUES ($1, $2)",
                 [(user_id, f) for f in scope],
             )
-            token, _ = issue_token(user_id, tenant_id, role, secret, 3600, datetime.now(UTC))
+            token, _ = issue_token(user_id, tenant_id, role, keys, 3600, datetime.now(UTC))
             tenant.headers[role] = {"Authorization": f"Bearer {token}"}
             tenant.emails[role] = email
         key_id = uuid.uuid4()
