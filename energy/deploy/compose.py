@@ -105,6 +105,8 @@ def environment_problems(env: Mapping[str, str]) -> list[str]:
             Settings()
         except ValidationError as exc:
             return [f"variables do not validate: {exc}".replace("\n", " ")[:600]]
+        except Exception as exc:  # settings' own refusals, e.g. insecure staging/production values
+            return [f"settings refuse to start: {line}" for line in str(exc).splitlines() or [type(exc).__name__]]
     return []
 
 

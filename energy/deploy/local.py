@@ -6,6 +6,9 @@ listed (:class:`LocalEnv.changed`) so a report shows it:
 - the managed data stores' endpoints become the local servers' (``energy stack up``), and the
   transport security the local servers do not speak (TLS, SASL, Redis AUTH) is turned off --
   tests/foundation/test_secure_connections.py rehearses those against real TLS servers;
+- ``ENERGY_ENVIRONMENT`` staging/production becomes ``test``: those environments refuse the
+  unencrypted connections above at start. Their checks (secrets, TLS) run before, in-process,
+  on the container's environment as the cluster gives it;
 - an ``s3://`` archive becomes a folder in the pod's ``/tmp`` (no object store here);
 - listening hosts become the "pod IP" 127.0.0.2 (:data:`POD_IP`), where the probes go: a pod's
   0.0.0.0 is its own network namespace, here it would be every interface of the machine, and a
@@ -65,6 +68,11 @@ def local_env(env: Mapping[str, str], stack: LocalStack, port_offset: int) -> Lo
         "ENERGY_ENDPOINTS__API_HOST": POD_IP,
     }
     new.update(set_to)
+    # Staging/production settings refuse unencrypted connections at start, and the local broker
+    # cannot speak TLS or SASL: the process runs as "test". The production checks themselves run
+    # on the unrewritten environment first (rehearse.plan -> cluster_settings_problems).
+    if env.get("ENERGY_ENVIRONMENT") in ("staging", "production"):
+        new["ENERGY_ENVIRONMENT"] = "test"
     # The local Redis has no password: a client sending AUTH to it is refused.
     for key in ("ENERGY_REDIS__PASSWORD", "ENERGY_REDIS__USERNAME"):
         new.pop(key, None)

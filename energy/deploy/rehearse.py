@@ -161,6 +161,15 @@ def choose_port_offset(ports: Sequence[int]) -> int:
     raise RehearsalError("no free block of ports below the ephemeral range for the containers")
 
 
+def cluster_settings_problems(spec: ContainerSpec) -> list[str]:
+    """What the process would refuse at start with the environment the cluster gives it: every
+    ENERGY_* variable a Settings field, the values valid, staging/production's secret and
+    transport checks passed (with the test store's secrets)."""
+    from energy.deploy.compose import environment_problems
+
+    return environment_problems({k: v for k, v in spec.env.items() if k.startswith("ENERGY_")})
+
+
 def _process_env(spec: ContainerSpec) -> dict[str, str]:
     env = dict(spec.env)
     path = env.get("PATH", "$PATH").replace(IMAGE_VENV_BIN, str(Path(sys.executable).parent))
@@ -328,6 +337,10 @@ def plan(
         if unknown:
             raise RehearsalError(f"no container named {sorted(unknown)} in the overlay")
         specs = [s for s in specs if s.name in only]
+    for spec in specs:
+        problems = cluster_settings_problems(spec)
+        if problems:
+            raise RehearsalError(f"{spec.label}: " + "; ".join(problems))
     if port_offset is None:
         port_offset = choose_port_offset(sorted({p for s in specs for p in s.ports.values()}))
     return port_offset, [localize(s, stack, port_offset) for s in specs]

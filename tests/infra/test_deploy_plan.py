@@ -275,7 +275,7 @@ def test_local_env_points_the_stores_at_the_local_stack_and_moves_the_ports() ->
         "ENERGY_AGGREGATION__CONSUMER_GROUP": "aggregation",
         "ENERGY_API__TOKEN_SECRET": "kept",
     }
-    local = local_env(env, STACK, -40000)
+    local = local_env({**env, "ENERGY_ENVIRONMENT": "staging"}, STACK, -40000)
     e = local.env
     assert (e["ENERGY_POSTGRES__HOST"], e["ENERGY_POSTGRES__PORT"], e["ENERGY_POSTGRES__SSL_MODE"]) == (
         "127.0.0.1",
@@ -288,7 +288,7 @@ def test_local_env_points_the_stores_at_the_local_stack_and_moves_the_ports() ->
     assert e["ENERGY_ENDPOINTS__API_PORT"] == "18000" and e["ENERGY_ENDPOINTS__API_HOST"] == "127.0.0.2"
     assert e["ENERGY_AGGREGATION__ARCHIVE_URI"] == "/tmp/rehearsal-archive/readings"
     assert e["ENERGY_AGGREGATION__CONSUMER_GROUP"] == "rehearsal"
-    assert e["ENERGY_API__TOKEN_SECRET"] == "kept"
+    assert e["ENERGY_API__TOKEN_SECRET"] == "kept" and e["ENERGY_ENVIRONMENT"] == "test"
     assert "ENERGY_API__TOKEN_SECRET" not in local.changed
     assert {"ENERGY_REDIS__PASSWORD", "ENERGY_ENDPOINTS__API_PORT", "ENERGY_POSTGRES__HOST"} <= set(local.changed)
 
@@ -410,3 +410,21 @@ def test_a_volume_over_tmp_is_mounted_after_the_volumes_whose_host_folders_it_wo
     nested = _spec(mounts=(Mount("/data", "a", "emptyDir", False), Mount("/x", "b", "emptyDir", False)))
     with pytest.raises(RehearsalError, match="would hide each other"):
         script(nested, IMAGE, {"/data": "/x/a", "/x": "/data/b"}, ["/"])
+
+
+def test_a_development_or_short_secret_in_the_store_fails_the_production_checks_before_start(
+    kustomize_render: Any,
+) -> None:
+    from energy.deploy.rehearse import plan
+
+    docs = kustomize_render("production")
+    image = parse_dockerfile((ROOT / "Dockerfile").read_text())
+    store = _store()
+    store["energy-production/rds-master"] = {"username": "energy", "password": "energy"}  # the local default
+    with pytest.raises(RehearsalError) as err:
+        plan(docs, store, STACK, port_offset=0, only=["api"], image_spec=image)
+    assert "container api" in str(err.value)
+    assert "ENERGY_POSTGRES__PASSWORD holds a development default" in str(err.value)
+    _, planned = plan(docs, _store(), STACK, port_offset=0, only=["api"], image_spec=image)
+    [(spec, changed)] = planned
+    assert spec.env["ENERGY_ENVIRONMENT"] == "test" and "ENERGY_ENVIRONMENT" in changed
