@@ -357,11 +357,14 @@ def rehearse(
     run_root: Path | None = None,
     while_ready: Callable[[Report], None] | None = None,
     progress: Callable[[str], None] = lambda _: None,
+    docs: Sequence[Mapping[str, Any]] | None = None,
+    image_spec: ImageSpec | None = None,
 ) -> Report:
-    """Start, probe and stop every container of ``overlay``. ``while_ready`` runs once every
-    container is ready, before any is stopped (tests produce work for the shutdown to finish)."""
-    docs = render(overlay)
-    image_spec = image()
+    """Start, probe and stop every container of ``overlay`` (or of already rendered ``docs``).
+    ``while_ready`` runs once every container is ready, before any is stopped (tests produce
+    work for the shutdown to finish)."""
+    docs = render(overlay) if docs is None else docs
+    image_spec = image_spec or image()
     stack = local_stack(settings, extra_env)
     offset, planned = plan(docs, load_store(store_path), stack, port_offset, only, image_spec)
     if os.geteuid() != 0:
