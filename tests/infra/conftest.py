@@ -119,3 +119,17 @@ def kustomize_render() -> Any:
         return cache[overlay]
 
     return render
+
+
+@pytest.fixture(scope="session")
+def mount_namespaces() -> None:
+    """`energy deploy rehearse` needs root, unshare and setpriv (util-linux) and a kernel that
+    grants this process a private mount namespace (a container without CAP_SYS_ADMIN does not)."""
+    if os.geteuid() != 0:
+        missing_tool("energy deploy rehearse needs root (a private mount namespace, the pods' uids)")
+    for tool in ("unshare", "setpriv", "nsenter"):
+        if not shutil.which(tool):
+            missing_tool(f"{tool} (Debian util-linux) is not installed")
+    probe = run(["unshare", "--mount", "--propagation", "private", "--", "mount", "-o", "remount,bind,ro", "/"])
+    if probe.returncode != 0:
+        missing_tool(f"no private mount namespace here: {probe.stderr.strip()[-300:]}")

@@ -8,7 +8,6 @@ aggregation container and the read-only path."""
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import time
 import urllib.request
@@ -24,16 +23,13 @@ from energy.settings import Settings
 from energy.stack import Stack
 from energy.stack.topics import ensure_topics_async
 from tests.aggregation.helpers import committed_total, make_readings, now_utc, produce
-from tests.infra.conftest import missing_tool
 
 EXPECTED_CONTAINERS = {"aggregation", "api", "dr-coordinator", "forecast", "ingestion"}  # deploy/base
 
 
 @pytest.fixture
-def can_rehearse(kustomize_render: Any) -> None:
+def can_rehearse(kustomize_render: Any, mount_namespaces: None) -> None:
     kustomize_render("production")  # kubectl (or the CI rule in conftest)
-    if os.geteuid() != 0:
-        missing_tool("energy deploy rehearse needs root (a private mount namespace, the pods' uids)")
 
 
 def _isolated(uid: str) -> dict[str, str]:

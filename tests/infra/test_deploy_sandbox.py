@@ -5,16 +5,13 @@ in the container and exits 0 on SIGTERM; Jobs run to completion and a failing on
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from energy.deploy.manifest import ImageSpec
 from energy.deploy.rehearse import rehearse
 from energy.settings import Settings
-from tests.infra.conftest import ROOT, missing_tool
+from tests.infra.conftest import ROOT
 
 IMAGE = ImageSpec(
     workdir="/var/lib/energy",
@@ -74,14 +71,8 @@ def _job(name: str, shell: str) -> dict[str, Any]:
     return {"kind": "Job", "metadata": {"name": name}, **_pod([container], securityContext={"runAsUser": 10001})}
 
 
-@pytest.fixture
-def as_root() -> None:
-    if os.geteuid() != 0:
-        missing_tool("energy deploy rehearse needs root (a private mount namespace, the pods' uids)")
-
-
 def test_a_container_sees_exactly_the_constraints_of_its_pod_spec(
-    as_root: None, settings: Settings, tmp_path: Path
+    mount_namespaces: None, settings: Settings, tmp_path: Path
 ) -> None:
     docs = [_deployment(), _job("one-shot", 'test "`id -u`" = 10001')]
     report = rehearse("synthetic", settings, docs=docs, image_spec=IMAGE, run_root=tmp_path)
@@ -105,7 +96,7 @@ def test_a_container_sees_exactly_the_constraints_of_its_pod_spec(
 
 
 def test_a_failing_job_and_a_process_that_ignores_sigterm_are_named(
-    as_root: None, settings: Settings, tmp_path: Path
+    mount_namespaces: None, settings: Settings, tmp_path: Path
 ) -> None:
     stubborn = _deployment()
     container = stubborn["spec"]["template"]["spec"]
