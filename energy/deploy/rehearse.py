@@ -12,6 +12,7 @@ its output.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
@@ -314,9 +315,12 @@ class Container:
             (self.run_dir / "prestop.log").write_bytes(done.stdout + done.stderr)
 
     def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
+        """Whatever is left of the container (its own process group) dies with the pod."""
+        if self.proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=30)
+        self.proc.wait(timeout=30)
 
 
 # --- the rehearsal ---------------------------------------------------------------------------
