@@ -192,9 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="what `energy run` started, and whether it is ready")
     p.set_defaults(handler=_status)
 
-    p = sub.add_parser(
-        "deploy", help="rehearse deploy/ on this machine: each container under its pod's constraints"
-    )
+    p = sub.add_parser("deploy", help="rehearse deploy/ on this machine: each container under its pod's constraints")
     p.add_argument("action", choices=["rehearse", "compose"])
     p.add_argument("--overlay", choices=["staging", "production"], default="production")
     p.add_argument("--secrets", type=Path, default=None, help="test secret store (deploy/rehearsal/test-secrets.yaml)")
