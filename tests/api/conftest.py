@@ -182,3 +182,23 @@ async def running_app(settings: Any) -> AsyncIterator[tuple[Any, httpx.AsyncClie
 
 def now_ns() -> int:
     return time.time_ns()
+
+
+async def wait_until_serving(app: Any, port: int, deadline_s: float = 30.0) -> None:
+    """Until the app's lifespan has run *and* its port accepts connections: uvicorn binds the
+    socket only after the lifespan startup, so the lifespan alone leaves a window."""
+    import asyncio
+
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        if getattr(app.state, "current_cache", None) is not None:
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                pass
+            else:
+                writer.close()
+                await writer.wait_closed()
+                return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the app did not serve on port {port} within {deadline_s} s")

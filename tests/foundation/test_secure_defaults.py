@@ -288,10 +288,10 @@ def test_energy_seed_in_production_exits_non_zero_and_writes_nothing(tls_postgre
     assert written == {"tenants": 2, "facilities": 3, "utilities": 1, "users": 6, "api_keys": 2}
 
 
-def _wait_http(url: str, deadline_s: float, proc: subprocess.Popen[str]) -> None:
+def _wait_http(url: str, deadline_s: float, proc: subprocess.Popen[str], log: Path) -> None:
     end = time.monotonic() + deadline_s
     while time.monotonic() < end:
-        assert proc.poll() is None, f"the API exited: {proc.communicate()[1][-2000:]}"
+        assert proc.poll() is None, f"the API exited: {log.read_text()[-2000:]}"
         try:
             with urllib.request.urlopen(url, timeout=1):
                 return
@@ -323,7 +323,9 @@ def _forge(secret: str, kid: str, user_id: uuid.UUID, tenant_id: str) -> str:
     return jwt.encode(claims, secret, algorithm="HS256", headers={"kid": kid})
 
 
-def test_an_api_in_production_refuses_a_jwt_forged_with_the_development_secret(tls_postgres: Server) -> None:
+def test_an_api_in_production_refuses_a_jwt_forged_with_the_development_secret(
+    tls_postgres: Server, tmp_path: Path
+) -> None:
     env = production_env()
     port = free_port()
     env.update({"ENERGY_POSTGRES__PORT": str(tls_postgres.port), "ENERGY_ENDPOINTS__API_PORT": str(port)})
@@ -340,10 +342,11 @@ def test_an_api_in_production_refuses_a_jwt_forged_with_the_development_secret(t
     base = {k: v for k, v in os.environ.items() if not k.startswith("ENERGY_")}
     exe = Path(sys.executable).with_name("energy")
     argv = [str(exe), "api", "run"] if exe.exists() else [sys.executable, "-m", "energy.cli", "api", "run"]
-    proc = subprocess.Popen(argv, env={**base, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log = (tmp_path / "api.log").open("w")  # a file, not a pipe: a full pipe would stall the API
+    proc = subprocess.Popen(argv, env={**base, **env}, stdout=log, stderr=subprocess.STDOUT, text=True)
     try:
         url = f"http://127.0.0.1:{port}"
-        _wait_http(f"{url}/healthz", 60, proc)
+        _wait_http(f"{url}/healthz", 60, proc, tmp_path / "api.log")
         # A genuine login works: the refusals below are about the signature, not a broken API.
         status, body = _get(
             f"{url}/api/auth/token",
@@ -382,3 +385,4 @@ def test_an_api_in_production_refuses_a_jwt_forged_with_the_development_secret(t
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
+        log.close()
