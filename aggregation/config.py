@@ -6,7 +6,8 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from energy.config_types import Count, Name, Seconds, SettingsGroup, StorageUri
+from energy.config_types import Count, Name, SafePath, Seconds, SettingsGroup, StorageUri
+from energy.settings_paths import PROJECT_ROOT
 
 
 class AggregationSettings(SettingsGroup):
@@ -39,6 +40,10 @@ class AggregationSettings(SettingsGroup):
     # Which consumer runs the rollups: the Faust agent or the plain aiokafka loop (see 0200).
     engine: Literal["faust", "aiokafka"] = "faust"
     faust_commit_interval_s: Seconds = 1.0
+    # Faust's application directory (table stores; created at start). Faust's default is
+    # "<app id>-data" in the working directory, which a read-only root filesystem refuses:
+    # deploy/ points it into the pod's writable /tmp (energy deploy rehearse, decision 0610).
+    faust_datadir: SafePath = PROJECT_ROOT / ".stack" / "faust"
     faust_topic_partitions: Annotated[int, Field(ge=1, le=1000)] = 6  # like the readings topic
     # Events fetched but not yet taken by the agent (Faust's stream buffer): the memory bound while
     # a batch is written, and the read-ahead that keeps the agent busy (bench/aggregate, 0200).

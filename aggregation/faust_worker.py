@@ -59,6 +59,7 @@ def make_app(settings: Settings) -> faust.App:
         broker=f"kafka://{settings.kafka.bootstrap_servers}",
         broker_credentials=broker_credentials(settings.kafka),
         store="memory://",
+        datadir=str(cfg.faust_datadir),
         autodiscover=False,
         web_enabled=False,  # /healthz /ready /metrics are served by energy.observability.http.serve_ops
         topic_allow_declare=True,

@@ -9,6 +9,7 @@ Routers come from every importable module in :data:`api.routes.ROUTER_MODULES`.
 from __future__ import annotations
 
 import importlib
+import signal
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,7 +24,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.auth import PrincipalCache
+from api.auth import PrincipalCache, TokenKeys
 from api.auth import router as auth_router
 from api.cache import CurrentCache, ResponseCache
 from api.errors import install_error_handlers
@@ -196,6 +197,7 @@ def create_app(settings: Settings) -> FastAPI:
         "auth_failures", settings.api.auth_failure_rate_per_s, settings.api.auth_failure_burst
     )
     app.state.principal_cache = PrincipalCache(settings.api.principal_cache_ttl_s)
+    app.state.token_keys = TokenKeys.from_settings(settings)
     app.state.range_cache = ResponseCache(settings.api.range_cache_ttl_s)
     install_error_handlers(app)
     app.add_middleware(TraceAndMetricsMiddleware)
@@ -220,6 +222,13 @@ def run(settings: Settings) -> int:
     from energy.observability.logging import configure_logging
 
     configure_logging("api", settings.log.level, settings.log.json_logs)
+    # uvicorn handles SIGTERM itself (drains, runs the lifespan's shutdown) and then re-raises the
+    # signal to the handler that was there before it. With the default handler the process would
+    # die by SIGTERM even after a complete graceful stop; this one lets it exit 0, like the other
+    # services, so a stop that did its shutdown work is told apart from a kill.
+    stopped_by: list[int] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, _frame: stopped_by.append(signum))
     uvicorn.run(
         create_app(settings),
         host=settings.endpoints.api_host,
@@ -228,4 +237,5 @@ def run(settings: Settings) -> int:
         access_log=False,
         proxy_headers=False,
     )
+    log.info("api_stopped", signal=stopped_by[0] if stopped_by else None)
     return 0

@@ -7,9 +7,11 @@ depend on :func:`require_principal` or :func:`require_role` and call
 caller's scope answers 404, the same as one that does not exist, so ids of other tenants
 cannot be probed.
 
-Tokens are JWT HS256 signed with ``settings.api.token_secret`` and expire after
-``settings.api.token_ttl_s``; role and scope are re-read from PostgreSQL (cached for
-``principal_cache_ttl_s``), so deactivating a user or changing a scope takes effect fast.
+Tokens are JWT HS256 signed with the current key ``settings.api.token_secret``, carry its id
+(``kid``) and the environment's issuer, and expire after ``settings.api.token_ttl_s``; during a
+rotation window the previous key still verifies the tokens it signed (decision 0009). Role and
+scope are re-read from PostgreSQL (cached for ``principal_cache_ttl_s``), so deactivating a user
+or changing a scope takes effect fast.
 Passwords are hashed with scrypt (standard library).
 """
 
@@ -33,6 +35,7 @@ from api.errors import COMMON_RESPONSES, ApiError, not_found
 from api.passwords import hash_password, verify_password
 from api.ratelimit import RateLimiter
 from energy.fleet import token_hash
+from energy.settings import Settings
 from energy.singleflight import SingleFlight
 from schemas.api import Me, Role, TokenRequest, TokenResponse
 
@@ -57,8 +60,55 @@ class Principal:
 _DUMMY_HASH = hash_password("not-a-real-password", salt=b"0123456789abcdef")
 
 
+@dataclass(frozen=True)
+class SigningKey:
+    key_id: str
+    secret: str
+
+
+@dataclass(frozen=True)
+class TokenKeys:
+    """The keys that sign and verify bearer tokens: the current one signs; the previous one,
+    during a rotation window, only verifies until ``previous_until``."""
+
+    current: SigningKey
+    issuer: str
+    previous: SigningKey | None = None
+    previous_until: datetime | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TokenKeys:
+        api = settings.api
+        previous = None
+        if api.token_previous_secret is not None and api.token_previous_key_id is not None:
+            previous = SigningKey(api.token_previous_key_id, api.token_previous_secret.get_secret_value())
+        return cls(
+            current=SigningKey(api.token_key_id, api.token_secret.get_secret_value()),
+            issuer=token_issuer(settings.environment),
+            previous=previous,
+            previous_until=api.token_previous_until,
+        )
+
+    def verification_secret(self, key_id: object, now: datetime) -> str | None:
+        if key_id == self.current.key_id:
+            return self.current.secret
+        if (
+            self.previous is not None
+            and key_id == self.previous.key_id
+            and self.previous_until is not None
+            and now < self.previous_until
+        ):
+            return self.previous.secret
+        return None
+
+
+def token_issuer(environment: str) -> str:
+    """One issuer per environment: a staging token is refused in production even if keys leaked across."""
+    return f"energy-platform/{environment}"
+
+
 def issue_token(
-    user_id: uuid.UUID, tenant_id: str, role: str, secret: str, ttl_s: float, now: datetime
+    user_id: uuid.UUID, tenant_id: str, role: str, keys: TokenKeys, ttl_s: float, now: datetime
 ) -> tuple[str, datetime]:
     expires_at = now + timedelta(seconds=ttl_s)
     claims = {
@@ -66,18 +116,32 @@ def issue_token(
         "tid": tenant_id,
         "role": role,
         "aud": _JWT_AUDIENCE,
+        "iss": keys.issuer,
         "iat": int(now.timestamp()),
         "exp": int(expires_at.timestamp()),
         "jti": secrets.token_hex(8),
     }
-    return jwt.encode(claims, secret, algorithm=_JWT_ALG), expires_at
+    token = jwt.encode(claims, keys.current.secret, algorithm=_JWT_ALG, headers={"kid": keys.current.key_id})
+    return token, expires_at
 
 
-def decode_token(token: str, secret: str) -> dict[str, Any]:
-    """Claims of a valid, unexpired token; raises 401 otherwise."""
+def decode_token(token: str, keys: TokenKeys, now: datetime | None = None) -> dict[str, Any]:
+    """Claims of a valid, unexpired token signed by a key it names (``kid``); raises 401 otherwise."""
+    try:
+        key_id = jwt.get_unverified_header(token).get("kid")
+    except jwt.PyJWTError:
+        raise ApiError(401, "invalid_token", "the bearer token is invalid", headers=_CHALLENGE) from None
+    secret = keys.verification_secret(key_id, now or datetime.now(UTC))
+    if secret is None:
+        raise ApiError(401, "invalid_token", "the bearer token's key is unknown or retired", headers=_CHALLENGE)
     try:
         claims: dict[str, Any] = jwt.decode(
-            token, secret, algorithms=[_JWT_ALG], audience=_JWT_AUDIENCE, options={"require": ["exp", "sub", "aud"]}
+            token,
+            secret,
+            algorithms=[_JWT_ALG],
+            audience=_JWT_AUDIENCE,
+            issuer=keys.issuer,
+            options={"require": ["exp", "iat", "sub", "aud", "iss"]},
         )
     except jwt.ExpiredSignatureError:
         raise ApiError(401, "token_expired", "the bearer token has expired", headers=_CHALLENGE) from None
@@ -205,7 +269,7 @@ async def _authenticate(
         if principal is None:
             raise ApiError(401, "invalid_api_key", "the API key is invalid, expired or revoked")
     elif bearer is not None:
-        claims = decode_token(bearer.credentials, state.settings.api.token_secret.get_secret_value())
+        claims = decode_token(bearer.credentials, state.token_keys)
         try:
             user_id = uuid.UUID(str(claims["sub"]))
         except ValueError:
@@ -265,7 +329,7 @@ async def create_token(body: TokenRequest, request: Request) -> TokenResponse:
         row["user_id"],
         row["tenant_id"],
         row["role"],
-        state.settings.api.token_secret.get_secret_value(),
+        state.token_keys,
         state.settings.api.token_ttl_s,
         datetime.now(UTC),
     )

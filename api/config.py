@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from datetime import datetime
+from typing import Annotated, Self
 
-from pydantic import Field, SecretStr
+from pydantic import AwareDatetime, Field, SecretStr, model_validator
 
-from energy.config_types import Count, Seconds, SecretText, SettingsGroup
+from energy.config_types import Count, Name, Seconds, SecretPolicy, SecretText, SettingsGroup
 
 
 class ApiSettings(SettingsGroup):
     current_cache_ttl_s: Seconds = 10.0
-    token_ttl_s: Seconds = 3600.0
-    token_secret: SecretText = SecretStr("local-dev-token-secret-change-me")
+    # Bearer tokens (docs/decisions/0009-secure-defaults.md): short-lived, HS256, signed with the
+    # current key and carrying its id (`kid`); during a rotation window the previous key still
+    # verifies tokens it signed, until token_previous_until.
+    token_ttl_s: Seconds = 900.0
+    token_secret: Annotated[SecretText, SecretPolicy(min_length=32)] = SecretStr("local-dev-token-secret-change-me")
+    token_key_id: Name = "dev"
+    token_previous_secret: Annotated[SecretText | None, SecretPolicy(min_length=32, required=False)] = None
+    token_previous_key_id: Name | None = None
+    token_previous_until: AwareDatetime | None = None
     rate_limit_per_s: Seconds = 50.0
     rate_limit_burst: Count = 200
     # Stale-while-revalidate: a cached current value older than the TTL but younger than this is
@@ -37,3 +45,17 @@ class ApiSettings(SettingsGroup):
     # Failed authentications per client address (bad tokens, guessed API keys).
     auth_failure_rate_per_s: Seconds = 5.0
     auth_failure_burst: Count = 100
+
+    @model_validator(mode="after")
+    def _rotation_window_is_complete(self) -> Self:
+        previous = (self.token_previous_secret, self.token_previous_key_id, self.token_previous_until)
+        if any(v is not None for v in previous) and any(v is None for v in previous):
+            raise ValueError(
+                "token_previous_secret, token_previous_key_id and token_previous_until go together (a rotation window)"
+            )
+        if self.token_previous_key_id is not None and self.token_previous_key_id == self.token_key_id:
+            raise ValueError("token_previous_key_id must differ from token_key_id")
+        return self
+
+    def previous_key_valid(self, now: datetime) -> bool:
+        return self.token_previous_until is not None and now < self.token_previous_until

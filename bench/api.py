@@ -49,7 +49,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 async def seed(settings: Any, export_days: int, export_end_ns: int) -> str:
-    from api.auth import issue_token
+    from api.auth import TokenKeys, issue_token
     from api.passwords import hash_password
     from energy.adapters.influx import InfluxClient, point
     from energy.adapters.postgres import create_pool
@@ -152,9 +152,7 @@ async def seed(settings: Any, export_days: int, export_end_ns: int) -> str:
             await influx.write_lines(batch, retention_policy="rollups_2y")
     finally:
         await influx.close()
-    token, _ = issue_token(
-        USER_ID, TENANT, "analyst", settings.api.token_secret.get_secret_value(), 7200, datetime.now(UTC)
-    )
+    token, _ = issue_token(USER_ID, TENANT, "analyst", TokenKeys.from_settings(settings), 3600, datetime.now(UTC))
     return token
 
 

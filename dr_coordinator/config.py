@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr
 
-from energy.config_types import Count, IdList, OptionalHttpUrl, Seconds, SecretText, SettingsGroup
+from energy.config_types import Count, IdList, OptionalHttpUrl, Seconds, SecretPolicy, SecretText, SettingsGroup
 
 Fraction = Annotated[float, Field(gt=0, le=1)]
 LongSeconds = Annotated[float, Field(gt=0, le=7 * 86400)]
@@ -46,7 +46,7 @@ class DrSettings(SettingsGroup):
     underperformance_ratio: Fraction = 0.8
     underperformance_after_s: Seconds = 300.0
     report_max_attempts: Count = 5
-    vtn_token: SecretText = SecretStr("local-ven-token")
+    vtn_token: Annotated[SecretText, SecretPolicy(min_length=16)] = SecretStr("local-ven-token")
     # When set, BMS endpoints are "<bms_base_url>/<facility_id>" instead of bms_endpoints.url (isolated runs).
     bms_base_url: OptionalHttpUrl = ""
     # Only sagas of these utilities (comma-separated; empty = all). Lets tests run a private coordinator.

@@ -12,6 +12,7 @@ import errno
 import importlib
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NoReturn
 
 SERVICE_CLIS = (
@@ -96,11 +97,15 @@ def _schemas(args: argparse.Namespace) -> int:
 def _seed(args: argparse.Namespace) -> int:
     import asyncio
 
-    from energy.seed import seed_fleet
+    from energy.seed import SeedRefusedError, seed_fleet
     from energy.settings import get_settings
 
     s = get_settings()
-    summary = asyncio.run(seed_fleet(s, facilities=args.facilities, meters_per_facility=args.meters))
+    try:
+        summary = asyncio.run(seed_fleet(s, facilities=args.facilities, meters_per_facility=args.meters))
+    except SeedRefusedError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     print(summary)
     return 0
 
@@ -121,6 +126,39 @@ def _status(args: argparse.Namespace) -> int:
     from energy.runner import print_status
 
     return print_status()
+
+
+def _deploy(args: argparse.Namespace) -> int:
+    from energy.deploy.manifest import RehearsalError
+    from energy.settings import get_settings
+
+    try:
+        if args.action == "compose":
+            from energy.deploy.compose import check_compose
+
+            problems = check_compose()
+            for problem in problems:
+                print(f"FAIL  {problem}")
+            print("docker-compose.yml: every service's command and variables check out" if not problems else "")
+            return 1 if problems else 0
+        from energy.deploy.rehearse import DEFAULT_STORE, rehearse
+
+        report = rehearse(
+            args.overlay,
+            get_settings(),
+            store_path=args.secrets or DEFAULT_STORE,
+            only=args.only,
+            progress=print,
+        )
+    except RehearsalError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"overlay {report.overlay} (ports moved by {report.port_offset:+d}):")
+    for outcome in report.outcomes:
+        print(outcome.line())
+        if outcome.changed_env:
+            print(f"      pointed at the local stack: {', '.join(outcome.changed_env)}")
+    return 0 if report.ok else 1
 
 
 def _plugin_failed(module_name: str, exc: BaseException) -> None:
@@ -185,6 +223,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="what `energy run` started, and whether it is ready")
     p.set_defaults(handler=_status)
 
+    p = sub.add_parser("deploy", help="rehearse deploy/ on this machine: each container under its pod's constraints")
+    p.add_argument("action", choices=["rehearse", "compose"])
+    p.add_argument("--overlay", choices=["staging", "production"], default="production")
+    p.add_argument("--secrets", type=Path, default=None, help="test secret store (deploy/rehearsal/test-secrets.yaml)")
+    p.add_argument("--only", nargs="*", default=None, help="names of containers to start")
+    p.set_defaults(handler=_deploy)
+
     for module_name in SERVICE_CLIS:
         try:
             module: Any = importlib.import_module(module_name)
@@ -232,14 +277,36 @@ def main(argv: list[str] | None = None) -> int:
             import traceback
 
             traceback.print_exc(file=sys.stderr)
-        print(f"error: {error_line(exc)}", file=sys.stderr)
+        for line in error_lines(exc):
+            print(f"error: {line}", file=sys.stderr)
         return 2 if _is_configuration_error(exc) else 1
+
+
+def error_lines(exc: BaseException) -> list[str]:
+    """What to tell the person: one line per problem, never a traceback."""
+    from pydantic import ValidationError
+
+    from energy.settings import InsecureSettingsError
+
+    if isinstance(exc, InsecureSettingsError):
+        return [f"refusing to run in {exc.environment}: {problem}" for problem in exc.problems]
+    if isinstance(exc, ValidationError):
+        # One line per wrong setting, naming its variable (no pydantic report spread over lines).
+        lines = []
+        for error in exc.errors():
+            path = tuple(str(part) for part in error["loc"])
+            variable = "ENERGY_" + "__".join(part.upper() for part in path)
+            lines.append(f"invalid configuration: {'.'.join(path)} ({variable}): {error['msg']}")
+        return lines
+    return [error_line(exc)]
 
 
 def _is_configuration_error(exc: BaseException) -> bool:
     from pydantic import ValidationError
 
-    return isinstance(exc, ValidationError)
+    from energy.settings import InsecureSettingsError
+
+    return isinstance(exc, ValidationError | InsecureSettingsError)
 
 
 if __name__ == "__main__":

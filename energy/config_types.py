@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -67,6 +68,21 @@ def validate_path(value: Path) -> Path:
 
 
 SecretText = Annotated[SecretStr, AfterValidator(_secret_printable)]
+
+
+@dataclass(frozen=True)
+class SecretPolicy:
+    """How a secret setting is checked in staging and production (``energy.settings.insecure_settings``).
+
+    Every ``SecretText`` field carries one, as ``Annotated`` metadata beside its default: the
+    default is the development value, refused outside local/test.
+    """
+
+    min_length: int
+    required: bool = True  # unset (None) is refused outside local/test
+    local_only: bool = False  # read only in local/test; never checked or needed in staging/production
+
+
 SafePath = Annotated[Path, AfterValidator(validate_path)]
 
 

@@ -4,10 +4,25 @@ from __future__ import annotations
 
 from energy.adapters.postgres import create_pool
 from energy.fleet import TENANTS, build_fleet, token_hash
-from energy.settings import Settings
+from energy.settings import PRODUCTION_ENVIRONMENTS, Settings
+
+
+class SeedRefusedError(Exception):
+    """``energy seed`` run where development users, keys and a simulated fleet must never exist."""
+
+
+def refuse_outside_development(settings: Settings) -> None:
+    """The seed writes published passwords and API keys (decision 0501) and a simulated utility:
+    in staging and production it stops before connecting to anything."""
+    if settings.environment in PRODUCTION_ENVIRONMENTS:
+        raise SeedRefusedError(
+            f"energy seed creates development users, API keys and a simulated fleet; refused in "
+            f"ENERGY_ENVIRONMENT={settings.environment} (nothing was written)"
+        )
 
 
 async def seed_fleet(settings: Settings, facilities: int | None = None, meters_per_facility: int | None = None) -> str:
+    refuse_outside_development(settings)
     n = facilities or settings.seed.facilities
     m = meters_per_facility or settings.seed.meters_per_facility
     fleet = build_fleet(n, m)
@@ -128,6 +143,8 @@ async def seed_api_principals(settings: Settings) -> str:
     import uuid
 
     from api.passwords import hash_password
+
+    refuse_outside_development(settings)
 
     namespace = uuid.UUID("0b0f5d1c-52a4-4b7e-9d8e-5e0c1a2b3c4d")
     fleet = build_fleet(settings.seed.facilities, settings.seed.meters_per_facility)

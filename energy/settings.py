@@ -9,9 +9,9 @@ inside a client library.
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import AfterValidator, Field, SecretStr, model_validator
+from pydantic import AfterValidator, BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from aggregation.config import AggregationSettings
@@ -25,6 +25,7 @@ from energy.config_types import (
     Port,
     SafePath,
     Seconds,
+    SecretPolicy,
     SecretText,
     SettingsGroup,
     validate_host,
@@ -43,7 +44,7 @@ class PostgresSettings(SettingsGroup):
     host: Host = "127.0.0.1"
     port: Port = 55432
     user: Name = "energy"
-    password: SecretText = SecretStr("energy")
+    password: Annotated[SecretText, SecretPolicy(min_length=16)] = SecretStr("energy")
     database: Name = "energy"
     pool_min: Count = 1
     pool_max: Count = 10
@@ -68,7 +69,7 @@ class RedisSettings(SettingsGroup):
     timeout_s: Seconds = 0.1
     # ElastiCache: TLS in transit and an AUTH token (or an RBAC user and its password).
     username: Name | None = None
-    password: SecretText | None = None
+    password: Annotated[SecretText | None, SecretPolicy(min_length=16)] = None
     tls: bool = False
     tls_ca_file: SafePath | None = None  # the system CAs when unset
 
@@ -84,7 +85,7 @@ class MqttSettings(SettingsGroup):
     connect_timeout_s: Seconds = 5.0
     # A production broker: username/password over TLS (AWS IoT Core uses client certificates).
     username: Name | None = None
-    password: SecretText | None = None
+    password: Annotated[SecretText | None, SecretPolicy(min_length=16, required=False)] = None
     tls: bool = False
     tls_ca_file: SafePath | None = None
     tls_cert_file: SafePath | None = None  # client certificate (mutual TLS)
@@ -102,7 +103,7 @@ class InfluxSettings(SettingsGroup):
     query_timeout_s: Seconds = 5.0
     # Timestream for InfluxDB / InfluxDB with auth-enabled: v1 API user (HTTP basic auth over https).
     username: Name | None = None
-    password: SecretText | None = None
+    password: Annotated[SecretText | None, SecretPolicy(min_length=16)] = None
     tls_ca_file: SafePath | None = None  # for https URLs; the system CAs when unset
 
 
@@ -118,13 +119,16 @@ class KafkaSettings(SettingsGroup):
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = "SCRAM-SHA-512"
     sasl_username: Name | None = None
-    sasl_password: SecretText | None = None
+    sasl_password: Annotated[SecretText | None, SecretPolicy(min_length=16)] = None
     ssl_ca_file: SafePath | None = None  # the system CAs when unset
 
     @model_validator(mode="after")
     def _sasl_needs_credentials(self) -> Self:
         if self.security_protocol == "SASL_SSL" and (self.sasl_username is None or self.sasl_password is None):
-            raise ValueError("security_protocol SASL_SSL needs sasl_username and sasl_password")
+            raise ValueError(
+                "security_protocol SASL_SSL needs sasl_username and sasl_password "
+                "(ENERGY_KAFKA__SASL_USERNAME, ENERGY_KAFKA__SASL_PASSWORD)"
+            )
         return self
 
 
@@ -147,8 +151,8 @@ class SeedSettings(SettingsGroup):
     facilities: Annotated[int, Field(ge=1, le=10_000)] = 20
     meters_per_facility: Annotated[int, Field(ge=1, le=1000)] = 10
     utility_id: Name = "util-sim"
-    utility_bearer_token: SecretText = SecretStr("local-utility-token")
-    utility_hmac_secret: SecretText = SecretStr("local-utility-hmac-secret")
+    utility_bearer_token: Annotated[SecretText, SecretPolicy(min_length=32)] = SecretStr("local-utility-token")
+    utility_hmac_secret: Annotated[SecretText, SecretPolicy(min_length=32)] = SecretStr("local-utility-hmac-secret")
 
 
 class PrometheusSettings(SettingsGroup):
@@ -188,6 +192,98 @@ class Settings(BaseSettings):
     forecast: ForecastSettings = ForecastSettings()
     dr: DrSettings = DrSettings()
     api: ApiSettings = ApiSettings()
+
+    @model_validator(mode="after")
+    def _secure_outside_a_laptop(self) -> Self:
+        if self.environment in PRODUCTION_ENVIRONMENTS:
+            problems = insecure_settings(self)
+            if problems:
+                # Not a ValueError: pydantic lets it through unwrapped, so the CLI prints one line per problem.
+                raise InsecureSettingsError(self.environment, problems)
+        return self
+
+
+# --- secure defaults (docs/decisions/0009-secure-defaults.md) ----------------------------------
+
+PRODUCTION_ENVIRONMENTS = ("staging", "production")
+
+
+class InsecureSettingsError(Exception):
+    """Staging/production settings that still hold a development secret or skip TLS."""
+
+    def __init__(self, environment: str, problems: list[str]) -> None:
+        self.environment = environment
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+def variable_name(path: tuple[str, ...]) -> str:
+    """``ENERGY_API__TOKEN_SECRET`` for ``("api", "token_secret")``."""
+    return "ENERGY_" + "__".join(part.upper() for part in path)
+
+
+def secret_fields(
+    model: type[BaseModel] | None = None, prefix: tuple[str, ...] = ()
+) -> list[tuple[tuple[str, ...], SecretPolicy, Any]]:
+    """Every secret setting: (path, policy, development default), found by its ``SecretPolicy``."""
+    out: list[tuple[tuple[str, ...], SecretPolicy, Any]] = []
+    for name, info in (model or Settings).model_fields.items():
+        annotation = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            out.extend(secret_fields(annotation, (*prefix, name)))
+            continue
+        policy = next((m for m in info.metadata if isinstance(m, SecretPolicy)), None)
+        if policy is not None:
+            out.append(((*prefix, name), policy, info.default))
+    return out
+
+
+def _value_at(settings: BaseModel, path: tuple[str, ...]) -> Any:
+    obj: Any = settings
+    for part in path:
+        obj = getattr(obj, part)
+    return obj
+
+
+def insecure_settings(settings: Settings) -> list[str]:
+    """Pure: what stops these settings from being used outside a laptop, one line per setting.
+
+    A secret is refused when it equals any development default, is shorter than its policy's
+    minimum, or is missing; a dependency is refused when its connection is not encrypted.
+    """
+    fields = secret_fields()
+    dev_values = {d.get_secret_value() for _, _, d in fields if isinstance(d, SecretStr)}
+    problems: list[str] = []
+    for path, policy, _default in fields:
+        if policy.local_only:
+            continue
+        name = variable_name(path)
+        value = _value_at(settings, path)
+        if value is None:
+            if policy.required:
+                problems.append(f"{name} is not set; {settings.environment} needs it from the secret store")
+            continue
+        secret = value.get_secret_value()
+        if secret in dev_values:
+            problems.append(f"{name} holds a development default from the repository; set the real secret")
+        elif len(secret) < policy.min_length:
+            problems.append(f"{name} is {len(secret)} characters long; at least {policy.min_length} are required")
+    if settings.postgres.ssl_mode == "disable":
+        problems.append("ENERGY_POSTGRES__SSL_MODE is disable; use require or verify-full (TLS to PostgreSQL)")
+    if not settings.redis.tls:
+        problems.append("ENERGY_REDIS__TLS is false; set it to true (TLS to Redis)")
+    if settings.kafka.security_protocol != "SASL_SSL":
+        problems.append(
+            f"ENERGY_KAFKA__SECURITY_PROTOCOL is {settings.kafka.security_protocol}; use SASL_SSL (TLS and a user)"
+        )
+    if not settings.influx.url.startswith("https://"):
+        problems.append("ENERGY_INFLUX__URL is not https; InfluxDB must be reached over TLS")
+    if settings.ingestion.mqtt_enabled and not settings.mqtt.tls:
+        problems.append("ENERGY_MQTT__TLS is false while ENERGY_INGESTION__MQTT_ENABLED is true; set it to true")
+    for field in ("weather_primary_url", "weather_secondary_url"):
+        if not getattr(settings.forecast, field).startswith("https://"):
+            problems.append(f"ENERGY_FORECAST__{field.upper()} is not https; weather providers must use TLS")
+    return problems
 
 
 @lru_cache(maxsize=1)

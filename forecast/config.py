@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import Field, SecretStr
 
-from energy.config_types import HttpUrl, Name, SafePath, Seconds, SecretText, SettingsGroup
+from energy.config_types import HttpUrl, Name, SafePath, Seconds, SecretPolicy, SecretText, SettingsGroup
 from energy.settings_paths import PROJECT_ROOT
 
 
@@ -14,7 +16,7 @@ class ForecastSettings(SettingsGroup):
     weather_primary_url: HttpUrl = "http://127.0.0.1:58103/weatherapi"
     weather_secondary_url: HttpUrl = "http://127.0.0.1:58103/openmeteo"
     weather_timeout_s: Seconds = 3.0
-    weather_api_key: SecretText = SecretStr("local-sim-key")
+    weather_api_key: Annotated[SecretText, SecretPolicy(min_length=16)] = SecretStr("local-sim-key")
     weather_retry_attempts: int = Field(default=3, ge=1, le=10)
     weather_retry_max_delay_s: Seconds = 2.0
     weather_rate_per_s: float = Field(default=5.0, gt=0, le=1000)

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import Field, SecretStr
 
-from energy.config_types import Count, Name, Seconds, SecretText, SettingsGroup
+from energy.config_types import Count, Name, Seconds, SecretPolicy, SecretText, SettingsGroup
 from schemas.topics import READINGS, READINGS_DLQ
 
 Fraction = Annotated[float, Field(gt=0, le=100)]
@@ -55,5 +55,8 @@ class IngestionSettings(SettingsGroup):
     mqtt_enabled: bool = True
     http_wait_s: Seconds = 10.0  # how long POST /v1/readings waits for Kafka acks before answering 503
     retry_after_s: Annotated[int, Field(ge=1, le=3600)] = 2
-    dev_gateway_key: SecretText = SecretStr("dev-gateway-key-local")  # upserted at start in local/test only
+    # Upserted at start in local/test only; never read in staging/production.
+    dev_gateway_key: Annotated[SecretText, SecretPolicy(min_length=16, local_only=True)] = SecretStr(
+        "dev-gateway-key-local"
+    )
     limits: dict[str, MeterTypeLimits] = Field(default_factory=_default_limits)

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import html
 from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import FileResponse
+from fastapi.responses import HTMLResponse
 
 from api.auth import Principal, require_principal
 from api.cache import CurrentCache
 from api.deps import db
 from api.errors import COMMON_RESPONSES, ApiError
+from energy.seed import dev_principals
 from schemas.api import AlertKind, FleetFacility, FleetOverview
 
 router = APIRouter(tags=["dashboard"])
@@ -100,11 +103,33 @@ async def fleet(request: Request, principal: Principal = Depends(require_princip
     return FleetOverview(generated_at=now, facilities=items, total_current_kw=round(total, 3))
 
 
+DEV_HINT_MARKER = "<!-- dev-hint -->"
+DEV_HINT_ENVIRONMENTS = ("local", "test")
+
+
+def sign_in_page(template: str, environment: str) -> str:
+    """Pure: the page with a development sign-in hint on a laptop (local/test) and none elsewhere,
+    where those published credentials must not even be suggested (decision 0009)."""
+    hint = ""
+    if environment in DEV_HINT_ENVIRONMENTS:
+        _, _, _, login, password = next(p for p in dev_principals() if p[0] == "user")
+        hint = (
+            f'<p class="muted" id="dev-hint">Local stack: sign in as {html.escape(login)} with '
+            f"{html.escape(password)} (created by <code>energy seed</code>).</p>"
+        )
+    return template.replace(DEV_HINT_MARKER, hint)
+
+
+@lru_cache(maxsize=4)
+def _template(name: str) -> str:
+    return (STATIC_DIR / name).read_text(encoding="utf-8")
+
+
 @router.get("/dashboard", include_in_schema=False)
-async def fleet_page() -> FileResponse:
-    return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
+async def fleet_page(request: Request) -> HTMLResponse:
+    return HTMLResponse(sign_in_page(_template("index.html"), request.app.state.settings.environment))
 
 
 @router.get("/dashboard/facility", include_in_schema=False)
-async def facility_page() -> FileResponse:
-    return FileResponse(STATIC_DIR / "facility.html", media_type="text/html")
+async def facility_page(request: Request) -> HTMLResponse:
+    return HTMLResponse(sign_in_page(_template("facility.html"), request.app.state.settings.environment))

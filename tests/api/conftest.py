@@ -18,7 +18,7 @@ import httpx
 import pytest_asyncio
 
 from api.app import create_app
-from api.auth import issue_token
+from api.auth import TokenKeys, issue_token
 from api.passwords import hash_password
 from energy.adapters.influx import point
 from energy.fleet import token_hash
@@ -46,7 +46,7 @@ async def make_tenant(pg_pool: Any, settings: Any, tag: str, n_facilities: int =
     tenant_id = f"t{tag}"
     facility_ids = [f"f{tag}-{i}" for i in range(1, n_facilities + 1)]
     tenant = Tenant(tenant_id, facility_ids)
-    secret = settings.api.token_secret.get_secret_value()
+    keys = TokenKeys.from_settings(settings)
     async with pg_pool.acquire() as conn, conn.transaction():
         await conn.execute("INSERT INTO tenants (tenant_id, name) VALUES ($1, $2)", tenant_id, f"Tenant {tag}")
         for i, fid in enumerate(facility_ids, start=1):
@@ -80,7 +80,7 @@ async def make_tenant(pg_pool: Any, settings: Any, tag: str, n_facilities: int =
                 "INSERT INTO principal_facilities (principal_id, facility_id) VALUES ($1, $2)",
                 [(user_id, f) for f in scope],
             )
-            token, _ = issue_token(user_id, tenant_id, role, secret, 3600, datetime.now(UTC))
+            token, _ = issue_token(user_id, tenant_id, role, keys, 3600, datetime.now(UTC))
             tenant.headers[role] = {"Authorization": f"Bearer {token}"}
             tenant.emails[role] = email
         key_id = uuid.uuid4()
@@ -182,3 +182,23 @@ async def running_app(settings: Any) -> AsyncIterator[tuple[Any, httpx.AsyncClie
 
 def now_ns() -> int:
     return time.time_ns()
+
+
+async def wait_until_serving(app: Any, port: int, deadline_s: float = 30.0) -> None:
+    """Until the app's lifespan has run *and* its port accepts connections: uvicorn binds the
+    socket only after the lifespan startup, so the lifespan alone leaves a window."""
+    import asyncio
+
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        if getattr(app.state, "current_cache", None) is not None:
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                pass
+            else:
+                writer.close()
+                await writer.wait_closed()
+                return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the app did not serve on port {port} within {deadline_s} s")

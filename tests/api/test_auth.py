@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from api.auth import issue_token
+from api.auth import SigningKey, TokenKeys, issue_token
 from tests.api.conftest import PASSWORD
 
 
@@ -15,7 +15,8 @@ async def test_login_with_email_and_password_returns_an_expiring_bearer_token(cl
     body = resp.json()
     assert body["token_type"] == "bearer" and body["role"] == "analyst" and body["tenant_id"] == world.a.tenant_id
     expires = datetime.fromisoformat(body["expires_at"])
-    assert timedelta(minutes=50) < expires - datetime.now(UTC) <= timedelta(hours=1, seconds=5)
+    # Short-lived (decision 0009): 15 minutes by default.
+    assert timedelta(minutes=14) < expires - datetime.now(UTC) <= timedelta(minutes=15, seconds=5)
     me = await client.get("/api/auth/me", headers={"Authorization": f"Bearer {body['access_token']}"})
     assert me.status_code == 200
     assert sorted(me.json()["facility_ids"]) == sorted(world.a.facility_ids)
@@ -33,7 +34,7 @@ async def test_expired_token_is_refused_with_401(client, world, settings):
         uuid.uuid4(),
         world.a.tenant_id,
         "analyst",
-        settings.api.token_secret.get_secret_value(),
+        TokenKeys.from_settings(settings),
         60,
         datetime.now(UTC) - timedelta(hours=2),
     )
@@ -42,10 +43,11 @@ async def test_expired_token_is_refused_with_401(client, world, settings):
     assert resp.json()["error"]["code"] == "token_expired"
 
 
-async def test_token_signed_with_another_secret_is_refused(client, world):
-    token, _ = issue_token(
-        uuid.uuid4(), world.a.tenant_id, "operator", "not-the-secret-but-long-enough-for-hs256!", 600, datetime.now(UTC)
-    )
+async def test_token_signed_with_another_secret_is_refused(client, world, settings):
+    # Same key id and issuer as the API's, another secret.
+    genuine = TokenKeys.from_settings(settings)
+    forged = TokenKeys(SigningKey(genuine.current.key_id, "not-the-secret-but-long-enough-for-hs256!"), genuine.issuer)
+    token, _ = issue_token(uuid.uuid4(), world.a.tenant_id, "operator", forged, 600, datetime.now(UTC))
     resp = await client.get("/api/facilities", headers={"Authorization": f"Bearer {token}"})
     assert resp.status_code == 401
     assert resp.json()["error"]["code"] == "invalid_token"

@@ -12,7 +12,7 @@ import pytest
 
 from energy.adapters.influx import InfluxClient
 from energy.stack.servers import InfluxServer, RedisServer
-from tests.api.conftest import now_ns, reading_lines, running_app, with_overrides
+from tests.api.conftest import now_ns, reading_lines, running_app, wait_until_serving, with_overrides
 
 pytestmark = pytest.mark.chaos
 
@@ -165,10 +165,7 @@ async def test_export_cut_by_an_influxdb_outage_never_looks_complete(settings, w
     lines = 0
     broken: Exception | None = None
     try:
-        for _ in range(100):
-            await asyncio.sleep(0.05)
-            if getattr(app.state, "current_cache", None) is not None:
-                break
+        await wait_until_serving(app, port)
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as c:
             try:
                 async with c.stream(

@@ -13,7 +13,7 @@ import pytest
 
 from api.app import create_app
 from energy.observability.http import serve_app
-from tests.api.conftest import PASSWORD, now_ns, reading_lines, rollup_line
+from tests.api.conftest import PASSWORD, now_ns, reading_lines, rollup_line, wait_until_serving
 from tests.api.test_exports import insert_event
 from tests.api.test_forecasts_and_dr_events import insert_forecast
 
@@ -54,10 +54,7 @@ async def test_dashboard_renders_live_chart_with_forecast_and_downloads_csv(
     base = f"http://127.0.0.1:{port}"
     ARTIFACTS.mkdir(exist_ok=True)
     try:
-        for _ in range(100):
-            await asyncio.sleep(0.1)
-            if getattr(app.state, "current_cache", None) is not None:
-                break
+        await wait_until_serving(app, port)
         async with async_playwright() as pw:
             browser = await pw.chromium.launch(  # the Debian chromium; playwright never downloads a browser
                 executable_path=CHROMIUM,
