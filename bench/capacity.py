@@ -232,7 +232,7 @@ def render(m: Measured, p: Provisioned, rows: list[dict[str, Any]]) -> str:
         ("influx_points_per_s", "InfluxDB points/s"),
         ("influx_series", "InfluxDB series"),
         ("forecast_pods", "forecast pods"),
-        ("forecast_rows_per_day", "forecast rows/day"),
+        ("forecast_rows_per_day", "PostgreSQL forecast upserts/day"),
         ("dr_peak_facilities", "DR peak facilities"),
         ("dr_dispatch_s", "DR dispatch s"),
     ]
@@ -255,7 +255,8 @@ def render(m: Measured, p: Provisioned, rows: list[dict[str, Any]]) -> str:
         f"- One meter.reading event is {m.event_bytes} bytes (measured from the schema); the IoT Core raw"
         f" payload ~{RAW_PAYLOAD_SHARE:.0%} of that. Kafka: replication {KAFKA_REPLICATION}, no compression,"
         f" {KAFKA_DISK_HEADROOM - 1:.0%} free disk kept, retention as provisioned"
-        f" (meter-readings {p.retention_days['meter-readings']:g} d, raw {p.retention_days['meter-readings-raw']:g} d).",
+        f" (meter-readings {p.retention_days['meter-readings']:g} d,"
+        f" raw {p.retention_days['meter-readings-raw']:g} d).",
         f"- InfluxDB: each reading writes its raw point and rewrites its meter's and facility's {ROLLUP_WINDOWS}"
         " rollup windows (an upper bound: a batch rewrites a window once).",
         "",
@@ -263,12 +264,20 @@ def render(m: Measured, p: Provisioned, rows: list[dict[str, Any]]) -> str:
         "",
         "| input | value | from |",
         "|---|---|---|",
-        f"| ingestion, readings per CPU-second | {m.ingest_readings_per_cpu_s:,.0f} | ingest.json ({m.sources['ingest'][:10]}) |",
-        f"| aggregation, readings per CPU-second | {m.aggregate_readings_per_cpu_s:,.0f}"
-        f"{' (no CPU time recorded: one core per worker assumed, an upper bound of its cost)' if m.aggregate_cpu_assumed else ''}"
-        f" | aggregate.json ({m.sources['aggregate'][:10]}) |",
-        f"| DR, facilities dispatched per second per coordinator | {m.dr_facilities_per_s:,.1f} | dr.json ({m.sources['dr'][:10]}) |",
-        f"| forecast, seconds per facility and run | {m.forecast_s_per_facility:.4f} | forecast.json ({m.sources['forecast'][:10]}) |",
+        _input_row("ingestion, readings per CPU-second", f"{m.ingest_readings_per_cpu_s:,.0f}", "ingest", m),
+        _input_row(
+            "aggregation, readings per CPU-second",
+            f"{m.aggregate_readings_per_cpu_s:,.0f}"
+            + (
+                " (no CPU time recorded: one core per worker assumed, an upper bound)"
+                if m.aggregate_cpu_assumed
+                else ""
+            ),
+            "aggregate",
+            m,
+        ),
+        _input_row("DR, facilities dispatched per second per coordinator", f"{m.dr_facilities_per_s:,.1f}", "dr", m),
+        _input_row("forecast, seconds per facility and run", f"{m.forecast_s_per_facility:.4f}", "forecast", m),
         "",
         "## Sizing",
         "",
@@ -276,7 +285,7 @@ def render(m: Measured, p: Provisioned, rows: list[dict[str, Any]]) -> str:
         "|" + "---|" * len(headers),
     ]
     for row in rows:
-        out.append("| " + " | ".join(f"{row[k]:,}" if isinstance(row[k], int) else f"{row[k]:,}" for k, _ in headers) + " |")
+        out.append("| " + " | ".join(f"{row[k]:,}" for k, _ in headers) + " |")
     out += [
         "",
         "## Provisioned today (production)",
@@ -302,6 +311,10 @@ def render(m: Measured, p: Provisioned, rows: list[dict[str, Any]]) -> str:
         "",
     ]
     return "\n".join(out)
+
+
+def _input_row(what: str, value: str, result: str, m: Measured) -> str:
+    return f"| {what} | {value} | {result}.json ({m.sources[result][:10]}) |"
 
 
 def first_bottleneck(row: dict[str, Any], p: Provisioned) -> str:
