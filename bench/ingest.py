@@ -265,6 +265,17 @@ async def main_async(quick: bool) -> None:
         await collector.wait_for(paced_sent, 60)
         latencies = [(collector.arrived[k] - t) * 1000 for k, t in paced_sent.items() if k in collector.arrived]
         paced_missing = len(paced_sent) - len(latencies)
+
+        # Anchors, same run: the bare MQTT subscriber draining the same backlog of single messages,
+        # and the bare Kafka producer sending the same number of pre-built records.
+        anchor_client = f"bench-anchor-{run}"
+        anchor(["mqtt-subscriber", "--prefix", f"{prefix}-anchor", "--client-id", anchor_client, "--prepare"])
+        await publish(Readings(f"{run}-anchor"), f"{prefix}-anchor", mqtt, n_single, 1, None)
+        subscriber = anchor(
+            ["mqtt-subscriber", "--prefix", f"{prefix}-anchor", "--client-id", anchor_client, "--n", str(n_single)]
+        )
+        await ensure_topics_async(bootstrap, {f"{topic}-anchor": 6})
+        producer = anchor(["kafka-producer", "--topic", f"{topic}-anchor", "--n", str(n_single)])
     finally:
         proc.terminate()
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -273,8 +284,19 @@ async def main_async(quick: bool) -> None:
         with contextlib.suppress(Exception):
             async with aiomqtt.Client(mqtt[0], mqtt[1], identifier=client_id, clean_session=True, logger=QUIET):
                 pass
+    subscriber_rate = subscriber["items"] / subscriber["seconds"]
+    producer_rate = producer["items"] / producer["seconds"]
+    per_cpu = n_single / single_cpu
     figures = {
         "messages_per_s_single": round(single_rate, 1),
+        "anchor_mqtt_subscriber_msgs_per_s": round(subscriber_rate, 1),
+        "anchor_kafka_producer_records_per_s": round(producer_rate, 1),
+        "ratio_single_vs_mqtt_subscriber": round(single_rate / subscriber_rate, 3),
+        "ratio_single_vs_kafka_producer": round(single_rate / producer_rate, 3),
+        "anchor_mqtt_subscriber_msgs_per_cpu_s": round(subscriber["items"] / subscriber["cpu_s"], 1),
+        "anchor_kafka_producer_records_per_cpu_s": round(producer["items"] / producer["cpu_s"], 1),
+        "ratio_single_per_cpu_vs_mqtt_subscriber": round(per_cpu / (subscriber["items"] / subscriber["cpu_s"]), 3),
+        "ratio_single_per_cpu_vs_kafka_producer": round(per_cpu / (producer["items"] / producer["cpu_s"]), 3),
         "readings_per_s_batched": round(batched_rate, 1),
         "p50_latency_ms": round(percentile(latencies, 50), 1),
         "p99_latency_ms": round(percentile(latencies, 99), 1),
@@ -287,6 +309,14 @@ async def main_async(quick: bool) -> None:
     }
     units = {
         "messages_per_s_single": "msg/s",
+        "anchor_mqtt_subscriber_msgs_per_s": "msg/s",
+        "anchor_kafka_producer_records_per_s": "records/s",
+        "ratio_single_vs_mqtt_subscriber": "ratio",
+        "ratio_single_vs_kafka_producer": "ratio",
+        "anchor_mqtt_subscriber_msgs_per_cpu_s": "msg/cpu-s",
+        "anchor_kafka_producer_records_per_cpu_s": "records/cpu-s",
+        "ratio_single_per_cpu_vs_mqtt_subscriber": "ratio",
+        "ratio_single_per_cpu_vs_kafka_producer": "ratio",
         "readings_per_s_batched": "readings/s",
         "p50_latency_ms": "ms",
         "p99_latency_ms": "ms",
@@ -298,14 +328,16 @@ async def main_async(quick: bool) -> None:
         "lost_readings": "readings",
     }
     goals = {
-        "messages_per_s_single": ">= 5,000",
-        "readings_per_s_batched": ">= 20,000",
+        "ratio_single_vs_kafka_producer": ">= 0.60 (the service is a producer with validation in front)",
         "p99_latency_ms": "< 250",
         "lost_readings": "0",
     }
     load = os.getloadavg()
     notes = (
         "Service in its own process (energy ingestion run); publisher and Kafka reader in the bench process. "
+        "Anchors (bench/anchors.py, own processes, same run): a bare aiomqtt QoS 1 subscriber draining the same "
+        "backlog of single messages (decodes each), and a bare aiokafka producer (the platform's producer "
+        "settings) sending the same number of pre-built meter.reading records; ratios are service / anchor. "
         "Throughput: a backlog queued in the service's persistent MQTT session while it is stopped, then drained; "
         "rate = readings read back from Kafka per second between the first and last arrival. "
         f"Batched = {BATCH} readings per gateway message. Latency: single messages paced at {PACED_RATE:.0f}/s, "
@@ -315,6 +347,14 @@ async def main_async(quick: bool) -> None:
         f"Machine shared with other engineers' work: load average at the end {load[0]:.1f} on {os.cpu_count()} cores."
     )
     write_results("ingest", figures, units, quick, goals, notes)
+
+
+def anchor(args: list[str]) -> dict[str, Any]:
+    """Run one anchor of bench/anchors.py in its own process; its JSON line."""
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.anchors", *args], capture_output=True, text=True, timeout=600, check=True
+    )
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
 def cpu_seconds(proc: subprocess.Popen[bytes]) -> float:

@@ -127,6 +127,7 @@ def test_a_trace_crosses_kafka_headers_as_w3c_traceparent(finished_spans) -> Non
     with tracing.use_trace(name="producer") as produced:
         headers = dict(tracing.kafka_headers(extra={"event_type": "x"}))
     assert headers["traceparent"] == produced.traceparent.encode()
+    assert headers["traceparent"].decode() == tracing.inject(produced)["traceparent"]  # what the W3C propagator writes
     consumed_from = tracing.from_kafka_headers(list(headers.items()))
     with tracing.use_trace(consumed_from, "consumer"):
         pass

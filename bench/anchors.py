@@ -1,0 +1,131 @@
+"""Physical anchors: the same work done by the bare client library, with none of our code around it.
+
+A benchmark runs its anchor in the same run, on the same machine and servers, and reports its own
+figure as a ratio to the anchor's; the ratio is what transfers between machines (docs/benchmarks.md).
+Each anchor runs as its own process, like the service it anchors, and prints one JSON line:
+``{"items": N, "seconds": wall, "cpu_s": user+system of this process while it worked}``.
+
+    python -m bench.anchors kafka-producer --topic T --n N        # pre-built meter.reading records
+    python -m bench.anchors mqtt-subscriber --prefix P --client-id C --n N [--prepare]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psutil
+
+QUIET = logging.getLogger("bench.anchors.mqtt")
+QUIET.setLevel(logging.ERROR)
+
+
+def _cpu() -> float:
+    times = psutil.Process().cpu_times()
+    return float(times.user + times.system)
+
+
+def prebuilt_readings(n: int) -> list[tuple[bytes, bytes]]:
+    """``n`` (key, value) records exactly as ingestion produces them: meter.reading envelopes of the
+    seeded fleet's meters, keyed by facility."""
+    from energy.fleet import build_fleet
+    from schemas.readings import MeterReading, MeterReadingEvent
+
+    meters = [(f.facility_id, m.meter_id) for f in build_fleet() for m in f.meters]
+    start = datetime(2026, 1, 5, tzinfo=UTC)
+    out = []
+    for i in range(n):
+        facility_id, meter_id = meters[i % len(meters)]
+        ts = start + timedelta(seconds=15 * (i // len(meters)))
+        reading = MeterReading(
+            reading_id=uuid.uuid5(uuid.NAMESPACE_URL, f"{meter_id}/{i}"),
+            meter_id=meter_id,
+            facility_id=facility_id,
+            ts=ts,
+            active_power_kw=12.5,
+            reactive_power_kvar=5.3,
+            voltage_v=230.0,
+            current_a=59.0,
+            energy_kwh=1000.0 + i * 0.05,
+            seq=i,
+            received_at=ts,
+        )
+        event = MeterReadingEvent.wrap(reading, source="mqtt", occurred_at=ts, event_id=reading.reading_id)
+        out.append((facility_id.encode(), event.to_bytes()))
+    return out
+
+
+async def kafka_producer(topic: str, n: int) -> dict[str, Any]:
+    """Send ``n`` pre-built records with the platform's producer settings; done when all are acked."""
+    from energy.adapters.kafka import make_producer
+    from energy.settings import get_settings
+
+    records = prebuilt_readings(n)
+    producer = make_producer(get_settings().kafka)
+    await producer.start()
+    try:
+        cpu0, t0 = _cpu(), time.perf_counter()
+        futures = [await producer.send(topic, value, key=key) for key, value in records]
+        await asyncio.gather(*futures)
+        seconds, cpu_s = time.perf_counter() - t0, _cpu() - cpu0
+    finally:
+        await producer.stop()
+    return {"items": n, "seconds": seconds, "cpu_s": cpu_s}
+
+
+async def mqtt_subscriber(prefix: str, client_id: str, n: int, prepare: bool) -> dict[str, Any]:
+    """QoS 1 persistent session on ``prefix/#`` as ingestion subscribes. ``--prepare`` only creates the
+    session (so a backlog can queue in the broker); otherwise drain ``n`` messages, ack each, decode
+    its JSON (the least a consumer does), and time from the first to the last."""
+    import aiomqtt
+
+    from energy.settings import get_settings
+
+    mqtt = get_settings().mqtt
+    client = aiomqtt.Client(mqtt.host, mqtt.port, identifier=client_id, clean_session=False, logger=QUIET)
+    async with client:
+        await client.subscribe(f"{prefix}/#", qos=1)
+        if prepare:
+            return {"items": 0, "seconds": 0.0, "cpu_s": 0.0}
+        got = 0
+        first = last = 0.0
+        cpu0 = _cpu()
+        async for message in client.messages:
+            json.loads(bytes(message.payload))  # type: ignore[arg-type]
+            now = time.perf_counter()
+            first = first or now
+            last = now
+            got += 1
+            if got >= n:
+                break
+        cpu_s = _cpu() - cpu0
+    return {"items": got, "seconds": max(last - first, 1e-9), "cpu_s": cpu_s}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "anchors")
+    sub = p.add_subparsers(dest="anchor", required=True)
+    k = sub.add_parser("kafka-producer")
+    k.add_argument("--topic", required=True)
+    k.add_argument("--n", type=int, required=True)
+    m = sub.add_parser("mqtt-subscriber")
+    m.add_argument("--prefix", required=True)
+    m.add_argument("--client-id", required=True)
+    m.add_argument("--n", type=int, default=0)
+    m.add_argument("--prepare", action="store_true")
+    args = p.parse_args()
+    if args.anchor == "kafka-producer":
+        result = asyncio.run(kafka_producer(args.topic, args.n))
+    else:
+        result = asyncio.run(mqtt_subscriber(args.prefix, args.client_id, args.n, args.prepare))
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()
