@@ -7,6 +7,8 @@ Each anchor runs as its own process, like the service it anchors, and prints one
 
     python -m bench.anchors kafka-producer --topic T --n N        # pre-built meter.reading records
     python -m bench.anchors mqtt-subscriber --prefix P --client-id C --n N [--prepare]
+    python -m bench.anchors kafka-consumer-decode --topic T --n N  # read from the start, decode each
+    python -m bench.anchors influx-writer --database D --n N       # N raw reading points, batches of 5,000
 """
 
 from __future__ import annotations
@@ -108,6 +110,84 @@ async def mqtt_subscriber(prefix: str, client_id: str, n: int, prepare: bool) ->
     return {"items": got, "seconds": max(last - first, 1e-9), "cpu_s": cpu_s}
 
 
+async def kafka_consumer_decode(topic: str, n: int) -> dict[str, Any]:
+    """Read ``n`` records of ``topic`` from the start (no group) and decode each as the worker does."""
+    from aiokafka import AIOKafkaConsumer
+
+    from aggregation.decode import decode_reading
+    from energy.settings import get_settings
+
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=get_settings().kafka.bootstrap_servers,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=8 * 1024 * 1024,
+    )
+    await consumer.start()
+    got = 0
+    try:
+        cpu0, t0 = _cpu(), time.perf_counter()
+        while got < n:
+            batches = await consumer.getmany(timeout_ms=200, max_records=20_000)
+            for records in batches.values():
+                for record in records:
+                    decode_reading(record.value)
+                    got += 1
+        seconds, cpu_s = time.perf_counter() - t0, _cpu() - cpu0
+    finally:
+        await consumer.stop()
+    return {"items": got, "seconds": seconds, "cpu_s": cpu_s}
+
+
+async def influx_writer(database: str, n: int) -> dict[str, Any]:
+    """Write ``n`` raw reading points (the worker's raw measurement and fields) in batches of 5,000."""
+    from energy.adapters.influx import InfluxClient, point
+    from energy.settings import get_settings
+
+    settings = get_settings()
+    influx = InfluxClient(settings.influx.model_copy(update={"database": database}), breaker_name="anchor-influx")
+    start_ns = (time.time_ns() // 10**9 - 86_400) * 10**9  # yesterday: inside the raw retention
+    lines = [
+        point(
+            "readings",
+            {"facility_id": f"anchor-fac-{i % 20:03d}", "meter_id": f"anchor-fac-{i % 20:03d}-m{i % 200 // 20:02d}"},
+            {
+                "active_power_kw": 12.5,
+                "reactive_power_kvar": 5.3,
+                "voltage_v": 230.0,
+                "current_a": 59.0,
+                "energy_kwh": 1000.0 + i * 0.05,
+                "seq": i // 200,
+                "anomalies": "",
+                "reading_id": str(uuid.uuid5(uuid.NAMESPACE_URL, str(i))),
+            },
+            start_ns + (i // 200) * 15 * 10**9,
+        )
+        for i in range(n)
+    ]
+    try:
+        cpu0, t0 = _cpu(), time.perf_counter()
+        for i in range(0, n, 5_000):
+            await influx.write_lines(lines[i : i + 5_000])
+        seconds, cpu_s = time.perf_counter() - t0, _cpu() - cpu0
+    finally:
+        await influx.close()
+    return {"items": n, "seconds": seconds, "cpu_s": cpu_s}
+
+
+def run_anchor(args: list[str], timeout_s: float = 900) -> dict[str, Any]:
+    """Run one anchor in its own process (as the benchmark runs the service it anchors); its figures."""
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.anchors", *args], capture_output=True, text=True, timeout=timeout_s, check=True
+    )
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "anchors")
     sub = p.add_subparsers(dest="anchor", required=True)
@@ -119,11 +199,21 @@ def main() -> None:
     m.add_argument("--client-id", required=True)
     m.add_argument("--n", type=int, default=0)
     m.add_argument("--prepare", action="store_true")
+    c = sub.add_parser("kafka-consumer-decode")
+    c.add_argument("--topic", required=True)
+    c.add_argument("--n", type=int, required=True)
+    w = sub.add_parser("influx-writer")
+    w.add_argument("--database", required=True)
+    w.add_argument("--n", type=int, required=True)
     args = p.parse_args()
     if args.anchor == "kafka-producer":
         result = asyncio.run(kafka_producer(args.topic, args.n))
-    else:
+    elif args.anchor == "mqtt-subscriber":
         result = asyncio.run(mqtt_subscriber(args.prefix, args.client_id, args.n, args.prepare))
+    elif args.anchor == "kafka-consumer-decode":
+        result = asyncio.run(kafka_consumer_decode(args.topic, args.n))
+    else:
+        result = asyncio.run(influx_writer(args.database, args.n))
     print(json.dumps(result), flush=True)
 
 

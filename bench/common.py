@@ -57,7 +57,8 @@ def write_results(
     goals: dict[str, str] | None = None,
     notes: str = "",
 ) -> Path:
-    """Write ``bench/results/<name>.json`` and print the figures as a table."""
+    """Write ``bench/results/<name>.json`` (a full run) or ``<name>.quick.json`` (``--quick``, not kept
+    in git: a smoke run must never replace the figures docs/benchmarks.md reports) and print a table."""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     doc = {
         "benchmark": name,
@@ -70,7 +71,7 @@ def write_results(
         "notes": notes,
         **figures,  # top-level keys too, so consumers can read results[key] directly
     }
-    path = RESULTS_DIR / f"{name}.json"
+    path = RESULTS_DIR / (f"{name}.quick.json" if quick else f"{name}.json")
     path.write_text(json.dumps(doc, indent=2, sort_keys=False) + "\n")
     print_table(name, figures, units, goals or {})
     return path

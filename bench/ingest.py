@@ -36,6 +36,7 @@ import aiomqtt
 import psutil
 from aiokafka import AIOKafkaConsumer
 
+from bench.anchors import run_anchor as anchor
 from bench.common import parser, write_results
 from energy.fleet import build_fleet
 from energy.settings import get_settings
@@ -347,14 +348,6 @@ async def main_async(quick: bool) -> None:
         f"Machine shared with other engineers' work: load average at the end {load[0]:.1f} on {os.cpu_count()} cores."
     )
     write_results("ingest", figures, units, quick, goals, notes)
-
-
-def anchor(args: list[str]) -> dict[str, Any]:
-    """Run one anchor of bench/anchors.py in its own process; its JSON line."""
-    out = subprocess.run(
-        [sys.executable, "-m", "bench.anchors", *args], capture_output=True, text=True, timeout=600, check=True
-    )
-    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
 def cpu_seconds(proc: subprocess.Popen[bytes]) -> float:
