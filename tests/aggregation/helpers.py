@@ -262,15 +262,20 @@ async def wait_caught_up(bootstrap: str, topic: str, group: str, timeout_s: floa
 async def dlq_records(bootstrap: str, topic: str, expect: int, timeout_s: float = 20) -> list[Any]:
     from schemas.dlq import DeadLetterEvent
 
+    return await topic_events(bootstrap, topic, expect, DeadLetterEvent, timeout_s)
+
+
+async def topic_events(bootstrap: str, topic: str, expect: int, model: Any, timeout_s: float = 20) -> list[Any]:
+    """The events on ``topic`` (from the start) once ``expect`` arrived or ``timeout_s`` passed."""
     c = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest")
     await c.start()
-    out: list[DeadLetterEvent] = []
+    out: list[Any] = []
     try:
         deadline = time.monotonic() + timeout_s
         while len(out) < expect and time.monotonic() < deadline:
             got = await c.getmany(timeout_ms=500)
             for recs in got.values():
-                out.extend(DeadLetterEvent.model_validate_json(r.value) for r in recs)
+                out.extend(model.model_validate_json(r.value) for r in recs)
     finally:
         await c.stop()
     return out
@@ -284,6 +289,7 @@ def settings_for(base: Settings, db: str, topic: str, dlq: str, group: str, **ag
                 update={
                     "readings_topic": topic,
                     "dlq_topic": dlq,
+                    "late_windows_topic": f"{topic}-late",
                     "consumer_group": group,
                     "archive_group": f"{group}-archive",
                     "batch_max_wait_s": 0.2,
@@ -304,6 +310,7 @@ def worker_env(settings: Settings, port: int) -> dict[str, str]:
             "ENERGY_INFLUX__DATABASE": settings.influx.database,
             "ENERGY_AGGREGATION__READINGS_TOPIC": a.readings_topic,
             "ENERGY_AGGREGATION__DLQ_TOPIC": a.dlq_topic,
+            "ENERGY_AGGREGATION__LATE_WINDOWS_TOPIC": a.late_windows_topic,
             "ENERGY_AGGREGATION__CONSUMER_GROUP": a.consumer_group,
             "ENERGY_AGGREGATION__ARCHIVE_GROUP": a.archive_group,
             "ENERGY_AGGREGATION__ARCHIVE_URI": a.archive_uri,

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aggregation.domain.lateness import is_too_late
+from aggregation.domain.lateness import LatenessPolicy, late_windows
 from aggregation.domain.rollup import NS, Sample, facility_rollup, meter_rollup, window_start
 from aggregation.domain.state import HOUR_NS, FacilityState, RollupParams, WindowKey, rollups_for
 from aggregation.lines import raw_line, rollup_line, ts_ns
@@ -114,10 +114,39 @@ def test_eviction_keeps_newest_hours_and_forgets_samples():
     assert st.missing_hours([h, h + 4]) == [h]
 
 
-def test_lateness_is_measured_against_received_at():
-    ts = datetime(2026, 1, 1, tzinfo=UTC)
-    assert not is_too_late(ts, ts + timedelta(seconds=3600), 3600)
-    assert is_too_late(ts, ts + timedelta(seconds=3601), 3600)
+POLICY = LatenessPolicy(retention_s=90 * 86_400, retention_margin_s=3600, future_tolerance_s=300, notify_after_s=3600)
+
+
+def test_only_the_raw_retention_and_the_clock_skew_refuse_a_reading():
+    now = datetime(2026, 12, 3, 12, tzinfo=UTC)
+    edge = now - timedelta(days=90) + timedelta(hours=1)  # retention minus the margin
+    cases = {
+        now - timedelta(days=7): None,  # a week late (our outage): still rolled up
+        edge + timedelta(seconds=1): None,
+        edge - timedelta(seconds=1): "too_late",
+        datetime(1, 1, 1, tzinfo=UTC): "too_late",
+        now + timedelta(seconds=300): None,
+        now + timedelta(seconds=301): "timestamp_in_future",
+        datetime(9999, 12, 31, tzinfo=UTC): "timestamp_in_future",
+    }
+    assert {ts: POLICY.refusal(ts, now) for ts in cases} == cases
+
+
+def test_late_readings_announce_their_facility_quarter_hour_once_with_count_and_worst_lateness():
+    now = datetime(2026, 12, 3, 12, tzinfo=UTC)
+    q = datetime(2026, 12, 3, 9, 15, tzinfo=UTC)
+    readings = [
+        ("f1", q + timedelta(seconds=10)),  # late by 2h44m50s
+        ("f1", q + timedelta(minutes=14, seconds=59)),
+        ("f2", q),
+        ("f1", now - timedelta(minutes=59)),  # not late (under 1 h)
+    ]
+    got = late_windows(readings, now, POLICY)
+    assert [(n.facility_id, n.window_start, n.window_end, n.late_readings) for n in got] == [
+        ("f1", q, q + timedelta(minutes=15), 2),
+        ("f2", q, q + timedelta(minutes=15), 1),
+    ]
+    assert got[0].max_lateness_s == 2 * 3600 + 44 * 60 + 50
 
 
 def test_line_protocol_matches_the_shared_point_encoder():
