@@ -44,7 +44,7 @@ class WritePlan:
 
 
 def to_sample(r: MeterReading) -> Sample:
-    return Sample(lines.ts_ns(r.ts), r.active_power_kw, r.energy_kwh)
+    return Sample(lines.ts_ns(r.ts), r.active_power_kw, r.energy_kwh, not r.anomalies)
 
 
 class RollupEngine:
@@ -72,7 +72,8 @@ class RollupEngine:
         if not hours:
             return
         q = (
-            f"SELECT active_power_kw, energy_kwh FROM {quote_ident(self.raw_rp)}.{quote_ident(lines.RAW_MEASUREMENT)} "
+            "SELECT active_power_kw, energy_kwh, anomalies "
+            f"FROM {quote_ident(self.raw_rp)}.{quote_ident(lines.RAW_MEASUREMENT)} "
             "WHERE facility_id = $f AND time >= $a AND time < $b GROUP BY meter_id"
         )
         lo, hi = hours[0] * HOUR_NS, (hours[-1] + 1) * HOUR_NS
@@ -80,7 +81,16 @@ class RollupEngine:
         async with self._sem:
             series = await self.influx.query(q, params, epoch="ns")
         samples = (
-            (row["meter_id"], Sample(int(row["time"]), float(row["active_power_kw"]), float(row["energy_kwh"])))
+            (
+                row["meter_id"],
+                # Anomalous readings are stored raw with their flags; they are counted, not rolled up.
+                Sample(
+                    int(row["time"]),
+                    float(row["active_power_kw"]),
+                    float(row["energy_kwh"]),
+                    not row.get("anomalies"),
+                ),
+            )
             for row in iter_rows(series)
             if row.get("active_power_kw") is not None and row.get("energy_kwh") is not None
         )
@@ -111,7 +121,7 @@ class RollupEngine:
             st = states[facility_id]
             touched: set[tuple[str, int]] = set()
             for r, t in rs:
-                touched |= st.merge(r.meter_id, Sample(t, r.active_power_kw, r.energy_kwh))
+                touched |= st.merge(r.meter_id, Sample(t, r.active_power_kw, r.energy_kwh, not r.anomalies))
             plan.rollup_lines.extend(lines.rollup_line(row) for row in rollups_for(st, touched))
         return plan
 

@@ -122,11 +122,17 @@ class Truth:
     max_kw: float
     sample_count: int
     coverage: float
+    anomaly_count: int = 0
 
 
 def ground_truth(readings: Iterable[MeterReading]) -> dict[tuple[str, str | None, str, int], Truth]:
-    """Rollups computed the obvious way, straight from the readings (dedup by meter + ts).
+    """Rollups computed the obvious way, straight from the readings, by the rules of decision 0201.
 
+    Dedup by meter + ts (the last one wins, like an overwrite). Readings with anomalies are only
+    counted. A valid reading's power holds until the meter's next valid reading, at most 15 s,
+    booked in its own window; the register increase from the previous valid reading (at most
+    1 h before) in the later reading's window. Facility min/max: per 15 s slot, each meter's mean
+    power in the slot, summed. Windows with anomalous readings only have no rollup.
     Key: (facility_id, meter_id or None for the facility, window, window start epoch seconds).
     """
     unique: dict[tuple[str, datetime], MeterReading] = {}
@@ -139,36 +145,52 @@ def ground_truth(readings: Iterable[MeterReading]) -> dict[tuple[str, str | None
     facility_parts: dict[tuple[str, str, int], list[tuple[Truth, list[MeterReading]]]] = defaultdict(list)
     for meter_id, rs in by_meter.items():
         rs.sort(key=lambda r: r.ts)
-        prev_of = {rs[i].ts: rs[i - 1] for i in range(1, len(rs))}
+        valid = [r for r in rs if not r.anomalies]
+        hold: dict[datetime, float] = {}
+        prev_of: dict[datetime, MeterReading] = {}
+        for i, r in enumerate(valid):
+            gap = (valid[i + 1].ts - r.ts).total_seconds() if i + 1 < len(valid) else INTERVAL_S
+            hold[r.ts] = min(gap, INTERVAL_S)
+            if i:
+                prev_of[r.ts] = valid[i - 1]
         for w, secs in WINDOWS.items():
             groups: dict[int, list[MeterReading]] = defaultdict(list)
             for r in rs:
                 epoch = int(r.ts.timestamp())
                 groups[epoch - epoch % secs].append(r)
             for start, grp in groups.items():
-                kws = [r.active_power_kw for r in grp]
+                good = [r for r in grp if not r.anomalies]
+                if not good:
+                    continue
+                energy = sum(r.active_power_kw * hold[r.ts] for r in good) / 3600
+                covered = sum(hold[r.ts] for r in good)
                 reg = 0.0
-                for r in grp:
+                for r in good:
                     p = prev_of.get(r.ts)
                     if p is not None and (r.ts - p.ts).total_seconds() <= 3600:
                         reg += max(0.0, r.energy_kwh - p.energy_kwh)
+                kws = [r.active_power_kw for r in good]
                 t = Truth(
-                    energy_kwh=sum(kws) * INTERVAL_S / 3600,
+                    energy_kwh=energy,
                     energy_register_kwh=reg,
-                    avg_kw=sum(kws) / len(kws),
+                    avg_kw=energy * 3600 / covered,
                     min_kw=min(kws),
                     max_kw=max(kws),
-                    sample_count=len(kws),
-                    coverage=min(1.0, len(kws) / (secs / INTERVAL_S)),
+                    sample_count=len(good),
+                    coverage=min(1.0, covered / secs),
+                    anomaly_count=len(grp) - len(good),
                 )
                 fid = grp[0].facility_id
                 meter_rows[(fid, meter_id, w, start)] = t
-                facility_parts[(fid, w, start)].append((t, grp))
+                facility_parts[(fid, w, start)].append((t, good))
     for (fid, w, start), parts in facility_parts.items():
-        totals: dict[datetime, float] = defaultdict(float)
-        for _, grp in parts:
-            for r in grp:
-                totals[r.ts] += r.active_power_kw
+        totals: dict[int, float] = defaultdict(float)
+        for _, good in parts:
+            slots: dict[int, list[float]] = defaultdict(list)
+            for r in good:
+                slots[int(r.ts.timestamp() * 1_000_000) // (INTERVAL_S * 1_000_000)].append(r.active_power_kw)
+            for slot, kws in slots.items():
+                totals[slot] += sum(kws) / len(kws)
         meter_rows[(fid, None, w, start)] = Truth(
             energy_kwh=sum(t.energy_kwh for t, _ in parts),
             energy_register_kwh=sum(t.energy_register_kwh for t, _ in parts),
@@ -177,6 +199,7 @@ def ground_truth(readings: Iterable[MeterReading]) -> dict[tuple[str, str | None
             max_kw=max(totals.values()),
             sample_count=sum(t.sample_count for t, _ in parts),
             coverage=sum(t.coverage for t, _ in parts) / len(parts),
+            anomaly_count=sum(t.anomaly_count for t, _ in parts),
         )
     return meter_rows
 
@@ -199,6 +222,7 @@ async def stored_rollups(
                     float(row["max_kw"]),
                     int(row["sample_count"]),
                     float(row["coverage"]),
+                    int(row.get("anomaly_count") or 0),
                 )
     return out
 
@@ -209,7 +233,7 @@ def assert_matches(stored: dict[Any, Truth], truth: dict[Any, Truth]) -> None:
     )
     for key, t in truth.items():
         got = stored[key]
-        assert got.sample_count == t.sample_count, key
+        assert (got.sample_count, got.anomaly_count) == (t.sample_count, t.anomaly_count), key
         for name in ("energy_kwh", "energy_register_kwh", "avg_kw", "min_kw", "max_kw", "coverage"):
             a, b = getattr(got, name), getattr(t, name)
             assert abs(a - b) <= 1e-9 * max(1.0, abs(b)), (key, name, a, b)
