@@ -24,7 +24,7 @@ class EventModel(BaseModel):
 
     Events are read by services deployed at another version than their producer's: a minor
     version of an event only adds optional fields, which an older consumer must accept and
-    ignore (docs/decisions/0007). Only a different major ``schema_version`` is incompatible.
+    ignore (docs/decisions/0204). Only a different major ``schema_version`` is incompatible.
     """
 
     model_config = ConfigDict(strict=True, extra="ignore", frozen=True)

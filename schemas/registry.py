@@ -1,6 +1,6 @@
 """Every event model by ``(event_type, schema_version)``; decoding goes through here.
 
-Compatibility rule (docs/decisions/0007): ``schema_version`` on the wire is the *major*.
+Compatibility rule (docs/decisions/0204): ``schema_version`` on the wire is the *major*.
 A consumer decodes any event of a major it knows, whatever minor the producer is at
 (unknown fields are ignored, see :class:`schemas.envelope.EventModel`); a major it does not
 know is refused with :class:`IncompatibleVersionError`, which consumers dead-letter.

@@ -1,4 +1,4 @@
-"""Every event schema stays compatible with the previous release's (docs/decisions/0007).
+"""Every event schema stays compatible with the previous release's (docs/decisions/0204).
 
 ``previous_release_jsonschema/`` is a copy of ``schemas/jsonschema/`` as released before
 forward compatibility was introduced (git ``cc24f1c``). For every event and major it holds:
