@@ -30,7 +30,7 @@ from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 from aggregation import metrics
 from aggregation.decode import Rejected, decode_reading
 from aggregation.dlq import dead_letter, utcnow
-from aggregation.domain.lateness import late_windows
+from aggregation.domain.lateness import TOO_LATE, late_windows
 from aggregation.engine import RollupEngine, WritePlan
 from aggregation.late_windows import late_window_event, lateness_policy
 from energy.adapters.influx import InfluxClient, InfluxUnavailableError
@@ -176,6 +176,7 @@ class RollupWorker:
     def _decode(self, batch: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]) -> _Staged:
         staged = _Staged(batch, time.perf_counter())
         now, policy = staged.now, self.lateness
+        oldest, newest = policy.accepted_range(now)
         for tp, records in batch.items():
             if records:
                 self.seen_end[tp] = max(self.seen_end.get(tp, 0), records[-1].offset + 1)
@@ -183,7 +184,8 @@ class RollupWorker:
                 got = decode_reading(rec.value)
                 if isinstance(got, Rejected):
                     staged.rejects.append((rec, got))
-                elif (refused := policy.refusal(got.payload.ts, now)) is not None:
+                elif not oldest <= got.payload.ts <= newest:
+                    refused = policy.refusal(got.payload.ts, now) or TOO_LATE
                     staged.rejects.append((rec, Rejected(refused, policy.detail(refused, got.payload.ts, now))))
                 else:
                     staged.readings.append(got.payload)

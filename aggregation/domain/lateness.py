@@ -33,12 +33,19 @@ class LatenessPolicy:
     future_tolerance_s: float
     notify_after_s: float
 
+    def accepted_range(self, now: datetime) -> tuple[datetime, datetime]:
+        """[oldest, newest] reading time that may change rollups at ``now`` (one comparison per reading)."""
+        return (
+            now - timedelta(seconds=self.retention_s - self.retention_margin_s),
+            now + timedelta(seconds=self.future_tolerance_s),
+        )
+
     def refusal(self, ts: datetime, now: datetime) -> str | None:
         """``too_late`` / ``timestamp_in_future`` for a reading that may not change rollups, else None."""
-        age = (now - ts).total_seconds()
-        if age < -self.future_tolerance_s:
+        oldest, newest = self.accepted_range(now)
+        if ts > newest:
             return IN_FUTURE
-        if age > self.retention_s - self.retention_margin_s:
+        if ts < oldest:
             return TOO_LATE
         return None
 
@@ -74,8 +81,9 @@ def late_windows(
     ``readings`` are (facility_id, ts) of the readings that were rolled up.
     """
     found: dict[tuple[str, int], tuple[int, float]] = {}
+    cutoff = now - timedelta(seconds=policy.notify_after_s)
     for facility_id, ts in readings:
-        if not policy.is_late(ts, now):
+        if ts >= cutoff:
             continue
         seconds = int((ts - _EPOCH).total_seconds())
         key = (facility_id, seconds - seconds % NOTIFY_WINDOW_S)
