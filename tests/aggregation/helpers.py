@@ -23,6 +23,7 @@ from schemas.readings import MeterReading, MeterReadingEvent, reading_id
 
 WINDOWS = {"1m": 60, "15m": 900, "1h": 3600}
 INTERVAL_S = 15
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Messages each test topic received from this process. The local broker (Tansu) reports the
 # end offset of a partition as the base offset of its last record batch, so "caught up" is
 # judged against what we produced, not against end offsets.
@@ -188,7 +189,7 @@ def ground_truth(readings: Iterable[MeterReading]) -> dict[tuple[str, str | None
         for _, good in parts:
             slots: dict[int, list[float]] = defaultdict(list)
             for r in good:
-                slots[int(r.ts.timestamp() * 1_000_000) // (INTERVAL_S * 1_000_000)].append(r.active_power_kw)
+                slots[(r.ts - EPOCH) // timedelta(seconds=INTERVAL_S)].append(r.active_power_kw)
             for slot, kws in slots.items():
                 totals[slot] += sum(kws) / len(kws)
         meter_rows[(fid, None, w, start)] = Truth(
