@@ -327,3 +327,15 @@ def test_a_window_with_anomalous_readings_only_has_no_rollup():
     rows = rollups_for(st, st.merge("m1", s(15, 2.0, 0.0)))
     one = next(r for r in rows if r.meter_id == "m1" and r.key.window == "1m")
     assert (one.rollup.sample_count, one.rollup.anomaly_count) == (1, 1)
+
+
+def test_a_dead_letter_of_a_huge_record_is_truncated_below_the_broker_record_limit():
+    import base64
+
+    from aggregation.dlq import MAX_DLQ_RAW_BYTES, dead_letter
+
+    raw = b"x" * 3_000_000
+    event = dead_letter(raw, "undecodable", "bad", "kafka:t/0@1", b"f", datetime(2026, 1, 1, tzinfo=UTC))
+    assert len(event.to_bytes()) < 1_000_000
+    assert base64.b64decode(event.payload.raw_b64) == raw[:MAX_DLQ_RAW_BYTES]
+    assert event.payload.detail.startswith("raw truncated from 3000000 to 524288 bytes; bad")
