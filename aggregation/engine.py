@@ -120,9 +120,15 @@ class RollupEngine:
         for facility_id, rs in by_facility.items():
             st = states[facility_id]
             touched: set[tuple[str, int]] = set()
-            for r, t in rs:
-                touched |= st.merge(r.meter_id, Sample(t, r.active_power_kw, r.energy_kwh, not r.anomalies))
-            plan.rollup_lines.extend(lines.rollup_line(row) for row in rollups_for(st, touched))
+            try:
+                for r, t in rs:
+                    touched |= st.merge(r.meter_id, Sample(t, r.active_power_kw, r.energy_kwh, not r.anomalies))
+                plan.rollup_lines.extend(lines.rollup_line(row) for row in rollups_for(st, touched))
+            except Exception:
+                # A failed merge may have left part of the batch in the cache without its raw
+                # points being written: forget the facility (it reloads from InfluxDB).
+                self.states.pop(facility_id, None)
+                raise
         return plan
 
     def evict(self) -> None:

@@ -211,13 +211,13 @@ class RollupWorker:
     async def _prepare_isolating(self, staged: _Staged, first: Exception) -> WritePlan | None:
         """Bisect the batch to the readings whose rollup fails for good; dead-letter them, prepare the rest.
 
-        No single record can stop a partition (docs/decisions/0200). The cache is dropped before
-        every attempt: a failed prepare may have merged part of its readings.
+        No single record can stop a partition (docs/decisions/0202). A prepare that fails leaves
+        no half-merged facility in the cache (see :meth:`RollupEngine.prepare`), so the attempts
+        keep it and the batch in flight of the pipelined loop stays consistent.
         """
         log.warning("prepare_failed_isolating", readings=len(staged.readings), error=f"{type(first).__name__}: {first}")
 
         async def fails(part: list[int]) -> list[tuple[int, str]]:
-            self.engine.reset()
             try:
                 await self._until_ok("influxdb", lambda: self.engine.prepare([staged.readings[i] for i in part]))
                 return []
@@ -235,7 +235,6 @@ class RollupWorker:
         keep = [i for i in range(len(staged.readings)) if i not in bad]
         staged.readings = [staged.readings[i] for i in keep]
         staged.records = [staged.records[i] for i in keep]
-        self.engine.reset()
         if not staged.readings:
             return None
         return await self._until_ok("influxdb", lambda: self.engine.prepare(staged.readings))
