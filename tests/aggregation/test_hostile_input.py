@@ -131,23 +131,6 @@ async def test_rolling_deploy_producer_on_1_1_consumer_on_1_0_no_dlq_no_gap(sett
     assert [d.payload.reason for d in dead] == ["incompatible_version"]
 
 
-async def test_backfill_applies_the_live_rule_a_week_old_reading_counts_one_beyond_retention_does_not(
-    settings, agg_db, agg_influx, uid
-):
-    from aggregation.backfill import rebuild
-
-    n = new_names(uid)
-    s = settings_for(settings, agg_db, n["topic"], n["dlq"], n["group"])
-    fac = n["facility"]
-    week_old = make_readings(fac, 1, hour_floor(now_utc()) - timedelta(days=7), 8, seed=80)
-    # Stamped by ingestion a week after measurement (e.g. replayed from the archive): not late.
-    week_old = [r.model_copy(update={"received_at": r.ts + timedelta(days=7)}) for r in week_old]
-    expired = make_readings(fac, 1, now_utc() - timedelta(days=91), 2, seed=81)
-    result = await rebuild(s, [*week_old, *expired], influx=agg_influx)
-    assert (result.readings, result.too_late) == (8, 2)
-    assert_matches(await stored_rollups(agg_influx, [fac]), ground_truth(week_old))
-
-
 async def test_a_time_without_an_int64_nanosecond_form_is_refused_by_the_engine_not_sent_to_influxdb(
     settings, agg_influx
 ):
