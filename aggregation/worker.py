@@ -33,7 +33,7 @@ from aggregation.dlq import dead_letter, utcnow
 from aggregation.domain.lateness import TOO_LATE, late_windows
 from aggregation.engine import RollupEngine, WritePlan
 from aggregation.late_windows import late_window_event, lateness_policy
-from energy.adapters.influx import InfluxClient, InfluxUnavailableError
+from energy.adapters.influx import InfluxClient, InfluxError, InfluxUnavailableError
 from energy.adapters.kafka import make_consumer, make_producer, security_options, send_event
 from energy.observability.health import Health
 from energy.resilience import CircuitOpenError, backoff_delays
@@ -46,6 +46,10 @@ log = structlog.get_logger("aggregation.worker")
 
 T = TypeVar("T")
 
+# Errors a record can cause for good while its batch is prepared (a 4xx from InfluxDB, a value that
+# does not parse, arithmetic or lookups a bad value breaks): bisected to the record, never retried.
+# Control flow (_Stopped and the like) and transient errors are deliberately not in this list.
+RECORD_ERRORS = (InfluxError, ValueError, ArithmeticError, LookupError, TypeError)
 _DECODED_REJECTS = ("too_late", "timestamp_in_future", "sink_rejected", "unprocessable")
 TRANSIENT = (InfluxUnavailableError, CircuitOpenError, TimeoutError, httpx.TransportError, KafkaError, OSError)
 BACKPRESSURE = "sink_backpressure"
@@ -200,7 +204,7 @@ class RollupWorker:
                 staged.plan = await self._until_ok("influxdb", lambda: self.engine.prepare(staged.readings))
             except _Stopped:
                 return None
-            except Exception as exc:  # not transient (those _until_ok retries): find the records causing it
+            except RECORD_ERRORS as exc:  # for good (transient ones _until_ok retries): find the records
                 try:
                     staged.plan = await self._prepare_isolating(staged, exc)
                 except _Stopped:
@@ -221,9 +225,7 @@ class RollupWorker:
             try:
                 await self._until_ok("influxdb", lambda: self.engine.prepare([staged.readings[i] for i in part]))
                 return []
-            except _Stopped:
-                raise
-            except Exception as exc:
+            except RECORD_ERRORS as exc:
                 if len(part) == 1:
                     return [(part[0], f"{type(exc).__name__}: {exc}"[:3000])]
                 mid = len(part) // 2
