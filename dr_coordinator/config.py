@@ -46,6 +46,10 @@ class DrSettings(SettingsGroup):
     underperformance_ratio: Fraction = 0.8
     underperformance_after_s: Seconds = 300.0
     report_max_attempts: Count = 5
+    # Settlement (decision 0431): ended events are re-measured this often for true-ups, until the
+    # horizon after their end. The settlement run itself waits for the aggregation's lateness bound.
+    settlement_rerun_s: Seconds = 60.0
+    settlement_horizon_s: LongSeconds = 3 * 86400.0
     vtn_token: SecretText = SecretStr("local-ven-token")
     # When set, BMS endpoints are "<bms_base_url>/<facility_id>" instead of bms_endpoints.url (isolated runs).
     bms_base_url: OptionalHttpUrl = ""

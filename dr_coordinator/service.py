@@ -52,7 +52,17 @@ class Coordinator:
         self.worker = CommandWorker(self.pool, self.gateway, dr, self.clock, utilities)
         self.warmed = asyncio.Event()
         self.report_sender = ReportSender(dr.vtn_token.get_secret_value())
-        self.timers = Timers(self.pool, dr, self.clock, self.influx, self.gateway, self.report_sender, utilities)
+        self.timers = Timers(
+            self.pool,
+            dr,
+            self.clock,
+            self.influx,
+            self.gateway,
+            self.report_sender,
+            utilities,
+            lateness_s=self.settings.aggregation.allowed_lateness_s,
+            weather_cell_deg=self.settings.forecast.weather_cell_deg,
+        )
         self.relay = (
             OutboxRelay(self.pool, self.producer, self.clock, dr.outbox_batch, topic_map=self.topic_map)
             if self.producer is not None

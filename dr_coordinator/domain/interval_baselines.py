@@ -30,7 +30,7 @@ HISTORY_DAYS = 60  # the look-back the adapters read; each method narrows it
 
 class Method(StrEnum):
     CAISO_10IN10 = "caiso_10in10"
-    PJM_CBL = "pjm_cbl"
+    PJM_CBL = "pjm_high4of5"
     REGRESSION = "regression_towt"
     FORECAST = "forecast"
 
@@ -613,3 +613,49 @@ def _run(
     if method is Method.REGRESSION:
         return regression(history, ctx, rules, temperature_c)
     return forecast(forecast_kw or {}, ctx, rules)
+
+
+_RULE_TYPES: dict[str, type] = {
+    "interval_minutes": int,
+    "lookback_days": int,
+    "min_coverage": float,
+    "adjustment": str,
+    "adjustment_cap": float,
+    "adjustment_start_h": float,
+    "adjustment_end_h": float,
+    "weekday_days": int,
+    "weekend_days": int,
+    "caiso_min_weekday_days": int,
+    "caiso_min_weekend_days": int,
+    "pjm_low_usage_ratio": float,
+    "regression_min_days": int,
+    "fallback": str,
+}
+
+
+def rules_for(method: str, overrides: Mapping[str, object] | None) -> Rules:
+    """A program's rules: its method and the overrides it stores (``utilities.baseline_rules``).
+    Raises ValueError naming the offending key; the look-back can never exceed the history read."""
+    kwargs: dict[str, object] = {"method": Method(method)}
+    for key, value in (overrides or {}).items():
+        kind = _RULE_TYPES.get(key)
+        if kind is None:
+            raise ValueError(f"unknown baseline rule {key!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise ValueError(f"baseline rule {key!r} must be a {kind.__name__}")
+        if kind is int and not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
+            raise ValueError(f"baseline rule {key!r} must be a whole number")
+        if kind is str and not isinstance(value, str):
+            raise ValueError(f"baseline rule {key!r} must be a string")
+        if kind in (int, float) and isinstance(value, str):
+            raise ValueError(f"baseline rule {key!r} must be a number")
+        if key == "adjustment":
+            kwargs[key] = Adjustment(str(value))
+        elif key == "fallback":
+            kwargs[key] = Method(str(value))
+        else:
+            kwargs[key] = kind(value)
+    rules = Rules(**kwargs)  # type: ignore[arg-type]
+    if not 1 <= rules.lookback_days <= HISTORY_DAYS:
+        raise ValueError(f"lookback_days must be within 1..{HISTORY_DAYS}")
+    return rules

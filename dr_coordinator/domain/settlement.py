@@ -56,16 +56,24 @@ def _pct(part: float | None, whole: float | None) -> float | None:
     return 100.0 * part / whole
 
 
-def settle(baseline: Baseline, readings: Mapping[datetime, float], target_kw: float | None) -> FacilitySettlement:
+def settle(
+    baseline: Baseline,
+    readings: Mapping[datetime, float],
+    target_kw: float | None,
+    coverage: Mapping[datetime, float] | None = None,
+) -> FacilitySettlement:
+    """``coverage`` is each reading's own share of expected samples (the rollup's), 1 when absent."""
     rows = []
     for iv, base in zip(baseline.intervals, baseline.kw, strict=True):
         expected = round((iv.end - iv.start) / READING)
         vals = []
+        covered = 0.0
         t = iv.start
         while t < iv.end:
             v = readings.get(t)
             if v is not None:
                 vals.append(v)
+                covered += 1.0 if coverage is None else coverage.get(t, 1.0)
             t += READING
         metered = sum(vals) / len(vals) if vals else None
         reduction = None if base is None or metered is None else base - metered
@@ -79,7 +87,7 @@ def settle(baseline: Baseline, readings: Mapping[datetime, float], target_kw: fl
                 reduction,
                 target_kw,
                 _pct(reduction, target_kw),
-                100.0 * len(vals) / expected,
+                100.0 * covered / expected,
             )
         )
     hours = sum(r.hours for r in rows)
@@ -93,9 +101,9 @@ def settle(baseline: Baseline, readings: Mapping[datetime, float], target_kw: fl
     metered_kwh = energy([r.metered_kw for r in rows])
     red_kwh = None if base_kwh is None or metered_kwh is None else base_kwh - metered_kwh
     mean_red = None if red_kwh is None or hours <= 0 else red_kwh / hours
-    coverage = sum(r.coverage_pct * r.hours for r in rows) / hours if hours > 0 else 0.0
+    overall_coverage = sum(r.coverage_pct * r.hours for r in rows) / hours if hours > 0 else 0.0
     return FacilitySettlement(
-        tuple(rows), base_kwh, metered_kwh, red_kwh, mean_red, _pct(mean_red, target_kw), coverage
+        tuple(rows), base_kwh, metered_kwh, red_kwh, mean_red, _pct(mean_red, target_kw), overall_coverage
     )
 
 

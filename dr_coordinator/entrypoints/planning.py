@@ -13,9 +13,11 @@ from typing import Any
 
 import structlog
 
-from dr_coordinator.adapters import inputs
+from dr_coordinator.adapters import inputs, settlement_store
+from dr_coordinator.adapters.store import handle_in, with_retry
 from dr_coordinator.config import DrSettings
 from dr_coordinator.domain.commands import StartDispatch
+from dr_coordinator.domain.interval_baselines import Baseline
 from dr_coordinator.domain.planner import (
     FacilityPlan,
     ForecastInfo,
@@ -24,6 +26,7 @@ from dr_coordinator.domain.planner import (
     facility_targets,
     plan_facility,
 )
+from dr_coordinator.domain.saga import Decision
 from dr_coordinator.entrypoints.baselines import BaselineJob
 from energy.observability import tracing
 
@@ -49,25 +52,44 @@ class PlanningJob:
         self.send = send
 
     async def dispatch(self, dr_event_id: uuid.UUID) -> None:
-        """Plan every pending facility, then move the saga to dispatching (StartDispatch)."""
+        """Plan every pending facility, then, in one transaction, move the saga to dispatching
+        (StartDispatch), freeze each facility's interval baseline and log its plan: a crash can
+        never leave a dispatched facility without its baseline."""
         plans, strategy, baselines_kw = await self.plan(dr_event_id)
-        await self.send(dr_event_id, StartDispatch(plans, strategy))
-        async with self.pool.acquire() as conn, conn.transaction():
-            for fid, (kw, method) in baselines_kw.items():
-                await conn.execute(
-                    "UPDATE dr_event_facilities SET baseline_kw = $3 WHERE dr_event_id = $1 AND facility_id = $2",
-                    dr_event_id,
-                    fid,
-                    kw,
-                )
-                await conn.execute(
-                    """INSERT INTO dr_event_log (dr_event_id, facility_id, entry_type, detail, trace_id)
-                       VALUES ($1, $2, 'plan', $3::jsonb, $4)""",
-                    dr_event_id,
-                    fid,
-                    json.dumps(_plan_detail(plans.get(fid), kw, method)),
-                    tracing.current_or_new().trace_id,
-                )
+        frozen = {fid: self.baselines.take(dr_event_id, fid) for fid in baselines_kw}
+
+        async def once() -> Decision:
+            async with self.pool.acquire() as conn, conn.transaction():
+                decision = await handle_in(conn, dr_event_id, StartDispatch(plans, strategy), self.clock())
+                if not decision.changed:
+                    return decision
+                now = self.clock()
+                for fid, (kw, method) in baselines_kw.items():
+                    await conn.execute(
+                        "UPDATE dr_event_facilities SET baseline_kw = $3 WHERE dr_event_id = $1 AND facility_id = $2",
+                        dr_event_id,
+                        fid,
+                        kw,
+                    )
+                    b = frozen.get(fid)
+                    if b is not None:
+                        await settlement_store.freeze_baseline(conn, dr_event_id, fid, b, now)
+                    await conn.execute(
+                        """INSERT INTO dr_event_log (dr_event_id, facility_id, entry_type, detail, trace_id)
+                           VALUES ($1, $2, 'plan', $3::jsonb, $4)""",
+                        dr_event_id,
+                        fid,
+                        json.dumps(_plan_detail(plans.get(fid), kw, method, b)),
+                        tracing.current_or_new().trace_id,
+                    )
+                return decision
+
+        try:
+            decision = await with_retry(once)
+        finally:
+            self.baselines.forget(dr_event_id)
+        for ev in decision.events:
+            log.info("dr_saga_event", saga_event=type(ev).__name__, **{k: str(v) for k, v in vars(ev).items()})
 
     async def plan(
         self, dr_event_id: uuid.UUID
@@ -85,7 +107,9 @@ class PlanningJob:
 
         async def gather_one(fid: str) -> tuple[str, ForecastInfo, float | None, str]:
             fc = await inputs.forecast_info(self.pool, fid, start, end, now)
-            base_kw, method = await self.baselines.baseline(fid, start, end, ev["baseline_method"], fc)
+            base_kw, method = await self.baselines.baseline(
+                fid, start, end, ev["baseline_method"], fc, ev["baseline_rules"], dr_event_id
+            )
             return fid, fc, base_kw, method
 
         sem = asyncio.Semaphore(8)
@@ -127,8 +151,12 @@ class PlanningJob:
         return plans, strategy or "none", baselines_kw
 
 
-def _plan_detail(plan: FacilityPlan | None, baseline_kw: float | None, method: str) -> dict[str, Any]:
+def _plan_detail(
+    plan: FacilityPlan | None, baseline_kw: float | None, method: str, baseline: Baseline | None = None
+) -> dict[str, Any]:
     out: dict[str, Any] = {"baseline_kw": baseline_kw, "baseline_method": method}
+    if baseline is not None:
+        out["baseline"] = baseline.as_dict()
     if plan is not None:
         out.update(
             strategy=plan.strategy.value,

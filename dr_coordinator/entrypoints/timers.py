@@ -18,13 +18,15 @@ from typing import Any
 
 import structlog
 
+from aggregation.config import AggregationSettings
 from dr_coordinator.adapters.store import handle
 from dr_coordinator.config import DrSettings
 from dr_coordinator.domain.commands import Schedule, StartRestore
 from dr_coordinator.domain.saga import IllegalTransitionError
-from dr_coordinator.entrypoints.baselines import BaselineJob
+from dr_coordinator.entrypoints.baselines import DEFAULT_CELL_DEG, BaselineJob
 from dr_coordinator.entrypoints.planning import PlanningJob
 from dr_coordinator.entrypoints.reconciliation import ReconciliationJob
+from dr_coordinator.entrypoints.settlement import SettlementJob
 from dr_coordinator.entrypoints.vtn_reporting import ReportPoster, VtnReportingJob
 from dr_coordinator.metrics import LOOP_ERRORS
 from dr_coordinator.ports import BmsGateway
@@ -51,13 +53,17 @@ class Timers:
         gateway: BmsGateway | None,
         post_report: ReportPoster | None,
         utility_ids: list[str] | None = None,
+        *,
+        lateness_s: float = AggregationSettings().allowed_lateness_s,
+        weather_cell_deg: float = DEFAULT_CELL_DEG,
     ) -> None:
         self.pool = pool
         self.settings = settings
         self.clock = clock
         self.utility_ids = utility_ids or None
         self._sem = asyncio.Semaphore(4)
-        self.baselines = BaselineJob(pool, influx)
+        self.baselines = BaselineJob(pool, influx, weather_cell_deg)
+        self.settlement = SettlementJob(pool, settings, clock, influx, self.baselines, lateness_s, self.utility_ids)
         self.planning = PlanningJob(pool, settings, clock, self.baselines, self._message)
         self.reconciliation = ReconciliationJob(pool, settings, clock, influx, gateway)
         self.reporting = VtnReportingJob(pool, settings, clock, influx, post_report, self.utility_ids, self._step)
@@ -84,6 +90,7 @@ class Timers:
             elif state == "active":
                 jobs.append(self._step(r, partial(self.reconciliation.watch_active, eid)))
         jobs.append(self.reporting.report_due())
+        jobs.append(self.settlement.run_due())
         await asyncio.gather(*jobs)
 
     async def run(self, stop: asyncio.Event) -> None:
