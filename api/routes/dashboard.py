@@ -108,3 +108,8 @@ async def fleet_page() -> FileResponse:
 @router.get("/dashboard/facility", include_in_schema=False)
 async def facility_page() -> FileResponse:
     return FileResponse(STATIC_DIR / "facility.html", media_type="text/html")
+
+
+@router.get("/dashboard/dr-event", include_in_schema=False)
+async def dr_event_page() -> FileResponse:
+    return FileResponse(STATIC_DIR / "dr-event.html", media_type="text/html")

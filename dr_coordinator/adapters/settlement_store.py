@@ -10,7 +10,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from dr_coordinator.domain.interval_baselines import Adjustment, Baseline, Interval, Method
-from dr_coordinator.domain.settlement import FacilitySettlement, RunKind, SettlementInterval
+from dr_coordinator.domain.settlement import FacilitySettlement, ReportInterval, RunKind, SettlementInterval
 
 
 async def freeze_baseline(conn: Any, dr_event_id: uuid.UUID, facility_id: str, b: Baseline, now: datetime) -> bool:
@@ -207,19 +207,10 @@ async def write_run(
     return int(version)
 
 
-@dataclass(frozen=True)
-class ReportInterval:
-    """One interval of the OpenADR report: USAGE (kWh), DEMAND (kW), BASELINE (kW)."""
-
-    start: datetime
-    duration: timedelta
-    usage_kwh: float | None
-    demand_kw: float | None
-    baseline_kw: float | None
-
-
 async def report_intervals(conn: Any, dr_event_id: uuid.UUID) -> dict[str, tuple[int, list[ReportInterval]]]:
-    """Per facility: the latest settlement version and its per-interval report values."""
+    """Per facility: the latest settlement version and its per-interval report values (USAGE kWh,
+    DEMAND kW, BASELINE kW). For the OpenADR report builder: ``settlement.openadr_intervals``
+    turns them into report intervals."""
     rows = await conn.fetch(
         """SELECT i.facility_id, i.version, i.interval_start, i.interval_end, i.metered_kw, i.baseline_kw
            FROM dr_settlement_intervals i

@@ -11,7 +11,14 @@ import pytest
 
 from dr_coordinator.domain import interval_baselines as ib
 from dr_coordinator.domain.interval_baselines import Adjustment, Exclusion, Method, Rules
-from dr_coordinator.domain.settlement import RunKind, changed, next_run_kind, settle
+from dr_coordinator.domain.settlement import (
+    RunKind,
+    changed,
+    next_run_kind,
+    openadr_intervals,
+    report_intervals,
+    settle,
+)
 
 LA = ZoneInfo("America/Los_Angeles")
 NY = ZoneInfo("America/New_York")
@@ -320,3 +327,43 @@ def test_settlement_coverage_and_run_kinds() -> None:
     assert next_run_kind(end + timedelta(minutes=5), end, lateness, {RunKind.PRELIMINARY}) is None
     assert next_run_kind(end + lateness, end, lateness, {RunKind.PRELIMINARY}) is RunKind.SETTLEMENT
     assert next_run_kind(end + lateness, end, lateness, {RunKind.SETTLEMENT}) is RunKind.TRUE_UP
+
+
+def test_openadr_report_intervals_carry_usage_demand_and_baseline() -> None:
+    c = ctx(local(LA, 2026, 5, 26, 17), local(LA, 2026, 5, 26, 17, 30), LA, "US", "CA")
+    iv = ib.event_intervals(c.start, c.end, LA, 15)
+    b = ib.Baseline(Method.FORECAST, iv, (100.0, 100.0), (100.0, 100.0), Adjustment.NONE, 0.0, False, ())
+    s = settle(b, {iv[0].start: 60.0}, target_kw=40.0)
+    out = openadr_intervals(report_intervals(s))
+    # 60 kW for a quarter hour = 15 kWh; the second quarter has no reading: no USAGE/DEMAND
+    assert out == [
+        {
+            "id": 0,
+            "intervalPeriod": {"start": "2026-05-27T00:00:00Z", "duration": "PT900S"},
+            "payloads": [
+                {"type": "USAGE", "values": [15.0]},
+                {"type": "DEMAND", "values": [60.0]},
+                {"type": "BASELINE", "values": [100.0]},
+            ],
+        },
+        {
+            "id": 1,
+            "intervalPeriod": {"start": "2026-05-27T00:15:00Z", "duration": "PT900S"},
+            "payloads": [{"type": "BASELINE", "values": [100.0]}],
+        },
+    ]
+
+
+def test_rules_for_reads_program_overrides_and_refuses_unknown_keys() -> None:
+    r = ib.rules_for("pjm_high4of5", {"interval_minutes": 60, "adjustment": "none", "adjustment_start_h": 3})
+    assert (r.method, r.interval_minutes, r.adjustment, r.adjustment_start_h) == (
+        Method.PJM_CBL,
+        60,
+        Adjustment.NONE,
+        3.0,
+    )
+    for bad in ({"colour": 1}, {"interval_minutes": "15"}, {"interval_minutes": 20}, {"lookback_days": 90}):
+        with pytest.raises(ValueError):
+            ib.rules_for("caiso_10in10", bad)
+    with pytest.raises(ValueError):
+        ib.rules_for("made_up", None)
