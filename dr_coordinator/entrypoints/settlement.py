@@ -28,6 +28,7 @@ from dr_coordinator.metrics import LOOP_ERRORS, SETTLEMENT_RUNS
 from energy.adapters.influx import InfluxClient
 
 log = structlog.get_logger("dr.settlement")
+SCAN_INTERVAL_S = 2.0
 
 # Facilities of an ended event that were dispatched (a frozen baseline or a logged plan).
 _DUE = """
@@ -61,6 +62,7 @@ class SettlementJob:
         self.lateness = timedelta(seconds=lateness_s)
         self.utility_ids = utility_ids
         self._last: dict[tuple[uuid.UUID, str], datetime] = {}
+        self._last_scan: datetime | None = None
         self._sem = asyncio.Semaphore(4)
 
     async def run_due(self) -> None:
@@ -68,9 +70,15 @@ class SettlementJob:
         if self.influx is None:
             return
         now = self.clock()
+        # The scan itself is throttled: a preliminary run is due "at the end", not to the tick.
+        if self._last_scan is not None and (now - self._last_scan).total_seconds() < SCAN_INTERVAL_S:
+            return
+        self._last_scan = now
         rows = await self.pool.fetch(
             _DUE, now, now - timedelta(seconds=self.settings.settlement_horizon_s), self.utility_ids
         )
+        present = {(r["dr_event_id"], r["facility_id"]) for r in rows}
+        self._last = {k: v for k, v in self._last.items() if k in present}  # past the horizon: forgotten
         jobs = []
         for r in rows:
             key = (r["dr_event_id"], r["facility_id"])
