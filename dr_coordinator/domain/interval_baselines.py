@@ -479,6 +479,24 @@ def _time_of_week(local: datetime, interval_minutes: int) -> int:
     return (local.weekday() * 24 * 60 + local.hour * 60 + local.minute) // interval_minutes
 
 
+def _fit_time_of_week(bins: np.ndarray, y: np.ndarray, temps: np.ndarray) -> tuple[dict[int, float], np.ndarray]:
+    """Least squares of y on one indicator per time-of-week bin plus the temperature segments,
+    solved by within-bin demeaning (Frisch-Waugh-Lovell): the same fit as the full design matrix,
+    without building a rows x (bins + segments) matrix. Returns each seen bin's level and the
+    temperature coefficients (empty without temperatures)."""
+    uniq, inverse = np.unique(bins, return_inverse=True)
+    counts = np.bincount(inverse)
+    y_mean = np.bincount(inverse, weights=y) / counts
+    beta = np.zeros(temps.shape[1] if temps.ndim == 2 else 0)
+    if beta.size:
+        t_mean = np.stack([np.bincount(inverse, weights=temps[:, j]) / counts for j in range(beta.size)], axis=1)
+        beta, *_ = np.linalg.lstsq(temps - t_mean[inverse], y - y_mean[inverse], rcond=None)
+        levels = y_mean - t_mean @ beta
+    else:
+        levels = y_mean
+    return {int(b): float(v) for b, v in zip(uniq, levels, strict=True)}, beta
+
+
 def regression(
     history: LocalHistory,
     ctx: EventContext,
@@ -504,42 +522,38 @@ def regression(
             days.append(d)
     intervals = event_intervals(ctx.start, ctx.end, ctx.tz, rules.interval_minutes)
     use_temp = bool(temperature_c)
-    n_tow = 7 * 24 * 60 // rules.interval_minutes
 
-    def row(local: datetime, utc: datetime) -> list[float] | None:
-        x = [0.0] * n_tow
-        x[_time_of_week(local, rules.interval_minutes)] = 1.0
-        if use_temp:
-            assert temperature_c is not None
-            t = temperature_c.get(utc)
-            if t is None:
-                return None
-            x.extend(_temperature_features(t))
-        return x
+    def temp_at(utc: datetime) -> list[float] | None:
+        if not use_temp:
+            return []
+        assert temperature_c is not None
+        t = temperature_c.get(utc)
+        return None if t is None else _temperature_features(t)
 
-    xs: list[list[float]] = []
+    bins: list[int] = []
     ys: list[float] = []
+    ts: list[list[float]] = []
     for d in days:
         day = history.by_day[d]
         for iv in _day_intervals(d, ctx.tz, rules.interval_minutes):
             y = _slot_values(day, iv.local_start, rules.interval_minutes)
-            x = row(iv.local_start, iv.start)
-            if y is None or x is None:
+            t = temp_at(iv.start)
+            if y is None or t is None:
                 continue
-            xs.append(x)
+            bins.append(_time_of_week(iv.local_start, rules.interval_minutes))
             ys.append(y)
+            ts.append(t)
     kw: tuple[float | None, ...] = tuple(None for _ in intervals)
-    if xs:
-        a = np.asarray(xs)
-        coef, *_ = np.linalg.lstsq(a, np.asarray(ys), rcond=None)
-        seen = a[:, :n_tow].sum(axis=0) > 0
+    if ys:
+        intercepts, beta = _fit_time_of_week(np.asarray(bins), np.asarray(ys), np.asarray(ts, dtype=float))
         out: list[float | None] = []
         for iv in intervals:
-            x = row(iv.local_start, iv.start)
-            if x is None or not seen[_time_of_week(iv.local_start, rules.interval_minutes)]:
+            t = temp_at(iv.start)
+            level = intercepts.get(_time_of_week(iv.local_start, rules.interval_minutes))
+            if t is None or level is None:
                 out.append(None)
             else:
-                out.append(max(0.0, float(np.dot(coef, x))))
+                out.append(max(0.0, level + float(np.dot(beta, t)) if t else level))
         kw = tuple(out)
     b = Baseline(Method.REGRESSION, intervals, kw, kw, Adjustment.NONE, 0.0, False, tuple(sorted(days)), excluded)
     return _flag(b, len(days) < rules.regression_min_days, rules)
