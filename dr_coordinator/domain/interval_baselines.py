@@ -487,13 +487,12 @@ def _fit_time_of_week(bins: np.ndarray, y: np.ndarray, temps: np.ndarray) -> tup
     uniq, inverse = np.unique(bins, return_inverse=True)
     counts = np.bincount(inverse)
     y_mean = np.bincount(inverse, weights=y) / counts
-    beta = np.zeros(temps.shape[1] if temps.ndim == 2 else 0)
-    if beta.size:
-        t_mean = np.stack([np.bincount(inverse, weights=temps[:, j]) / counts for j in range(beta.size)], axis=1)
-        beta, *_ = np.linalg.lstsq(temps - t_mean[inverse], y - y_mean[inverse], rcond=None)
-        levels = y_mean - t_mean @ beta
-    else:
-        levels = y_mean
+    segments = temps.shape[1] if temps.ndim == 2 else 0
+    if not segments:
+        return {int(b): float(v) for b, v in zip(uniq, y_mean, strict=True)}, np.zeros(0)
+    t_mean = np.stack([np.bincount(inverse, weights=temps[:, j]) / counts for j in range(segments)], axis=1)
+    beta: np.ndarray = np.linalg.lstsq(temps - t_mean[inverse], y - y_mean[inverse], rcond=None)[0]
+    levels = y_mean - t_mean @ beta
     return {int(b): float(v) for b, v in zip(uniq, levels, strict=True)}, beta
 
 
