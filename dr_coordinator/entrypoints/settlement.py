@@ -29,6 +29,7 @@ from energy.adapters.influx import InfluxClient
 
 log = structlog.get_logger("dr.settlement")
 SCAN_INTERVAL_S = 2.0
+BACKFILL_RERUN_FACTOR = 10  # after end + 2 x lateness only a backfill can change the readings
 
 # Facilities of an ended event that were dispatched (a frozen baseline or a logged plan).
 _DUE = """
@@ -83,7 +84,11 @@ class SettlementJob:
         for r in rows:
             key = (r["dr_event_id"], r["facility_id"])
             last = self._last.get(key)
-            rerun_due = last is None or (now - last).total_seconds() >= self.settings.settlement_rerun_s
+            # Re-measure often while late readings can still be accepted, then only for backfills.
+            every = self.settings.settlement_rerun_s
+            if now > r["end_at"] + 2 * self.lateness:
+                every *= BACKFILL_RERUN_FACTOR
+            rerun_due = last is None or (now - last).total_seconds() >= every
             phase_changed = last is not None and last < r["end_at"] + self.lateness <= now
             if rerun_due or phase_changed:
                 self._last[key] = now
@@ -144,9 +149,11 @@ class SettlementJob:
                 await conn.execute(
                     "SELECT pg_advisory_xact_lock(hashtext($1))", f"settlement:{dr_event_id}:{facility_id}"
                 )
-                done = {r.kind for r in await settlement_store.runs(conn, dr_event_id, facility_id)}
-                if kind is not RunKind.TRUE_UP and kind in done:
+                stored_now = await settlement_store.runs(conn, dr_event_id, facility_id)
+                if kind is not RunKind.TRUE_UP and kind in {r.kind for r in stored_now}:
                     return 0  # another coordinator wrote this run first
+                if kind is RunKind.TRUE_UP and stored_now and not changed(stored_now[-1].settlement, result):
+                    return 0  # another coordinator already trued up to these values
                 version = await settlement_store.write_run(
                     conn, dr_event_id, facility_id, kind, result, baseline, frozen, target_kw, now
                 )
