@@ -5,6 +5,7 @@ PostgreSQL. Computed before dispatch and frozen in the transaction that starts i
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from datetime import datetime, timedelta
@@ -58,7 +59,8 @@ class BaselineJob:
         if ib.Method.REGRESSION in (rules.method, rules.fallback):
             temps = await meter_history.temperatures(self.pool, cal, self.weather_cell_deg, lo, end)
         fc = await meter_history.forecast_quarters(self.pool, facility_id, start - timedelta(hours=1), end)
-        b = ib.compute(rules, readings, ctx, temperature_c=temps, forecast_kw=fc)
+        # CPU-bound (tens of ms per facility): off the event loop so BMS commands keep flowing.
+        b = await asyncio.to_thread(ib.compute, rules, readings, ctx, temperature_c=temps, forecast_kw=fc)
         if b.flag:
             BASELINE_FLAGS.labels(rules.method.value, b.flag).inc()
             log.info(
