@@ -13,8 +13,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from aggregation.archive import read_archive
 from aggregation.decode import Rejected, decode_reading
-from aggregation.domain.lateness import is_too_late
+from aggregation.dlq import utcnow
 from aggregation.engine import RollupEngine
+from aggregation.late_windows import lateness_policy
 from energy.adapters.influx import InfluxClient
 from energy.adapters.kafka import make_consumer
 from energy.settings import Settings
@@ -82,10 +83,11 @@ async def rebuild(
     own = influx is None
     client = influx or InfluxClient(settings.influx, breaker_name="influxdb-backfill")
     engine = RollupEngine(client, settings.influx.raw_retention_policy, settings.influx.rollup_retention_policy, cfg)
+    policy, now = lateness_policy(settings), utcnow()
     accepted: list[MeterReading] = []
     late = 0
     for r in readings:
-        if is_too_late(r.ts, r.received_at, cfg.allowed_lateness_s):
+        if policy.refusal(r.ts, now) is not None:  # the live worker's rule: beyond retention or in the future
             late += 1
         else:
             accepted.append(r)

@@ -10,7 +10,13 @@ from energy.config_types import Count, Name, Seconds, SettingsGroup, StorageUri
 
 
 class AggregationSettings(SettingsGroup):
+    # Lateness (docs/decisions/0202): every reading within the raw retention updates its windows;
+    # one older than this is still rolled up and its 15-minute window announced on late_windows_topic.
     allowed_lateness_s: Seconds = 3600.0
+    # Readings closer than this to the end of the raw retention are too_late (InfluxDB drops them soon).
+    retention_margin_s: Seconds = 3600.0
+    # A reading stamped further into the future than this is refused (timestamp_in_future).
+    future_tolerance_s: Seconds = 300.0
     batch_max_readings: Count = 5_000
     batch_max_wait_s: Seconds = 1.0
     influx_breaker_fail_max: Count = 5
@@ -18,6 +24,7 @@ class AggregationSettings(SettingsGroup):
     # Topics and consumer groups (tests point these at their own topics).
     readings_topic: Name = "meter-readings"
     dlq_topic: Name = "meter-readings-dlq"
+    late_windows_topic: Name = "meter-late-windows"
     consumer_group: Name = "aggregation"
     archive_group: Name = "aggregation-archive"
     # Rollup maths (see aggregation/domain/rollup.py).

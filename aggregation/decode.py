@@ -1,4 +1,9 @@
-"""Kafka record -> reading, or a dead-letter verdict with a machine-readable reason."""
+"""Kafka record -> reading, or a dead-letter verdict with a machine-readable reason.
+
+Decoding goes through :func:`schemas.registry.decode_as`: any minor version of the
+``meter.reading`` major this build knows is read (unknown fields ignored); another major
+is dead-lettered as ``incompatible_version``, never silently dropped.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +12,14 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 
 from schemas.readings import MeterReading, MeterReadingEvent
+from schemas.registry import IncompatibleVersionError, UnknownEventError, decode_as
 
 
 @dataclass(frozen=True)
 class Rejected:
-    reason: str  # undecodable | schema_mismatch | too_late | sink_rejected
+    # undecodable | schema_mismatch | incompatible_version | timestamp_out_of_range | too_late
+    # | sink_rejected | unprocessable
+    reason: str
     detail: str
 
 
@@ -19,12 +27,16 @@ def decode_reading(value: bytes | None) -> MeterReadingEvent | Rejected:
     if not value:
         return Rejected("undecodable", "empty message value")
     try:
-        return MeterReadingEvent.model_validate_json(value)
+        return decode_as(value, MeterReadingEvent)
     except ValidationError as exc:
         errors = exc.errors(include_url=False)
         reason = "undecodable" if any(e["type"] in ("json_invalid", "json_type") for e in errors) else "schema_mismatch"
         return Rejected(reason, str(exc)[:3000])
-    except (UnicodeDecodeError, ValueError) as exc:
+    except IncompatibleVersionError as exc:
+        return Rejected("incompatible_version", str(exc)[:3000])
+    except UnknownEventError as exc:
+        return Rejected("schema_mismatch", str(exc)[:3000])
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         return Rejected("undecodable", f"{type(exc).__name__}: {exc}"[:3000])
 
 

@@ -25,6 +25,13 @@ from schemas.readings import MeterReading
 log = structlog.get_logger("aggregation.engine")
 
 WRITE_RETRY = RetryPolicy(attempts=3, base_delay_s=0.1, max_delay_s=1.0)
+# InfluxDB stores int64 nanoseconds; the loads ask for hours h-1..h+1 around a reading.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+LOADABLE_NS = (INT64_MIN + 2 * HOUR_NS, INT64_MAX - 2 * HOUR_NS)
+
+
+class UnrepresentableTimeError(ValueError):
+    """A reading's time has no int64 nanosecond form with room for its neighbouring hours."""
 
 
 @dataclass
@@ -37,7 +44,7 @@ class WritePlan:
 
 
 def to_sample(r: MeterReading) -> Sample:
-    return Sample(lines.ts_ns(r.ts), r.active_power_kw, r.energy_kwh)
+    return Sample(lines.ts_ns(r.ts), r.active_power_kw, r.energy_kwh, not r.anomalies)
 
 
 class RollupEngine:
@@ -65,14 +72,25 @@ class RollupEngine:
         if not hours:
             return
         q = (
-            f"SELECT active_power_kw, energy_kwh FROM {quote_ident(self.raw_rp)}.{quote_ident(lines.RAW_MEASUREMENT)} "
+            "SELECT active_power_kw, energy_kwh, anomalies "
+            f"FROM {quote_ident(self.raw_rp)}.{quote_ident(lines.RAW_MEASUREMENT)} "
             "WHERE facility_id = $f AND time >= $a AND time < $b GROUP BY meter_id"
         )
-        params = {"f": state.facility_id, "a": hours[0] * HOUR_NS, "b": (hours[-1] + 1) * HOUR_NS}
+        lo, hi = hours[0] * HOUR_NS, (hours[-1] + 1) * HOUR_NS
+        params = {"f": state.facility_id, "a": max(lo, INT64_MIN), "b": min(hi, INT64_MAX)}
         async with self._sem:
             series = await self.influx.query(q, params, epoch="ns")
         samples = (
-            (row["meter_id"], Sample(int(row["time"]), float(row["active_power_kw"]), float(row["energy_kwh"])))
+            (
+                row["meter_id"],
+                # Anomalous readings are stored raw with their flags; they are counted, not rolled up.
+                Sample(
+                    int(row["time"]),
+                    float(row["active_power_kw"]),
+                    float(row["energy_kwh"]),
+                    not row.get("anomalies"),
+                ),
+            )
             for row in iter_rows(series)
             if row.get("active_power_kw") is not None and row.get("energy_kwh") is not None
         )
@@ -82,8 +100,13 @@ class RollupEngine:
         """Load what the batch needs, merge it, and return every line to write. Safe to retry."""
         by_facility: dict[str, list[tuple[MeterReading, int]]] = {}
         raw_lines = []
+        low, high = LOADABLE_NS
         for r in readings:
             t = lines.ts_ns(r.ts)
+            if not low <= t <= high:
+                raise UnrepresentableTimeError(
+                    f"reading {r.reading_id} at {r.ts.isoformat()}: out of int64 nanoseconds"
+                )
             by_facility.setdefault(r.facility_id, []).append((r, t))
             raw_lines.append(lines.raw_line(r, t))
         # Hold the state objects: a rebalance may reset() the cache while we await the loads.
@@ -97,9 +120,15 @@ class RollupEngine:
         for facility_id, rs in by_facility.items():
             st = states[facility_id]
             touched: set[tuple[str, int]] = set()
-            for r, t in rs:
-                touched |= st.merge(r.meter_id, Sample(t, r.active_power_kw, r.energy_kwh))
-            plan.rollup_lines.extend(lines.rollup_line(row) for row in rollups_for(st, touched))
+            try:
+                for r, t in rs:
+                    touched |= st.merge(r.meter_id, Sample(t, r.active_power_kw, r.energy_kwh, not r.anomalies))
+                plan.rollup_lines.extend(lines.rollup_line(row) for row in rollups_for(st, touched))
+            except Exception:
+                # A failed merge may have left part of the batch in the cache without its raw
+                # points being written: forget the facility (it reloads from InfluxDB).
+                self.states.pop(facility_id, None)
+                raise
         return plan
 
     def evict(self) -> None:

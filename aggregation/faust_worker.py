@@ -179,6 +179,7 @@ class FaustRollupWorker(RollupWorker):
 
     async def start(self) -> None:
         timeout = self.settings.kafka.request_timeout_s * 4
+        await self.ensure_late_windows_topic()
         await asyncio.wait_for(self.producer.start(), timeout)
         await asyncio.wait_for(self.consumer.start(), timeout)
         await asyncio.wait_for(self.app.start(), timeout * 2)

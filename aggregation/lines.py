@@ -62,7 +62,8 @@ def rollup_line(row: RollupRow) -> str:
             f"{METER_ROLLUPS},facility_id={_tag(row.facility_id)},meter_id={_tag(row.meter_id)},window={row.key.window}"
         )
     return (
-        f"{head} avg_kw={_float(ru.avg_kw)},coverage={_float(ru.coverage)},energy_kwh={_float(ru.energy_kwh)},"
+        f"{head} anomaly_count={ru.anomaly_count}i,avg_kw={_float(ru.avg_kw)},coverage={_float(ru.coverage)},"
+        f"energy_kwh={_float(ru.energy_kwh)},"
         f"energy_register_kwh={_float(ru.energy_register_kwh)},max_kw={_float(ru.max_kw)},"
         f"min_kw={_float(ru.min_kw)},sample_count={ru.sample_count}i {row.key.start_ns}"
     )

@@ -33,3 +33,6 @@ ARCHIVED = Counter("energy_aggregation_archived", "Readings archived to Parquet"
 POINTS_REJECTED = Counter(
     "energy_aggregation_points_rejected", "Points InfluxDB refused for good (4xx, e.g. field type conflict)", ["kind"]
 )
+LATE_WINDOWS = Counter(
+    "energy_aggregation_late_windows", "Facility 15-minute windows changed by late readings (meter.late_window sent)"
+)

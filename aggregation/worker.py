@@ -18,6 +18,7 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, TypeVar
 
 import httpx
@@ -29,19 +30,23 @@ from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 from aggregation import metrics
 from aggregation.decode import Rejected, decode_reading
 from aggregation.dlq import dead_letter, utcnow
-from aggregation.domain.lateness import is_too_late
+from aggregation.domain.lateness import TOO_LATE, late_windows
 from aggregation.engine import RollupEngine, WritePlan
+from aggregation.late_windows import late_window_event, lateness_policy
 from energy.adapters.influx import InfluxClient, InfluxUnavailableError
-from energy.adapters.kafka import make_consumer, make_producer, send_event
+from energy.adapters.kafka import make_consumer, make_producer, security_options, send_event
 from energy.observability.health import Health
 from energy.resilience import CircuitOpenError, backoff_delays
 from energy.settings import Settings
+from energy.stack.topics import ensure_topics_async
 from schemas.readings import MeterReading
+from schemas.topics import LATE_WINDOWS, TOPICS
 
 log = structlog.get_logger("aggregation.worker")
 
 T = TypeVar("T")
 
+_DECODED_REJECTS = ("too_late", "timestamp_in_future", "sink_rejected", "unprocessable")
 TRANSIENT = (InfluxUnavailableError, CircuitOpenError, TimeoutError, httpx.TransportError, KafkaError, OSError)
 BACKPRESSURE = "sink_backpressure"
 
@@ -59,6 +64,7 @@ class _Staged:
     rejects: list[tuple[ConsumerRecord[Any, Any], Rejected]] = field(default_factory=list)
     plan: WritePlan | None = None
     prepared_at: float = 0.0
+    now: datetime = field(default_factory=utcnow)  # the clock lateness is judged by
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -91,6 +97,7 @@ class RollupWorker:
         self.engine = RollupEngine(
             self.influx, settings.influx.raw_retention_policy, settings.influx.rollup_retention_policy, self.cfg
         )
+        self.lateness = lateness_policy(settings)
         self.consumer: AIOKafkaConsumer = self._make_consumer()
         self.producer: AIOKafkaProducer = make_producer(settings.kafka)
         self.committed: dict[TopicPartition, int] = {}
@@ -116,6 +123,7 @@ class RollupWorker:
 
     async def start(self) -> None:
         timeout = self.settings.kafka.request_timeout_s * 4
+        await self.ensure_late_windows_topic()
         await asyncio.wait_for(self.producer.start(), timeout)
         self.consumer.subscribe([self.cfg.readings_topic], listener=_Rebalance(self))
         await asyncio.wait_for(self.consumer.start(), timeout)
@@ -167,7 +175,8 @@ class RollupWorker:
 
     def _decode(self, batch: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]) -> _Staged:
         staged = _Staged(batch, time.perf_counter())
-        allowed = self.cfg.allowed_lateness_s
+        now, policy = staged.now, self.lateness
+        oldest, newest = policy.accepted_range(now)
         for tp, records in batch.items():
             if records:
                 self.seen_end[tp] = max(self.seen_end.get(tp, 0), records[-1].offset + 1)
@@ -175,9 +184,9 @@ class RollupWorker:
                 got = decode_reading(rec.value)
                 if isinstance(got, Rejected):
                     staged.rejects.append((rec, got))
-                elif is_too_late(got.payload.ts, got.payload.received_at, allowed):
-                    detail = f"reading at {got.payload.ts.isoformat()} received {got.payload.received_at.isoformat()}"
-                    staged.rejects.append((rec, Rejected("too_late", f"{detail}; allowed lateness {allowed:g}s")))
+                elif not oldest <= got.payload.ts <= newest:
+                    refused = policy.refusal(got.payload.ts, now) or TOO_LATE
+                    staged.rejects.append((rec, Rejected(refused, policy.detail(refused, got.payload.ts, now))))
                 else:
                     staged.readings.append(got.payload)
                     staged.records.append(rec)
@@ -191,8 +200,44 @@ class RollupWorker:
                 staged.plan = await self._until_ok("influxdb", lambda: self.engine.prepare(staged.readings))
             except _Stopped:
                 return None
+            except Exception as exc:  # not transient (those _until_ok retries): find the records causing it
+                try:
+                    staged.plan = await self._prepare_isolating(staged, exc)
+                except _Stopped:
+                    return None
         staged.prepared_at = time.perf_counter()
         return staged
+
+    async def _prepare_isolating(self, staged: _Staged, first: Exception) -> WritePlan | None:
+        """Bisect the batch to the readings whose rollup fails for good; dead-letter them, prepare the rest.
+
+        No single record can stop a partition (docs/decisions/0202). A prepare that fails leaves
+        no half-merged facility in the cache (see :meth:`RollupEngine.prepare`), so the attempts
+        keep it and the batch in flight of the pipelined loop stays consistent.
+        """
+        log.warning("prepare_failed_isolating", readings=len(staged.readings), error=f"{type(first).__name__}: {first}")
+
+        async def fails(part: list[int]) -> list[tuple[int, str]]:
+            try:
+                await self._until_ok("influxdb", lambda: self.engine.prepare([staged.readings[i] for i in part]))
+                return []
+            except _Stopped:
+                raise
+            except Exception as exc:
+                if len(part) == 1:
+                    return [(part[0], f"{type(exc).__name__}: {exc}"[:3000])]
+                mid = len(part) // 2
+                return await fails(part[:mid]) + await fails(part[mid:])
+
+        bad = dict(await fails(list(range(len(staged.readings)))))
+        for i, reason in sorted(bad.items()):
+            staged.rejects.append((staged.records[i], Rejected("unprocessable", reason)))
+        keep = [i for i in range(len(staged.readings)) if i not in bad]
+        staged.readings = [staged.readings[i] for i in keep]
+        staged.records = [staged.records[i] for i in keep]
+        if not staged.readings:
+            return None
+        return await self._until_ok("influxdb", lambda: self.engine.prepare(staged.readings))
 
     async def _finish(self, staged: _Staged) -> None:
         """Write, dead-letter, then commit; a shutdown during a sink failure leaves it uncommitted."""
@@ -204,6 +249,9 @@ class RollupWorker:
                     staged.rejects.append((staged.records[index], Rejected("sink_rejected", reason)))
             if staged.rejects:
                 await self._until_ok("kafka_dlq", lambda: self._send_dead_letters(staged.rejects))
+            notices = late_windows(((r.facility_id, r.ts) for r in staged.readings), staged.now, self.lateness)
+            if notices:
+                await self._until_ok("kafka_late_windows", lambda: self._send_late_windows(notices))
         except _Stopped:
             return
         await self._commit(staged.batch)
@@ -227,9 +275,28 @@ class RollupWorker:
         for rec, rej in rejects:
             source = f"kafka:{rec.topic}/{rec.partition}@{rec.offset}"
             event = dead_letter(rec.value, rej.reason, rej.detail, source, rec.key, now)
-            meter_id = _meter_id_of(rec.value) if rej.reason in ("too_late", "sink_rejected") else None
+            meter_id = _meter_id_of(rec.value) if rej.reason in _DECODED_REJECTS else None
             sends.append(send_event(self.producer, self.cfg.dlq_topic, meter_id, event))
         await asyncio.wait_for(asyncio.gather(*sends), self.settings.kafka.produce_timeout_s)
+
+    async def ensure_late_windows_topic(self) -> None:
+        """The late-window topic is new in this release: create it where the platform has not yet."""
+        with contextlib.suppress(Exception):  # a broker down at start: sending retries under backpressure
+            await ensure_topics_async(
+                self.settings.kafka.bootstrap_servers,
+                {self.cfg.late_windows_topic: TOPICS[LATE_WINDOWS].partitions},
+                timeout_s=self.settings.kafka.request_timeout_s,
+                security=security_options(self.settings.kafka),
+            )
+
+    async def _send_late_windows(self, notices: list[Any]) -> None:
+        now = utcnow()
+        sends = [
+            send_event(self.producer, self.cfg.late_windows_topic, n.facility_id, late_window_event(n, now))
+            for n in notices
+        ]
+        await asyncio.wait_for(asyncio.gather(*sends), self.settings.kafka.produce_timeout_s)
+        metrics.LATE_WINDOWS.inc(len(notices))
 
     async def _until_ok(self, sink: str, step: Callable[[], Awaitable[T]]) -> T:
         """Run ``step`` until it succeeds, pausing consumption meanwhile; :class:`_Stopped` on shutdown.

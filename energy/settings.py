@@ -105,6 +105,11 @@ class InfluxSettings(SettingsGroup):
     password: SecretText | None = None
     tls_ca_file: SafePath | None = None  # for https URLs; the system CAs when unset
 
+    @property
+    def raw_retention_s(self) -> float:
+        """How long raw points live: readings older than this cannot be stored (InfluxDB drops them)."""
+        return float(int(self.raw_retention[:-1]) * {"h": 3600, "d": 86_400, "w": 604_800}[self.raw_retention[-1]])
+
 
 class KafkaSettings(SettingsGroup):
     bootstrap_servers: Annotated[str, AfterValidator(lambda v: ",".join(validate_host(h) for h in v.split(",")))] = (

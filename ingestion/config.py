@@ -43,7 +43,9 @@ class IngestionSettings(SettingsGroup):
     publish_chunk_readings: Count = 2_000
     publisher_linger_ms: Annotated[float, Field(ge=0, le=100)] = 2.0  # a small chunk waits this long for more
     max_message_bytes: Count = 4_000_000
-    future_tolerance_s: Seconds = 120.0
+    # A reading stamped further than this into the future is rejected (reason timestamp_in_future):
+    # clocks drift, but a far-future time would poison lateness, registers and window arithmetic.
+    future_tolerance_s: Seconds = 300.0
     mqtt_client_id: Name = "energy-ingestion"
     mqtt_qos: Annotated[int, Field(ge=0, le=1)] = 1
     readings_topic: Name = READINGS

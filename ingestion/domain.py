@@ -35,6 +35,8 @@ class Reason(StrEnum):
     BAD_TOPIC = "bad_topic"
     PAYLOAD_TOO_LARGE = "payload_too_large"
     NOT_AUTHORISED = "not_authorised"  # HTTP: the key does not cover this meter
+    TIMESTAMP_IN_FUTURE = "timestamp_in_future"  # further ahead than the allowed clock skew
+    TIMESTAMP_TOO_OLD = "timestamp_too_old"  # older than the raw retention: cannot be stored
 
 
 @dataclass(frozen=True)
@@ -129,8 +131,6 @@ def detect_anomalies(
     limits: MeterTypeLimits,
     *,
     register_decreased: bool,
-    now: datetime,
-    future_tolerance: timedelta,
 ) -> tuple[Anomaly, ...]:
     found: list[Anomaly] = []
     if raw.active_power_kw < 0 and not limits.allow_negative_power:
@@ -145,8 +145,6 @@ def detect_anomalies(
         found.append(Anomaly.CURRENT_OUT_OF_RANGE)
     if register_decreased or raw.energy_kwh < 0:
         found.append(Anomaly.ENERGY_REGISTER_DECREASED)
-    if raw.ts - now > future_tolerance:
-        found.append(Anomaly.TIMESTAMP_IN_FUTURE)
     return tuple(found)
 
 
@@ -159,6 +157,7 @@ class Validator:
     registers: RegisterTracker
     future_tolerance: timedelta
     max_message_bytes: int
+    max_age: timedelta | None = None  # the raw retention; None: no lower bound
     default_limits: MeterTypeLimits = field(default_factory=MeterTypeLimits)
 
     def _enrich(
@@ -177,6 +176,30 @@ class Validator:
                 Rejection(
                     Reason.METER_MISMATCH,
                     f"payload meter {raw.meter_id!r} sent on the topic of {meter_id!r}",
+                    raw_bytes(),
+                    raw.meter_id,
+                )
+            )
+            return
+        if raw.ts - now > self.future_tolerance:
+            # Rejected before the register tracker sees it: a far-future time would make every
+            # later reading of the meter look out of order.
+            out.rejected.append(
+                Rejection(
+                    Reason.TIMESTAMP_IN_FUTURE,
+                    f"ts {raw.ts.isoformat()} is more than {self.future_tolerance.total_seconds():g}s "
+                    f"after {now.isoformat()}",
+                    raw_bytes(),
+                    raw.meter_id,
+                )
+            )
+            return
+        if self.max_age is not None and now - raw.ts > self.max_age:
+            out.rejected.append(
+                Rejection(
+                    Reason.TIMESTAMP_TOO_OLD,
+                    f"ts {raw.ts.isoformat()} is older than the raw retention "
+                    f"({self.max_age.total_seconds():g}s before {now.isoformat()})",
                     raw_bytes(),
                     raw.meter_id,
                 )
@@ -211,9 +234,7 @@ class Validator:
             return
         limits = self.limits.get(meter.meter_type, self.default_limits)
         decreased = self.registers.decreased(raw.meter_id, raw.ts, raw.energy_kwh)
-        anomalies = detect_anomalies(
-            raw, meter, limits, register_decreased=decreased, now=now, future_tolerance=self.future_tolerance
-        )
+        anomalies = detect_anomalies(raw, meter, limits, register_decreased=decreased)
         out.accepted.append(
             MeterReading(
                 reading_id=reading_id(raw.meter_id, raw.ts),

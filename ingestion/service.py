@@ -73,6 +73,7 @@ class IngestionService:
             registers=RegisterTracker(),
             future_tolerance=timedelta(seconds=ing.future_tolerance_s),
             max_message_bytes=ing.max_message_bytes,
+            max_age=timedelta(seconds=s.influx.raw_retention_s),
         )
         with contextlib.suppress(Exception):  # the broker may be down at start: we still serve and push back
             await ensure_topics_async(

@@ -6,10 +6,10 @@ from typing import ClassVar, Literal
 
 from pydantic import AwareDatetime, Field
 
-from schemas.envelope import Envelope, StrictModel
+from schemas.envelope import Envelope, EventModel
 
 
-class DeadLetter(StrictModel):
+class DeadLetter(EventModel):
     stage: str = Field(pattern=r"^[a-z][a-z0-9_.-]{0,62}$", description="Who rejected it: ingestion, aggregation...")
     reason: str = Field(pattern=r"^[a-z][a-z0-9_]{0,62}$", description="Machine-readable reason code")
     detail: str = Field(max_length=4000)

@@ -8,7 +8,7 @@ from typing import ClassVar, Literal
 
 from pydantic import AwareDatetime, Field
 
-from schemas.envelope import Envelope, StrictModel
+from schemas.envelope import Envelope, EventModel
 from schemas.readings import ID_PATTERN
 
 
@@ -35,7 +35,7 @@ class FacilityDrState(StrEnum):
     CANCELLED = "cancelled"
 
 
-class DrEventReceived(StrictModel):
+class DrEventReceived(EventModel):
     dr_event_id: uuid.UUID
     utility_id: str = Field(pattern=ID_PATTERN)
     utility_event_id: str = Field(min_length=1, max_length=128)
@@ -48,7 +48,7 @@ class DrEventReceived(StrictModel):
     priority: int = Field(default=0, ge=0, le=100)
 
 
-class DrEventStateChanged(StrictModel):
+class DrEventStateChanged(EventModel):
     dr_event_id: uuid.UUID
     facility_id: str | None = Field(default=None, pattern=ID_PATTERN, description="None: the whole event")
     from_state: str
@@ -63,7 +63,7 @@ class BmsAction(StrEnum):
     RESTORE = "restore"
 
 
-class BmsCommand(StrictModel):
+class BmsCommand(EventModel):
     command_id: uuid.UUID
     idempotency_key: str = Field(min_length=1, max_length=200)
     dr_event_id: uuid.UUID
@@ -73,13 +73,13 @@ class BmsCommand(StrictModel):
     value: float | None = Field(default=None, allow_inf_nan=False)
 
 
-class BmsCommandAcknowledged(StrictModel):
+class BmsCommandAcknowledged(EventModel):
     command: BmsCommand
     executed_at: AwareDatetime
     bms_reference: str | None = Field(default=None, max_length=200)
 
 
-class BmsCommandFailed(StrictModel):
+class BmsCommandFailed(EventModel):
     command: BmsCommand
     reason: str = Field(max_length=1000)
     transient: bool

@@ -14,20 +14,36 @@ SOURCE_PATTERN = r"^[a-z][a-z0-9_.-]{0,62}$"
 
 
 class StrictModel(BaseModel):
-    """Base of every schema: strict types, unknown fields rejected, immutable."""
+    """Base of inbound payloads we validate at the edge: strict types, unknown fields rejected, immutable."""
 
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+
+class EventModel(BaseModel):
+    """Base of every event envelope and payload: strict types, immutable, unknown fields *ignored*.
+
+    Events are read by services deployed at another version than their producer's: a minor
+    version of an event only adds optional fields, which an older consumer must accept and
+    ignore (docs/decisions/0204). Only a different major ``schema_version`` is incompatible.
+    """
+
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class Envelope(StrictModel, Generic[PayloadT]):
-    """Subclasses pin ``EVENT_TYPE`` and ``SCHEMA_VERSION`` and the payload model."""
+class Envelope(EventModel, Generic[PayloadT]):
+    """Subclasses pin ``EVENT_TYPE``, ``SCHEMA_VERSION`` (the major, on the wire) and the payload model.
+
+    ``SCHEMA_MINOR`` documents additive revisions of a major; it is not on the wire, since
+    consumers of any minor of a major read every other minor of it.
+    """
 
     EVENT_TYPE: ClassVar[str] = ""
     SCHEMA_VERSION: ClassVar[int] = 1
+    SCHEMA_MINOR: ClassVar[int] = 0
 
     event_id: uuid.UUID = Field(description="Unique per event; deterministic where the fact is (e.g. a reading)")
     event_type: str

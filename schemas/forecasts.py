@@ -7,7 +7,7 @@ from typing import ClassVar, Literal
 
 from pydantic import AwareDatetime, Field
 
-from schemas.envelope import Envelope, StrictModel
+from schemas.envelope import Envelope, EventModel
 from schemas.readings import ID_PATTERN
 
 
@@ -17,7 +17,7 @@ class ForecastQuality(StrEnum):
     DEGRADED_STALE_DATA = "degraded_stale_data"
 
 
-class ForecastPublished(StrictModel):
+class ForecastPublished(EventModel):
     facility_id: str = Field(pattern=ID_PATTERN)
     run_at: AwareDatetime
     horizon_start: AwareDatetime

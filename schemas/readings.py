@@ -9,7 +9,7 @@ from typing import ClassVar, Literal
 
 from pydantic import AwareDatetime, Field
 
-from schemas.envelope import Envelope, StrictModel
+from schemas.envelope import Envelope, EventModel, StrictModel
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 READING_NAMESPACE = uuid.UUID("6f1e3c52-8d8e-4a64-9a3c-1f9b1f3e2a10")
@@ -50,7 +50,7 @@ class Anomaly(StrEnum):
     TIMESTAMP_IN_FUTURE = "timestamp_in_future"
 
 
-class MeterReading(StrictModel):
+class MeterReading(EventModel):
     """A validated reading enriched with its facility; the payload of ``meter.reading``."""
 
     reading_id: uuid.UUID
@@ -71,4 +71,25 @@ class MeterReadingEvent(Envelope[MeterReading]):
     EVENT_TYPE: ClassVar[str] = "meter.reading"
     SCHEMA_VERSION: ClassVar[int] = 1
     event_type: Literal["meter.reading"] = "meter.reading"
+    schema_version: Literal[1] = 1
+
+
+class LateWindow(EventModel):
+    """Readings that arrived after ``allowed_lateness_s`` changed a facility's rollup window.
+
+    The rollups are already rewritten; this tells consumers that settled on the old values
+    (M&V settlement of a DR event) to recompute the window. Keyed by facility.
+    """
+
+    facility_id: str = Field(pattern=ID_PATTERN)
+    window_start: AwareDatetime
+    window_end: AwareDatetime
+    late_readings: int = Field(ge=1, description="Late readings of this batch in the window")
+    max_lateness_s: float = Field(ge=0, allow_inf_nan=False, description="Largest processing time - ts among them")
+
+
+class LateWindowEvent(Envelope[LateWindow]):
+    EVENT_TYPE: ClassVar[str] = "meter.late_window"
+    SCHEMA_VERSION: ClassVar[int] = 1
+    event_type: Literal["meter.late_window"] = "meter.late_window"
     schema_version: Literal[1] = 1

@@ -19,6 +19,13 @@ TOPICS: dict[str, Topic] = {
     for t in (
         Topic("meter-readings", 6, "facility_id", ("meter.reading",), "Validated readings; source of truth"),
         Topic("meter-readings-dlq", 1, "meter_id or none", ("dead_letter",), "Rejected readings, raw bytes + reason"),
+        Topic(
+            "meter-late-windows",
+            3,
+            "facility_id",
+            ("meter.late_window",),
+            "Rollup windows rewritten by late readings (settlement recomputes them)",
+        ),
         Topic("dr-events", 3, "dr_event_id", ("dr.event.received", "dr.event.state_changed"), "DR saga log (outbox)"),
         Topic(
             "bms-commands",
@@ -34,6 +41,7 @@ TOPICS: dict[str, Topic] = {
 
 READINGS = TOPICS["meter-readings"].name
 READINGS_DLQ = TOPICS["meter-readings-dlq"].name
+LATE_WINDOWS = TOPICS["meter-late-windows"].name
 DR_EVENTS = TOPICS["dr-events"].name
 BMS_COMMANDS = TOPICS["bms-commands"].name
 BMS_COMMANDS_DLQ = TOPICS["bms-commands-dlq"].name

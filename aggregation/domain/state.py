@@ -62,12 +62,24 @@ class MeterSeries:
         return [self.samples[t] for t in self.times[lo:hi]]
 
     def before(self, ts_ns: int) -> Sample | None:
+        """The last valid sample strictly before ``ts_ns`` (anomalous samples are skipped)."""
         i = bisect.bisect_left(self.times, ts_ns)
-        return self.samples[self.times[i - 1]] if i > 0 else None
+        while i > 0:
+            s = self.samples[self.times[i - 1]]
+            if s.valid:
+                return s
+            i -= 1
+        return None
 
     def after(self, ts_ns: int) -> Sample | None:
+        """The first valid sample strictly after ``ts_ns``."""
         i = bisect.bisect_right(self.times, ts_ns)
-        return self.samples[self.times[i]] if i < len(self.times) else None
+        while i < len(self.times):
+            s = self.samples[self.times[i]]
+            if s.valid:
+                return s
+            i += 1
+        return None
 
     def drop_hour(self, hour: int) -> None:
         lo = bisect.bisect_left(self.times, hour * HOUR_NS)
@@ -133,8 +145,10 @@ class FacilityState:
 
         A duplicate changes no value but still reports its minutes: after a crash between the
         raw write and the rollup write, the replayed reading is already in the loaded state and
-        its rollups must still be written. The minute of the meter's next sample is reported
-        too, since its register increase starts from this sample.
+        its rollups must still be written. The minute of the meter's next valid sample is
+        reported too, since its register increase starts from this sample, and the minute of
+        the previous valid one when this sample is closer to it than ``interval_s`` (its hold
+        ends here now).
         """
         if hour_of(s.ts_ns) not in self.loaded_hours:
             raise ValueError(f"hour {hour_of(s.ts_ns)} of {self.facility_id} is not loaded")
@@ -144,6 +158,9 @@ class FacilityState:
         nxt = series.after(s.ts_ns)
         if nxt is not None and nxt.ts_ns - s.ts_ns <= self.params.max_register_gap_s * NS:
             touched.add((meter_id, nxt.ts_ns - nxt.ts_ns % MINUTE_NS))
+        prev = series.before(s.ts_ns)
+        if prev is not None and s.ts_ns - prev.ts_ns < self.params.interval_s * NS:
+            touched.add((meter_id, prev.ts_ns - prev.ts_ns % MINUTE_NS))
         self._dirty |= touched
         return touched
 
@@ -168,9 +185,16 @@ class FacilityState:
             series = self.meters.get(meter_id)
             part = None
             if series is not None:
-                samples = series.between(start, start + MINUTE_NS)
+                end = start + MINUTE_NS
+                samples = series.between(start, end)
                 if samples:
-                    part = partial_of(samples, series.before(start), self.params.max_register_gap_s)
+                    part = partial_of(
+                        samples,
+                        series.before(start),
+                        self.params.max_register_gap_s,
+                        series.after(end - 1),
+                        self.params.interval_s,
+                    )
         elif window == "15m":
             part = combine(self.meter_part("1m", meter_id, start + i * MINUTE_NS) for i in range(15))
         else:
@@ -202,7 +226,7 @@ class FacilityState:
         part = self.meter_part(key.window, meter_id, key.start_ns)
         if part is None:
             return None
-        return to_rollup(part, WINDOW_SECONDS[key.window], self.params.interval_s)
+        return to_rollup(part, WINDOW_SECONDS[key.window])
 
     def facility_window(self, key: WindowKey) -> tuple[Rollup, dict[str, Rollup]] | None:
         """The facility rollup of one window and the meter rollups it was built from."""

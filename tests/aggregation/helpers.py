@@ -23,6 +23,7 @@ from schemas.readings import MeterReading, MeterReadingEvent, reading_id
 
 WINDOWS = {"1m": 60, "15m": 900, "1h": 3600}
 INTERVAL_S = 15
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Messages each test topic received from this process. The local broker (Tansu) reports the
 # end offset of a partition as the base offset of its last record batch, so "caught up" is
 # judged against what we produced, not against end offsets.
@@ -122,11 +123,17 @@ class Truth:
     max_kw: float
     sample_count: int
     coverage: float
+    anomaly_count: int = 0
 
 
 def ground_truth(readings: Iterable[MeterReading]) -> dict[tuple[str, str | None, str, int], Truth]:
-    """Rollups computed the obvious way, straight from the readings (dedup by meter + ts).
+    """Rollups computed the obvious way, straight from the readings, by the rules of decision 0201.
 
+    Dedup by meter + ts (the last one wins, like an overwrite). Readings with anomalies are only
+    counted. A valid reading's power holds until the meter's next valid reading, at most 15 s,
+    booked in its own window; the register increase from the previous valid reading (at most
+    1 h before) in the later reading's window. Facility min/max: per 15 s slot, each meter's mean
+    power in the slot, summed. Windows with anomalous readings only have no rollup.
     Key: (facility_id, meter_id or None for the facility, window, window start epoch seconds).
     """
     unique: dict[tuple[str, datetime], MeterReading] = {}
@@ -139,36 +146,52 @@ def ground_truth(readings: Iterable[MeterReading]) -> dict[tuple[str, str | None
     facility_parts: dict[tuple[str, str, int], list[tuple[Truth, list[MeterReading]]]] = defaultdict(list)
     for meter_id, rs in by_meter.items():
         rs.sort(key=lambda r: r.ts)
-        prev_of = {rs[i].ts: rs[i - 1] for i in range(1, len(rs))}
+        valid = [r for r in rs if not r.anomalies]
+        hold: dict[datetime, float] = {}
+        prev_of: dict[datetime, MeterReading] = {}
+        for i, r in enumerate(valid):
+            gap = (valid[i + 1].ts - r.ts).total_seconds() if i + 1 < len(valid) else INTERVAL_S
+            hold[r.ts] = min(gap, INTERVAL_S)
+            if i:
+                prev_of[r.ts] = valid[i - 1]
         for w, secs in WINDOWS.items():
             groups: dict[int, list[MeterReading]] = defaultdict(list)
             for r in rs:
                 epoch = int(r.ts.timestamp())
                 groups[epoch - epoch % secs].append(r)
             for start, grp in groups.items():
-                kws = [r.active_power_kw for r in grp]
+                good = [r for r in grp if not r.anomalies]
+                if not good:
+                    continue
+                energy = sum(r.active_power_kw * hold[r.ts] for r in good) / 3600
+                covered = sum(hold[r.ts] for r in good)
                 reg = 0.0
-                for r in grp:
+                for r in good:
                     p = prev_of.get(r.ts)
                     if p is not None and (r.ts - p.ts).total_seconds() <= 3600:
                         reg += max(0.0, r.energy_kwh - p.energy_kwh)
+                kws = [r.active_power_kw for r in good]
                 t = Truth(
-                    energy_kwh=sum(kws) * INTERVAL_S / 3600,
+                    energy_kwh=energy,
                     energy_register_kwh=reg,
-                    avg_kw=sum(kws) / len(kws),
+                    avg_kw=energy * 3600 / covered,
                     min_kw=min(kws),
                     max_kw=max(kws),
-                    sample_count=len(kws),
-                    coverage=min(1.0, len(kws) / (secs / INTERVAL_S)),
+                    sample_count=len(good),
+                    coverage=min(1.0, covered / secs),
+                    anomaly_count=len(grp) - len(good),
                 )
                 fid = grp[0].facility_id
                 meter_rows[(fid, meter_id, w, start)] = t
-                facility_parts[(fid, w, start)].append((t, grp))
+                facility_parts[(fid, w, start)].append((t, good))
     for (fid, w, start), parts in facility_parts.items():
-        totals: dict[datetime, float] = defaultdict(float)
-        for _, grp in parts:
-            for r in grp:
-                totals[r.ts] += r.active_power_kw
+        totals: dict[int, float] = defaultdict(float)
+        for _, good in parts:
+            slots: dict[int, list[float]] = defaultdict(list)
+            for r in good:
+                slots[(r.ts - EPOCH) // timedelta(seconds=INTERVAL_S)].append(r.active_power_kw)
+            for slot, kws in slots.items():
+                totals[slot] += sum(kws) / len(kws)
         meter_rows[(fid, None, w, start)] = Truth(
             energy_kwh=sum(t.energy_kwh for t, _ in parts),
             energy_register_kwh=sum(t.energy_register_kwh for t, _ in parts),
@@ -177,6 +200,7 @@ def ground_truth(readings: Iterable[MeterReading]) -> dict[tuple[str, str | None
             max_kw=max(totals.values()),
             sample_count=sum(t.sample_count for t, _ in parts),
             coverage=sum(t.coverage for t, _ in parts) / len(parts),
+            anomaly_count=sum(t.anomaly_count for t, _ in parts),
         )
     return meter_rows
 
@@ -199,6 +223,7 @@ async def stored_rollups(
                     float(row["max_kw"]),
                     int(row["sample_count"]),
                     float(row["coverage"]),
+                    int(row.get("anomaly_count") or 0),
                 )
     return out
 
@@ -209,7 +234,7 @@ def assert_matches(stored: dict[Any, Truth], truth: dict[Any, Truth]) -> None:
     )
     for key, t in truth.items():
         got = stored[key]
-        assert got.sample_count == t.sample_count, key
+        assert (got.sample_count, got.anomaly_count) == (t.sample_count, t.anomaly_count), key
         for name in ("energy_kwh", "energy_register_kwh", "avg_kw", "min_kw", "max_kw", "coverage"):
             a, b = getattr(got, name), getattr(t, name)
             assert abs(a - b) <= 1e-9 * max(1.0, abs(b)), (key, name, a, b)
@@ -262,15 +287,20 @@ async def wait_caught_up(bootstrap: str, topic: str, group: str, timeout_s: floa
 async def dlq_records(bootstrap: str, topic: str, expect: int, timeout_s: float = 20) -> list[Any]:
     from schemas.dlq import DeadLetterEvent
 
+    return await topic_events(bootstrap, topic, expect, DeadLetterEvent, timeout_s)
+
+
+async def topic_events(bootstrap: str, topic: str, expect: int, model: Any, timeout_s: float = 20) -> list[Any]:
+    """The events on ``topic`` (from the start) once ``expect`` arrived or ``timeout_s`` passed."""
     c = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest")
     await c.start()
-    out: list[DeadLetterEvent] = []
+    out: list[Any] = []
     try:
         deadline = time.monotonic() + timeout_s
         while len(out) < expect and time.monotonic() < deadline:
             got = await c.getmany(timeout_ms=500)
             for recs in got.values():
-                out.extend(DeadLetterEvent.model_validate_json(r.value) for r in recs)
+                out.extend(model.model_validate_json(r.value) for r in recs)
     finally:
         await c.stop()
     return out
@@ -284,6 +314,7 @@ def settings_for(base: Settings, db: str, topic: str, dlq: str, group: str, **ag
                 update={
                     "readings_topic": topic,
                     "dlq_topic": dlq,
+                    "late_windows_topic": f"{topic}-late",
                     "consumer_group": group,
                     "archive_group": f"{group}-archive",
                     "batch_max_wait_s": 0.2,
@@ -304,6 +335,7 @@ def worker_env(settings: Settings, port: int) -> dict[str, str]:
             "ENERGY_INFLUX__DATABASE": settings.influx.database,
             "ENERGY_AGGREGATION__READINGS_TOPIC": a.readings_topic,
             "ENERGY_AGGREGATION__DLQ_TOPIC": a.dlq_topic,
+            "ENERGY_AGGREGATION__LATE_WINDOWS_TOPIC": a.late_windows_topic,
             "ENERGY_AGGREGATION__CONSUMER_GROUP": a.consumer_group,
             "ENERGY_AGGREGATION__ARCHIVE_GROUP": a.archive_group,
             "ENERGY_AGGREGATION__ARCHIVE_URI": a.archive_uri,

@@ -27,6 +27,7 @@ from tests.aggregation.helpers import (
     reading,
     settings_for,
     stored_rollups,
+    topic_events,
     wait_caught_up,
 )
 
@@ -74,7 +75,11 @@ async def test_rollups_equal_sums_computed_directly_from_readings_and_replays_ch
         assert await raw_count(agg_influx, fac_a) == 300
 
 
-async def test_late_readings_update_every_affected_window_and_too_late_go_to_dlq(settings, agg_db, agg_influx, uid):
+async def test_late_readings_update_every_affected_window_only_retention_and_clock_skew_refuse(
+    settings, agg_db, agg_influx, uid
+):
+    from schemas.readings import LateWindowEvent
+
     n = new_names(uid)
     await make_topics(settings, n["topic"], n["dlq"])
     s = settings_for(settings, agg_db, n["topic"], n["dlq"], n["group"])
@@ -83,22 +88,37 @@ async def test_late_readings_update_every_affected_window_and_too_late_go_to_dlq
     readings = make_readings(fac, 2, start, 240, seed=3)  # one hour per meter
     late_ones = [r for i, r in enumerate(readings) if i % 7 == 3]  # held back, sent later
     on_time = [r for r in readings if r not in late_ones]
-    # Too late: measured 2 h before it was received (allowed lateness is 1 h).
-    too_late = reading(f"{fac}-m09", fac, start, 10.0, 1.0, 0, start + timedelta(hours=2))
+    # Received 2 h after measurement (e.g. parked in Mosquitto during an outage of ours): rolled up.
+    parked = reading(f"{fac}-m09", fac, start, 10.0, 1.0, 0, start + timedelta(hours=2))
+    # Refused: 30 min inside the retention margin (1 h before the 90 d raw retention ends), and a
+    # day in the future.
+    expiring_ts = now_utc() - timedelta(days=90) + timedelta(minutes=30)
+    expiring = reading(f"{fac}-m08", fac, expiring_ts, 10.0, 1.0, 0, expiring_ts)
+    future_ts = hour_floor(now_utc()) + timedelta(days=1)
+    future = reading(f"{fac}-m08", fac, future_ts, 10.0, 1.0, 1, now_utc())
     bootstrap = settings.kafka.bootstrap_servers
     await produce(bootstrap, n["topic"], on_time)
     async with running_worker(s):
         await wait_caught_up(bootstrap, n["topic"], n["group"])
         assert_matches(await stored_rollups(agg_influx, [fac]), ground_truth(on_time))
-        # Late but allowed: received 40 min after measurement, after the windows were written.
         late_ones = [r.model_copy(update={"received_at": r.ts + timedelta(minutes=40)}) for r in late_ones]
-        await produce(bootstrap, n["topic"], [*late_ones, too_late])
+        await produce(bootstrap, n["topic"], [*late_ones, parked, expiring, future])
         await wait_caught_up(bootstrap, n["topic"], n["group"])
-        assert_matches(await stored_rollups(agg_influx, [fac]), ground_truth(readings))
-    dead = await dlq_records(bootstrap, n["dlq"], 1)
-    assert [(d.payload.stage, d.payload.reason) for d in dead] == [("aggregation", "too_late")]
-    assert base64.b64decode(dead[0].payload.raw_b64).startswith(b"{")
-    assert str(too_late.reading_id) in base64.b64decode(dead[0].payload.raw_b64).decode()
+        assert_matches(await stored_rollups(agg_influx, [fac]), ground_truth([*readings, parked]))
+    dead = await dlq_records(bootstrap, n["dlq"], 2)
+    by_reason = {d.payload.reason: base64.b64decode(d.payload.raw_b64).decode() for d in dead}
+    assert sorted(by_reason) == ["timestamp_in_future", "too_late"]
+    assert all(d.payload.stage == "aggregation" and d.payload.key == fac for d in dead)
+    assert str(expiring.reading_id) in by_reason["too_late"]
+    assert str(future.reading_id) in by_reason["timestamp_in_future"]
+    # Every reading was more than allowed_lateness_s (1 h) old when rolled up: all four quarters of
+    # the hour are announced for settlement, with the late readings of each batch counted.
+    notices = await topic_events(bootstrap, s.aggregation.late_windows_topic, 8, LateWindowEvent, timeout_s=10)
+    quarters = {start + timedelta(minutes=15 * q) for q in range(4)}
+    assert {e.payload.window_start for e in notices} == quarters
+    assert {e.payload.facility_id for e in notices} == {fac}
+    assert sum(e.payload.late_readings for e in notices) == len(on_time) + len(late_ones) + 1
+    assert all(e.payload.max_lateness_s > 3600 for e in notices)
 
 
 async def test_poison_messages_go_to_dlq_with_raw_bytes_and_the_partition_moves_on(settings, agg_db, agg_influx, uid):

@@ -28,7 +28,7 @@ from schemas.dr import (
 )
 from schemas.envelope import Envelope
 from schemas.forecasts import ForecastPublished, ForecastPublishedEvent, ForecastQuality
-from schemas.readings import MeterReading, MeterReadingEvent, RawReading, reading_id
+from schemas.readings import LateWindow, LateWindowEvent, MeterReading, MeterReadingEvent, RawReading, reading_id
 from schemas.registry import EVENT_MODELS, JSONSCHEMA_DIR, UnknownEventError, decode_event, json_schemas
 from schemas.topics import READINGS, TOPICS
 
@@ -110,6 +110,17 @@ def sample_events() -> list[Envelope]:  # type: ignore[type-arg]
             source="forecast",
             occurred_at=NOW,
         ),
+        LateWindowEvent.wrap(
+            LateWindow(
+                facility_id="fac-001",
+                window_start=NOW,
+                window_end=NOW + timedelta(minutes=15),
+                late_readings=3,
+                max_lateness_s=7200.0,
+            ),
+            source="aggregation",
+            occurred_at=NOW,
+        ),
         DeadLetterEvent.wrap(
             DeadLetter(
                 stage="ingestion", reason="malformed_json", detail="x", raw_b64="e30=", source="meters/x", failed_at=NOW
@@ -175,6 +186,9 @@ def test_unknown_event_type_or_version_is_refused_with_reason() -> None:
     event = sample_events()[0]
     doc = json.loads(event.to_bytes())
     doc["schema_version"] = 99
+    with pytest.raises(UnknownEventError, match="major version 99 is not readable"):
+        decode_event(json.dumps(doc).encode())
+    doc["event_type"] = "no.such.event"
     with pytest.raises(UnknownEventError, match="unknown event type/version"):
         decode_event(json.dumps(doc).encode())
     with pytest.raises(UnknownEventError):

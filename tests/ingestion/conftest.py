@@ -10,6 +10,7 @@ import os
 import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,9 @@ from energy.stack.process import free_port
 from energy.stack.topics import ensure_topics_async
 
 ROOT = Path(__file__).resolve().parents[2]
+# Midnight UTC yesterday: readings of the tests are recent, i.e. within the raw retention that
+# ingestion enforces (timestamp_too_old) and never in the future.
+RECENT_DAY = (datetime.now(UTC) - timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
 ENERGY = ROOT / ".venv" / "bin" / "energy"
 
 

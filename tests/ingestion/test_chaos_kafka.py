@@ -12,14 +12,14 @@ import contextlib
 import json
 import os
 import threading
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import psutil
 import pytest
 
 from energy.fleet import build_fleet
 from energy.stack.servers import KafkaServer
-from tests.ingestion.conftest import ingest_settings, read_topic, run_sim
+from tests.ingestion.conftest import RECENT_DAY, ingest_settings, read_topic, run_sim
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow]
 
@@ -133,7 +133,7 @@ async def test_broker_down_20s_then_restarted_empty_gets_every_reading_published
     s = ingest_settings(settings, uid, bootstrap=f"127.0.0.1:{broker.port}", buffer_size=BUFFER, publish_timeout_s=2.0)
     service = await start_service(s)
     meters = [m.meter_id for f in build_fleet()[:FACILITIES] for m in f.meters]
-    start = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
+    start = RECENT_DAY + timedelta(hours=8)
     before = ("--rate", "500", "--facilities", str(FACILITIES), "--seed", "5")
     # The broker keeps its log in memory only: what it had is gone after the restart. So the first
     # run is read back before the stop, and the second runs entirely while the broker is down.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import httpx
 import pytest
@@ -13,13 +13,13 @@ import pytest
 from energy.fleet import token_hash
 from energy.stack.servers import KafkaServer
 from ingestion.registry import upsert_gateway_key
-from tests.ingestion.conftest import ingest_settings, read_topic
+from tests.ingestion.conftest import RECENT_DAY, ingest_settings, read_topic
 
 
 def reading(meter_id: str, seq: int, minutes: int = 0, **override):
     doc = {
         "meter_id": meter_id,
-        "ts": (datetime(2026, 3, 2, 9, 0, tzinfo=UTC) + timedelta(minutes=minutes)).isoformat(),
+        "ts": (RECENT_DAY + timedelta(hours=9, minutes=minutes)).isoformat(),
         "active_power_kw": 20.0,
         "reactive_power_kvar": 8.0,
         "voltage_v": 230.0,

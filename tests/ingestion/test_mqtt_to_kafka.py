@@ -5,13 +5,14 @@ from __future__ import annotations
 import base64
 import json
 from collections import Counter
+from datetime import timedelta
 
 import aiomqtt
 
 from energy.fleet import build_fleet
 from energy.observability.tracing import parse_traceparent
 from schemas.readings import reading_id
-from tests.ingestion.conftest import ingest_settings, read_topic, run_sim
+from tests.ingestion.conftest import RECENT_DAY, ingest_settings, read_topic, run_sim
 
 FLEET = {m.meter_id: m.facility_id for f in build_fleet() for m in f.meters}
 
@@ -95,7 +96,7 @@ async def test_exact_repeats_are_dropped_early_within_the_dedup_window(settings,
     payload = json.dumps(
         {
             "meter_id": "fac-003-m01",
-            "ts": "2026-03-02T10:00:00Z",
+            "ts": (RECENT_DAY + timedelta(hours=10)).isoformat(),
             "active_power_kw": 50.0,
             "reactive_power_kvar": 20.0,
             "voltage_v": 231.0,
@@ -130,7 +131,7 @@ async def test_random_bytes_over_mqtt_all_land_in_the_dlq_and_the_service_keeps_
             await client.publish(topics[i % 2], p, qos=1)
         valid = {
             "meter_id": "fac-001-m01",
-            "ts": "2026-03-02T10:00:00Z",
+            "ts": (RECENT_DAY + timedelta(hours=10)).isoformat(),
             "active_power_kw": 50.0,
             "reactive_power_kvar": 20.0,
             "voltage_v": 231.0,

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import timedelta
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
 from energy.adapters.kafka import make_consumer
 from energy.stack.topics import ensure_topics_async
-from tests.ingestion.conftest import ingest_settings, read_topic
+from tests.ingestion.conftest import RECENT_DAY, ingest_settings, read_topic
 
 
 async def test_raw_payloads_from_kafka_are_validated_published_and_committed_after_delivery(
@@ -24,7 +25,7 @@ async def test_raw_payloads_from_kafka_are_validated_published_and_committed_aft
     good = [
         {
             "meter_id": "fac-002-m01",
-            "ts": f"2026-03-02T10:0{i}:00Z",
+            "ts": (RECENT_DAY + timedelta(hours=10, minutes=i)).isoformat(),
             "active_power_kw": 40.0,
             "reactive_power_kvar": 17.0,
             "voltage_v": 230.0,

@@ -28,6 +28,7 @@ def validator() -> Validator:
         registers=RegisterTracker(),
         future_tolerance=timedelta(seconds=ing.future_tolerance_s),
         max_message_bytes=ing.max_message_bytes,
+        max_age=timedelta(days=90),
     )
 
 
@@ -85,7 +86,6 @@ def test_out_of_range_values_are_kept_and_flagged_not_dropped():
         Anomaly.POWER_ABOVE_RATING: doc(active_power_kw=400.0),
         Anomaly.VOLTAGE_OUT_OF_RANGE: doc(voltage_v=480.0),
         Anomaly.CURRENT_OUT_OF_RANGE: doc(current_a=5000.0),
-        Anomaly.TIMESTAMP_IN_FUTURE: doc(ts=(NOW + timedelta(hours=1)).isoformat()),
     }
     for i, (anomaly, d) in enumerate(cases.items()):
         d["meter_id"] = "fac-001-m01"
@@ -93,6 +93,36 @@ def test_out_of_range_values_are_kept_and_flagged_not_dropped():
         out = single(v, d)
         assert not out.rejected
         assert anomaly in out.accepted[0].anomalies, anomaly
+
+
+def test_timestamps_beyond_the_clock_skew_or_the_raw_retention_are_rejected_with_the_reason():
+    v = validator()
+    assert IngestionSettings().future_tolerance_s == 300.0  # the 5 minutes of the issue
+    cases = [
+        (NOW + timedelta(seconds=299), None),
+        (NOW + timedelta(seconds=301), Reason.TIMESTAMP_IN_FUTURE),
+        (datetime(9999, 12, 31, tzinfo=UTC), Reason.TIMESTAMP_IN_FUTURE),
+        (NOW - timedelta(days=89, hours=23), None),
+        (NOW - timedelta(days=90, seconds=1), Reason.TIMESTAMP_TOO_OLD),
+        (datetime(1, 1, 1, tzinfo=UTC), Reason.TIMESTAMP_TOO_OLD),
+    ]
+    for i, (ts, reason) in enumerate(cases):
+        out = single(v, doc(ts=ts.isoformat(), seq=200 + i))
+        if reason is None:
+            assert [r.ts for r in out.accepted] == [ts] and not out.rejected
+        else:
+            assert not out.accepted
+            assert [(r.reason, r.meter_id) for r in out.rejected] == [(reason, "fac-001-m01")]
+            assert ts.isoformat() in out.rejected[0].detail
+            assert b'"ts"' in out.rejected[0].raw
+
+
+def test_a_rejected_future_reading_does_not_poison_the_register_check():
+    v = validator()
+    far = single(v, doc(ts=(NOW + timedelta(days=365)).isoformat(), energy_kwh=10_000.0, seq=1))
+    assert [r.reason for r in far.rejected] == [Reason.TIMESTAMP_IN_FUTURE]
+    fine = single(v, doc(energy_kwh=1000.0, seq=2))
+    assert fine.accepted and Anomaly.ENERGY_REGISTER_DECREASED not in fine.accepted[0].anomalies
 
 
 def test_negative_power_is_normal_for_a_main_meter_that_may_export():

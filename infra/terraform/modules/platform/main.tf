@@ -14,6 +14,7 @@ locals {
     "meter-readings"     = { partitions = 6, retention_ms = 7 * local.day_ms }
     "meter-readings-dlq" = { partitions = 1, retention_ms = 30 * local.day_ms }
     "meter-readings-raw" = { partitions = 6, retention_ms = 3 * local.day_ms }
+    "meter-late-windows" = { partitions = 3, retention_ms = 30 * local.day_ms }
     "dr-events"          = { partitions = 3, retention_ms = 30 * local.day_ms }
     "bms-commands"       = { partitions = 3, retention_ms = 30 * local.day_ms }
     "bms-commands-dlq"   = { partitions = 1, retention_ms = 30 * local.day_ms }
