@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr
 
-from energy.config_types import Count, IdList, OptionalHttpUrl, Seconds, SecretText, SettingsGroup
+from energy.config_types import Count, IdList, Name, OptionalHttpUrl, Seconds, SecretText, SettingsGroup
 
 Fraction = Annotated[float, Field(gt=0, le=1)]
 LongSeconds = Annotated[float, Field(gt=0, le=7 * 86400)]
@@ -50,6 +50,9 @@ class DrSettings(SettingsGroup):
     # horizon after their end. The settlement run itself waits for the aggregation's lateness bound.
     settlement_rerun_s: Seconds = 60.0
     settlement_horizon_s: LongSeconds = 3 * 86400.0
+    # meter.late_window events (aggregation, decision 0202) re-run the settlements they touch at once.
+    late_windows_topic: Name = "meter-late-windows"
+    late_windows_group: Name = "dr-settlement"
     vtn_token: SecretText = SecretStr("local-ven-token")
     # When set, BMS endpoints are "<bms_base_url>/<facility_id>" instead of bms_endpoints.url (isolated runs).
     bms_base_url: OptionalHttpUrl = ""

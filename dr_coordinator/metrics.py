@@ -45,3 +45,9 @@ BASELINE_FLAGS = Counter(
     "Baselines computed with a flag (insufficient_history) by method",
     ["method", "flag"],
 )
+LATE_WINDOWS = Counter(
+    "energy_dr_late_windows_total",
+    "meter.late_window records seen by the DR coordinator, by outcome "
+    "(matched, no_event, invalid, settle_failed, consumer_error)",
+    ["outcome"],
+)

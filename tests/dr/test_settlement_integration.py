@@ -5,6 +5,7 @@ arrive after the preliminary run must produce a trued-up version."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import uuid
@@ -20,9 +21,14 @@ from dr_coordinator.adapters import settlement_store
 from dr_coordinator.domain.interval_baselines import Exclusion, Method
 from dr_coordinator.domain.settlement import RunKind
 from dr_coordinator.entrypoints.baselines import BaselineJob
+from dr_coordinator.entrypoints.late_windows import LateWindowListener
 from dr_coordinator.entrypoints.settlement import SettlementJob
 from energy.adapters.influx import InfluxClient, point
+from energy.adapters.kafka import make_producer, security_options, send_event
+from energy.observability.metrics import REGISTRY
 from energy.settings import Settings
+from energy.stack.topics import ensure_topics_async
+from schemas.readings import LateWindow, LateWindowEvent
 
 LA = ZoneInfo("America/Los_Angeles")
 EVENT_DAY = date(2026, 9, 8)  # Tuesday after Labor Day (Mon 7 Sep 2026, a US holiday)
@@ -208,3 +214,67 @@ async def test_settlement_finds_the_known_shed_and_trues_up_late_readings(
         assert v.demand_kw == pytest.approx(expected_demand)
         assert v.usage_kwh == pytest.approx(expected_demand * 0.25)
         assert v.baseline_kw == pytest.approx(load_kw(iv.start.astimezone(LA)), rel=0.01)
+
+
+async def test_a_late_window_event_on_kafka_trues_up_the_settlement_at_once(
+    settings: Settings, pg_pool: Any, private_influx: InfluxClient, uid: str
+) -> None:
+    """Days after the event (past the scheduled re-runs' horizon), a backfill rewrites two quarter
+    hours; the aggregation's meter.late_window on Kafka makes the coordinator true up at once."""
+    facility_id, event_id = await make_facility_and_events(pg_pool, uid)
+    history_lo = datetime.combine(EVENT_DAY - timedelta(days=60), time(0), LA)
+    late = quarters(END - timedelta(minutes=30), END)
+    await write(private_influx, facility_id, [t for t in quarters(history_lo, END) if t not in late])
+    baselines = BaselineJob(pg_pool, private_influx)
+    b = await baselines.interval_baseline(event_id, facility_id, START, END, "caiso_10in10", {"interval_minutes": 15})
+    async with pg_pool.acquire() as conn, conn.transaction():
+        await settlement_store.freeze_baseline(conn, event_id, facility_id, b, datetime.now(UTC))
+    now = [END + timedelta(seconds=LATENESS_S + 60)]
+    job = SettlementJob(pg_pool, settings.dr, lambda: now[0], private_influx, baselines, LATENESS_S)
+    assert await job.settle_facility(event_id, facility_id, START, END, SHED_KW, "caiso_10in10", None) == 1
+
+    topic, group = f"late-windows-{uid}", f"dr-settlement-{uid}"
+    s = settings.model_copy(
+        update={"dr": settings.dr.model_copy(update={"late_windows_topic": topic, "late_windows_group": group})}
+    )
+    await ensure_topics_async(settings.kafka.bootstrap_servers, {topic: 1}, security=security_options(settings.kafka))
+    now[0] = END + timedelta(days=5)
+    await write(private_influx, facility_id, late)  # the backfill
+    invalid_before = REGISTRY.get_sample_value("energy_dr_late_windows_total", {"outcome": "invalid"}) or 0.0
+    listener = LateWindowListener(s, pg_pool, job, lambda: now[0])
+    stop = asyncio.Event()
+    task = asyncio.create_task(listener.run(stop))
+    producer = make_producer(settings.kafka)
+    await producer.start()
+    try:
+        await asyncio.wait_for(listener.started.wait(), 30)
+        await producer.send_and_wait(topic, b"not an event", key=facility_id.encode())  # skipped, counted
+        notice = LateWindowEvent.wrap(
+            LateWindow(
+                facility_id=facility_id,
+                window_start=late[0],
+                window_end=late[0] + timedelta(minutes=15),
+                late_readings=3,
+                max_lateness_s=5 * 86400.0,
+            ),
+            source="aggregation",
+            occurred_at=now[0],
+        )
+        await send_event(producer, topic, facility_id, notice)
+        deadline = asyncio.get_running_loop().time() + 30
+        runs: list[Any] = []
+        while asyncio.get_running_loop().time() < deadline:
+            runs = await settlement_store.runs(pg_pool, event_id, facility_id)
+            if len(runs) == 2:
+                break
+            await asyncio.sleep(0.2)
+        assert [r.kind for r in runs] == [RunKind.SETTLEMENT, RunKind.TRUE_UP]
+        assert runs[0].settlement.coverage_pct == pytest.approx(75.0)
+        assert runs[1].settlement.coverage_pct == pytest.approx(100.0)
+        assert runs[1].settlement.mean_reduction_kw == pytest.approx(SHED_KW, rel=0.01)
+        invalid = REGISTRY.get_sample_value("energy_dr_late_windows_total", {"outcome": "invalid"})
+        assert invalid == invalid_before + 1  # the bad record was skipped, not fatal
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 15)
+        await producer.stop()
