@@ -108,6 +108,7 @@ class Coordinator:
         tasks = [
             asyncio.create_task(self.warm_up(), name="dr-warm-up"),
             asyncio.create_task(self.timers.run(stop), name="dr-timers"),
+            asyncio.create_task(self.timers.settlement.run(stop), name="dr-settlement"),
             asyncio.create_task(self.worker.run(stop), name="dr-bms-worker"),
             asyncio.create_task(self.worker.run_results(stop), name="dr-bms-results"),
         ]

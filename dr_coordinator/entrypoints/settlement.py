@@ -12,6 +12,7 @@ baseline and write versioned runs (decision 0431):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -28,7 +29,7 @@ from dr_coordinator.metrics import LOOP_ERRORS, SETTLEMENT_RUNS
 from energy.adapters.influx import InfluxClient
 
 log = structlog.get_logger("dr.settlement")
-SCAN_INTERVAL_S = 2.0
+SCAN_INTERVAL_S = 2.0  # a preliminary run is due at the event's end, within this
 BACKFILL_RERUN_FACTOR = 10  # after end + 2 x lateness only a backfill can change the readings
 
 # Facilities of an ended event that were dispatched (a frozen baseline or a logged plan).
@@ -63,7 +64,6 @@ class SettlementJob:
         self.lateness = timedelta(seconds=lateness_s)
         self.utility_ids = utility_ids
         self._last: dict[tuple[uuid.UUID, str], datetime] = {}
-        self._last_scan: datetime | None = None
         self._sem = asyncio.Semaphore(4)
 
     async def run_due(self) -> None:
@@ -71,10 +71,6 @@ class SettlementJob:
         if self.influx is None:
             return
         now = self.clock()
-        # The scan itself is throttled: a preliminary run is due "at the end", not to the tick.
-        if self._last_scan is not None and (now - self._last_scan).total_seconds() < SCAN_INTERVAL_S:
-            return
-        self._last_scan = now
         rows = await self.pool.fetch(
             _DUE, now, now - timedelta(seconds=self.settings.settlement_horizon_s), self.utility_ids
         )
@@ -84,7 +80,8 @@ class SettlementJob:
         for r in rows:
             key = (r["dr_event_id"], r["facility_id"])
             last = self._last.get(key)
-            # Re-measure often while late readings can still be accepted, then only for backfills.
+            # Re-measure often around the lateness bound; later, meter.late_window events trigger
+            # re-runs at once (late_windows.py) and these scheduled ones are the slow fallback.
             every = self.settings.settlement_rerun_s
             if now > r["end_at"] + 2 * self.lateness:
                 every *= BACKFILL_RERUN_FACTOR
@@ -94,6 +91,17 @@ class SettlementJob:
                 self._last[key] = now
                 jobs.append(self._guarded(r))
         await asyncio.gather(*jobs)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Its own loop (not the timers' tick): a slow measurement never delays a dispatch."""
+        while not stop.is_set():
+            try:
+                await self.run_due()
+            except Exception as exc:
+                LOOP_ERRORS.labels("settlement").inc()
+                log.error("dr_settlement_scan_failed", error=f"{type(exc).__name__}: {exc}"[:300])
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), SCAN_INTERVAL_S)
 
     async def _guarded(self, row: Any) -> None:
         async with self._sem:

@@ -90,7 +90,6 @@ class Timers:
             elif state == "active":
                 jobs.append(self._step(r, partial(self.reconciliation.watch_active, eid)))
         jobs.append(self.reporting.report_due())
-        jobs.append(self.settlement.run_due())
         await asyncio.gather(*jobs)
 
     async def run(self, stop: asyncio.Event) -> None:
