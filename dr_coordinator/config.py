@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr
 
-from energy.config_types import Count, IdList, OptionalHttpUrl, Seconds, SecretPolicy, SecretText, SettingsGroup
+from energy.config_types import Count, IdList, Name, OptionalHttpUrl, Seconds, SecretPolicy, SecretText, SettingsGroup
 
 Fraction = Annotated[float, Field(gt=0, le=1)]
 LongSeconds = Annotated[float, Field(gt=0, le=7 * 86400)]
@@ -46,6 +46,13 @@ class DrSettings(SettingsGroup):
     underperformance_ratio: Fraction = 0.8
     underperformance_after_s: Seconds = 300.0
     report_max_attempts: Count = 5
+    # Settlement (decision 0431): ended events are re-measured this often for true-ups, until the
+    # horizon after their end. The settlement run itself waits for the aggregation's lateness bound.
+    settlement_rerun_s: Seconds = 60.0
+    settlement_horizon_s: LongSeconds = 3 * 86400.0
+    # meter.late_window events (aggregation, decision 0202) re-run the settlements they touch at once.
+    late_windows_topic: Name = "meter-late-windows"
+    late_windows_group: Name = "dr-settlement"
     vtn_token: Annotated[SecretText, SecretPolicy(min_length=16)] = SecretStr("local-ven-token")
     # When set, BMS endpoints are "<bms_base_url>/<facility_id>" instead of bms_endpoints.url (isolated runs).
     bms_base_url: OptionalHttpUrl = ""

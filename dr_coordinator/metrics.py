@@ -35,3 +35,19 @@ LOOP_ERRORS = Counter(
     "energy_dr_loop_errors_total", "Unexpected errors in a coordinator loop (it keeps running)", ["loop"]
 )
 WEBHOOK_REQUESTS = Counter("energy_dr_webhook_requests_total", "Utility webhook requests by status", ["status"])
+SETTLEMENT_RUNS = Counter(
+    "energy_dr_settlement_runs_total",
+    "Settlement versions written by kind (preliminary, settlement, true_up)",
+    ["kind"],
+)
+BASELINE_FLAGS = Counter(
+    "energy_dr_baseline_flags_total",
+    "Baselines computed with a flag (insufficient_history) by method",
+    ["method", "flag"],
+)
+LATE_WINDOWS = Counter(
+    "energy_dr_late_windows_total",
+    "meter.late_window records seen by the DR coordinator, by outcome "
+    "(matched, no_event, invalid, settle_failed, consumer_error)",
+    ["outcome"],
+)

@@ -18,6 +18,7 @@ from typing import Any
 import structlog
 
 from dr_coordinator.bootstrap import ReportSender, make_gateway, utility_filter
+from dr_coordinator.entrypoints.late_windows import LateWindowListener
 from dr_coordinator.entrypoints.relay import OutboxRelay
 from dr_coordinator.entrypoints.timers import Timers
 from dr_coordinator.entrypoints.worker import CommandWorker, endpoint_url
@@ -45,6 +46,7 @@ class Coordinator:
     producer: Any | None
     clock: Callable[[], datetime] = utcnow
     topic_map: dict[str, str] = field(default_factory=dict)
+    listen_late_windows: bool = False  # consume meter.late_window (one consumer group per deployment)
 
     def __post_init__(self) -> None:
         utilities = utility_filter(self.settings)
@@ -52,7 +54,18 @@ class Coordinator:
         self.worker = CommandWorker(self.pool, self.gateway, dr, self.clock, utilities)
         self.warmed = asyncio.Event()
         self.report_sender = ReportSender(dr.vtn_token.get_secret_value())
-        self.timers = Timers(self.pool, dr, self.clock, self.influx, self.gateway, self.report_sender, utilities)
+        self.timers = Timers(
+            self.pool,
+            dr,
+            self.clock,
+            self.influx,
+            self.gateway,
+            self.report_sender,
+            utilities,
+            lateness_s=self.settings.aggregation.allowed_lateness_s,
+            weather_cell_deg=self.settings.forecast.weather_cell_deg,
+        )
+        self.late_windows = LateWindowListener(self.settings, self.pool, self.timers.settlement, self.clock, utilities)
         self.relay = (
             OutboxRelay(self.pool, self.producer, self.clock, dr.outbox_batch, topic_map=self.topic_map)
             if self.producer is not None
@@ -95,11 +108,14 @@ class Coordinator:
         tasks = [
             asyncio.create_task(self.warm_up(), name="dr-warm-up"),
             asyncio.create_task(self.timers.run(stop), name="dr-timers"),
+            asyncio.create_task(self.timers.settlement.run(stop), name="dr-settlement"),
             asyncio.create_task(self.worker.run(stop), name="dr-bms-worker"),
             asyncio.create_task(self.worker.run_results(stop), name="dr-bms-results"),
         ]
         if self.relay is not None:
             tasks.append(asyncio.create_task(self.relay.run(stop, self.settings.dr.poll_interval_s), name="dr-relay"))
+        if self.listen_late_windows and self.influx is not None:
+            tasks.append(asyncio.create_task(self.late_windows.run(stop), name="dr-late-windows"))
         await asyncio.gather(*tasks)
 
 
@@ -120,7 +136,9 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
             health.set_not_ready("kafka", "producer not started; outbox rows are kept until it is")
         health.add_check("postgres", lambda: pool.fetchval("SELECT 1"), timeout_s=2.0)
         health.add_check("influxdb", influx.ping, timeout_s=2.0)
-        coordinator = Coordinator(settings, pool, gateway, influx, producer if started_producer else None)
+        coordinator = Coordinator(
+            settings, pool, gateway, influx, producer if started_producer else None, listen_late_windows=True
+        )
         ops = asyncio.create_task(
             serve_ops(health, settings.stack.bind_host, settings.endpoints.dr_coordinator_port, stop)
         )

@@ -18,6 +18,14 @@ CITIES = (
     ("New York", "America/New_York", 40.71, -74.01),
     ("London", "Europe/London", 51.51, -0.13),
 )
+# Public-holiday calendar of each city (ISO country, subdivision; the `holidays` package codes),
+# used by DR baselines (decision 0430).
+HOLIDAY_REGION_BY_CITY = {
+    "Melbourne": ("AU", "VIC"),
+    "San Francisco": ("US", "CA"),
+    "New York": ("US", "NY"),
+    "London": ("GB", "ENG"),
+}
 TIER_BY_KIND = {"hospital": 1, "data_centre": 2, "office": 3, "school": 3, "retail": 4, "warehouse": 4}
 PEAK_KW_BY_KIND = {
     "office": 400.0,

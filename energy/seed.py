@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from energy.adapters.postgres import create_pool
-from energy.fleet import TENANTS, build_fleet, token_hash
+from energy.fleet import HOLIDAY_REGION_BY_CITY, TENANTS, build_fleet, token_hash
 from energy.settings import PRODUCTION_ENVIRONMENTS, Settings
 
 
@@ -59,6 +59,10 @@ async def seed_fleet(settings: Settings, facilities: int | None = None, meters_p
                     )
                     for f in fleet
                 ],
+            )
+            await conn.executemany(
+                "UPDATE facilities SET country = $2, subdivision = $3 WHERE facility_id = $1",
+                [(f.facility_id, *HOLIDAY_REGION_BY_CITY[f.city]) for f in fleet if f.city in HOLIDAY_REGION_BY_CITY],
             )
             await conn.executemany(
                 """INSERT INTO meters (meter_id, facility_id, meter_type, rated_kw)

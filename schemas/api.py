@@ -288,6 +288,47 @@ class DrEventDetail(ApiModel):
     timeline: list[DrLogEntry]
 
 
+class DrSettlementInterval(ApiModel):
+    """One settlement interval (kW are interval means; performance = reduction / target)."""
+
+    start: datetime  # UTC
+    end: datetime
+    local_start: str  # ISO 8601 with the facility's UTC offset at that instant
+    baseline_kw: float | None
+    metered_kw: float | None
+    reduction_kw: float | None
+    target_kw: float | None
+    performance_pct: float | None
+    coverage_pct: float
+
+
+class DrFacilitySettlement(ApiModel):
+    facility_id: str
+    timezone: str | None
+    version: int
+    kind: str  # preliminary | settlement | true_up
+    computed_at: datetime
+    versions: int  # how many versions exist (the latest is shown unless one was asked for)
+    baseline_method: str
+    baseline_frozen: bool
+    baseline: dict[str, Any]  # days used, exclusions with reasons, adjustment, flag, fallback
+    target_kw: float | None
+    baseline_kwh: float | None
+    metered_kwh: float | None
+    reduction_kwh: float | None
+    mean_reduction_kw: float | None
+    performance_pct: float | None
+    coverage_pct: float
+    intervals: list[DrSettlementInterval]
+
+
+class DrEventSettlement(ApiModel):
+    dr_event_id: uuid.UUID
+    start_at: datetime
+    end_at: datetime
+    facilities: list[DrFacilitySettlement]
+
+
 # --- dashboard ----------------------------------------------------------------------------
 
 

@@ -133,3 +133,8 @@ async def fleet_page(request: Request) -> HTMLResponse:
 @router.get("/dashboard/facility", include_in_schema=False)
 async def facility_page(request: Request) -> HTMLResponse:
     return HTMLResponse(sign_in_page(_template("facility.html"), request.app.state.settings.environment))
+
+
+@router.get("/dashboard/dr-event", include_in_schema=False)
+async def dr_event_page(request: Request) -> HTMLResponse:
+    return HTMLResponse(sign_in_page(_template("dr-event.html"), request.app.state.settings.environment))

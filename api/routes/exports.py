@@ -12,6 +12,7 @@ DR report: one row per event and facility, read through a PostgreSQL cursor.
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -25,7 +26,15 @@ from api.auth import Principal, ensure_facility_access, require_principal
 from api.csv_export import ReadingsExport, csv_text, local_text, utc_text, zone_of
 from api.deps import check_range, db
 from api.errors import COMMON_RESPONSES, ApiError
-from api.routes.dr_events import StateFilter, scope_filters
+from api.routes.dr_events import (
+    SETTLEMENT_HEADER,
+    StateFilter,
+    Version,
+    scope_filters,
+    settlement_csv_rows,
+    settlement_rows,
+    visible_event,
+)
 from api.timeseries import fetch_range
 from energy.observability.metrics import Counter
 from schemas.api import Granularity
@@ -207,4 +216,73 @@ async def export_dr_report(
 
     return StreamingResponse(
         body(), media_type=CSV_MEDIA_TYPE, headers={"Content-Disposition": 'attachment; filename="dr-report.csv"'}
+    )
+
+
+SETTLEMENT_EVENTS_PER_PAGE = 50
+
+
+@router.get(
+    "/dr-settlement.csv",
+    response_class=StreamingResponse,
+    responses=_CSV_RESPONSE,
+    summary="DR settlement as CSV, one row per event, facility and interval (local and UTC times): "
+    "one event (dr_event_id) or every event starting in a period (start_after/start_before)",
+)
+async def export_dr_settlement(
+    request: Request,
+    principal: Principal = Depends(require_principal),
+    dr_event_id: uuid.UUID | None = None,
+    facility_id: Annotated[str | None, Query(pattern=ID_PATTERN, max_length=64)] = None,
+    start_after: datetime | None = None,
+    start_before: datetime | None = None,
+    version: Version = None,
+) -> StreamingResponse:
+    if dr_event_id is not None and (start_after is not None or start_before is not None):
+        raise ApiError(422, "validation_error", "give dr_event_id or a period (start_after, start_before), not both")
+    if dr_event_id is None:
+        if start_after is None or start_before is None:
+            raise ApiError(422, "validation_error", "give dr_event_id, or both start_after and start_before")
+        if version is not None:
+            raise ApiError(422, "validation_error", "version applies to one event (dr_event_id)")
+        check_range(start_after, start_before)
+        name = f"dr-settlement-{_iso(start_after)}-{_iso(start_before)}.csv"
+    else:
+        name = f"dr-settlement-{dr_event_id}.csv"
+    if facility_id is not None:
+        ensure_facility_access(principal, facility_id)
+    facilities = [facility_id] if facility_id is not None else sorted(principal.facility_ids)
+    if dr_event_id is not None:
+        async with db(request) as conn:
+            await visible_event(conn, principal, dr_event_id)
+        event_ids = [dr_event_id]
+    else:
+        clause, args = scope_filters(principal, None, facility_id, start_after, start_before)
+        async with db(request) as conn:
+            event_ids = [
+                r["dr_event_id"]
+                for r in await conn.fetch(
+                    f"SELECT e.dr_event_id FROM dr_events e WHERE {clause} ORDER BY e.start_at, e.dr_event_id", *args
+                )
+            ]
+
+    async def page(ids: list[uuid.UUID]) -> list[list[Any]]:
+        async with db(request) as conn:
+            return settlement_csv_rows(await settlement_rows(conn, ids, facilities, version))
+
+    first = await page(event_ids[:SETTLEMENT_EVENTS_PER_PAGE])  # a database problem here is a clean 503
+
+    async def body() -> AsyncIterator[str]:
+        yield csv_text([SETTLEMENT_HEADER])
+        rows, k = first, SETTLEMENT_EVENTS_PER_PAGE
+        while True:
+            EXPORT_ROWS.labels("dr_settlement").inc(len(rows))
+            yield csv_text(rows)
+            if k >= len(event_ids):
+                break
+            rows = await page(event_ids[k : k + SETTLEMENT_EVENTS_PER_PAGE])
+            k += SETTLEMENT_EVENTS_PER_PAGE
+
+    return StreamingResponse(
+        body(), media_type=CSV_MEDIA_TYPE, headers={"Content-Disposition": f'attachment; filename="{name}"'}
     )

@@ -75,7 +75,7 @@ async def forecast_info(pool: Any, facility_id: str, start: datetime, end: datet
 
 async def event_row(conn: Any, dr_event_id: uuid.UUID) -> Any:
     return await conn.fetchrow(
-        """SELECT e.*, u.baseline_method, u.vtn_base_url, u.ven_name FROM dr_events e
+        """SELECT e.*, u.baseline_method, u.baseline_rules, u.vtn_base_url, u.ven_name FROM dr_events e
            JOIN utilities u USING (utility_id) WHERE e.dr_event_id = $1""",
         dr_event_id,
     )

@@ -1,19 +1,13 @@
-"""Meter data for baselines and achieved reduction, from InfluxDB ``facility_rollups`` (see 0003)."""
+"""Live metered load while an event runs, from InfluxDB ``facility_rollups`` 1-minute rollups (0003).
+History for baselines and settlement: ``meter_history``."""
 
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from dr_coordinator.domain.baselines import DayLoad
 from energy.adapters.influx import InfluxClient, iter_rows
-
-HISTORY_DAYS = 21
-ADJUSTMENT_START = timedelta(hours=4)  # adjustment window: [start - 4 h, start - 1 h)
-ADJUSTMENT_END = timedelta(hours=1)
-BUCKET = timedelta(minutes=15)
 
 _Q_WINDOW = (
     'SELECT "avg_kw" FROM "facility_rollups" WHERE "facility_id" = $facility_id AND "window" = $window '
@@ -38,28 +32,6 @@ async def _points(
 def _overlap_mean(points: list[tuple[datetime, float]], lo: datetime, hi: datetime, bucket: timedelta) -> float | None:
     vals = [kw for ts, kw in points if ts < hi and ts + bucket > lo]
     return sum(vals) / len(vals) if vals else None
-
-
-async def history(
-    influx: InfluxClient, facility_id: str, start: datetime, end: datetime, event_days: set[date]
-) -> tuple[list[DayLoad], float | None]:
-    """Past days' mean kW in the event's time-of-day window, and the day-of adjustment window's kW."""
-    lo = start - timedelta(days=HISTORY_DAYS)
-    points = await _points(influx, facility_id, "15m", lo, start)
-    by_day: dict[date, list[tuple[datetime, float]]] = defaultdict(list)
-    for ts, kw in points:
-        by_day[ts.date()].append((ts, kw))
-    days = []
-    for back in range(1, HISTORY_DAYS + 1):
-        d_start, d_end = start - timedelta(days=back), end - timedelta(days=back)
-        pts = [p for day in {d_start.date(), d_end.date()} for p in by_day.get(day, [])]
-        ev_kw = _overlap_mean(pts, d_start, d_end, BUCKET)
-        if ev_kw is None:
-            continue
-        adj_kw = _overlap_mean(points, d_start - ADJUSTMENT_START, d_start - ADJUSTMENT_END, BUCKET)
-        days.append(DayLoad(d_start.date(), ev_kw, adj_kw, d_start.date() in event_days))
-    day_of = _overlap_mean(points, start - ADJUSTMENT_START, start - ADJUSTMENT_END, BUCKET)
-    return days, day_of
 
 
 async def actual_kw(influx: InfluxClient, facility_id: str, start: datetime, end: datetime) -> float | None:

@@ -2,19 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import date, timedelta
-
 import pytest
 
-from dr_coordinator.domain.baselines import (
-    DayLoad,
-    InsufficientHistoryError,
-    caiso_10in10,
-    eligible_days,
-    forecast_baseline,
-    pjm_high4of5,
-    underperforming,
-)
+from dr_coordinator.domain.baselines import underperforming
 from dr_coordinator.domain.planner import (
     ForecastInfo,
     Strategy,
@@ -130,59 +120,7 @@ def test_targets_split_by_expected_load_for_kw_import_limit_and_level() -> None:
     assert facility_targets(expected, level=2, level_fraction=0.1) == {"a": 60.0, "b": 20.0}
 
 
-# --- baselines ---------------------------------------------------------------------------------
-
-EVENT_DAY = date(2026, 7, 15)  # a Wednesday
-
-
-def weekdays_before(n: int, kw: float = 100.0, adj: float | None = 80.0) -> list[DayLoad]:
-    out, d = [], EVENT_DAY
-    while len(out) < n:
-        d -= timedelta(days=1)
-        if d.weekday() < 5:
-            out.append(DayLoad(d, kw, adj))
-    return out
-
-
-def test_eligible_days_skip_weekends_event_days_and_old_days() -> None:
-    days = [
-        *weekdays_before(3),
-        DayLoad(date(2026, 7, 12), 999),  # Sunday
-        DayLoad(date(2026, 5, 1), 999),  # beyond 45 days
-        DayLoad(date(2026, 7, 13), 999, event_day=True),
-    ]
-    assert [d.event_window_kw for d in eligible_days(days, EVENT_DAY)] == [100.0, 100.0, 100.0]
-
-
-def test_caiso_uses_the_10_most_recent_eligible_days() -> None:
-    days = weekdays_before(10, kw=100.0) + [
-        DayLoad(d.day - timedelta(days=20), 500.0, 80.0) for d in weekdays_before(3)
-    ]
-    b = caiso_10in10(days, EVENT_DAY, day_of_adjustment_kw=None)
-    assert b.kw == pytest.approx(100.0) and len(b.days_used) == 10
-
-
-def test_caiso_day_of_adjustment_is_capped_at_20_percent() -> None:
-    days = weekdays_before(10, kw=100.0, adj=80.0)
-    assert caiso_10in10(days, EVENT_DAY, 88.0).kw == pytest.approx(110.0)  # +10 %
-    assert caiso_10in10(days, EVENT_DAY, 160.0).kw == pytest.approx(120.0)  # +100 % capped to +20 %
-    assert caiso_10in10(days, EVENT_DAY, 8.0).kw == pytest.approx(80.0)  # -90 % capped to -20 %
-
-
-def test_pjm_takes_the_highest_4_of_the_last_5_and_adds_the_offset() -> None:
-    loads = [100.0, 120.0, 80.0, 110.0, 90.0, 500.0]  # the 6th is older than the 5-day window
-    days = [DayLoad(d.day, kw, 50.0) for d, kw in zip(weekdays_before(6), loads, strict=True)]
-    b = pjm_high4of5(days, EVENT_DAY, None)
-    assert b.kw == pytest.approx((100 + 120 + 110 + 90) / 4)
-    assert pjm_high4of5(days, EVENT_DAY, 60.0).kw == pytest.approx(105.0 + 10.0)
-
-
-def test_baselines_without_history_raise() -> None:
-    with pytest.raises(InsufficientHistoryError):
-        caiso_10in10([], EVENT_DAY, None)
-    with pytest.raises(InsufficientHistoryError):
-        pjm_high4of5([DayLoad(date(2026, 7, 11), 1.0)], EVENT_DAY, None)  # a Saturday only
-    assert forecast_baseline([90.0, 110.0]).kw == 100.0
+# --- live measurement (interval baselines: test_interval_baselines.py) -------------------------
 
 
 def test_underperformance_alert_below_80_percent_of_target() -> None:

@@ -43,15 +43,26 @@ def floor(ts: datetime, minutes: int) -> datetime:
     return ts.replace(second=0, microsecond=0) - timedelta(minutes=ts.minute % minutes)
 
 
-async def write_meter_history(influx: InfluxClient, start: datetime, end: datetime) -> None:
-    """15 min rollups at the event's time of day on the 21 days before, and 1 min rollups showing the drop."""
+async def write_history(influx: InfluxClient, until: datetime) -> None:
+    """60 days of 15 min rollups at BASELINE_KW before ``until`` (the interval baseline's history)."""
     lines = []
     for fid in FLEET:
-        for back in range(1, 22):
-            for t in {floor(start - timedelta(days=back), 15), floor(end - timedelta(days=back), 15)}:
-                lines.append(
-                    point("facility_rollups", {"facility_id": fid, "window": "15m"}, {"avg_kw": BASELINE_KW}, t)
-                )
+        t = floor(until, 15) - timedelta(days=61)
+        while t < until:
+            lines.append(point("facility_rollups", {"facility_id": fid, "window": "15m"}, {"avg_kw": BASELINE_KW}, t))
+            t += timedelta(minutes=15)
+    for i in range(0, len(lines), 10_000):
+        await influx.write_lines(lines[i : i + 10_000])
+
+
+async def write_event_load(influx: InfluxClient, start: datetime, end: datetime) -> None:
+    """15 min and 1 min rollups at DURING_KW over the event's quarter hours / minutes."""
+    lines = []
+    for fid in FLEET:
+        t = floor(start, 15)
+        while t < end:
+            lines.append(point("facility_rollups", {"facility_id": fid, "window": "15m"}, {"avg_kw": DURING_KW}, t))
+            t += timedelta(minutes=15)
         t = floor(start, 1)
         while t < end:
             lines.append(point("facility_rollups", {"facility_id": fid, "window": "1m"}, {"avg_kw": DURING_KW}, t))
@@ -80,9 +91,7 @@ async def test_event_over_20_facilities_runs_from_vtn_webhook_to_report(
             vtn_token=settings.dr.vtn_token,
         )
         s = s.model_copy(update={"endpoints": s.endpoints.model_copy(update={"api_port": api_port})})
-        start = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=5)
-        end = start + timedelta(seconds=15)
-        await write_meter_history(private_influx, start, end)
+        await write_history(private_influx, floor(datetime.now(UTC), 15))
         dispatches_before = REGISTRY.get_sample_value("energy_dr_dispatch_seconds_count") or 0.0
         in_time_before = REGISTRY.get_sample_value("energy_dr_dispatch_seconds_bucket", {"le": "60.0"}) or 0.0
         async with (
@@ -90,6 +99,10 @@ async def test_event_over_20_facilities_runs_from_vtn_webhook_to_report(
             coordinator(s, pg_pool, private_influx),
             httpx.AsyncClient(base_url=vtn_base, headers={"Authorization": f"Bearer {token}"}, timeout=10) as client,
         ):
+            # the start is taken once the servers are up, so a slow start-up cannot put it in the past
+            start = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=5)
+            end = start + timedelta(seconds=15)
+            await write_event_load(private_influx, start, end)
             created = await client.post(
                 "/events",
                 json={
@@ -111,6 +124,30 @@ async def test_event_over_20_facilities_runs_from_vtn_webhook_to_report(
                 lambda: pg_pool.fetchval("SELECT reported_at FROM dr_events WHERE dr_event_id = $1", dr_event_id), 20
             )
             reports = (await client.get("/reports")).json()
+            # the preliminary settlement of every facility, interval by interval
+            await wait_until(
+                lambda: pg_pool.fetchval(
+                    "SELECT count(*) = $2 FROM dr_settlement_runs WHERE dr_event_id = $1 AND kind = 'preliminary'",
+                    dr_event_id,
+                    len(FLEET),
+                ),
+                30,
+            )
+
+        # baselines were frozen at dispatch; settlement intervals carry baseline, metered load, reduction
+        frozen = await pg_pool.fetch("SELECT facility_id, method FROM dr_baselines WHERE dr_event_id = $1", dr_event_id)
+        assert {r["facility_id"] for r in frozen} == set(FLEET)
+        intervals = await pg_pool.fetch(
+            """SELECT facility_id, baseline_kw, metered_kw, reduction_kw, coverage_pct FROM dr_settlement_intervals
+               WHERE dr_event_id = $1 AND version = 1""",
+            dr_event_id,
+        )
+        assert {r["facility_id"] for r in intervals} == set(FLEET)
+        for r in intervals:
+            assert r["baseline_kw"] == pytest.approx(BASELINE_KW)
+            assert r["metered_kw"] == pytest.approx(DURING_KW)
+            assert r["reduction_kw"] == pytest.approx(BASELINE_KW - DURING_KW)
+            assert r["coverage_pct"] == pytest.approx(100.0)
 
         # every facility shed and came back
         states = await pg_pool.fetch(

@@ -42,6 +42,14 @@ async def test_seed_is_idempotent(stack, settings: Settings, pg_pool) -> None:
     assert counts["f"] >= 20 and counts["m"] >= 200
     url = await pg_pool.fetchval("SELECT url FROM bms_endpoints WHERE facility_id = 'fac-001'")
     assert url.endswith("/bms/fac-001")
+    # each city's holiday calendar (DR baselines, decision 0430): fac-001 is in Melbourne, fac-002 San Francisco
+    regions = await pg_pool.fetch(
+        "SELECT facility_id, country, subdivision FROM facilities WHERE facility_id IN ('fac-001', 'fac-002')"
+    )
+    assert {r["facility_id"]: (r["country"], r["subdivision"]) for r in regions} == {
+        "fac-001": ("AU", "VIC"),
+        "fac-002": ("US", "CA"),
+    }
 
 
 def test_cli_stack_status_reports_every_server(stack) -> None:

@@ -1,0 +1,177 @@
+"""Settlement of one facility's DR event, interval by interval. Pure: no I/O.
+
+Per interval: baseline kW, metered kW (mean of the 15-minute readings present), reduction kW,
+target kW, performance % (reduction / target) and coverage % (readings present / expected).
+Runs: ``preliminary`` at the event's end, ``settlement`` once the aggregation's lateness bound
+has passed, ``true_up`` whenever a later run's values differ (decision 0431).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from dr_coordinator.domain.interval_baselines import READING, Baseline
+
+
+class RunKind(StrEnum):
+    PRELIMINARY = "preliminary"
+    SETTLEMENT = "settlement"
+    TRUE_UP = "true_up"
+
+
+@dataclass(frozen=True)
+class SettlementInterval:
+    start: datetime  # UTC
+    end: datetime
+    local_start: datetime
+    baseline_kw: float | None
+    metered_kw: float | None
+    reduction_kw: float | None
+    target_kw: float | None
+    performance_pct: float | None
+    coverage_pct: float
+
+    @property
+    def hours(self) -> float:
+        return (self.end - self.start) / timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class FacilitySettlement:
+    intervals: tuple[SettlementInterval, ...]
+    baseline_kwh: float | None
+    metered_kwh: float | None
+    reduction_kwh: float | None
+    mean_reduction_kw: float | None
+    performance_pct: float | None
+    coverage_pct: float
+
+
+def _pct(part: float | None, whole: float | None) -> float | None:
+    if part is None or whole is None or whole <= 0:
+        return None
+    return 100.0 * part / whole
+
+
+def settle(
+    baseline: Baseline,
+    readings: Mapping[datetime, float],
+    target_kw: float | None,
+    coverage: Mapping[datetime, float] | None = None,
+) -> FacilitySettlement:
+    """``coverage`` is each reading's own share of expected samples (the rollup's), 1 when absent."""
+    rows = []
+    for iv, base in zip(baseline.intervals, baseline.kw, strict=True):
+        expected = round((iv.end - iv.start) / READING)
+        vals = []
+        covered = 0.0
+        t = iv.start
+        while t < iv.end:
+            v = readings.get(t)
+            if v is not None:
+                vals.append(v)
+                covered += 1.0 if coverage is None else coverage.get(t, 1.0)
+            t += READING
+        metered = sum(vals) / len(vals) if vals else None
+        reduction = None if base is None or metered is None else base - metered
+        rows.append(
+            SettlementInterval(
+                iv.start,
+                iv.end,
+                iv.local_start,
+                base,
+                metered,
+                reduction,
+                target_kw,
+                _pct(reduction, target_kw),
+                100.0 * covered / expected,
+            )
+        )
+    hours = sum(r.hours for r in rows)
+
+    def energy(values: list[float | None]) -> float | None:
+        if not rows or any(v is None for v in values):
+            return None
+        return sum(v * r.hours for v, r in zip(values, rows, strict=True) if v is not None)
+
+    base_kwh = energy([r.baseline_kw for r in rows])
+    metered_kwh = energy([r.metered_kw for r in rows])
+    red_kwh = None if base_kwh is None or metered_kwh is None else base_kwh - metered_kwh
+    mean_red = None if red_kwh is None or hours <= 0 else red_kwh / hours
+    overall_coverage = sum(r.coverage_pct * r.hours for r in rows) / hours if hours > 0 else 0.0
+    return FacilitySettlement(
+        tuple(rows), base_kwh, metered_kwh, red_kwh, mean_red, _pct(mean_red, target_kw), overall_coverage
+    )
+
+
+def changed(previous: FacilitySettlement | None, current: FacilitySettlement, tolerance_kw: float = 1e-6) -> bool:
+    """Whether a re-run differs from the stored version (a true-up is written only then)."""
+    if previous is None or len(previous.intervals) != len(current.intervals):
+        return True
+    for a, b in zip(previous.intervals, current.intervals, strict=True):
+        for x, y in ((a.metered_kw, b.metered_kw), (a.baseline_kw, b.baseline_kw)):
+            if (x is None) != (y is None) or (x is not None and y is not None and abs(x - y) > tolerance_kw):
+                return True
+        if abs(a.coverage_pct - b.coverage_pct) > 1e-9:
+            return True
+    return False
+
+
+def next_run_kind(now: datetime, end: datetime, lateness: timedelta, done: set[RunKind]) -> RunKind | None:
+    """Which run is due: preliminary once the event ended, the settlement once end + lateness has
+    passed, true-ups after that (the caller stores one only when the values changed)."""
+    if now < end:
+        return None
+    if now < end + lateness:
+        return None if RunKind.PRELIMINARY in done else RunKind.PRELIMINARY
+    return RunKind.TRUE_UP if RunKind.SETTLEMENT in done else RunKind.SETTLEMENT
+
+
+@dataclass(frozen=True)
+class ReportInterval:
+    """One interval of the OpenADR report: USAGE (kWh), DEMAND (kW), BASELINE (kW)."""
+
+    start: datetime
+    duration: timedelta
+    usage_kwh: float | None
+    demand_kw: float | None
+    baseline_kw: float | None
+
+
+def report_intervals(s: FacilitySettlement) -> list[ReportInterval]:
+    return [
+        ReportInterval(
+            r.start,
+            r.end - r.start,
+            None if r.metered_kw is None else r.metered_kw * r.hours,
+            r.metered_kw,
+            r.baseline_kw,
+        )
+        for r in s.intervals
+    ]
+
+
+def openadr_intervals(values: Sequence[ReportInterval]) -> list[dict[str, Any]]:
+    """OpenADR 3 report intervals (id, intervalPeriod, payloads); a value not measured is left out."""
+    out = []
+    for k, v in enumerate(values):
+        payloads = [
+            {"type": kind, "values": [round(x, 3)]}
+            for kind, x in (("USAGE", v.usage_kwh), ("DEMAND", v.demand_kw), ("BASELINE", v.baseline_kw))
+            if x is not None
+        ]
+        out.append(
+            {
+                "id": k,
+                "intervalPeriod": {
+                    "start": v.start.isoformat().replace("+00:00", "Z"),
+                    "duration": f"PT{int(v.duration.total_seconds())}S",
+                },
+                "payloads": payloads,
+            }
+        )
+    return out
