@@ -24,7 +24,7 @@ from dr_coordinator.adapters.store import handle_in, with_retry
 from dr_coordinator.domain.commands import Cancel, OptOut, ReleaseHold
 from dr_coordinator.domain.planner import Strategy, plan_facility
 from dr_coordinator.domain.saga import IllegalTransitionError
-from dr_coordinator.entrypoints.timers import DEFAULT_LOAD_FACTOR
+from dr_coordinator.entrypoints.planning import DEFAULT_LOAD_FACTOR
 from energy.observability import tracing
 from schemas.api import Role
 from schemas.readings import ID_PATTERN

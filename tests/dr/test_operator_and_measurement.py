@@ -100,7 +100,7 @@ async def test_degraded_forecast_switches_to_the_policy_fallback_and_the_choice_
     timers = Timers(pg_pool, s.dr, utcnow, None, None, None, [u.utility_id])
     async with forecasts(pg_pool, rows):
         await handle(pg_pool, eid, Schedule(), utcnow)
-        await timers._dispatch(eid)
+        await timers.planning.dispatch(eid)
     facs = {
         r["facility_id"]: r
         for r in await pg_pool.fetch(
@@ -186,7 +186,7 @@ async def test_reduction_below_80_percent_of_target_after_grace_period_raises_th
     await private_influx.write_lines(lines)
     s = dr_settings(settings, underperformance_after_s=60.0)
     timers = Timers(pg_pool, s.dr, utcnow, private_influx, None, None, [u.utility_id])
-    await timers._watch_active(eid)
+    await timers.reconciliation.watch_active(eid)
     assert UNDERPERFORMING.labels(str(eid), "fac-001")._value.get() == 1
     assert UNDERPERFORMING.labels(str(eid), "fac-003")._value.get() == 0
 
