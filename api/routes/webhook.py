@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import ValidationError
 
 from api.errors import ApiError
-from dr_coordinator.adapters.store import NewEvent, handle_in, insert_event
+from dr_coordinator.adapters.store import NewEvent, handle_in, insert_event, intervals_json
 from dr_coordinator.domain.commands import Cancel, Modify
 from dr_coordinator.domain.intake import (
     EventAsk,
@@ -232,6 +232,8 @@ async def _create(conn: Any, request: Request, utility_id: str, ask: EventAsk, p
                 level=ask.level,
                 priority=ask.priority,
                 source_payload=payload,
+                intervals=ask.intervals,
+                randomize_start_s=ask.randomize_start_s,
             ),
             datetime.now(UTC),
         )
@@ -253,17 +255,22 @@ async def _modify(conn: Any, utility_id: str, ask: EventAsk, limits: Limits) -> 
         raise IntakeError(404, "not_found", f"no event {ask.utility_event_id!r} for this utility")
     if existing["state"] in ("received", "scheduled"):
         check_timing(ask.start, ask.end, datetime.now(UTC), limits)
+    modify = Modify(ask.start, ask.end, ask.target_kw, ask.level, ask.intervals, ask.import_limit_kw)
     try:
         async with conn.transaction():
-            await handle_in(
-                conn, existing["dr_event_id"], Modify(ask.start, ask.end, ask.target_kw, ask.level), datetime.now(UTC)
-            )
+            await handle_in(conn, existing["dr_event_id"], modify, datetime.now(UTC))
+            # The new asks replace the old ones; a running event is re-planned from them (decision 0421).
             await conn.execute(
-                """UPDATE dr_events SET target_kw = COALESCE($2, target_kw), level = COALESCE($3, level)
-                   WHERE dr_event_id = $1 AND state IN ('received', 'scheduled')""",
+                """UPDATE dr_events SET target_kw = COALESCE($2, target_kw), level = COALESCE($3, level),
+                          import_limit_kw = COALESCE($4, import_limit_kw), intervals = COALESCE($5::jsonb, intervals),
+                          randomize_start_s = COALESCE($6, randomize_start_s)
+                   WHERE dr_event_id = $1 AND state IN ('received', 'scheduled', 'dispatching', 'active')""",
                 existing["dr_event_id"],
                 ask.target_kw,
                 ask.level,
+                ask.import_limit_kw,
+                intervals_json(ask.intervals),
+                ask.randomize_start_s,
             )
     except IllegalTransitionError as exc:
         raise IntakeError(409, "illegal_transition", str(exc)) from None

@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from dr_coordinator.domain.schedule import IntervalAsk, Period, RawInterval, ScheduleError, build_schedule
 from schemas.dr_api import DrEventRequest
-from schemas.openadr import TARGET_TYPES_FACILITY, OadrEvent
+from schemas.openadr import TARGET_TYPES_FACILITY, IntervalPeriod, OadrEvent
 
 UTC_NOTE = "timestamp without UTC offset read as UTC"
 
@@ -37,6 +38,8 @@ class EventAsk:
     level: int | None = None
     priority: int = 0
     notes: list[str] = field(default_factory=list)
+    intervals: tuple[IntervalAsk, ...] = ()  # the schedule; empty: one window with the asks above
+    randomize_start_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -78,51 +81,63 @@ def end_of(start: datetime, duration: timedelta | float) -> datetime:
         ) from None
 
 
+def _period(p: IntervalPeriod | None, notes: list[str]) -> Period | None:
+    if p is None:
+        return None
+    return Period(as_utc(p.start, notes), p.duration, p.randomizeStart)
+
+
 def from_openadr(event: OadrEvent) -> EventAsk:
     notes: list[str] = []
-    periods = [i.intervalPeriod for i in event.intervals if i.intervalPeriod is not None]
-    if event.intervalPeriod is not None:
-        periods.insert(0, event.intervalPeriod)
-    if not periods:
+    default = _period(event.intervalPeriod, notes)
+    raw = [
+        RawInterval(i.id, _period(i.intervalPeriod, notes), {p.type: p.values for p in i.payloads})
+        for i in event.intervals
+    ]
+    if default is None and any(r.period is None for r in raw):
         raise IntakeError(422, "validation_error", "event has no intervalPeriod (start and duration)")
-    starts = [as_utc(p.start, notes) for p in periods]
-    ends = [end_of(s, p.duration) for s, p in zip(starts, periods, strict=True)]
-    shed: list[float] = []
-    limit: list[float] = []
-    levels: list[int] = []
-    for interval in event.intervals:
-        for payload in interval.payloads:
-            numbers = [v for v in payload.values if isinstance(v, int | float) and not isinstance(v, bool)]
-            if payload.type == "LOAD_SHED_DELTA_AVAILABLE":
-                shed += [float(v) for v in numbers]
-            elif payload.type == "IMPORT_CAPACITY_LIMIT":
-                limit += [float(v) for v in numbers]
-            elif payload.type == "SIMPLE":
-                levels += [int(v) for v in numbers]
-    if not (shed or limit or levels):
+    try:
+        schedule = build_schedule(default, raw)
+    except (OverflowError, ValueError) as exc:
+        if isinstance(exc, ScheduleError):
+            raise IntakeError(422, "validation_error", str(exc)) from None
+        raise IntakeError(
+            422, "duration_out_of_range", "start + duration is beyond any date we can represent"
+        ) from None
+    asks = (
+        i.level is not None or i.import_limit_kw is not None or i.shed_kw is not None or i.setpoint_kw is not None
+        for i in schedule
+    )
+    if not any(asks):
         raise IntakeError(
             422,
             "unsupported_payload",
-            "event carries none of the payloads we act on: LOAD_SHED_DELTA_AVAILABLE, IMPORT_CAPACITY_LIMIT, SIMPLE",
+            "event carries none of the payloads we act on: "
+            "LOAD_SHED_DELTA_AVAILABLE, IMPORT_CAPACITY_LIMIT, SIMPLE, DISPATCH_SETPOINT, PRICE",
         )
-    if any(v < 0 for v in shed + limit) or any(v < 0 or v > 10 for v in levels):
-        raise IntakeError(422, "validation_error", "payload values must be >= 0 (SIMPLE levels 0..10)")
     facilities: list[str] | None = None
     for target in event.targets or []:
         if target.type in TARGET_TYPES_FACILITY:
             facilities = (facilities or []) + [str(v) for v in target.values]
     priority = 0 if event.priority is None else max(0, 100 - event.priority)  # OpenADR: lower number wins
+    sheds = [i.shed_kw for i in schedule if i.shed_kw is not None]
+    limits = [i.import_limit_kw for i in schedule if i.import_limit_kw is not None]
+    levels = [i.level for i in schedule if i.level is not None]
+    randomize = [p.randomize_start for p in [default, *(r.period for r in raw)] if p and p.randomize_start]
     return EventAsk(
         utility_event_id=event.id,
         program_id=event.programID,
         facility_ids=facilities,
-        start=min(starts),
-        end=max(ends),
-        target_kw=max(shed) if shed else None,
-        import_limit_kw=min(limit) if limit else None,
+        start=schedule[0].start,
+        end=max(i.end for i in schedule),
+        # Summaries of the schedule (the event row, its announcement); planning uses the intervals.
+        target_kw=max(sheds) if sheds else None,
+        import_limit_kw=min(limits) if limits else None,
         level=max(levels) if levels else None,
         priority=priority,
         notes=notes,
+        intervals=tuple(schedule),
+        randomize_start_s=max(r.total_seconds() for r in randomize) if randomize else None,
     )
 
 

@@ -213,7 +213,8 @@ async def test_openadr_put_modifies_and_delete_cancels(api, utility, pg_pool) ->
 
 async def test_openadr_event_without_actionable_payload_is_422(api, utility) -> None:
     event = oadr_event("oadr-3", soon(300))
-    event["intervals"] = [{"id": 0, "payloads": [{"type": "PRICE", "values": [0.3]}]}]
+    # PRICE is acted on (price-responsive levels, decision 0421); GHG intensity is not.
+    event["intervals"] = [{"id": 0, "payloads": [{"type": "GHG", "values": [420.0]}]}]
     resp = await api.post(
         url(utility, "/openadr3/notifications"),
         json={"objectType": "EVENT", "operation": "POST", "object": event},
