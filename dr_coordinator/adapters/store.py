@@ -134,7 +134,7 @@ async def zone_claims(conn: Any, dr_event_id: uuid.UUID, facility_ids: list[str]
     """Zones of these facilities that *other* running events hold (their facility dispatching or
     active): the saga hands zones over instead of restoring them (decision 0421)."""
     rows = await conn.fetch(
-        """SELECT e.dr_event_id, e.start_at, e.priority, ef.facility_id, ef.detail
+        """SELECT e.dr_event_id, e.start_at, e.priority, ef.facility_id, ef.state, ef.detail
            FROM dr_event_facilities ef JOIN dr_events e USING (dr_event_id)
            WHERE ef.facility_id = ANY($2::text[]) AND ef.dr_event_id <> $1
              AND ef.state IN ('dispatching', 'active') AND e.state IN ('dispatching', 'active')""",

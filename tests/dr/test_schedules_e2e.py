@@ -1,0 +1,218 @@
+"""Issue 12 items 4-6 end to end: OpenADR notifications into the real API, the coordinator, the BMS
+simulator (SOAP) and PostgreSQL. The BMS simulator's command log is the setpoint history.
+
+Expected setpoints are computed by hand for fac-001 (4 HVAC zones of 63 kW rated, 22 -> max 26 degC;
+3 lighting zones of 46.7 kW, floor 50 %; peak 560 kW) with a full forecast of 200 kW:
+load factor 200/560 = 0.357, HVAC zone load 22.5 kW, 0.12 x 22.5 = 2.7 kW shed per degC (4 degC
+headroom = 10.8 kW), lighting zone load 16.68 kW (8.34 kW down to 50 %). SIMPLE level x sheds
+x * 10 % of 200 kW, zones walked in order, setpoints in 0.5 degC steps:
+- level 1 (20 kW): hvac-1 +4 -> 26 (10.8); 9.2 left -> ceil(9.2/2.7/0.5)*0.5 = 3.5 -> hvac-2 25.5;
+- level 2 (40 kW): hvac-1..3 at 26 (32.4); 7.6 left -> 3.0 -> hvac-4 25;
+- level 3 (60 kW): hvac-1..4 at 26 (43.2); 16.8 left -> light-1 50 % (8.34), light-2 50 % (8.34);
+  0.12 left -> light-3 floor(100 - 0.12/16.68*100) = 99 %.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from energy.settings import Settings
+from sim.bms.process import SimulatorProcess
+from tests.dr.conftest import admin, api_server, coordinator, dr_settings, make_utility, wait_for_state
+from tests.dr.test_operator_and_measurement import forecasts
+
+FAC = "fac-001"
+LEVEL_1 = {"hvac-1": 26.0, "hvac-2": 25.5}
+LEVEL_2 = {"hvac-1": 26.0, "hvac-2": 26.0, "hvac-3": 26.0, "hvac-4": 25.0}
+LEVEL_3 = {**{f"hvac-{i}": 26.0 for i in range(1, 5)}, "light-1": 50.0, "light-2": 50.0, "light-3": 99.0}
+
+
+def iso(ts: datetime) -> str:
+    return ts.isoformat().replace("+00:00", "Z")
+
+
+def event(event_id: str, intervals: list[tuple[datetime, int, int]]) -> dict[str, Any]:
+    """intervals: (start, seconds, SIMPLE level)."""
+    return {
+        "id": event_id,
+        "programID": "default",
+        "eventName": event_id,
+        "targets": [{"type": "RESOURCE_NAME", "values": [FAC]}],
+        "intervals": [
+            {
+                "id": n,
+                "intervalPeriod": {"start": iso(start), "duration": f"PT{seconds}S"},
+                "payloads": [{"type": "SIMPLE", "values": [level]}],
+            }
+            for n, (start, seconds, level) in enumerate(intervals)
+        ],
+    }
+
+
+def forecast_rows(start: datetime) -> list[tuple[str, datetime, float, str]]:
+    slot = start.replace(second=0, microsecond=0) - timedelta(minutes=start.minute % 15)
+    return [(FAC, slot + timedelta(minutes=15 * k), 200.0, "full") for k in range(-1, 3)]
+
+
+async def wait_until(what: str, probe: Callable[[], Awaitable[bool]], timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if await probe():
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def history(bms: SimulatorProcess) -> list[dict[str, Any]]:
+    """The simulator's executed commands for the facility, in execution order."""
+    records = admin(bms, f"commands?facility_id={FAC}")
+    return sorted(records, key=lambda r: r["bms_reference"])
+
+
+def sets_of(records: list[dict[str, Any]], event_id: uuid.UUID, replan: bool) -> dict[str, float]:
+    return {
+        r["zone_id"]: r["value"]
+        for r in records
+        if r["idempotency_key"].startswith(str(event_id))
+        and r["operation"] != "RestoreZone"
+        and (":v" in r["idempotency_key"]) == replan
+    }
+
+
+def restores_of(records: list[dict[str, Any]], event_id: uuid.UUID) -> set[str]:
+    return {
+        r["zone_id"]
+        for r in records
+        if r["idempotency_key"].startswith(str(event_id)) and r["operation"] == "RestoreZone"
+    }
+
+
+async def dr_event_id(pool: Any, utility_id: str, utility_event_id: str) -> uuid.UUID:
+    eid = await pool.fetchval(
+        "SELECT dr_event_id FROM dr_events WHERE utility_id = $1 AND utility_event_id = $2",
+        utility_id,
+        utility_event_id,
+    )
+    assert eid is not None
+    return uuid.UUID(str(eid))
+
+
+async def notify(client: httpx.AsyncClient, utility_id: str, token: str, operation: str, obj: dict[str, Any]) -> Any:
+    resp = await client.post(
+        f"/api/utility/{utility_id}/openadr3/notifications",
+        json={"objectType": "EVENT", "operation": operation, "object": obj},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert resp.status_code in (200, 202), resp.text
+    return resp.json()
+
+
+@pytest.mark.slow
+async def test_interval_boundary_then_a_raised_level_then_a_delete(
+    settings: Settings, stack: Any, pg_pool: Any, uid: str, bms_sim: SimulatorProcess
+) -> None:
+    u = await make_utility(pg_pool, uid, f"t-{uid}", method="forecast")
+    s = dr_settings(settings, bms_base_url=bms_sim.url("/bms"), only_utility_ids=u.utility_id)
+    start = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=5)
+    boundary = start + timedelta(seconds=8)
+    body = event(f"sched-{uid}", [(start, 8, 1), (boundary, 120, 2)])
+    async with (
+        forecasts(pg_pool, forecast_rows(start)),
+        api_server(s) as base,
+        httpx.AsyncClient(base_url=base, timeout=10) as client,
+        coordinator(s, pg_pool, None),
+    ):
+        await notify(client, u.utility_id, u.token, "CREATE", body)
+        eid = await dr_event_id(pg_pool, u.utility_id, body["id"])
+
+        # Interval 0 (level 1), then at the boundary only what differs for level 2.
+        async def level_2_applied() -> bool:
+            return sets_of(history(bms_sim), eid, replan=True) == {k: v for k, v in LEVEL_2.items() if k != "hvac-1"}
+
+        await wait_until("the level 2 interval's commands", level_2_applied, 40)
+        records = history(bms_sim)
+        assert sets_of(records, eid, replan=False) == LEVEL_1
+        boundary_cmds = [r for r in records if ":v" in r["idempotency_key"]]
+        # hvac-1 stays at 26: no command; nothing of interval 1 ran before its start.
+        assert all(datetime.fromisoformat(r["executed_at"]) >= boundary for r in boundary_cmds)
+        assert restores_of(records, eid) == set()
+
+        # The utility raises the level of the running interval: re-plan, only differing commands.
+        await wait_for_state(pg_pool, eid, {"active"}, 20)
+        raised = event(f"sched-{uid}", [(start, 8, 1), (boundary, 120, 3)])
+        assert "modified" in (await notify(client, u.utility_id, u.token, "UPDATE", raised))["notes"]
+
+        async def level_3_applied() -> bool:
+            recs = history(bms_sim)
+            return {r["zone_id"] for r in recs if ":v" in r["idempotency_key"]} >= {"light-1", "light-2", "light-3"}
+
+        await wait_until("the raised level's commands", level_3_applied, 30)
+        records = history(bms_sim)
+        replans = [r for r in records if ":v" in r["idempotency_key"]]
+        second = [r for r in replans if r not in boundary_cmds]
+        # Level 2 -> 3 differs in hvac-4 (25 -> 26) and the three lighting zones; nothing else.
+        assert {r["zone_id"]: r["value"] for r in second} == {
+            "hvac-4": 26.0,
+            "light-1": 50.0,
+            "light-2": 50.0,
+            "light-3": 99.0,
+        }
+
+        # A DELETE restores every zone this event changed and ends it cancelled.
+        await notify(client, u.utility_id, u.token, "DELETE", raised)
+        assert await wait_for_state(pg_pool, eid, {"cancelled", "completed", "failed", "partially_failed"}, 30) == (
+            "cancelled"
+        )
+        records = history(bms_sim)
+    assert restores_of(records, eid) == set(LEVEL_3)
+    last_op = {r["zone_id"]: r["operation"] for r in records}
+    assert set(last_op.values()) == {"RestoreZone"}
+
+
+@pytest.mark.slow
+async def test_back_to_back_events_on_the_same_zones_never_undo_each_other(
+    settings: Settings, stack: Any, pg_pool: Any, uid: str, bms_sim: SimulatorProcess
+) -> None:
+    u = await make_utility(pg_pool, uid, f"t-{uid}", method="forecast")
+    s = dr_settings(settings, bms_base_url=bms_sim.url("/bms"), only_utility_ids=u.utility_id, dispatch_lead_s=3.0)
+    start = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=6)
+    handover = start + timedelta(seconds=8)
+    first = event(f"a-{uid}", [(start, 8, 1)])
+    second = event(f"b-{uid}", [(handover, 8, 2)])
+    async with (
+        forecasts(pg_pool, forecast_rows(start)),
+        api_server(s) as base,
+        httpx.AsyncClient(base_url=base, timeout=10) as client,
+        coordinator(s, pg_pool, None),
+    ):
+        await notify(client, u.utility_id, u.token, "CREATE", first)
+        await notify(client, u.utility_id, u.token, "CREATE", second)
+        a = await dr_event_id(pg_pool, u.utility_id, first["id"])
+        b = await dr_event_id(pg_pool, u.utility_id, second["id"])
+        final = {"completed", "failed", "partially_failed", "cancelled"}
+        assert await wait_for_state(pg_pool, a, final, 40) == "completed"
+        assert await wait_for_state(pg_pool, b, final, 40) == "completed"
+    records = history(bms_sim)
+    assert sets_of(records, a, replan=False) == LEVEL_1
+    assert sets_of(records, b, replan=False) == LEVEL_2
+    # A's end hands hvac-1 and hvac-2 over to B instead of restoring them; B restores all four.
+    assert restores_of(records, a) == set()
+    assert restores_of(records, b) == set(LEVEL_2)
+    for zone in LEVEL_2:
+        ops = [(r["idempotency_key"].split(":")[0], r["operation"]) for r in records if r["zone_id"] == zone]
+        owners = [owner for owner, _ in ops]
+        # Per zone: A's commands (if any), then only B's; the last word is B's restore.
+        assert owners == sorted(owners, key=lambda o: o != str(a)), ops
+        assert ops[-1] == (str(b), "RestoreZone"), ops
+    # B takes A's zones over at its start, not during its dispatch lead inside A.
+    for r in records:
+        if r["idempotency_key"].startswith(str(b)) and r["zone_id"] in LEVEL_1 and r["operation"] != "RestoreZone":
+            assert datetime.fromisoformat(r["executed_at"]) >= handover, r
