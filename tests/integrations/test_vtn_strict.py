@@ -295,3 +295,62 @@ async def test_301_reports_name_their_program(v301):
     report = {"eventID": eid, "clientName": "v", "resources": resources}
     rejected(await v301.post("/reports", json=report), "programID")
     assert (await v301.post("/reports", json={**report, "programID": pid})).status_code == 201
+
+
+# --- the platform's VEN client against the strict simulator ---------------------------------------
+
+
+@pytest.mark.parametrize("version", ["3.1", "3.0.1"])
+async def test_ven_client_speaks_each_version(version, sim31, sim301, token, receiver):
+    from dr_coordinator.adapters.vtn_client import VtnClient
+
+    sim, base = (sim31, "/openadr3/3.1.0") if version == "3.1" else (sim301, "/openadr3/3.0.1")
+    async with client(sim, base, token) as bl:
+        pid = await program(bl, f"p-{version}")
+        ven = VtnClient(sim.url(base), token, version=version, client_name="ven-x")  # type: ignore[arg-type]
+        try:
+            assert await ven.register_ven("ven-x") == "0"
+            assert await ven.register_ven("ven-x") == "0"  # taken name: found, not created twice
+            await ven.subscribe(receiver.url, "hook-token", pid)
+            targets = ["fac-1"] if version == "3.1" else [{"type": "RESOURCE_NAME", "values": ["fac-1"]}]
+            created = (await bl.post("/events", json=event31(pid, targets))).json()
+            got = await receiver.wait_for(1)
+            assert json.loads(got[0]["body"])["operation"] == ("CREATE" if version == "3.1" else "POST")
+            assert [e["id"] for e in await ven.poll_events(pid)] == [created["id"]]
+            descriptor = {"payloadType": "USAGE", "objectType": "REPORT_PAYLOAD_DESCRIPTOR"}
+            resources = [
+                {"resourceName": "fac-1", "intervals": [{"id": 0, "payloads": [{"type": "USAGE", "values": [1]}]}]}
+            ]
+            report = {
+                "programID": pid,
+                "eventID": created["id"],
+                "clientName": "ven-x",
+                "payloadDescriptors": [descriptor],
+                "resources": resources,
+            }
+            rid = await ven.post_report(report)
+            assert await ven.put_report(rid, {**report, "reportName": "final"}) == rid
+            found = await ven.find_reports(created["id"])
+            assert [r["reportName"] for r in found] == ["final"]
+        finally:
+            await ven.close()
+            await bl.post(sim.url("/_admin/restart"))
+
+
+async def test_ven_client_uses_oauth2_and_refreshes_a_token_the_vtn_forgot(sim31):
+    from dr_coordinator.adapters.vtn_client import OAuthClient, VtnClient, VtnRejectedError
+
+    base = sim31.url("/openadr3/3.1.0")
+    ven = VtnClient(base, None, oauth=OAuthClient(OAUTH_ID, OAUTH_SECRET))
+    bad = VtnClient(base, None, oauth=OAuthClient(OAUTH_ID, "wrong"))
+    try:
+        assert await ven.programs() != []  # the seeded program, read with a token from /auth/token
+        async with httpx.AsyncClient(timeout=5) as admin:
+            (await admin.post(sim31.url("/_admin/restart"))).raise_for_status()  # issued tokens forgotten
+        assert [p["id"] for p in await ven.programs()] == ["default"]  # 401 -> new token -> retried once
+        with pytest.raises(VtnRejectedError) as refused:
+            await bad.programs()
+        assert refused.value.status == 401
+    finally:
+        await ven.close()
+        await bad.close()
