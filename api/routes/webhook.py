@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import structlog
@@ -37,6 +38,9 @@ from dr_coordinator.domain.intake import (
     parse_body,
 )
 from dr_coordinator.domain.saga import IllegalTransitionError
+from dr_coordinator.domain.schedule import missed
+from dr_coordinator.domain.targeting import Enrollment, Resolution, resolve
+from dr_coordinator.domain.zones import overlap_kind
 from dr_coordinator.metrics import WEBHOOK_REQUESTS
 from energy.observability.metrics import QUEUE_CAPACITY, QUEUE_DEPTH
 from energy.resilience import TokenBucket
@@ -184,6 +188,43 @@ def _answer(row: Any, utility_event_id: str, status: int, duplicate: bool, notes
     return JSONResponse(body.model_dump(mode="json"), status_code=status)
 
 
+async def _enrollments(conn: Any, utility_id: str) -> list[Enrollment]:
+    rows = await conn.fetch(
+        """SELECT e.facility_id, e.program_id, e.resource_name, e.groups
+           FROM facility_enrollments e JOIN facilities f USING (facility_id)
+           WHERE e.utility_id = $1 AND f.active""",
+        utility_id,
+    )
+    return [Enrollment(r["facility_id"], r["program_id"], r["resource_name"], frozenset(r["groups"])) for r in rows]
+
+
+async def _intake_outcome(conn: Any, utility_id: str, key: str) -> Any:
+    return await conn.fetchrow(
+        "SELECT outcome, detail FROM dr_event_intake WHERE utility_id = $1 AND event_key = $2", utility_id, key
+    )
+
+
+def _not_dispatched(ask: EventAsk, outcome: str, detail: Any, notes: list[str]) -> JSONResponse:
+    """An OpenADR event recorded without dispatch: nothing it targets is enrolled, or it was deleted first."""
+    info = detail if isinstance(detail, dict) else json.loads(detail or "{}")
+    return JSONResponse(
+        {
+            "utility_event_id": ask.utility_event_id,
+            "outcome": outcome,
+            "applicable": False,
+            "facilities": [],
+            "unknown_targets": info.get("unknown_targets", []),
+            "notes": notes,
+        },
+        status_code=200,
+    )
+
+
+async def _resolve_openadr(conn: Any, utility_id: str, ask: EventAsk) -> Resolution:
+    ven_name = await conn.fetchval("SELECT ven_name FROM utilities WHERE utility_id = $1", utility_id)
+    return resolve(ask.targets, ask.program_id or "default", await _enrollments(conn, utility_id), ven_name=ven_name)
+
+
 async def _create(conn: Any, request: Request, utility_id: str, ask: EventAsk, payload: dict[str, Any]) -> JSONResponse:
     async with conn.transaction():
         # One accept at a time per utility: overlap checks and inserts cannot interleave.
@@ -191,26 +232,74 @@ async def _create(conn: Any, request: Request, utility_id: str, ask: EventAsk, p
         existing = await _existing(conn, utility_id, ask.utility_event_id)
         if existing is not None:
             return _answer(existing, ask.utility_event_id, 200, True, [*ask.notes, "duplicate utility event id"])
-        enrolled = {
-            r["facility_id"]
-            for r in await conn.fetch(
-                """SELECT DISTINCT f.facility_id FROM facility_enrollments e JOIN facilities f USING (facility_id)
-                   WHERE e.utility_id = $1 AND f.active""",
-                utility_id,
-            )
-        }
-        facilities = check_facilities(ask.facility_ids if ask.facility_ids is not None else sorted(enrolled), enrolled)
+        targeting: dict[str, Any] = {}
+        if ask.openadr:
+            seen = await _intake_outcome(conn, utility_id, ask.utility_event_id)
+            if seen is not None:  # deleted before we saw it created (tombstone), or already found not applicable
+                return _not_dispatched(ask, seen["outcome"], seen["detail"], [*ask.notes, f"event {seen['outcome']}"])
+            now = datetime.now(UTC)
+            if missed(ask.end, now):  # first seen after its end (an outage, a late poll): never dispatched
+                detail = {"vtn_event_id": ask.vtn_event_id, "program_id": ask.program_id, "end": ask.end.isoformat()}
+                await conn.execute(
+                    """INSERT INTO dr_event_intake (utility_id, event_key, outcome, vtn_modified_at, detail)
+                       VALUES ($1, $2, 'missed', $3, $4::jsonb) ON CONFLICT DO NOTHING""",
+                    utility_id,
+                    ask.utility_event_id,
+                    ask.vtn_modified_at,
+                    json.dumps(detail | {"seen_at": now.isoformat()}),
+                )
+                log.warning("dr_event_missed", utility_id=utility_id, utility_event_id=ask.utility_event_id)
+                notes = [*ask.notes, "event ended before it was received: recorded as missed, not dispatched"]
+                return _not_dispatched(ask, "missed", detail, notes)
+            resolution = await _resolve_openadr(conn, utility_id, ask)
+            targeting = resolution.as_detail()
+            if not resolution.applicable:
+                await conn.execute(
+                    """INSERT INTO dr_event_intake (utility_id, event_key, outcome, vtn_modified_at, detail)
+                       VALUES ($1, $2, 'not_applicable', $3, $4::jsonb) ON CONFLICT DO NOTHING""",
+                    utility_id,
+                    ask.utility_event_id,
+                    ask.vtn_modified_at,
+                    json.dumps({**targeting, "vtn_event_id": ask.vtn_event_id, "program_id": ask.program_id}),
+                )
+                log.warning(
+                    "dr_event_not_applicable",
+                    utility_id=utility_id,
+                    utility_event_id=ask.utility_event_id,
+                    unknown_targets=list(resolution.unknown_targets)[:20],
+                )
+                return _not_dispatched(ask, "not_applicable", targeting, [*ask.notes, "no enrolled facility targeted"])
+            facilities = list(resolution.facility_ids)
+            if resolution.unknown_targets:
+                log.warning(
+                    "dr_event_unknown_targets",
+                    utility_id=utility_id,
+                    utility_event_id=ask.utility_event_id,
+                    unknown_targets=list(resolution.unknown_targets)[:20],
+                )
+        else:
+            enrollments = await _enrollments(conn, utility_id)
+            enrolled = {e.facility_id for e in enrollments}
+            in_program = sorted({e.facility_id for e in enrollments if e.program_id == (ask.program_id or "default")})
+            facilities = check_facilities(ask.facility_ids if ask.facility_ids is not None else in_program, enrolled)
         check_timing(ask.start, ask.end, datetime.now(UTC), _limits(request))
-        clash = await conn.fetch(
-            """SELECT e.utility_event_id, f.facility_id FROM dr_events e JOIN dr_event_facilities f USING (dr_event_id)
+        lead = timedelta(seconds=request.app.state.settings.dr.dispatch_lead_s)
+        near = await conn.fetch(
+            """SELECT e.utility_event_id, e.start_at, e.end_at, f.facility_id
+               FROM dr_events e JOIN dr_event_facilities f USING (dr_event_id)
                WHERE e.utility_id = $1 AND f.facility_id = ANY($2::text[]) AND e.state <> ALL($3::text[])
-                 AND e.start_at < $5 AND e.end_at > $4 LIMIT 20""",
+                 AND e.start_at - $6::interval < $5::timestamptz AND e.end_at > $4::timestamptz - $6::interval
+               ORDER BY e.start_at LIMIT 200""",
             utility_id,
             facilities,
             list(TERMINAL),
             ask.start,
             ask.end,
+            lead,
         )
+        kinds = [(r, overlap_kind(ask.start, ask.end, r["start_at"], r["end_at"], lead)) for r in near]
+        clash = [r for r, kind in kinds if kind == "clash"][:20]
+        handovers = sorted({r["utility_event_id"] for r, kind in kinds if kind == "handover"})
         if clash:
             raise IntakeError(
                 409,
@@ -237,6 +326,16 @@ async def _create(conn: Any, request: Request, utility_id: str, ask: EventAsk, p
             ),
             datetime.now(UTC),
         )
+        if not duplicate:
+            await conn.execute(
+                """UPDATE dr_events SET vtn_event_id = $2, vtn_created_at = $3, vtn_modified_at = $4,
+                          targeting = $5::jsonb WHERE dr_event_id = $1""",
+                dr_event_id,
+                ask.vtn_event_id,
+                ask.vtn_created_at,
+                ask.vtn_modified_at,
+                json.dumps(targeting),
+            )
         row = await _existing(conn, utility_id, ask.utility_event_id)
     log.info(
         "dr_event_accepted",
@@ -246,13 +345,24 @@ async def _create(conn: Any, request: Request, utility_id: str, ask: EventAsk, p
         facilities=len(facilities),
         duplicate=duplicate,
     )
-    return _answer(row, ask.utility_event_id, 200 if duplicate else 202, duplicate, ask.notes)
+    notes = list(ask.notes)
+    if handovers:
+        notes.append("shares facilities back to back with " + ", ".join(handovers[:20]) + ": zones handed over")
+    if targeting.get("unknown_targets"):
+        notes.append("unknown targets not dispatched: " + ", ".join(targeting["unknown_targets"][:20]))
+    return _answer(row, ask.utility_event_id, 200 if duplicate else 202, duplicate, notes)
 
 
 async def _modify(conn: Any, utility_id: str, ask: EventAsk, limits: Limits) -> JSONResponse:
     existing = await _existing(conn, utility_id, ask.utility_event_id)
     if existing is None:
         raise IntakeError(404, "not_found", f"no event {ask.utility_event_id!r} for this utility")
+    if ask.vtn_modified_at is not None:
+        last = await conn.fetchval(
+            "SELECT vtn_modified_at FROM dr_events WHERE dr_event_id = $1", existing["dr_event_id"]
+        )
+        if last is not None and ask.vtn_modified_at < last:  # an older version arriving late (reordered)
+            return _answer(existing, ask.utility_event_id, 200, False, [*ask.notes, "stale update ignored"])
     if existing["state"] in ("received", "scheduled"):
         check_timing(ask.start, ask.end, datetime.now(UTC), limits)
     modify = Modify(ask.start, ask.end, ask.target_kw, ask.level, ask.intervals, ask.import_limit_kw)
@@ -272,10 +382,31 @@ async def _modify(conn: Any, utility_id: str, ask: EventAsk, limits: Limits) -> 
                 intervals_json(ask.intervals),
                 ask.randomize_start_s,
             )
+            if ask.vtn_modified_at is not None:
+                await conn.execute(
+                    "UPDATE dr_events SET vtn_modified_at = $2 WHERE dr_event_id = $1",
+                    existing["dr_event_id"],
+                    ask.vtn_modified_at,
+                )
     except IllegalTransitionError as exc:
         raise IntakeError(409, "illegal_transition", str(exc)) from None
     row = await _existing(conn, utility_id, ask.utility_event_id)
     return _answer(row, ask.utility_event_id, 200, False, [*ask.notes, "modified"])
+
+
+async def _tombstone(conn: Any, utility_id: str, ask: EventAsk) -> JSONResponse:
+    """A DELETE for an event we never saw created: remembered, so a late CREATE does not dispatch."""
+    await conn.execute(
+        """INSERT INTO dr_event_intake (utility_id, event_key, outcome, vtn_modified_at, detail)
+           VALUES ($1, $2, 'deleted', $3, $4::jsonb)
+           ON CONFLICT (utility_id, event_key) DO UPDATE SET outcome = 'deleted'""",
+        utility_id,
+        ask.utility_event_id,
+        ask.vtn_modified_at,
+        json.dumps({"vtn_event_id": ask.vtn_event_id, "program_id": ask.program_id}),
+    )
+    log.info("dr_event_tombstoned", utility_id=utility_id, utility_event_id=ask.utility_event_id)
+    return _not_dispatched(ask, "deleted", {}, [*ask.notes, "deleted before it was created: will not dispatch"])
 
 
 async def _cancel(conn: Any, utility_id: str, utility_event_id: str) -> JSONResponse:
@@ -318,6 +449,8 @@ async def openadr_notification(utility_id: UtilityId, request: Request) -> JSONR
             raise IntakeError(422, "validation_error", "event object is invalid", _errors(exc)) from None
         ask = from_openadr(event)
         if note.verb == "DELETE":
+            if await _existing(conn, utility_id, ask.utility_event_id) is None:
+                return await _tombstone(conn, utility_id, ask)
             return await _cancel(conn, utility_id, ask.utility_event_id)
         if note.verb == "PUT" and await _existing(conn, utility_id, ask.utility_event_id) is not None:
             return await _modify(conn, utility_id, ask, _limits(request))

@@ -11,8 +11,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from dr_coordinator.domain.schedule import IntervalAsk, Period, RawInterval, ScheduleError, build_schedule
+from dr_coordinator.domain.targeting import Target, TargetFormatError, parse_targets
 from schemas.dr_api import DrEventRequest
-from schemas.openadr import TARGET_TYPES_FACILITY, IntervalPeriod, OadrEvent
+from schemas.openadr import IntervalPeriod, OadrEvent
 
 UTC_NOTE = "timestamp without UTC offset read as UTC"
 
@@ -40,6 +41,29 @@ class EventAsk:
     notes: list[str] = field(default_factory=list)
     intervals: tuple[IntervalAsk, ...] = ()  # the schedule; empty: one window with the asks above
     randomize_start_s: float | None = None
+    # OpenADR only: the targets as sent (None: no targets), the VTN's own id and timestamps.
+    targets: list[Target] | None = None
+    openadr: bool = False
+    vtn_event_id: str | None = None
+    vtn_created_at: str | None = None
+    vtn_modified_at: datetime | None = None
+
+
+def event_key(vtn_event_id: str, created: str | None) -> str:
+    """The platform's name of a VTN event: its id, qualified by its creation time when the VTN
+    gives one, so that an id reused by a restarted VTN names a different event."""
+    return f"{vtn_event_id}@{created}" if created else vtn_event_id
+
+
+def parse_vtn_time(value: str | None, notes: list[str]) -> datetime | None:
+    """RFC 3339, or the reference VTN's ``YYYY-MM-DD HH:MM:SS`` without an offset (read as UTC)."""
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return as_utc(parsed, notes)
 
 
 @dataclass(frozen=True)
@@ -115,19 +139,25 @@ def from_openadr(event: OadrEvent) -> EventAsk:
             "event carries none of the payloads we act on: "
             "LOAD_SHED_DELTA_AVAILABLE, IMPORT_CAPACITY_LIMIT, SIMPLE, DISPATCH_SETPOINT, PRICE",
         )
-    facilities: list[str] | None = None
-    for target in event.targets or []:
-        if target.type in TARGET_TYPES_FACILITY:
-            facilities = (facilities or []) + [str(v) for v in target.values]
+    try:
+        targets = parse_targets(event.targets)
+    except TargetFormatError as exc:
+        raise IntakeError(422, "validation_error", str(exc)[:300]) from None
     priority = 0 if event.priority is None else max(0, 100 - event.priority)  # OpenADR: lower number wins
+    modified = parse_vtn_time(event.modificationDateTime, [])
     sheds = [i.shed_kw for i in schedule if i.shed_kw is not None]
     limits = [i.import_limit_kw for i in schedule if i.import_limit_kw is not None]
     levels = [i.level for i in schedule if i.level is not None]
     randomize = [p.randomize_start for p in [default, *(r.period for r in raw)] if p and p.randomize_start]
     return EventAsk(
-        utility_event_id=event.id,
+        utility_event_id=event_key(event.id, event.createdDateTime),
         program_id=event.programID,
-        facility_ids=facilities,
+        facility_ids=None,
+        targets=targets,
+        openadr=True,
+        vtn_event_id=event.id,
+        vtn_created_at=event.createdDateTime,
+        vtn_modified_at=modified,
         start=schedule[0].start,
         end=max(i.end for i in schedule),
         # Summaries of the schedule (the event row, its announcement); planning uses the intervals.

@@ -15,7 +15,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from dr_coordinator.domain.planner import ZoneAction
 
@@ -107,3 +107,21 @@ def held_by_earlier(
         c.zone_id == zone_id and _rank(c.start, c.priority, c.dr_event_id) < _rank(start, priority, dr_event_id)
         for c in others
     )
+
+
+def overlap_kind(
+    start: datetime, end: datetime, other_start: datetime, other_end: datetime, lead: timedelta
+) -> str | None:
+    """How a new event meets an existing one on the same facilities, counting the dispatch lead
+    (each event's commands go out ``lead`` before its start):
+
+    - ``"clash"``: the periods themselves overlap (refused, 409);
+    - ``"handover"``: only a dispatch lead reaches into the other event (back-to-back, or a gap
+      shorter than the lead): accepted; the later event takes the shared zones over at its start;
+    - ``None``: they never meet.
+    """
+    if start < other_end and other_start < end:
+        return "clash"
+    if start - lead < other_end and other_start - lead < end:
+        return "handover"
+    return None

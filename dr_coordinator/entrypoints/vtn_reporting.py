@@ -90,7 +90,7 @@ class VtnReportingJob:
         ]
         report = build_report(
             program_id=ev["program_id"],
-            utility_event_id=ev["utility_event_id"],
+            utility_event_id=ev["vtn_event_id"] or ev["utility_event_id"],  # the VTN's own id
             client_name=ev["ven_name"],
             state=ev["state"],
             start=ev["start_at"],

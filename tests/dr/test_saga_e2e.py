@@ -196,7 +196,8 @@ async def _api_on(s: Settings, port: int) -> AsyncIterator[str]:
 async def wait_for_event(pool: Any, utility_id: str, utility_event_id: str, timeout_s: float = 15) -> Any:
     async def find() -> Any:
         return await pool.fetchval(
-            "SELECT dr_event_id FROM dr_events WHERE utility_id = $1 AND utility_event_id = $2",
+            """SELECT dr_event_id FROM dr_events
+               WHERE utility_id = $1 AND (utility_event_id = $2 OR vtn_event_id = $2)""",
             utility_id,
             utility_event_id,
         )

@@ -311,3 +311,18 @@ def test_a_facility_whose_every_zone_a_successor_holds_completes_without_command
     # And a re-plan does not set a zone a successor holds either.
     s2 = running(act("z1", 25.0), others=(claim(EV_C, T0 + HOUR, 26.0, "z1"),))
     assert commands(decide(s2, ApplyPlans({"fac-001": fplan("fac-001", act("z1", 27.0))}, 1, "x"), T0).events) == []
+
+
+def test_overlap_counts_the_dispatch_lead() -> None:
+    from dr_coordinator.domain.zones import overlap_kind
+
+    lead = timedelta(seconds=60)
+    # Periods overlap by one second: a clash.
+    assert overlap_kind(T0 + HOUR - timedelta(seconds=1), T0 + 2 * HOUR, T0, T0 + HOUR, lead) == "clash"
+    # Back to back: only the second's lead reaches into the first: a hand-over.
+    assert overlap_kind(T0 + HOUR, T0 + 2 * HOUR, T0, T0 + HOUR, lead) == "handover"
+    # A 30 s gap is shorter than the 60 s lead: still a hand-over; either order.
+    assert overlap_kind(T0 + HOUR + timedelta(seconds=30), T0 + 2 * HOUR, T0, T0 + HOUR, lead) == "handover"
+    assert overlap_kind(T0, T0 + HOUR, T0 + HOUR + timedelta(seconds=30), T0 + 2 * HOUR, lead) == "handover"
+    # A 60 s gap: the lead ends exactly at the first's end: they never meet.
+    assert overlap_kind(T0 + HOUR + timedelta(seconds=60), T0 + 2 * HOUR, T0, T0 + HOUR, lead) is None

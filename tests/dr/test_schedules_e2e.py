@@ -216,3 +216,41 @@ async def test_back_to_back_events_on_the_same_zones_never_undo_each_other(
     for r in records:
         if r["idempotency_key"].startswith(str(b)) and r["zone_id"] in LEVEL_1 and r["operation"] != "RestoreZone":
             assert datetime.fromisoformat(r["executed_at"]) >= handover, r
+
+
+async def test_intake_records_a_missed_event_and_counts_the_lead_in_the_overlap_check(
+    settings: Settings, stack: Any, pg_pool: Any, uid: str
+) -> None:
+    u = await make_utility(pg_pool, uid, f"t-{uid}")
+    s = dr_settings(settings, dispatch_lead_s=60.0)
+    now = datetime.now(UTC).replace(microsecond=0)
+    async with api_server(s) as base, httpx.AsyncClient(base_url=base, timeout=10) as client:
+        # Ended a minute ago when first seen (e.g. after an outage): recorded as missed, nothing dispatched.
+        gone = event(f"gone-{uid}", [(now - timedelta(minutes=5), 240, 1)])
+        answer = await notify(client, u.utility_id, u.token, "CREATE", gone)
+        assert answer["outcome"] == "missed" and answer["facilities"] == []
+        assert (
+            await pg_pool.fetchval(
+                "SELECT outcome FROM dr_event_intake WHERE utility_id = $1 AND event_key = $2", u.utility_id, gone["id"]
+            )
+            == "missed"
+        )
+        assert await pg_pool.fetchval("SELECT count(*) FROM dr_events WHERE utility_id = $1", u.utility_id) == 0
+
+        start = now + timedelta(minutes=10)
+        await notify(client, u.utility_id, u.token, "CREATE", event(f"first-{uid}", [(start, 600, 1)]))
+        # 30 s after the first ends: inside the 60 s lead -> accepted as a hand-over.
+        later = event(f"second-{uid}", [(start + timedelta(seconds=630), 600, 2)])
+        accepted = await notify(client, u.utility_id, u.token, "CREATE", later)
+        assert any("handed over" in n and f"first-{uid}" in n for n in accepted["notes"]), accepted
+        # Overlapping periods are still refused.
+        clash = await client.post(
+            f"/api/utility/{u.utility_id}/openadr3/notifications",
+            json={
+                "objectType": "EVENT",
+                "operation": "CREATE",
+                "object": event(f"third-{uid}", [(start + timedelta(seconds=300), 600, 1)]),
+            },
+            headers={"Authorization": f"Bearer {u.token}"},
+        )
+        assert clash.status_code == 409, clash.text
