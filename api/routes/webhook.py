@@ -53,7 +53,7 @@ router = APIRouter(prefix="/api/utility/{utility_id}", tags=["utility webhook"])
 
 UtilityId = Annotated[str, Path(pattern=ID_PATTERN, max_length=64)]
 MAX_BODY_BYTES = 1_000_000
-TERMINAL = ("completed", "partially_failed", "failed", "cancelled")
+TERMINAL = ("completed", "partially_failed", "failed", "cancelled", "missed")
 
 
 @dataclass
