@@ -9,11 +9,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Request
 
 from api.auth import Principal, require_role
-from api.errors import ApiError
+from api.errors import COMMON_RESPONSES, ApiError, ErrorBody
 from dr_coordinator.adapters import onboarding
 from schemas.utilities import EnrollmentIn, ProgramIn, RotateIn, TokenRotated, UtilityIn, UtilityOut
 
-router = APIRouter(prefix="/api/admin/utilities", tags=["utility onboarding"])
+router = APIRouter(prefix="/api/admin/utilities", tags=["utility onboarding"], responses=COMMON_RESPONSES)
 Admin = Annotated[Principal, Depends(require_role("platform_admin"))]
 UtilityId = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")]
 
@@ -35,7 +35,12 @@ async def list_utilities(request: Request, admin: Admin) -> Any:
     return await _call(request, onboarding.list_utilities)
 
 
-@router.post("", response_model=UtilityOut, status_code=201)
+@router.post(
+    "",
+    response_model=UtilityOut,
+    status_code=201,
+    responses={409: {"model": ErrorBody, "description": "A utility with this id exists"}},
+)
 async def add_utility(request: Request, body: UtilityIn, admin: Admin) -> Any:
     return await _call(request, onboarding.add_utility, body, _actor(admin))
 
