@@ -20,6 +20,7 @@ import structlog
 from dr_coordinator.bootstrap import ReportSender, make_gateway, utility_filter
 from dr_coordinator.entrypoints.relay import OutboxRelay
 from dr_coordinator.entrypoints.timers import Timers
+from dr_coordinator.entrypoints.ven_runtime import VenRuntime
 from dr_coordinator.entrypoints.worker import CommandWorker, endpoint_url
 from energy.adapters.influx import InfluxClient
 from energy.adapters.kafka import make_producer
@@ -53,6 +54,7 @@ class Coordinator:
         self.warmed = asyncio.Event()
         self.report_sender = ReportSender(dr.vtn_token.get_secret_value())
         self.timers = Timers(self.pool, dr, self.clock, self.influx, self.gateway, self.report_sender, utilities)
+        self.ven_runtime = VenRuntime(self.pool, self.settings, utilities) if dr.ven_runtime_enabled else None
         self.relay = (
             OutboxRelay(self.pool, self.producer, self.clock, dr.outbox_batch, topic_map=self.topic_map)
             if self.producer is not None
@@ -98,6 +100,8 @@ class Coordinator:
             asyncio.create_task(self.worker.run(stop), name="dr-bms-worker"),
             asyncio.create_task(self.worker.run_results(stop), name="dr-bms-results"),
         ]
+        if self.ven_runtime is not None:
+            tasks.append(asyncio.create_task(self.ven_runtime.run(stop), name="dr-ven-runtime"))
         if self.relay is not None:
             tasks.append(asyncio.create_task(self.relay.run(stop, self.settings.dr.poll_interval_s), name="dr-relay"))
         await asyncio.gather(*tasks)

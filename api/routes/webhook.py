@@ -88,18 +88,28 @@ def _err(exc: IntakeError) -> ApiError:
 
 
 async def _authenticate(conn: Any, request: Request, utility_id: str, body: bytes) -> None:
-    row = await conn.fetchrow("SELECT bearer_token_hash, hmac_secret FROM utilities WHERE utility_id = $1", utility_id)
+    """Bearer token (any of the utility's unexpired webhook tokens: rotation overlaps) or HMAC
+    signature; a utility that requires HMAC needs the signature. Inactive = unknown."""
+    row = await conn.fetchrow(
+        """SELECT bearer_token_hash, hmac_secret, hmac_required,
+                  ARRAY(SELECT token_hash FROM utility_webhook_tokens t
+                        WHERE t.utility_id = u.utility_id AND (t.expires_at IS NULL OR t.expires_at > now()))
+                    AS token_hashes
+           FROM utilities u WHERE utility_id = $1 AND active""",
+        utility_id,
+    )
     challenge = {"WWW-Authenticate": 'Bearer realm="utility"'}
     # Unknown utility and bad credentials look the same from outside.
-    stored_hash = row["bearer_token_hash"] if row else "0" * 64
+    hashes = ([row["bearer_token_hash"], *row["token_hashes"]]) if row else ["0" * 64]
     auth = request.headers.get("authorization", "")
-    if auth.lower().startswith("bearer "):
-        given = hashlib.sha256(auth[7:].strip().encode()).hexdigest()
-        if hmac.compare_digest(given, stored_hash) and row is not None:
-            return
-        raise ApiError(401, "unauthenticated", "bearer token not valid for this utility", headers=challenge)
     signature = request.headers.get("x-signature", "")
     stamp = request.headers.get("x-signature-timestamp") or request.headers.get("x-timestamp", "")
+    if auth.lower().startswith("bearer ") and not (row is not None and row["hmac_required"]):
+        given = hashlib.sha256(auth[7:].strip().encode()).hexdigest()
+        matches = [hmac.compare_digest(given, h) for h in hashes]
+        if any(matches) and row is not None:
+            return
+        raise ApiError(401, "unauthenticated", "bearer token not valid for this utility", headers=challenge)
     if signature and stamp:
         try:
             ts = float(stamp)
@@ -110,9 +120,10 @@ async def _authenticate(conn: Any, request: Request, utility_id: str, body: byte
             raise ApiError(
                 401, "signature_expired", f"X-Timestamp outside the {window:.0f}s window (replay protection)"
             )
-        secret = (row["hmac_secret"] if row else "x").encode()
+        secret = (row["hmac_secret"] if row and row["hmac_secret"] else "x").encode()
         expected = hmac.new(secret, stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
-        if row is None or not hmac.compare_digest(expected, signature.removeprefix("sha256=").lower()):
+        valid = hmac.compare_digest(expected, signature.removeprefix("sha256=").lower())
+        if row is None or not row["hmac_secret"] or not valid:  # no secret configured: HMAC is not an option
             raise ApiError(401, "unauthenticated", "signature does not match (HMAC-SHA256 of '<timestamp>.<body>')")
         return
     raise ApiError(

@@ -253,8 +253,17 @@ class VtnClient:
         except VtnRejectedError as exc:
             if exc.status != 409:
                 raise
-            found = await self._request("GET", "/vens", params={"venName": ven_name})
-            matches = [v for v in found or [] if v.get("venName") == ven_name]
+            found = [
+                v
+                for v in await self._request("GET", "/vens", params={"venName": ven_name}) or []
+                if isinstance(v, dict)
+            ]
+            matches = [v for v in found if v.get("venName") == ven_name]
+            if not matches and len(found) == 1:
+                # A 3.1 VTN scopes VEN objects to the client's credentials (one VEN per client): the one it
+                # lists is ours, registered earlier under another name (seen on the reference VTN).
+                log.warning("vtn_ven_name_differs", vtn=self.base_url, wanted=ven_name, found=found[0].get("venName"))
+                matches = found
             if not matches:
                 raise
             ven = matches[0]

@@ -163,7 +163,10 @@ async def test_event_over_20_facilities_runs_from_vtn_webhook_to_report(
         assert set(resources) == set(FLEET)
         payloads = {p["type"]: p["values"][0] for p in resources["fac-001"]["intervals"][0]["payloads"]}
         assert payloads["BASELINE"] == pytest.approx(BASELINE_KW) and payloads["DEMAND"] == pytest.approx(DURING_KW)
-        assert payloads["STATUS"] == "restored" and payloads["DELTA_USAGE"] > 0 and "USAGE" in payloads
+        assert payloads["OPERATING_STATE"] == "NORMAL" and payloads["USAGE"] > 0
+        kinds = {d["payloadType"] for d in mine[0]["payloadDescriptors"]}
+        assert kinds == {"OPERATING_STATE", "USAGE", "DEMAND", "BASELINE"}
+        assert all(d["objectType"] == "REPORT_PAYLOAD_DESCRIPTOR" for d in mine[0]["payloadDescriptors"])
 
 
 def api_server_on(s: Settings, port: int) -> Any:
