@@ -326,3 +326,34 @@ def test_overlap_counts_the_dispatch_lead() -> None:
     assert overlap_kind(T0, T0 + HOUR, T0 + HOUR + timedelta(seconds=30), T0 + 2 * HOUR, lead) == "handover"
     # A 60 s gap: the lead ends exactly at the first's end: they never meet.
     assert overlap_kind(T0 + HOUR + timedelta(seconds=60), T0 + 2 * HOUR, T0, T0 + HOUR, lead) is None
+
+
+def test_an_openadr_event_becomes_a_schedule_with_its_randomized_start() -> None:
+    from dr_coordinator.domain.intake import IntakeError, from_openadr
+    from schemas.openadr import OadrEvent
+
+    event = OadrEvent.model_validate(
+        {
+            "id": "e1",
+            "programID": "p1",
+            "intervalPeriod": {"start": "2026-07-01T15:00:00Z", "duration": "PT15M", "randomizeStart": "PT2M"},
+            "intervals": [
+                {"id": 0, "payloads": [{"type": "SIMPLE", "values": [1]}]},
+                {"id": 1, "payloads": [{"type": "IMPORT_CAPACITY_LIMIT", "values": [120.0]}]},
+                {"id": 2, "payloads": [{"type": "PRICE", "values": [0.7]}]},
+            ],
+        }
+    )
+    ask = from_openadr(event)
+    assert [(i.start, i.level, i.import_limit_kw) for i in ask.intervals] == [
+        (T0, 1, None),
+        (T0 + timedelta(minutes=15), None, 120.0),
+        (T0 + timedelta(minutes=30), 3, None),  # 0.7 reaches all three price thresholds
+    ]
+    assert (ask.start, ask.end, ask.randomize_start_s) == (T0, T0 + timedelta(minutes=45), 120.0)
+    # The row's summaries: highest level, smallest cap.
+    assert (ask.level, ask.import_limit_kw) == (3, 120.0)
+    bad = event.model_copy(update={"intervals": [event.intervals[0].model_copy(update={"payloads": []})]})
+    with pytest.raises(IntakeError) as err:
+        from_openadr(bad)
+    assert err.value.code == "unsupported_payload"
