@@ -254,3 +254,53 @@ async def test_intake_records_a_missed_event_and_counts_the_lead_in_the_overlap_
             headers={"Authorization": f"Bearer {u.token}"},
         )
         assert clash.status_code == 409, clash.text
+
+
+async def test_the_worker_sends_one_zones_commands_in_order_across_events(
+    settings: Settings, stack: Any, pg_pool: Any, uid: str
+) -> None:
+    """The claim query itself, on PostgreSQL: another open event's older unsent command of the same
+    zone holds a newer one back; other zones and closed events do not."""
+    from dr_coordinator.entrypoints.worker import _CLAIM
+    from tests.dr.test_operator_and_measurement import new_event
+
+    u = await make_utility(pg_pool, uid, f"t-{uid}")
+    now = datetime.now(UTC)
+    start = now + timedelta(days=400, minutes=int(uuid.uuid4().int % 10_000))
+    a = await new_event(pg_pool, u, ["fac-007"], start, start + timedelta(minutes=10))
+    b = await new_event(pg_pool, u, ["fac-007"], start + timedelta(minutes=10), start + timedelta(minutes=20))
+    await pg_pool.execute("UPDATE dr_events SET state = 'active' WHERE dr_event_id = ANY($1::uuid[])", [a, b])
+
+    async def command(event: uuid.UUID, zone: str, age_s: float) -> uuid.UUID:
+        cid = uuid.uuid4()
+        await pg_pool.execute(
+            """INSERT INTO bms_commands (command_id, idempotency_key, dr_event_id, facility_id, zone_id, action, value,
+                                         not_before, created_at)
+               VALUES ($1, $2, $3, 'fac-007', $4, 'set_setpoint', 25.0, $5, $5)""",
+            cid,
+            f"{event}:fac-007:{zone}:set_setpoint:test-{cid}",
+            event,
+            zone,
+            now - timedelta(seconds=age_s),
+        )
+        return cid
+
+    older = await command(a, "hvac-1", 5)
+    newer_same_zone = await command(b, "hvac-1", 1)
+    other_zone = await command(b, "hvac-2", 1)
+
+    async def claim() -> set[uuid.UUID]:
+        rows = await pg_pool.fetch(_CLAIM, datetime.now(UTC), 50, 30.0, [u.utility_id])
+        return {r["command_id"] for r in rows}
+
+    assert await claim() == {older, other_zone}
+    # The older one is in flight under a live lease: the newer one still waits.
+    assert await claim() == set()
+    await pg_pool.execute("UPDATE bms_commands SET status = 'acknowledged' WHERE command_id = $1", older)
+    assert await claim() == {newer_same_zone}
+
+    # An unsent command of an event that is over (cancelled) holds nobody back.
+    await command(a, "hvac-3", 5)
+    await pg_pool.execute("UPDATE dr_events SET state = 'cancelled' WHERE dr_event_id = $1", a)
+    later = await command(b, "hvac-3", 1)
+    assert later in await claim()
