@@ -304,3 +304,52 @@ async def test_the_worker_sends_one_zones_commands_in_order_across_events(
     await pg_pool.execute("UPDATE dr_events SET state = 'cancelled' WHERE dr_event_id = $1", a)
     later = await command(b, "hvac-3", 1)
     assert later in await claim()
+
+
+async def test_randomize_start_spreads_each_facilitys_first_commands_inside_the_window(
+    settings: Settings, stack: Any, pg_pool: Any, uid: str
+) -> None:
+    from dr_coordinator.adapters.store import NewEvent, handle, insert_event
+    from dr_coordinator.domain.commands import Schedule
+    from dr_coordinator.entrypoints.timers import Timers
+
+    u = await make_utility(pg_pool, uid, f"t-{uid}")
+    lead, window = 60.0, 300.0
+    s = dr_settings(settings, dispatch_lead_s=lead)
+    # Dispatch moment (start - lead) still ahead: no offset is clamped to "now".
+    start = datetime.now(UTC) + timedelta(seconds=lead + 60)
+    facilities = ("fac-001", "fac-003", "fac-005", "fac-007", "fac-009", "fac-011")
+    async with pg_pool.acquire() as conn, conn.transaction():
+        eid, _ = await insert_event(
+            conn,
+            NewEvent(
+                u.utility_id,
+                f"rnd-{uid}",
+                None,
+                facilities,
+                start,
+                start + timedelta(minutes=30),
+                None,
+                None,
+                2,
+                0,
+                {},
+                randomize_start_s=window,
+            ),
+            datetime.now(UTC),
+        )
+    timers = Timers(pg_pool, s.dr, lambda: datetime.now(UTC), None, None, None, [u.utility_id])
+    await handle(pg_pool, eid, Schedule(), lambda: datetime.now(UTC))
+    await timers.planning.dispatch(eid)
+    rows = await pg_pool.fetch(
+        "SELECT facility_id, min(not_before) AS lo, max(not_before) AS hi FROM bms_commands "
+        "WHERE dr_event_id = $1 GROUP BY facility_id",
+        eid,
+    )
+    assert {r["facility_id"] for r in rows} == set(facilities)
+    dispatch_at = start - timedelta(seconds=lead)
+    for r in rows:
+        assert r["lo"] == r["hi"]  # one moment per facility
+        assert dispatch_at <= r["lo"] < dispatch_at + timedelta(seconds=window)
+    # Six facilities over 300 s: not all at one moment.
+    assert len({r["lo"] for r in rows}) == len(facilities)
