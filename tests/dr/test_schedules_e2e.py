@@ -121,15 +121,16 @@ async def test_interval_boundary_then_a_raised_level_then_a_delete(
 ) -> None:
     u = await make_utility(pg_pool, uid, f"t-{uid}", method="forecast")
     s = dr_settings(settings, bms_base_url=bms_sim.url("/bms"), only_utility_ids=u.utility_id)
-    start = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=5)
-    boundary = start + timedelta(seconds=8)
-    body = event(f"sched-{uid}", [(start, 8, 1), (boundary, 120, 2)])
     async with (
-        forecasts(pg_pool, forecast_rows(start)),
+        forecasts(pg_pool, forecast_rows(datetime.now(UTC))),
         api_server(s) as base,
         httpx.AsyncClient(base_url=base, timeout=10) as client,
         coordinator(s, pg_pool, None),
     ):
+        # Times from now, once everything runs (a loaded machine can take seconds to start them).
+        start = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=4)
+        boundary = start + timedelta(seconds=10)
+        body = event(f"sched-{uid}", [(start, 10, 1), (boundary, 120, 2)])
         await notify(client, u.utility_id, u.token, "CREATE", body)
         eid = await dr_event_id(pg_pool, u.utility_id, body["id"])
 
@@ -147,7 +148,7 @@ async def test_interval_boundary_then_a_raised_level_then_a_delete(
 
         # The utility raises the level of the running interval: re-plan, only differing commands.
         await wait_for_state(pg_pool, eid, {"active"}, 20)
-        raised = event(f"sched-{uid}", [(start, 8, 1), (boundary, 120, 3)])
+        raised = event(f"sched-{uid}", [(start, 10, 1), (boundary, 120, 3)])
         assert "modified" in (await notify(client, u.utility_id, u.token, "UPDATE", raised))["notes"]
 
         async def level_3_applied() -> bool:
@@ -183,16 +184,16 @@ async def test_back_to_back_events_on_the_same_zones_never_undo_each_other(
 ) -> None:
     u = await make_utility(pg_pool, uid, f"t-{uid}", method="forecast")
     s = dr_settings(settings, bms_base_url=bms_sim.url("/bms"), only_utility_ids=u.utility_id, dispatch_lead_s=3.0)
-    start = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=6)
-    handover = start + timedelta(seconds=8)
-    first = event(f"a-{uid}", [(start, 8, 1)])
-    second = event(f"b-{uid}", [(handover, 8, 2)])
     async with (
-        forecasts(pg_pool, forecast_rows(start)),
+        forecasts(pg_pool, forecast_rows(datetime.now(UTC))),
         api_server(s) as base,
         httpx.AsyncClient(base_url=base, timeout=10) as client,
         coordinator(s, pg_pool, None),
     ):
+        start = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=5)
+        handover = start + timedelta(seconds=10)
+        first = event(f"a-{uid}", [(start, 10, 1)])
+        second = event(f"b-{uid}", [(handover, 10, 2)])
         await notify(client, u.utility_id, u.token, "CREATE", first)
         await notify(client, u.utility_id, u.token, "CREATE", second)
         a = await dr_event_id(pg_pool, u.utility_id, first["id"])
