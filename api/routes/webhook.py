@@ -444,9 +444,19 @@ async def notification_echo(
     return PlainTextResponse(echo)
 
 
-@router.post("/openadr3/notifications", status_code=202, summary="OpenADR 3 notification (objectType EVENT)")
+@router.post("/openadr3/notifications", status_code=200, summary="OpenADR 3 notification (objectType EVENT)")
 async def openadr_notification(utility_id: UtilityId, request: Request) -> JSONResponse:
+    """Answers 200 whenever the notification is taken (new, duplicate, modified, cancelled, not
+    applicable): OpenADR 3 callbacks answer 200, and the reference VTN logs anything else as a
+    failure. ``duplicate`` and ``state`` in the body tell what happened."""
+
     async def work(conn: Any, body: bytes) -> JSONResponse:
+        response = await _notification(conn, body)
+        if response.status_code == 202:
+            response.status_code = 200
+        return response
+
+    async def _notification(conn: Any, body: bytes) -> JSONResponse:
         raw = normalise_keys(parse_body(body))
         try:
             note = OadrNotification.model_validate(raw)

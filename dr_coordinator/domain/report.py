@@ -195,3 +195,35 @@ def build_interval_report(
     if version == "3.0.1":
         report["programID"] = program_id
     return report
+
+
+NOT_APPLICABLE = "NOT_APPLICABLE"
+
+
+def not_applicable_resources(unknown_targets: list[str], fallback_name: str) -> list[dict[str, Any]]:
+    """Report resources saying "this target is not ours": one per unknown target (or one named after
+    the VEN when the event had none), each with a single OPERATING_STATE interval."""
+    names = [t[:128] for t in unknown_targets] or [fallback_name[:128]]
+    return [
+        {
+            "resourceName": n,
+            "intervals": [{"id": 0, "payloads": [{"type": "OPERATING_STATE", "values": [NOT_APPLICABLE]}]}],
+        }
+        for n in dict.fromkeys(names)
+    ]
+
+
+def build_not_applicable_report(
+    *, version: str, program_id: str, event_id: str, client_name: str, unknown_targets: list[str]
+) -> dict[str, Any]:
+    """The report for an event that targets none of our enrolled facilities: nothing was dispatched."""
+    report: dict[str, Any] = {
+        "eventID": event_id,
+        "clientName": client_name,
+        "reportName": f"dr-{event_id}-not-applicable",
+        "payloadDescriptors": [{"objectType": "REPORT_PAYLOAD_DESCRIPTOR", "payloadType": "OPERATING_STATE"}],
+        "resources": not_applicable_resources(unknown_targets, client_name),
+    }
+    if version == "3.0.1":
+        report["programID"] = program_id
+    return report

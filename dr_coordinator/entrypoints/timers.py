@@ -97,6 +97,7 @@ class Timers:
             elif state == "active":
                 jobs.append(self._step(r, partial(self.reconciliation.watch_active, eid)))
         jobs.append(self.reporting.report_due())
+        jobs.append(self.reporting.report_not_applicable())
         await asyncio.gather(*jobs)
 
     async def run(self, stop: asyncio.Event) -> None:

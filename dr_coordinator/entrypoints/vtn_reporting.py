@@ -19,6 +19,8 @@ from dr_coordinator.domain.report import (
     IntervalReading,
     ResourceResult,
     build_interval_report,
+    build_not_applicable_report,
+    not_applicable_resources,
     wanted_from_descriptors,
 )
 from dr_coordinator.metrics import REPORTS
@@ -103,6 +105,10 @@ class VtnReportingJob:
             resources=resources,
             wanted=wanted_from_descriptors(event_obj.get("reportDescriptors")),
         )
+        targeting = ev["targeting"]
+        targeting = json.loads(targeting) if isinstance(targeting, str) else dict(targeting or {})
+        if targeting.get("unknown_targets"):  # targets that are not ours: said so, once per event
+            report["resources"].extend(not_applicable_resources(list(targeting["unknown_targets"]), ev["ven_name"]))
         achieved = {f["facility_id"]: _achieved(readings.get(f["facility_id"], ())) for f in facs}
         now = self.clock()
         try:
@@ -142,6 +148,52 @@ class VtnReportingJob:
             )
         log.info("dr_report_posted", facilities=len(resources))
         return report
+
+    async def report_not_applicable(self) -> None:
+        """Tell the VTN about events that target none of our enrolled facilities (decision 0412)."""
+        if self.post_report is None:
+            return
+        rows = await self.pool.fetch(
+            f"""SELECT i.event_key, i.detail, {UTILITY_VTN_COLUMNS}
+               FROM dr_event_intake i JOIN utilities u USING (utility_id)
+               WHERE i.outcome = 'not_applicable' AND i.reported_at IS NULL AND u.active
+                 AND u.vtn_base_url IS NOT NULL AND COALESCE((i.detail->>'report_attempts')::int, 0) < $1
+                 AND ($2::text[] IS NULL OR i.utility_id = ANY($2::text[]))""",
+            self.settings.report_max_attempts,
+            self.utility_ids,
+        )
+        for r in rows:
+            detail = json.loads(r["detail"]) if isinstance(r["detail"], str) else dict(r["detail"] or {})
+            target = VtnTarget.from_row(r)
+            report = build_not_applicable_report(
+                version=target.version,
+                program_id=str(detail.get("program_id") or "default"),
+                event_id=str(detail.get("vtn_event_id") or r["event_key"]),
+                client_name=target.ven_name,
+                unknown_targets=list(detail.get("unknown_targets") or []),
+            )
+            attempts = int(detail.get("report_attempts") or 0)
+            try:
+                await self.post_report(target, report, attempts > 0)
+            except Exception as exc:
+                REPORTS.labels("failed").inc()
+                log.warning("dr_not_applicable_report_failed", error=f"{type(exc).__name__}: {exc}"[:300])
+                await self.pool.execute(
+                    """UPDATE dr_event_intake SET detail = detail || jsonb_build_object('report_attempts', $3::int)
+                       WHERE utility_id = $1 AND event_key = $2""",
+                    target.utility_id,
+                    r["event_key"],
+                    attempts + 1,
+                )
+                continue
+            REPORTS.labels("ok").inc()
+            await self.pool.execute(
+                "UPDATE dr_event_intake SET reported_at = $3 WHERE utility_id = $1 AND event_key = $2",
+                target.utility_id,
+                r["event_key"],
+                self.clock(),
+            )
+            log.info("dr_not_applicable_reported", utility_id=target.utility_id, event_key=r["event_key"])
 
     async def readings(self, ev: Any, facility_ids: list[str]) -> dict[str, list[IntervalReading]]:
         """Per-interval values of each facility. Default: one interval over the whole event, measured

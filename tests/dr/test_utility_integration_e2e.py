@@ -154,6 +154,10 @@ async def test_utility_integrator_day_one(version, settings: Settings, stack: An
                     assert got == ["fac-002"] and time.monotonic() - t0 <= 2 * POLL_S
                     (await bl.post(vtn.url("/_admin/faults"), json={})).raise_for_status()
 
+                    # Every notification our webhook took was answered 200, as the specification wants
+                    deliveries = (await bl.get(vtn.url("/_admin/deliveries"))).json()
+                    taken = [d for d in deliveries if d["outcome"] != "rejected"]  # rejected: the wrong_token phase
+                    assert taken and {d["outcome"] for d in taken} == {"delivered"}, deliveries
                     # The VTN restarts (ids from "0" again, subscription gone): the new event "0" is not
                     # taken for the old one.
                     (await bl.post(vtn.url("/_admin/restart"))).raise_for_status()

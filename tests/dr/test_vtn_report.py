@@ -123,3 +123,59 @@ async def test_report_is_accepted_by_a_strict_31_vtn_and_replaced_not_duplicated
             await sender.close()
         stored = (await bl.get("/reports", params={"eventID": eid})).json()
     assert [r["reportName"] for r in stored] == ["second"]
+
+
+async def test_not_applicable_events_are_reported_once_to_the_vtn(strict_vtn, settings, pg_pool, uid):
+    import json as _json
+
+    from dr_coordinator.adapters import onboarding
+    from dr_coordinator.entrypoints.vtn_reporting import VtnReportingJob
+    from schemas.utilities import UtilityIn
+    from tests.dr.conftest import _CREATED_UTILITIES
+
+    token = settings.seed.utility_bearer_token.get_secret_value()
+    base = strict_vtn.url("/openadr3/3.1.0")
+    utility_id = f"na-{uid}"
+    _CREATED_UTILITIES.add(utility_id)
+    async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=10) as bl:
+        pid = (await bl.post("/programs", json={"programName": f"na-{uid}"})).json()["id"]
+        start = (datetime.now(UTC) + timedelta(minutes=5)).replace(microsecond=0).isoformat()
+        body = {"programID": pid, "targets": ["fac-404"], "intervalPeriod": {"start": start, "duration": "PT30M"}}
+        eid = (await bl.post("/events", json=body)).json()["id"]
+        async with pg_pool.acquire() as conn:
+            await onboarding.add_utility(
+                conn,
+                UtilityIn(
+                    utility_id=utility_id,
+                    name=utility_id,
+                    vtn_base_url=base,
+                    ven_name=f"ven-{uid}",
+                    ven_token=token,
+                    webhook_token=f"hook-{uid}-0123456789",
+                ),
+                "test",
+            )
+        await pg_pool.execute(
+            """INSERT INTO dr_event_intake (utility_id, event_key, outcome, detail)
+               VALUES ($1, $2, 'not_applicable', $3::jsonb)""",
+            utility_id,
+            f"{eid}@x",
+            _json.dumps({"vtn_event_id": eid, "program_id": pid, "unknown_targets": ["fac-404"]}),
+        )
+        sender = ReportSender(token)
+
+        async def step(row, fn):
+            await fn()
+
+        job = VtnReportingJob(pg_pool, settings.dr, lambda: datetime.now(UTC), None, sender, [utility_id], step)
+        try:
+            await job.report_not_applicable()
+            await job.report_not_applicable()  # already reported: nothing sent again
+        finally:
+            await sender.close()
+        stored = (await bl.get("/reports", params={"eventID": eid})).json()
+    assert len(stored) == 1
+    resources = [(r["resourceName"], [i["payloads"] for i in r["intervals"]]) for r in stored[0]["resources"]]
+    assert resources == [("fac-404", [[{"type": "OPERATING_STATE", "values": ["NOT_APPLICABLE"]}]])]
+    reported = await pg_pool.fetchval("SELECT reported_at FROM dr_event_intake WHERE utility_id = $1", utility_id)
+    assert reported is not None

@@ -68,7 +68,7 @@ async def test_string_targets_dispatch_exactly_the_targeted_facilities(api, util
     resp = await api.post(
         hook(utility), json=note("CREATE", event("e1", soon(60), ["fac-001", "fac-003"])), headers=utility.auth
     )
-    assert resp.status_code == 202, resp.text
+    assert resp.status_code == 200, resp.text
     assert resp.json()["facilities"] == ["fac-001", "fac-003"]
     assert await facilities_of(pg_pool, utility, "e1") == ["fac-001", "fac-003"]
 
@@ -77,8 +77,8 @@ async def test_group_targets_resolve_through_enrollments_in_either_spelling(api,
     await enroll(pg_pool, utility, "peak", GROUPS)
     v301 = event("g1", soon(60), [{"type": "GROUP", "values": ["north"]}])
     v31 = event("g2", soon(60 + 1200), ["south"])
-    assert (await api.post(hook(utility), json=note("POST", v301), headers=utility.auth)).status_code == 202
-    assert (await api.post(hook(utility), json=note("CREATE", v31), headers=utility.auth)).status_code == 202
+    assert (await api.post(hook(utility), json=note("POST", v301), headers=utility.auth)).status_code == 200
+    assert (await api.post(hook(utility), json=note("CREATE", v31), headers=utility.auth)).status_code == 200
     assert await facilities_of(pg_pool, utility, "g1") == ["fac-001", "fac-002"]
     assert await facilities_of(pg_pool, utility, "g2") == ["fac-003"]
 
@@ -86,7 +86,7 @@ async def test_group_targets_resolve_through_enrollments_in_either_spelling(api,
 async def test_no_targets_means_the_programs_enrollments_not_the_fleet(api, utility, pg_pool):
     await enroll(pg_pool, utility, "peak", GROUPS)
     resp = await api.post(hook(utility), json=note("CREATE", event("all", soon(60))), headers=utility.auth)
-    assert resp.status_code == 202
+    assert resp.status_code == 200
     assert await facilities_of(pg_pool, utility, "all") == ["fac-001", "fac-002", "fac-003", "fac-004"]
 
 
@@ -95,7 +95,7 @@ async def test_unknown_targets_dispatch_nothing_and_are_reported(api, utility, p
     mixed = await api.post(
         hook(utility), json=note("CREATE", event("m1", soon(60), ["fac-002", "fac-404"])), headers=utility.auth
     )
-    assert mixed.status_code == 202 and mixed.json()["facilities"] == ["fac-002"]
+    assert mixed.status_code == 200 and mixed.json()["facilities"] == ["fac-002"]
     assert any("fac-404" in n for n in mixed.json()["notes"])
     only_unknown = await api.post(
         hook(utility), json=note("CREATE", event("u1", soon(1300), ["fac-404"])), headers=utility.auth
@@ -132,8 +132,8 @@ async def test_an_id_reused_after_a_vtn_restart_is_a_new_event(api, utility, pg_
     first = await api.post(hook(utility), json=note("CREATE", before), headers=utility.auth)
     again = await api.post(hook(utility), json=note("CREATE", before), headers=utility.auth)
     reused = await api.post(hook(utility), json=note("CREATE", after), headers=utility.auth)
-    assert first.status_code == 202 and again.status_code == 200 and again.json()["duplicate"]
-    assert reused.status_code == 202 and not reused.json()["duplicate"], reused.text
+    assert first.status_code == 200 and again.status_code == 200 and again.json()["duplicate"]
+    assert reused.status_code == 200 and not reused.json()["duplicate"], reused.text
     assert reused.json()["dr_event_id"] != first.json()["dr_event_id"]
     ids = await pg_pool.fetch(
         "SELECT vtn_event_id FROM dr_events WHERE utility_id = $1 ORDER BY created_at", utility.utility_id
