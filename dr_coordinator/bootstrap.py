@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 from energy.settings import Settings
@@ -19,23 +18,27 @@ def make_gateway(settings: Settings) -> Any:
     return SoapBmsGateway(settings.dr)
 
 
-@dataclass
 class ReportSender:
-    """Posts a report to a utility's VTN (OpenADR 3 ``POST /reports``); one client (breaker, retries) per VTN."""
+    """Hands a report to a utility's VTN with that utility's client (version, credentials, breaker).
 
-    token: str
-    client_name: str = "energy-platform"
-    _clients: dict[str, Any] = field(default_factory=dict)
+    One report per event: after a failed attempt (which may have reached the VTN, since a POST has
+    no idempotency key) the VTN's reports for the event and our client name are read first, and an
+    existing one is replaced with PUT instead of a second POST.
+    """
 
-    async def __call__(self, vtn_base_url: str, report: dict[str, Any]) -> None:
-        from dr_coordinator.adapters.vtn_client import VtnClient
+    def __init__(self, fallback_token: str, timeout_s: float = 5.0) -> None:
+        from dr_coordinator.adapters.vtn_registry import VtnClients
 
-        client = self._clients.get(vtn_base_url)
-        if client is None:
-            client = self._clients[vtn_base_url] = VtnClient(vtn_base_url, self.token, client_name=self.client_name)
+        self.clients = VtnClients(fallback_token, timeout_s)
+
+    async def __call__(self, target: Any, report: dict[str, Any], after_failure: bool = False) -> None:
+        client = await self.clients.client_for(target)
+        if after_failure:
+            existing = await client.find_reports(report["eventID"], report.get("clientName"))
+            if existing:
+                await client.put_report(str(existing[0]["id"]), report)
+                return
         await client.post_report(report)
 
     async def close(self) -> None:
-        for client in self._clients.values():
-            await client.close()
-        self._clients.clear()
+        await self.clients.close()

@@ -18,3 +18,7 @@ def register(sub: Any) -> None:
     dr = parser.add_subparsers(dest="dr_action", required=True)
     p = dr.add_parser("run", help="run the DR saga coordinator (timers, BMS worker, outbox relay)")
     p.set_defaults(handler=_run)
+
+    from dr_coordinator import utility_cli
+
+    utility_cli.register(sub)

@@ -54,6 +54,11 @@ class DrSettings(SettingsGroup):
     late_windows_topic: Name = "meter-late-windows"
     late_windows_group: Name = "dr-settlement"
     vtn_token: Annotated[SecretText, SecretPolicy(min_length=16)] = SecretStr("local-ven-token")
+    # VEN runtime (decision 0411): one per utility with a VTN; polls events as a fallback to webhooks.
+    ven_runtime_enabled: bool = True
+    ven_poll_interval_s: LongSeconds = 60.0
+    # Our webhook as the utilities' VTNs reach it; empty: http://<endpoints.api_host>:<endpoints.api_port>
+    webhook_base_url: OptionalHttpUrl = ""
     # When set, BMS endpoints are "<bms_base_url>/<facility_id>" instead of bms_endpoints.url (isolated runs).
     bms_base_url: OptionalHttpUrl = ""
     # Only sagas of these utilities (comma-separated; empty = all). Lets tests run a private coordinator.

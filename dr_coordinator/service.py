@@ -21,6 +21,7 @@ from dr_coordinator.bootstrap import ReportSender, make_gateway, utility_filter
 from dr_coordinator.entrypoints.late_windows import LateWindowListener
 from dr_coordinator.entrypoints.relay import OutboxRelay
 from dr_coordinator.entrypoints.timers import Timers
+from dr_coordinator.entrypoints.ven_runtime import VenRuntime
 from dr_coordinator.entrypoints.worker import CommandWorker, endpoint_url
 from energy.adapters.influx import InfluxClient
 from energy.adapters.kafka import make_producer
@@ -66,6 +67,7 @@ class Coordinator:
             weather_cell_deg=self.settings.forecast.weather_cell_deg,
         )
         self.late_windows = LateWindowListener(self.settings, self.pool, self.timers.settlement, self.clock, utilities)
+        self.ven_runtime = VenRuntime(self.pool, self.settings, utilities) if dr.ven_runtime_enabled else None
         self.relay = (
             OutboxRelay(self.pool, self.producer, self.clock, dr.outbox_batch, topic_map=self.topic_map)
             if self.producer is not None
@@ -112,6 +114,8 @@ class Coordinator:
             asyncio.create_task(self.worker.run(stop), name="dr-bms-worker"),
             asyncio.create_task(self.worker.run_results(stop), name="dr-bms-results"),
         ]
+        if self.ven_runtime is not None:
+            tasks.append(asyncio.create_task(self.ven_runtime.run(stop), name="dr-ven-runtime"))
         if self.relay is not None:
             tasks.append(asyncio.create_task(self.relay.run(stop, self.settings.dr.poll_interval_s), name="dr-relay"))
         if self.listen_late_windows and self.influx is not None:

@@ -99,21 +99,31 @@ async def seed_fleet(settings: Settings, facilities: int | None = None, meters_p
                     for z in f.zones
                 ],
             )
-            await conn.execute(
-                """INSERT INTO utilities (utility_id, name, vtn_base_url, bearer_token_hash, hmac_secret)
-                   VALUES ($1, $2, $3, $4, $5)
-                   ON CONFLICT (utility_id) DO UPDATE SET vtn_base_url = EXCLUDED.vtn_base_url,
-                     bearer_token_hash = EXCLUDED.bearer_token_hash, hmac_secret = EXCLUDED.hmac_secret""",
-                utility_id,
-                "Simulated Utility (OpenADR 3 VTN)",
-                vtn,
-                token_hash(settings.seed.utility_bearer_token.get_secret_value()),
-                settings.seed.utility_hmac_secret.get_secret_value(),
+        # The seeded utility goes through the onboarding path, as an integrator's would (decision 0411).
+        from dr_coordinator.adapters import onboarding
+        from schemas.utilities import EnrollmentIn, UtilityIn
+
+        async with pool.acquire() as conn:
+            await onboarding.add_utility(
+                conn,
+                UtilityIn(
+                    utility_id=utility_id,
+                    name="Simulated Utility (OpenADR 3 VTN)",
+                    vtn_base_url=vtn,
+                    openadr_version="3.1",
+                    ven_auth="bearer",
+                    ven_token=settings.dr.vtn_token,
+                    webhook_token=settings.seed.utility_bearer_token,
+                    hmac_secret=settings.seed.utility_hmac_secret,
+                ),
+                "seed",
+                replace=True,
             )
-            await conn.executemany(
-                """INSERT INTO facility_enrollments (utility_id, facility_id) VALUES ($1, $2)
-                   ON CONFLICT DO NOTHING""",
-                [(utility_id, f.facility_id) for f in fleet],
+            await onboarding.enroll(
+                conn,
+                utility_id,
+                EnrollmentIn(program_id="default", facility_ids=[f.facility_id for f in fleet]),
+                "seed",
             )
     finally:
         await pool.close()

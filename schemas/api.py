@@ -46,6 +46,7 @@ class Role(StrEnum):
     OPERATOR = "operator"
     ANALYST = "analyst"
     FACILITY_MANAGER = "facility_manager"
+    PLATFORM_ADMIN = "platform_admin"  # platform-level: every tenant of a DR event (decision 0420)
 
 
 class TokenRequest(ApiModel):

@@ -22,6 +22,7 @@ class DrEventState(StrEnum):
     PARTIALLY_FAILED = "partially_failed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    MISSED = "missed"  # first seen after its end (e.g. after an outage): recorded, never dispatched
 
 
 class FacilityDrState(StrEnum):

@@ -9,9 +9,9 @@ which says so in its response.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 PAYLOAD_TYPES = ("IMPORT_CAPACITY_LIMIT", "LOAD_SHED_DELTA_AVAILABLE", "SIMPLE")
 TARGET_TYPES_FACILITY = ("RESOURCE_NAME", "FACILITY_ID", "FACILITY_NAME", "VEN_NAME_FACILITY")
@@ -38,12 +38,21 @@ class Interval(LenientModel):
     payloads: list[ValuesMap] = Field(default_factory=list, max_length=100)
 
 
+Target = ValuesMap | Annotated[str, StringConstraints(min_length=1, max_length=128)]
+
+
 class OadrEvent(LenientModel):
+    """Targets: OpenADR 3.1 plain strings or 3.0.1 valuesMaps (both accepted, resolved by
+    :mod:`dr_coordinator.domain.targeting`). ``createdDateTime`` is kept as sent: with the id it
+    names the event even when a restarted VTN reuses ids."""
+
     id: str = Field(min_length=1, max_length=128)
     programID: str = Field(min_length=1, max_length=128)
     eventName: str | None = Field(default=None, max_length=256)
     priority: int | None = Field(default=None, ge=0, le=1000)
-    targets: list[ValuesMap] | None = Field(default=None, max_length=100)
+    createdDateTime: str | None = Field(default=None, max_length=64)
+    modificationDateTime: str | None = Field(default=None, max_length=64)
+    targets: list[Target] | None = Field(default=None, max_length=100)
     intervalPeriod: IntervalPeriod | None = None
     intervals: list[Interval] = Field(min_length=1, max_length=1000)
 
@@ -52,7 +61,7 @@ class OadrNotification(LenientModel):
     objectType: Literal["EVENT", "PROGRAM", "REPORT", "SUBSCRIPTION", "VEN", "RESOURCE"]
     operation: Literal["GET", "POST", "PUT", "DELETE", "READ", "CREATE", "UPDATE"]
     object: dict[str, Any]
-    targets: list[ValuesMap] | None = None
+    targets: list[Target] | None = None
 
     @property
     def verb(self) -> str:

@@ -9,6 +9,7 @@ ROUTER_MODULES: tuple[str, ...] = (
     "api.routes.dr_events",
     "api.routes.dr_operator",
     "api.routes.webhook",
+    "api.routes.utilities_admin",
     "api.routes.dashboard",
     "api.routes.runbooks",
 )

@@ -1,6 +1,9 @@
 """Operator controls of DR events (DR-9): timeline, retry failed restores, cancel, opt a facility out.
 
-Operator role only; an operator sees only events touching facilities in their scope.
+Operator role: sees and acts only on the facilities of an event that are in their scope (their
+tenant's); another tenant's facility of a shared event answers 404 like one that does not exist.
+Cancelling a whole event needs the platform-level role ``platform_admin``, which sees every
+facility of every event (decision 0420).
 """
 
 from __future__ import annotations
@@ -23,10 +26,12 @@ from dr_coordinator.domain.planner import Strategy, plan_facility
 from dr_coordinator.domain.saga import IllegalTransitionError
 from dr_coordinator.entrypoints.planning import DEFAULT_LOAD_FACTOR
 from energy.observability import tracing
+from schemas.api import Role
 from schemas.readings import ID_PATTERN
 
 router = APIRouter(prefix="/api/dr/operator", tags=["demand response operator"], responses=COMMON_RESPONSES)
-Operator = Annotated[Principal, Depends(require_role("operator"))]
+Operator = Annotated[Principal, Depends(require_role(Role.OPERATOR, Role.PLATFORM_ADMIN))]
+PlatformAdmin = Annotated[Principal, Depends(require_role(Role.PLATFORM_ADMIN))]
 FacilityId = Annotated[str, Path(pattern=ID_PATTERN, max_length=64)]
 
 
@@ -71,18 +76,49 @@ class OperatorResult(BaseModel):
     count: int = 0
 
 
+def _platform(principal: Principal) -> bool:
+    return principal.role == Role.PLATFORM_ADMIN
+
+
+def _scope(principal: Principal) -> list[str] | None:
+    """The facility ids the principal may see in an event; None: every one (platform role)."""
+    return None if _platform(principal) else sorted(principal.facility_ids)
+
+
 async def _event_in_scope(conn: Any, principal: Principal, dr_event_id: uuid.UUID) -> Any:
     row = await conn.fetchrow(
-        """SELECT e.* FROM dr_events e WHERE e.dr_event_id = $1 AND EXISTS (
+        """SELECT e.* FROM dr_events e WHERE e.dr_event_id = $1 AND ($4 OR EXISTS (
                SELECT 1 FROM dr_event_facilities f JOIN facilities fa USING (facility_id)
-               WHERE f.dr_event_id = e.dr_event_id AND f.facility_id = ANY($2::text[]) AND fa.tenant_id = $3)""",
+               WHERE f.dr_event_id = e.dr_event_id AND f.facility_id = ANY($2::text[]) AND fa.tenant_id = $3))""",
         dr_event_id,
         sorted(principal.facility_ids),
         principal.tenant_id,
+        _platform(principal),
     )
     if row is None:
         raise not_found("DR event", str(dr_event_id))
     return row
+
+
+async def _facility_in_scope(conn: Any, principal: Principal, dr_event_id: uuid.UUID, facility_id: str) -> None:
+    """404 for a facility outside the caller's scope, whether or not it is part of the event."""
+    await _event_in_scope(conn, principal, dr_event_id)
+    if not _platform(principal) and facility_id not in principal.facility_ids:
+        raise not_found("facility", facility_id)
+    member = await conn.fetchval(
+        "SELECT 1 FROM dr_event_facilities WHERE dr_event_id = $1 AND facility_id = $2", dr_event_id, facility_id
+    )
+    if member is None:
+        raise not_found("facility in event", facility_id)
+
+
+def _visible_detail(detail: dict[str, Any], scope: list[str] | None) -> dict[str, Any]:
+    """Event-level log entries may list facilities: an operator sees only theirs."""
+    facilities = detail.get("facilities")
+    if scope is None or not isinstance(facilities, list):
+        return detail
+    allowed = set(scope)
+    return {**detail, "facilities": [f for f in facilities if f in allowed]}
 
 
 def _json(value: Any) -> dict[str, Any]:
@@ -94,6 +130,7 @@ def _json(value: Any) -> dict[str, Any]:
 
 @router.get("/events/{dr_event_id}/timeline", response_model=Timeline, summary="Every transition, command and report")
 async def timeline(dr_event_id: uuid.UUID, request: Request, principal: Operator) -> Timeline:
+    scope = _scope(principal)
     async with db(request) as conn:
         ev = await _event_in_scope(conn, principal, dr_event_id)
         facs = await conn.fetch(
@@ -102,18 +139,26 @@ async def timeline(dr_event_id: uuid.UUID, request: Request, principal: Operator
                           SELECT status, count(*) AS n FROM bms_commands c
                           WHERE c.dr_event_id = f.dr_event_id AND c.facility_id = f.facility_id GROUP BY status) s),
                         '{}'::jsonb) AS commands
-               FROM dr_event_facilities f WHERE f.dr_event_id = $1 ORDER BY f.facility_id""",
+               FROM dr_event_facilities f
+               WHERE f.dr_event_id = $1 AND ($2::text[] IS NULL OR f.facility_id = ANY($2::text[]))
+               ORDER BY f.facility_id""",
             dr_event_id,
+            scope,
         )
         log = await conn.fetch(
             """SELECT seq, occurred_at, facility_id, entry_type, from_state, to_state, detail FROM dr_event_log
-               WHERE dr_event_id = $1 ORDER BY seq LIMIT 5000""",
+               WHERE dr_event_id = $1 AND (facility_id IS NULL OR $2::text[] IS NULL OR facility_id = ANY($2::text[]))
+               ORDER BY seq LIMIT 5000""",
             dr_event_id,
+            scope,
         )
         failed = await conn.fetch(
             """SELECT idempotency_key, facility_id, zone_id, action, attempts, last_error FROM bms_commands
-               WHERE dr_event_id = $1 AND status = 'failed' ORDER BY facility_id, zone_id""",
+               WHERE dr_event_id = $1 AND status = 'failed'
+                 AND ($2::text[] IS NULL OR facility_id = ANY($2::text[]))
+               ORDER BY facility_id, zone_id""",
             dr_event_id,
+            scope,
         )
     return Timeline(
         dr_event_id=ev["dr_event_id"],
@@ -136,7 +181,7 @@ async def timeline(dr_event_id: uuid.UUID, request: Request, principal: Operator
             )
             for f in facs
         ],
-        entries=[TimelineEntry(**{**dict(r), "detail": _json(r["detail"])}) for r in log],
+        entries=[TimelineEntry(**{**dict(r), "detail": _visible_detail(_json(r["detail"]), scope)}) for r in log],
         failed_commands=[dict(r) for r in failed],
     )
 
@@ -166,8 +211,12 @@ async def _apply(
     return OperatorResult(dr_event_id=dr_event_id, state=state, detail=what)
 
 
-@router.post("/events/{dr_event_id}/cancel", response_model=OperatorResult, summary="Cancel; buildings are restored")
-async def cancel(dr_event_id: uuid.UUID, request: Request, principal: Operator) -> OperatorResult:
+@router.post(
+    "/events/{dr_event_id}/cancel",
+    response_model=OperatorResult,
+    summary="Cancel the whole event, every tenant's buildings restored (platform_admin; operators opt out theirs)",
+)
+async def cancel(dr_event_id: uuid.UUID, request: Request, principal: PlatformAdmin) -> OperatorResult:
     return await _apply(request, principal, dr_event_id, Cancel("cancelled by operator"), "cancel")
 
 
@@ -179,14 +228,8 @@ async def cancel(dr_event_id: uuid.UUID, request: Request, principal: Operator) 
 async def opt_out(
     dr_event_id: uuid.UUID, facility_id: FacilityId, request: Request, principal: Operator
 ) -> OperatorResult:
-    if facility_id not in principal.facility_ids:
-        raise not_found("facility", facility_id)
     async with db(request) as conn:
-        member = await conn.fetchval(
-            "SELECT 1 FROM dr_event_facilities WHERE dr_event_id = $1 AND facility_id = $2", dr_event_id, facility_id
-        )
-    if member is None:
-        raise not_found("facility in event", facility_id)
+        await _facility_in_scope(conn, principal, dr_event_id, facility_id)
     return await _apply(request, principal, dr_event_id, OptOut(facility_id), f"opt_out {facility_id}")
 
 
@@ -198,9 +241,8 @@ async def opt_out(
 async def release_hold(
     dr_event_id: uuid.UUID, facility_id: FacilityId, request: Request, principal: Operator
 ) -> OperatorResult:
-    if facility_id not in principal.facility_ids:
-        raise not_found("facility", facility_id)
     async with db(request) as conn:
+        await _facility_in_scope(conn, principal, dr_event_id, facility_id)
         row = await conn.fetchrow(
             "SELECT target_kw FROM dr_event_facilities WHERE dr_event_id = $1 AND facility_id = $2",
             dr_event_id,
@@ -235,9 +277,9 @@ async def retry_failed(dr_event_id: uuid.UUID, request: Request, principal: Oper
                 """UPDATE bms_commands SET status = 'pending', attempts = 0, not_before = now(), updated_at = now(),
                        saga_applied_at = NULL
                    WHERE dr_event_id = $1 AND status = 'failed' AND action = 'restore'
-                     AND facility_id = ANY($2::text[]) RETURNING idempotency_key""",
+                     AND ($2::text[] IS NULL OR facility_id = ANY($2::text[])) RETURNING idempotency_key""",
                 dr_event_id,
-                sorted(principal.facility_ids),
+                _scope(principal),
             )
             await conn.execute(
                 """INSERT INTO dr_event_log (dr_event_id, entry_type, detail, trace_id)

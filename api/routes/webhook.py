@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import structlog
@@ -22,7 +23,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import ValidationError
 
 from api.errors import ApiError
-from dr_coordinator.adapters.store import NewEvent, handle_in, insert_event
+from dr_coordinator.adapters.store import NewEvent, handle_in, insert_event, intervals_json
 from dr_coordinator.domain.commands import Cancel, Modify
 from dr_coordinator.domain.intake import (
     EventAsk,
@@ -37,6 +38,9 @@ from dr_coordinator.domain.intake import (
     parse_body,
 )
 from dr_coordinator.domain.saga import IllegalTransitionError
+from dr_coordinator.domain.schedule import missed
+from dr_coordinator.domain.targeting import Enrollment, Resolution, resolve
+from dr_coordinator.domain.zones import overlap_kind
 from dr_coordinator.metrics import WEBHOOK_REQUESTS
 from energy.observability.metrics import QUEUE_CAPACITY, QUEUE_DEPTH
 from energy.resilience import TokenBucket
@@ -49,7 +53,7 @@ router = APIRouter(prefix="/api/utility/{utility_id}", tags=["utility webhook"])
 
 UtilityId = Annotated[str, Path(pattern=ID_PATTERN, max_length=64)]
 MAX_BODY_BYTES = 1_000_000
-TERMINAL = ("completed", "partially_failed", "failed", "cancelled")
+TERMINAL = ("completed", "partially_failed", "failed", "cancelled", "missed")
 
 
 @dataclass
@@ -84,18 +88,28 @@ def _err(exc: IntakeError) -> ApiError:
 
 
 async def _authenticate(conn: Any, request: Request, utility_id: str, body: bytes) -> None:
-    row = await conn.fetchrow("SELECT bearer_token_hash, hmac_secret FROM utilities WHERE utility_id = $1", utility_id)
+    """Bearer token (any of the utility's unexpired webhook tokens: rotation overlaps) or HMAC
+    signature; a utility that requires HMAC needs the signature. Inactive = unknown."""
+    row = await conn.fetchrow(
+        """SELECT bearer_token_hash, hmac_secret, hmac_required,
+                  ARRAY(SELECT token_hash FROM utility_webhook_tokens t
+                        WHERE t.utility_id = u.utility_id AND (t.expires_at IS NULL OR t.expires_at > now()))
+                    AS token_hashes
+           FROM utilities u WHERE utility_id = $1 AND active""",
+        utility_id,
+    )
     challenge = {"WWW-Authenticate": 'Bearer realm="utility"'}
     # Unknown utility and bad credentials look the same from outside.
-    stored_hash = row["bearer_token_hash"] if row else "0" * 64
+    hashes = ([row["bearer_token_hash"], *row["token_hashes"]]) if row else ["0" * 64]
     auth = request.headers.get("authorization", "")
-    if auth.lower().startswith("bearer "):
-        given = hashlib.sha256(auth[7:].strip().encode()).hexdigest()
-        if hmac.compare_digest(given, stored_hash) and row is not None:
-            return
-        raise ApiError(401, "unauthenticated", "bearer token not valid for this utility", headers=challenge)
     signature = request.headers.get("x-signature", "")
     stamp = request.headers.get("x-signature-timestamp") or request.headers.get("x-timestamp", "")
+    if auth.lower().startswith("bearer ") and not (row is not None and row["hmac_required"]):
+        given = hashlib.sha256(auth[7:].strip().encode()).hexdigest()
+        matches = [hmac.compare_digest(given, h) for h in hashes]
+        if any(matches) and row is not None:
+            return
+        raise ApiError(401, "unauthenticated", "bearer token not valid for this utility", headers=challenge)
     if signature and stamp:
         try:
             ts = float(stamp)
@@ -106,9 +120,10 @@ async def _authenticate(conn: Any, request: Request, utility_id: str, body: byte
             raise ApiError(
                 401, "signature_expired", f"X-Timestamp outside the {window:.0f}s window (replay protection)"
             )
-        secret = (row["hmac_secret"] if row else "x").encode()
+        secret = (row["hmac_secret"] if row and row["hmac_secret"] else "x").encode()
         expected = hmac.new(secret, stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
-        if row is None or not hmac.compare_digest(expected, signature.removeprefix("sha256=").lower()):
+        valid = hmac.compare_digest(expected, signature.removeprefix("sha256=").lower())
+        if row is None or not row["hmac_secret"] or not valid:  # no secret configured: HMAC is not an option
             raise ApiError(401, "unauthenticated", "signature does not match (HMAC-SHA256 of '<timestamp>.<body>')")
         return
     raise ApiError(
@@ -184,6 +199,43 @@ def _answer(row: Any, utility_event_id: str, status: int, duplicate: bool, notes
     return JSONResponse(body.model_dump(mode="json"), status_code=status)
 
 
+async def _enrollments(conn: Any, utility_id: str) -> list[Enrollment]:
+    rows = await conn.fetch(
+        """SELECT e.facility_id, e.program_id, e.resource_name, e.groups
+           FROM facility_enrollments e JOIN facilities f USING (facility_id)
+           WHERE e.utility_id = $1 AND f.active""",
+        utility_id,
+    )
+    return [Enrollment(r["facility_id"], r["program_id"], r["resource_name"], frozenset(r["groups"])) for r in rows]
+
+
+async def _intake_outcome(conn: Any, utility_id: str, key: str) -> Any:
+    return await conn.fetchrow(
+        "SELECT outcome, detail FROM dr_event_intake WHERE utility_id = $1 AND event_key = $2", utility_id, key
+    )
+
+
+def _not_dispatched(ask: EventAsk, outcome: str, detail: Any, notes: list[str]) -> JSONResponse:
+    """An OpenADR event recorded without dispatch: nothing it targets is enrolled, or it was deleted first."""
+    info = detail if isinstance(detail, dict) else json.loads(detail or "{}")
+    return JSONResponse(
+        {
+            "utility_event_id": ask.utility_event_id,
+            "outcome": outcome,
+            "applicable": False,
+            "facilities": [],
+            "unknown_targets": info.get("unknown_targets", []),
+            "notes": notes,
+        },
+        status_code=200,
+    )
+
+
+async def _resolve_openadr(conn: Any, utility_id: str, ask: EventAsk) -> Resolution:
+    ven_name = await conn.fetchval("SELECT ven_name FROM utilities WHERE utility_id = $1", utility_id)
+    return resolve(ask.targets, ask.program_id or "default", await _enrollments(conn, utility_id), ven_name=ven_name)
+
+
 async def _create(conn: Any, request: Request, utility_id: str, ask: EventAsk, payload: dict[str, Any]) -> JSONResponse:
     async with conn.transaction():
         # One accept at a time per utility: overlap checks and inserts cannot interleave.
@@ -191,26 +243,74 @@ async def _create(conn: Any, request: Request, utility_id: str, ask: EventAsk, p
         existing = await _existing(conn, utility_id, ask.utility_event_id)
         if existing is not None:
             return _answer(existing, ask.utility_event_id, 200, True, [*ask.notes, "duplicate utility event id"])
-        enrolled = {
-            r["facility_id"]
-            for r in await conn.fetch(
-                """SELECT DISTINCT f.facility_id FROM facility_enrollments e JOIN facilities f USING (facility_id)
-                   WHERE e.utility_id = $1 AND f.active""",
-                utility_id,
-            )
-        }
-        facilities = check_facilities(ask.facility_ids if ask.facility_ids is not None else sorted(enrolled), enrolled)
+        targeting: dict[str, Any] = {}
+        if ask.openadr:
+            seen = await _intake_outcome(conn, utility_id, ask.utility_event_id)
+            if seen is not None:  # deleted before we saw it created (tombstone), or already found not applicable
+                return _not_dispatched(ask, seen["outcome"], seen["detail"], [*ask.notes, f"event {seen['outcome']}"])
+            now = datetime.now(UTC)
+            if missed(ask.end, now):  # first seen after its end (an outage, a late poll): never dispatched
+                detail = {"vtn_event_id": ask.vtn_event_id, "program_id": ask.program_id, "end": ask.end.isoformat()}
+                await conn.execute(
+                    """INSERT INTO dr_event_intake (utility_id, event_key, outcome, vtn_modified_at, detail)
+                       VALUES ($1, $2, 'missed', $3, $4::jsonb) ON CONFLICT DO NOTHING""",
+                    utility_id,
+                    ask.utility_event_id,
+                    ask.vtn_modified_at,
+                    json.dumps(detail | {"seen_at": now.isoformat()}),
+                )
+                log.warning("dr_event_missed", utility_id=utility_id, utility_event_id=ask.utility_event_id)
+                notes = [*ask.notes, "event ended before it was received: recorded as missed, not dispatched"]
+                return _not_dispatched(ask, "missed", detail, notes)
+            resolution = await _resolve_openadr(conn, utility_id, ask)
+            targeting = resolution.as_detail()
+            if not resolution.applicable:
+                await conn.execute(
+                    """INSERT INTO dr_event_intake (utility_id, event_key, outcome, vtn_modified_at, detail)
+                       VALUES ($1, $2, 'not_applicable', $3, $4::jsonb) ON CONFLICT DO NOTHING""",
+                    utility_id,
+                    ask.utility_event_id,
+                    ask.vtn_modified_at,
+                    json.dumps({**targeting, "vtn_event_id": ask.vtn_event_id, "program_id": ask.program_id}),
+                )
+                log.warning(
+                    "dr_event_not_applicable",
+                    utility_id=utility_id,
+                    utility_event_id=ask.utility_event_id,
+                    unknown_targets=list(resolution.unknown_targets)[:20],
+                )
+                return _not_dispatched(ask, "not_applicable", targeting, [*ask.notes, "no enrolled facility targeted"])
+            facilities = list(resolution.facility_ids)
+            if resolution.unknown_targets:
+                log.warning(
+                    "dr_event_unknown_targets",
+                    utility_id=utility_id,
+                    utility_event_id=ask.utility_event_id,
+                    unknown_targets=list(resolution.unknown_targets)[:20],
+                )
+        else:
+            enrollments = await _enrollments(conn, utility_id)
+            enrolled = {e.facility_id for e in enrollments}
+            in_program = sorted({e.facility_id for e in enrollments if e.program_id == (ask.program_id or "default")})
+            facilities = check_facilities(ask.facility_ids if ask.facility_ids is not None else in_program, enrolled)
         check_timing(ask.start, ask.end, datetime.now(UTC), _limits(request))
-        clash = await conn.fetch(
-            """SELECT e.utility_event_id, f.facility_id FROM dr_events e JOIN dr_event_facilities f USING (dr_event_id)
+        lead = timedelta(seconds=request.app.state.settings.dr.dispatch_lead_s)
+        near = await conn.fetch(
+            """SELECT e.utility_event_id, e.start_at, e.end_at, f.facility_id
+               FROM dr_events e JOIN dr_event_facilities f USING (dr_event_id)
                WHERE e.utility_id = $1 AND f.facility_id = ANY($2::text[]) AND e.state <> ALL($3::text[])
-                 AND e.start_at < $5 AND e.end_at > $4 LIMIT 20""",
+                 AND e.start_at - $6::interval < $5::timestamptz AND e.end_at > $4::timestamptz - $6::interval
+               ORDER BY e.start_at LIMIT 200""",
             utility_id,
             facilities,
             list(TERMINAL),
             ask.start,
             ask.end,
+            lead,
         )
+        kinds = [(r, overlap_kind(ask.start, ask.end, r["start_at"], r["end_at"], lead)) for r in near]
+        clash = [r for r, kind in kinds if kind == "clash"][:20]
+        handovers = sorted({r["utility_event_id"] for r, kind in kinds if kind == "handover"})
         if clash:
             raise IntakeError(
                 409,
@@ -232,9 +332,21 @@ async def _create(conn: Any, request: Request, utility_id: str, ask: EventAsk, p
                 level=ask.level,
                 priority=ask.priority,
                 source_payload=payload,
+                intervals=ask.intervals,
+                randomize_start_s=ask.randomize_start_s,
             ),
             datetime.now(UTC),
         )
+        if not duplicate:
+            await conn.execute(
+                """UPDATE dr_events SET vtn_event_id = $2, vtn_created_at = $3, vtn_modified_at = $4,
+                          targeting = $5::jsonb WHERE dr_event_id = $1""",
+                dr_event_id,
+                ask.vtn_event_id,
+                ask.vtn_created_at,
+                ask.vtn_modified_at,
+                json.dumps(targeting),
+            )
         row = await _existing(conn, utility_id, ask.utility_event_id)
     log.info(
         "dr_event_accepted",
@@ -244,31 +356,68 @@ async def _create(conn: Any, request: Request, utility_id: str, ask: EventAsk, p
         facilities=len(facilities),
         duplicate=duplicate,
     )
-    return _answer(row, ask.utility_event_id, 200 if duplicate else 202, duplicate, ask.notes)
+    notes = list(ask.notes)
+    if handovers:
+        notes.append("shares facilities back to back with " + ", ".join(handovers[:20]) + ": zones handed over")
+    if targeting.get("unknown_targets"):
+        notes.append("unknown targets not dispatched: " + ", ".join(targeting["unknown_targets"][:20]))
+    return _answer(row, ask.utility_event_id, 200 if duplicate else 202, duplicate, notes)
 
 
 async def _modify(conn: Any, utility_id: str, ask: EventAsk, limits: Limits) -> JSONResponse:
     existing = await _existing(conn, utility_id, ask.utility_event_id)
     if existing is None:
         raise IntakeError(404, "not_found", f"no event {ask.utility_event_id!r} for this utility")
+    if ask.vtn_modified_at is not None:
+        last = await conn.fetchval(
+            "SELECT vtn_modified_at FROM dr_events WHERE dr_event_id = $1", existing["dr_event_id"]
+        )
+        if last is not None and ask.vtn_modified_at < last:  # an older version arriving late (reordered)
+            return _answer(existing, ask.utility_event_id, 200, False, [*ask.notes, "stale update ignored"])
     if existing["state"] in ("received", "scheduled"):
         check_timing(ask.start, ask.end, datetime.now(UTC), limits)
+    modify = Modify(ask.start, ask.end, ask.target_kw, ask.level, ask.intervals, ask.import_limit_kw)
     try:
         async with conn.transaction():
-            await handle_in(
-                conn, existing["dr_event_id"], Modify(ask.start, ask.end, ask.target_kw, ask.level), datetime.now(UTC)
-            )
+            await handle_in(conn, existing["dr_event_id"], modify, datetime.now(UTC))
+            # The new asks replace the old ones; a running event is re-planned from them (decision 0421).
             await conn.execute(
-                """UPDATE dr_events SET target_kw = COALESCE($2, target_kw), level = COALESCE($3, level)
-                   WHERE dr_event_id = $1 AND state IN ('received', 'scheduled')""",
+                """UPDATE dr_events SET target_kw = COALESCE($2, target_kw), level = COALESCE($3, level),
+                          import_limit_kw = COALESCE($4, import_limit_kw), intervals = COALESCE($5::jsonb, intervals),
+                          randomize_start_s = COALESCE($6, randomize_start_s)
+                   WHERE dr_event_id = $1 AND state IN ('received', 'scheduled', 'dispatching', 'active')""",
                 existing["dr_event_id"],
                 ask.target_kw,
                 ask.level,
+                ask.import_limit_kw,
+                intervals_json(ask.intervals),
+                ask.randomize_start_s,
             )
+            if ask.vtn_modified_at is not None:
+                await conn.execute(
+                    "UPDATE dr_events SET vtn_modified_at = $2 WHERE dr_event_id = $1",
+                    existing["dr_event_id"],
+                    ask.vtn_modified_at,
+                )
     except IllegalTransitionError as exc:
         raise IntakeError(409, "illegal_transition", str(exc)) from None
     row = await _existing(conn, utility_id, ask.utility_event_id)
     return _answer(row, ask.utility_event_id, 200, False, [*ask.notes, "modified"])
+
+
+async def _tombstone(conn: Any, utility_id: str, ask: EventAsk) -> JSONResponse:
+    """A DELETE for an event we never saw created: remembered, so a late CREATE does not dispatch."""
+    await conn.execute(
+        """INSERT INTO dr_event_intake (utility_id, event_key, outcome, vtn_modified_at, detail)
+           VALUES ($1, $2, 'deleted', $3, $4::jsonb)
+           ON CONFLICT (utility_id, event_key) DO UPDATE SET outcome = 'deleted'""",
+        utility_id,
+        ask.utility_event_id,
+        ask.vtn_modified_at,
+        json.dumps({"vtn_event_id": ask.vtn_event_id, "program_id": ask.program_id}),
+    )
+    log.info("dr_event_tombstoned", utility_id=utility_id, utility_event_id=ask.utility_event_id)
+    return _not_dispatched(ask, "deleted", {}, [*ask.notes, "deleted before it was created: will not dispatch"])
 
 
 async def _cancel(conn: Any, utility_id: str, utility_event_id: str) -> JSONResponse:
@@ -295,9 +444,19 @@ async def notification_echo(
     return PlainTextResponse(echo)
 
 
-@router.post("/openadr3/notifications", status_code=202, summary="OpenADR 3 notification (objectType EVENT)")
+@router.post("/openadr3/notifications", status_code=200, summary="OpenADR 3 notification (objectType EVENT)")
 async def openadr_notification(utility_id: UtilityId, request: Request) -> JSONResponse:
+    """Answers 200 whenever the notification is taken (new, duplicate, modified, cancelled, not
+    applicable): OpenADR 3 callbacks answer 200, and the reference VTN logs anything else as a
+    failure. ``duplicate`` and ``state`` in the body tell what happened."""
+
     async def work(conn: Any, body: bytes) -> JSONResponse:
+        response = await _notification(conn, body)
+        if response.status_code == 202:
+            response.status_code = 200
+        return response
+
+    async def _notification(conn: Any, body: bytes) -> JSONResponse:
         raw = normalise_keys(parse_body(body))
         try:
             note = OadrNotification.model_validate(raw)
@@ -311,6 +470,8 @@ async def openadr_notification(utility_id: UtilityId, request: Request) -> JSONR
             raise IntakeError(422, "validation_error", "event object is invalid", _errors(exc)) from None
         ask = from_openadr(event)
         if note.verb == "DELETE":
+            if await _existing(conn, utility_id, ask.utility_event_id) is None:
+                return await _tombstone(conn, utility_id, ask)
             return await _cancel(conn, utility_id, ask.utility_event_id)
         if note.verb == "PUT" and await _existing(conn, utility_id, ask.utility_event_id) is not None:
             return await _modify(conn, utility_id, ask, _limits(request))

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from dr_coordinator.domain.planner import ForecastInfo, ZoneSpec
 from forecast.read import latest_forecast
+
+FORECAST_SLOT_MIN = 15
 
 
 @dataclass(frozen=True)
@@ -59,8 +61,14 @@ async def facility_infos(conn: Any, facility_ids: list[str]) -> dict[str, Facili
 
 
 async def forecast_info(pool: Any, facility_id: str, start: datetime, end: datetime, now: datetime) -> ForecastInfo:
-    """Mean p50 over the event window of the newest forecast, with its quality and age."""
-    points = await latest_forecast(pool, facility_id, start, end)
+    """Mean p50 over the event window of the newest forecast, with its quality and age.
+
+    A forecast point marks the start of its 15 min slot (``forecast.read``): the slot holding the
+    event's start counts, so an event shorter than a slot (or one interval of it) is covered too."""
+    slot_start = start - timedelta(
+        minutes=start.minute % FORECAST_SLOT_MIN, seconds=start.second, microseconds=start.microsecond
+    )
+    points = await latest_forecast(pool, facility_id, slot_start, end)
     if not points:
         return ForecastInfo(None, None, None)
     worst = "full"

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import asyncpg
 
 from dr_coordinator.domain.commands import (
+    ApplyPlans,
     CommandIssued,
     Message,
     Noted,
@@ -30,6 +31,8 @@ from dr_coordinator.domain.commands import (
 )
 from dr_coordinator.domain.planner import ZoneAction
 from dr_coordinator.domain.saga import Decision, FacilitySaga, Saga, completed_dispatch, decide, dispatch_delay_s
+from dr_coordinator.domain.schedule import IntervalAsk
+from dr_coordinator.domain.zones import ZoneClaim
 from dr_coordinator.metrics import DISPATCH_SECONDS, SAGA_TRANSITIONS
 from energy.observability import tracing
 from schemas.dr import (
@@ -97,7 +100,8 @@ async def load_saga(conn: Any, dr_event_id: uuid.UUID, lock: bool = False) -> Sa
     """``lock``: hold the event row until the transaction ends, so concurrent results for one event
     (many BMS acks at once) queue instead of failing the version check over and over."""
     ev = await conn.fetchrow(
-        """SELECT dr_event_id, state, start_at, end_at, priority, version, cancel_requested, strategy
+        """SELECT dr_event_id, state, start_at, end_at, priority, version, cancel_requested, strategy,
+                  interval_index, replan_due
            FROM dr_events WHERE dr_event_id = $1"""
         + (" FOR UPDATE" if lock else ""),
         dr_event_id,
@@ -120,7 +124,31 @@ async def load_saga(conn: Any, dr_event_id: uuid.UUID, lock: bool = False) -> Sa
         version=ev["version"],
         cancel_requested=ev["cancel_requested"],
         strategy=ev["strategy"],
+        interval_index=ev["interval_index"],
+        replan_due=ev["replan_due"],
+        others=await zone_claims(conn, ev["dr_event_id"], [r["facility_id"] for r in rows]),
     )
+
+
+async def zone_claims(conn: Any, dr_event_id: uuid.UUID, facility_ids: list[str]) -> tuple[ZoneClaim, ...]:
+    """Zones of these facilities that *other* running events hold (their facility dispatching or
+    active): the saga hands zones over instead of restoring them (decision 0421)."""
+    rows = await conn.fetch(
+        """SELECT e.dr_event_id, e.start_at, e.priority, ef.facility_id, ef.state, ef.detail
+           FROM dr_event_facilities ef JOIN dr_events e USING (dr_event_id)
+           WHERE ef.facility_id = ANY($2::text[]) AND ef.dr_event_id <> $1
+             AND ef.state IN ('dispatching', 'active') AND e.state IN ('dispatching', 'active')""",
+        dr_event_id,
+        facility_ids,
+    )
+    claims = []
+    for r in rows:
+        fac = _facility_from_row(r)
+        claims += [
+            ZoneClaim(r["dr_event_id"], r["facility_id"], a.zone_id, a.action, a.value, r["start_at"], r["priority"])
+            for a in fac.actions
+        ]
+    return tuple(claims)
 
 
 # --- outbox ------------------------------------------------------------------------------------
@@ -155,6 +183,12 @@ class NewEvent:
     level: int | None
     priority: int
     source_payload: dict[str, Any]
+    intervals: tuple[IntervalAsk, ...] = ()
+    randomize_start_s: float | None = None
+
+
+def intervals_json(intervals: tuple[IntervalAsk, ...] | list[IntervalAsk]) -> str | None:
+    return json.dumps([i.to_json() for i in intervals]) if intervals else None
 
 
 async def insert_event(conn: Any, ev: NewEvent, now: datetime) -> tuple[uuid.UUID, bool]:
@@ -167,8 +201,9 @@ async def insert_event(conn: Any, ev: NewEvent, now: datetime) -> tuple[uuid.UUI
     new_id = uuid.uuid4()
     row = await conn.fetchrow(
         """INSERT INTO dr_events (dr_event_id, utility_id, utility_event_id, program_id, state, start_at, end_at,
-                                  target_kw, import_limit_kw, level, priority, source_payload, trace_id)
-           VALUES ($1, $2, $3, $4, 'received', $5, $6, $7, $8, $9, $10, $11::jsonb, $12)
+                                  target_kw, import_limit_kw, level, priority, source_payload, trace_id,
+                                  intervals, randomize_start_s)
+           VALUES ($1, $2, $3, $4, 'received', $5, $6, $7, $8, $9, $10, $11::jsonb, $12, $13::jsonb, $14)
            ON CONFLICT (utility_id, utility_event_id) DO NOTHING RETURNING dr_event_id""",
         new_id,
         ev.utility_id,
@@ -182,6 +217,8 @@ async def insert_event(conn: Any, ev: NewEvent, now: datetime) -> tuple[uuid.UUI
         ev.priority,
         json.dumps(ev.source_payload, default=str),
         ctx.trace_id,
+        intervals_json(ev.intervals),
+        ev.randomize_start_s,
     )
     if row is None:
         existing = await conn.fetchval(
@@ -226,7 +263,7 @@ async def save_decision(conn: Any, before: Saga, decision: Decision, message: Me
     ctx = tracing.current_or_new()
     updated = await conn.fetchval(
         """UPDATE dr_events SET state = $3, start_at = $4, end_at = $5, strategy = $6, cancel_requested = $7,
-                                version = version + 1, updated_at = $8
+                                version = version + 1, updated_at = $8, interval_index = $9, replan_due = $10
            WHERE dr_event_id = $1 AND version = $2 RETURNING created_at""",
         after.dr_event_id,
         before.version,
@@ -236,13 +273,15 @@ async def save_decision(conn: Any, before: Saga, decision: Decision, message: Me
         after.strategy,
         after.cancel_requested,
         now,
+        after.interval_index,
+        after.replan_due,
     )
     if updated is None:
         raise ConcurrencyError(f"DR event {after.dr_event_id} changed since version {before.version}")
     if completed_dispatch(decision):  # observed in the transaction, like the transition counter below
         DISPATCH_SECONDS.observe(dispatch_delay_s(after.start, updated, now))
     old = {f.facility_id: f for f in before.facilities}
-    plans = message.plans if isinstance(message, StartDispatch) else {}
+    plans = message.plans if isinstance(message, StartDispatch | ApplyPlans) else {}
     if isinstance(message, ReleaseHold):
         plans = {message.plan.facility_id: message.plan}
     for fac in after.facilities:
@@ -261,8 +300,32 @@ async def save_decision(conn: Any, before: Saga, decision: Decision, message: Me
             plan.target_kw if plan else None,
             plan.strategy.value if plan else None,
         )
+    await _supersede(conn, after, [ev for ev in decision.events if isinstance(ev, CommandIssued)], now)
     for seq, ev in enumerate(decision.events):
         await _record(conn, after, ev, seq, now, ctx)
+
+
+async def _supersede(conn: Any, saga: Saga, issued: list[CommandIssued], now: datetime) -> None:
+    """Before this decision's commands are inserted: a restore makes its facility's unsent dispatch
+    commands moot; a re-plan's command makes its zone's unsent older commands of this event moot."""
+    for facility_id in sorted({c.facility_id for c in issued if c.supersedes_pending}):
+        await conn.execute(
+            """UPDATE bms_commands SET status = 'superseded', updated_at = $3
+               WHERE dr_event_id = $1 AND facility_id = $2 AND action <> 'restore' AND status = 'pending'""",
+            saga.dr_event_id,
+            facility_id,
+            now,
+        )
+    zones = sorted({(c.facility_id, c.zone_id) for c in issued if c.revision and not c.supersedes_pending})
+    for facility_id, zone_id in zones:
+        await conn.execute(
+            """UPDATE bms_commands SET status = 'superseded', updated_at = $4
+               WHERE dr_event_id = $1 AND facility_id = $2 AND zone_id = $3 AND status = 'pending'""",
+            saga.dr_event_id,
+            facility_id,
+            zone_id,
+            now,
+        )
 
 
 async def _record(
@@ -295,15 +358,7 @@ async def _record(
         )
         await add_outbox(conn, DR_EVENTS, str(saga.dr_event_id), event)
     elif isinstance(ev, CommandIssued):
-        key = idempotency_key(saga.dr_event_id, ev.facility_id, ev.zone_id, ev.action)
-        if ev.supersedes_pending:
-            await conn.execute(
-                """UPDATE bms_commands SET status = 'superseded', updated_at = $3
-                   WHERE dr_event_id = $1 AND facility_id = $2 AND action <> 'restore' AND status = 'pending'""",
-                saga.dr_event_id,
-                ev.facility_id,
-                now,
-            )
+        key = idempotency_key(saga.dr_event_id, ev.facility_id, ev.zone_id, ev.action, ev.revision)
         inserted = await conn.fetchval(
             """INSERT INTO bms_commands (command_id, idempotency_key, dr_event_id, facility_id, zone_id, action,
                                          value, trace_id, dispatch_order, not_before)
@@ -318,7 +373,7 @@ async def _record(
             ev.value,
             ctx.trace_id,
             ev.order,
-            now,
+            max(now, ev.not_before) if ev.not_before else now,
         )
         if inserted is None:
             return

@@ -8,13 +8,20 @@
 - ``Retry-After`` (seconds) is honoured, capped by the backoff maximum;
 - 4xx answers raise :class:`VtnRejectedError` (never retried, does not trip the breaker); what is
   still failing after the retries, or an open breaker, raises :class:`VtnUnavailableError`;
-- the current W3C ``traceparent`` travels as an HTTP header.
+- the current W3C ``traceparent`` travels as an HTTP header;
+- speaks the utility's OpenADR version (``3.0.1`` or ``3.1``): the VEN registration object
+  (``VEN`` / ``VEN_VEN_REQUEST``), subscription operation names (HTTP verbs / CRUD);
+- authenticates with a bearer token, or with OAuth2 client credentials (RFC 6749 4.4) exchanged
+  at the VTN's token endpoint, refreshed before expiry and once after a 401.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import httpx
@@ -29,6 +36,18 @@ _PAGE = 50  # the OpenADR 3 maximum ``limit``
 _MAX_PAGES = 200
 _RETRYABLE_READ = {408, 429, 500, 502, 503, 504}
 _RETRYABLE_WRITE = {429, 503}
+
+
+OpenAdrVersion = Literal["3.0.1", "3.1"]
+_TOKEN_MARGIN_S = 30.0  # refresh an OAuth2 token this long before it expires
+
+
+@dataclass(frozen=True)
+class OAuthClient:
+    client_id: str
+    client_secret: str
+    token_url: str | None = None  # default: ``{base_url}/auth/token``
+    scope: str | None = None
 
 
 class VtnError(Exception):
@@ -69,8 +88,8 @@ def _problem_detail(response: httpx.Response) -> str:
 def _transient(method: str) -> Callable[[BaseException], bool]:
     def is_transient(exc: BaseException) -> bool:
         if isinstance(exc, _HttpStatusError):
-            return exc.status in (_RETRYABLE_READ if method == "GET" else _RETRYABLE_WRITE)
-        if method == "GET":
+            return exc.status in (_RETRYABLE_READ if method in ("GET", "PUT") else _RETRYABLE_WRITE)
+        if method in ("GET", "PUT"):  # PUT replaces: repeating it creates nothing
             return isinstance(exc, httpx.TransportError | TimeoutError)
         # A write is retried only if it cannot have reached the VTN.
         return isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
@@ -97,32 +116,104 @@ class VtnClient:
     def __init__(
         self,
         base_url: str,
-        token: str,
+        token: str | None,
         timeout_s: float = 5.0,
         *,
         client_name: str = "energy-platform",
         retry: RetryPolicy | None = None,
         breaker_fail_max: int = 5,
         breaker_reset_s: float = 30.0,
+        version: OpenAdrVersion = "3.1",
+        oauth: OAuthClient | None = None,
     ) -> None:
+        if token is None and oauth is None:
+            raise ValueError("a VTN needs a bearer token or OAuth2 client credentials")
         self.base_url = base_url.rstrip("/")
         self.client_name = client_name
+        self.version: OpenAdrVersion = version
+        self._oauth = oauth
+        self._access: tuple[str, float] | None = (token, float("inf")) if token is not None else None
+        self._token_lock = asyncio.Lock()
         self._timeout_s = timeout_s
         self._retry = retry or RetryPolicy(attempts=3, base_delay_s=0.2, max_delay_s=2.0)
         self._name = f"vtn:{urlsplit(self.base_url).netloc}"
         self.breaker = make_breaker(self._name, breaker_fail_max, breaker_reset_s, exclude=[VtnRejectedError])
         self._http = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout_s, connect=min(2.0, timeout_s)),
-            headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+            headers={"Accept": "application/json"},
             limits=httpx.Limits(max_connections=20, max_keepalive_connections=10),
         )
 
+    async def _bearer(self, *, refresh: bool = False) -> str:
+        """The access token: the configured bearer, or an OAuth2 token fetched and cached until expiry."""
+        if self._oauth is None:
+            assert self._access is not None
+            return self._access[0]
+        async with self._token_lock:
+            if not refresh and self._access is not None and self._access[1] > time.monotonic():
+                return self._access[0]
+            self._access = await self._fetch_token(self._oauth)
+            return self._access[0]
+
+    async def _fetch_token(self, oauth: OAuthClient) -> tuple[str, float]:
+        url = oauth.token_url or f"{self.base_url}/auth/token"
+        form = {"grant_type": "client_credentials", "client_id": oauth.client_id, "client_secret": oauth.client_secret}
+        if oauth.scope:
+            form["scope"] = oauth.scope
+
+        async def attempt() -> tuple[str, float]:
+            response = await self._http.post(url, data=form)
+            if response.status_code >= 400:
+                error = _HttpStatusError(response)
+                if _is_refusal(error):
+                    raise VtnRejectedError(error.status, f"token endpoint: {error.detail}")
+                raise error
+            body = response.json()
+            token = body.get("access_token") if isinstance(body, dict) else None
+            if not isinstance(token, str) or not token:
+                raise VtnError(f"token endpoint answered without an access_token: {str(body)[:200]}")
+            expires_in = body.get("expires_in")
+            lifetime = float(expires_in) if isinstance(expires_in, int | float) and expires_in > 0 else 3600.0
+            return token, time.monotonic() + max(1.0, lifetime - _TOKEN_MARGIN_S)
+
+        try:
+            return await guarded_call(
+                self._name,
+                attempt,
+                timeout_s=self._timeout_s,
+                breaker=self.breaker,
+                retry=self._retry,
+                is_transient=_transient("GET"),  # asking for a token twice creates nothing
+                retry_after=_retry_after,
+            )
+        except _HttpStatusError as exc:
+            raise VtnUnavailableError(f"token endpoint: HTTP {exc.status}: {exc.detail}") from exc
+        except CircuitOpenError as exc:
+            raise VtnUnavailableError(f"token endpoint: {exc}") from exc
+        except (httpx.HTTPError, TimeoutError, ValueError) as exc:
+            raise VtnUnavailableError(f"token endpoint: {type(exc).__name__}: {exc}") from exc
+
     async def _request(self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None) -> Any:
+        try:
+            return await self._request_once(method, path, json=json, params=params, refresh=False)
+        except VtnRejectedError as exc:
+            if exc.status not in (401, 403) or self._oauth is None:
+                raise
+            # The VTN forgot (restart) or expired our token early: one fresh token, one more try.
+            # 403 too: some VTNs answer an unknown token with 403 rather than RFC 6750's 401.
+            return await self._request_once(method, path, json=json, params=params, refresh=True)
+
+    async def _request_once(
+        self, method: str, path: str, *, json: Any, params: dict[str, Any] | None, refresh: bool
+    ) -> Any:
         url = f"{self.base_url}{path}"
         ctx = tracing.current()
+        bearer = await self._bearer(refresh=refresh)
 
         async def attempt() -> Any:
-            headers = {"traceparent": ctx.traceparent} if ctx is not None else {}
+            headers = {"Authorization": f"Bearer {bearer}"}
+            if ctx is not None:
+                headers["traceparent"] = ctx.traceparent
             response = await self._http.request(method, url, json=json, params=params, headers=headers)
             if response.status_code >= 400:
                 error = _HttpStatusError(response)
@@ -157,12 +248,22 @@ class VtnClient:
     async def register_ven(self, ven_name: str) -> str:
         """Register (or find, when the name is taken) the VEN; returns its VTN id."""
         try:
-            ven = await self._create("/vens", {"objectType": "VEN", "venName": ven_name})
+            object_type = "VEN_VEN_REQUEST" if self.version == "3.1" else "VEN"
+            ven = await self._create("/vens", {"objectType": object_type, "venName": ven_name})
         except VtnRejectedError as exc:
             if exc.status != 409:
                 raise
-            found = await self._request("GET", "/vens", params={"venName": ven_name})
-            matches = [v for v in found or [] if v.get("venName") == ven_name]
+            found = [
+                v
+                for v in await self._request("GET", "/vens", params={"venName": ven_name}) or []
+                if isinstance(v, dict)
+            ]
+            matches = [v for v in found if v.get("venName") == ven_name]
+            if not matches and len(found) == 1:
+                # A 3.1 VTN scopes VEN objects to the client's credentials (one VEN per client): the one it
+                # lists is ours, registered earlier under another name (seen on the reference VTN).
+                log.warning("vtn_ven_name_differs", vtn=self.base_url, wanted=ven_name, found=found[0].get("venName"))
+                matches = found
             if not matches:
                 raise
             ven = matches[0]
@@ -170,19 +271,26 @@ class VtnClient:
         return str(ven["id"])
 
     async def subscribe(self, callback_url: str, bearer_token: str, program_id: str | None = None) -> str:
-        """Ask the VTN to POST event creations, updates and deletions to ``callback_url``."""
+        """Ask the VTN to POST event creations, updates and deletions to ``callback_url``.
+
+        3.0.1 names the operations with HTTP verbs and needs a program; 3.1 names them CREATE/UPDATE/DELETE.
+        """
+        operations = ["CREATE", "UPDATE", "DELETE"] if self.version == "3.1" else ["POST", "PUT", "DELETE"]
+        if self.version == "3.0.1" and program_id is None:
+            raise ValueError("OpenADR 3.0.1 subscriptions name their program")
         body: dict[str, Any] = {
-            "objectType": "SUBSCRIPTION",
             "clientName": self.client_name,
             "objectOperations": [
                 {
                     "objects": ["EVENT"],
-                    "operations": ["POST", "PUT", "DELETE"],
+                    "operations": operations,
                     "callbackUrl": callback_url,
                     "bearerToken": bearer_token,
                 }
             ],
         }
+        if self.version == "3.0.1":
+            body["objectType"] = "SUBSCRIPTION"
         if program_id is not None:
             body["programID"] = program_id
         sub = await self._create("/subscriptions", body)
@@ -204,11 +312,38 @@ class VtnClient:
                 break
         return events
 
+    async def programs(self) -> list[dict[str, Any]]:
+        """The programs this VEN may see (first pages; programs are few)."""
+        found: list[dict[str, Any]] = []
+        for page in range(_MAX_PAGES):
+            batch = await self._request("GET", "/programs", params={"skip": page * _PAGE, "limit": _PAGE})
+            if not isinstance(batch, list):
+                raise VtnUnavailableError(f"GET /programs: expected a list, got {type(batch).__name__}")
+            found.extend(batch)
+            if len(batch) < _PAGE:
+                break
+        return found
+
+    async def subscriptions(self) -> list[dict[str, Any]]:
+        found = await self._request("GET", "/subscriptions", params={"clientName": self.client_name})
+        return [s for s in found or [] if isinstance(s, dict)]
+
     async def post_report(self, report: dict[str, Any]) -> str:
-        body = {"objectType": "REPORT", **report}
+        body = {"objectType": "REPORT", **report} if self.version == "3.0.1" else dict(report)
         created = await self._create("/reports", body)
         log.info("vtn_report_posted", vtn=self.base_url, report_id=created["id"], event_id=report.get("eventID"))
         return str(created["id"])
+
+    async def find_reports(self, event_id: str, client_name: str | None = None) -> list[dict[str, Any]]:
+        params = {"eventID": event_id, "clientName": client_name or self.client_name}
+        found = await self._request("GET", "/reports", params=params)
+        return [r for r in found or [] if isinstance(r, dict)]
+
+    async def put_report(self, report_id: str, report: dict[str, Any]) -> str:
+        body = {"objectType": "REPORT", **report} if self.version == "3.0.1" else dict(report)
+        updated = await self._request("PUT", f"/reports/{report_id}", json=body)
+        log.info("vtn_report_updated", vtn=self.base_url, report_id=report_id, event_id=report.get("eventID"))
+        return str(updated.get("id", report_id)) if isinstance(updated, dict) else report_id
 
     async def close(self) -> None:
         await self._http.aclose()

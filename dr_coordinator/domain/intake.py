@@ -10,8 +10,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from dr_coordinator.domain.schedule import IntervalAsk, Period, RawInterval, ScheduleError, build_schedule
+from dr_coordinator.domain.targeting import Target, TargetFormatError, parse_targets
 from schemas.dr_api import DrEventRequest
-from schemas.openadr import TARGET_TYPES_FACILITY, OadrEvent
+from schemas.openadr import IntervalPeriod, OadrEvent
 
 UTC_NOTE = "timestamp without UTC offset read as UTC"
 
@@ -37,6 +39,31 @@ class EventAsk:
     level: int | None = None
     priority: int = 0
     notes: list[str] = field(default_factory=list)
+    intervals: tuple[IntervalAsk, ...] = ()  # the schedule; empty: one window with the asks above
+    randomize_start_s: float | None = None
+    # OpenADR only: the targets as sent (None: no targets), the VTN's own id and timestamps.
+    targets: list[Target] | None = None
+    openadr: bool = False
+    vtn_event_id: str | None = None
+    vtn_created_at: str | None = None
+    vtn_modified_at: datetime | None = None
+
+
+def event_key(vtn_event_id: str, created: str | None) -> str:
+    """The platform's name of a VTN event: its id, qualified by its creation time when the VTN
+    gives one, so that an id reused by a restarted VTN names a different event."""
+    return f"{vtn_event_id}@{created}" if created else vtn_event_id
+
+
+def parse_vtn_time(value: str | None, notes: list[str]) -> datetime | None:
+    """RFC 3339, or the reference VTN's ``YYYY-MM-DD HH:MM:SS`` without an offset (read as UTC)."""
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return as_utc(parsed, notes)
 
 
 @dataclass(frozen=True)
@@ -78,51 +105,69 @@ def end_of(start: datetime, duration: timedelta | float) -> datetime:
         ) from None
 
 
+def _period(p: IntervalPeriod | None, notes: list[str]) -> Period | None:
+    if p is None:
+        return None
+    return Period(as_utc(p.start, notes), p.duration, p.randomizeStart)
+
+
 def from_openadr(event: OadrEvent) -> EventAsk:
     notes: list[str] = []
-    periods = [i.intervalPeriod for i in event.intervals if i.intervalPeriod is not None]
-    if event.intervalPeriod is not None:
-        periods.insert(0, event.intervalPeriod)
-    if not periods:
+    default = _period(event.intervalPeriod, notes)
+    raw = [
+        RawInterval(i.id, _period(i.intervalPeriod, notes), {p.type: p.values for p in i.payloads})
+        for i in event.intervals
+    ]
+    if default is None and any(r.period is None for r in raw):
         raise IntakeError(422, "validation_error", "event has no intervalPeriod (start and duration)")
-    starts = [as_utc(p.start, notes) for p in periods]
-    ends = [end_of(s, p.duration) for s, p in zip(starts, periods, strict=True)]
-    shed: list[float] = []
-    limit: list[float] = []
-    levels: list[int] = []
-    for interval in event.intervals:
-        for payload in interval.payloads:
-            numbers = [v for v in payload.values if isinstance(v, int | float) and not isinstance(v, bool)]
-            if payload.type == "LOAD_SHED_DELTA_AVAILABLE":
-                shed += [float(v) for v in numbers]
-            elif payload.type == "IMPORT_CAPACITY_LIMIT":
-                limit += [float(v) for v in numbers]
-            elif payload.type == "SIMPLE":
-                levels += [int(v) for v in numbers]
-    if not (shed or limit or levels):
+    try:
+        schedule = build_schedule(default, raw)
+    except (OverflowError, ValueError) as exc:
+        if isinstance(exc, ScheduleError):
+            raise IntakeError(422, "validation_error", str(exc)) from None
+        raise IntakeError(
+            422, "duration_out_of_range", "start + duration is beyond any date we can represent"
+        ) from None
+    asks = (
+        i.level is not None or i.import_limit_kw is not None or i.shed_kw is not None or i.setpoint_kw is not None
+        for i in schedule
+    )
+    if not any(asks):
         raise IntakeError(
             422,
             "unsupported_payload",
-            "event carries none of the payloads we act on: LOAD_SHED_DELTA_AVAILABLE, IMPORT_CAPACITY_LIMIT, SIMPLE",
+            "event carries none of the payloads we act on: "
+            "LOAD_SHED_DELTA_AVAILABLE, IMPORT_CAPACITY_LIMIT, SIMPLE, DISPATCH_SETPOINT, PRICE",
         )
-    if any(v < 0 for v in shed + limit) or any(v < 0 or v > 10 for v in levels):
-        raise IntakeError(422, "validation_error", "payload values must be >= 0 (SIMPLE levels 0..10)")
-    facilities: list[str] | None = None
-    for target in event.targets or []:
-        if target.type in TARGET_TYPES_FACILITY:
-            facilities = (facilities or []) + [str(v) for v in target.values]
+    try:
+        targets = parse_targets(event.targets)
+    except TargetFormatError as exc:
+        raise IntakeError(422, "validation_error", str(exc)[:300]) from None
     priority = 0 if event.priority is None else max(0, 100 - event.priority)  # OpenADR: lower number wins
+    modified = parse_vtn_time(event.modificationDateTime, [])
+    sheds = [i.shed_kw for i in schedule if i.shed_kw is not None]
+    limits = [i.import_limit_kw for i in schedule if i.import_limit_kw is not None]
+    levels = [i.level for i in schedule if i.level is not None]
+    randomize = [p.randomize_start for p in [default, *(r.period for r in raw)] if p and p.randomize_start]
     return EventAsk(
-        utility_event_id=event.id,
+        utility_event_id=event_key(event.id, event.createdDateTime),
         program_id=event.programID,
-        facility_ids=facilities,
-        start=min(starts),
-        end=max(ends),
-        target_kw=max(shed) if shed else None,
-        import_limit_kw=min(limit) if limit else None,
+        facility_ids=None,
+        targets=targets,
+        openadr=True,
+        vtn_event_id=event.id,
+        vtn_created_at=event.createdDateTime,
+        vtn_modified_at=modified,
+        start=schedule[0].start,
+        end=max(i.end for i in schedule),
+        # Summaries of the schedule (the event row, its announcement); planning uses the intervals.
+        target_kw=max(sheds) if sheds else None,
+        import_limit_kw=min(limits) if limits else None,
         level=max(levels) if levels else None,
         priority=priority,
         notes=notes,
+        intervals=tuple(schedule),
+        randomize_start_s=max(r.total_seconds() for r in randomize) if randomize else None,
     )
 
 

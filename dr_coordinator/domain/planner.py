@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
+from dr_coordinator.domain.schedule import IntervalAsk
 from sim.building_model import HVAC_SHED_PER_DEGREE
 
 SETPOINT_STEP_C = 0.5
@@ -99,6 +100,30 @@ def facility_targets(
     return {f: total_shed * kw / total for f, kw in expected_kw.items()}
 
 
+def interval_targets(
+    expected_kw: Mapping[str, float], interval: IntervalAsk, level_fraction: float = 0.1
+) -> dict[str, float]:
+    """kW each facility sheds during one interval of the schedule.
+
+    IMPORT_CAPACITY_LIMIT and DISPATCH_SETPOINT apply to each targeted resource on its own (a
+    facility already below its cap sheds nothing); LOAD_SHED_DELTA_AVAILABLE is the event's total,
+    split in proportion to expected load; SIMPLE (or a price level) sheds a share of each load.
+    When several are given the largest shed per facility wins.
+    """
+    out: dict[str, float] = {}
+    shared = facility_targets(expected_kw, shed_kw=interval.shed_kw) if interval.shed_kw is not None else {}
+    for fid, kw in expected_kw.items():
+        asks = [shared.get(fid, 0.0)]
+        if interval.import_limit_kw is not None:
+            asks.append(kw - interval.import_limit_kw)
+        if interval.setpoint_kw is not None:
+            asks.append(kw - interval.setpoint_kw)
+        if interval.level:
+            asks.append(kw * min(1.0, interval.level * level_fraction))
+        out[fid] = max(0.0, *asks)
+    return out
+
+
 def _zone_load_kw(zone: ZoneSpec, load_factor: float) -> float:
     return max(0.0, zone.rated_kw * load_factor)
 
@@ -172,3 +197,40 @@ def _fixed_percentage(
         actions.append(ZoneAction(zone.zone_id, "set_setpoint", round(zone.normal_setpoint_c + degrees, 2), shed))
     planned = sum(a.shed_kw for a in actions)
     return FacilityPlan(facility_id, Strategy.FIXED_PERCENTAGE, target_kw, expected_kw, planned, tuple(actions))
+
+
+@dataclass(frozen=True)
+class FacilityInputs:
+    """What planning one facility needs besides the ask: its zones, load and guardrail verdict."""
+
+    zones: tuple[ZoneSpec, ...]
+    expected_kw: float
+    peak_kw: float
+    strategy: Strategy
+
+
+def plan_interval(
+    interval: IntervalAsk,
+    facilities: Mapping[str, FacilityInputs],
+    *,
+    level_fraction: float = 0.1,
+    fallback_fraction: float = 0.15,
+) -> dict[str, FacilityPlan]:
+    """Per-facility plans for one interval. An interval that sheds nothing (SIMPLE 0) plans no
+    action at all, whatever the strategy: the buildings go back to normal for its duration."""
+    targets = interval_targets({f: i.expected_kw for f, i in facilities.items()}, interval, level_fraction)
+    plans: dict[str, FacilityPlan] = {}
+    for fid, inp in facilities.items():
+        if interval.sheds_nothing or targets[fid] <= 0:
+            plans[fid] = FacilityPlan(fid, inp.strategy, 0.0, inp.expected_kw, 0.0, ())
+            continue
+        plans[fid] = plan_facility(
+            fid,
+            inp.zones,
+            target_kw=targets[fid],
+            expected_kw=inp.expected_kw,
+            peak_kw=inp.peak_kw,
+            strategy=inp.strategy,
+            fallback_fraction=fallback_fraction,
+        )
+    return plans

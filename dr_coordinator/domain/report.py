@@ -71,3 +71,159 @@ def build_report(
         ],
         "resources": resources,
     }
+
+
+# --- OpenADR 3.x interval reports (3.1-conformant; 3.0.1 adds programID) --------------------------
+
+OPERATING_STATES = {
+    # facility state -> OPERATING_STATE value (assumption, decision 0413)
+    "active": "RUNNING_CURTAILED",
+    "dispatching": "RUNNING_CURTAILED",
+    "restoring": "RUNNING_CURTAILED",
+    "restored": "NORMAL",
+    "pending": "NORMAL",
+    "skipped": "NORMAL",
+    "cancelled": "NORMAL",
+    "failed": "ERROR",
+    "restore_failed": "ERROR",
+}
+
+
+@dataclass(frozen=True)
+class IntervalReading:
+    """One report interval of one resource. Values come from M&V (measured and baseline)."""
+
+    start: datetime
+    end: datetime
+    usage_kwh: float | None = None
+    demand_kw: float | None = None
+    baseline_kw: float | None = None
+
+
+@dataclass(frozen=True)
+class ResourceResult:
+    resource_name: str
+    facility_state: str
+    intervals: tuple[IntervalReading, ...]
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """A payload the VTN asked for (an event's reportDescriptor)."""
+
+    payload_type: str
+    reading_type: str | None = None
+    units: str | None = None
+
+
+DEFAULT_WANTED = (
+    Wanted("USAGE", "DIRECT_READ", "KWH"),
+    Wanted("DEMAND", "DIRECT_READ", "KW"),
+    Wanted("BASELINE", "ESTIMATED", "KW"),
+)
+_VALUE_OF = {
+    "USAGE": lambda r: r.usage_kwh,
+    "DEMAND": lambda r: r.demand_kw,
+    "BASELINE": lambda r: r.baseline_kw,
+}
+
+
+def wanted_from_descriptors(descriptors: list[dict[str, Any]] | None) -> tuple[Wanted, ...]:
+    """What the event's reportDescriptors ask for, among the payloads we can measure; our default
+    set when the event asks for none (or only for payloads we do not measure)."""
+    out: list[Wanted] = []
+    for d in descriptors or []:
+        kind = d.get("payloadType") if isinstance(d, dict) else None
+        if isinstance(kind, str) and kind in _VALUE_OF and all(w.payload_type != kind for w in out):
+            out.append(Wanted(kind, d.get("readingType"), d.get("units")))
+    return tuple(out) or DEFAULT_WANTED
+
+
+def operating_state(facility_state: str) -> str:
+    return OPERATING_STATES.get(facility_state, "NORMAL")
+
+
+def build_interval_report(
+    *,
+    version: str,
+    program_id: str,
+    event_id: str,
+    client_name: str,
+    report_name: str,
+    resources: list[ResourceResult],
+    wanted: tuple[Wanted, ...] = DEFAULT_WANTED,
+) -> dict[str, Any]:
+    """One report for an event: each resource once, interval by interval, each interval carrying
+    OPERATING_STATE and the wanted payloads that have a value. Payload descriptors carry their
+    ``objectType`` (required by 3.1). A resource with no interval gets one covering nothing measured."""
+    descriptors: list[dict[str, Any]] = [{"objectType": "REPORT_PAYLOAD_DESCRIPTOR", "payloadType": "OPERATING_STATE"}]
+    for w in wanted:
+        d: dict[str, Any] = {"objectType": "REPORT_PAYLOAD_DESCRIPTOR", "payloadType": w.payload_type}
+        if w.reading_type:
+            d["readingType"] = w.reading_type
+        if w.units:
+            d["units"] = w.units
+        descriptors.append(d)
+    out_resources = []
+    for res in sorted(resources, key=lambda r: r.resource_name):
+        state = operating_state(res.facility_state)
+        intervals = []
+        for i, reading in enumerate(sorted(res.intervals, key=lambda r: r.start)):
+            payloads: list[dict[str, Any]] = [{"type": "OPERATING_STATE", "values": [state]}]
+            for w in wanted:
+                value = _VALUE_OF[w.payload_type](reading)
+                if value is not None:
+                    payloads.append({"type": w.payload_type, "values": [round(float(value), 3)]})
+            intervals.append(
+                {
+                    "id": i,
+                    "intervalPeriod": {
+                        "start": reading.start.isoformat().replace("+00:00", "Z"),
+                        "duration": _duration(reading.start, reading.end),
+                    },
+                    "payloads": payloads,
+                }
+            )
+        out_resources.append({"resourceName": res.resource_name, "intervals": intervals})
+    report: dict[str, Any] = {
+        "eventID": event_id,
+        "clientName": client_name,
+        "reportName": report_name,
+        "payloadDescriptors": descriptors,
+        "resources": out_resources,
+    }
+    if version == "3.0.1":
+        report["programID"] = program_id
+    return report
+
+
+NOT_APPLICABLE = "NOT_APPLICABLE"
+
+
+def not_applicable_resources(unknown_targets: list[str], fallback_name: str) -> list[dict[str, Any]]:
+    """Report resources saying "this target is not ours": one per unknown target (or one named after
+    the VEN when the event had none), each with a single OPERATING_STATE interval."""
+    names = [t[:128] for t in unknown_targets] or [fallback_name[:128]]
+    return [
+        {
+            "resourceName": n,
+            "intervals": [{"id": 0, "payloads": [{"type": "OPERATING_STATE", "values": [NOT_APPLICABLE]}]}],
+        }
+        for n in dict.fromkeys(names)
+    ]
+
+
+def build_not_applicable_report(
+    *, version: str, program_id: str, event_id: str, client_name: str, unknown_targets: list[str]
+) -> dict[str, Any]:
+    """The report for an event that targets none of our enrolled facilities: nothing was dispatched."""
+    report: dict[str, Any] = {
+        "eventID": event_id,
+        "clientName": client_name,
+        "reportName": f"dr-{event_id}-not-applicable",
+        "payloadDescriptors": [{"objectType": "REPORT_PAYLOAD_DESCRIPTOR", "payloadType": "OPERATING_STATE"}],
+        "resources": not_applicable_resources(unknown_targets, client_name),
+    }
+    if version == "3.0.1":
+        report["programID"] = program_id
+    return report

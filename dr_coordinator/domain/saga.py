@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from dr_coordinator.domain.commands import (
+    ApplyPlans,
     Cancel,
     CommandIssued,
     DomainEvent,
@@ -30,11 +31,13 @@ from dr_coordinator.domain.commands import (
     StartRestore,
     StateChanged,
 )
-from dr_coordinator.domain.planner import Strategy, ZoneAction
+from dr_coordinator.domain.planner import FacilityPlan, Strategy, ZoneAction
+from dr_coordinator.domain.schedule import missed
+from dr_coordinator.domain.zones import ZoneClaim, diff_plan, held_by_earlier, restore_or_hand_over
 from schemas.dr import DrEventState as E
 from schemas.dr import FacilityDrState as F
 
-TERMINAL_EVENT_STATES = frozenset({E.COMPLETED, E.PARTIALLY_FAILED, E.FAILED, E.CANCELLED})
+TERMINAL_EVENT_STATES = frozenset({E.COMPLETED, E.PARTIALLY_FAILED, E.FAILED, E.CANCELLED, E.MISSED})
 TERMINAL_FACILITY_STATES = frozenset({F.RESTORED, F.FAILED, F.OPTED_OUT, F.CANCELLED})
 RESTORE = "restore"
 
@@ -70,6 +73,13 @@ class Saga:
     version: int = 0
     cancel_requested: bool = False
     strategy: str | None = None
+    interval_index: int = 0  # the schedule's interval the facilities' plans are for
+    replan_due: bool = False  # modified while under way: re-plan from the current state
+    # Context, not state: zones of these facilities held by other running events (decision 0421).
+    others: tuple[ZoneClaim, ...] = ()
+
+    def claims_on(self, facility_id: str) -> list[ZoneClaim]:
+        return [c for c in self.others if c.facility_id == facility_id and c.dr_event_id != self.dr_event_id]
 
     def facility(self, facility_id: str) -> FacilitySaga:
         for f in self.facilities:
@@ -121,7 +131,8 @@ class _Builder:
         return new
 
     def start_restore(self, fac: FacilitySaga, outcome: F, reason: str, order: int = 0) -> None:
-        """Compensation: restore every planned zone (idempotent), then end in ``outcome``."""
+        """Compensation: let go of every planned zone (restore it, or hand it over to another event
+        that holds it), then end in ``outcome``."""
         if fac.state in TERMINAL_FACILITY_STATES or fac.state == F.RESTORING:
             if fac.state == F.RESTORING and outcome == F.FAILED:
                 self.update(fac, outcome=F.FAILED, reason=reason)
@@ -132,10 +143,35 @@ class _Builder:
                 final = F.CANCELLED
             self.set_facility(fac, final, reason, awaiting=frozenset(), outcome=final)
             return
-        awaiting = frozenset(_key(a.zone_id, RESTORE) for a in fac.actions)
+        commands = self.release_zones(fac, [a.zone_id for a in fac.actions], order, supersede=True)
+        if not commands:
+            final = F.CANCELLED if outcome == F.RESTORED and self.saga.cancel_requested else outcome
+            self.set_facility(fac, final, f"{reason}; every zone handed over", awaiting=frozenset(), outcome=final)
+            return
+        awaiting = frozenset(_key(c.zone_id, c.action) for c in commands)
         self.set_facility(fac, F.RESTORING, reason, awaiting=awaiting, outcome=outcome, reason=reason)
-        for a in fac.actions:
-            self.events.append(CommandIssued(fac.facility_id, a.zone_id, RESTORE, None, order, True))
+        self.events.extend(commands)
+
+    def release_zones(
+        self, fac: FacilitySaga, zone_ids: list[str], order: int, *, supersede: bool
+    ) -> list[CommandIssued]:
+        """The commands that let go of ``zone_ids``: a restore, or the value of an earlier event
+        still holding the zone; nothing when a later event already took it over."""
+        out: list[CommandIssued] = []
+        claims = self.saga.claims_on(fac.facility_id)
+        for zone_id in zone_ids:
+            rel = restore_or_hand_over(zone_id, self.saga.dr_event_id, self.saga.start, self.saga.priority, claims)
+            if rel.handed_to is not None:
+                self.events.append(
+                    Noted(fac.facility_id, "zone_handed_over", {"zone_id": zone_id, "to": str(rel.handed_to)})
+                )
+            if rel.action is None:
+                continue
+            revision = 0 if rel.action == RESTORE and supersede else self.saga.version + 1
+            out.append(
+                CommandIssued(fac.facility_id, zone_id, rel.action, rel.value, order, supersede, revision=revision)
+            )
+        return out
 
     def build(self, original: Saga | None = None) -> Decision:
         facilities = tuple(self.facilities[k] for k in sorted(self.facilities))
@@ -197,7 +233,12 @@ def decide(saga: Saga, message: Message, now: datetime) -> Decision:
         case Schedule():
             if saga.state != E.RECEIVED:
                 raise IllegalTransitionError(f"cannot schedule an event that is {saga.state.value}")
-            b.set_event_state(E.SCHEDULED, "timers armed")
+            if missed(saga.end, now):
+                _missed(b, now)
+            else:
+                b.set_event_state(E.SCHEDULED, "timers armed")
+        case ApplyPlans():
+            _apply_plans(b, message)
         case StartDispatch():
             _start_dispatch(b, message, now)
         case StartRestore():
@@ -230,10 +271,21 @@ def decide(saga: Saga, message: Message, now: datetime) -> Decision:
     return b.build(saga)
 
 
+def _missed(b: _Builder, now: datetime) -> None:
+    reason = f"missed: the event ended at {b.saga.end.isoformat()}, before it could be dispatched ({now.isoformat()})"
+    for fac in list(b.facilities.values()):
+        if not fac.terminal:
+            b.set_facility(fac, F.CANCELLED, reason, outcome=F.CANCELLED, reason=reason)
+    b.set_event_state(E.MISSED, reason)
+
+
 def _start_dispatch(b: _Builder, msg: StartDispatch, now: datetime) -> None:
     if b.saga.state != E.SCHEDULED:
         raise IllegalTransitionError(f"cannot dispatch an event that is {b.saga.state.value}")
-    b.saga = replace(b.saga, strategy=msg.strategy)
+    if missed(b.saga.end, now):
+        _missed(b, now)
+        return
+    b.saga = replace(b.saga, strategy=msg.strategy, interval_index=msg.interval_index, replan_due=False)
     b.set_event_state(E.DISPATCHING, f"dispatch with strategy {msg.strategy}")
     pending = [f for f in b.facilities.values() if f.state == F.PENDING]
     for order, fac in enumerate(_dispatch_order(pending)):
@@ -247,8 +299,48 @@ def _start_dispatch(b: _Builder, msg: StartDispatch, now: datetime) -> None:
             continue
         awaiting = frozenset(_key(a.zone_id, a.action) for a in plan.actions)
         b.set_facility(fac, F.DISPATCHING, plan.strategy.value, actions=plan.actions, awaiting=awaiting)
+        claims = b.saga.claims_on(fac.facility_id)
         for a in plan.actions:
-            b.events.append(CommandIssued(fac.facility_id, a.zone_id, a.action, a.value, order))
+            not_before = msg.not_before.get(fac.facility_id)
+            if held_by_earlier(a.zone_id, b.saga.dr_event_id, b.saga.start, b.saga.priority, claims):
+                # An earlier event still holds the zone: take it over at our start, not during the lead.
+                not_before = max(not_before or b.saga.start, b.saga.start)
+            b.events.append(CommandIssued(fac.facility_id, a.zone_id, a.action, a.value, order, not_before=not_before))
+
+
+def _apply_plans(b: _Builder, msg: ApplyPlans) -> None:
+    if b.saga.state not in (E.DISPATCHING, E.ACTIVE):
+        raise IllegalTransitionError(f"cannot re-plan an event that is {b.saga.state.value}")
+    revision = b.saga.version + 1
+    issued = 0
+    for order, fac in enumerate(_dispatch_order(list(b.facilities.values()))):
+        plan: FacilityPlan | None = msg.plans.get(fac.facility_id)
+        if plan is None or plan.strategy is Strategy.HOLD or fac.state not in (F.DISPATCHING, F.ACTIVE):
+            continue
+        diff = diff_plan(fac.actions, plan.actions)
+        if diff.empty:
+            continue
+        claims = b.saga.claims_on(fac.facility_id)
+        commands = [
+            CommandIssued(fac.facility_id, a.zone_id, a.action, a.value, order, revision=revision)
+            for a in diff.commands
+            if not _successor_holds(b.saga, a.zone_id, claims)
+        ]
+        commands += b.release_zones(fac, list(diff.releases), order, supersede=False)
+        awaiting = fac.awaiting | {_key(c.zone_id, c.action) for c in commands}
+        to = F.DISPATCHING if commands else fac.state
+        b.set_facility(fac, to, msg.reason, actions=plan.actions, awaiting=frozenset(awaiting))
+        b.events.extend(commands)
+        issued += len(commands)
+    b.saga = replace(b.saga, interval_index=msg.interval_index, replan_due=False)
+    detail = {"interval": msg.interval_index, "reason": msg.reason, "commands": issued}
+    b.events.append(Noted(None, "replanned", detail))
+
+
+def _successor_holds(saga: Saga, zone_id: str, claims: list[ZoneClaim]) -> bool:
+    """A later event already owns the zone: our new value would undo its setpoint."""
+    rel = restore_or_hand_over(zone_id, saga.dr_event_id, saga.start, saga.priority, claims)
+    return rel.handed_to is not None and rel.action is None
 
 
 def _release_hold(b: _Builder, msg: ReleaseHold) -> None:
@@ -296,9 +388,24 @@ def _modify(b: _Builder, msg: Modify) -> None:
         b.events.append(Noted(None, "modified", {"start": msg.start.isoformat(), "end": msg.end.isoformat()}))
         return
     if b.saga.state in (E.DISPATCHING, E.ACTIVE):
-        # Under way: only the end can move; the plan already in the buildings stays.
-        b.saga = replace(b.saga, end=msg.end)
-        b.events.append(Noted(None, "modified", {"end": msg.end.isoformat(), "start_unchanged": True}))
+        # Under way: the start already happened; the new values are re-planned from the zones'
+        # current state by the planning job (ApplyPlans), which sends only what differs.
+        b.saga = replace(b.saga, end=msg.end, replan_due=True)
+        b.events.append(
+            Noted(
+                None,
+                "modified",
+                {
+                    "end": msg.end.isoformat(),
+                    "start_unchanged": True,
+                    "target_kw": msg.target_kw,
+                    "import_limit_kw": msg.import_limit_kw,
+                    "level": msg.level,
+                    "intervals": len(msg.intervals),
+                    "replan": True,
+                },
+            )
+        )
         return
     raise IllegalTransitionError(f"cannot modify an event that is {b.saga.state.value}")
 

@@ -1,6 +1,8 @@
 """Planning job: when a scheduled event reaches start minus the dispatch lead, plan each pending
-facility (forecast, baseline, strategy, per-zone actions), move the saga to dispatching and log
-each facility's plan."""
+facility (forecast, baseline, strategy, per-zone actions) for the schedule's current interval,
+move the saga to dispatching and log each facility's plan. While the event runs, at each interval
+boundary or after a modification, plan the running facilities again (``replan``): the saga sends
+only the commands that differ (decision 0421)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import asyncio
 import json
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -16,17 +18,17 @@ import structlog
 from dr_coordinator.adapters import inputs, settlement_store
 from dr_coordinator.adapters.store import handle_in, with_retry
 from dr_coordinator.config import DrSettings
-from dr_coordinator.domain.commands import StartDispatch
+from dr_coordinator.domain.commands import ApplyPlans, StartDispatch
 from dr_coordinator.domain.interval_baselines import Baseline
 from dr_coordinator.domain.planner import (
+    FacilityInputs,
     FacilityPlan,
     ForecastInfo,
-    Strategy,
     choose_strategy,
-    facility_targets,
-    plan_facility,
+    plan_interval,
 )
 from dr_coordinator.domain.saga import Decision
+from dr_coordinator.domain.schedule import IntervalAsk, current_interval, randomized_offset_s, single_interval
 from dr_coordinator.entrypoints.baselines import BaselineJob
 from energy.observability import tracing
 
@@ -52,54 +54,98 @@ class PlanningJob:
         self.send = send
 
     async def dispatch(self, dr_event_id: uuid.UUID) -> None:
-        """Plan every pending facility, then, in one transaction, move the saga to dispatching
-        (StartDispatch), freeze each facility's interval baseline and log its plan: a crash can
-        never leave a dispatched facility without its baseline."""
-        plans, strategy, baselines_kw = await self.plan(dr_event_id)
+        """Plan every pending facility for the interval due, then, in one transaction, move the saga
+        to dispatching (StartDispatch), freeze each facility's interval baseline and log its plan: a
+        crash can never leave a dispatched facility without its baseline."""
+        now = self.clock()
+        ev = await inputs.event_row(self.pool, dr_event_id)
+        interval = interval_at(schedule_of(ev), now)
+        plans, strategy, baselines_kw = await self.plan(dr_event_id, interval, ("pending",))
+        not_before = {}
+        if ev["randomize_start_s"]:
+            dispatch_at = ev["start_at"] - timedelta(seconds=self.settings.dispatch_lead_s)
+            window = timedelta(seconds=ev["randomize_start_s"])
+            for fid in plans:
+                offset = randomized_offset_s(window, str(dr_event_id), fid)
+                not_before[fid] = dispatch_at + timedelta(seconds=offset)
         frozen = {fid: self.baselines.take(dr_event_id, fid) for fid in baselines_kw}
+        command = StartDispatch(plans, strategy, interval.index, not_before)
 
         async def once() -> Decision:
             async with self.pool.acquire() as conn, conn.transaction():
-                decision = await handle_in(conn, dr_event_id, StartDispatch(plans, strategy), self.clock())
-                if not decision.changed:
-                    return decision
-                now = self.clock()
-                for fid, (kw, method) in baselines_kw.items():
-                    await conn.execute(
-                        "UPDATE dr_event_facilities SET baseline_kw = $3 WHERE dr_event_id = $1 AND facility_id = $2",
-                        dr_event_id,
-                        fid,
-                        kw,
-                    )
-                    b = frozen.get(fid)
-                    if b is not None:
-                        await settlement_store.freeze_baseline(conn, dr_event_id, fid, b, now)
-                    await conn.execute(
-                        """INSERT INTO dr_event_log (dr_event_id, facility_id, entry_type, detail, trace_id)
-                           VALUES ($1, $2, 'plan', $3::jsonb, $4)""",
-                        dr_event_id,
-                        fid,
-                        json.dumps(_plan_detail(plans.get(fid), kw, method, b)),
-                        tracing.current_or_new().trace_id,
-                    )
+                decision = await handle_in(conn, dr_event_id, command, self.clock())
+                if decision.changed:
+                    await self._log_plans(conn, dr_event_id, plans, baselines_kw, interval, frozen)
                 return decision
 
         try:
             decision = await with_retry(once)
         finally:
             self.baselines.forget(dr_event_id)
-        for ev in decision.events:
-            log.info("dr_saga_event", saga_event=type(ev).__name__, **{k: str(v) for k, v in vars(ev).items()})
+        for saga_event in decision.events:
+            log.info(
+                "dr_saga_event",
+                saga_event=type(saga_event).__name__,
+                **{k: str(v) for k, v in vars(saga_event).items()},
+            )
+
+    async def replan(self, dr_event_id: uuid.UUID, reason: str) -> None:
+        """Plan the running facilities for the interval due now (or the modified asks)."""
+        ev = await inputs.event_row(self.pool, dr_event_id)
+        interval = interval_at(schedule_of(ev), self.clock())
+        try:
+            plans, _, _ = await self.plan(dr_event_id, interval, ("dispatching", "active"))
+        finally:
+            self.baselines.forget(dr_event_id)  # the baselines frozen at dispatch stay the settled ones
+        await self.send(dr_event_id, ApplyPlans(plans, interval.index, reason))
+        async with self.pool.acquire() as conn, conn.transaction():
+            await self._log_plans(conn, dr_event_id, plans, {}, interval, {})
+
+    async def _log_plans(
+        self,
+        conn: Any,
+        dr_event_id: uuid.UUID,
+        plans: dict[str, FacilityPlan],
+        baselines_kw: dict[str, tuple[float | None, str]],
+        interval: IntervalAsk,
+        frozen: dict[str, Baseline | None],
+    ) -> None:
+        now = self.clock()
+        for fid in sorted(set(plans) | set(baselines_kw)):
+            kw, method = baselines_kw.get(fid, (None, ""))
+            baseline = frozen.get(fid)
+            if fid in baselines_kw:
+                await conn.execute(
+                    "UPDATE dr_event_facilities SET baseline_kw = $3 WHERE dr_event_id = $1 AND facility_id = $2",
+                    dr_event_id,
+                    fid,
+                    kw,
+                )
+                if baseline is not None:
+                    await settlement_store.freeze_baseline(conn, dr_event_id, fid, baseline, now)
+            detail = _plan_detail(plans.get(fid), kw, method, baseline) | {"interval": interval.index}
+            await conn.execute(
+                """INSERT INTO dr_event_log (dr_event_id, facility_id, entry_type, detail, trace_id)
+                   VALUES ($1, $2, 'plan', $3::jsonb, $4)""",
+                dr_event_id,
+                fid,
+                json.dumps(detail),
+                tracing.current_or_new().trace_id,
+            )
 
     async def plan(
-        self, dr_event_id: uuid.UUID
+        self, dr_event_id: uuid.UUID, interval: IntervalAsk | None = None, states: tuple[str, ...] = ("pending",)
     ) -> tuple[dict[str, FacilityPlan], str, dict[str, tuple[float | None, str]]]:
         now = self.clock()
         ev = await inputs.event_row(self.pool, dr_event_id)
+        if interval is None:
+            interval = interval_at(schedule_of(ev), now)
         fac_ids = [
             r["facility_id"]
             for r in await self.pool.fetch(
-                "SELECT facility_id FROM dr_event_facilities WHERE dr_event_id = $1 AND state = 'pending'", dr_event_id
+                "SELECT facility_id FROM dr_event_facilities WHERE dr_event_id = $1 AND state = ANY($2::text[])",
+                dr_event_id,
+                list(states),
             )
         ]
         infos = await inputs.facility_infos(self.pool, fac_ids)
@@ -119,36 +165,49 @@ class PlanningJob:
                 return await gather_one(fid)
 
         gathered = await asyncio.gather(*(bounded(f) for f in fac_ids if f in infos))
-        expected: dict[str, float] = {}
-        strategies: dict[str, Strategy] = {}
+        facilities: dict[str, FacilityInputs] = {}
         baselines_kw: dict[str, tuple[float | None, str]] = {}
         for fid, fc, base_kw, method in gathered:
             info = infos[fid]
-            strategies[fid] = choose_strategy(fc, self.settings.forecast_policy, self.settings.forecast_max_age_s)
-            expected[fid] = fc.expected_kw or base_kw or info.peak_kw * DEFAULT_LOAD_FACTOR
-            baselines_kw[fid] = (base_kw, method)
-        targets = facility_targets(
-            expected,
-            shed_kw=ev["target_kw"],
-            import_limit_kw=ev["import_limit_kw"],
-            level=ev["level"],
-            level_fraction=self.settings.simple_level_fraction,
-        )
-        plans = {
-            fid: plan_facility(
-                fid,
-                infos[fid].zones,
-                target_kw=targets[fid],
-                expected_kw=expected[fid],
-                peak_kw=infos[fid].peak_kw,
-                strategy=strategies[fid],
-                fallback_fraction=self.settings.fallback_shed_fraction,
+            facilities[fid] = FacilityInputs(
+                tuple(info.zones),
+                fc.expected_kw or base_kw or info.peak_kw * DEFAULT_LOAD_FACTOR,
+                info.peak_kw,
+                choose_strategy(fc, self.settings.forecast_policy, self.settings.forecast_max_age_s),
             )
-            for fid in expected
-        }
-        used = sorted({s.value for s in strategies.values()})
+            baselines_kw[fid] = (base_kw, method)
+        plans = plan_interval(
+            interval,
+            facilities,
+            level_fraction=self.settings.simple_level_fraction,
+            fallback_fraction=self.settings.fallback_shed_fraction,
+        )
+        used = sorted({f.strategy.value for f in facilities.values()})
         strategy = used[0] if len(used) == 1 else "mixed:" + ",".join(used)
         return plans, strategy or "none", baselines_kw
+
+
+def schedule_of(ev: Any) -> list[IntervalAsk]:
+    """The event's schedule; events stored without one are a single window with the event's asks."""
+    raw = ev["intervals"]
+    if raw:
+        items = json.loads(raw) if isinstance(raw, str) else raw
+        return [IntervalAsk.from_json(i) for i in items]
+    return single_interval(
+        ev["start_at"], ev["end_at"], level=ev["level"], import_limit_kw=ev["import_limit_kw"], shed_kw=ev["target_kw"]
+    )
+
+
+def interval_at(schedule: list[IntervalAsk], now: datetime) -> IntervalAsk:
+    """The interval due at ``now``; in a gap between intervals (or past the last): shed nothing."""
+    current = current_interval(schedule, now)
+    if current is not None:
+        return current
+    return IntervalAsk(-1, now, now)
+
+
+def due_interval_index(ev: Any, now: datetime) -> int:
+    return interval_at(schedule_of(ev), now).index
 
 
 def _plan_detail(

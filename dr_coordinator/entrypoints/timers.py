@@ -24,7 +24,7 @@ from dr_coordinator.config import DrSettings
 from dr_coordinator.domain.commands import Schedule, StartRestore
 from dr_coordinator.domain.saga import IllegalTransitionError
 from dr_coordinator.entrypoints.baselines import DEFAULT_CELL_DEG, BaselineJob
-from dr_coordinator.entrypoints.planning import PlanningJob
+from dr_coordinator.entrypoints.planning import PlanningJob, due_interval_index
 from dr_coordinator.entrypoints.reconciliation import ReconciliationJob
 from dr_coordinator.entrypoints.settlement import SettlementJob
 from dr_coordinator.entrypoints.vtn_reporting import ReportPoster, VtnReportingJob
@@ -40,6 +40,16 @@ OPEN_STATES = ("received", "scheduled", "dispatching", "active")
 def _trace_of(trace_id: str | None) -> tracing.TraceContext | None:
     if trace_id and len(trace_id) == 32:
         return tracing.TraceContext(trace_id, uuid.uuid4().hex[:16])
+    return None
+
+
+def _replan_reason(row: Any, now: datetime) -> str | None:
+    """Why a running event needs new plans now: a modification, or the next interval is due."""
+    if row["replan_due"]:
+        return "event modified"
+    due = due_interval_index(row, now)
+    if due != row["interval_index"]:
+        return f"interval {due} due" if due >= 0 else "no interval due (gap in the schedule)"
     return None
 
 
@@ -72,7 +82,8 @@ class Timers:
         now = self.clock()
         lead = timedelta(seconds=self.settings.dispatch_lead_s)
         rows = await self.pool.fetch(
-            """SELECT dr_event_id, state, start_at, end_at, trace_id FROM dr_events
+            """SELECT dr_event_id, state, start_at, end_at, trace_id, intervals, level, import_limit_kw, target_kw,
+                      interval_index, replan_due FROM dr_events
                WHERE state = ANY($1::text[]) AND ($2::text[] IS NULL OR utility_id = ANY($2::text[]))
                ORDER BY priority DESC, start_at""",
             list(OPEN_STATES),
@@ -87,9 +98,12 @@ class Timers:
                 jobs.append(self._step(r, partial(self.planning.dispatch, eid)))
             elif state in ("dispatching", "active") and r["end_at"] <= now:
                 jobs.append(self._step(r, partial(self._message, eid, StartRestore())))
+            elif state in ("dispatching", "active") and (replan := _replan_reason(r, now)):
+                jobs.append(self._step(r, partial(self.planning.replan, eid, replan)))
             elif state == "active":
                 jobs.append(self._step(r, partial(self.reconciliation.watch_active, eid)))
         jobs.append(self.reporting.report_due())
+        jobs.append(self.reporting.report_not_applicable())
         await asyncio.gather(*jobs)
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -13,15 +13,26 @@ from typing import Any
 import structlog
 
 from dr_coordinator.adapters import inputs, measurement
+from dr_coordinator.adapters.vtn_registry import UTILITY_VTN_COLUMNS, VtnTarget
 from dr_coordinator.config import DrSettings
-from dr_coordinator.domain.report import FacilityResult, build_report
+from dr_coordinator.domain.report import (
+    IntervalReading,
+    ResourceResult,
+    build_interval_report,
+    build_not_applicable_report,
+    not_applicable_resources,
+    wanted_from_descriptors,
+)
 from dr_coordinator.metrics import REPORTS
 from energy.adapters.influx import InfluxClient
 from energy.observability import tracing
 
 log = structlog.get_logger("dr.vtn_reporting")
 
-ReportPoster = Callable[[str, dict[str, Any]], Awaitable[None]]
+# (utility's VTN, report, a previous attempt failed) -> None; raises when the VTN did not take it
+ReportPoster = Callable[[VtnTarget, dict[str, Any], bool], Awaitable[None]]
+# (event row, facility ids) -> per-facility interval readings (M&V)
+IntervalSource = Callable[[Any, list[str]], Awaitable[dict[str, list[IntervalReading]]]]
 StepRunner = Callable[[Any, Callable[[], Awaitable[object]]], Awaitable[None]]
 
 
@@ -35,6 +46,7 @@ class VtnReportingJob:
         post_report: ReportPoster | None,
         utility_ids: list[str] | None,
         step: StepRunner,
+        interval_source: IntervalSource | None = None,
     ) -> None:
         self.pool = pool
         self.settings = settings
@@ -43,13 +55,14 @@ class VtnReportingJob:
         self.post_report = post_report
         self.utility_ids = utility_ids
         self.step = step
+        self.interval_source = interval_source
 
     async def report_due(self) -> None:
         """Report every finished, unreported event whose back-off has elapsed."""
         if self.post_report is None:
             return
         rows = await self.pool.fetch(
-            """SELECT e.dr_event_id, e.trace_id, e.report_attempts, e.report_detail, u.vtn_base_url
+            f"""SELECT e.dr_event_id, e.trace_id, e.report_attempts, e.report_detail, {UTILITY_VTN_COLUMNS}
                FROM dr_events e JOIN utilities u USING (utility_id)
                WHERE e.reported_at IS NULL AND e.state IN ('completed', 'partially_failed', 'failed')
                  AND e.report_attempts < $1 AND u.vtn_base_url IS NOT NULL
@@ -62,9 +75,12 @@ class VtnReportingJob:
             last = (json.loads(r["report_detail"]) if r["report_detail"] else {}).get("last_attempt")
             if last and (now - datetime.fromisoformat(last)).total_seconds() < 2 ** r["report_attempts"]:
                 continue
-            await self.step(r, partial(self.report, r["dr_event_id"], r["vtn_base_url"]))
+            target = VtnTarget.from_row(r)
+            await self.step(r, partial(self.report, r["dr_event_id"], target, r["report_attempts"] > 0))
 
-    async def report(self, dr_event_id: uuid.UUID, vtn_base_url: str) -> dict[str, Any]:
+    async def report(self, dr_event_id: uuid.UUID, target: VtnTarget, after_failure: bool = False) -> dict[str, Any]:
+        """Build the event's report and hand it over; after a failed (possibly ambiguous) attempt the
+        sender looks for the report first and replaces it (PUT) instead of posting a second one."""
         assert self.post_report is not None
         ev = await inputs.event_row(self.pool, dr_event_id)
         facs = await self.pool.fetch(
@@ -72,34 +88,31 @@ class VtnReportingJob:
                WHERE dr_event_id = $1 ORDER BY facility_id""",
             dr_event_id,
         )
-        actual: dict[str, float | None] = {}
-        if self.influx is not None:
-            actual = await measurement.actual_many(
-                self.influx, [f["facility_id"] for f in facs], ev["start_at"], ev["end_at"]
-            )
-        results = [
-            FacilityResult(
-                f["facility_id"],
-                f["state"],
-                f["target_kw"],
-                f["baseline_kw"],
-                actual.get(f["facility_id"]),
-                ev["baseline_method"],
-            )
-            for f in facs
+        readings = await self.readings(ev, [f["facility_id"] for f in facs])
+        resources = [
+            ResourceResult(f["facility_id"], f["state"], tuple(readings.get(f["facility_id"], ()))) for f in facs
         ]
-        report = build_report(
-            program_id=ev["program_id"],
-            utility_event_id=ev["utility_event_id"],
+        source = ev["source_payload"]
+        source = json.loads(source) if isinstance(source, str) else dict(source or {})
+        event_obj: dict[str, Any] = source["object"] if isinstance(source.get("object"), dict) else source
+        event_id = ev["vtn_event_id"] or ev["utility_event_id"]  # the VTN's own id
+        report = build_interval_report(
+            version=target.version,
+            program_id=ev["program_id"] or "default",
+            event_id=event_id,
             client_name=ev["ven_name"],
-            state=ev["state"],
-            start=ev["start_at"],
-            end=ev["end_at"],
-            results=results,
+            report_name=f"dr-{event_id}",
+            resources=resources,
+            wanted=wanted_from_descriptors(event_obj.get("reportDescriptors")),
         )
+        targeting = ev["targeting"]
+        targeting = json.loads(targeting) if isinstance(targeting, str) else dict(targeting or {})
+        if targeting.get("unknown_targets"):  # targets that are not ours: said so, once per event
+            report["resources"].extend(not_applicable_resources(list(targeting["unknown_targets"]), ev["ven_name"]))
+        achieved = {f["facility_id"]: _achieved(readings.get(f["facility_id"], ())) for f in facs}
         now = self.clock()
         try:
-            await self.post_report(vtn_base_url, report)
+            await self.post_report(target, report, after_failure)
         except Exception as exc:
             REPORTS.labels("failed").inc()
             log.warning("dr_report_failed", error=f"{type(exc).__name__}: {exc}"[:300])
@@ -112,12 +125,12 @@ class VtnReportingJob:
             return report
         REPORTS.labels("ok").inc()
         async with self.pool.acquire() as conn, conn.transaction():
-            for res in results:
+            for fid, kw in achieved.items():
                 await conn.execute(
                     "UPDATE dr_event_facilities SET achieved_kw = $3 WHERE dr_event_id = $1 AND facility_id = $2",
                     dr_event_id,
-                    res.facility_id,
-                    res.achieved_kw,
+                    fid,
+                    kw,
                 )
             await conn.execute(
                 """UPDATE dr_events SET reported_at = $2, report_attempts = report_attempts + 1,
@@ -130,11 +143,94 @@ class VtnReportingJob:
                 """INSERT INTO dr_event_log (dr_event_id, entry_type, detail, trace_id)
                    VALUES ($1, 'reported', $2::jsonb, $3)""",
                 dr_event_id,
-                json.dumps({"facilities": len(results), "vtn": vtn_base_url}),
+                json.dumps({"facilities": len(resources), "vtn": target.base_url}),
                 tracing.current_or_new().trace_id,
             )
-        log.info("dr_report_posted", facilities=len(results))
+        log.info("dr_report_posted", facilities=len(resources))
         return report
+
+    async def report_not_applicable(self) -> None:
+        """Tell the VTN about events that target none of our enrolled facilities (decision 0412)."""
+        if self.post_report is None:
+            return
+        rows = await self.pool.fetch(
+            f"""SELECT i.event_key, i.detail, {UTILITY_VTN_COLUMNS}
+               FROM dr_event_intake i JOIN utilities u USING (utility_id)
+               WHERE i.outcome = 'not_applicable' AND i.reported_at IS NULL AND u.active
+                 AND u.vtn_base_url IS NOT NULL AND COALESCE((i.detail->>'report_attempts')::int, 0) < $1
+                 AND ($2::text[] IS NULL OR i.utility_id = ANY($2::text[]))""",
+            self.settings.report_max_attempts,
+            self.utility_ids,
+        )
+        for r in rows:
+            detail = json.loads(r["detail"]) if isinstance(r["detail"], str) else dict(r["detail"] or {})
+            target = VtnTarget.from_row(r)
+            report = build_not_applicable_report(
+                version=target.version,
+                program_id=str(detail.get("program_id") or "default"),
+                event_id=str(detail.get("vtn_event_id") or r["event_key"]),
+                client_name=target.ven_name,
+                unknown_targets=list(detail.get("unknown_targets") or []),
+            )
+            attempts = int(detail.get("report_attempts") or 0)
+            try:
+                await self.post_report(target, report, attempts > 0)
+            except Exception as exc:
+                REPORTS.labels("failed").inc()
+                log.warning("dr_not_applicable_report_failed", error=f"{type(exc).__name__}: {exc}"[:300])
+                await self.pool.execute(
+                    """UPDATE dr_event_intake SET detail = detail || jsonb_build_object('report_attempts', $3::int)
+                       WHERE utility_id = $1 AND event_key = $2""",
+                    target.utility_id,
+                    r["event_key"],
+                    attempts + 1,
+                )
+                continue
+            REPORTS.labels("ok").inc()
+            await self.pool.execute(
+                "UPDATE dr_event_intake SET reported_at = $3 WHERE utility_id = $1 AND event_key = $2",
+                target.utility_id,
+                r["event_key"],
+                self.clock(),
+            )
+            log.info("dr_not_applicable_reported", utility_id=target.utility_id, event_key=r["event_key"])
+
+    async def readings(self, ev: Any, facility_ids: list[str]) -> dict[str, list[IntervalReading]]:
+        """Per-interval values of each facility. Default: one interval over the whole event, measured
+        demand from InfluxDB and the stored baseline; M&V plugs finer intervals in via ``interval_source``."""
+        if self.interval_source is not None:
+            return await self.interval_source(ev, facility_ids)
+        actual: dict[str, float | None] = {}
+        if self.influx is not None:
+            actual = await measurement.actual_many(self.influx, facility_ids, ev["start_at"], ev["end_at"])
+        baselines = {
+            r["facility_id"]: r["baseline_kw"]
+            for r in await self.pool.fetch(
+                "SELECT facility_id, baseline_kw FROM dr_event_facilities WHERE dr_event_id = $1", ev["dr_event_id"]
+            )
+        }
+        hours = (ev["end_at"] - ev["start_at"]).total_seconds() / 3600.0
+        out: dict[str, list[IntervalReading]] = {}
+        for fid in facility_ids:
+            kw = actual.get(fid)
+            out[fid] = [
+                IntervalReading(
+                    ev["start_at"],
+                    ev["end_at"],
+                    usage_kwh=None if kw is None else kw * hours,
+                    demand_kw=kw,
+                    baseline_kw=baselines.get(fid),
+                )
+            ]
+        return out
+
+
+def _achieved(readings: Any) -> float | None:
+    """Average demand reduction over the readings that have both values."""
+    pairs = [(r.baseline_kw, r.demand_kw) for r in readings if r.baseline_kw is not None and r.demand_kw is not None]
+    if not pairs:
+        return None
+    return sum(b - d for b, d in pairs) / len(pairs)
 
 
 __all__ = ["ReportPoster", "VtnReportingJob"]

@@ -48,9 +48,15 @@ WITH due AS (
     WHERE (c.status IN ('pending', 'in_flight') OR (c.status = 'failed' AND c.action = 'restore'))
       AND c.not_before <= $1
       AND ($4::text[] IS NULL OR e.utility_id = ANY($4::text[]))
-      AND NOT (c.action = 'restore' AND EXISTS (
-          SELECT 1 FROM bms_commands d WHERE d.dr_event_id = c.dr_event_id AND d.facility_id = c.facility_id
-            AND d.zone_id = c.zone_id AND d.action <> 'restore' AND d.status = 'in_flight' AND d.not_before > $1))
+      AND NOT EXISTS (
+          -- One zone, one command at a time, oldest first, across events (decision 0421): not while an
+          -- older command of the zone is in flight under a live lease, or another event's is unsent.
+          SELECT 1 FROM bms_commands d WHERE d.facility_id = c.facility_id AND d.zone_id = c.zone_id
+            AND d.command_id <> c.command_id AND d.created_at < c.created_at
+            AND ((d.status = 'in_flight' AND d.not_before > $1)
+                 OR (d.status = 'pending' AND d.dr_event_id IS DISTINCT FROM c.dr_event_id
+                     AND EXISTS (SELECT 1 FROM dr_events de WHERE de.dr_event_id = d.dr_event_id
+                                   AND de.state IN ('dispatching', 'active', 'restoring')))))
     ORDER BY c.dispatch_order, c.not_before, c.created_at
     LIMIT $2 FOR UPDATE OF c SKIP LOCKED
 )
@@ -60,7 +66,7 @@ FROM due WHERE c.command_id = due.command_id
 RETURNING c.command_id, c.idempotency_key, c.dr_event_id, c.facility_id, c.zone_id, c.action, c.value, c.attempts,
           c.trace_id, (SELECT url FROM bms_endpoints b WHERE b.facility_id = c.facility_id AND b.active) AS url,
           EXISTS (SELECT 1 FROM bms_commands r WHERE r.dr_event_id = c.dr_event_id AND r.facility_id = c.facility_id
-                  AND r.zone_id = c.zone_id AND r.action = 'restore') AS restore_exists
+                  AND r.zone_id = c.zone_id AND r.action = 'restore' AND r.created_at > c.created_at) AS restore_exists
 """
 
 

@@ -7,13 +7,23 @@ Endpoints: ``programs``, ``events`` (GET/POST/PUT/DELETE), ``vens`` (POST regist
 subscription (:mod:`sim.utility.notifier`).
 
 Admin (no auth, for tests): ``POST /_admin/faults`` (notification faults), ``GET /_admin/faults``,
-``GET /_admin/deliveries``, ``POST /_admin/settings {verify_callbacks}``, ``POST /_admin/reset``.
+``GET /_admin/deliveries``, ``POST /_admin/settings {verify_callbacks}``, ``POST /_admin/reset``,
+``POST /_admin/restart`` (forget every object and restart the id counters, as a process restart
+of an in-memory VTN does).
+
+Versions (:mod:`sim.utility.spec`): ``lenient`` accepts either version's spelling (historical
+behaviour); ``3.0.1`` and ``3.1`` validate every body against that version's schemas, notify
+subscribers while the request waits (``POST /events`` answers 500 when a callback cannot be
+reached, the event being stored all the same), and serve the OAuth2 client-credentials token
+endpoint (``POST /auth/token``, ``GET /auth/server``). Rules and their spec sections:
+``docs/decisions/0410-strict-vtn-simulator.md``.
 """
 
 from __future__ import annotations
 
 import json
 import secrets
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import asdict, dataclass, field
@@ -38,6 +48,7 @@ from sim.utility.model import (
     VtnStore,
 )
 from sim.utility.notifier import Notifier
+from sim.utility.spec import BASE_PATHS, BODIES, ClientCredentialRequest, Version
 
 BASE_PATH = "/openadr3/3.1.0"
 MAX_BODY_BYTES = 1_000_000
@@ -51,6 +62,18 @@ class VtnState:
     tokens: frozenset[str]
     verify_callbacks: bool = False
     seeded_programs: dict[str, str] = field(default_factory=dict)  # id -> name, kept across resets
+    version: Version = "lenient"
+    oauth_clients: dict[str, str] = field(default_factory=dict)  # client_id -> client_secret
+    token_ttl_s: float = 3600.0
+    issued: dict[str, float] = field(default_factory=dict)  # access token -> expiry (monotonic)
+
+    @property
+    def strict(self) -> bool:
+        return self.version != "lenient"
+
+    @property
+    def base_path(self) -> str:
+        return BASE_PATHS[self.version]
 
 
 def _problem(status: int, title: str, detail: str) -> JSONResponse:
@@ -59,6 +82,38 @@ def _problem(status: int, title: str, detail: str) -> JSONResponse:
         status_code=status,
         media_type="application/problem+json",
     )
+
+
+async def _json_object(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if len(raw) > MAX_BODY_BYTES:
+        raise ApiProblem(413, "Payload Too Large", f"body larger than {MAX_BODY_BYTES} bytes")
+    try:
+        data = json.loads(raw or b"null")
+    except ValueError as exc:
+        raise ApiProblem(400, "Bad Request", f"body is not JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ApiProblem(400, "Bad Request", "body must be a JSON object")
+    return data
+
+
+def _reasons(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:10])
+
+
+async def _versioned_body(request: Request, state: VtnState, object_type: str, lenient: type[M]) -> BaseModel:
+    """The body validated against the version's schema (one of several for a oneOf)."""
+    if not state.strict:
+        return await _body(request, lenient)
+    data = await _json_object(request)
+    failures = []
+    for model in BODIES[state.version][object_type]:
+        try:
+            return model.model_validate(data)
+        except ValidationError as exc:
+            failures.append(f"{model.__name__}: {_reasons(exc)}")
+    detail = failures[0] if len(failures) == 1 else "valid under none of the schemas: " + " | ".join(failures)
+    raise ApiProblem(400, "Bad Request", f"OpenADR {state.version}: {detail}"[:2000])
 
 
 async def _body(request: Request, model: type[M]) -> M:
@@ -113,6 +168,7 @@ def build_app(state: VtnState) -> FastAPI:
     async def _api_problem(request: Request, exc: ApiProblem) -> JSONResponse:
         return _problem(exc.status, exc.title, exc.detail)
 
+    app.include_router(_auth_router(state))
     app.include_router(_api_router(state))
     app.include_router(_admin_router(state))
     return app
@@ -133,14 +189,36 @@ def _api_router(state: VtnState) -> APIRouter:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token:
             raise ApiProblem(401, "Unauthorized", "send Authorization: Bearer <token>")
-        if not any(secrets.compare_digest(token, t) for t in state.tokens):
-            raise ApiProblem(403, "Forbidden", "unknown bearer token")
+        if any(secrets.compare_digest(token, t) for t in state.tokens):
+            return
+        expiry = state.issued.get(token)
+        if expiry is not None:
+            if expiry > time.monotonic():
+                return
+            raise ApiProblem(401, "Unauthorized", "access token expired: ask /auth/token for a new one")
+        raise ApiProblem(403, "Forbidden", "unknown bearer token")
 
-    router = APIRouter(prefix=BASE_PATH, dependencies=[Depends(authorized)])
+    router = APIRouter(prefix=state.base_path, dependencies=[Depends(authorized)])
     store, notifier = state.store, state.notifier
 
     def publish(change: Change) -> dict[str, Any]:
         notifier.notify(change, store.subscribers(change))
+        return change.obj
+
+    async def publish_event(change: Change) -> dict[str, Any]:
+        """Strict versions notify while the request waits: an unreachable callback is a 500,
+        though the change is kept (the reference VTN behaves so)."""
+        if not state.strict:
+            return publish(change)
+        deliveries = await notifier.deliver_now(change, store.subscribers(change))
+        failed = [d for d in deliveries if d.outcome == "failed"]
+        if failed:
+            raise ApiProblem(
+                500,
+                "Internal Server Error",
+                f"{change.object_type.lower()} {change.obj.get('id')} stored, but notifying "
+                f"{failed[0].callback_url} failed: {failed[0].error}",
+            )
         return change.obj
 
     @router.get("/programs")
@@ -149,7 +227,7 @@ def _api_router(state: VtnState) -> APIRouter:
 
     @router.post("/programs", status_code=201)
     async def create_program(request: Request) -> dict[str, Any]:
-        return publish(store.create_program(await _body(request, ProgramIn)))
+        return publish(store.create_program(await _versioned_body(request, state, "PROGRAM", ProgramIn)))
 
     @router.get("/programs/{program_id}")
     async def get_program(program_id: str) -> dict[str, Any]:
@@ -165,7 +243,7 @@ def _api_router(state: VtnState) -> APIRouter:
 
     @router.post("/events", status_code=201)
     async def create_event(request: Request) -> dict[str, Any]:
-        return publish(store.create_event(await _body(request, EventIn)))
+        return await publish_event(store.create_event(await _versioned_body(request, state, "EVENT", EventIn)))
 
     @router.get("/events/{event_id}")
     async def get_event(event_id: str) -> dict[str, Any]:
@@ -173,11 +251,12 @@ def _api_router(state: VtnState) -> APIRouter:
 
     @router.put("/events/{event_id}")
     async def update_event(event_id: str, request: Request) -> dict[str, Any]:
-        return publish(store.update_event(event_id, await _body(request, EventIn)))
+        body = await _versioned_body(request, state, "EVENT", EventIn)
+        return await publish_event(store.update_event(event_id, body))
 
     @router.delete("/events/{event_id}")
     async def delete_event(event_id: str) -> dict[str, Any]:
-        return publish(store.delete("EVENT", event_id))
+        return await publish_event(store.delete("EVENT", event_id))
 
     @router.get("/vens")
     async def search_vens(venName: str | None = None, skip: int = 0, limit: int = 50) -> list[dict[str, Any]]:
@@ -185,7 +264,7 @@ def _api_router(state: VtnState) -> APIRouter:
 
     @router.post("/vens", status_code=201)
     async def create_ven(request: Request) -> dict[str, Any]:
-        return publish(store.create_ven(await _body(request, VenIn)))
+        return publish(store.create_ven(await _versioned_body(request, state, "VEN", VenIn)))
 
     @router.get("/vens/{ven_id}")
     async def get_ven(ven_id: str) -> dict[str, Any]:
@@ -202,9 +281,9 @@ def _api_router(state: VtnState) -> APIRouter:
 
     @router.post("/subscriptions", status_code=201)
     async def create_subscription(request: Request) -> dict[str, Any]:
-        body = await _body(request, SubscriptionIn)
+        body = await _versioned_body(request, state, "SUBSCRIPTION", SubscriptionIn)
         if state.verify_callbacks:
-            for op in body.objectOperations:
+            for op in getattr(body, "objectOperations", []):
                 await _verify_callback(op.callbackUrl)
         return publish(store.create_subscription(body))
 
@@ -228,11 +307,57 @@ def _api_router(state: VtnState) -> APIRouter:
 
     @router.post("/reports", status_code=201)
     async def create_report(request: Request) -> dict[str, Any]:
-        return publish(store.create_report(await _body(request, ReportIn)))
+        return publish(store.create_report(await _versioned_body(request, state, "REPORT", ReportIn)))
 
     @router.get("/reports/{report_id}")
     async def get_report(report_id: str) -> dict[str, Any]:
         return store.get("REPORT", report_id)
+
+    @router.put("/reports/{report_id}")
+    async def update_report(report_id: str, request: Request) -> dict[str, Any]:
+        body = await _versioned_body(request, state, "REPORT", ReportIn)
+        return publish(store.update_report(report_id, body))
+
+    return router
+
+
+def _auth_router(state: VtnState) -> APIRouter:
+    """OAuth2 client credentials (RFC 6749 section 4.4), as both versions define ``/auth/token``."""
+    router = APIRouter(prefix=state.base_path + "/auth")
+
+    def auth_error(status: int, error: str, description: str) -> JSONResponse:
+        return JSONResponse({"error": error, "error_description": description}, status_code=status)
+
+    @router.get("/server")
+    async def server(request: Request) -> dict[str, str]:
+        return {"tokenURL": str(request.url_for("oauth_token"))}
+
+    @router.post("/token", name="oauth_token")
+    async def token(request: Request) -> JSONResponse:
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        raw = await request.body()
+        if len(raw) > 16_384:
+            return auth_error(400, "invalid_request", "body too large")
+        if content_type != "application/x-www-form-urlencoded":
+            return auth_error(400, "invalid_request", "send application/x-www-form-urlencoded (RFC 6749 4.4.2)")
+        from urllib.parse import parse_qs
+
+        form = {k: v[0] for k, v in parse_qs(raw.decode(errors="replace")).items()}
+        if form.get("grant_type") not in (None, "client_credentials"):
+            return auth_error(400, "unsupported_grant_type", "only client_credentials is supported")
+        try:
+            creds = ClientCredentialRequest.model_validate(form)
+        except ValidationError as exc:
+            return auth_error(400, "invalid_request", _reasons(exc))
+        secret = state.oauth_clients.get(creds.client_id)
+        if secret is None or not secrets.compare_digest(secret, creds.client_secret):
+            return auth_error(401, "invalid_client", "unknown client or wrong secret")
+        access = secrets.token_urlsafe(24)
+        state.issued[access] = time.monotonic() + state.token_ttl_s
+        return JSONResponse(
+            {"access_token": access, "token_type": "Bearer", "expires_in": int(state.token_ttl_s)},
+            headers={"Cache-Control": "no-store"},
+        )
 
     return router
 
@@ -250,6 +375,8 @@ def _admin_router(state: VtnState) -> APIRouter:
             body = json.loads(await request.body() or b"{}")
             if not isinstance(body, dict):
                 raise ValueError("body must be a JSON object")
+            if "operation_style" not in body:  # the version's own spelling unless a test asks otherwise
+                body = {**body, "operation_style": state.notifier.default_faults.operation_style}
             state.notifier.faults = NotifyFaults.parse(body)
         except ValueError as exc:
             return _problem(400, "Bad Request", str(exc)[:1000])
@@ -281,5 +408,23 @@ def _admin_router(state: VtnState) -> APIRouter:
             store.seed_program(program_id, name)
         state.notifier.reset()
         return {"reset": True}
+
+    @router.post("/restart")
+    async def restart() -> dict[str, Any]:
+        state.store.restart()
+        state.issued.clear()
+        for program_id, name in state.seeded_programs.items():
+            state.store.seed_program(program_id, name)
+        state.notifier.reset()
+        return {"restarted": True}
+
+    @router.post("/settings/token_ttl_s")
+    async def set_token_ttl(request: Request) -> JSONResponse:
+        body = json.loads(await request.body() or b"{}")
+        ttl = body.get("token_ttl_s") if isinstance(body, dict) else None
+        if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 < ttl <= 86_400:
+            return _problem(400, "Bad Request", "token_ttl_s must be a number in (0, 86400]")
+        state.token_ttl_s = float(ttl)
+        return JSONResponse({"token_ttl_s": state.token_ttl_s})
 
     return router

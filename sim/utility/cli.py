@@ -26,6 +26,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sign", action="store_true", help="HMAC-sign notifications with seed.utility_hmac_secret")
     parser.add_argument("--notify-attempts", type=int, default=3, help="attempts per notification (transient errors)")
     parser.add_argument("--seed", type=int, default=None, help="seed of the fault-injection random generator")
+    parser.add_argument(
+        "--openadr-version",
+        choices=["lenient", "3.0.1", "3.1"],
+        default="lenient",
+        help="3.0.1 or 3.1: validate every body against that version's schemas, notify while the request waits "
+        "(500 when a callback is down), echo-check callbacks, name operations as the version does; "
+        "lenient (default): accept either spelling",
+    )
+    parser.add_argument(
+        "--sequential-ids", action="store_true", help="ids '0', '1', ... per object type, restarting with the process"
+    )
+    parser.add_argument(
+        "--oauth-client",
+        action="append",
+        default=[],
+        metavar="ID:SECRET",
+        help="an OAuth2 client the token endpoint accepts (repeatable)",
+    )
+    parser.add_argument("--token-ttl-s", type=float, default=3600.0, help="lifetime of issued access tokens")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     from energy.observability.logging import configure_logging
     from energy.settings import get_settings
     from sim.utility.app import VtnState, build_app
-    from sim.utility.model import ObjectOperation, SubscriptionIn, VtnStore
+    from sim.utility.model import NotifyFaults, ObjectOperation, SubscriptionIn, VtnStore
     from sim.utility.notifier import Notifier
 
     settings = get_settings()
@@ -51,14 +70,35 @@ def run(args: argparse.Namespace) -> int:
     tokens = frozenset(args.token or (seed_token, settings.dr.vtn_token.get_secret_value()))
     if not 1 <= args.notify_attempts <= 10:
         raise SystemExit("energy sim utility: --notify-attempts must be in [1, 10]")
-    store = VtnStore(clock=lambda: datetime.now(UTC))
+    if not 1 <= args.token_ttl_s <= 86_400:
+        raise SystemExit("energy sim utility: --token-ttl-s must be in [1, 86400]")
+    oauth_clients = {}
+    for pair in args.oauth_client:
+        client_id, sep, secret = pair.partition(":")
+        if not sep or not client_id or not secret:
+            raise SystemExit("energy sim utility: --oauth-client must be ID:SECRET")
+        oauth_clients[client_id] = secret
+    version = args.openadr_version
+    strict = version != "lenient"
+    store = VtnStore(clock=lambda: datetime.now(UTC), sequential_ids=args.sequential_ids)
     store.seed_program(args.program_id, args.program_id)
     notifier = Notifier(
         attempts=args.notify_attempts,
         hmac_secret=settings.seed.utility_hmac_secret.get_secret_value() if args.sign else None,
         rng=random.Random(args.seed),
+        default_faults=NotifyFaults(operation_style="crud" if version == "3.1" else "http"),
+        expect_200=strict,
     )
-    state = VtnState(store, notifier, tokens, args.verify_callbacks, {args.program_id: args.program_id})
+    state = VtnState(
+        store,
+        notifier,
+        tokens,
+        args.verify_callbacks or strict,
+        {args.program_id: args.program_id},
+        version=version,
+        oauth_clients=oauth_clients,
+        token_ttl_s=args.token_ttl_s,
+    )
     callback_url = args.callback_url
     if callback_url is None and args.port is None:
         ep = settings.endpoints
@@ -68,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     if callback_url and callback_url != "none":
         operation = ObjectOperation(
             objects=["EVENT"],
-            operations=["POST", "PUT", "DELETE"],
+            operations=["CREATE", "UPDATE", "DELETE"] if version == "3.1" else ["POST", "PUT", "DELETE"],
             callbackUrl=callback_url,
             bearerToken=seed_token,
         )
@@ -80,7 +120,11 @@ def run(args: argparse.Namespace) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         log.info(
-            "utility_sim_started", port=port, base_url=f"http://127.0.0.1:{port}/openadr3/3.1.0", callback=callback_url
+            "utility_sim_started",
+            port=port,
+            base_url=f"http://127.0.0.1:{port}{state.base_path}",
+            version=version,
+            callback=callback_url,
         )
         await serve_app(build_app(state), settings.stack.bind_host, port, stop)
 

@@ -130,6 +130,10 @@ class Subscriber:
     bearer_token: str | None
 
 
+def _field(body: BaseModel, name: str) -> Any:
+    return getattr(body, name, None)
+
+
 def _iso(t: datetime) -> str:
     return t.isoformat().replace("+00:00", "Z")
 
@@ -144,12 +148,29 @@ class VtnStore:
     vens: dict[str, dict[str, Any]] = field(default_factory=dict)
     subscriptions: dict[str, dict[str, Any]] = field(default_factory=dict)
     reports: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Sequential ids per object type from "0", as the reference VTN assigns them: they restart with
+    # the process (and on reset), so a receiver that deduplicates by id alone drops new objects.
+    sequential_ids: bool = False
+    _counters: dict[str, int] = field(default_factory=dict)
+
+    def next_id(self, object_type: str, prefix: str) -> str:
+        if not self.sequential_ids:
+            return f"{prefix}-{uuid.uuid4().hex[:16]}"  # unique across restarts
+        n = self._counters.get(object_type, 0)
+        self._counters[object_type] = n + 1
+        return str(n)
+
+    def restart(self) -> None:
+        """What a process restart of an in-memory VTN loses: every object and the id counters."""
+        for collection in (self.events, self.vens, self.subscriptions, self.reports, self.programs):
+            collection.clear()
+        self._counters.clear()
 
     def _new(self, object_type: str, body: BaseModel, prefix: str) -> dict[str, Any]:
         now = _iso(self.clock())
         obj = body.model_dump(mode="json", exclude_none=False)
         obj.update(
-            id=f"{prefix}-{uuid.uuid4().hex[:16]}",  # unique across restarts: receivers deduplicate by id
+            id=self.next_id(object_type, prefix),
             createdDateTime=now,
             modificationDateTime=now,
             objectType=object_type,
@@ -183,22 +204,23 @@ class VtnStore:
         self.programs[program_id] = obj
         return obj
 
-    def create_program(self, body: ProgramIn) -> Change:
-        if any(p["programName"] == body.programName for p in self.programs.values()):
-            raise ApiProblem(409, "Conflict", f"a program named {body.programName!r} exists")
+    def create_program(self, body: BaseModel) -> Change:
+        name = _field(body, "programName")
+        if any(p["programName"] == name for p in self.programs.values()):
+            raise ApiProblem(409, "Conflict", f"a program named {name!r} exists")
         obj = self._new("PROGRAM", body, "program")
         self.programs[obj["id"]] = obj
         return Change("PROGRAM", "CREATE", obj)
 
-    def create_event(self, body: EventIn) -> Change:
-        self.get("PROGRAM", body.programID)
+    def create_event(self, body: BaseModel) -> Change:
+        self.get("PROGRAM", _field(body, "programID"))
         obj = self._new("EVENT", body, "event")
         self.events[obj["id"]] = obj
         return Change("EVENT", "CREATE", obj)
 
-    def update_event(self, event_id: str, body: EventIn) -> Change:
+    def update_event(self, event_id: str, body: BaseModel) -> Change:
         old = self.get("EVENT", event_id)
-        self.get("PROGRAM", body.programID)
+        self.get("PROGRAM", _field(body, "programID"))
         obj = body.model_dump(mode="json")
         obj.update(
             id=event_id,
@@ -214,24 +236,37 @@ class VtnStore:
         del self._collection(object_type)[object_id]
         return Change(object_type, "DELETE", obj)
 
-    def create_ven(self, body: VenIn) -> Change:
-        if any(v["venName"] == body.venName for v in self.vens.values()):
-            raise ApiProblem(409, "Conflict", f"a VEN named {body.venName!r} exists")
+    def create_ven(self, body: BaseModel) -> Change:
+        name = _field(body, "venName")
+        if any(v["venName"] == name for v in self.vens.values()):
+            raise ApiProblem(409, "Conflict", f"a VEN named {name!r} exists")
         obj = self._new("VEN", body, "ven")
         self.vens[obj["id"]] = obj
         return Change("VEN", "CREATE", obj)
 
-    def create_subscription(self, body: SubscriptionIn) -> Change:
-        if body.programID is not None:
-            self.get("PROGRAM", body.programID)
+    def create_subscription(self, body: BaseModel) -> Change:
+        if _field(body, "programID") is not None:
+            self.get("PROGRAM", _field(body, "programID"))
         obj = self._new("SUBSCRIPTION", body, "subscription")
         self.subscriptions[obj["id"]] = obj
         return Change("SUBSCRIPTION", "CREATE", obj)
 
-    def create_report(self, body: ReportIn) -> Change:
+    def create_report(self, body: BaseModel) -> Change:
         obj = self._new("REPORT", body, "report")
         self.reports[obj["id"]] = obj
         return Change("REPORT", "CREATE", obj)
+
+    def update_report(self, report_id: str, body: BaseModel) -> Change:
+        old = self.get("REPORT", report_id)
+        obj = body.model_dump(mode="json")
+        obj.update(
+            id=report_id,
+            createdDateTime=old["createdDateTime"],
+            modificationDateTime=_iso(self.clock()),
+            objectType="REPORT",
+        )
+        self.reports[report_id] = obj
+        return Change("REPORT", "UPDATE", obj)
 
     def search(self, object_type: str, skip: int = 0, limit: int = 50, **filters: str | None) -> list[dict[str, Any]]:
         if skip < 0 or not 0 <= limit <= 50:

@@ -37,7 +37,7 @@ class Delivery:
     operation: str
     object_id: str
     copy: int = 1  # 2 for an injected duplicate
-    outcome: str = "queued"  # queued | delivered | rejected | failed | dropped
+    outcome: str = "queued"  # queued | delivered | not_200 | rejected | failed | dropped
     attempts: int = 0
     status_code: int | None = None
     error: str | None = None
@@ -70,8 +70,12 @@ class Notifier:
         workers: int = 1,
         hmac_secret: str | None = None,
         rng: random.Random | None = None,
+        default_faults: NotifyFaults | None = None,
+        expect_200: bool = False,
     ) -> None:
-        self.faults = NotifyFaults()
+        self.default_faults = default_faults or NotifyFaults()
+        self.faults = self.default_faults
+        self.expect_200 = expect_200
         self.deliveries: list[Delivery] = []
         self._retry = RetryPolicy(attempts=attempts, base_delay_s=0.1, max_delay_s=1.0)
         self._timeout_s = timeout_s
@@ -101,7 +105,7 @@ class Notifier:
     def reset(self) -> None:
         self.deliveries.clear()
         self._held.clear()
-        self.faults = NotifyFaults()
+        self.faults = self.default_faults
 
     def notify(self, change: Change, subscribers: list[Subscriber]) -> None:
         faults = self.faults
@@ -128,6 +132,44 @@ class Notifier:
                     self._hold(job)
                 else:
                     self._enqueue([job])
+
+    async def deliver_now(self, change: Change, subscribers: list[Subscriber]) -> list[Delivery]:
+        """Deliver once to each subscriber while the request that caused the change waits, as the
+        reference VTN does; drop/duplicate/reorder faults do not apply. Returns the deliveries."""
+        assert self._http is not None
+        faults = self.faults
+        body = notification(change, faults.operation_style)
+        out = []
+        for sub in subscribers:
+            delivery = Delivery(
+                seq=next(self._seq),
+                subscription_id=sub.subscription_id,
+                callback_url=sub.callback_url,
+                object_type=change.object_type,
+                operation=body["operation"],
+                object_id=str(change.obj.get("id")),
+            )
+            self.deliveries.append(delivery)
+            job = _Job(delivery, sub, body, faults)
+            content = encode_notification(body, faults)
+            delivery.attempts = 1
+            try:
+                resp = await self._http.post(sub.callback_url, content=content, headers=self._headers(job, content))
+            except httpx.HTTPError as exc:
+                delivery.outcome, delivery.error = "failed", f"{type(exc).__name__}: {exc}"[:300]
+            else:
+                delivery.status_code = resp.status_code
+                delivery.outcome = self._outcome(resp.status_code)
+            log.info("vtn_notification", **{k: v for k, v in asdict(delivery).items() if k != "queued_at"})
+            out.append(delivery)
+        return out
+
+    def _outcome(self, status: int) -> str:
+        if status == 200 or (200 <= status < 300 and not self.expect_200):
+            return "delivered"
+        if 200 <= status < 300:
+            return "not_200"  # the specification answers a notification with 200; a VTN logs anything else
+        return "rejected" if status < 500 else "failed"
 
     def _enqueue(self, jobs: list[_Job]) -> None:
         try:
@@ -216,5 +258,5 @@ class Notifier:
         except (_Transient, TimeoutError) as exc:
             delivery.outcome, delivery.error = "failed", str(exc) or type(exc).__name__
         else:
-            delivery.outcome, delivery.error = "delivered", None
+            delivery.outcome, delivery.error = self._outcome(delivery.status_code or 200), None
         log.info("vtn_notification", **{k: v for k, v in asdict(delivery).items() if k != "queued_at"})

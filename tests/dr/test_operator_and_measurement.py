@@ -213,15 +213,17 @@ async def api_key(pool: Any, tenant_id: str, role: str, facilities: list[str]) -
 async def test_operator_sees_timeline_opts_a_facility_out_and_cancels_others_are_refused(
     settings: Settings, pg_pool: Any, uid: str
 ) -> None:
+    """fac-001/003 belong to tenant-a, fac-002 to tenant-b (the seeded fleet alternates tenants)."""
     u = await make_utility(pg_pool, uid, f"t-{uid}")
     start = utcnow() + timedelta(hours=3)
     eid = await new_event(pg_pool, u, ["fac-001", "fac-003", "fac-002"], start, start + timedelta(minutes=30))
     operator = await api_key(pg_pool, "tenant-a", "operator", ["fac-001", "fac-003"])
     analyst = await api_key(pg_pool, "tenant-a", "analyst", ["fac-001", "fac-003"])
     other_tenant = await api_key(pg_pool, "tenant-b", "operator", ["fac-002"])
+    platform = await api_key(pg_pool, "tenant-a", "platform_admin", [])
     only_b = await new_event(pg_pool, u, ["fac-004"], start, start + timedelta(minutes=30))
     async with api_server(dr_settings(settings)) as base, httpx.AsyncClient(base_url=base, timeout=10) as client:
-        op = {"X-Api-Key": operator}
+        op, op_b, admin_ = {"X-Api-Key": operator}, {"X-Api-Key": other_tenant}, {"X-Api-Key": platform}
         assert (
             await client.get(f"/api/dr/operator/events/{eid}/timeline", headers={"X-Api-Key": analyst})
         ).status_code == 403
@@ -229,17 +231,29 @@ async def test_operator_sees_timeline_opts_a_facility_out_and_cancels_others_are
             await client.post(f"/api/dr/operator/events/{eid}/cancel", headers={"X-Api-Key": analyst})
         ).status_code == 403
         assert (await client.get(f"/api/dr/operator/events/{only_b}/timeline", headers=op)).status_code == 404
+        # The shared event: each tenant's operator sees only its own facilities.
+        mine = (await client.get(f"/api/dr/operator/events/{eid}/timeline", headers=op)).json()
+        assert [f["facility_id"] for f in mine["facilities"]] == ["fac-001", "fac-003"]
+        received = next(e for e in mine["entries"] if e["entry_type"] == "received")
+        assert sorted(received["detail"]["facilities"]) == ["fac-001", "fac-003"]
+        theirs = (await client.get(f"/api/dr/operator/events/{eid}/timeline", headers=op_b)).json()
+        assert [f["facility_id"] for f in theirs["facilities"]] == ["fac-002"]
         out = await client.post(f"/api/dr/operator/events/{eid}/facilities/fac-003/opt-out", headers=op)
         assert out.status_code == 200, out.text
-        foreign = await client.post(f"/api/dr/operator/events/{eid}/facilities/fac-002/opt-out", headers=op)
-        assert foreign.status_code == 404
+        for action in ("opt-out", "release-hold"):
+            foreign = await client.post(f"/api/dr/operator/events/{eid}/facilities/fac-002/{action}", headers=op)
+            assert foreign.status_code == 404, (action, foreign.text)
         again = await client.post(f"/api/dr/operator/events/{eid}/facilities/fac-003/opt-out", headers=op)
         assert again.status_code == 409
-        cancel = await client.post(f"/api/dr/operator/events/{eid}/cancel", headers=op)
-        assert cancel.status_code == 200 and cancel.json()["state"] == "cancelled"
-        assert (await client.post(f"/api/dr/operator/events/{eid}/cancel", headers=op)).status_code == 409
-        tl = (await client.get(f"/api/dr/operator/events/{eid}/timeline", headers=op)).json()
-        _ = other_tenant
+        # Neither tenant's operator may cancel the whole (shared) event; the platform role may.
+        for headers in (op, op_b):
+            refused = await client.post(f"/api/dr/operator/events/{eid}/cancel", headers=headers)
+            assert refused.status_code == 403, refused.text
+        assert (await pg_pool.fetchval("SELECT state FROM dr_events WHERE dr_event_id = $1", eid)) == "received"
+        cancel = await client.post(f"/api/dr/operator/events/{eid}/cancel", headers=admin_)
+        assert cancel.status_code == 200 and cancel.json()["state"] == "cancelled", cancel.text
+        assert (await client.post(f"/api/dr/operator/events/{eid}/cancel", headers=admin_)).status_code == 409
+        tl = (await client.get(f"/api/dr/operator/events/{eid}/timeline", headers=admin_)).json()
     states = {f["facility_id"]: f["state"] for f in tl["facilities"]}
     assert states == {"fac-001": "cancelled", "fac-002": "cancelled", "fac-003": "opted_out"}
     kinds = [e["entry_type"] for e in tl["entries"]]

@@ -200,7 +200,10 @@ async def test_event_over_20_facilities_runs_from_vtn_webhook_to_report(
         assert set(resources) == set(FLEET)
         payloads = {p["type"]: p["values"][0] for p in resources["fac-001"]["intervals"][0]["payloads"]}
         assert payloads["BASELINE"] == pytest.approx(BASELINE_KW) and payloads["DEMAND"] == pytest.approx(DURING_KW)
-        assert payloads["STATUS"] == "restored" and payloads["DELTA_USAGE"] > 0 and "USAGE" in payloads
+        assert payloads["OPERATING_STATE"] == "NORMAL" and payloads["USAGE"] > 0
+        kinds = {d["payloadType"] for d in mine[0]["payloadDescriptors"]}
+        assert kinds == {"OPERATING_STATE", "USAGE", "DEMAND", "BASELINE"}
+        assert all(d["objectType"] == "REPORT_PAYLOAD_DESCRIPTOR" for d in mine[0]["payloadDescriptors"])
 
 
 def api_server_on(s: Settings, port: int) -> Any:
@@ -233,7 +236,8 @@ async def _api_on(s: Settings, port: int) -> AsyncIterator[str]:
 async def wait_for_event(pool: Any, utility_id: str, utility_event_id: str, timeout_s: float = 15) -> Any:
     async def find() -> Any:
         return await pool.fetchval(
-            "SELECT dr_event_id FROM dr_events WHERE utility_id = $1 AND utility_event_id = $2",
+            """SELECT dr_event_id FROM dr_events
+               WHERE utility_id = $1 AND (utility_event_id = $2 OR vtn_event_id = $2)""",
             utility_id,
             utility_event_id,
         )

@@ -185,7 +185,7 @@ async def test_openadr_notification_liberal_forms_are_accepted_and_say_utc(api, 
         content=as_string,
         headers={**utility.auth, "Content-Type": "application/json"},
     )
-    assert resp.status_code == 202, resp.text
+    assert resp.status_code == 200, resp.text
     body = resp.json()
     assert "timestamp without UTC offset read as UTC" in body["notes"]
     assert body["start"].startswith(naive_start.isoformat())
@@ -199,7 +199,7 @@ async def test_openadr_put_modifies_and_delete_cancels(api, utility, pg_pool) ->
     start = soon(600)
     create = {"objectType": "EVENT", "operation": "POST", "object": oadr_event("oadr-2", start)}
     r1 = await api.post(url(utility, "/openadr3/notifications"), json=create, headers=utility.auth)
-    assert r1.status_code == 202
+    assert r1.status_code == 200
     modify = {"objectType": "EVENT", "operation": "UPDATE", "object": oadr_event("oadr-2", start, "PT45M")}
     r2 = await api.post(url(utility, "/openadr3/notifications"), json=modify, headers=utility.auth)
     assert r2.status_code == 200 and "modified" in r2.json()["notes"]
@@ -213,7 +213,8 @@ async def test_openadr_put_modifies_and_delete_cancels(api, utility, pg_pool) ->
 
 async def test_openadr_event_without_actionable_payload_is_422(api, utility) -> None:
     event = oadr_event("oadr-3", soon(300))
-    event["intervals"] = [{"id": 0, "payloads": [{"type": "PRICE", "values": [0.3]}]}]
+    # PRICE is acted on (price-responsive levels, decision 0421); GHG intensity is not.
+    event["intervals"] = [{"id": 0, "payloads": [{"type": "GHG", "values": [420.0]}]}]
     resp = await api.post(
         url(utility, "/openadr3/notifications"),
         json={"objectType": "EVENT", "operation": "POST", "object": event},

@@ -1,0 +1,70 @@
+"""Utility onboarding for platform administrators (``platform_admin`` role): a utility's VTN,
+OpenADR version, VEN credentials, webhook credentials, programs and enrollments. Same functions
+as ``energy utility``; secrets are accepted, never returned; every change is audited."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Request
+
+from api.auth import Principal, require_role
+from api.errors import COMMON_RESPONSES, ApiError, ErrorBody
+from dr_coordinator.adapters import onboarding
+from schemas.utilities import EnrollmentIn, ProgramIn, RotateIn, TokenRotated, UtilityIn, UtilityOut
+
+router = APIRouter(prefix="/api/admin/utilities", tags=["utility onboarding"], responses=COMMON_RESPONSES)
+Admin = Annotated[Principal, Depends(require_role("platform_admin"))]
+UtilityId = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")]
+
+
+def _actor(p: Principal) -> str:
+    return f"{p.kind}:{p.principal_id}"
+
+
+async def _call(request: Request, fn: Any, *args: Any) -> Any:
+    async with request.app.state.pool.acquire() as conn:
+        try:
+            return await fn(conn, *args)
+        except onboarding.OnboardingError as exc:
+            raise ApiError(exc.status, exc.code, exc.message) from None
+
+
+@router.get("", response_model=list[UtilityOut])
+async def list_utilities(request: Request, admin: Admin) -> Any:
+    return await _call(request, onboarding.list_utilities)
+
+
+@router.post(
+    "",
+    response_model=UtilityOut,
+    status_code=201,
+    responses={409: {"model": ErrorBody, "description": "A utility with this id exists"}},
+)
+async def add_utility(request: Request, body: UtilityIn, admin: Admin) -> Any:
+    return await _call(request, onboarding.add_utility, body, _actor(admin))
+
+
+@router.get("/{utility_id}", response_model=UtilityOut)
+async def show_utility(request: Request, utility_id: UtilityId, admin: Admin) -> Any:
+    return await _call(request, onboarding.show_utility, utility_id)
+
+
+@router.put("/{utility_id}/programs", response_model=UtilityOut)
+async def set_program(request: Request, utility_id: UtilityId, body: ProgramIn, admin: Admin) -> Any:
+    return await _call(request, onboarding.add_program, utility_id, body, _actor(admin))
+
+
+@router.post("/{utility_id}/enrollments", response_model=UtilityOut)
+async def enroll(request: Request, utility_id: UtilityId, body: EnrollmentIn, admin: Admin) -> Any:
+    return await _call(request, onboarding.enroll, utility_id, body, _actor(admin))
+
+
+@router.post("/{utility_id}/webhook-token", response_model=TokenRotated)
+async def rotate_token(request: Request, utility_id: UtilityId, body: RotateIn, admin: Admin) -> Any:
+    return await _call(request, onboarding.rotate_webhook_token, utility_id, body, _actor(admin))
+
+
+@router.delete("/{utility_id}", status_code=204)
+async def remove_utility(request: Request, utility_id: UtilityId, admin: Admin) -> None:
+    await _call(request, onboarding.remove_utility, utility_id, _actor(admin))

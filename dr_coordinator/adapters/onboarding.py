@@ -1,0 +1,269 @@
+"""Onboarding a utility: its VTN, OpenADR version, VEN credentials, the webhook credentials we
+accept from it, its programs (with per-program rules) and the facilities enrolled in each.
+
+The one write path for utilities: the admin API (``/api/admin/utilities``), the
+``energy utility`` CLI and ``energy seed`` call these functions. Every change is written to
+``utility_audit`` in the same transaction; secrets are never returned nor audited (only that
+they changed). Decision 0411.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from schemas.utilities import EnrollmentIn, ProgramIn, ProgramOut, RotateIn, TokenRotated, UtilityIn, UtilityOut
+
+
+class OnboardingError(ValueError):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _ven_credentials(body: UtilityIn) -> dict[str, Any]:
+    if body.ven_auth == "oauth2":
+        assert body.oauth_client_secret is not None
+        creds: dict[str, Any] = {
+            "client_id": body.oauth_client_id,
+            "client_secret": body.oauth_client_secret.get_secret_value(),
+        }
+        if body.oauth_token_url:
+            creds["token_url"] = body.oauth_token_url
+        return creds
+    assert body.ven_token is not None
+    return {"token": body.ven_token.get_secret_value()}
+
+
+async def audit(conn: Any, utility_id: str, actor: str, action: str, detail: dict[str, Any]) -> None:
+    await conn.execute(
+        "INSERT INTO utility_audit (utility_id, actor, action, detail) VALUES ($1, $2, $3, $4::jsonb)",
+        utility_id,
+        actor,
+        action,
+        json.dumps(detail, default=str),
+    )
+
+
+def _public(body: UtilityIn) -> dict[str, Any]:
+    """What the audit may keep: everything but secret values (which are named, not shown)."""
+    out = body.model_dump(exclude={"ven_token", "oauth_client_secret", "webhook_token", "hmac_secret"}, mode="json")
+    out["secrets_set"] = sorted(
+        k for k in ("ven_token", "oauth_client_secret", "webhook_token", "hmac_secret") if getattr(body, k)
+    )
+    return out
+
+
+async def add_utility(conn: Any, body: UtilityIn, actor: str, *, replace: bool = False) -> UtilityOut:
+    """Create a utility (``replace``: update it if it exists, as ``energy seed`` does)."""
+    async with conn.transaction():
+        exists = await conn.fetchval("SELECT active FROM utilities WHERE utility_id = $1", body.utility_id)
+        if exists is not None and not replace:
+            raise OnboardingError(409, "utility_exists", f"utility {body.utility_id!r} exists (use remove first)")
+        hook_hash = token_hash(body.webhook_token.get_secret_value())
+        await conn.execute(
+            """INSERT INTO utilities (utility_id, name, vtn_base_url, bearer_token_hash, hmac_secret, ven_name,
+                                      baseline_method, openadr_version, ven_auth, ven_credentials, hmac_required,
+                                      active, updated_at)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11, true, now())
+               ON CONFLICT (utility_id) DO UPDATE SET name = EXCLUDED.name, vtn_base_url = EXCLUDED.vtn_base_url,
+                 bearer_token_hash = EXCLUDED.bearer_token_hash, hmac_secret = EXCLUDED.hmac_secret,
+                 ven_name = EXCLUDED.ven_name, baseline_method = EXCLUDED.baseline_method,
+                 openadr_version = EXCLUDED.openadr_version, ven_auth = EXCLUDED.ven_auth,
+                 ven_credentials = EXCLUDED.ven_credentials, hmac_required = EXCLUDED.hmac_required,
+                 active = true, updated_at = now()""",
+            body.utility_id,
+            body.name,
+            body.vtn_base_url,
+            hook_hash,
+            body.hmac_secret.get_secret_value() if body.hmac_secret else "",
+            body.ven_name,
+            body.baseline_method,
+            body.openadr_version,
+            body.ven_auth,
+            json.dumps(_ven_credentials(body)),
+            body.hmac_required,
+        )
+        await conn.execute(
+            """INSERT INTO utility_webhook_tokens (utility_id, token_hash) VALUES ($1, $2)
+               ON CONFLICT (utility_id, token_hash) DO UPDATE SET expires_at = NULL""",
+            body.utility_id,
+            hook_hash,
+        )
+        await audit(conn, body.utility_id, actor, "replaced" if exists is not None else "added", _public(body))
+    return await show_utility(conn, body.utility_id)
+
+
+async def add_program(conn: Any, utility_id: str, body: ProgramIn, actor: str) -> UtilityOut:
+    async with conn.transaction():
+        await _require(conn, utility_id)
+        await conn.execute(
+            """INSERT INTO utility_programs (utility_id, program_id, program_name, notice_s, max_duration_s,
+                                             dispatch_lead_s, max_events_per_day)
+               VALUES ($1, $2, $3, $4, $5, $6, $7)
+               ON CONFLICT (utility_id, program_id) DO UPDATE SET program_name = EXCLUDED.program_name,
+                 notice_s = EXCLUDED.notice_s, max_duration_s = EXCLUDED.max_duration_s,
+                 dispatch_lead_s = EXCLUDED.dispatch_lead_s, max_events_per_day = EXCLUDED.max_events_per_day""",
+            utility_id,
+            body.program_id,
+            body.program_name,
+            body.notice_s,
+            body.max_duration_s,
+            body.dispatch_lead_s,
+            body.max_events_per_day,
+        )
+        await audit(conn, utility_id, actor, "program_set", body.model_dump(mode="json"))
+    return await show_utility(conn, utility_id)
+
+
+async def enroll(conn: Any, utility_id: str, body: EnrollmentIn, actor: str) -> UtilityOut:
+    """Enroll facilities in a program (the program is created without rules when new); re-enrolling
+    replaces the groups and resource name."""
+    async with conn.transaction():
+        await _require(conn, utility_id)
+        known = {
+            r["facility_id"]
+            for r in await conn.fetch(
+                "SELECT facility_id FROM facilities WHERE facility_id = ANY($1::text[]) AND active", body.facility_ids
+            )
+        }
+        unknown = sorted(set(body.facility_ids) - known)
+        if unknown:
+            raise OnboardingError(422, "unknown_facility", f"unknown or inactive facilities: {unknown[:20]}")
+        await conn.execute(
+            """INSERT INTO utility_programs (utility_id, program_id) VALUES ($1, $2) ON CONFLICT DO NOTHING""",
+            utility_id,
+            body.program_id,
+        )
+        await conn.executemany(
+            """INSERT INTO facility_enrollments (utility_id, facility_id, program_id, groups, resource_name)
+               VALUES ($1, $2, $3, $4, $5)
+               ON CONFLICT (utility_id, facility_id, program_id)
+               DO UPDATE SET groups = EXCLUDED.groups, resource_name = EXCLUDED.resource_name""",
+            [
+                (utility_id, f, body.program_id, sorted(set(body.groups)), body.resource_name)
+                for f in sorted(set(body.facility_ids))
+            ],
+        )
+        await audit(conn, utility_id, actor, "enrolled", body.model_dump(mode="json"))
+    return await show_utility(conn, utility_id)
+
+
+async def unenroll(conn: Any, utility_id: str, program_id: str, facility_ids: list[str], actor: str) -> int:
+    async with conn.transaction():
+        await _require(conn, utility_id)
+        status = await conn.execute(
+            """DELETE FROM facility_enrollments
+               WHERE utility_id = $1 AND program_id = $2 AND facility_id = ANY($3::text[])""",
+            utility_id,
+            program_id,
+            facility_ids,
+        )
+        await audit(conn, utility_id, actor, "unenrolled", {"program_id": program_id, "facility_ids": facility_ids})
+    return int(status.split()[-1])
+
+
+async def rotate_webhook_token(conn: Any, utility_id: str, body: RotateIn, actor: str) -> TokenRotated:
+    """A new webhook token; the ones in use stay valid for ``overlap_s`` so the utility can switch."""
+    new = body.new_token.get_secret_value() if body.new_token else secrets.token_urlsafe(32)
+    if len(new) < 16:
+        raise OnboardingError(422, "weak_token", "webhook tokens are at least 16 characters")
+    until = datetime.now(UTC) + timedelta(seconds=body.overlap_s)
+    async with conn.transaction():
+        await _require(conn, utility_id)
+        await conn.execute(
+            """UPDATE utility_webhook_tokens SET expires_at = LEAST(COALESCE(expires_at, $2), $2)
+               WHERE utility_id = $1""",
+            utility_id,
+            until,
+        )
+        await conn.execute(
+            """INSERT INTO utility_webhook_tokens (utility_id, token_hash) VALUES ($1, $2)
+               ON CONFLICT (utility_id, token_hash) DO UPDATE SET expires_at = NULL""",
+            utility_id,
+            token_hash(new),
+        )
+        await conn.execute(
+            "UPDATE utilities SET bearer_token_hash = $2, updated_at = now() WHERE utility_id = $1",
+            utility_id,
+            token_hash(new),
+        )
+        await audit(conn, utility_id, actor, "webhook_token_rotated", {"previous_valid_until": until.isoformat()})
+    return TokenRotated(utility_id=utility_id, webhook_token=new, previous_valid_until=until)
+
+
+async def remove_utility(conn: Any, utility_id: str, actor: str) -> None:
+    """Deactivate (events and audit stay): its webhook tokens stop working and its VEN runtime stops."""
+    async with conn.transaction():
+        await _require(conn, utility_id)
+        await conn.execute("UPDATE utilities SET active = false, updated_at = now() WHERE utility_id = $1", utility_id)
+        await conn.execute(
+            "UPDATE utility_webhook_tokens SET expires_at = now() WHERE utility_id = $1 AND expires_at IS NULL",
+            utility_id,
+        )
+        await audit(conn, utility_id, actor, "removed", {})
+
+
+async def _require(conn: Any, utility_id: str) -> None:
+    if await conn.fetchval("SELECT active FROM utilities WHERE utility_id = $1", utility_id) is not True:
+        raise OnboardingError(404, "not_found", f"no active utility {utility_id!r}")
+
+
+async def list_utilities(conn: Any) -> list[UtilityOut]:
+    ids = [r["utility_id"] for r in await conn.fetch("SELECT utility_id FROM utilities ORDER BY utility_id")]
+    return [await show_utility(conn, u) for u in ids]
+
+
+async def show_utility(conn: Any, utility_id: str) -> UtilityOut:
+    row = await conn.fetchrow("SELECT * FROM utilities WHERE utility_id = $1", utility_id)
+    if row is None:
+        raise OnboardingError(404, "not_found", f"no utility {utility_id!r}")
+    tokens = await conn.fetchval(
+        """SELECT count(*) FROM utility_webhook_tokens
+           WHERE utility_id = $1 AND (expires_at IS NULL OR expires_at > now())""",
+        utility_id,
+    )
+    programs = await conn.fetch(
+        """SELECT p.*, (SELECT count(*) FROM facility_enrollments e
+                         WHERE e.utility_id = p.utility_id AND e.program_id = p.program_id) AS n
+           FROM utility_programs p WHERE p.utility_id = $1 ORDER BY p.program_id""",
+        utility_id,
+    )
+    creds = row["ven_credentials"]
+    creds = json.loads(creds) if isinstance(creds, str) else dict(creds or {})
+    return UtilityOut(
+        utility_id=row["utility_id"],
+        name=row["name"],
+        vtn_base_url=row["vtn_base_url"],
+        openadr_version=row["openadr_version"],
+        ven_name=row["ven_name"],
+        ven_auth=row["ven_auth"],
+        ven_credentials_set=bool(creds),
+        webhook_tokens_active=int(tokens),
+        hmac_set=bool(row["hmac_secret"]),
+        hmac_required=row["hmac_required"],
+        active=row["active"],
+        baseline_method=row["baseline_method"],
+        programs=[
+            ProgramOut(
+                program_id=p["program_id"],
+                program_name=p["program_name"],
+                notice_s=p["notice_s"],
+                max_duration_s=p["max_duration_s"],
+                dispatch_lead_s=p["dispatch_lead_s"],
+                max_events_per_day=p["max_events_per_day"],
+                enrolled_facilities=int(p["n"]),
+            )
+            for p in programs
+        ],
+        updated_at=row["updated_at"],
+    )

@@ -1,0 +1,356 @@
+"""The utility VTN simulator as strict as the reference VTN, as OpenADR 3.0.1 and as 3.1: each rule of
+``docs/decisions/0410-strict-vtn-simulator.md`` is shown by sending what the version forbids (rejected)
+next to what it allows (accepted). Real processes, real HTTP."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+
+from sim.bms.process import SimulatorProcess
+
+OAUTH_ID, OAUTH_SECRET = "ven-client-7", "s3cret-7"
+
+
+def _start(version: str, tmp_path_factory) -> SimulatorProcess:
+    from energy.stack.process import free_port
+
+    return SimulatorProcess.start(
+        "utility",
+        free_port(),
+        "--openadr-version",
+        version,
+        "--sequential-ids",
+        "--callback-url",
+        "none",
+        "--oauth-client",
+        f"{OAUTH_ID}:{OAUTH_SECRET}",
+        log_dir=tmp_path_factory.mktemp(f"utility-{version}"),
+    )
+
+
+@pytest.fixture(scope="module")
+def sim31(stack, tmp_path_factory) -> Iterator[SimulatorProcess]:
+    with _start("3.1", tmp_path_factory) as sim:
+        yield sim
+
+
+@pytest.fixture(scope="module")
+def sim301(stack, tmp_path_factory) -> Iterator[SimulatorProcess]:
+    with _start("3.0.1", tmp_path_factory) as sim:
+        yield sim
+
+
+@pytest.fixture
+def token(settings) -> str:
+    return settings.seed.utility_bearer_token.get_secret_value()
+
+
+def client(sim: SimulatorProcess, base: str, token: str) -> httpx.AsyncClient:
+    # async: the webhook receiver runs on the test's event loop, and strict VTNs notify while the request waits
+    return httpx.AsyncClient(base_url=sim.url(base), headers={"Authorization": f"Bearer {token}"}, timeout=10)
+
+
+@pytest.fixture
+async def v31(sim31, token) -> AsyncIterator[httpx.AsyncClient]:
+    async with client(sim31, "/openadr3/3.1.0", token) as c:
+        yield c
+        (await c.post(sim31.url("/_admin/restart"))).raise_for_status()
+        (await c.post(sim31.url("/_admin/settings"), json={"verify_callbacks": True})).raise_for_status()
+
+
+@pytest.fixture
+async def v301(sim301, token) -> AsyncIterator[httpx.AsyncClient]:
+    async with client(sim301, "/openadr3/3.0.1", token) as c:
+        yield c
+        (await c.post(sim301.url("/_admin/restart"))).raise_for_status()
+
+
+def _start_time() -> str:
+    return (datetime.now(UTC) + timedelta(minutes=5)).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def event31(program_id: str, targets=None, **extra) -> dict:
+    body = {
+        "programID": program_id,
+        "intervalPeriod": {"start": _start_time(), "duration": "PT1H"},
+        "intervals": [{"id": 0, "payloads": [{"type": "SIMPLE", "values": [2]}]}],
+        **extra,
+    }
+    if targets is not None:
+        body["targets"] = targets
+    return body
+
+
+async def program(c: httpx.AsyncClient, name: str = "p") -> str:
+    resp = await c.post("/programs", json={"programName": name})
+    assert resp.status_code == 201, resp.text
+    return resp.json()["id"]
+
+
+def rejected(resp: httpx.Response, *words: str) -> None:
+    assert resp.status_code == 400, resp.text
+    detail = resp.json()["detail"]
+    assert all(w in detail for w in words), detail
+
+
+# --- 3.1 ------------------------------------------------------------------------------------------
+
+
+async def test_31_ven_registration_needs_the_ven_request_object_type(v31):
+    rejected(await v31.post("/vens", json={"objectType": "VEN", "venName": "v1"}), "VEN_VEN_REQUEST", "BL_VEN_REQUEST")
+    rejected(await v31.post("/vens", json={"venName": "v1"}), "objectType")
+    rejected(await v31.post("/vens", json={"objectType": "BL_VEN_REQUEST", "venName": "v1"}), "clientID")
+    ok = await v31.post("/vens", json={"objectType": "VEN_VEN_REQUEST", "venName": "v1"})
+    assert ok.status_code == 201 and ok.json()["objectType"] == "VEN"
+
+
+async def test_31_subscriptions_name_crud_operations(v31, receiver):
+    pid = await program(v31)
+    op = {"objects": ["EVENT"], "callbackUrl": receiver.url, "bearerToken": "t"}
+    rejected(
+        await v31.post(
+            "/subscriptions", json={"clientName": "c", "objectOperations": [{**op, "operations": ["POST"]}]}
+        ),
+        "operations",
+    )
+    bad_object = {**op, "objects": ["EVENTS"], "operations": ["CREATE"]}
+    rejected(await v31.post("/subscriptions", json={"clientName": "c", "objectOperations": [bad_object]}), "objects")
+    ok = await v31.post(
+        "/subscriptions",
+        json={"clientName": "c", "programID": pid, "objectOperations": [{**op, "operations": ["CREATE"]}]},
+    )
+    assert ok.status_code == 201, ok.text
+
+
+async def test_31_targets_are_plain_strings(v31):
+    pid = await program(v31)
+    rejected(await v31.post("/events", json=event31(pid, [{"type": "RESOURCE_NAME", "values": ["fac-1"]}])), "targets")
+    rejected(await v31.post("/events", json=event31(pid, [""])), "targets")
+    ok = await v31.post("/events", json=event31(pid, ["fac-1", "fac-2"]))
+    assert ok.status_code == 201 and ok.json()["targets"] == ["fac-1", "fac-2"]
+
+
+async def test_31_payload_descriptors_carry_their_object_type(v31):
+    pid = await program(v31)
+    rejected(await v31.post("/events", json=event31(pid, payloadDescriptors=[{"payloadType": "SIMPLE"}])), "objectType")
+    ok = await v31.post(
+        "/events",
+        json=event31(pid, payloadDescriptors=[{"objectType": "EVENT_PAYLOAD_DESCRIPTOR", "payloadType": "SIMPLE"}]),
+    )
+    assert ok.status_code == 201, ok.text
+    eid = ok.json()["id"]
+    resources = [{"resourceName": "fac-1", "intervals": [{"id": 0, "payloads": [{"type": "USAGE", "values": [1]}]}]}]
+    report = {"eventID": eid, "clientName": "v1", "resources": resources}
+    rejected(
+        await v31.post("/reports", json={**report, "payloadDescriptors": [{"payloadType": "USAGE"}]}), "objectType"
+    )
+    rejected(await v31.post("/reports", json={k: v for k, v in report.items() if k != "eventID"}), "eventID")
+    good = {**report, "payloadDescriptors": [{"objectType": "REPORT_PAYLOAD_DESCRIPTOR", "payloadType": "USAGE"}]}
+    created = await v31.post("/reports", json=good)
+    assert created.status_code == 201, created.text
+    updated = await v31.put(f"/reports/{created.json()['id']}", json={**good, "reportName": "final"})
+    assert updated.status_code == 200 and updated.json()["reportName"] == "final"
+    assert len((await v31.get("/reports", params={"eventID": eid})).json()) == 1
+
+
+async def test_31_bad_durations_and_zoneless_starts_are_rejected(v31):
+    pid = await program(v31)
+    bad = event31(pid)
+    bad["intervalPeriod"]["duration"] = "1 hour"
+    rejected(await v31.post("/events", json=bad), "duration")
+    naive = event31(pid)
+    naive["intervalPeriod"]["start"] = "2030-01-01T10:00:00"
+    rejected(await v31.post("/events", json=naive), "timezone")
+
+
+async def test_31_subscribe_echo_checks_the_callback(v31, receiver):
+    receiver.wrong_echo = "not-the-challenge"
+    body = {
+        "clientName": "c",
+        "objectOperations": [{"objects": ["EVENT"], "operations": ["CREATE"], "callbackUrl": receiver.url}],
+    }
+    rejected(await v31.post("/subscriptions", json=body), "callback verification failed")
+    receiver.wrong_echo = None
+    assert (await v31.post("/subscriptions", json=body)).status_code == 201
+
+
+async def test_31_event_is_stored_but_post_answers_500_when_a_callback_is_down(v31, sim31, receiver):
+    from energy.stack.process import free_port
+
+    pid = await program(v31)
+    body = {
+        "clientName": "c",
+        "objectOperations": [{"objects": ["EVENT"], "operations": ["CREATE"], "callbackUrl": receiver.url}],
+    }
+    assert (await v31.post("/subscriptions", json=body)).status_code == 201
+    ok = await v31.post("/events", json=event31(pid, ["fac-1"]))
+    assert ok.status_code == 201  # callback up: delivered before the answer
+    assert json.loads(receiver.requests[0]["body"])["operation"] == "CREATE"
+    (await v31.post(sim31.url("/_admin/settings"), json={"verify_callbacks": False})).raise_for_status()
+    dead = {
+        **body,
+        "objectOperations": [{**body["objectOperations"][0], "callbackUrl": f"http://127.0.0.1:{free_port()}/x"}],
+    }
+    assert (await v31.post("/subscriptions", json=dead)).status_code == 201
+    down = await v31.post("/events", json=event31(pid, ["fac-2"], eventName="while-down"))
+    assert down.status_code == 500, down.text
+    listed = (await v31.get("/events", params={"programID": pid})).json()
+    assert [e.get("eventName") for e in listed] == [None, "while-down"]
+
+
+async def test_31_callbacks_are_expected_to_answer_200(v31, sim31, receiver):
+    pid = await program(v31)
+    body = {
+        "clientName": "c",
+        "objectOperations": [{"objects": ["EVENT"], "operations": ["CREATE"], "callbackUrl": receiver.url}],
+    }
+    assert (await v31.post("/subscriptions", json=body)).status_code == 201
+    receiver.statuses = [204, 200]
+    (await v31.post("/events", json=event31(pid))).raise_for_status()
+    (await v31.post("/events", json=event31(pid))).raise_for_status()
+    outcomes = [d["outcome"] for d in (await v31.get(sim31.url("/_admin/deliveries"))).json()]
+    assert outcomes == ["not_200", "delivered"]
+
+
+async def test_ids_are_sequential_and_restart_with_the_vtn(v31, sim31):
+    pid = await program(v31)
+    first = [(await v31.post("/events", json=event31(pid))).json()["id"] for _ in range(2)]
+    assert pid == "0"  # the program seeded at start keeps its own id ("default")
+    assert first == ["0", "1"]
+    (await v31.post(sim31.url("/_admin/restart"))).raise_for_status()
+    pid = await program(v31)
+    assert (await v31.post("/events", json=event31(pid))).json()["id"] == "0"
+
+
+def test_oauth2_client_credentials_token_endpoint(sim31):
+    base = sim31.url("/openadr3/3.1.0")
+    server = httpx.get(f"{base}/auth/server", timeout=5).json()
+    assert server["tokenURL"] == f"{base}/auth/token"
+    form = {"grant_type": "client_credentials", "client_id": OAUTH_ID, "client_secret": OAUTH_SECRET}
+    assert httpx.post(f"{base}/auth/token", json=form, timeout=5).json()["error"] == "invalid_request"
+    wrong = httpx.post(f"{base}/auth/token", data={**form, "client_secret": "nope"}, timeout=5)
+    assert wrong.status_code == 401 and wrong.json()["error"] == "invalid_client"
+    grant = httpx.post(f"{base}/auth/token", data={**form, "grant_type": "password"}, timeout=5)
+    assert grant.status_code == 400 and grant.json()["error"] == "unsupported_grant_type"
+    ok = httpx.post(f"{base}/auth/token", data=form, timeout=5)
+    assert ok.status_code == 200 and ok.json()["token_type"] == "Bearer" and ok.json()["expires_in"] == 3600
+    bearer = {"Authorization": f"Bearer {ok.json()['access_token']}"}
+    assert httpx.get(f"{base}/programs", headers=bearer, timeout=5).status_code == 200
+    assert httpx.get(f"{base}/programs", headers={"Authorization": "Bearer guessed"}, timeout=5).status_code == 403
+
+
+# --- 3.0.1 ----------------------------------------------------------------------------------------
+
+
+def event301(program_id: str, targets=None) -> dict:
+    body = event31(program_id)
+    if targets is not None:
+        body["targets"] = targets
+    return body
+
+
+async def test_301_targets_are_values_maps(v301):
+    pid = await program(v301)
+    rejected(await v301.post("/events", json=event301(pid, ["fac-1"])), "targets")
+    ok = await v301.post("/events", json=event301(pid, [{"type": "RESOURCE_NAME", "values": ["fac-1"]}]))
+    assert ok.status_code == 201, ok.text
+
+
+async def test_301_events_need_intervals(v301):
+    pid = await program(v301)
+    rejected(await v301.post("/events", json={"programID": pid}), "intervals")
+
+
+async def test_301_ven_is_a_ven_object(v301):
+    rejected(await v301.post("/vens", json={"objectType": "VEN_VEN_REQUEST", "venName": "v"}), "objectType")
+    ok = await v301.post("/vens", json={"objectType": "VEN", "venName": "v"})
+    assert ok.status_code == 201 and ok.json()["id"] == "0"
+
+
+async def test_301_subscriptions_name_http_verbs_and_a_program(v301, receiver):
+    pid = await program(v301)
+    op = {"objects": ["EVENT"], "callbackUrl": receiver.url}
+
+    def sub(operation: str, program_id: str | None = pid) -> dict:
+        body = {"clientName": "c", "objectOperations": [op | {"operations": [operation]}]}
+        return body if program_id is None else body | {"programID": program_id}
+
+    rejected(await v301.post("/subscriptions", json=sub("CREATE")), "operations")
+    rejected(await v301.post("/subscriptions", json=sub("POST", None)), "programID")
+    ok = await v301.post("/subscriptions", json=sub("POST"))
+    assert ok.status_code == 201, ok.text
+    (await v301.post("/events", json=event301(pid))).raise_for_status()
+    assert json.loads(receiver.requests[0]["body"])["operation"] == "POST"
+
+
+async def test_301_reports_name_their_program(v301):
+    pid = await program(v301)
+    eid = (await v301.post("/events", json=event301(pid))).json()["id"]
+    resources = [{"resourceName": "fac-1", "intervals": [{"id": 0, "payloads": [{"type": "USAGE", "values": [1]}]}]}]
+    report = {"eventID": eid, "clientName": "v", "resources": resources}
+    rejected(await v301.post("/reports", json=report), "programID")
+    assert (await v301.post("/reports", json={**report, "programID": pid})).status_code == 201
+
+
+# --- the platform's VEN client against the strict simulator ---------------------------------------
+
+
+@pytest.mark.parametrize("version", ["3.1", "3.0.1"])
+async def test_ven_client_speaks_each_version(version, sim31, sim301, token, receiver):
+    from dr_coordinator.adapters.vtn_client import VtnClient
+
+    sim, base = (sim31, "/openadr3/3.1.0") if version == "3.1" else (sim301, "/openadr3/3.0.1")
+    async with client(sim, base, token) as bl:
+        pid = await program(bl, f"p-{version}")
+        ven = VtnClient(sim.url(base), token, version=version, client_name="ven-x")  # type: ignore[arg-type]
+        try:
+            assert await ven.register_ven("ven-x") == "0"
+            assert await ven.register_ven("ven-x") == "0"  # taken name: found, not created twice
+            await ven.subscribe(receiver.url, "hook-token", pid)
+            targets = ["fac-1"] if version == "3.1" else [{"type": "RESOURCE_NAME", "values": ["fac-1"]}]
+            created = (await bl.post("/events", json=event31(pid, targets))).json()
+            got = await receiver.wait_for(1)
+            assert json.loads(got[0]["body"])["operation"] == ("CREATE" if version == "3.1" else "POST")
+            assert [e["id"] for e in await ven.poll_events(pid)] == [created["id"]]
+            descriptor = {"payloadType": "USAGE", "objectType": "REPORT_PAYLOAD_DESCRIPTOR"}
+            resources = [
+                {"resourceName": "fac-1", "intervals": [{"id": 0, "payloads": [{"type": "USAGE", "values": [1]}]}]}
+            ]
+            report = {
+                "programID": pid,
+                "eventID": created["id"],
+                "clientName": "ven-x",
+                "payloadDescriptors": [descriptor],
+                "resources": resources,
+            }
+            rid = await ven.post_report(report)
+            assert await ven.put_report(rid, {**report, "reportName": "final"}) == rid
+            found = await ven.find_reports(created["id"])
+            assert [r["reportName"] for r in found] == ["final"]
+        finally:
+            await ven.close()
+            await bl.post(sim.url("/_admin/restart"))
+
+
+async def test_ven_client_uses_oauth2_and_refreshes_a_token_the_vtn_forgot(sim31):
+    from dr_coordinator.adapters.vtn_client import OAuthClient, VtnClient, VtnRejectedError
+
+    base = sim31.url("/openadr3/3.1.0")
+    ven = VtnClient(base, None, oauth=OAuthClient(OAUTH_ID, OAUTH_SECRET))
+    bad = VtnClient(base, None, oauth=OAuthClient(OAUTH_ID, "wrong"))
+    try:
+        assert await ven.programs() != []  # the seeded program, read with a token from /auth/token
+        async with httpx.AsyncClient(timeout=5) as admin:
+            (await admin.post(sim31.url("/_admin/restart"))).raise_for_status()  # issued tokens forgotten
+        assert [p["id"] for p in await ven.programs()] == ["default"]  # 401 -> new token -> retried once
+        with pytest.raises(VtnRejectedError) as refused:
+            await bad.programs()
+        assert refused.value.status == 401
+    finally:
+        await ven.close()
+        await bad.close()
