@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from dr_coordinator.domain.interval_baselines import Adjustment, Baseline, Interval, Method
-from dr_coordinator.domain.settlement import FacilitySettlement, ReportInterval, RunKind, SettlementInterval
+from dr_coordinator.domain.report import IntervalReading
+from dr_coordinator.domain.settlement import FacilitySettlement, RunKind, SettlementInterval
 
 
 async def freeze_baseline(conn: Any, dr_event_id: uuid.UUID, facility_id: str, b: Baseline, now: datetime) -> bool:
@@ -207,10 +209,9 @@ async def write_run(
     return int(version)
 
 
-async def report_intervals(conn: Any, dr_event_id: uuid.UUID) -> dict[str, tuple[int, list[ReportInterval]]]:
+async def report_intervals(conn: Any, dr_event_id: uuid.UUID) -> dict[str, tuple[int, list[IntervalReading]]]:
     """Per facility: the latest settlement version and its per-interval report values (USAGE kWh,
-    DEMAND kW, BASELINE kW). For the OpenADR report builder: ``settlement.openadr_intervals``
-    turns them into report intervals."""
+    DEMAND kW, BASELINE kW), as the OpenADR report builder takes them."""
     rows = await conn.fetch(
         """SELECT i.facility_id, i.version, i.interval_start, i.interval_end, i.metered_kw, i.baseline_kw
            FROM dr_settlement_intervals i
@@ -219,15 +220,32 @@ async def report_intervals(conn: Any, dr_event_id: uuid.UUID) -> dict[str, tuple
            WHERE i.dr_event_id = $1 ORDER BY i.facility_id, i.interval_start""",
         dr_event_id,
     )
-    out: dict[str, tuple[int, list[ReportInterval]]] = {}
+    out: dict[str, tuple[int, list[IntervalReading]]] = {}
     for r in rows:
-        duration = r["interval_end"] - r["interval_start"]
-        hours = duration / timedelta(hours=1)
+        hours = (r["interval_end"] - r["interval_start"]) / timedelta(hours=1)
         usage = None if r["metered_kw"] is None else r["metered_kw"] * hours
         out.setdefault(r["facility_id"], (r["version"], []))[1].append(
-            ReportInterval(r["interval_start"], duration, usage, r["metered_kw"], r["baseline_kw"])
+            IntervalReading(r["interval_start"], r["interval_end"], usage, r["metered_kw"], r["baseline_kw"])
         )
     return out
 
 
-__all__ = ["ReportInterval", "StoredRun", "freeze_baseline", "frozen_baseline", "report_intervals", "runs", "write_run"]
+def interval_source(pool: Any) -> Callable[[Any, list[str]], Awaitable[dict[str, tuple[int, list[IntervalReading]]]]]:
+    """The VTN reporting job's source of per-interval values: the latest settlement of each facility."""
+
+    async def source(ev: Any, facility_ids: list[str]) -> dict[str, tuple[int, list[IntervalReading]]]:
+        async with pool.acquire() as conn:
+            return await report_intervals(conn, ev["dr_event_id"])
+
+    return source
+
+
+__all__ = [
+    "StoredRun",
+    "freeze_baseline",
+    "frozen_baseline",
+    "interval_source",
+    "report_intervals",
+    "runs",
+    "write_run",
+]

@@ -8,13 +8,13 @@ has passed, ``true_up`` whenever a later run's values differ (decision 0431).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
 
 from dr_coordinator.domain.interval_baselines import READING, Baseline
+from dr_coordinator.domain.report import IntervalReading
 
 
 class RunKind(StrEnum):
@@ -131,47 +131,16 @@ def next_run_kind(now: datetime, end: datetime, lateness: timedelta, done: set[R
     return RunKind.TRUE_UP if RunKind.SETTLEMENT in done else RunKind.SETTLEMENT
 
 
-@dataclass(frozen=True)
-class ReportInterval:
-    """One interval of the OpenADR report: USAGE (kWh), DEMAND (kW), BASELINE (kW)."""
-
-    start: datetime
-    duration: timedelta
-    usage_kwh: float | None
-    demand_kw: float | None
-    baseline_kw: float | None
-
-
-def report_intervals(s: FacilitySettlement) -> list[ReportInterval]:
+def report_readings(s: FacilitySettlement) -> list[IntervalReading]:
+    """The settlement's intervals as the OpenADR report's values: USAGE (kWh), DEMAND (kW), BASELINE (kW);
+    an interval without metered load reports its baseline only."""
     return [
-        ReportInterval(
+        IntervalReading(
             r.start,
-            r.end - r.start,
-            None if r.metered_kw is None else r.metered_kw * r.hours,
-            r.metered_kw,
-            r.baseline_kw,
+            r.end,
+            usage_kwh=None if r.metered_kw is None else r.metered_kw * r.hours,
+            demand_kw=r.metered_kw,
+            baseline_kw=r.baseline_kw,
         )
         for r in s.intervals
     ]
-
-
-def openadr_intervals(values: Sequence[ReportInterval]) -> list[dict[str, Any]]:
-    """OpenADR 3 report intervals (id, intervalPeriod, payloads); a value not measured is left out."""
-    out = []
-    for k, v in enumerate(values):
-        payloads = [
-            {"type": kind, "values": [round(x, 3)]}
-            for kind, x in (("USAGE", v.usage_kwh), ("DEMAND", v.demand_kw), ("BASELINE", v.baseline_kw))
-            if x is not None
-        ]
-        out.append(
-            {
-                "id": k,
-                "intervalPeriod": {
-                    "start": v.start.isoformat().replace("+00:00", "Z"),
-                    "duration": f"PT{int(v.duration.total_seconds())}S",
-                },
-                "payloads": payloads,
-            }
-        )
-    return out

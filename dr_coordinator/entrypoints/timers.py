@@ -19,6 +19,7 @@ from typing import Any
 import structlog
 
 from aggregation.config import AggregationSettings
+from dr_coordinator.adapters import settlement_store
 from dr_coordinator.adapters.store import handle
 from dr_coordinator.config import DrSettings
 from dr_coordinator.domain.commands import Schedule, StartRestore
@@ -76,7 +77,16 @@ class Timers:
         self.settlement = SettlementJob(pool, settings, clock, influx, self.baselines, lateness_s, self.utility_ids)
         self.planning = PlanningJob(pool, settings, clock, self.baselines, self._message)
         self.reconciliation = ReconciliationJob(pool, settings, clock, influx, gateway)
-        self.reporting = VtnReportingJob(pool, settings, clock, influx, post_report, self.utility_ids, self._step)
+        self.reporting = VtnReportingJob(
+            pool,
+            settings,
+            clock,
+            influx,
+            post_report,
+            self.utility_ids,
+            self._step,
+            settlement_store.interval_source(pool),
+        )
 
     async def tick(self) -> None:
         now = self.clock()

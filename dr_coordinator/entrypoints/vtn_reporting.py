@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -31,8 +31,10 @@ log = structlog.get_logger("dr.vtn_reporting")
 
 # (utility's VTN, report, a previous attempt failed) -> None; raises when the VTN did not take it
 ReportPoster = Callable[[VtnTarget, dict[str, Any], bool], Awaitable[None]]
-# (event row, facility ids) -> per-facility interval readings (M&V)
-IntervalSource = Callable[[Any, list[str]], Awaitable[dict[str, list[IntervalReading]]]]
+# (event row, facility ids) -> per facility: (settlement version, its interval readings) (M&V)
+IntervalSource = Callable[[Any, list[str]], Awaitable[dict[str, tuple[int, list[IntervalReading]]]]]
+SETTLEMENT_WAIT_S = 120.0  # a first report waits at most this long after the end for the preliminary settlement
+MAX_BACKOFF_EXPONENT = 12  # failed attempts back off 2^n s, at most ~1 h
 StepRunner = Callable[[Any, Callable[[], Awaitable[object]]], Awaitable[None]]
 
 
@@ -58,25 +60,38 @@ class VtnReportingJob:
         self.interval_source = interval_source
 
     async def report_due(self) -> None:
-        """Report every finished, unreported event whose back-off has elapsed."""
+        """Report every finished event once its preliminary settlement exists (or SETTLEMENT_WAIT_S after
+        its end, whichever comes first), and report again, replacing the first (PUT), whenever a newer
+        settlement version (a settlement run or a true-up) changes the values the utility has."""
         if self.post_report is None:
             return
+        now = self.clock()
         rows = await self.pool.fetch(
-            f"""SELECT e.dr_event_id, e.trace_id, e.report_attempts, e.report_detail, {UTILITY_VTN_COLUMNS}
+            f"""SELECT e.dr_event_id, e.trace_id, e.report_attempts, e.report_detail, e.reported_at,
+                       {UTILITY_VTN_COLUMNS}
                FROM dr_events e JOIN utilities u USING (utility_id)
-               WHERE e.reported_at IS NULL AND e.state IN ('completed', 'partially_failed', 'failed')
-                 AND e.report_attempts < $1 AND u.vtn_base_url IS NOT NULL
-                 AND ($2::text[] IS NULL OR e.utility_id = ANY($2::text[]))""",
+               WHERE e.state IN ('completed', 'partially_failed', 'failed') AND u.vtn_base_url IS NOT NULL
+                 AND ($2::text[] IS NULL OR e.utility_id = ANY($2::text[]))
+                 AND ((e.reported_at IS NULL AND e.report_attempts < $1
+                       AND (e.end_at <= $3
+                            OR EXISTS (SELECT 1 FROM dr_settlement_runs s WHERE s.dr_event_id = e.dr_event_id)))
+                      OR (e.reported_at IS NOT NULL AND EXISTS (
+                            SELECT 1 FROM dr_settlement_runs s WHERE s.dr_event_id = e.dr_event_id
+                              AND s.version > COALESCE(
+                                  (e.report_detail -> 'settlement_versions' ->> s.facility_id)::int, 0))))""",
             self.settings.report_max_attempts,
             self.utility_ids,
+            now - timedelta(seconds=SETTLEMENT_WAIT_S),
         )
-        now = self.clock()
         for r in rows:
             last = (json.loads(r["report_detail"]) if r["report_detail"] else {}).get("last_attempt")
-            if last and (now - datetime.fromisoformat(last)).total_seconds() < 2 ** r["report_attempts"]:
+            backoff_s = 2 ** min(r["report_attempts"], MAX_BACKOFF_EXPONENT)
+            if last and (now - datetime.fromisoformat(last)).total_seconds() < backoff_s:
                 continue
             target = VtnTarget.from_row(r)
-            await self.step(r, partial(self.report, r["dr_event_id"], target, r["report_attempts"] > 0))
+            # an update, or a retry after a failure that may have reached the VTN: find it and replace it
+            replace = r["reported_at"] is not None or r["report_attempts"] > 0
+            await self.step(r, partial(self.report, r["dr_event_id"], target, replace))
 
     async def report(self, dr_event_id: uuid.UUID, target: VtnTarget, after_failure: bool = False) -> dict[str, Any]:
         """Build the event's report and hand it over; after a failed (possibly ambiguous) attempt the
@@ -88,7 +103,7 @@ class VtnReportingJob:
                WHERE dr_event_id = $1 ORDER BY facility_id""",
             dr_event_id,
         )
-        readings = await self.readings(ev, [f["facility_id"] for f in facs])
+        versions, readings = await self.readings(ev, [f["facility_id"] for f in facs])
         resources = [
             ResourceResult(f["facility_id"], f["state"], tuple(readings.get(f["facility_id"], ()))) for f in facs
         ]
@@ -117,7 +132,8 @@ class VtnReportingJob:
             REPORTS.labels("failed").inc()
             log.warning("dr_report_failed", error=f"{type(exc).__name__}: {exc}"[:300])
             await self.pool.execute(
-                """UPDATE dr_events SET report_attempts = report_attempts + 1, report_detail = $2::jsonb
+                """UPDATE dr_events SET report_attempts = report_attempts + 1,
+                          report_detail = COALESCE(report_detail, '{}'::jsonb) || $2::jsonb
                    WHERE dr_event_id = $1""",
                 dr_event_id,
                 json.dumps({"last_attempt": now.isoformat(), "error": str(exc)[:300]}),
@@ -137,7 +153,7 @@ class VtnReportingJob:
                           report_detail = $3::jsonb WHERE dr_event_id = $1""",
                 dr_event_id,
                 now,
-                json.dumps({"report": report}),
+                json.dumps({"report": report, "settlement_versions": versions}),
             )
             await conn.execute(
                 """INSERT INTO dr_event_log (dr_event_id, entry_type, detail, trace_id)
@@ -195,14 +211,25 @@ class VtnReportingJob:
             )
             log.info("dr_not_applicable_reported", utility_id=target.utility_id, event_key=r["event_key"])
 
-    async def readings(self, ev: Any, facility_ids: list[str]) -> dict[str, list[IntervalReading]]:
-        """Per-interval values of each facility. Default: one interval over the whole event, measured
-        demand from InfluxDB and the stored baseline; M&V plugs finer intervals in via ``interval_source``."""
+    async def readings(
+        self, ev: Any, facility_ids: list[str]
+    ) -> tuple[dict[str, int], dict[str, list[IntervalReading]]]:
+        """Per-interval values of each facility, and the settlement version they come from: the latest
+        settlement (M&V, ``interval_source``) where there is one; else one interval over the whole
+        event, measured demand from InfluxDB and the stored baseline (version 0)."""
+        versions: dict[str, int] = {}
+        out: dict[str, list[IntervalReading]] = {}
         if self.interval_source is not None:
-            return await self.interval_source(ev, facility_ids)
+            settled = await self.interval_source(ev, facility_ids)
+            for fid, (version, intervals) in settled.items():
+                if fid in facility_ids:
+                    versions[fid], out[fid] = version, intervals
+        missing = [fid for fid in facility_ids if fid not in out]
+        if not missing:
+            return versions, out
         actual: dict[str, float | None] = {}
         if self.influx is not None:
-            actual = await measurement.actual_many(self.influx, facility_ids, ev["start_at"], ev["end_at"])
+            actual = await measurement.actual_many(self.influx, missing, ev["start_at"], ev["end_at"])
         baselines = {
             r["facility_id"]: r["baseline_kw"]
             for r in await self.pool.fetch(
@@ -210,8 +237,7 @@ class VtnReportingJob:
             )
         }
         hours = (ev["end_at"] - ev["start_at"]).total_seconds() / 3600.0
-        out: dict[str, list[IntervalReading]] = {}
-        for fid in facility_ids:
+        for fid in missing:
             kw = actual.get(fid)
             out[fid] = [
                 IntervalReading(
@@ -222,7 +248,7 @@ class VtnReportingJob:
                     baseline_kw=baselines.get(fid),
                 )
             ]
-        return out
+        return versions, out
 
 
 def _achieved(readings: Any) -> float | None:

@@ -15,8 +15,7 @@ from dr_coordinator.domain.settlement import (
     RunKind,
     changed,
     next_run_kind,
-    openadr_intervals,
-    report_intervals,
+    report_readings,
     settle,
 )
 
@@ -330,27 +329,34 @@ def test_settlement_coverage_and_run_kinds() -> None:
 
 
 def test_openadr_report_intervals_carry_usage_demand_and_baseline() -> None:
+    from dr_coordinator.domain.report import ResourceResult, build_interval_report
+
     c = ctx(local(LA, 2026, 5, 26, 17), local(LA, 2026, 5, 26, 17, 30), LA, "US", "CA")
     iv = ib.event_intervals(c.start, c.end, LA, 15)
     b = ib.Baseline(Method.FORECAST, iv, (100.0, 100.0), (100.0, 100.0), Adjustment.NONE, 0.0, False, ())
     s = settle(b, {iv[0].start: 60.0}, target_kw=40.0)
-    out = openadr_intervals(report_intervals(s))
+    report = build_interval_report(
+        version="3.1",
+        program_id="p",
+        event_id="7",
+        client_name="ven",
+        report_name="r",
+        resources=[ResourceResult("fac-1", "restored", tuple(report_readings(s)))],
+    )
+    intervals = report["resources"][0]["intervals"]
     # 60 kW for a quarter hour = 15 kWh; the second quarter has no reading: no USAGE/DEMAND
-    assert out == [
-        {
-            "id": 0,
-            "intervalPeriod": {"start": "2026-05-27T00:00:00Z", "duration": "PT900S"},
-            "payloads": [
-                {"type": "USAGE", "values": [15.0]},
-                {"type": "DEMAND", "values": [60.0]},
-                {"type": "BASELINE", "values": [100.0]},
-            ],
-        },
-        {
-            "id": 1,
-            "intervalPeriod": {"start": "2026-05-27T00:15:00Z", "duration": "PT900S"},
-            "payloads": [{"type": "BASELINE", "values": [100.0]}],
-        },
+    assert [i["intervalPeriod"] for i in intervals] == [
+        {"start": "2026-05-27T00:00:00Z", "duration": "PT900S"},
+        {"start": "2026-05-27T00:15:00Z", "duration": "PT900S"},
+    ]
+    assert [i["payloads"] for i in intervals] == [
+        [
+            {"type": "OPERATING_STATE", "values": ["NORMAL"]},
+            {"type": "USAGE", "values": [15.0]},
+            {"type": "DEMAND", "values": [60.0]},
+            {"type": "BASELINE", "values": [100.0]},
+        ],
+        [{"type": "OPERATING_STATE", "values": ["NORMAL"]}, {"type": "BASELINE", "values": [100.0]}],
     ]
 
 

@@ -201,6 +201,21 @@ async def test_event_over_20_facilities_runs_from_vtn_webhook_to_report(
         payloads = {p["type"]: p["values"][0] for p in resources["fac-001"]["intervals"][0]["payloads"]}
         assert payloads["BASELINE"] == pytest.approx(BASELINE_KW) and payloads["DEMAND"] == pytest.approx(DURING_KW)
         assert payloads["OPERATING_STATE"] == "NORMAL" and payloads["USAGE"] > 0
+        # interval by interval, the values of the settlement the report waited for
+        settled = await pg_pool.fetch(
+            """SELECT interval_start, interval_end, metered_kw, baseline_kw FROM dr_settlement_intervals
+               WHERE dr_event_id = $1 AND facility_id = 'fac-001' AND version = 1 ORDER BY interval_start""",
+            dr_event_id,
+        )
+        reported = resources["fac-001"]["intervals"]
+        assert [i["intervalPeriod"]["start"] for i in reported] == [
+            r["interval_start"].astimezone(UTC).isoformat().replace("+00:00", "Z") for r in settled
+        ]
+        for interval, row in zip(reported, settled, strict=True):
+            got = {p["type"]: p["values"][0] for p in interval["payloads"]}
+            assert got["DEMAND"] == pytest.approx(row["metered_kw"]) and got["BASELINE"] == pytest.approx(
+                row["baseline_kw"]
+            )
         kinds = {d["payloadType"] for d in mine[0]["payloadDescriptors"]}
         assert kinds == {"OPERATING_STATE", "USAGE", "DEMAND", "BASELINE"}
         assert all(d["objectType"] == "REPORT_PAYLOAD_DESCRIPTOR" for d in mine[0]["payloadDescriptors"])

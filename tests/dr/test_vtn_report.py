@@ -179,3 +179,127 @@ async def test_not_applicable_events_are_reported_once_to_the_vtn(strict_vtn, se
     assert resources == [("fac-404", [[{"type": "OPERATING_STATE", "values": ["NOT_APPLICABLE"]}]])]
     reported = await pg_pool.fetchval("SELECT reported_at FROM dr_event_intake WHERE utility_id = $1", utility_id)
     assert reported is not None
+
+
+async def test_report_carries_the_settlement_intervals_and_a_true_up_replaces_it(strict_vtn, settings, pg_pool, uid):
+    """The final report waits for the settlement and carries its intervals (USAGE, DEMAND, BASELINE per
+    quarter hour); a true-up (a newer settlement version) replaces the utility's report, never adds one."""
+    import uuid as _uuid
+    from zoneinfo import ZoneInfo
+
+    from dr_coordinator.adapters import onboarding, settlement_store
+    from dr_coordinator.domain import interval_baselines as ib
+    from dr_coordinator.domain.settlement import RunKind, settle
+    from dr_coordinator.entrypoints.vtn_reporting import VtnReportingJob
+    from schemas.utilities import UtilityIn
+    from tests.dr.conftest import _CREATED_UTILITIES
+
+    token = settings.seed.utility_bearer_token.get_secret_value()
+    base = strict_vtn.url("/openadr3/3.1.0")
+    utility_id, facility_id = f"tu-{uid}", "fac-001"
+    _CREATED_UTILITIES.add(utility_id)
+    start = (datetime.now(UTC) - timedelta(hours=2)).replace(minute=0, second=0, microsecond=0)
+    end = start + timedelta(minutes=30)
+    async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=10) as bl:
+        pid = (await bl.post("/programs", json={"programName": f"tu-{uid}"})).json()["id"]
+        body = {"programID": pid, "intervalPeriod": {"start": start.isoformat(), "duration": "PT30M"}, "intervals": []}
+        vtn_event_id = (await bl.post("/events", json=body)).json()["id"]
+        dr_event_id = _uuid.uuid4()
+        async with pg_pool.acquire() as conn, conn.transaction():
+            await onboarding.add_utility(
+                conn,
+                UtilityIn(
+                    utility_id=utility_id,
+                    name=utility_id,
+                    vtn_base_url=base,
+                    ven_name=f"ven-{uid}",
+                    ven_token=token,
+                    webhook_token=f"hook-{uid}-0123456789",
+                ),
+                "test",
+            )
+            await conn.execute(
+                """INSERT INTO dr_events (dr_event_id, utility_id, utility_event_id, vtn_event_id, program_id, state,
+                                          start_at, end_at, target_kw)
+                   VALUES ($1, $2, $3, $3, $4, 'completed', $5, $6, 40)""",
+                dr_event_id,
+                utility_id,
+                vtn_event_id,
+                pid,
+                start,
+                end,
+            )
+            await conn.execute(
+                """INSERT INTO dr_event_facilities (dr_event_id, facility_id, state, target_kw, baseline_kw)
+                   VALUES ($1, $2, 'restored', 40, 100)""",
+                dr_event_id,
+                facility_id,
+            )
+        utc = ZoneInfo("UTC")
+        iv = ib.event_intervals(start, end, utc, 15)
+        baseline = ib.Baseline(
+            ib.Method.FORECAST, iv, (100.0, 100.0), (100.0, 100.0), ib.Adjustment.NONE, 0.0, False, ()
+        )
+
+        async def settle_at(kind: RunKind, first_kw: float, second_kw: float) -> None:
+            s = settle(baseline, {iv[0].start: first_kw, iv[1].start: second_kw}, target_kw=40.0)
+            async with pg_pool.acquire() as conn, conn.transaction():
+                await settlement_store.write_run(
+                    conn, dr_event_id, facility_id, kind, s, baseline, True, 40.0, datetime.now(UTC)
+                )
+
+        sender = ReportSender(token)
+
+        async def step(row, fn):
+            await fn()
+
+        job = VtnReportingJob(
+            pg_pool,
+            settings.dr,
+            lambda: datetime.now(UTC),
+            None,
+            sender,
+            [utility_id],
+            step,
+            settlement_store.interval_source(pg_pool),
+        )
+
+        async def utility_reports() -> list[dict]:
+            return [r for r in (await bl.get("/reports")).json() if r.get("eventID") == vtn_event_id]
+
+        def values(report: dict) -> list[dict[str, float]]:
+            [resource] = report["resources"]
+            return [
+                {p["type"]: p["values"][0] for p in i["payloads"] if p["type"] != "OPERATING_STATE"}
+                for i in resource["intervals"]
+            ]
+
+        try:
+            await settle_at(RunKind.PRELIMINARY, 60.0, 70.0)
+            await job.report_due()
+            [first] = await utility_reports()
+            # by hand: 60 kW and 70 kW for a quarter hour each are 15 and 17.5 kWh, against 100 kW
+            assert values(first) == [
+                {"USAGE": 15.0, "DEMAND": 60.0, "BASELINE": 100.0},
+                {"USAGE": 17.5, "DEMAND": 70.0, "BASELINE": 100.0},
+            ]
+            await job.report_due()  # nothing new: nothing sent
+            assert len(await utility_reports()) == 1
+            attempts = await pg_pool.fetchval(
+                "SELECT report_attempts FROM dr_events WHERE dr_event_id = $1", dr_event_id
+            )
+
+            await settle_at(RunKind.TRUE_UP, 60.0, 50.0)  # late readings changed the second quarter hour
+            await job.report_due()
+            [updated] = await utility_reports()
+            assert values(updated)[1] == {"USAGE": 12.5, "DEMAND": 50.0, "BASELINE": 100.0}
+            assert (
+                await pg_pool.fetchval("SELECT report_attempts FROM dr_events WHERE dr_event_id = $1", dr_event_id)
+                == attempts + 1
+            )
+            detail = await pg_pool.fetchval("SELECT report_detail FROM dr_events WHERE dr_event_id = $1", dr_event_id)
+            assert (detail if isinstance(detail, dict) else __import__("json").loads(detail))[
+                "settlement_versions"
+            ] == {facility_id: 2}
+        finally:
+            await sender.close()
