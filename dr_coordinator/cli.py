@@ -18,6 +18,13 @@ def register(sub: Any) -> None:
     dr = parser.add_subparsers(dest="dr_action", required=True)
     p = dr.add_parser("run", help="run the DR saga coordinator (timers, BMS worker, outbox relay)")
     p.set_defaults(handler=_run)
+    p = dr.add_parser(
+        "demo", help="make the simulated utility call a DR event through its VTN, and say where to watch it"
+    )
+    from sim.utility import demo
+
+    demo.add_arguments(p)
+    p.set_defaults(handler=demo.run)
 
     from dr_coordinator import utility_cli
 

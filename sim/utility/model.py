@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -79,7 +79,8 @@ class EventIn(_Open):
     programID: str = Field(pattern=OBJECT_ID)
     eventName: str | None = Field(default=None, max_length=128)
     priority: int | None = Field(default=None, ge=0)
-    targets: list[ValuesMap] | None = None
+    # lenient: a 3.0.1 valuesMap or a 3.1 plain string (the strict modes take only their version's form)
+    targets: list[ValuesMap | Annotated[str, Field(min_length=1, max_length=128)]] | None = None
     intervalPeriod: IntervalPeriod | None = None
     intervals: list[Interval]
 

@@ -88,6 +88,15 @@ async def test_energy_run_starts_everything_and_readings_reach_the_api(stack, se
         assert await _facility_messages(settings, readings_topic, "fac-001") > 0
         assert await _committed(settings, f"e2e-aggregation-{uid}", readings_topic) > 0
 
+        # A newcomer's demand-response event: the simulated utility calls it through its VTN, whose
+        # notification reaches this run's webhook; the command says when the platform has it.
+        demo = _energy(env, "dr", "demo", "--facility", "fac-001", "--in", "30m", "--for", "15m", "--wait-s", "90")
+        assert demo.returncode == 0, demo.stdout + demo.stderr
+        assert "the platform took it as DR event" in demo.stdout
+        demo_event = demo.stdout.split("the platform took it as DR event ")[1].split()[0]
+        facilities = await _dr_event_facilities(settings, demo_event)
+        assert facilities == ["fac-001"]
+
         second = _energy(env, "run")
         assert second.returncode == 0, second.stderr
         assert second.stdout.count("already running") == len(PROCESSES)
@@ -97,6 +106,22 @@ async def test_energy_run_starts_everything_and_readings_reach_the_api(stack, se
     assert stopped.returncode == 0, stopped.stderr
     assert all(pid is not None for pid in pids)
     assert not any(pid_alive(pid) for pid in pids), "energy stop left a process behind"
+
+
+async def _dr_event_facilities(settings, dr_event_id: str) -> list[str]:
+    """The facilities of a DR event; the event is cancelled afterwards so no other test's coordinator
+    dispatches it."""
+    import asyncpg
+
+    conn = await asyncpg.connect(settings.postgres.dsn())
+    try:
+        rows = await conn.fetch(
+            "SELECT facility_id FROM dr_event_facilities WHERE dr_event_id = $1::uuid ORDER BY facility_id", dr_event_id
+        )
+        await conn.execute("UPDATE dr_events SET state = 'cancelled' WHERE dr_event_id = $1::uuid", dr_event_id)
+    finally:
+        await conn.close()
+    return [r["facility_id"] for r in rows]
 
 
 async def _sleep(seconds: float) -> None:
