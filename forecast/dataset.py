@@ -40,12 +40,28 @@ def interval_minutes_of(times: pd.DatetimeIndex) -> int:
 def fill_gaps(values: np.ndarray, steps_per_day: int) -> np.ndarray:
     """Missing steps take the value of the same time the previous day, then the next day, then a week
     either side, then the nearest observed value (lags in steps of the series' own interval)."""
-    s = pd.Series(values, dtype="float64")
+    v = np.asarray(values, dtype=np.float64).copy()
+    n = len(v)
     for shift in (steps_per_day, -steps_per_day, 7 * steps_per_day, -7 * steps_per_day):
-        if not s.isna().any():
-            break
-        s = s.fillna(s.shift(shift))
-    return s.ffill().bfill().to_numpy(dtype=np.float64)
+        missing = np.isnan(v)
+        if not missing.any():
+            return v
+        if abs(shift) >= n:
+            continue
+        shifted = np.full(n, np.nan)
+        if shift > 0:
+            shifted[shift:] = v[:-shift]  # the value ``shift`` steps earlier
+        else:
+            shifted[:shift] = v[-shift:]  # the value ``-shift`` steps later
+        v[missing] = shifted[missing]
+    missing = np.isnan(v)
+    if missing.all():
+        return v
+    if missing.any():
+        last_seen = np.maximum.accumulate(np.where(~missing, np.arange(n), -1))
+        first = int(np.argmax(~missing))
+        v = v[np.where(last_seen >= 0, last_seen, first)]
+    return v
 
 
 def series_calendar(s: SeriesData, day_of_year: bool) -> np.ndarray:

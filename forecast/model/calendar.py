@@ -78,7 +78,8 @@ def calendar_features(
     out[:, 1] = np.cos(2 * np.pi * frac)
     out[:, 2] = np.sin(4 * np.pi * frac)
     out[:, 3] = np.cos(4 * np.pi * frac)
-    is_holiday = np.fromiter((d in holidays for d in local.date), dtype=bool, count=len(local))
+    days = local.tz_localize(None).to_numpy().astype("datetime64[D]")
+    is_holiday = np.isin(days, np.array(sorted(holidays), dtype="datetime64[D]"))
     set_holiday_flag(out, local.dayofweek.to_numpy(), is_holiday)
     if day_of_year:
         doy = local.dayofyear.to_numpy() / 365.25
