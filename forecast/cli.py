@@ -18,27 +18,42 @@ def register(sub: Any) -> None:
     p.add_argument("--no-publish", action="store_true", help="do not publish ForecastPublished events")
     p.set_defaults(handler=_once)
 
-    p = fc.add_parser("train", help="train the platform model and save a versioned artefact in forecast.model_dir")
+    p = fc.add_parser(
+        "train",
+        help="train the platform model of one meter interval; the new version becomes CURRENT only if it "
+        "backtests better than the current one (run weekly on the facilities' own rollups)",
+    )
     p.add_argument(
         "--source",
         choices=("influx", "synthetic"),
         default="influx",
-        help="facility rollups in InfluxDB (+ recorded weather) or seeded synthetic facilities",
+        help="facility rollups in InfluxDB (+ recorded weather); synthetic facilities are for tests and demos",
     )
     p.add_argument("--days", type=int, default=28, help="days of history per facility")
+    p.add_argument("--interval", type=int, choices=(15, 30, 60), default=15, help="meter interval in minutes")
     p.add_argument("--facilities", type=int, default=12, help="synthetic facilities (source synthetic)")
-    p.add_argument("--epochs", type=int, default=15)
-    p.add_argument("--stride", type=int, default=4, help="steps between training windows")
+    p.add_argument("--steps", type=int, default=None, help="optimiser steps per ensemble member (default: TrainConfig)")
+    p.add_argument("--ensemble", type=int, default=None, help="ensemble members (default: TrainConfig)")
     p.add_argument("--seed", type=int, default=7)
     p.set_defaults(handler=_train)
 
     p = fc.add_parser("evaluate-vic-elec", help="train and evaluate day-ahead on vic_elec against seasonal naive")
-    p.add_argument("--epochs", type=int, default=25)
-    p.add_argument("--max-seconds", type=float, default=3600.0, help="cap on training wall time (breaks determinism)")
+    p.add_argument("--steps", type=int, default=None, help="optimiser steps per ensemble member (default: TrainConfig)")
     p.add_argument("--seed", type=int, default=7)
-    p.add_argument("--plot", default="docs/img/forecast-vic-elec-week.png", help="PNG of a test week")
+    p.add_argument("--plot", default="docs/img/forecast-vic_elec-week.png", help="PNG of a test week")
     p.add_argument("--save-model", action="store_true", help="also save the vic_elec model as artefact 'vic_elec'")
     p.set_defaults(handler=_evaluate)
+
+
+def _config(args: argparse.Namespace) -> Any:
+    from forecast.model.train import TrainConfig
+
+    cfg = TrainConfig(seed=args.seed)
+    if args.steps is not None:
+        cfg.max_steps = args.steps
+    if getattr(args, "ensemble", None) is not None:
+        cfg.ensemble = args.ensemble
+    return cfg
 
 
 async def _with_service(fn: Any, publish: bool) -> Any:
@@ -140,24 +155,23 @@ def _train(args: argparse.Namespace) -> int:
     import json
 
     from energy.settings import get_settings
-    from forecast.model.train import TrainConfig
+    from forecast.service import model_name_for
     from forecast.train_platform import synthetic_fleet, train_and_save
 
     settings = get_settings()
-    cfg = TrainConfig(seed=args.seed, max_epochs=args.epochs)
+    cfg = _config(args)
     if args.source == "synthetic":
-        series = synthetic_fleet(args.facilities, args.days, args.seed)
+        series = synthetic_fleet(args.facilities, args.days, args.seed, interval_minutes=args.interval)
     else:
         from forecast.training_data import influx_series
 
-        series = asyncio.run(influx_series(settings, args.days))
+        series = asyncio.run(influx_series(settings, args.days, interval_minutes=args.interval))
         if not series:
-            print("no facility has enough 15 min rollups in InfluxDB; try --source synthetic")
+            print(f"no facility has enough {args.interval} min history in InfluxDB")
             return 2
-    version, result = train_and_save(
-        series, cfg, settings.forecast.model_dir, settings.forecast.model_name, args.source, args.stride
-    )
-    print(json.dumps({"model": f"{settings.forecast.model_name}-{version}", **result.metrics}, indent=2))
+    name = model_name_for(settings.forecast.model_name, args.interval)
+    promotion, result = train_and_save(series, cfg, settings.forecast.model_dir, name, args.source)
+    print(json.dumps({"model": f"{name}-{promotion.version}", **promotion.__dict__, **result.metrics}, indent=2))
     return 0
 
 
@@ -165,32 +179,27 @@ def _evaluate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from energy.settings import get_settings
-    from forecast.evaluate import evaluate, plot_week
-    from forecast.model.train import TrainConfig
+    from forecast.evaluate import day_ahead_backtest, plot_week
+    from forecast.vic_elec import load_vic_elec
 
-    cfg = TrainConfig(
-        seed=args.seed, max_epochs=args.epochs, patience=4, batch_size=512, lr=4e-3, max_seconds=args.max_seconds
-    )
-    ev = evaluate(cfg)
+    data = load_vic_elec()
+    ev = day_ahead_backtest("vic_elec", [data.series], data.times[data.test_start], _config(args))
     print("vic_elec, day-ahead, test = last 20 % (from 2014-05-26), hourly; temperature = observed, as a stand-in")
     print("for a weather forecast")
     print(f"  LSTM P50, every hour 24 h ahead     MAPE {ev.mape_pct:6.2f} %")
-    print(f"  LSTM P50, issued daily, 24-47 h     MAPE {ev.mape_daily_issue_pct:6.2f} %")
-    print(f"  seasonal naive, same hour yesterday MAPE {ev.snaive_day_mape_pct:6.2f} %")
-    print(f"  seasonal naive, same hour last week MAPE {ev.snaive_week_mape_pct:6.2f} %")
-    print(f"  P10-P90 coverage {ev.coverage_pct:.1f} % (daily issue {ev.coverage_daily_issue_pct:.1f} %)")
+    print(f"  seasonal naive, same hour yesterday MAPE {ev.naive_day_pct:6.2f} %")
+    print(f"  seasonal naive, same hour last week MAPE {ev.naive_week_pct:6.2f} %")
+    print(f"  P10-P90 coverage {ev.coverage_pct:.1f} %, training {ev.train_s:.0f} s")
     print(f"  training: {ev.result.metrics}")
     if args.plot:
-        print(f"  plot: {plot_week(ev, Path(args.plot))}")
+        print(f"  plot: {plot_week(ev, Path(args.plot), 'MWh per hour')}")
     if args.save_model:
         from forecast.model.artifact import save_model
-        from forecast.vic_elec import VIC_SPEC
 
         settings = get_settings()
         version = save_model(
             settings.forecast.model_dir,
             "vic_elec",
-            VIC_SPEC,
             ev.result,
             {"source": "vic_elec", "seed": args.seed, "test_mape_pct": round(ev.mape_pct, 3)},
         )

@@ -28,7 +28,8 @@ class ForecastSettings(SettingsGroup):
     weather_cache_max_age_s: float = Field(default=86400.0, gt=0)  # older cached forecasts are not used
     weather_concurrency: int = Field(default=8, ge=1, le=100)
     model_name: Name = "platform"
-    history_days: int = Field(default=8, ge=2, le=60)  # history read per facility (>= one week + lookback)
+    # history read per facility: a week for the seasonal-naive reference, then up to a week of backtest
+    history_days: int = Field(default=14, ge=2, le=60)
     stale_after_s: Seconds = 3600.0  # newest rollup older than this -> degraded_stale_data
     facility_concurrency: int = Field(default=4, ge=1, le=64)
     write_batch: int = Field(default=50, ge=1, le=10_000)

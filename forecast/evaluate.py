@@ -1,107 +1,172 @@
-"""``energy forecast evaluate-vic-elec``: train on vic_elec, compare with seasonal-naive baselines, plot a test week."""
+"""Day-ahead backtest of any data set with the same defaults: train only on the past (targets before the
+test start), forecast every test step from an origin exactly one day before it, and compare with the two
+seasonal-naive baselines on the same targets (used by ``energy forecast evaluate-vic-elec`` and
+``bench/forecast.py``)."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
-from forecast.model.features import valid_origins
-from forecast.model.train import TrainConfig, TrainResult, predict, train
-from forecast.vic_elec import VIC_SPEC, VicData, bank_of, load_vic_elec, mape_pct, seasonal_naive_mape
+from forecast.dataset import SeriesData, build_bank, extend
+from forecast.model.calendar import spans_a_year
+from forecast.model.features import ModelSpec, SeriesBank, spec_for, valid_origins
+from forecast.model.train import TARGET_HIGH, TARGET_LOW, TrainConfig, TrainResult, raw_predict, train
 
-VAL_FRACTION = 0.15  # of the training period, the most recent part
-TRAIN_STRIDE = 2  # every other hourly origin: neighbouring windows are near duplicates; halves training time
+VAL_FRACTION = 0.15  # of each series' training period, the most recent part (early stopping, calibration)
+ROLLING_CALIBRATION_DAYS = 28  # the band of a forecast is calibrated on the errors of the 28 days before it
 
 
 @dataclass
-class VicEvaluation:
-    mape_pct: float  # every test hour forecast exactly 24 h ahead (rolling origin)
-    mape_daily_issue_pct: float  # one forecast a day, leads 24..47 h
-    snaive_day_mape_pct: float
-    snaive_week_mape_pct: float
-    coverage_pct: float  # P10-P90 coverage, rolling origin
-    coverage_daily_issue_pct: float
-    test_hours: int
+class Evaluation:
+    name: str
+    spec: ModelSpec
+    mape_pct: float  # P50, every test step forecast exactly one day ahead (rolling origin)
+    naive_day_pct: float  # same time yesterday, same targets
+    naive_week_pct: float  # same time last week, same targets
+    coverage_pct: float  # P10-P90, rolling conformal calibration (the errors known at forecast time)
+    coverage_static_pct: float  # P10-P90 with the offsets fixed at training time (validation split)
+    train_s: float
+    test_steps: int
     result: TrainResult
-    times: np.ndarray
+    times: np.ndarray  # of the first series' test steps (for the plot)
     actual: np.ndarray
     p10: np.ndarray
     p50: np.ndarray
     p90: np.ndarray
 
 
-def split_origins(data: VicData, stride: int = TRAIN_STRIDE) -> tuple[np.ndarray, np.ndarray]:
-    bank = bank_of(data)
-    spec = VIC_SPEC
-    origins = valid_origins(bank, spec)
-    last_target = origins + spec.gap + spec.horizon
-    train_val = origins[last_target < data.test_start]
-    cut = int(len(train_val) * (1 - VAL_FRACTION))
-    # drop the windows whose targets overlap the validation period (no leakage into early stopping)
-    val = train_val[cut:]
-    train_only = train_val[: max(0, cut - spec.gap - spec.horizon)]
-    return train_only[::stride], val
+def mape_pct(actual: np.ndarray, forecast: np.ndarray) -> float:
+    return float(np.mean(np.abs(actual - forecast) / np.abs(actual)) * 100)
 
 
-def evaluate(
-    cfg: TrainConfig | None = None, data: VicData | None = None, trained: TrainResult | None = None
-) -> VicEvaluation:
-    """Train (or take ``trained``, e.g. the committed artefact) and evaluate on the test split."""
-    data = data or load_vic_elec()
-    spec = VIC_SPEC
-    bank = bank_of(data, pad=spec.horizon)
-    if trained is None:
-        train_o, val_o = split_origins(data)
-        trained = train(bank, spec, train_o, val_o, cfg or TrainConfig())
-    result = trained
-    n = len(data.load)
-    targets = np.arange(data.test_start, n)
-    # rolling origin: target t forecast from o = t - gap - 1, lead k = 0 (24 h ahead)
-    rolling = predict(result.net, bank, spec, targets - spec.gap - 1, result.band_scale)[:, 0, :]
-    actual = data.load[targets]
-    # daily issue: origins whose first target starts a local day, all 24 leads
-    local_hour = data.times.tz_convert("Australia/Melbourne").hour.to_numpy()
-    first_targets = targets[(local_hour[targets] == 0) & (targets + spec.horizon <= n)]
-    daily = predict(result.net, bank, spec, first_targets - spec.gap - 1, result.band_scale)
-    daily_idx = (first_targets[:, None] + np.arange(spec.horizon)[None, :]).ravel()
-    daily_q = daily.reshape(-1, 3)
-    return VicEvaluation(
-        mape_pct=mape_pct(actual, rolling[:, 1]),
-        mape_daily_issue_pct=mape_pct(data.load[daily_idx], daily_q[:, 1]),
-        snaive_day_mape_pct=seasonal_naive_mape(data, 24),
-        snaive_week_mape_pct=seasonal_naive_mape(data, 168),
-        coverage_pct=float(np.mean((actual >= rolling[:, 0]) & (actual <= rolling[:, 2])) * 100),
-        coverage_daily_issue_pct=float(
-            np.mean((data.load[daily_idx] >= daily_q[:, 0]) & (data.load[daily_idx] <= daily_q[:, 2])) * 100
-        ),
-        test_hours=len(targets),
+def day_ahead_spec(series: list[SeriesData], test_start: pd.Timestamp) -> ModelSpec:
+    train_times = series[0].times[series[0].times < test_start]
+    return spec_for(series[0].interval_minutes, day_ahead=True, day_of_year=spans_a_year(train_times))
+
+
+def split_origins(bank: SeriesBank, spec: ModelSpec, first_test: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Per series: origins whose targets all lie before its test start; the last VAL_FRACTION validate, and
+    the training windows whose targets reach into the validation period are dropped (no leakage)."""
+    train_o, val_o = [], []
+    for start, n, test_at in zip(bank.starts, bank.lengths, first_test, strict=True):
+        sub = SeriesBank(
+            bank.load, bank.temp, bank.temp_day_mean, bank.temp_day_max, bank.calendar, np.array([start]), np.array([n])
+        )
+        origins = valid_origins(sub, spec)
+        origins = origins[origins + spec.gap + spec.horizon < start + test_at]
+        cut = int(len(origins) * (1 - VAL_FRACTION))
+        train_o.append(origins[: max(0, cut - spec.gap - spec.horizon)])
+        val_o.append(origins[cut:])
+    return np.concatenate(train_o), np.concatenate(val_o)
+
+
+def day_ahead_backtest(
+    name: str, series: list[SeriesData], test_start: pd.Timestamp, cfg: TrainConfig | None = None
+) -> Evaluation:
+    spec = day_ahead_spec(series, test_start)
+    first_test = [int(np.searchsorted(s.times, test_start)) for s in series]
+    bank = build_bank([extend(s, spec.horizon) for s in series], spec)
+    train_o, val_o = split_origins(bank, spec, first_test)
+    t0 = time.perf_counter()
+    result = train(bank, spec, train_o, val_o, cfg or TrainConfig())
+    train_s = time.perf_counter() - t0
+    actual_all, p_all, static_all, day_all, week_all = [], [], [], [], []
+    for i, (s, start, test_at) in enumerate(zip(series, bank.starts, first_test, strict=True)):
+        q, static, targets = _rolling_forecasts(result, bank, int(start), test_at, len(s.times), s.load)
+        filled = bank.load[start : start + len(s.times)]
+        actual_all.append(s.load[targets])
+        p_all.append(q)
+        static_all.append(static)
+        day_all.append(filled[targets - spec.steps_per_day])
+        week_all.append(filled[targets - spec.week])
+        if i == 0:
+            first = (s.times[targets].to_numpy(), s.load[targets], q)
+    actual, q, static, day, week = (np.concatenate(x) for x in (actual_all, p_all, static_all, day_all, week_all))
+    return Evaluation(
+        name=name,
+        spec=spec,
+        mape_pct=mape_pct(actual, q[:, 1]),
+        naive_day_pct=mape_pct(actual, day),
+        naive_week_pct=mape_pct(actual, week),
+        coverage_pct=float(np.mean((actual >= q[:, 0]) & (actual <= q[:, 2])) * 100),
+        coverage_static_pct=float(np.mean((actual >= static[:, 0]) & (actual <= static[:, 2])) * 100),
+        train_s=train_s,
+        test_steps=len(actual),
         result=result,
-        times=data.times[targets].to_numpy(),
-        actual=actual,
-        p10=rolling[:, 0],
-        p50=rolling[:, 1],
-        p90=rolling[:, 2],
+        times=first[0],
+        actual=first[1],
+        p10=first[2][:, 0],
+        p50=first[2][:, 1],
+        p90=first[2][:, 2],
     )
 
 
-def plot_week(ev: VicEvaluation, path: Path, start_hour: int = 24 * 7 * 4) -> Path:
+def _rolling_forecasts(
+    result: TrainResult, bank: SeriesBank, start: int, test_at: int, n: int, load: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Lead-0 (one day ahead) quantiles of every observed test step of one series, calibrated two ways:
+    rolling (per target, the conformal offsets of the lead-0 errors whose targets were already observed at
+    its origin, over the last ROLLING_CALIBRATION_DAYS) and static (the training-time offsets)."""
+    model, spec = result.model, result.model.spec
+    window = ROLLING_CALIBRATION_DAYS * spec.steps_per_day
+    begin = max(test_at - window - spec.gap - 1, spec.history_needed + spec.gap)
+    steps = np.arange(begin, n)
+    raw, scale = raw_predict(model.nets, bank, spec, start + steps - spec.gap - 1)
+    pred = raw[:, 0, :] * scale[:, None]  # load units
+    actual = load[steps]
+    observed = np.isfinite(actual) & (actual > 0)
+    rel = pred / scale[:, None]
+    below = pd.Series(np.where(observed, rel[:, 0] - actual / scale, np.nan))
+    above = pd.Series(np.where(observed, actual / scale - rel[:, 2], np.nan))
+    # known at the origin o = t - gap - 1: errors of targets <= o, i.e. shifted by gap + 1 steps
+    lag = spec.gap + 1
+    min_count = spec.steps_per_day * 7
+    lo_off = below.rolling(window, min_periods=min_count).quantile(1 - TARGET_LOW, interpolation="higher")
+    hi_off = above.rolling(window, min_periods=min_count).quantile(TARGET_HIGH, interpolation="higher")
+    lo_off = lo_off.shift(lag).fillna(float(model.low_offset[0])).to_numpy()
+    hi_off = hi_off.shift(lag).fillna(float(model.high_offset[0])).to_numpy()
+    keep = (steps >= test_at) & observed
+    mid = pred[:, 1]
+    rolling = np.stack(
+        [np.minimum(pred[:, 0] - lo_off * scale, mid), mid, np.maximum(pred[:, 2] + hi_off * scale, mid)], axis=-1
+    )
+    static = np.stack(
+        [
+            np.minimum(pred[:, 0] - model.low_offset[0] * scale, mid),
+            mid,
+            np.maximum(pred[:, 2] + model.high_offset[0] * scale, mid),
+        ],
+        axis=-1,
+    )
+    return np.maximum(rolling[keep], 0.0), np.maximum(static[keep], 0.0), steps[keep]
+
+
+def plot_week(ev: Evaluation, path: Path, unit: str, start_day: int = 28) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    sl = slice(start_hour, start_hour + 24 * 7)
+    per_day = ev.spec.steps_per_day
+    begin = min(start_day * per_day, max(0, len(ev.times) - 7 * per_day))
+    sl = slice(begin, begin + 7 * per_day)
     fig, ax = plt.subplots(figsize=(11, 4))
     ax.fill_between(ev.times[sl], ev.p10[sl], ev.p90[sl], alpha=0.3, label="P10-P90")
-    ax.plot(ev.times[sl], ev.p50[sl], label="P50 (24 h ahead)")
+    ax.plot(ev.times[sl], ev.p50[sl], label="P50 (one day ahead)")
     ax.plot(ev.times[sl], ev.actual[sl], color="black", linewidth=1, label="actual")
-    ax.set_ylabel("MWh per hour")
-    ax.set_title(f"vic_elec test week, LSTM day-ahead (MAPE over the test set {ev.mape_pct:.2f} %)")
+    ax.set_ylabel(unit)
+    ax.set_title(
+        f"{ev.name}: a test week, LSTM day-ahead (test MAPE {ev.mape_pct:.2f} %, "
+        f"best seasonal naive {min(ev.naive_day_pct, ev.naive_week_pct):.2f} %)"
+    )
     ax.legend(loc="upper right")
     fig.autofmt_xdate()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90, bbox_inches="tight")
+    fig.savefig(path, dpi=80, bbox_inches="tight")
     plt.close(fig)
     return path

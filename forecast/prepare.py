@@ -1,21 +1,24 @@
-"""Turn one facility's rollups and weather into model inputs on a 15 min grid, with quality flags (pure)."""
+"""Turn one facility's rollups and weather into model inputs on the grid of the facility's own meter
+interval, in its own timezone, with quality flags (pure)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
 
+from forecast.dataset import NEUTRAL_TEMP_C, fill_gaps
 from forecast.model.calendar import calendar_features
 from forecast.weather.types import HourlyWeather
 from schemas.forecasts import ForecastQuality
 
-STEP = timedelta(minutes=15)
-STEPS_PER_DAY = 96
-NEUTRAL_TEMP_C = 15.0  # used when no temperature at all is known (flagged degraded_no_weather)
+ROLLUP_MINUTES = 15  # the aggregation's facility rollup window the service reads
+STEP = timedelta(minutes=ROLLUP_MINUTES)
+MIN_HISTORY_DAYS = 8.0  # a week for the seasonal-naive reference plus a day to backtest the model on
+__all__ = ["NEUTRAL_TEMP_C", "Prepared", "Rollup", "infer_interval_minutes", "prepare", "quarter_floor"]
 
 
 @dataclass(frozen=True)
@@ -28,30 +31,46 @@ class Rollup:
 @dataclass
 class Prepared:
     facility_id: str
-    times: pd.DatetimeIndex  # history steps then horizon steps
+    times: pd.DatetimeIndex  # history steps then horizon steps, at the facility's interval
     load: np.ndarray  # history only, gaps filled
     temp_c: np.ndarray  # history + horizon
-    calendar: np.ndarray  # history + horizon
+    calendar: np.ndarray  # history + horizon (without day of year; see day_of_year_calendar)
     history_steps: int
     observed_fraction: float  # share of history steps that had a rollup
+    observed_days: float  # from the first observed step to the end of the history
+    first_observed: int  # index of the first history step with a rollup
     sensor_coverage: float  # mean coverage over the last day (missing windows count as 0)
     quality: ForecastQuality
     weather_available: bool
     weather_source: str | None = None
+    timezone: str = "UTC"
+    interval_minutes: int = ROLLUP_MINUTES
+
+    @property
+    def steps_per_day(self) -> int:
+        return 1440 // self.interval_minutes
+
+    @property
+    def horizon_steps(self) -> int:
+        return len(self.times) - self.history_steps
 
 
 def quarter_floor(ts: datetime) -> datetime:
     return ts.replace(minute=ts.minute - ts.minute % 15, second=0, microsecond=0)
 
 
-def fill_gaps(values: np.ndarray, steps_per_day: int = STEPS_PER_DAY) -> np.ndarray:
-    """Missing steps take the value of the same time the previous day, then the next day, then the nearest."""
-    s = pd.Series(values, dtype="float64")
-    for shift in (steps_per_day, -steps_per_day, 7 * steps_per_day, -7 * steps_per_day):
-        if not s.isna().any():
-            break
-        s = s.fillna(s.shift(shift))
-    return s.ffill().bfill().to_numpy(dtype=np.float64)
+def infer_interval_minutes(timestamps: Sequence[datetime] | np.ndarray) -> int:
+    """The facility's data interval seen through its 15 min rollups: a meter that reads every 30 or 60 min
+    fills only every second or fourth window (5 min meters fill every 15 min window: 15). ``timestamps``:
+    datetimes or epoch seconds."""
+    if isinstance(timestamps, np.ndarray):
+        secs = np.unique(timestamps)
+    else:
+        secs = np.unique(np.array([t.timestamp() for t in timestamps]))
+    if len(secs) < 3:
+        return ROLLUP_MINUTES
+    typical = float(np.median(np.diff(secs))) / 60
+    return 15 if typical < 22.5 else 30 if typical < 45 else 60
 
 
 def temperatures(times: pd.DatetimeIndex, sources: Sequence[HourlyWeather | None]) -> np.ndarray | None:
@@ -71,50 +90,70 @@ def prepare(
     facility_id: str,
     timezone: str,
     run_at: datetime,
-    history_steps: int,
-    horizon: int,
+    history: timedelta,
+    horizon: timedelta,
     rollups: Sequence[Rollup],
     weather_past: HourlyWeather | None,
     weather_forecast: HourlyWeather | None,
     weather_available: bool,
     stale_after: timedelta,
     weather_source: str | None = None,
+    interval_minutes: int | None = None,
 ) -> Prepared | None:
-    """None when the facility has no rollup at all in the history window (nothing to forecast from)."""
-    start = run_at - history_steps * STEP
-    times = pd.date_range(start, periods=history_steps + horizon, freq="15min")
-    load = np.full(history_steps, np.nan)
+    """None when the facility has no rollup at all in the history window (nothing to forecast from).
+    ``interval_minutes``: the grid; by default the facility's own (:func:`infer_interval_minutes`); the
+    rollups inside one grid step are averaged."""
+    ts = np.fromiter((r.ts.timestamp() for r in rollups), dtype=np.float64, count=len(rollups))
+    kw = np.fromiter((r.avg_kw for r in rollups), dtype=np.float64, count=len(rollups))
+    cv = np.fromiter((r.coverage for r in rollups), dtype=np.float64, count=len(rollups))
+    finite = np.isfinite(kw)
+    interval = interval_minutes or infer_interval_minutes(ts[finite])
+    step = timedelta(minutes=interval)
+    history_steps, horizon_steps = int(history / step), int(horizon / step)
+    start = run_at - history_steps * step
+    times = pd.date_range(start, periods=history_steps + horizon_steps, freq=f"{interval}min")
+    idx = np.floor((ts - start.timestamp()) / step.total_seconds()).astype(np.int64)
+    ok = finite & (idx >= 0) & (idx < history_steps)
+    total = np.zeros(history_steps)
+    count = np.zeros(history_steps)
     cov = np.zeros(history_steps)
-    newest: datetime | None = None
-    for r in rollups:
-        i = int((r.ts - start) / STEP)
-        if 0 <= i < history_steps and np.isfinite(r.avg_kw):
-            load[i] = max(0.0, r.avg_kw)
-            cov[i] = min(1.0, max(0.0, r.coverage))
-            newest = r.ts if newest is None or r.ts > newest else newest
-    if newest is None:
+    np.add.at(total, idx[ok], np.maximum(kw[ok], 0.0))
+    np.add.at(count, idx[ok], 1.0)
+    np.maximum.at(cov, idx[ok], np.clip(cv[ok], 0.0, 1.0))
+    if not ok.any():
         return None
-    observed = float(np.mean(~np.isnan(load)))
+    newest = datetime.fromtimestamp(float(ts[ok].max()), UTC)
+    first = datetime.fromtimestamp(float(ts[ok].min()), UTC)
+    load = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+    observed = float(np.mean(count > 0))
     temps = temperatures(times, [weather_past, weather_forecast])
     if temps is None:
         temps = np.full(len(times), NEUTRAL_TEMP_C)
         weather_available = False
-    if newest + STEP < run_at - stale_after:
+    observed_days = (run_at - first) / timedelta(days=1)
+    if observed_days < MIN_HISTORY_DAYS:
+        quality = ForecastQuality.INSUFFICIENT_HISTORY
+    elif newest + STEP < run_at - stale_after:
         quality = ForecastQuality.DEGRADED_STALE_DATA
     elif not weather_available:
         quality = ForecastQuality.DEGRADED_NO_WEATHER
     else:
         quality = ForecastQuality.FULL
+    per_day = 1440 // interval
     return Prepared(
         facility_id=facility_id,
         times=times,
-        load=fill_gaps(load),
+        load=fill_gaps(load, per_day),
         temp_c=temps,
         calendar=calendar_features(times, timezone),
         history_steps=history_steps,
         observed_fraction=observed,
-        sensor_coverage=float(np.mean(cov[-STEPS_PER_DAY:])),
+        observed_days=observed_days,
+        first_observed=int(np.argmax(count > 0)),
+        sensor_coverage=float(np.mean(cov[-per_day:])),
         quality=quality,
         weather_available=weather_available,
         weather_source=weather_source,
+        timezone=timezone,
+        interval_minutes=interval,
     )

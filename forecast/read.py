@@ -1,7 +1,8 @@
 """Read interface other teams use: the newest forecast of a facility over a time window.
 
 Rows come from ``load_forecasts`` (one row per facility and target time; the newest run wins,
-see :mod:`forecast.store`). Targets are 15 min apart and mark the *start* of each interval.
+see :mod:`forecast.store`). Targets are one meter interval apart (15 min for most facilities) and
+mark the *start* of each interval.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ ORDER BY target_ts
 """
 
 _LAST_RUN_SQL = """
-SELECT facility_id, run_at, model_version, quality, seasonal_naive, weather_available, sensor_coverage
+SELECT facility_id, run_at, model_version, quality, seasonal_naive, weather_available, sensor_coverage, method
 FROM forecast_runs WHERE facility_id = $1 ORDER BY run_at DESC LIMIT 1
 """
 
@@ -48,6 +49,7 @@ class ForecastRunInfo:
     seasonal_naive: bool
     weather_available: bool
     sensor_coverage: float
+    method: str | None  # see forecast.engine.Method; NULL for runs of releases before it was recorded
 
 
 def _require_aware(*values: datetime) -> None:

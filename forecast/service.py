@@ -1,8 +1,10 @@
-"""The forecast service: every quarter hour (and on demand) forecast every active facility 96 x 15 min ahead.
+"""The forecast service: every quarter hour (and on demand) forecast every active facility 24 h ahead at
+its own meter interval (15, 30 or 60 min as seen in its rollups).
 
 Per run: history from InfluxDB (15 min facility rollups), weather per grid cell (with fallbacks), the
-current model (or seasonal naive, flagged), upserts into load_forecasts/forecast_runs (newest run wins),
-then one ForecastPublishedEvent per facility straight to Kafka (see docs/decisions/0301-forecast-service.md).
+current model of the facility's interval gated by a backtest on the facility's own history (or seasonal
+naive, flagged), upserts into load_forecasts/forecast_runs (newest run wins), then one
+ForecastPublishedEvent per facility straight to Kafka (see docs/decisions/0301-forecast-service.md).
 """
 
 from __future__ import annotations
@@ -22,10 +24,10 @@ import structlog
 from energy.adapters.influx import InfluxClient
 from energy.observability.metrics import Counter, Gauge, Histogram
 from energy.settings import Settings
-from forecast.engine import forecast_batch
+from forecast.engine import GateResult, forecast_batch
 from forecast.history import read_rollups
 from forecast.model.artifact import LoadedModel, ModelLoadError, load_model
-from forecast.prepare import STEP, STEPS_PER_DAY, Prepared, prepare, quarter_floor
+from forecast.prepare import Prepared, prepare, quarter_floor
 from forecast.store import FacilityForecast, save_forecast
 from forecast.weather.client import WeatherClient
 from forecast.weather.types import WeatherResult
@@ -33,8 +35,15 @@ from schemas.forecasts import ForecastPublished, ForecastPublishedEvent
 from schemas.topics import FORECASTS
 
 log = structlog.get_logger("forecast.service")
-HORIZON = 96
+HORIZON = timedelta(hours=24)
 BATCH = 256
+MODEL_INTERVALS = (15, 30, 60)  # 5 min meters arrive as complete 15 min rollups
+
+
+def model_name_for(base: str, interval_minutes: int) -> str:
+    """The artefact serving an interval: ``platform`` for 15 min, ``platform-60m`` for hourly meters, ..."""
+    return base if interval_minutes == 15 else f"{base}-{interval_minutes}m"
+
 
 RUNS = Counter("energy_forecast_runs_total", "Forecast runs by outcome", ["outcome"])
 RUN_SECONDS = Histogram(
@@ -62,6 +71,7 @@ class RunSummary:
     skipped: int = 0
     seasonal_naive: int = 0
     quality: dict[str, int] = field(default_factory=dict)
+    methods: dict[str, int] = field(default_factory=dict)
     weather_sources: dict[str, int] = field(default_factory=dict)
     published: int = 0
     publish_errors: int = 0
@@ -88,28 +98,54 @@ class ForecastService:
         self.producer = producer
         self.topic = topic
         self.clock = clock
-        self._model: LoadedModel | None = None
-        self._model_key: str | None = None
+        self._models: dict[str, LoadedModel | None] = {}
+        self._model_keys: dict[str, str | None] = {}
+        self._gates: dict[str, GateResult] = {}
+        self._gates_key: tuple[Any, ...] = ()
 
-    def current_model(self) -> LoadedModel | None:
-        """The current artefact, reloaded when CURRENT changes; None (seasonal naive) when absent or broken."""
-        current = self.cfg.model_dir / self.cfg.model_name / "CURRENT"
+    def _load(self, name: str) -> LoadedModel | None:
+        current = self.cfg.model_dir / name / "CURRENT"
         key = current.read_text().strip() if current.exists() else None
-        if key != self._model_key:
-            self._model_key = key
+        if name not in self._model_keys or key != self._model_keys[name]:
+            self._model_keys[name] = key
             try:
-                self._model = load_model(self.cfg.model_dir, self.cfg.model_name)
+                self._models[name] = load_model(self.cfg.model_dir, name)
             except ModelLoadError as exc:
                 MODEL_ERRORS.inc()
-                log.error("model_load_failed", error=str(exc))
-                self._model = None
-        return self._model
+                log.error("model_load_failed", model=name, error=str(exc))
+                self._models[name] = None
+        return self._models.get(name)
+
+    def current_models(self) -> dict[int, LoadedModel]:
+        """The current artefact per meter interval, reloaded when CURRENT changes; intervals without one (absent
+        or broken) are served seasonal naive, flagged."""
+        out = {}
+        for interval in MODEL_INTERVALS:
+            model = self._load(model_name_for(self.cfg.model_name, interval))
+            if model is not None and model.spec.interval_minutes == interval:
+                out[interval] = model
+        return out
+
+    def current_model(self) -> LoadedModel | None:
+        return self.current_models().get(15)
+
+    def gates_for(self, run_at: datetime) -> dict[str, GateResult]:
+        """The backtest decisions (facility id -> gate) that runs on ``run_at``'s day use and extend."""
+        return self._gate_cache(self.current_models(), run_at)
+
+    def _gate_cache(self, models: dict[int, LoadedModel], run_at: datetime) -> dict[str, GateResult]:
+        """Backtest decisions are kept for a day per set of models (a backtest per facility and run would
+        cost more than the forecast itself)."""
+        key = (tuple(sorted((i, m.label) for i, m in models.items())), run_at.date())
+        if key != self._gates_key:
+            self._gates_key, self._gates = key, {}
+        return self._gates
 
     async def _weather(
         self, f: Any, run_at: datetime, hist_start: datetime, sem: asyncio.Semaphore
     ) -> tuple[WeatherResult, Any]:
         async with sem:
-            end = run_at + HORIZON * STEP
+            end = run_at + HORIZON
             result = await self.weather.get(f["latitude"], f["longitude"], run_at, end)
             past = await self.weather.history(f["latitude"], f["longitude"], hist_start, run_at)
             return result, past
@@ -137,8 +173,8 @@ class ForecastService:
         summary.facilities = len(facilities)
         if not facilities:
             return
-        history_steps = self.cfg.history_days * STEPS_PER_DAY
-        hist_start = run_at - history_steps * STEP
+        history = timedelta(days=self.cfg.history_days)
+        hist_start = run_at - history
         rollups = await read_rollups(
             self.influx,
             self.settings.influx.rollup_retention_policy,
@@ -148,8 +184,8 @@ class ForecastService:
         )
         sem = asyncio.Semaphore(self.cfg.facility_concurrency * 4)
         weather = await asyncio.gather(*(self._weather(f, run_at, hist_start, sem) for f in facilities))
-        model = self.current_model()
-        summary.model_version = model.label if model else None
+        models = self.current_models()
+        summary.model_version = models[15].label if 15 in models else None
         stale_after = timedelta(seconds=self.cfg.stale_after_s)
         prepared: list[Prepared] = []
         sources: CountOf[str] = CountOf()
@@ -159,7 +195,7 @@ class ForecastService:
                 f["facility_id"],
                 f["timezone"],
                 run_at,
-                history_steps,
+                history,
                 HORIZON,
                 rollups[f["facility_id"]],
                 past,
@@ -175,14 +211,18 @@ class ForecastService:
             prepared.append(p)
         summary.weather_sources = dict(sources)
         forecasts: list[FacilityForecast] = []
+        gates = self._gate_cache(models, run_at)
         for i in range(0, len(prepared), BATCH):
-            forecasts += await asyncio.to_thread(forecast_batch, prepared[i : i + BATCH], model, run_at, HORIZON)
+            forecasts += await asyncio.to_thread(forecast_batch, prepared[i : i + BATCH], models, run_at, gates)
         await self._save_all(forecasts)
         quality: CountOf[str] = CountOf()
+        methods: CountOf[str] = CountOf()
         for fc in forecasts:
             quality[fc.quality] += 1
-            FACILITY_RESULTS.labels(fc.quality, "seasonal_naive" if fc.seasonal_naive else "model").inc()
+            methods[fc.method or ""] += 1
+            FACILITY_RESULTS.labels(fc.quality, fc.method or "").inc()
         summary.quality = dict(quality)
+        summary.methods = dict(methods)
         summary.written = len(forecasts)
         summary.seasonal_naive = sum(fc.seasonal_naive for fc in forecasts)
         if self.producer is not None:
@@ -235,7 +275,7 @@ def forecast_event(fc: FacilityForecast, produced_at: datetime) -> ForecastPubli
         facility_id=fc.facility_id,
         run_at=fc.run_at,
         horizon_start=fc.targets[0],
-        horizon_end=fc.targets[-1] + STEP,
+        horizon_end=fc.targets[-1] + timedelta(minutes=fc.interval_minutes),
         steps=len(fc.targets),
         model_version=fc.model_version,
         quality=ForecastQuality(fc.quality),

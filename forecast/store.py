@@ -9,12 +9,13 @@ from typing import Any
 
 _RUN_SQL = """
 INSERT INTO forecast_runs (facility_id, run_at, model_version, quality, seasonal_naive,
-                           weather_available, sensor_coverage, weather_source)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                           weather_available, sensor_coverage, weather_source, method)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
 ON CONFLICT (facility_id, run_at) DO UPDATE SET
     model_version = EXCLUDED.model_version, quality = EXCLUDED.quality,
     seasonal_naive = EXCLUDED.seasonal_naive, weather_available = EXCLUDED.weather_available,
-    sensor_coverage = EXCLUDED.sensor_coverage, weather_source = EXCLUDED.weather_source
+    sensor_coverage = EXCLUDED.sensor_coverage, weather_source = EXCLUDED.weather_source,
+    method = EXCLUDED.method
 """
 
 # The WHERE clause is the guard: a retried or late run with an older run_at leaves newer rows alone.
@@ -48,6 +49,8 @@ class FacilityForecast:
     p50: Sequence[float]
     p90: Sequence[float]
     weather_source: str | None = None  # primary | secondary | cache | persistence | none
+    method: str | None = None  # model | seasonal_naive_backtest | ..._no_model | ..._sparse_data | insufficient_history
+    interval_minutes: int = 15  # spacing of the targets (the facility's meter interval)
 
 
 async def save_forecast(conn: Any, fc: FacilityForecast) -> int:
@@ -67,7 +70,7 @@ async def save_forecast(conn: Any, fc: FacilityForecast) -> int:
 
     async def _write(c: Any) -> None:
         async with c.transaction():
-            await c.execute(_RUN_SQL, fc.facility_id, fc.run_at, *meta, fc.weather_source)
+            await c.execute(_RUN_SQL, fc.facility_id, fc.run_at, *meta, fc.weather_source, fc.method)
             await c.execute(_POINTS_SQL, fc.facility_id, fc.run_at, *meta, list(fc.targets), p10, p50, p90)
 
     if hasattr(conn, "acquire"):

@@ -1,4 +1,5 @@
-"""Training series from the platform's own data: 15 min facility rollups and recorded weather per cell."""
+"""Training series from the platform's own data: facility rollups from InfluxDB at each facility's own
+meter interval (inferred from its 15 min rollups) and the recorded weather of its grid cell."""
 
 from __future__ import annotations
 
@@ -10,20 +11,36 @@ import pandas as pd
 from energy.adapters.influx import InfluxClient
 from energy.adapters.postgres import create_pool
 from energy.settings import Settings
+from forecast.dataset import NEUTRAL_TEMP_C, SeriesData
 from forecast.history import read_rollups
-from forecast.prepare import NEUTRAL_TEMP_C, quarter_floor, temperatures
-from forecast.train_platform import PLATFORM_SPEC, FacilitySeries
+from forecast.prepare import Rollup, infer_interval_minutes, quarter_floor, temperatures
 from forecast.weather.cache import WeatherCache
 from forecast.weather.types import cell_id
 
 MIN_OBSERVED = 0.7  # facilities with fewer observed steps are left out of training
+MIN_DAYS = 9  # a week for the reference, plus windows to train and validate on
 
 
-async def influx_series(settings: Settings, days: int, facility_ids: list[str] | None = None) -> list[FacilitySeries]:
-    """Series of the active facilities (or ``facility_ids``) with enough observed 15 min rollups."""
+def on_grid(rollups: list[Rollup], start: datetime, end: datetime, interval_minutes: int) -> np.ndarray:
+    """Mean of the rollups inside each step of the interval grid; NaN where there is none."""
+    step = timedelta(minutes=interval_minutes)
+    n = int((end - start) / step)
+    total, count = np.zeros(n), np.zeros(n)
+    for r in rollups:
+        i = int((r.ts - start) / step)
+        if 0 <= i < n and np.isfinite(r.avg_kw) and r.ts >= start:
+            total[i] += r.avg_kw
+            count[i] += 1
+    return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+async def influx_series(
+    settings: Settings, days: int, facility_ids: list[str] | None = None, interval_minutes: int | None = None
+) -> list[SeriesData]:
+    """Series of the active facilities (or ``facility_ids``) with enough observed history, each at its own
+    interval (only those of ``interval_minutes`` when given)."""
     end = quarter_floor(datetime.now(UTC))
     start = end - timedelta(days=days)
-    times = pd.date_range(start, end, freq="15min", inclusive="left")
     pool = await create_pool(settings.postgres, min_size=1, max_size=2)
     try:
         facilities = await pool.fetch(
@@ -43,18 +60,19 @@ async def influx_series(settings: Settings, days: int, facility_ids: list[str] |
         cache = WeatherCache(pool)
         out = []
         for f in facilities:
-            load = np.full(len(times), np.nan)
-            for r in rollups[f["facility_id"]]:
-                i = int((r.ts - start) / timedelta(minutes=15))
-                if 0 <= i < len(times):
-                    load[i] = r.avg_kw
-            if np.mean(~np.isnan(load)) < MIN_OBSERVED or len(times) < PLATFORM_SPEC.history_needed + 200:
+            own = rollups[f["facility_id"]]
+            interval = infer_interval_minutes([r.ts for r in own])
+            if interval_minutes is not None and interval != interval_minutes:
                 continue
+            load = on_grid(own, start, end, interval)
+            if days < MIN_DAYS or np.mean(~np.isnan(load)) < MIN_OBSERVED:
+                continue
+            times = pd.date_range(start, periods=len(load), freq=f"{interval}min")
             cell = cell_id(f["latitude"], f["longitude"], settings.forecast.weather_cell_deg)
             past = await cache.hours(cell, start, end, datetime.min.replace(tzinfo=UTC))
             temp = temperatures(times, [past])
             out.append(
-                FacilitySeries(
+                SeriesData(
                     f["facility_id"],
                     f["timezone"],
                     times,

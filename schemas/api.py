@@ -237,6 +237,7 @@ class ForecastRun(ApiModel):
     seasonal_naive: bool
     weather_available: bool
     sensor_coverage: float
+    method: str | None = None  # model | seasonal_naive_backtest | seasonal_naive_no_model | ... (see decision 0302)
 
 
 class FacilityForecast(ApiModel):

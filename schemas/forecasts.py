@@ -15,6 +15,7 @@ class ForecastQuality(StrEnum):
     FULL = "full"
     DEGRADED_NO_WEATHER = "degraded_no_weather"
     DEGRADED_STALE_DATA = "degraded_stale_data"
+    INSUFFICIENT_HISTORY = "insufficient_history"  # under the minimum history: seasonal naive of what there is
 
 
 class ForecastPublished(EventModel):

@@ -33,7 +33,7 @@ async def forecast(
     start, end = check_range(start or now - timedelta(hours=6), end or now + timedelta(hours=24))
     async with db(request) as conn:
         run = await conn.fetchrow(
-            """SELECT run_at, model_version, quality, seasonal_naive, weather_available, sensor_coverage
+            """SELECT run_at, model_version, quality, seasonal_naive, weather_available, sensor_coverage, method
                FROM forecast_runs WHERE facility_id = $1 ORDER BY run_at DESC LIMIT 1""",
             facility_id,
         )

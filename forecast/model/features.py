@@ -2,8 +2,11 @@
 
 Series are concatenated into one long array; a sample is an *origin* ``o`` (last observed step).
 Encoder: steps ``o-L+1..o`` with [load/scale, temperature, calendar]. Decoder: targets
-``t = o+gap+1+k`` (k < horizon) with [calendar, temperature at t, day mean/max temperature, load one
-week earlier, load at the most recent observed same time of day, lead]. Only load up to ``o`` is used.
+``t = o+gap+1+k`` (k < horizon) with [calendar, temperature at t, day mean/max temperature, temperature
+one week earlier, load one week earlier, load at the most recent observed same time of day, lead].
+Only load up to ``o`` is used.
+The load one week before each target is also returned on its own: it is the seasonal-naive reference
+the network adds its residual to (``net.QuantileLSTM``).
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from forecast.model.calendar import N_CALENDAR
+from forecast.model.calendar import n_calendar
 
 QUANTILES = (0.1, 0.5, 0.9)
 TEMP_CENTER_C = 15.0
@@ -27,6 +30,19 @@ class ModelSpec:
     horizon: int  # decoder steps
     hidden: int = 64
     quantiles: tuple[float, ...] = field(default=QUANTILES)
+    day_of_year: bool = False  # only when the training history spans a year (calendar.spans_a_year)
+
+    def __post_init__(self) -> None:
+        if self.gap + self.horizon > self.week:
+            raise ValueError("the seasonal-naive reference needs every target within a week of the origin")
+
+    @property
+    def interval_minutes(self) -> int:
+        return 1440 // self.steps_per_day
+
+    @property
+    def n_calendar(self) -> int:
+        return n_calendar(self.day_of_year)
 
     @property
     def week(self) -> int:
@@ -39,11 +55,11 @@ class ModelSpec:
 
     @property
     def enc_features(self) -> int:
-        return 2 + N_CALENDAR
+        return 2 + self.n_calendar
 
     @property
     def dec_features(self) -> int:
-        return N_CALENDAR + 3 + 2 + 1
+        return self.n_calendar + 4 + 2 + 1
 
     def to_json(self) -> dict[str, object]:
         d = asdict(self)
@@ -57,6 +73,27 @@ class ModelSpec:
         return cls(**values)  # type: ignore[arg-type]
 
 
+INTERVALS_MINUTES = (5, 15, 30, 60)
+
+
+def spec_for(interval_minutes: int, day_ahead: bool, day_of_year: bool = False, hidden: int = 32) -> ModelSpec:
+    """The one rule for every data set and meter interval: a day of targets, a day of encoder (the decoder
+    sees the load a week and a day before each target, so a longer encoder adds cost, not information).
+    ``day_ahead``: the first target is a full day after the last observation (gap = one day - 1 step),
+    else the targets start right after it (the platform's service forecasts from now)."""
+    if interval_minutes not in INTERVALS_MINUTES:
+        raise ValueError(f"interval of {interval_minutes} min not supported; one of {INTERVALS_MINUTES}")
+    per_day = 1440 // interval_minutes
+    return ModelSpec(
+        steps_per_day=per_day,
+        lookback=per_day,
+        gap=per_day - 1 if day_ahead else 0,
+        horizon=per_day,
+        hidden=hidden,
+        day_of_year=day_of_year,
+    )
+
+
 @dataclass
 class SeriesBank:
     """Concatenated series: load (NaN-free), normalised temperature, calendar features, and where each starts."""
@@ -65,7 +102,7 @@ class SeriesBank:
     temp: np.ndarray  # (N,) float32, normalised
     temp_day_mean: np.ndarray
     temp_day_max: np.ndarray
-    calendar: np.ndarray  # (N, N_CALENDAR)
+    calendar: np.ndarray  # (N, spec.n_calendar)
     starts: np.ndarray  # (S,) start index of each series
     lengths: np.ndarray  # (S,)
 
@@ -101,11 +138,13 @@ class SeriesBank:
 
 def trailing_day_stats(temp: np.ndarray, steps_per_day: int) -> tuple[np.ndarray, np.ndarray]:
     """Mean and max of the last day (inclusive) at each step; shorter windows at the start."""
-    import pandas as pd
-
-    s = pd.Series(temp)
-    mean = s.rolling(steps_per_day, min_periods=1).mean().to_numpy(dtype=np.float32)
-    mx = s.rolling(steps_per_day, min_periods=1).max().to_numpy(dtype=np.float32)
+    n = len(temp)
+    csum = np.concatenate([[0.0], np.cumsum(temp, dtype=np.float64)])
+    idx = np.arange(n)
+    lo = np.maximum(0, idx - steps_per_day + 1)
+    mean = ((csum[idx + 1] - csum[lo]) / (idx + 1 - lo)).astype(np.float32)
+    padded = np.concatenate([np.full(steps_per_day - 1, -np.inf, dtype=np.float64), temp.astype(np.float64)])
+    mx = np.lib.stride_tricks.sliding_window_view(padded, steps_per_day).max(axis=1).astype(np.float32)
     return mean, mx
 
 
@@ -126,10 +165,19 @@ def lag_steps(spec: ModelSpec) -> np.ndarray:
     return spec.steps_per_day * np.ceil(lead / spec.steps_per_day).astype(np.int64)
 
 
-def make_batch(
-    bank: SeriesBank, spec: ModelSpec, origins: np.ndarray, with_targets: bool = True
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
-    """Returns (encoder (B,L,Fe), decoder (B,H,Fd), scale (B,), targets/scale (B,H) or None)."""
+@dataclass
+class Batch:
+    enc: np.ndarray  # (B, L, Fe)
+    dec: np.ndarray  # (B, H, Fd)
+    reference: np.ndarray  # (B, H) load one week before each target / scale (seasonal naive)
+    scale: np.ndarray  # (B,)
+    targets: np.ndarray | None  # (B, H) load / scale
+
+
+def make_batch(bank: SeriesBank, spec: ModelSpec, origins: np.ndarray, with_targets: bool = True) -> Batch:
+    """Features of the windows ending at ``origins``, everything divided by the encoder window's mean load."""
+    if bank.calendar.shape[1] != spec.n_calendar:
+        raise ValueError(f"calendar has {bank.calendar.shape[1]} columns, the spec needs {spec.n_calendar}")
     enc_idx = origins[:, None] + np.arange(-spec.lookback + 1, 1)[None, :]
     tgt_idx = origins[:, None] + (spec.gap + 1 + np.arange(spec.horizon))[None, :]
     enc_load = bank.load[enc_idx]
@@ -149,6 +197,7 @@ def make_batch(
             bank.temp[tgt_idx][..., None],
             bank.temp_day_mean[tgt_idx][..., None],
             bank.temp_day_max[tgt_idx][..., None],
+            bank.temp[tgt_idx - spec.week][..., None],  # what the reference's load saw: the residual's driver
             week_lag[..., None],
             day_lag[..., None],
             lead[..., None],
@@ -156,4 +205,4 @@ def make_batch(
         axis=-1,
     ).astype(np.float32)
     targets = (bank.load[tgt_idx] / scale[:, None]).astype(np.float32) if with_targets else None
-    return enc.astype(np.float32), dec, scale, targets
+    return Batch(enc.astype(np.float32), dec, week_lag.astype(np.float32), scale, targets)

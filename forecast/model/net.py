@@ -1,9 +1,13 @@
-"""The network: LSTM encoder over the past, LSTM decoder over the horizon, monotone quantile head."""
+"""The network: LSTM encoder over the past, LSTM decoder over the horizon, and a quantile head that predicts
+the *residual* over the seasonal-naive (same time last week) reference, so an output of zero is exactly
+seasonal naive and training starts from it (the last layer is zero-initialised)."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+INITIAL_HALF_WIDTH = 0.1  # band half-width per unit of softplus output, in units of the window's mean load
 
 
 class QuantileLSTM(nn.Module):
@@ -11,16 +15,19 @@ class QuantileLSTM(nn.Module):
         super().__init__()
         self.encoder = nn.LSTM(enc_features, hidden, batch_first=True)
         self.decoder = nn.LSTM(dec_features, hidden, batch_first=True)
-        self.head = nn.Sequential(nn.Linear(hidden + dec_features, hidden), nn.ReLU(), nn.Linear(hidden, 3))
+        self.hidden_layer = nn.Linear(hidden + dec_features, hidden)
+        self.out = nn.Linear(hidden, 3)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
 
-    def forward(self, enc: torch.Tensor, dec: torch.Tensor) -> torch.Tensor:
-        """(B,L,Fe), (B,H,Fd) -> (B,H,3) quantiles P10 <= P50 <= P90 in scaled units."""
+    def forward(self, enc: torch.Tensor, dec: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        """(B,L,Fe), (B,H,Fd), (B,H) -> (B,H,3) quantiles P10 <= P50 <= P90 in scaled units."""
         _, state = self.encoder(enc)
         out, _ = self.decoder(dec, state)
-        raw = self.head(torch.cat([out, dec], dim=-1))
-        mid = raw[..., 1]
-        lo = mid - nn.functional.softplus(raw[..., 0])
-        hi = mid + nn.functional.softplus(raw[..., 2])
+        raw = self.out(torch.relu(self.hidden_layer(torch.cat([out, dec], dim=-1))))
+        mid = reference + raw[..., 1]
+        lo = mid - INITIAL_HALF_WIDTH * nn.functional.softplus(raw[..., 0])
+        hi = mid + INITIAL_HALF_WIDTH * nn.functional.softplus(raw[..., 2])
         return torch.stack([lo, mid, hi], dim=-1)
 
 

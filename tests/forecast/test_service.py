@@ -2,6 +2,8 @@
 
 FC-2: every forecast row records model version, quality, weather availability and sensor coverage.
 FC-4: no trained model, or a broken one, gives a seasonal-naive forecast flagged seasonal_naive.
+The backtest gate's choice itself is tested in test_robustness.py; tests here that need the model path
+record a won backtest for their facility first (``_model_wins``).
 """
 
 from __future__ import annotations
@@ -15,13 +17,14 @@ import pandas as pd
 import pytest
 
 from energy.adapters.influx import point
+from forecast.engine import GateResult, Method
 from forecast.model.artifact import save_model
 from forecast.model.train import TrainConfig
 from forecast.prepare import quarter_floor
 from forecast.read import latest_forecast
 from forecast.service import ForecastService, forecast_event
 from forecast.synthetic import synthetic_load, synthetic_temperature
-from forecast.train_platform import PLATFORM_SPEC, synthetic_fleet, train_platform
+from forecast.train_platform import synthetic_fleet, train_platform
 from forecast.weather.client import build_weather_client
 
 TZ = "Australia/Melbourne"
@@ -32,9 +35,13 @@ def trained_model_dir(tmp_path_factory) -> Path:
     """A real (tiny) platform model trained on synthetic facilities, saved as an artefact."""
     model_dir = tmp_path_factory.mktemp("models")
     series = synthetic_fleet(2, 10, seed=3)
-    result = train_platform(series, TrainConfig(max_epochs=1, patience=1, seed=3), stride=24)
-    save_model(model_dir, "platform", PLATFORM_SPEC, result, {"source": "synthetic-test"})
+    result = train_platform(series, TrainConfig(max_steps=20, eval_every=10, ensemble=2, batch_size=32, seed=3))
+    save_model(model_dir, "platform", result, {"source": "synthetic-test"})
     return model_dir
+
+
+def _model_wins(service: ForecastService, fid: str, run_at: datetime) -> None:
+    service.gates_for(run_at)[fid] = GateResult(True, 1.0, 2.0, 28)
 
 
 def _location(uid: str) -> tuple[float, float]:
@@ -42,7 +49,7 @@ def _location(uid: str) -> tuple[float, float]:
     return -55 + (n % 440) * 0.25 + 0.1, -175 + ((n // 440) % 1400) * 0.25 + 0.1
 
 
-async def _write_rollups(influx, settings, fid, run_at, days=8, end_gap=timedelta(0), coverage=1.0, seed=1):
+async def _write_rollups(influx, settings, fid, run_at, days=10, end_gap=timedelta(0), coverage=1.0, seed=1):
     times = pd.date_range(run_at - timedelta(days=days), run_at - end_gap, freq="15min", inclusive="left")
     temp = synthetic_temperature(times, -37.8, seed)
     load = synthetic_load(times, TZ, temp, 400.0, seed)
@@ -83,8 +90,9 @@ async def test_run_writes_96_quarter_hours_with_model_version_quality_weather_an
     run_at = _run_at()
     await _write_rollups(influx, settings, fid, run_at, coverage=0.9)
     service = _service(settings, pg_pool, influx, http, weather_sim, trained_model_dir)
+    _model_wins(service, fid, run_at)
     summary = await service.run_once(run_at, [fid])
-    assert summary.written == 1 and summary.seasonal_naive == 0
+    assert summary.written == 1 and summary.seasonal_naive == 0 and summary.methods == {Method.MODEL: 1}
     assert summary.weather_sources == {"primary": 1}
     rows = await latest_forecast(pg_pool, fid, run_at, run_at + timedelta(days=2))
     assert len(rows) == 96
@@ -96,7 +104,7 @@ async def test_run_writes_96_quarter_hours_with_model_version_quality_weather_an
     assert all(0 <= r.p10_kw <= r.p50_kw <= r.p90_kw for r in rows)
     run = await pg_pool.fetchrow("SELECT * FROM forecast_runs WHERE facility_id = $1 AND run_at = $2", fid, run_at)
     assert run is not None and run["quality"] == "full" and run["model_version"] == summary.model_version
-    assert run["weather_source"] == "primary"
+    assert run["weather_source"] == "primary" and run["method"] == Method.MODEL
 
 
 async def test_retried_run_is_idempotent(
@@ -259,3 +267,32 @@ async def test_run_publishes_one_forecast_published_event_per_facility_with_stab
     assert events[0].event_id == events[1].event_id  # consumers can deduplicate the retry
     assert events[0].payload.facility_id == fid and events[0].payload.quality == "full"
     assert events[0].payload.steps == 96 and events[0].payload.run_at == run_at
+
+
+async def test_the_service_backtests_each_facility_once_a_day_and_flags_a_short_history(
+    settings, pg_pool, influx, http, weather_sim, make_facility, trained_model_dir, uid
+):
+    lat, lon = _location(uid)
+    old = await make_facility(lat, lon, timezone=TZ)
+    new = await make_facility(lat, lon, timezone=TZ)
+    run_at = _run_at()
+    await _write_rollups(influx, settings, old, run_at, days=10)
+    await _write_rollups(influx, settings, new, run_at, days=3)
+    service = _service(settings, pg_pool, influx, http, weather_sim, trained_model_dir)
+    summary = await service.run_once(run_at, [old, new])
+    assert summary.written == 2
+    gate = service.gates_for(run_at)[old]
+    # 14 days read, the last 10 observed: origins every 12 h from (4 days + 1 week - 1 step) to
+    # (14 days - 1 day - 1 step), i.e. from step 1055 to 1247: (1247 - 1055) / 48 + 1 = 5 windows
+    assert gate.windows == 5 and np.isfinite(gate.model_mape_pct) and np.isfinite(gate.naive_mape_pct)
+    assert new not in service.gates_for(run_at)  # never backtested: too little history
+    runs = {
+        r["facility_id"]: r
+        for r in await pg_pool.fetch("SELECT * FROM forecast_runs WHERE facility_id = ANY($1::text[])", [old, new])
+    }
+    expected = Method.MODEL if gate.use_model else Method.NAIVE_BACKTEST
+    assert runs[old]["method"] == expected and runs[old]["seasonal_naive"] == (not gate.use_model)
+    assert runs[new]["quality"] == "insufficient_history" and runs[new]["method"] == Method.INSUFFICIENT_HISTORY
+    assert runs[new]["seasonal_naive"] and runs[new]["model_version"] == "seasonal-naive-v1"
+    again = await service.run_once(run_at, [old, new])  # same day: the decision is reused, not recomputed
+    assert again.written == 2 and service.gates_for(run_at)[old] is gate

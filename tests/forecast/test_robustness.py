@@ -1,0 +1,191 @@
+"""Robustness of the model (issue 14): a step budget independent of data size, calendar features that
+never leave their training range, a residual design that is exactly seasonal naive at zero output,
+conformal calibration to 80 % on data with a known noise level, and the per-facility backtest gate."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from forecast.dataset import SeriesData, build_bank
+from forecast.engine import Method, forecast_batch
+from forecast.model.artifact import LoadedModel
+from forecast.model.calendar import calendar_features, spans_a_year
+from forecast.model.features import spec_for, valid_origins
+from forecast.model.net import QuantileLSTM
+from forecast.model.train import ForecastModel, TrainConfig, apply_offsets, conformal_offsets, predict
+from forecast.prepare import Rollup, prepare
+from forecast.train_platform import platform_spec, synthetic_fleet, train_platform
+from forecast.weather.types import HourlyWeather
+
+TZ = "Europe/London"
+
+
+def _budget_cfg() -> TrainConfig:
+    return TrainConfig(max_steps=30, eval_every=10, patience_steps=10**6, ensemble=1, batch_size=16, seed=3)
+
+
+def test_the_step_budget_does_not_depend_on_how_much_data_there_is() -> None:
+    small = train_platform(synthetic_fleet(1, 10, seed=1), _budget_cfg())
+    large = train_platform(synthetic_fleet(4, 20, seed=1), _budget_cfg())
+    assert large.metrics["train_windows"] > 8 * small.metrics["train_windows"]  # an epoch would differ 8x
+    assert small.metrics["steps"] == large.metrics["steps"] == 30
+
+
+def test_early_stopping_counts_steps_without_improvement() -> None:
+    cfg = TrainConfig(max_steps=400, eval_every=10, patience_steps=20, ensemble=1, batch_size=16, lr=0.0, seed=3)
+    result = train_platform(synthetic_fleet(1, 10, seed=1), cfg)
+    # lr 0: the validation loss never improves on step 0, so training stops after patience (20) steps
+    assert result.metrics["steps"] == 20 and result.metrics["best_step_per_member"] == [0]
+
+
+def test_no_calendar_feature_leaves_its_training_range_on_a_short_history() -> None:
+    train_times = pd.date_range("2026-01-05", periods=28 * 96, freq="15min", tz="UTC")  # 28 days
+    future = pd.date_range(train_times[-1], periods=300 * 96, freq="15min", tz="UTC")  # the next 300 days
+    series = [SeriesData("f", TZ, train_times, np.ones(len(train_times)))]
+    spec = platform_spec(series)
+    assert not spec.day_of_year and not spans_a_year(train_times)
+    seen = calendar_features(train_times, TZ, day_of_year=spec.day_of_year)
+    ahead = calendar_features(future, TZ, day_of_year=spec.day_of_year)
+    assert seen.shape[1] == ahead.shape[1] == spec.n_calendar == 11
+    tolerance = 1e-6
+    assert np.all(ahead.min(axis=0) >= seen.min(axis=0) - tolerance)
+    assert np.all(ahead.max(axis=0) <= seen.max(axis=0) + tolerance)
+    # the day-of-year pair would have: 28 days cover a small arc of the year
+    doy_seen = calendar_features(train_times, TZ, day_of_year=True)[:, 11:]
+    doy_ahead = calendar_features(future, TZ, day_of_year=True)[:, 11:]
+    assert np.any(doy_ahead.min(axis=0) < doy_seen.min(axis=0) - 0.5)
+
+
+def test_day_of_year_is_used_only_when_the_history_spans_a_year() -> None:
+    year = pd.date_range("2025-01-01", periods=366 * 24, freq="1h", tz="UTC")
+    assert spans_a_year(year) and not spans_a_year(year[: 300 * 24])
+    assert platform_spec([SeriesData("f", TZ, year, np.ones(len(year)))]).day_of_year
+
+
+def test_the_network_at_zero_output_is_exactly_seasonal_naive_last_week() -> None:
+    days = 9
+    times = pd.date_range("2026-03-02", periods=days * 24, freq="1h", tz="UTC")
+    load = np.random.default_rng(4).uniform(50, 150, len(times))
+    series = [SeriesData("f", TZ, times, load, np.linspace(5, 20, len(times)))]
+    spec = spec_for(60, day_ahead=True)
+    torch.manual_seed(0)
+    net = QuantileLSTM(spec.enc_features, spec.dec_features, spec.hidden)
+    with torch.no_grad():
+        for p in net.hidden_layer.parameters():  # a non-trivial network, only its last layer outputs zero
+            p.normal_()
+        net.out.weight.zero_()
+        net.out.bias.zero_()
+    bank = build_bank(series, spec)
+    origins = valid_origins(bank, spec)
+    q = predict(ForecastModel.uncalibrated(spec, [net]), bank, origins)
+    targets = origins[:, None] + spec.gap + 1 + np.arange(spec.horizon)[None, :]
+    assert np.allclose(q[..., 1], load[targets - 7 * 24], rtol=1e-5)
+    assert np.all(q[..., 0] <= q[..., 1]) and np.all(q[..., 1] <= q[..., 2])
+    with torch.no_grad():
+        net.out.bias.fill_(0.05)  # a non-zero residual moves P50 off the reference: the check above can fail
+    moved = predict(ForecastModel.uncalibrated(spec, [net]), bank, origins)
+    assert not np.allclose(moved[..., 1], load[targets - 7 * 24], rtol=1e-3)
+
+
+def test_conformal_calibration_reaches_80_percent_on_data_with_known_noise() -> None:
+    rng = np.random.default_rng(12)
+    sigma, horizon = 2.0, 4
+
+    def sample(n: int) -> tuple[np.ndarray, np.ndarray]:
+        mean = rng.uniform(50, 100, (n, horizon))
+        actual = mean + rng.normal(0, sigma, (n, horizon))
+        # a band too narrow below (0.5 sigma) and far too wide above (3 sigma)
+        pred = np.stack([mean - 0.5 * sigma, mean, mean + 3 * sigma], axis=-1)
+        return pred, actual
+
+    pred, actual = sample(5000)
+    low, high = conformal_offsets(pred, actual)
+    z90 = 1.2815515655446004  # standard normal 90 % quantile
+    assert np.allclose(low, (z90 - 0.5) * sigma, atol=0.12)  # widened below
+    assert np.allclose(high, (z90 - 3) * sigma, atol=0.12)  # narrowed above (negative: no floor)
+    fresh_pred, fresh_actual = sample(20000)
+    band = apply_offsets(fresh_pred, low, high)
+    inside = (fresh_actual >= band[..., 0]) & (fresh_actual <= band[..., 2])
+    assert 0.77 <= inside.mean() <= 0.83
+    assert 0.08 <= (fresh_actual < band[..., 0]).mean() <= 0.12
+    raw_inside = (fresh_actual >= fresh_pred[..., 0]) & (fresh_actual <= fresh_pred[..., 2])
+    assert raw_inside.mean() < 0.72  # before calibration it was off target
+
+
+# --- the per-facility backtest gate ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def weather_model() -> LoadedModel:
+    """A platform model trained on synthetic facilities whose load follows temperature."""
+    series = synthetic_fleet(4, 21, seed=21)
+    result = train_platform(series, TrainConfig(max_steps=300, eval_every=50, ensemble=1, seed=5))
+    return LoadedModel("platform", "test", result.model, {})
+
+
+RUN_AT = datetime(2026, 4, 20, tzinfo=UTC)
+
+
+def _prepared(fid: str, times: pd.DatetimeIndex, load: np.ndarray, temp: np.ndarray, days: int):
+    hours = pd.date_range(RUN_AT - timedelta(days=days), RUN_AT + timedelta(days=1), freq="1h", inclusive="left")
+    weather = HourlyWeather(tuple(h.to_pydatetime() for h in hours), tuple(np.interp(hours.asi8, times.asi8, temp)))
+    rollups = [
+        Rollup(t.to_pydatetime(), float(v), 1.0) for t, v in zip(times, load, strict=True) if t < pd.Timestamp(RUN_AT)
+    ]
+    history, horizon, stale_after = timedelta(days=days), timedelta(days=1), timedelta(hours=1)
+    return prepare(fid, TZ, RUN_AT, history, horizon, rollups, weather, None, True, stale_after)
+
+
+def test_the_gate_serves_naive_for_weekly_repetition_and_the_model_where_weather_drives_load(weather_model) -> None:
+    from forecast.synthetic import synthetic_load, synthetic_temperature
+
+    days = 14
+    times = pd.date_range(RUN_AT - timedelta(days=days), RUN_AT + timedelta(days=1), freq="15min", inclusive="left")
+    rng = np.random.default_rng(8)
+    # pure weekly repetition (a rough week-long profile) plus 3 % noise: only last week predicts it
+    week_profile = rng.uniform(200, 400, 7 * 96)
+    weekly = week_profile[np.arange(len(times)) % (7 * 96)] * (1 + rng.normal(0, 0.03, len(times)))
+    flat_temp = np.full(len(times), 16.0)
+    # weather-driven: a heat spell in the last week, cooling load follows it
+    temp = synthetic_temperature(times, 51.5, 3) + np.where(np.arange(len(times)) > len(times) - 8 * 96, 9.0, 0.0)
+    driven = synthetic_load(times, TZ, temp, 400.0, 77)
+    batch = [
+        _prepared("weekly", times, weekly, flat_temp, days),
+        _prepared("weather", times, driven, temp, days),
+        _prepared("new", times[-3 * 96 - 96 :], driven[-3 * 96 - 96 :], temp[-3 * 96 - 96 :], days),
+    ]
+    assert all(p is not None for p in batch)
+    gates: dict = {}
+    out = {fc.facility_id: fc for fc in forecast_batch([p for p in batch if p], weather_model, RUN_AT, gates)}
+    assert out["weekly"].method == Method.NAIVE_BACKTEST and out["weekly"].seasonal_naive
+    assert out["weekly"].model_version == "seasonal-naive-v1" and out["weekly"].quality == "full"
+    assert gates["weekly"].model_mape_pct >= 0.98 * gates["weekly"].naive_mape_pct
+    assert out["weather"].method == Method.MODEL and not out["weather"].seasonal_naive
+    assert out["weather"].model_version == "platform-test"
+    assert gates["weather"].model_mape_pct < 0.98 * gates["weather"].naive_mape_pct
+    # three days of history: never labelled full, served seasonal naive (yesterday) and flagged
+    assert out["new"].quality == "insufficient_history" and out["new"].method == Method.INSUFFICIENT_HISTORY
+    assert out["new"].seasonal_naive and "new" not in gates
+
+
+def test_a_retrained_model_replaces_the_current_one_only_if_it_backtests_better(tmp_path) -> None:
+    from forecast.model.artifact import current_version, load_model
+    from forecast.train_platform import train_and_save
+
+    series = synthetic_fleet(4, 21, seed=21)
+    good = TrainConfig(max_steps=150, eval_every=50, ensemble=1, seed=5)
+    first, _ = train_and_save(series, good, tmp_path, "platform", "synthetic")
+    assert first.promoted and current_version(tmp_path, "platform") == first.version
+    # lr 0: the candidate stays at step 0, i.e. seasonal naive, which the trained model beat on validation
+    stuck = TrainConfig(max_steps=20, eval_every=10, ensemble=1, lr=0.0, seed=5)
+    second, _ = train_and_save(series, stuck, tmp_path, "platform", "synthetic")
+    assert not second.promoted and second.current_version == first.version
+    assert second.current_mape_pct is not None and second.candidate_mape_pct > second.current_mape_pct
+    assert current_version(tmp_path, "platform") == first.version  # the previous version keeps serving
+    kept = load_model(tmp_path, "platform", second.version)  # the candidate is kept beside it, not lost
+    assert kept is not None and kept.meta["previous_version"] == first.version
