@@ -93,3 +93,23 @@ def private_server(settings: Settings) -> Iterator[Callable[..., Server]]:
         server.resume()
         server.stop()
     shutil.rmtree(base, ignore_errors=True)
+
+
+_SPANS: list[Any] = []
+
+
+@pytest.fixture
+def finished_spans() -> Any:
+    """Every OpenTelemetry span this process finishes from now on (an in-memory exporter added to the
+    process's provider once), whatever exporters the process configured."""
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from energy.observability import tracing
+
+    if not _SPANS:
+        exporter = InMemorySpanExporter()
+        tracing.configure("tests").add_span_processor(SimpleSpanProcessor(exporter))
+        _SPANS.append(exporter)
+    _SPANS[0].clear()
+    return _SPANS[0]

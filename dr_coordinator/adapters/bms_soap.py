@@ -30,6 +30,7 @@ import structlog
 import zeep
 import zeep.exceptions
 from aiobreaker import CircuitBreaker
+from opentelemetry.trace import SpanKind
 from zeep.proxy import AsyncServiceProxy
 from zeep.transports import AsyncTransport
 
@@ -162,6 +163,14 @@ class SoapBmsGateway:
         return AsyncServiceProxy(client, port.binding, address=key)
 
     async def _call(self, endpoint_url: str, operation: str, trace_parent: str | None = None, **kwargs: Any) -> Any:
+        """One SOAP operation as a client span, a child of ``trace_parent`` (or of the current span); the
+        BMS gets this span's traceparent in the SOAP header."""
+        parent = tracing.parse_traceparent(trace_parent) if trace_parent else None
+        attributes = {"bms.endpoint": endpoint_name(endpoint_url.rstrip("/")), "bms.operation": operation}
+        with tracing.use_trace(parent, f"bms.soap.{operation}", SpanKind.CLIENT, attributes) as span:
+            return await self._call_once(endpoint_url, operation, span.traceparent, **kwargs)
+
+    async def _call_once(self, endpoint_url: str, operation: str, trace_parent: str | None, **kwargs: Any) -> Any:
         key = endpoint_url.rstrip("/")
         name = endpoint_name(key)
         what = f"BMS {name} {operation}"

@@ -361,8 +361,8 @@ async def _record(
         key = idempotency_key(saga.dr_event_id, ev.facility_id, ev.zone_id, ev.action, ev.revision)
         inserted = await conn.fetchval(
             """INSERT INTO bms_commands (command_id, idempotency_key, dr_event_id, facility_id, zone_id, action,
-                                         value, trace_id, dispatch_order, not_before)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                                         value, trace_id, dispatch_order, not_before, traceparent)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
                ON CONFLICT (idempotency_key) DO NOTHING RETURNING command_id""",
             command_id(key),
             key,
@@ -374,6 +374,7 @@ async def _record(
             ctx.trace_id,
             ev.order,
             max(now, ev.not_before) if ev.not_before else now,
+            ctx.traceparent,
         )
         if inserted is None:
             return
@@ -410,12 +411,17 @@ async def _record(
 
 
 async def handle_in(conn: Any, dr_event_id: uuid.UUID, message: Message, now: datetime) -> Decision:
-    """Decide and persist within the caller's transaction (raises ConcurrencyError on a lost race)."""
-    saga = await load_saga(conn, dr_event_id, lock=True)
-    decision = decide(saga, message, now)
-    if decision.changed:
-        await save_decision(conn, saga, decision, message, now)
-    return decision
+    """Decide and persist within the caller's transaction (raises ConcurrencyError on a lost race).
+
+    One span per message; the commands and outbox rows it writes carry its traceparent."""
+    with tracing.use_trace(
+        name="dr.saga.handle", attributes={"dr_event_id": str(dr_event_id), "message": type(message).__name__}
+    ):
+        saga = await load_saga(conn, dr_event_id, lock=True)
+        decision = decide(saga, message, now)
+        if decision.changed:
+            await save_decision(conn, saga, decision, message, now)
+        return decision
 
 
 async def with_retry(fn: Callable[[], Awaitable[T]], attempts: int = 8) -> T:

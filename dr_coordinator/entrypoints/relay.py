@@ -15,8 +15,10 @@ from datetime import datetime
 from typing import Any
 
 import structlog
+from opentelemetry.trace import SpanKind
 
 from dr_coordinator.metrics import LOOP_ERRORS, OUTBOX_BACKLOG, OUTBOX_ERRORS, OUTBOX_PUBLISHED
+from energy.observability import tracing
 from schemas.topics import BMS_COMMANDS, BMS_COMMANDS_DLQ, DR_EVENTS
 
 log = structlog.get_logger("dr.relay")
@@ -56,14 +58,23 @@ class OutboxRelay:
             futures = []
             for r in rows:
                 headers = json.loads(r["headers"]) if isinstance(r["headers"], str) else dict(r["headers"] or {})
-                futures.append(
-                    await self.producer.send(
-                        self.topic_map.get(r["topic"], r["topic"]),
-                        bytes(r["payload"]),
-                        key=r["key"].encode() if r["key"] else None,
-                        headers=[(k, str(v).encode()) for k, v in headers.items()],
+                topic = self.topic_map.get(r["topic"], r["topic"])
+                # A producer span under the saga span that wrote the row; consumers continue from it.
+                with tracing.use_trace(
+                    tracing.parse_traceparent(headers.get("traceparent")),
+                    f"dr.outbox.publish {r['topic']}",
+                    SpanKind.PRODUCER,
+                    {"messaging.destination.name": topic, "event_type": str(headers.get("event_type", ""))},
+                ) as span:
+                    headers["traceparent"] = span.traceparent
+                    futures.append(
+                        await self.producer.send(
+                            topic,
+                            bytes(r["payload"]),
+                            key=r["key"].encode() if r["key"] else None,
+                            headers=[(k, str(v).encode()) for k, v in headers.items()],
+                        )
                     )
-                )
             await asyncio.wait_for(asyncio.gather(*futures), self.send_timeout_s)
             await conn.execute(
                 "UPDATE outbox SET published_at = $2 WHERE id = ANY($1::bigint[])",

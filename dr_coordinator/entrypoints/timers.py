@@ -129,7 +129,9 @@ class Timers:
     async def _step(self, row: Any, fn: Callable[[], Awaitable[object]]) -> None:
         async with self._sem:
             with (
-                tracing.use_trace(_trace_of(row["trace_id"])),
+                tracing.use_trace(
+                    _trace_of(row["trace_id"]), "dr.timers.step", attributes={"dr_event_id": str(row["dr_event_id"])}
+                ),
                 structlog.contextvars.bound_contextvars(dr_event_id=str(row["dr_event_id"])),
             ):
                 try:

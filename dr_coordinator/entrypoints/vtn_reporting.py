@@ -74,7 +74,12 @@ class VtnReportingJob:
                  AND ($2::text[] IS NULL OR e.utility_id = ANY($2::text[]))
                  AND ((e.reported_at IS NULL AND e.report_attempts < $1
                        AND (e.end_at <= $3
-                            OR EXISTS (SELECT 1 FROM dr_settlement_runs s WHERE s.dr_event_id = e.dr_event_id)))
+                            OR (EXISTS (SELECT 1 FROM dr_settlement_runs s WHERE s.dr_event_id = e.dr_event_id)
+                                AND NOT EXISTS (  -- every facility with a frozen baseline is settled
+                                    SELECT 1 FROM dr_baselines b WHERE b.dr_event_id = e.dr_event_id
+                                      AND NOT EXISTS (SELECT 1 FROM dr_settlement_runs s
+                                                      WHERE s.dr_event_id = b.dr_event_id
+                                                        AND s.facility_id = b.facility_id)))))
                       OR (e.reported_at IS NOT NULL AND EXISTS (
                             SELECT 1 FROM dr_settlement_runs s WHERE s.dr_event_id = e.dr_event_id
                               AND s.version > COALESCE(

@@ -64,7 +64,8 @@ UPDATE bms_commands c SET status = 'in_flight', attempts = c.attempts + 1, not_b
        updated_at = $1
 FROM due WHERE c.command_id = due.command_id
 RETURNING c.command_id, c.idempotency_key, c.dr_event_id, c.facility_id, c.zone_id, c.action, c.value, c.attempts,
-          c.trace_id, (SELECT url FROM bms_endpoints b WHERE b.facility_id = c.facility_id AND b.active) AS url,
+          c.trace_id, c.traceparent,
+          (SELECT url FROM bms_endpoints b WHERE b.facility_id = c.facility_id AND b.active) AS url,
           EXISTS (SELECT 1 FROM bms_commands r WHERE r.dr_event_id = c.dr_event_id AND r.facility_id = c.facility_id
                   AND r.zone_id = c.zone_id AND r.action = 'restore' AND r.created_at > c.created_at) AS restore_exists
 """
@@ -89,6 +90,10 @@ def _command(row: Any) -> BmsCommand:
 
 
 def _trace(row: Any) -> tracing.TraceContext | None:
+    """The span that issued the command (its traceparent); for rows written before that was stored,
+    the event's trace id under a span id of our own."""
+    if (parent := tracing.parse_traceparent(row["traceparent"])) is not None:
+        return parent
     tid = row["trace_id"]
     if tid and len(tid) == 32:
         return tracing.TraceContext(tid, uuid.uuid4().hex[:16])
@@ -149,7 +154,17 @@ class CommandWorker:
     async def _execute(self, row: Any) -> None:
         cmd = _command(row)
         with (
-            tracing.use_trace(_trace(row)) as ctx,
+            tracing.use_trace(
+                _trace(row),
+                "dr.bms.command",
+                attributes={
+                    "dr_event_id": str(cmd.dr_event_id),
+                    "facility_id": cmd.facility_id,
+                    "zone_id": cmd.zone_id,
+                    "action": cmd.action.value,
+                    "idempotency_key": cmd.idempotency_key,
+                },
+            ) as ctx,
             structlog.contextvars.bound_contextvars(
                 dr_event_id=str(cmd.dr_event_id),
                 facility_id=cmd.facility_id,

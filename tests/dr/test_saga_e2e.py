@@ -5,6 +5,7 @@ meter rollups in InfluxDB and reports back to the VTN."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
@@ -72,7 +73,13 @@ async def write_event_load(influx: InfluxClient, start: datetime, end: datetime)
 
 @pytest.mark.slow
 async def test_event_over_20_facilities_runs_from_vtn_webhook_to_report(
-    settings: Settings, stack: Any, pg_pool: Any, private_influx: InfluxClient, uid: str, tmp_path: Path
+    settings: Settings,
+    stack: Any,
+    pg_pool: Any,
+    private_influx: InfluxClient,
+    uid: str,
+    tmp_path: Path,
+    finished_spans: Any,
 ) -> None:
     token = settings.seed.utility_bearer_token.get_secret_value()
     api_port = free_port()
@@ -96,7 +103,8 @@ async def test_event_over_20_facilities_runs_from_vtn_webhook_to_report(
         in_time_before = REGISTRY.get_sample_value("energy_dr_dispatch_seconds_bucket", {"le": "60.0"}) or 0.0
         async with (
             api_server_on(s, api_port),
-            coordinator(s, pg_pool, private_influx),
+            kafka_producer(s) as producer,
+            coordinator(s, pg_pool, private_influx, producer),
             httpx.AsyncClient(base_url=vtn_base, headers={"Authorization": f"Bearer {token}"}, timeout=10) as client,
         ):
             # the start is taken once the servers are up, so a slow start-up cannot put it in the past
@@ -217,15 +225,51 @@ async def test_event_over_20_facilities_runs_from_vtn_webhook_to_report(
                 row["baseline_kw"]
             )
         kinds = {d["payloadType"] for d in mine[0]["payloadDescriptors"]}
+        assert_one_trace_from_webhook_to_bms(finished_spans.get_finished_spans(), dr_event_id)
         assert kinds == {"OPERATING_STATE", "USAGE", "DEMAND", "BASELINE"}
         assert all(d["objectType"] == "REPORT_PAYLOAD_DESCRIPTOR" for d in mine[0]["payloadDescriptors"])
 
 
+@contextlib.asynccontextmanager
+async def kafka_producer(s: Settings) -> Any:
+    """A real producer, so the coordinator's outbox relay publishes the event's rows to Kafka."""
+    from energy.adapters.kafka import make_producer
+
+    producer = make_producer(s.kafka)
+    await producer.start()
+    try:
+        yield producer
+    finally:
+        await producer.stop()
+
+
+def assert_one_trace_from_webhook_to_bms(spans: Any, dr_event_id: Any) -> None:
+    """OPS-1: one trace follows the event from the utility's webhook call through the saga to every
+    BMS SOAP call, each span the child of the one that caused it, and across the Kafka outbox."""
+    mine = [s for s in spans if (s.attributes or {}).get("dr_event_id") == str(dr_event_id)]
+    trace_ids = {s.context.trace_id for s in mine}
+    assert len(trace_ids) == 1, f"{len(trace_ids)} traces for one event"
+    trace = [s for s in spans if s.context.trace_id in trace_ids]
+    by_id = {s.context.span_id: s for s in trace}
+    webhook = [s for s in trace if s.kind.name == "SERVER" and "/openadr3/notifications" in s.name]
+    assert webhook, sorted({s.name for s in trace})
+    commands = [s for s in trace if s.name == "dr.bms.command"]
+    soap = [s for s in trace if s.name.startswith("bms.soap.")]
+    published = [s for s in trace if s.name.startswith("dr.outbox.publish")]
+    assert commands and len(soap) >= len(commands) and published
+    # every command's SOAP call under the command's span, which is under the saga span that issued it
+    # (reconciliation's status calls hang under the timer step that made them)
+    under_commands = [c for c in soap if by_id[c.parent.span_id].name == "dr.bms.command"]
+    assert len(under_commands) >= len(commands)
+    assert {by_id[c.parent.span_id].name for c in soap} <= {"dr.bms.command", "dr.timers.step"}
+    for command in commands:
+        assert by_id[command.parent.span_id].name == "dr.saga.handle"
+    for span in published:
+        assert by_id[span.parent.span_id].name in {"dr.saga.handle", webhook[0].name} or span.parent.is_remote
+
+
 def api_server_on(s: Settings, port: int) -> Any:
     return _api_on(s, port)
-
-
-import contextlib  # noqa: E402
 
 
 @contextlib.asynccontextmanager

@@ -90,21 +90,7 @@ def test_logging_survives_the_stream_it_was_configured_under_being_closed() -> N
 
 import pytest  # noqa: E402
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter  # noqa: E402
 from opentelemetry.trace import SpanKind  # noqa: E402
-
-_MEMORY = InMemorySpanExporter()
-_ATTACHED: list[bool] = []
-
-
-@pytest.fixture
-def finished_spans() -> InMemorySpanExporter:
-    """Every span this process finishes from now on, whatever exporters the process configured."""
-    if not _ATTACHED:
-        tracing.configure("tests").add_span_processor(SimpleSpanProcessor(_MEMORY))
-        _ATTACHED.append(True)
-    _MEMORY.clear()
-    return _MEMORY
 
 
 def test_use_trace_records_a_span_that_continues_a_remote_parent(finished_spans) -> None:
