@@ -33,3 +33,10 @@ ARCHIVED = Counter("energy_aggregation_archived", "Readings archived to Parquet"
 POINTS_REJECTED = Counter(
     "energy_aggregation_points_rejected", "Points InfluxDB refused for good (4xx, e.g. field type conflict)", ["kind"]
 )
+BATCHES_FENCED = Counter(
+    "energy_aggregation_batches_fenced", "Batches not written or not committed because their partitions were revoked"
+)
+WRITES_CANCELLED = Counter(
+    "energy_aggregation_writes_cancelled",
+    "InfluxDB writes still in flight after revoke_write_wait_s, cancelled during a revocation",
+)

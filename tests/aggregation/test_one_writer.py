@@ -1,0 +1,159 @@
+"""One writer per window (decision 0210): a rebalance with a write in flight never lets a window
+go back to fewer samples.
+
+Worker A owns every partition and is writing a batch (half of each window's samples) when worker
+B joins. The write is held in flight (a slow InfluxDB) until B has written, or for at most
+``HOLD_S``. After every write of either worker the test reads the windows' sample counts back
+from InfluxDB; the sequence per window must never decrease, and the final rollups must equal the
+ground truth.
+
+The second test switches the fence off (the revocation neither waits nor fences, as before 0210)
+and shows that the same check sees the regression: B writes the full window, then A's held write
+lands with half of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from aggregation.faust_worker import FaustRollupWorker
+from energy.adapters.influx import InfluxClient, iter_rows
+from tests.aggregation.conftest import make_topics
+from tests.aggregation.helpers import (
+    assert_matches,
+    facilities_covering,
+    ground_truth,
+    hour_floor,
+    make_readings,
+    new_names,
+    now_utc,
+    produce,
+    settings_for,
+    stored_rollups,
+    wait_caught_up,
+)
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+HOLD_S = 5.0  # how long A's write stays in flight at most once B started
+
+
+async def window_counts(influx: InfluxClient, facilities: list[str]) -> dict[tuple[str, str, int], int]:
+    out = {}
+    for fid in facilities:
+        q = 'SELECT * FROM "rollups_2y"."facility_rollups" WHERE facility_id = $f'
+        for row in iter_rows(await influx.query(q, {"f": fid}, epoch="s")):
+            out[(fid, row["window"], int(row["time"]))] = int(row["sample_count"])
+    return out
+
+
+async def run_rebalance_with_write_in_flight(
+    settings: Any, agg_db: str, agg_influx: InfluxClient, uid: str, fence: bool
+) -> tuple[list[dict[tuple[str, str, int], int]], list[Any], list[str]]:
+    n = new_names(uid)
+    await make_topics(settings, n["topic"], n["dlq"], partitions=2)
+    s = settings_for(
+        settings,
+        agg_db,
+        n["topic"],
+        n["dlq"],
+        n["group"],
+        batch_max_readings=5000,
+        rebalance_timeout_ms=20_000,
+        revoke_write_wait_s=12.0,
+    )
+    bootstrap = settings.kafka.bootstrap_servers
+    start = hour_floor(now_utc()) - timedelta(hours=2)
+    facilities = facilities_covering(n["facility"], partitions=2, count=2)
+    readings = [r for i, f in enumerate(facilities) for r in make_readings(f, 2, start, 120, seed=70 + i)]
+    mid = start + timedelta(minutes=15)
+    first = [r for r in readings if r.ts < mid]
+    second = [r for r in readings if r.ts >= mid]
+
+    history: list[dict[tuple[str, str, int], int]] = []
+    held, b_wrote = asyncio.Event(), asyncio.Event()
+    b_started: list[float] = []
+    a, b = FaustRollupWorker(s), FaustRollupWorker(s)
+    if not fence:
+
+        async def no_fence() -> None:  # the revocation as it was before 0210
+            return None
+
+        a.fence_writes = no_fence  # type: ignore[method-assign]
+
+    def observed(worker: FaustRollupWorker, name: str) -> None:
+        write = worker.engine.write
+
+        async def wrapper(plan: Any) -> None:
+            if name == "a" and not held.is_set():
+                held.set()  # the first write of A stays in flight: a slow InfluxDB
+                while not b_wrote.is_set():
+                    if b_started and (fence and time.monotonic() - b_started[0] > HOLD_S):
+                        break
+                    await asyncio.sleep(0.05)
+            await write(plan)
+            history.append(await window_counts(agg_influx, facilities))
+            if name == "b":
+                b_wrote.set()
+
+        worker.engine.write = wrapper  # type: ignore[method-assign]
+
+    observed(a, "a")
+    observed(b, "b")
+    task_a = asyncio.create_task(a.run())
+    task_b: asyncio.Task[None] | None = None
+    try:
+        await produce(bootstrap, n["topic"], first)
+        await asyncio.wait_for(held.wait(), 60)
+        await produce(bootstrap, n["topic"], second)
+        b_started.append(time.monotonic())
+        task_b = asyncio.create_task(b.run())
+        await asyncio.wait_for(b_wrote.wait(), 90)
+        await wait_caught_up(bootstrap, n["topic"], n["group"], timeout_s=90)
+        history.append(await window_counts(agg_influx, facilities))
+    finally:
+        a.stop.set()
+        b.stop.set()
+        await asyncio.gather(task_a, *([task_b] if task_b else []), return_exceptions=True)
+    return history, readings, facilities
+
+
+def regressions(history: list[dict[tuple[str, str, int], int]]) -> list[tuple[Any, int, int]]:
+    seen: dict[tuple[str, str, int], int] = defaultdict(int)
+    out = []
+    for snapshot in history:
+        for key, count in snapshot.items():
+            if count < seen[key]:
+                out.append((key, seen[key], count))
+            seen[key] = max(seen[key], count)
+    return out
+
+
+async def test_a_rebalance_with_a_write_in_flight_never_takes_a_window_back_to_fewer_samples(
+    settings, agg_db, agg_influx, uid
+):
+    history, readings, facilities = await run_rebalance_with_write_in_flight(
+        settings, agg_db, agg_influx, uid, fence=True
+    )
+    assert len(history) >= 3, "writes of both workers were observed"
+    assert regressions(history) == []
+    # 2 meters x 120 readings per facility in one hour: the hourly window holds 240 samples.
+    assert {k: v for k, v in history[-1].items() if k[1] == "1h"} == {
+        (f, "1h", int(hour_floor(readings[0].ts).timestamp())): 240 for f in facilities
+    }
+    assert_matches(await stored_rollups(agg_influx, facilities), ground_truth(readings))
+
+
+async def test_without_the_fence_the_same_check_sees_the_old_owner_overwrite_a_window_with_fewer_samples(
+    settings, agg_db, agg_influx, uid
+):
+    history, _, _ = await run_rebalance_with_write_in_flight(settings, agg_db, agg_influx, uid, fence=False)
+    found = regressions(history)
+    assert found, "B wrote full windows, then A's stale write landed: the check must see it"
+    assert any(key[1] == "1h" and before == 240 and after < 240 for key, before, after in found), found
