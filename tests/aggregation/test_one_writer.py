@@ -157,3 +157,27 @@ async def test_without_the_fence_the_same_check_sees_the_old_owner_overwrite_a_w
     found = regressions(history)
     assert found, "B wrote full windows, then A's stale write landed: the check must see it"
     assert any(key[1] == "1h" and before == 240 and after < 240 for key, before, after in found), found
+
+
+async def test_a_worker_with_a_static_group_instance_id_joins_and_rolls_up_on_the_local_broker(
+    settings, agg_db, agg_influx, uid
+):
+    """Static membership (0210) is a setting; the local broker (Tansu) accepts the join with a
+    group.instance.id and the worker rolls up as usual, also after a restart under the same id."""
+    n = new_names(uid)
+    await make_topics(settings, n["topic"], n["dlq"], partitions=2)
+    s = settings_for(settings, agg_db, n["topic"], n["dlq"], n["group"], group_instance_id=f"pod-{uid}")
+    bootstrap = settings.kafka.bootstrap_servers
+    start = hour_floor(now_utc()) - timedelta(hours=2)
+    readings = make_readings(n["facility"], 2, start, 80, seed=90)
+    for part in (readings[:80], readings[80:]):  # one worker, then its restart under the same id
+        worker = FaustRollupWorker(s)
+        assert worker.app.conf.consumer_group_instance_id == f"pod-{uid}"
+        task = asyncio.create_task(worker.run())
+        try:
+            await produce(bootstrap, n["topic"], part)
+            await wait_caught_up(bootstrap, n["topic"], n["group"], timeout_s=90)
+        finally:
+            worker.stop.set()
+            await asyncio.wait_for(task, 30)
+    assert_matches(await stored_rollups(agg_influx, [n["facility"]]), ground_truth(readings))
