@@ -66,6 +66,7 @@ class _Staged:
     plan: WritePlan | None = None
     prepared_at: float = 0.0
     epoch: int = 0  # the worker's revocation count when the batch was taken
+    fenced: bool = False
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -203,9 +204,11 @@ class RollupWorker:
         staged = self._decode(batch)
         if staged.readings:
             try:
-                staged.plan = await self._until_ok("influxdb", lambda: self.engine.prepare(staged.readings))
+                staged.plan = await self._until_ok("influxdb", lambda: self._prepare_owned(staged))
             except _Stopped:
                 return None
+            except _Fenced:
+                staged.fenced = True  # revoked while InfluxDB failed: stop retrying, the new owner replays
         staged.prepared_at = time.perf_counter()
         return staged
 
@@ -213,6 +216,8 @@ class RollupWorker:
         """Write, dead-letter, then commit; a shutdown during a sink failure leaves it uncommitted."""
         plan = staged.plan
         try:
+            if staged.fenced:
+                raise _Fenced
             if plan is not None:
                 await self._until_ok("influxdb", lambda: self._write_owned(staged, plan))
                 for index, reason in plan.rejected_raw:
@@ -248,6 +253,10 @@ class RollupWorker:
 
     def partitions_assigned(self) -> None:
         self._revoked = False
+
+    async def _prepare_owned(self, staged: _Staged) -> WritePlan:
+        self._check_owned(staged)  # each retry first: a revoked batch stops retrying
+        return await self.engine.prepare(staged.readings)
 
     async def _write_owned(self, staged: _Staged, plan: WritePlan) -> None:
         """Write the plan unless the batch's partitions were revoked since it was taken.

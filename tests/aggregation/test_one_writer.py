@@ -181,3 +181,39 @@ async def test_a_worker_with_a_static_group_instance_id_joins_and_rolls_up_on_th
             worker.stop.set()
             await asyncio.wait_for(task, 30)
     assert_matches(await stored_rollups(agg_influx, [n["facility"]]), ground_truth(readings))
+
+
+async def test_a_batch_retrying_against_a_failing_influxdb_stops_retrying_once_its_partitions_are_revoked(
+    settings, uid
+):
+    """Before 0210 the retry loop of a revoked batch went on until InfluxDB answered, then wrote."""
+    from aiokafka import TopicPartition
+    from aiokafka.structs import ConsumerRecord
+
+    from aggregation.worker import RollupWorker
+    from energy.stack.process import free_port
+    from tests.aggregation.helpers import event_bytes
+
+    down = settings.influx.model_copy(update={"url": f"http://127.0.0.1:{free_port()}"})  # nothing listens
+    worker = RollupWorker(settings.model_copy(update={"influx": down}))
+    tp = TopicPartition(f"t-{uid}", 0)
+    readings = make_readings(f"fac-{uid}", 1, hour_floor(now_utc()) - timedelta(hours=1), 3)
+    records = [
+        ConsumerRecord(tp.topic, 0, i, 0, 0, r.facility_id.encode(), event_bytes(r), None, 0, 0, ())
+        for i, r in enumerate(readings)
+    ]
+    try:
+        staging = asyncio.create_task(worker._stage({tp: records}))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 30
+        while "sink_backpressure" not in worker.health.conditions:  # retrying: InfluxDB is failing
+            assert loop.time() < deadline and not staging.done()
+            await asyncio.sleep(0.05)
+        await worker.fence_writes()  # the revocation
+        staged = await asyncio.wait_for(staging, worker.cfg.backpressure_max_delay_s + 10)
+        assert staged is not None and staged.fenced and staged.plan is None
+        await worker._finish(staged)  # neither written nor committed (the consumer was never started)
+        assert worker.writes_done == 0 and worker.committed == {}
+        assert "sink_backpressure" not in worker.health.conditions
+    finally:
+        await worker.close()
