@@ -93,11 +93,15 @@ async def run_rebalance_with_write_in_flight(
         write = worker.engine.write
 
         async def wrapper(plan: Any) -> None:
-            if name == "a" and not held.is_set():
-                held.set()  # the first write of A stays in flight: a slow InfluxDB
-                while not b_wrote.is_set():
-                    if b_started and (fence and time.monotonic() - b_started[0] > HOLD_S):
-                        break
+            raw = "".join(plan.raw_lines)
+            both = all(f"facility_id={f}" in raw for f in facilities)
+            if name == "a" and not held.is_set() and both:
+                held.set()  # A's first write covering both facilities stays in flight: a slow InfluxDB
+                while True:
+                    if fence and b_started and time.monotonic() - b_started[0] > HOLD_S:
+                        break  # B cannot write while A's revocation waits: let the write finish
+                    if b_wrote.is_set() and 120 in (await window_counts(agg_influx, facilities)).values():
+                        break  # B wrote a meter's full hour (without the fence): now A's stale write lands
                     await asyncio.sleep(0.05)
             await write(plan)
             history.append(await window_counts(agg_influx, facilities))
