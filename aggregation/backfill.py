@@ -1,33 +1,39 @@
-"""Backfill: rebuild raw points and rollups of one facility for a time range, from the Parquet
-archive or from the Kafka topic, through the same engine as the live worker (so the same
-lateness rule and the same maths apply, and the writes overwrite)."""
+"""Backfill: replay the readings of one facility for a time range, from the Parquet archive or
+from the Kafka topic, by producing them to the readings topic again (decision 0211).
+
+The running rollup worker that owns the facility's partition rolls them up: one writer per
+window (0210), the same lateness rule and maths, its cache sees every sample. Writing to
+InfluxDB from the backfill process directly would race the worker (it overwrote the backfill's
+rollups with stale ones from its cache). Replayed readings keep their reading_id, ts and
+received_at, so duplicates are harmless (samples are keyed by meter and time).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
+import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from aggregation.archive import read_archive
 from aggregation.decode import Rejected, decode_reading
-from aggregation.dlq import utcnow
-from aggregation.engine import RollupEngine
-from aggregation.late_windows import lateness_policy
-from energy.adapters.influx import InfluxClient
-from energy.adapters.kafka import make_consumer
+from energy.adapters.kafka import make_consumer, make_producer
 from energy.settings import Settings
-from schemas.readings import MeterReading
+from schemas.readings import MeterReading, MeterReadingEvent
+
+SOURCE = "backfill"
+PUBLISH_CHUNK = 5000
+log = structlog.get_logger("aggregation.backfill")
 
 
 @dataclass
 class BackfillResult:
-    readings: int
-    too_late: int
-    raw_points: int
-    rollup_points: int
+    readings: int  # published to the readings topic
+    rolled_up: bool  # the aggregation group committed past all of them within the wait
 
 
 async def read_topic(settings: Settings, facility_id: str, start: datetime, end: datetime) -> list[MeterReading]:
@@ -76,35 +82,50 @@ async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
         await asyncio.sleep(0.1)
 
 
-async def rebuild(
-    settings: Settings, readings: Iterable[MeterReading], influx: InfluxClient | None = None, chunk: int = 5000
-) -> BackfillResult:
-    cfg = settings.aggregation
-    own = influx is None
-    client = influx or InfluxClient(settings.influx, breaker_name="influxdb-backfill")
-    engine = RollupEngine(client, settings.influx.raw_retention_policy, settings.influx.rollup_retention_policy, cfg)
-    policy, now = lateness_policy(settings), utcnow()
-    accepted: list[MeterReading] = []
-    late = 0
-    for r in readings:
-        if policy.refusal(r.ts, now) is not None:  # the live worker's rule: beyond retention or in the future
-            late += 1
-        else:
-            accepted.append(r)
-    accepted.sort(key=lambda r: (r.ts, r.meter_id))
-    raw = rollups = 0
+async def publish(settings: Settings, readings: Iterable[MeterReading]) -> dict[TopicPartition, int]:
+    """Produce the readings to the readings topic, keyed like ingestion (facility_id), in time
+    order; returns the offset after the last record produced, per partition."""
+    topic = settings.aggregation.readings_topic
+    producer = make_producer(settings.kafka)
+    await asyncio.wait_for(producer.start(), settings.kafka.request_timeout_s * 4)
+    ends: dict[TopicPartition, int] = {}
     try:
-        for i in range(0, len(accepted), chunk):
-            plan = await engine.process(accepted[i : i + chunk])
-            raw += len(plan.raw_lines)
-            rollups += len(plan.rollup_lines)
+        ordered = sorted(readings, key=lambda r: (r.ts, r.meter_id))
+        for i in range(0, len(ordered), PUBLISH_CHUNK):
+            futures = []
+            for r in ordered[i : i + PUBLISH_CHUNK]:
+                event = MeterReadingEvent.wrap(r, source=SOURCE, occurred_at=r.ts, event_id=r.reading_id)
+                futures.append(await producer.send(topic, event.to_bytes(), key=r.facility_id.encode()))
+            sent = await asyncio.wait_for(asyncio.gather(*futures), settings.kafka.produce_timeout_s * 4)
+            for meta in sent:
+                tp = TopicPartition(meta.topic, meta.partition)
+                ends[tp] = max(ends.get(tp, 0), meta.offset + 1)
     finally:
-        if own:
-            await client.close()
-    return BackfillResult(len(accepted), late, raw, rollups)
+        await producer.stop()
+    return ends
 
 
-async def backfill(settings: Settings, facility_id: str, start: datetime, end: datetime, source: str) -> BackfillResult:
+async def wait_rolled_up(settings: Settings, ends: dict[TopicPartition, int], timeout_s: float) -> bool:
+    """True once the aggregation group committed past every published record (the worker wrote them)."""
+    consumer = make_consumer(settings.kafka, group_id=settings.aggregation.consumer_group)  # never subscribed
+    await asyncio.wait_for(consumer.start(), settings.kafka.request_timeout_s * 4)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            behind = [tp for tp, end in ends.items() if (await consumer.committed(tp) or 0) < end]
+            if not behind:
+                return True
+            if time.monotonic() >= deadline:
+                log.warning("backfill_not_rolled_up_yet", partitions=[f"{tp.topic}:{tp.partition}" for tp in behind])
+                return False
+            await asyncio.sleep(0.5)
+    finally:
+        await consumer.stop()
+
+
+async def backfill(
+    settings: Settings, facility_id: str, start: datetime, end: datetime, source: str, wait_s: float = 600.0
+) -> BackfillResult:
     if source == "archive":
         readings: list[MeterReading] = list(
             await asyncio.to_thread(
@@ -115,7 +136,9 @@ async def backfill(settings: Settings, facility_id: str, start: datetime, end: d
         readings = await read_topic(settings, facility_id, start, end)
     else:
         raise ValueError(f"unknown source {source!r}: use archive or topic")
-    return await rebuild(settings, readings)
+    ends = await publish(settings, readings)
+    rolled_up = await wait_rolled_up(settings, ends, wait_s) if wait_s > 0 and ends else not ends
+    return BackfillResult(len(readings), rolled_up)
 
 
-__all__ = ["BackfillResult", "backfill", "read_topic", "rebuild"]
+__all__ = ["BackfillResult", "backfill", "publish", "read_topic", "wait_rolled_up"]

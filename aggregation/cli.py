@@ -43,13 +43,13 @@ def _backfill(args: argparse.Namespace) -> int:
     if args.to <= args.from_:
         print("error: --to must be after --from", file=sys.stderr)
         return 2
-    res = asyncio.run(backfill(get_settings(), args.facility, args.from_, args.to, args.source))
+    res = asyncio.run(backfill(get_settings(), args.facility, args.from_, args.to, args.source, args.wait_s))
+    state = "rolled up by the aggregation worker" if res.rolled_up else "NOT yet rolled up (is the worker running?)"
     print(
         f"backfill {args.facility} {args.from_.isoformat()}..{args.to.isoformat()} from {args.source}: "
-        f"{res.readings} readings ({res.too_late} too late, skipped), {res.raw_points} raw points, "
-        f"{res.rollup_points} rollup points written"
+        f"{res.readings} readings republished to the readings topic; {state}"
     )
-    return 0
+    return 0 if res.rolled_up or args.wait_s == 0 else 3
 
 
 def register(sub: Any) -> None:
@@ -64,9 +64,15 @@ def register(sub: Any) -> None:
         help="consumer running the rollups (default: settings aggregation.engine)",
     )
     run.set_defaults(handler=_run)
-    bf = actions.add_parser("backfill", help="rebuild raw points and rollups of a facility for a time range")
+    bf = actions.add_parser("backfill", help="replay a facility's readings for a time range through the rollup worker")
     bf.add_argument("--facility", required=True)
     bf.add_argument("--from", dest="from_", required=True, type=_aware, help="ISO-8601 with zone")
     bf.add_argument("--to", required=True, type=_aware, help="ISO-8601 with zone (exclusive)")
     bf.add_argument("--source", choices=("archive", "topic"), default="archive")
+    bf.add_argument(
+        "--wait-s",
+        type=float,
+        default=600.0,
+        help="wait this long for the aggregation worker to roll the readings up (0: do not wait)",
+    )
     bf.set_defaults(handler=_backfill)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from energy.config_types import Count, Name, SafePath, Seconds, SettingsGroup, StorageUri
 from energy.settings_paths import PROJECT_ROOT
@@ -43,6 +43,16 @@ class AggregationSettings(SettingsGroup):
     heartbeat_interval_ms: Annotated[int, Field(ge=100, le=60_000)] = 1_000
     max_poll_interval_ms: Annotated[int, Field(ge=10_000, le=3_600_000)] = 600_000
     rebalance_timeout_ms: Annotated[int, Field(ge=1000, le=300_000)] = 10_000
+    # One writer per window (decision 0210): on revocation, how long the old owner waits for its
+    # InfluxDB write in flight before cancelling it; below the rebalance timeout, so the group
+    # does not complete the rebalance (and the new owner write) while we still wait.
+    revoke_write_wait_s: Annotated[float, Field(ge=0.1, le=120.0)] = 6.0
+    # Static membership (KIP-345): a stable id per replica (the pod name) keeps its partitions
+    # across a restart within the session timeout instead of rebalancing twice. None: dynamic.
+    group_instance_id: Name | None = None
+    # Fault point for the kill -9 chaos test, off (0) in every real deployment: the worker
+    # SIGKILLs itself after this many successful InfluxDB writes, before acking/committing.
+    fault_kill_after_writes: Annotated[int, Field(ge=0, le=1_000_000)] = 0
     lag_update_s: Seconds = 5.0
     # Which consumer runs the rollups: the Faust agent or the plain aiokafka loop (see 0200).
     engine: Literal["faust", "aiokafka"] = "faust"
@@ -60,3 +70,9 @@ class AggregationSettings(SettingsGroup):
     archive_enabled: bool = True
     archive_batch_max_readings: Count = 50_000
     archive_batch_max_wait_s: Seconds = 10.0
+
+    @model_validator(mode="after")
+    def _revoke_wait_within_rebalance(self) -> Self:
+        if self.revoke_write_wait_s * 1000 >= self.rebalance_timeout_ms:
+            raise ValueError("revoke_write_wait_s must be below rebalance_timeout_ms (decision 0210)")
+        return self

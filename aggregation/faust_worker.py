@@ -75,6 +75,7 @@ def make_app(settings: Settings) -> faust.App:
         broker_rebalance_timeout=cfg.rebalance_timeout_ms / 1000,
         broker_max_poll_interval=cfg.max_poll_interval_ms / 1000,
         broker_max_poll_records=cfg.batch_max_readings,
+        consumer_group_instance_id=cfg.group_instance_id,  # static membership when set (0210)
         # Bounded memory: at most this many fetched events wait for the agent; when the buffer is
         # full Faust's fetch loop waits too (its flow control). Read-ahead while a batch is written.
         stream_buffer_maxsize=max(cfg.faust_stream_buffer, cfg.batch_max_readings),
@@ -112,6 +113,7 @@ class FaustRollupWorker(RollupWorker):
 
     async def _on_revoked(self, app: Any, /, *args: Any, **kwargs: Any) -> None:
         revoked = args[0] if args else kwargs.get("revoked", set())
+        await self.fence_writes()  # one writer per window: before the new owner can write (0210)
         self.engine.reset()
         for tp in revoked:
             with contextlib.suppress(KeyError):
@@ -120,6 +122,7 @@ class FaustRollupWorker(RollupWorker):
     async def _on_assigned(self, app: Any, /, *args: Any, **kwargs: Any) -> None:
         assigned = args[0] if args else kwargs.get("assigned", set())
         self.engine.reset()
+        self.partitions_assigned()
         self.health.clear(JOINING)
         log.info("partitions_assigned", partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in assigned))
 
@@ -145,6 +148,12 @@ class FaustRollupWorker(RollupWorker):
                     self.stop.set()
 
     async def _handle(self, stream: Any, events: list[Any]) -> None:
+        # Events fetched in an earlier group generation belong to a partition that was revoked
+        # meanwhile: never written nor acked here (their owner reads them from the committed offset).
+        generation = self.app.consumer_generation_id
+        events = [e for e in events if e.message.generation_id in (None, generation)]
+        if not events:
+            return
         self._stream = stream
         self._events = events
         batch: dict[TopicPartition, list[Any]] = defaultdict(list)

@@ -36,3 +36,10 @@ POINTS_REJECTED = Counter(
 LATE_WINDOWS = Counter(
     "energy_aggregation_late_windows", "Facility 15-minute windows changed by late readings (meter.late_window sent)"
 )
+BATCHES_FENCED = Counter(
+    "energy_aggregation_batches_fenced", "Batches not written or not committed because their partitions were revoked"
+)
+WRITES_CANCELLED = Counter(
+    "energy_aggregation_writes_cancelled",
+    "InfluxDB writes still in flight after revoke_write_wait_s, cancelled during a revocation",
+)

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -59,6 +61,10 @@ class _Stopped(Exception):
     """Shutdown was asked while a sink was failing: leave the batch uncommitted (it replays)."""
 
 
+class _Fenced(Exception):
+    """The batch's partitions were revoked: its windows belong to another worker now (0210)."""
+
+
 @dataclass
 class _Staged:
     batch: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]
@@ -69,6 +75,8 @@ class _Staged:
     plan: WritePlan | None = None
     prepared_at: float = 0.0
     now: datetime = field(default_factory=utcnow)  # the clock lateness is judged by
+    epoch: int = 0  # the worker's revocation count when the batch was taken
+    fenced: bool = False
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -76,6 +84,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         self.worker = worker
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
+        await self.worker.fence_writes()
         self.worker.engine.reset()
         for tp in revoked:
             self.worker.committed.pop(tp, None)
@@ -84,6 +93,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         self.worker.engine.reset()
+        self.worker.partitions_assigned()
         log.info("partitions_assigned", partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in assigned))
 
 
@@ -109,6 +119,12 @@ class RollupWorker:
         self._failing = 0  # steps currently retrying a failing sink
         self.stop = asyncio.Event()
         self._last_lag = 0.0
+        # One writer per window (decision 0210): every revocation bumps the epoch; a batch taken
+        # in an earlier epoch is never written, and the write in flight is awaited or cancelled.
+        self._epoch = 0
+        self._revoked = False  # between a revocation and the next assignment nothing is written
+        self._writes: set[asyncio.Task[None]] = set()
+        self.writes_done = 0
         self.health.add_check("influxdb", self.influx.ping)
 
     def _make_consumer(self) -> AIOKafkaConsumer:
@@ -178,7 +194,7 @@ class RollupWorker:
             await self._finish(staged)
 
     def _decode(self, batch: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]) -> _Staged:
-        staged = _Staged(batch, time.perf_counter())
+        staged = _Staged(batch, time.perf_counter(), epoch=self._epoch)
         now, policy = staged.now, self.lateness
         oldest, newest = policy.accepted_range(now)
         for tp, records in batch.items():
@@ -201,9 +217,11 @@ class RollupWorker:
         staged = self._decode(batch)
         if staged.readings:
             try:
-                staged.plan = await self._until_ok("influxdb", lambda: self.engine.prepare(staged.readings))
+                staged.plan = await self._until_ok("influxdb", lambda: self._prepare_owned(staged))
             except _Stopped:
                 return None
+            except _Fenced:
+                staged.fenced = True  # revoked while InfluxDB failed: stop retrying, the new owner replays
             except RECORD_ERRORS as exc:  # for good (transient ones _until_ok retries): find the records
                 try:
                     staged.plan = await self._prepare_isolating(staged, exc)
@@ -245,16 +263,24 @@ class RollupWorker:
         """Write, dead-letter, then commit; a shutdown during a sink failure leaves it uncommitted."""
         plan = staged.plan
         try:
+            if staged.fenced:
+                raise _Fenced
             if plan is not None:
-                await self._until_ok("influxdb", lambda: self.engine.write(plan))
+                await self._until_ok("influxdb", lambda: self._write_owned(staged, plan))
                 for index, reason in plan.rejected_raw:
                     staged.rejects.append((staged.records[index], Rejected("sink_rejected", reason)))
+                self._fault_point()
             if staged.rejects:
+                self._check_owned(staged)  # the new owner dead-letters them when it replays
                 await self._until_ok("kafka_dlq", lambda: self._send_dead_letters(staged.rejects))
             notices = late_windows(((r.facility_id, r.ts) for r in staged.readings), staged.now, self.lateness)
             if notices:
                 await self._until_ok("kafka_late_windows", lambda: self._send_late_windows(notices))
         except _Stopped:
+            return
+        except _Fenced:
+            metrics.BATCHES_FENCED.inc()
+            log.warning("batch_fenced", readings=len(staged.readings), note="partitions revoked; new owner replays")
             return
         await self._commit(staged.batch)
         done = time.perf_counter()
@@ -270,6 +296,63 @@ class RollupWorker:
         for _, rej in staged.rejects:
             metrics.READINGS.labels(rej.reason).inc()
         metrics.BATCH_SECONDS.observe(done - staged.started)
+
+    def _check_owned(self, staged: _Staged) -> None:
+        if self._revoked or staged.epoch != self._epoch:
+            raise _Fenced
+
+    def partitions_assigned(self) -> None:
+        self._revoked = False
+
+    async def _prepare_owned(self, staged: _Staged) -> WritePlan:
+        self._check_owned(staged)  # each retry first: a revoked batch stops retrying
+        return await self.engine.prepare(staged.readings)
+
+    async def _write_owned(self, staged: _Staged, plan: WritePlan) -> None:
+        """Write the plan unless the batch's partitions were revoked since it was taken.
+
+        The write runs as a task that :meth:`fence_writes` can await (and cancel past the wait)
+        during a revocation: the group does not complete the rebalance before the revocation
+        callback returns, so the new owner cannot write these windows while this write is in flight.
+        """
+        self._check_owned(staged)
+        task = asyncio.create_task(self.engine.write(plan))
+        self._writes.add(task)
+        try:
+            await task
+        except asyncio.CancelledError:
+            me = asyncio.current_task()
+            if task.cancelled() and (me is None or not me.cancelling()):
+                raise _Fenced from None  # cancelled by fence_writes, not by our caller
+            raise
+        finally:
+            self._writes.discard(task)
+        self.writes_done += 1
+
+    async def fence_writes(self) -> None:
+        """On revocation: fence every batch taken so far, and let the write in flight finish
+        (up to ``revoke_write_wait_s``) or cancel it, before the rebalance may go on."""
+        self._epoch += 1
+        self._revoked = True
+        pending = [t for t in self._writes if not t.done()]
+        if not pending:
+            return
+        log.info("revocation_waits_for_write", writes=len(pending))
+        _, late = await asyncio.wait(pending, timeout=self.cfg.revoke_write_wait_s)
+        for task in late:
+            task.cancel()
+        if late:
+            metrics.WRITES_CANCELLED.inc(len(late))
+            log.error("revocation_cancelled_write", writes=len(late), waited_s=self.cfg.revoke_write_wait_s)
+            await asyncio.wait(late)
+
+    def _fault_point(self) -> None:
+        """Deterministic crash for the kill -9 chaos test (off by default): after the write, before
+        the commit -- the window where a crash must neither lose nor double anything."""
+        limit = self.cfg.fault_kill_after_writes
+        if limit and self.writes_done >= limit:
+            log.warning("fault_point_sigkill", writes_done=self.writes_done)
+            os.kill(os.getpid(), signal.SIGKILL)
 
     async def _send_dead_letters(self, rejects: list[tuple[ConsumerRecord[Any, Any], Rejected]]) -> None:
         now = utcnow()
@@ -393,8 +476,6 @@ def _meter_id_of(value: bytes | None) -> str | None:
 
 async def run_service(settings: Settings, with_archive: bool | None = None, engine: str | None = None) -> None:
     """``energy aggregation run``: worker (+ archiver) and the ops endpoints, until SIGTERM/SIGINT."""
-    import signal
-
     from energy.observability.http import serve_ops
 
     health = Health("aggregation")

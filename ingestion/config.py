@@ -33,6 +33,15 @@ def _default_limits() -> dict[str, MeterTypeLimits]:
 
 
 class IngestionSettings(SettingsGroup):
+    @property
+    def mqtt_session_id(self) -> str:
+        """The MQTT client id of this replica (its persistent session)."""
+        return f"{self.mqtt_client_id}-{self.mqtt_replica_id}" if self.mqtt_replica_id else self.mqtt_client_id
+
+    def mqtt_subscription(self, topic_prefix: str) -> str:
+        topic = f"{topic_prefix}/#"
+        return f"$share/{self.mqtt_shared_group}/{topic}" if self.mqtt_shared_group else topic
+
     buffer_size: Count = 10_000  # readings held between MQTT/HTTP and Kafka; full -> MQTT unacked, HTTP 503
     producer_linger_ms: int = 5
     publish_timeout_s: Seconds = 5.0
@@ -47,6 +56,12 @@ class IngestionSettings(SettingsGroup):
     # clocks drift, but a far-future time would poison lateness, registers and window arithmetic.
     future_tolerance_s: Seconds = 300.0
     mqtt_client_id: Name = "energy-ingestion"
+    # Scale-out (decision 0210): each replica has its own persistent session, client id
+    # "<mqtt_client_id>-<mqtt_replica_id>" (the pod name in Kubernetes), and the replicas share
+    # one subscription "$share/<mqtt_shared_group>/<prefix>/#" so the broker hands each message
+    # to one of them. None: the plain client id / a non-shared subscription (one replica only).
+    mqtt_replica_id: Name | None = None
+    mqtt_shared_group: Name | None = "ingestion"
     mqtt_qos: Annotated[int, Field(ge=0, le=1)] = 1
     readings_topic: Name = READINGS
     dlq_topic: Name = READINGS_DLQ

@@ -1,5 +1,8 @@
 """MQTT side: a persistent QoS 1 session whose messages are acknowledged only after Kafka has them.
 
+Replicas scale out through an MQTT shared subscription (``$share/<group>/<prefix>/#``), each
+with its own client id and session (decision 0210): the broker gives each message to one replica.
+
 paho-mqtt's manual acknowledgement is switched on (aiomqtt 2.x does not expose it, so the
 underlying paho client is used for exactly two calls: ``manual_ack_set`` and ``ack``). While
 the buffer is full the reader stops taking messages; Mosquitto then stops sending once
@@ -73,18 +76,19 @@ class MqttSource:
         attempt = 0
         while True:
             client = make_mqtt_client(
-                mqtt, identifier=ing.mqtt_client_id, clean_session=False, logger=QUIET_MQTT_LOGGER
+                mqtt, identifier=ing.mqtt_session_id, clean_session=False, logger=QUIET_MQTT_LOGGER
             )
             client._client.manual_ack_set(True)
             self._client = client
             try:
                 async with client:
                     self._generation += 1
-                    await client.subscribe(f"{mqtt.topic_prefix}/#", qos=ing.mqtt_qos)
+                    subscription = ing.mqtt_subscription(mqtt.topic_prefix)
+                    await client.subscribe(subscription, qos=ing.mqtt_qos)
                     attempt = 0
                     self._health.clear("mqtt")
                     self.connected.set()
-                    log.info("mqtt_subscribed", topic=f"{mqtt.topic_prefix}/#", client_id=ing.mqtt_client_id)
+                    log.info("mqtt_subscribed", topic=subscription, client_id=ing.mqtt_session_id)
                     async for message in client.messages:
                         await self._handle(client, message)
             except aiomqtt.MqttError as exc:

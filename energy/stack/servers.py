@@ -329,7 +329,9 @@ class RedisServer(Server):
             timeout=30,
             capture_output=True,
         )
-        wait_until(lambda: self.pid_file.exists(), 10)
+        # The daemon creates its pid file before writing the pid: wait for a live pid, not for the
+        # file (an empty file read as "not running" made start() report "exited during start").
+        wait_until(self.running, 10)
 
     def answers(self) -> bool:
         return probes.redis_answers(self.host, self.port)
@@ -376,7 +378,9 @@ class MosquittoServer(Server):
             conf.write_text(conf.read_text() + "user mosquitto\n")
             _chown_tree(self.dir, "mosquitto")
         subprocess.run([self.binary(), "-c", str(conf), "-d"], check=True, timeout=30, capture_output=True)
-        wait_until(lambda: self.pid_file.exists(), 10)
+        # The daemon creates its pid file before writing the pid: wait for a live pid, not for the
+        # file (an empty file read as "not running" made start() report "exited during start").
+        wait_until(self.running, 10)
 
     def answers(self) -> bool:
         return probes.mqtt_answers(self.host, self.port)

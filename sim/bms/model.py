@@ -4,6 +4,10 @@ Every command carries an idempotency key and is executed at most once per (facil
 repeat with the same operation returns the original result flagged ``duplicate``; a repeat
 with different parameters is rejected. Zone state is kept by a :class:`ZoneStore` (Redis in
 the running simulator), the command log in memory (it lasts as long as the process).
+
+Test honesty (decision 0450): :meth:`BmsControllers.executions` counts every execution a key
+got, the duplicates answered from the log included, so an "executed exactly once" check can
+fail on "twice"; :meth:`BmsControllers.applied` counts only those that changed a zone.
 """
 
 from __future__ import annotations
@@ -95,7 +99,8 @@ class BmsControllers:
     clock: Callable[[], datetime]
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _log: dict[tuple[str, str], CommandRecord] = field(default_factory=dict)
-    _executions: Counter[tuple[str, str]] = field(default_factory=Counter)
+    _executions: Counter[tuple[str, str]] = field(default_factory=Counter)  # duplicates included
+    _applied: Counter[tuple[str, str]] = field(default_factory=Counter)  # zone state changed
     _requests: Counter[tuple[str, str]] = field(default_factory=Counter)
     _sequence: int = 0
 
@@ -174,6 +179,7 @@ class BmsControllers:
                         f"key {idempotency_key!r} was used for {previous.operation} {previous.zone_id} "
                         f"{previous.value}, not {operation} {zone_id} {value}",
                     )
+                self._executions[log_key] += 1
                 return CommandResult(previous, duplicate=True)
             zone = self.zone(facility_id, zone_id)
             state = self._new_state(zone, operation, value)
@@ -191,6 +197,7 @@ class BmsControllers:
             )
             self._log[log_key] = record
             self._executions[log_key] += 1
+            self._applied[log_key] += 1
             return CommandResult(record, duplicate=False)
 
     def status(self, facility_id: str, idempotency_key: str) -> CommandRecord | None:
@@ -199,10 +206,17 @@ class BmsControllers:
             return self._log.get((facility_id, idempotency_key))
 
     def executions(self, facility_id: str | None = None) -> dict[str, int]:
-        """Times each idempotency key was really executed (never more than 1 if idempotency holds)."""
+        """Times each idempotency key was executed and answered, duplicates included."""
+        return self._per_key(self._executions, facility_id)
+
+    def applied(self, facility_id: str | None = None) -> dict[str, int]:
+        """Times each idempotency key changed a zone (at most 1 while idempotency holds)."""
+        return self._per_key(self._applied, facility_id)
+
+    def _per_key(self, counts: Counter[tuple[str, str]], facility_id: str | None) -> dict[str, int]:
         with self._lock:
             out: Counter[str] = Counter()
-            for (fac, key), count in self._executions.items():
+            for (fac, key), count in counts.items():
                 if facility_id is None or fac == facility_id:
                     out[key] += count
             return dict(out)
@@ -224,6 +238,7 @@ class BmsControllers:
         with self._lock:
             self._log.clear()
             self._executions.clear()
+            self._applied.clear()
             self._requests.clear()
 
 

@@ -4,7 +4,9 @@ injects faults, and serves the admin and health endpoints.
 Admin (JSON):
 - ``POST /_admin/faults`` ``{facility_id?, latency_ms, fault_rate, ack_loss_rate, down}``
   (no facility_id: the default for every facility); ``GET /_admin/faults``
-- ``GET /_admin/executions[?facility_id=]`` -> ``{idempotency_key: times executed}``
+- ``GET /_admin/executions[?facility_id=]`` -> ``{idempotency_key: times executed}``, every
+  execution answered, duplicates included (so "exactly once" can fail on "twice")
+- ``GET /_admin/applied[?facility_id=]`` -> ``{idempotency_key: times it changed a zone}``
 - ``GET /_admin/requests[?facility_id=]`` -> ``{idempotency_key: times received}``
 - ``GET /_admin/commands[?facility_id=]`` -> the command log (with each call's traceparent)
 - ``GET /_admin/hits`` -> ``{facility_id: HTTP requests received}`` (WSDL, SOAP, even while down)
@@ -141,6 +143,8 @@ class BmsSimulator:
             return _json(start_response, "200 OK", body)
         if action == "executions" and method == "GET":
             return _json(start_response, "200 OK", self.controllers.executions(facility))
+        if action == "applied" and method == "GET":
+            return _json(start_response, "200 OK", self.controllers.applied(facility))
         if action == "requests" and method == "GET":
             return _json(start_response, "200 OK", self.controllers.requests(facility))
         if action == "commands" and method == "GET":

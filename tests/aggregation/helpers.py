@@ -344,6 +344,8 @@ def worker_env(settings: Settings, port: int) -> dict[str, str]:
             "ENERGY_AGGREGATION__BATCH_MAX_WAIT_S": str(a.batch_max_wait_s),
             "ENERGY_AGGREGATION__BATCH_MAX_READINGS": str(a.batch_max_readings),
             "ENERGY_AGGREGATION__INFLUX_BREAKER_RESET_S": str(a.influx_breaker_reset_s),
+            "ENERGY_AGGREGATION__FAULT_KILL_AFTER_WRITES": str(a.fault_kill_after_writes),
+            "ENERGY_AGGREGATION__FAUST_STREAM_BUFFER": str(a.faust_stream_buffer),
             "ENERGY_ENDPOINTS__AGGREGATION_PORT": str(port),
             "ENERGY_LOG__LEVEL": os.environ.get("ENERGY_LOG__LEVEL", "INFO"),
         }

@@ -11,10 +11,12 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from aggregation.archive import Archiver, read_archive
+from aggregation.archive import Archiver, read_archive, write_partitions
 from aggregation.backfill import backfill
+from aggregation.faust_worker import FaustRollupWorker
 from tests.aggregation.conftest import make_topics
 from tests.aggregation.helpers import (
+    PRODUCED,
     assert_matches,
     ground_truth,
     hour_floor,
@@ -76,12 +78,16 @@ async def test_archive_writes_parquet_by_day_and_facility_and_backfill_rebuilds_
     )
     assert from_archive == expected
 
-    # Lose everything of fac_a in InfluxDB, then rebuild it from the archive with the CLI.
+    # Lose everything of fac_a in InfluxDB, then rebuild it from the archive with the CLI: the
+    # readings are replayed through the running rollup worker (it committed the topic first).
     await delete_facility(agg_influx, fac_a)
     assert await raw_count(agg_influx, fac_a) == 0
     exe = Path(sys.executable).with_name("energy")
     t_end = start + timedelta(hours=2)
-    out = subprocess.run(
+    worker = FaustRollupWorker(s)
+    worker_task = asyncio.create_task(worker.run())
+    out = await asyncio.to_thread(
+        subprocess.run,
         [
             str(exe),
             "aggregation",
@@ -100,16 +106,20 @@ async def test_archive_writes_parquet_by_day_and_facility_and_backfill_rebuilds_
         text=True,
         timeout=120,
     )
-    assert out.returncode == 0, out.stderr
-    assert "600 readings" in out.stdout
-    fac_a_readings = [r for r in readings if r.facility_id == fac_a]
-    assert_matches(await stored_rollups(agg_influx, [fac_a]), ground_truth(fac_a_readings))
-    assert await raw_count(agg_influx, fac_a) == 600
+    try:
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert "600 readings republished" in out.stdout and "rolled up by the aggregation worker" in out.stdout
+        fac_a_readings = [r for r in readings if r.facility_id == fac_a]
+        assert_matches(await stored_rollups(agg_influx, [fac_a]), ground_truth(fac_a_readings))
+        assert await raw_count(agg_influx, fac_a) == 600
 
-    # And from the topic (within Kafka retention), in-process.
-    await delete_facility(agg_influx, fac_b)
-    res = await backfill(s, fac_b, start, t_end, "topic")
-    assert res.readings == 100
+        # And from the topic (within Kafka retention), in-process.
+        await delete_facility(agg_influx, fac_b)
+        res = await backfill(s, fac_b, start, t_end, "topic", wait_s=120)
+        assert res.readings == 100 and res.rolled_up
+    finally:
+        worker.stop.set()
+        await asyncio.wait_for(worker_task, 30)
     assert_matches(
         await stored_rollups(agg_influx, [fac_b]), ground_truth(r for r in readings if r.facility_id == fac_b)
     )
@@ -149,3 +159,45 @@ async def test_archive_write_failure_reports_not_ready_commits_nothing_and_recov
     assert "archive_failing" not in health.conditions
     files = list(archive_dir.rglob("*.parquet"))
     assert sum(pq.read_metadata(f).num_rows for f in files) == len(readings)
+
+
+async def test_backfill_of_a_day_while_the_worker_streams_the_same_day_final_rollups_equal_ground_truth(
+    settings, agg_db, agg_influx, uid, tmp_path
+):
+    """Meter m01 streams live; meter m02's readings of the same hours exist only in the archive
+    (lost from InfluxDB and gone from the topic). The backfill runs while the worker streams.
+    Before 0211 the backfill wrote InfluxDB itself and the worker, whose cached hours never saw
+    m02, overwrote the facility rollups without it."""
+    n = new_names(uid)
+    await make_topics(settings, n["topic"], n["dlq"])
+    archive_dir = tmp_path / "archive"
+    s = settings_for(settings, agg_db, n["topic"], n["dlq"], n["group"], archive_uri=str(archive_dir))
+    bootstrap = settings.kafka.bootstrap_servers
+    start = hour_floor(now_utc()) - timedelta(hours=4)
+    fac = n["facility"]
+    both = make_readings(fac, 2, start, 720, seed=31)  # 3 hours of 2 meters
+    live = [r for r in both if r.meter_id.endswith("m01")]
+    archived = [r for r in both if r.meter_id.endswith("m02")]
+    write_partitions(str(archive_dir), archived, "part-lost-from-influx")
+    worker = FaustRollupWorker(s)
+    task = asyncio.create_task(worker.run())
+    try:
+        await produce(bootstrap, n["topic"], live[:240])  # the worker caches these hours first
+        await wait_caught_up(bootstrap, n["topic"], n["group"], timeout_s=60)
+
+        async def stream() -> None:
+            for i in range(240, len(live), 60):
+                await produce(bootstrap, n["topic"], live[i : i + 60])
+                await asyncio.sleep(0)
+
+        streaming = asyncio.create_task(stream())
+        res = await backfill(s, fac, start, start + timedelta(days=1), "archive", wait_s=120)
+        await streaming
+        assert res.readings == len(archived) == 720 and res.rolled_up
+        PRODUCED[n["topic"]] += res.readings
+        await wait_caught_up(bootstrap, n["topic"], n["group"], timeout_s=60)
+    finally:
+        worker.stop.set()
+        await asyncio.wait_for(task, 30)
+    assert_matches(await stored_rollups(agg_influx, [fac]), ground_truth(both))
+    assert await raw_count(agg_influx, fac) == 1440

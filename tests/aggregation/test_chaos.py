@@ -81,39 +81,42 @@ def stop_proc(proc) -> None:
             proc.wait(5)
 
 
-async def test_kill_9_mid_stream_then_restart_final_rollups_equal_ground_truth(
+async def test_kill_9_between_the_influxdb_write_and_the_commit_then_restart_final_rollups_equal_ground_truth(
     settings, agg_db, agg_influx, uid, port, tmp_path
 ):
+    """The worker's fault point (``fault_kill_after_writes``) SIGKILLs it right after its 3rd
+    InfluxDB write, before that batch is acked or committed: deterministic, not by chance."""
     n = new_names(uid)
     await make_topics(settings, n["topic"], n["dlq"], partitions=3)
     s = settings_for(settings, agg_db, n["topic"], n["dlq"], n["group"], batch_max_readings=300, archive_enabled=False)
+    faulty = settings_for(
+        settings,
+        agg_db,
+        n["topic"],
+        n["dlq"],
+        n["group"],
+        batch_max_readings=300,
+        archive_enabled=False,
+        fault_kill_after_writes=3,
+    )
     bootstrap = settings.kafka.bootstrap_servers
     start = hour_floor(now_utc()) - timedelta(hours=2) + timedelta(minutes=30)
     facilities = [f"{n['facility']}-{i}" for i in range(4)]
     readings = [r for i, f in enumerate(facilities) for r in make_readings(f, 5, start, 240, seed=10 + i)]
     readings.sort(key=lambda r: r.ts)  # a live stream: time order across facilities
-    proc = start_worker(s, port, tmp_path / "worker1.log")
+    proc = start_worker(faulty, port, tmp_path / "worker1.log")
     try:
         await wait_http(port)
-        await wait_ready(port)  # joined: the stream below is consumed while it flows, so the kill is mid-stream
-
-        async def stream() -> None:
-            for i in range(0, len(readings), 200):
-                await produce(bootstrap, n["topic"], readings[i : i + 200])
-                await asyncio.sleep(0.1)
-
-        producing = asyncio.create_task(stream())
-        killed_at = None
-        deadline = time.monotonic() + 60
-        while killed_at is None and time.monotonic() < deadline:
-            done, _ = await committed_total(bootstrap, n["topic"], n["group"])
-            if done > 0:
-                proc.send_signal(signal.SIGKILL)  # no flush, no commit, no goodbye
-                proc.wait(10)
-                killed_at = (done, len(readings))
-            await asyncio.sleep(0.1)
-        await producing
-        assert killed_at is not None and 0 < killed_at[0] < len(readings), killed_at
+        await wait_ready(port)  # joined: the stream below is consumed while it flows
+        for i in range(0, len(readings), 200):
+            await produce(bootstrap, n["topic"], readings[i : i + 200])
+        assert await asyncio.to_thread(proc.wait, 90) == -signal.SIGKILL  # the fault point fired
+        log = (tmp_path / "worker1.log").read_text()
+        assert "fault_point_sigkill" in log and "batch_committed" not in log.split("fault_point_sigkill")[-1]
+        committed, _ = await committed_total(bootstrap, n["topic"], n["group"])
+        written = sum([await raw_count(agg_influx, f) for f in facilities])
+        # The killed batch is in InfluxDB but its offsets are not committed: it will replay.
+        assert committed < written <= len(readings), (committed, written)
         proc = start_worker(s, port, tmp_path / "worker2.log")
         await wait_http(port)
         await wait_caught_up(bootstrap, n["topic"], n["group"], timeout_s=90)
@@ -133,15 +136,25 @@ async def test_influxdb_down_under_load_pauses_with_bounded_memory_and_catches_u
     base = settings.model_copy(
         update={"influx": settings.influx.model_copy(update={"url": f"http://127.0.0.1:{influx_srv.port}"})}
     )
+    # A small stream buffer and a backlog 20x its size: unbounded buffering would show in the RSS.
     s = settings_for(
-        base, "energy", n["topic"], n["dlq"], n["group"], archive_enabled=False, influx_breaker_reset_s=2.0
+        base,
+        "energy",
+        n["topic"],
+        n["dlq"],
+        n["group"],
+        archive_enabled=False,
+        influx_breaker_reset_s=2.0,
+        batch_max_readings=1000,
+        faust_stream_buffer=2000,
     )
     bootstrap = settings.kafka.bootstrap_servers
     start = hour_floor(now_utc()) - timedelta(hours=2)
-    facilities = [f"{n['facility']}-{i}" for i in range(5)]
+    facilities = [f"{n['facility']}-{i}" for i in range(10)]
     readings = [r for i, f in enumerate(facilities) for r in make_readings(f, 10, start, 480, seed=20 + i)]
     readings.sort(key=lambda r: r.ts)
     first, during = readings[:4000], readings[4000:]
+    assert len(during) >= 20 * s.aggregation.faust_stream_buffer
     proc = start_worker(s, port, tmp_path / "worker.log")
     client = InfluxClient(s.influx, breaker_name="influxdb-aggtests-private")
     try:
@@ -166,7 +179,7 @@ async def test_influxdb_down_under_load_pauses_with_bounded_memory_and_catches_u
         assert len(readings) - done >= len(during) - 2000, "the worker must stop committing while InfluxDB is down"
         assert not_ready_reason is not None and "influxdb" in not_ready_reason
         assert proc.poll() is None, "the worker must not crash"
-        # Bounded: one batch + a bounded prefetch, not the backlog (~20k readings, ~15 MB of JSON).
+        # Bounded: one batch + a bounded prefetch, not the backlog (44k readings, ~33 MB of JSON).
         assert rss_max - rss_before < 64 * 2**20, (rss_before, rss_max)
 
         influx_srv.start()

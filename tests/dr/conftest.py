@@ -9,7 +9,8 @@ import contextlib
 import hashlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections import Counter
+from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -190,3 +191,19 @@ def admin(sim: SimulatorProcess, path: str, body: dict[str, Any] | None = None) 
         resp = c.post(f"/_admin/{path}", json=body) if body is not None else c.get(f"/_admin/{path}")
         resp.raise_for_status()
         return resp.json()
+
+
+def assert_each_command_applied_once(sim: SimulatorProcess, keys: Iterable[str]) -> None:
+    """Every command of ``keys`` changed its zone exactly once, counted per command (facility,
+    zone, operation, value) whatever its keys: a command sent again under a new key fails on
+    "twice". Duplicates of a key (a retry after a lost answer) are allowed: the BMS answers them
+    from its log and counts them in /_admin/executions."""
+    wanted = set(keys)
+    assert wanted, "no commands to check"
+    records = [r for r in admin(sim, "commands") if r["idempotency_key"] in wanted]
+    assert {r["idempotency_key"] for r in records} == wanted, "a command never reached the BMS"
+    per_command = Counter((r["facility_id"], r["zone_id"], r["operation"], r["value"]) for r in records)
+    twice = {c: n for c, n in per_command.items() if n != 1}
+    assert not twice, f"executed more than once: {twice}"
+    applied = admin(sim, "applied")
+    assert all(applied.get(k) == 1 for k in wanted), {k: applied.get(k) for k in wanted if applied.get(k) != 1}

@@ -32,6 +32,7 @@ from tests.dr.conftest import (
     FLEET,
     admin,
     api_server,
+    assert_each_command_applied_once,
     coordinator,
     dr_settings,
     event_body,
@@ -148,11 +149,8 @@ async def test_restart_mid_dispatch_with_postgres_restart_sends_each_bms_command
                     "SELECT idempotency_key FROM bms_commands WHERE dr_event_id = $1", dr_event_id
                 )
             ]
-            executions = admin(bms, "executions")
             requests = admin(bms, "requests")
-            assert all(executions.get(k) == 1 for k in keys), {
-                k: executions.get(k) for k in keys if executions.get(k) != 1
-            }
+            assert_each_command_applied_once(bms, keys)
             if in_flight:
                 assert any(requests.get(k, 0) > 1 for k in keys), "in-flight commands should have been sent again"
             assert await pool.fetchval(
@@ -298,14 +296,13 @@ async def test_one_bms_down_others_finish_on_time_event_partially_failed_dlq_and
                         break
                     await asyncio.sleep(0.3)
                 assert pending == 0
-        executions = admin(bms, "executions")
         restore_keys = [
             r["idempotency_key"]
             for r in await pg_pool.fetch(
                 "SELECT idempotency_key FROM bms_commands WHERE dr_event_id = $1 AND action = 'restore'", dr_event_id
             )
         ]
-        assert all(executions.get(k) == 1 for k in restore_keys)
+        assert_each_command_applied_once(bms, restore_keys)
 
 
 @pytest.mark.chaos
@@ -349,12 +346,11 @@ async def test_restore_failed_while_bms_down_is_retried_until_the_bms_confirms_i
                 1,
                 30,
             )
-        executions = admin(bms, "executions")
         keys = [
             r["idempotency_key"]
             for r in await pg_pool.fetch("SELECT idempotency_key FROM bms_commands WHERE dr_event_id = $1", dr_event_id)
         ]
-        assert keys and all(executions.get(k) == 1 for k in keys)
+        assert_each_command_applied_once(bms, keys)
         late = await pg_pool.fetchval(
             "SELECT count(*) FROM dr_event_log WHERE dr_event_id = $1 AND entry_type = 'late_ack'", dr_event_id
         )
@@ -445,8 +441,10 @@ async def test_random_bms_faults_and_lost_acks_are_retried_and_every_command_run
         )
         executions = admin(bms, "executions")
         requests = admin(bms, "requests")
+        assert_each_command_applied_once(bms, [r["idempotency_key"] for r in rows])
     assert rows and {r["status"] for r in rows} == {"acknowledged"}
     assert any(r["attempts"] > 1 for r in rows), "30 % faults should have forced retries"
-    assert all(executions.get(r["idempotency_key"]) == 1 for r in rows)
+    # every call that got past the injected Server faults executed: the first one, or as a duplicate
+    assert all(executions.get(r["idempotency_key"], 0) >= 1 for r in rows)
     # a lost acknowledgement means the BMS saw the key again and answered "duplicate"
     assert any(requests.get(r["idempotency_key"], 0) > 1 for r in rows)

@@ -121,7 +121,7 @@ async def clear_mqtt_session(settings: Settings) -> None:
     """Drop the persistent session the test's service left in the shared Mosquitto."""
     with contextlib.suppress(Exception):
         async with aiomqtt.Client(
-            settings.mqtt.host, settings.mqtt.port, identifier=settings.ingestion.mqtt_client_id, clean_session=True
+            settings.mqtt.host, settings.mqtt.port, identifier=settings.ingestion.mqtt_session_id, clean_session=True
         ):
             pass
 

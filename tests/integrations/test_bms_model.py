@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import UTC, datetime
 
 import pytest
@@ -38,7 +39,8 @@ def test_repeat_of_a_key_returns_the_original_result_flagged_duplicate(controlle
     first = controllers.execute("fac-001", "SetSetpoint", "hvac-1", 24.0, "k1")
     again = controllers.execute("fac-001", "SetSetpoint", "hvac-1", 24.0, "k1")
     assert not first.duplicate and again.duplicate and again.record == first.record
-    assert controllers.executions() == {"k1": 1} and controllers.requests() == {"k1": 2}
+    assert controllers.executions() == {"k1": 2}, "the duplicate is an execution too (answered from the log)"
+    assert controllers.applied() == {"k1": 1} and controllers.requests() == {"k1": 2}
 
 
 def test_reusing_a_key_for_another_command_is_rejected(controllers):
@@ -78,6 +80,7 @@ def test_fault_settings_are_validated():
 def test_any_sequence_of_repeated_keys_executes_each_key_at_most_once(calls):
     controllers = BmsControllers.for_fleet(build_fleet(), MemoryZoneStore(), lambda: NOW)
     first_use: dict[str, str] = {}
+    answered: Counter[str] = Counter()
     for key, zone_id in calls:
         operation = "RestoreZone"
         try:
@@ -87,5 +90,7 @@ def test_any_sequence_of_repeated_keys_executes_each_key_at_most_once(calls):
             continue
         assert result.duplicate == (key in first_use)
         first_use.setdefault(key, zone_id)
-    assert controllers.executions() == dict.fromkeys(first_use, 1)
+        answered[key] += 1
+    assert controllers.applied() == dict.fromkeys(first_use, 1)
+    assert controllers.executions() == dict(answered)
     assert sum(controllers.requests().values()) == len(calls)

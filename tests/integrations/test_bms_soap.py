@@ -125,7 +125,8 @@ async def test_concurrent_duplicate_commands_execute_once_per_idempotency_key(bm
     assert len(acks) == 50
     assert sum(not a.duplicate for a in acks) == 1
     assert len({a.bms_reference for a in acks}) == 1
-    assert bms_admin.get("/_admin/executions", params={"facility_id": "fac-004"}).json()[cmd.idempotency_key] == 1
+    assert bms_admin.get("/_admin/applied", params={"facility_id": "fac-004"}).json()[cmd.idempotency_key] == 1
+    assert bms_admin.get("/_admin/executions", params={"facility_id": "fac-004"}).json()[cmd.idempotency_key] == 50
     assert bms_admin.get("/_admin/requests", params={"facility_id": "fac-004"}).json()[cmd.idempotency_key] == 50
 
 
@@ -138,7 +139,11 @@ async def test_retry_after_a_lost_answer_is_answered_duplicate_and_not_executed_
     bms_admin.post("/_admin/faults", json={"facility_id": "fac-005"}).raise_for_status()
     retried = await gateway.execute(url, cmd)
     assert retried.duplicate is True
-    assert bms_admin.get("/_admin/executions", params={"facility_id": "fac-005"}).json()[cmd.idempotency_key] == 1
+    assert bms_admin.get("/_admin/applied", params={"facility_id": "fac-005"}).json()[cmd.idempotency_key] == 1
+    # every call was executed (the lost answers after executing), the later ones as duplicates
+    received = bms_admin.get("/_admin/requests", params={"facility_id": "fac-005"}).json()[cmd.idempotency_key]
+    executed = bms_admin.get("/_admin/executions", params={"facility_id": "fac-005"}).json()[cmd.idempotency_key]
+    assert executed == received >= 2
 
 
 async def test_validation_fault_is_rejected_without_retry_and_does_not_trip_the_breaker(
