@@ -32,6 +32,9 @@ class DrSettings(SettingsGroup):
     bms_retry_max_s: Seconds = 10.0
     restore_retry_interval_s: Seconds = 30.0  # a restore failed for good is still retried this often
     bms_lease_s: Seconds = 30.0  # an in_flight command whose worker died is retried after this
+    # On SIGTERM the worker waits this long for BMS calls in flight, then hands their commands back
+    # (lease ended) so another replica sends them at once; well inside terminationGracePeriodSeconds.
+    worker_shutdown_wait_s: Seconds = 6.0
     worker_batch: Count = 200
     poll_interval_s: Seconds = 0.5
     reconcile_interval_s: Seconds = 30.0

@@ -115,6 +115,7 @@ class CommandWorker:
         self.clock = clock
         self.utility_ids = utility_ids or None
         self._inflight: set[asyncio.Task[None]] = set()
+        self._commands: dict[asyncio.Task[None], uuid.UUID] = {}  # in-flight task -> its command
         self._wake = asyncio.Event()
         self._results = asyncio.Event()
 
@@ -132,7 +133,26 @@ class CommandWorker:
                 await asyncio.wait({waiter}, timeout=self.settings.poll_interval_s)
                 waiter.cancel()
         if self._inflight:
-            await asyncio.wait(self._inflight, timeout=self.settings.bms_total_timeout_s + 1)
+            _, unfinished = await asyncio.wait(self._inflight, timeout=self.settings.worker_shutdown_wait_s)
+            if unfinished:
+                await self.lease_back(unfinished)
+
+    async def lease_back(self, tasks: set[asyncio.Task[None]]) -> None:
+        """Shutting down with BMS calls unanswered: stop waiting for them and hand their commands back
+        (lease expired now), so another replica sends them at once instead of after ``bms_lease_s``.
+        A call that did reach the BMS is harmless to repeat: the idempotency key makes it a no-op."""
+        ids = [self._commands[t] for t in tasks if t in self._commands]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        now = self.clock()
+        released = await self.pool.fetch(
+            """UPDATE bms_commands SET not_before = $2, updated_at = $2
+               WHERE command_id = ANY($1::uuid[]) AND status = 'in_flight' RETURNING command_id""",
+            ids,
+            now,
+        )
+        log.info("bms_commands_leased_back", commands=len(released))
 
     async def claim_and_start(self) -> int:
         free = self.settings.worker_batch - len(self._inflight)
@@ -144,11 +164,13 @@ class CommandWorker:
         for row in rows:
             task = asyncio.create_task(self._execute(row))
             self._inflight.add(task)
+            self._commands[task] = row["command_id"]
             task.add_done_callback(self._done)
         return len(rows)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._inflight.discard(task)
+        self._commands.pop(task, None)
         self._wake.set()
 
     async def _execute(self, row: Any) -> None:
