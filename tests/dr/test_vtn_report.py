@@ -128,9 +128,7 @@ async def test_report_is_accepted_by_a_strict_31_vtn_and_replaced_not_duplicated
 async def test_not_applicable_events_are_reported_once_to_the_vtn(strict_vtn, settings, pg_pool, uid):
     import json as _json
 
-    from dr_coordinator.adapters import onboarding
     from dr_coordinator.entrypoints.vtn_reporting import VtnReportingJob
-    from schemas.utilities import UtilityIn
     from tests.dr.conftest import _CREATED_UTILITIES
 
     token = settings.seed.utility_bearer_token.get_secret_value()
@@ -143,18 +141,7 @@ async def test_not_applicable_events_are_reported_once_to_the_vtn(strict_vtn, se
         body = {"programID": pid, "targets": ["fac-404"], "intervalPeriod": {"start": start, "duration": "PT30M"}}
         eid = (await bl.post("/events", json=body)).json()["id"]
         async with pg_pool.acquire() as conn:
-            await onboarding.add_utility(
-                conn,
-                UtilityIn(
-                    utility_id=utility_id,
-                    name=utility_id,
-                    vtn_base_url=base,
-                    ven_name=f"ven-{uid}",
-                    ven_token=token,
-                    webhook_token=f"hook-{uid}-0123456789",
-                ),
-                "test",
-            )
+            await onboard(conn, utility_id, base, token, uid)
         await pg_pool.execute(
             """INSERT INTO dr_event_intake (utility_id, event_key, outcome, detail)
                VALUES ($1, $2, 'not_applicable', $3::jsonb)""",
@@ -187,11 +174,10 @@ async def test_report_carries_the_settlement_intervals_and_a_true_up_replaces_it
     import uuid as _uuid
     from zoneinfo import ZoneInfo
 
-    from dr_coordinator.adapters import onboarding, settlement_store
+    from dr_coordinator.adapters import settlement_store
     from dr_coordinator.domain import interval_baselines as ib
     from dr_coordinator.domain.settlement import RunKind, settle
     from dr_coordinator.entrypoints.vtn_reporting import VtnReportingJob
-    from schemas.utilities import UtilityIn
     from tests.dr.conftest import _CREATED_UTILITIES
 
     token = settings.seed.utility_bearer_token.get_secret_value()
@@ -206,18 +192,7 @@ async def test_report_carries_the_settlement_intervals_and_a_true_up_replaces_it
         vtn_event_id = (await bl.post("/events", json=body)).json()["id"]
         dr_event_id = _uuid.uuid4()
         async with pg_pool.acquire() as conn, conn.transaction():
-            await onboarding.add_utility(
-                conn,
-                UtilityIn(
-                    utility_id=utility_id,
-                    name=utility_id,
-                    vtn_base_url=base,
-                    ven_name=f"ven-{uid}",
-                    ven_token=token,
-                    webhook_token=f"hook-{uid}-0123456789",
-                ),
-                "test",
-            )
+            await onboard(conn, utility_id, base, token, uid)
             await conn.execute(
                 """INSERT INTO dr_events (dr_event_id, utility_id, utility_event_id, vtn_event_id, program_id, state,
                                           start_at, end_at, target_kw)
@@ -303,3 +278,22 @@ async def test_report_carries_the_settlement_intervals_and_a_true_up_replaces_it
             ] == {facility_id: 2}
         finally:
             await sender.close()
+
+
+async def onboard(conn, utility_id: str, vtn_base_url: str, token: str, uid: str) -> None:
+    """A utility whose VTN is the strict simulator, onboarded as an integrator would."""
+    from dr_coordinator.adapters import onboarding
+    from schemas.utilities import UtilityIn
+
+    await onboarding.add_utility(
+        conn,
+        UtilityIn(
+            utility_id=utility_id,
+            name=utility_id,
+            vtn_base_url=vtn_base_url,
+            ven_name=f"ven-{uid}",
+            ven_token=token,
+            webhook_token=f"hook-{uid}-0123456789",
+        ),
+        "test",
+    )
