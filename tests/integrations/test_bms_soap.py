@@ -61,7 +61,7 @@ def test_wsdl_is_served_per_facility_and_parsed_by_zeep(bms_sim):
     assert httpx.get(bms_sim.url("/bms/fac-999?wsdl"), timeout=5).status_code == 404
 
 
-async def test_every_operation_round_trips_through_the_gateway(bms_sim, bms_admin, gateway, uid):
+async def test_every_operation_round_trips_through_the_gateway(bms_sim, bms_admin, gateway, uid, finished_spans):
     url = endpoint(bms_sim, "fac-002")
     facility = next(f for f in build_fleet() if f.facility_id == "fac-002")
     assert await gateway.ping(url) is True
@@ -91,7 +91,16 @@ async def test_every_operation_round_trips_through_the_gateway(bms_sim, bms_admi
 
     log = bms_admin.get("/_admin/commands", params={"facility_id": "fac-002"}).json()
     sent = next(r for r in log if r["idempotency_key"] == setpoint.idempotency_key)
-    assert sent["trace_parent"] == TRACEPARENT  # W3C trace context crossed the SOAP call as an HTTP header
+    # W3C trace context crossed the SOAP call as an HTTP header: the client span of the call, a child
+    # of the caller's span in the caller's trace
+    _, trace_id, parent_span_id, flags = TRACEPARENT.split("-")
+    version, sent_trace, sent_span, sent_flags = sent["trace_parent"].split("-")
+    assert (version, sent_trace, sent_flags) == ("00", trace_id, flags) and sent_span != parent_span_id
+    [client_span] = [
+        sp for sp in finished_spans.get_finished_spans() if format(sp.context.span_id, "016x") == sent_span
+    ]
+    assert client_span.name == "bms.soap.SetSetpoint" and client_span.kind.name == "CLIENT"
+    assert format(client_span.parent.span_id, "016x") == parent_span_id
 
 
 async def test_zone_state_is_written_to_redis_for_the_meter_simulator(stack, port, tmp_path, settings, uid):
