@@ -46,6 +46,10 @@ async def _cancel_leftover_events(request: pytest.FixtureRequest) -> AsyncIterat
            AND dr_event_id IN (SELECT dr_event_id FROM dr_events WHERE utility_id = ANY($1::text[]))""",
         sorted(_CREATED_UTILITIES),
     )
+    # Their VTNs were this test's simulators: a later `make run` on the same stack must not poll them.
+    await pool.execute(
+        "UPDATE utilities SET active = false WHERE utility_id = ANY($1::text[])", sorted(_CREATED_UTILITIES)
+    )
     _CREATED_UTILITIES.clear()
 
 
