@@ -71,7 +71,12 @@ async def forecasts(pool: Any, rows: list[tuple[str, datetime, float, str]]) -> 
     await pool.executemany(
         """INSERT INTO load_forecasts (facility_id, target_ts, run_at, p10_kw, p50_kw, p90_kw, model_version, quality,
                                        seasonal_naive, weather_available, sensor_coverage)
-           VALUES ($1, $2, $3, $4 * 0.9, $4, $4 * 1.1, 'dr-test', $5, false, true, 1.0)""",
+           VALUES ($1, $2, $3, $4 * 0.9, $4, $4 * 1.1, 'dr-test', $5, false, true, 1.0)
+           ON CONFLICT (facility_id, target_ts) DO UPDATE SET  -- a forecast `make run` wrote on this stack
+             run_at = EXCLUDED.run_at, p10_kw = EXCLUDED.p10_kw, p50_kw = EXCLUDED.p50_kw, p90_kw = EXCLUDED.p90_kw,
+             model_version = EXCLUDED.model_version, quality = EXCLUDED.quality,
+             seasonal_naive = EXCLUDED.seasonal_naive, weather_available = EXCLUDED.weather_available,
+             sensor_coverage = EXCLUDED.sensor_coverage""",
         [(f, ts, run_at, kw, q) for f, ts, kw, q in rows],
     )
     try:
