@@ -24,7 +24,7 @@ def _run(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     configure_logging("aggregation", settings.log.level, settings.log.json_logs)
-    service = run_service(settings, with_archive=False if args.no_archive else None, engine=args.engine)
+    service = run_service(settings, with_archive=False if args.no_archive else None)
     try:
         import uvloop  # installed with uvicorn[standard]; the worker is event-loop heavy
     except ImportError:
@@ -57,12 +57,6 @@ def register(sub: Any) -> None:
     actions = p.add_subparsers(dest="aggregation_action", required=True)
     run = actions.add_parser("run", help="run the rollup worker (+ archiver) with /healthz /ready /metrics")
     run.add_argument("--no-archive", action="store_true", help="do not run the Parquet archiver in this process")
-    run.add_argument(
-        "--engine",
-        choices=("faust", "aiokafka"),
-        default=None,
-        help="consumer running the rollups (default: settings aggregation.engine)",
-    )
     run.set_defaults(handler=_run)
     bf = actions.add_parser("backfill", help="replay a facility's readings for a time range through the rollup worker")
     bf.add_argument("--facility", required=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Self
+from typing import Annotated, Self
 
 from pydantic import Field, model_validator
 
@@ -54,16 +54,14 @@ class AggregationSettings(SettingsGroup):
     # SIGKILLs itself after this many successful InfluxDB writes, before acking/committing.
     fault_kill_after_writes: Annotated[int, Field(ge=0, le=1_000_000)] = 0
     lag_update_s: Seconds = 5.0
-    # Which consumer runs the rollups: the Faust agent or the plain aiokafka loop (see 0200).
-    engine: Literal["faust", "aiokafka"] = "faust"
     faust_commit_interval_s: Seconds = 1.0
     # Faust's application directory (table stores; created at start). Faust's default is
     # "<app id>-data" in the working directory, which a read-only root filesystem refuses:
     # deploy/ points it into the pod's writable /tmp (energy deploy rehearse, decision 0610).
     faust_datadir: SafePath = PROJECT_ROOT / ".stack" / "faust"
     faust_topic_partitions: Annotated[int, Field(ge=1, le=1000)] = 6  # like the readings topic
-    # Events fetched but not yet taken by the agent (Faust's stream buffer): the memory bound while
-    # a batch is written, and the read-ahead that keeps the agent busy (bench/aggregate, 0200).
+    # Readings fetched but not yet taken by the agent (its channel of batches): the memory bound
+    # while a batch is written, and the read-ahead that keeps the agent busy (0200, 0810).
     faust_stream_buffer: Annotated[int, Field(ge=1, le=1_000_000)] = 20_000
     # Raw archive: a local folder or an fsspec/pyarrow URI such as s3://bucket/prefix.
     archive_uri: StorageUri = ".stack/archive/readings"

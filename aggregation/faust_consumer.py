@@ -1,4 +1,12 @@
-"""Faust's aiokafka consumer: an eager hand-off of each fetched message, and no stale acks.
+"""Faust's aiokafka consumer: fetched records handed over in batches, eagerly, and no stale acks.
+
+Faust's fetch loop (``Consumer._drain_messages``) hands each message to the conductor, which
+decodes it into an ``Event``, queues it on the topic's stream and lets the agent iterate it one
+event at a time: about half of the worker's CPU per reading (decision 0810). With a
+:class:`BatchHandoff` set, :class:`EagerHandoffConsumer` runs its own fetch loop instead: it keeps
+Faust's ``getmany`` (active partitions, group generation, flow control), Faust's read offsets and
+offset gaps, and hands whole batches of messages (``max_records``, or fewer when no more arrived
+within ``max_wait_s``) to the handoff -- one hand-off per batch instead of one per message.
 
 Faust's fetch loop hands every message to the conductor with
 ``wait_first(callback(message), suspend_flow.wait())`` so that a rebalance can abandon a hand-off
@@ -16,13 +24,24 @@ when ``wait_first`` would have let the callback run to completion anyway.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Coroutine, Generator
-from typing import Any
+from typing import Any, Protocol
 
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
 from faust.transport.drivers.aiokafka import Transport as AIOKafkaTransport
 from faust.types import Message
 from mode.services import WaitArgT, WaitResults
+
+
+class BatchHandoff(Protocol):
+    """Where the fetch loop puts batches of fetched messages (the agent's bounded channel)."""
+
+    max_records: int
+    max_wait_s: float
+
+    async def put(self, batch: list[Message]) -> None: ...
 
 
 class _Resumed:
@@ -55,7 +74,63 @@ class _Resumed:
 
 
 class EagerHandoffConsumer(AIOKafkaConsumer):
-    """aiokafka-driver consumer whose per-message hand-off skips the tasks when it need not wait."""
+    """aiokafka-driver consumer whose hand-off skips the tasks when it need not wait, and hands
+    fetched messages over in batches when a :class:`BatchHandoff` is set."""
+
+    batch_handoff: BatchHandoff | None = None
+
+    async def _drain_messages(self, fetcher: Any) -> None:
+        handoff = self.batch_handoff
+        if handoff is None:
+            await super()._drain_messages(fetcher)
+            return
+        carry: list[Message] = []  # fetched beyond the last batch's max_records: the next batch's start
+        try:
+            while not (self._stopped.is_set() or fetcher._stopped.is_set()):
+                fetched = await self._fetch_batch(handoff, carry)
+                batch, carry = fetched[: handoff.max_records], fetched[handoff.max_records :]
+                if batch:
+                    await self.wait_first(handoff.put(batch), self.suspend_flow.wait())
+                else:
+                    await asyncio.sleep(0)
+        except self.consumer_stopped_errors:
+            if self.transport.app.should_stop:
+                return
+            raise
+        except asyncio.CancelledError:
+            if self.transport.app.should_stop:
+                return
+            raise
+
+    async def _fetch_batch(self, handoff: BatchHandoff, carry: list[Message]) -> list[Message]:
+        """At least ``max_records`` messages, or fewer once ``max_wait_s`` passed since the first one.
+
+        Faust's own rules per message: an offset below the partition's read offset is a re-fetch
+        and skipped; a jump in offsets (compaction, transaction markers) is recorded as a gap so
+        that commits can pass it. A rebalance seeks and resets the read offsets (Faust), and a
+        batch it abandons was never acked: it replays from the committed offset.
+        """
+        batch = carry
+        deadline = None if not batch else time.monotonic() + handoff.max_wait_s
+        read_offset = self._read_offset
+        acks_enabled_for = self.app.topics.acks_enabled_for
+        while len(batch) < handoff.max_records and not self.should_stop:
+            timeout = 1.0 if deadline is None else deadline - time.monotonic()
+            if timeout <= 0:
+                break
+            async for tp, message in self.getmany(timeout=timeout):
+                offset, last = message.offset, read_offset[tp]
+                if last is not None and offset < last:
+                    continue
+                if last and offset - last > 1 and acks_enabled_for(message.topic):
+                    await self._add_gap(tp, last + 1, offset)
+                read_offset[tp] = offset
+                batch.append(message)
+            if not batch:
+                break  # nothing within a second: let the loop check for a stop
+            if deadline is None:
+                deadline = time.monotonic() + handoff.max_wait_s
+        return batch
 
     async def wait_first(self, *coros: WaitArgT, timeout: Any = None) -> WaitResults:
         if len(coros) == 2 and timeout is None and self._may_hand_off_eagerly():

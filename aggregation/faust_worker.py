@@ -1,12 +1,15 @@
-"""The rollup worker as a Faust agent: batches with manual acks, acked only after the write.
+"""The rollup worker: a Faust app whose agent rolls batches up and acks them only after the write.
 
-The agent iterates ``stream.noack_take(batch_max_readings, batch_max_wait_s)``: Faust never
-acks these events by itself. Each batch goes through the same steps as the aiokafka worker
-(decode -> lateness -> RollupEngine -> InfluxDB -> DLQ, retried under backpressure) and only
-then ``stream.ack(event)`` is called for every event of the batch; Faust commits acked offsets
-every ``broker_commit_interval`` and once more at graceful shutdown. ``stream.take()`` is not
-used: it acks the batch in a ``finally`` after the yield, i.e. even when the body raised or was
-cancelled mid-write (docs/decisions/0200-aggregation-worker.md).
+Faust owns the consumer group (membership, static membership, rebalances, offsets, commits). Its
+fetch loop hands fetched messages over in batches (``EagerHandoffConsumer`` with a batch hand-off:
+up to ``batch_max_readings``, or what arrived within ``batch_max_wait_s``) into a bounded
+in-memory Faust channel; the ``rollups`` agent iterates that channel one batch at a time, runs
+each batch through :class:`aggregation.pipeline.RollupPipeline` (decode -> lateness ->
+RollupEngine -> InfluxDB -> DLQ, retried under backpressure) and only then acks every message of
+the batch (``consumer.ack``); Faust commits acked offsets every ``broker_commit_interval`` and once
+more at graceful shutdown. While batch N is written and acked, batch N+1 is decoded and rolled up
+(decision 0810): acks stay in order because N+1's write starts only after N's ack.
+See docs/decisions/0200-aggregation-worker.md and 0810.
 """
 
 from __future__ import annotations
@@ -24,8 +27,8 @@ from aiokafka.errors import KafkaError
 from faust.exceptions import ConsumerNotStarted
 
 from aggregation import metrics
-from aggregation.faust_consumer import EagerHandoffTransport
-from aggregation.worker import RollupWorker
+from aggregation.faust_consumer import EagerHandoffConsumer, EagerHandoffTransport
+from aggregation.pipeline import Batch, RollupPipeline, _Staged
 from energy.adapters.kafka import make_consumer
 from energy.adapters.tls import client_ssl_context
 from energy.observability.health import Health
@@ -90,26 +93,35 @@ def make_app(settings: Settings) -> faust.App:
     return app
 
 
-class FaustRollupWorker(RollupWorker):
-    """Same decode/engine/DLQ/backpressure code as :class:`RollupWorker`; Faust owns the consumer."""
+class FaustRollupWorker(RollupPipeline):
+    """The rollup pipeline run by a Faust agent; Faust owns the consumer and the commits."""
 
     def __init__(self, settings: Settings, health: Health | None = None) -> None:
         super().__init__(settings, health)
         self.app = make_app(settings)
         self.topic = self.app.topic(self.cfg.readings_topic, key_type=bytes, value_type=bytes, internal=False)
-        self.app.agent(self.topic, name="rollups")(self._agent)
+        self.app.topics.add(self.topic)  # subscribed by the conductor; fetched through the batch hand-off
+        # Bounded read-ahead while a batch is written: at most faust_stream_buffer fetched readings
+        # wait for the agent; when the channel is full the fetch loop waits (Faust's flow control).
+        self.batches = self.app.channel(maxsize=max(1, self.cfg.faust_stream_buffer // self.cfg.batch_max_readings))
+        self.max_records = self.cfg.batch_max_readings
+        self.max_wait_s = self.cfg.batch_max_wait_s
+        self.app.agent(self.batches, name="rollups")(self._agent)
+        consumer = self.app.consumer  # built here, started with the app: its fetch loop hands batches to put()
+        assert isinstance(consumer, EagerHandoffConsumer)
+        consumer.batch_handoff = self
         self.app.on_partitions_revoked.connect(self._on_revoked)
         self.app.on_partitions_assigned.connect(self._on_assigned)
-        self._busy = asyncio.Lock()  # held while a batch is written: shutdown waits for it
-        self._stream: Any = None
-        self._events: list[Any] = []
+        self._idle = asyncio.Event()  # set while no batch is staged or being written: shutdown waits
+        self._idle.set()
+        self.offsets: AIOKafkaConsumer = make_consumer(settings.kafka, group_id=self.cfg.consumer_group)
         self.batches_acked = 0
         self.failure: BaseException | None = None
         self.health.set_not_ready(JOINING, "waiting for a partition assignment")
 
-    def _make_consumer(self) -> AIOKafkaConsumer:
-        # Never subscribed: only reads the group's committed offsets for the lag gauge.
-        return make_consumer(self.settings.kafka, group_id=self.cfg.consumer_group)
+    async def put(self, batch: list[Any]) -> None:
+        """The fetch loop's batch hand-off (``BatchHandoff``): into the agent's bounded channel."""
+        await self.batches.put(batch)
 
     async def _on_revoked(self, app: Any, /, *args: Any, **kwargs: Any) -> None:
         revoked = args[0] if args else kwargs.get("revoked", set())
@@ -134,69 +146,88 @@ class FaustRollupWorker(RollupWorker):
         return {TopicPartition(tp.topic, tp.partition) for tp in tps}
 
     async def _agent(self, stream: Any) -> None:
-        async for events in stream.noack_take(self.cfg.batch_max_readings, within=self.cfg.batch_max_wait_s):
-            if self.stop.is_set():
-                continue  # not acked: they replay after the restart
-            async with self._busy:
+        inflight: asyncio.Task[None] | None = None
+        try:
+            async for messages in stream:
+                if self.stop.is_set() or self.failure is not None:
+                    continue  # not acked: they replay after the restart
+                self._idle.clear()
                 try:
-                    await self._handle(stream, list(events))
+                    staged = await self._take(messages)
+                    if inflight is not None:
+                        await inflight  # acks in order: N+1 is written only after N is acked
+                        inflight = None
+                    if staged is not None and not self.stop.is_set():
+                        inflight = asyncio.create_task(self._finish(staged))
+                        inflight.add_done_callback(self._batch_done)
+                    elif inflight is None:
+                        self._idle.set()
                 except Exception as exc:
-                    # Unexpected (not a transient sink failure, those are retried): stop the whole
-                    # worker instead of letting Faust restart the agent past an unacked batch.
-                    log.exception("agent_failed", error=str(exc))
-                    self.failure = exc
-                    self.stop.set()
+                    self._fail(exc)
+        finally:
+            if inflight is not None and not inflight.done():
+                with contextlib.suppress(BaseException):
+                    await inflight
 
-    async def _handle(self, stream: Any, events: list[Any]) -> None:
-        # Events fetched in an earlier group generation belong to a partition that was revoked
+    def _batch_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            self._fail(task.exception())  # type: ignore[arg-type]
+        self._idle.set()
+
+    def _fail(self, exc: BaseException) -> None:
+        """Unexpected (transient sink failures are retried): stop the whole worker instead of letting
+        Faust restart the agent past an unacked batch."""
+        if self.failure is None:
+            log.error("agent_failed", error=f"{type(exc).__name__}: {exc}", exc_info=exc)
+            self.failure = exc
+        self.stop.set()
+        self._idle.set()
+
+    async def _take(self, messages: list[Any]) -> _Staged | None:
+        # Messages fetched in an earlier group generation belong to a partition that was revoked
         # meanwhile: never written nor acked here (their owner reads them from the committed offset).
         generation = self.app.consumer_generation_id
-        events = [e for e in events if e.message.generation_id in (None, generation)]
-        if not events:
-            return
-        self._stream = stream
-        self._events = events
-        batch: dict[TopicPartition, list[Any]] = defaultdict(list)
-        for event in events:
-            msg = event.message
-            batch[TopicPartition(msg.topic, msg.partition)].append(msg)
-        self.engine.evict()
-        try:
-            staged = await self._stage(dict(batch))
-            if staged is not None:
-                await self._finish(staged)  # acks in _commit, only after the write succeeded
-        finally:
-            self._events = []
+        batch: Batch = defaultdict(list)
+        for msg in messages:
+            if msg.generation_id in (None, generation):
+                batch[TopicPartition(msg.topic, msg.partition)].append(msg)
+        if not batch:
+            return None
+        self.engine.evict()  # here, never while a prepare is loading
+        return await self._stage(dict(batch))
 
-    async def _commit(self, batch: dict[TopicPartition, list[Any]]) -> None:
-        for event in self._events:
-            await self._stream.ack(event)
+    async def _ack(self, batch: Batch) -> None:
+        ack = self.app.consumer.ack
+        for records in batch.values():
+            for msg in records:
+                ack(msg)
         self.batches_acked += 1
 
     def _pause_fetching(self) -> None:
-        """Nothing to do: while the agent retries it asks for no more events.
+        """Nothing to do: while the agent retries it takes no more batches.
 
-        The take buffer stops draining, the agent's stream buffer fills (``stream_buffer_maxsize``)
-        and Faust's fetch loop waits on it (its flow control).
-        Do NOT call ``app.consumer.pause_partitions()`` here: Faust drops records of a partition
-        that leaves the active set while a fetched batch is being handed out, and the consumer
-        position has already moved past them -- measured as lost readings in the InfluxDB-down
-        chaos test.
+        The channel fills (``faust_stream_buffer`` readings) and the fetch loop's hand-off waits on
+        it (Faust's flow control). Do NOT call ``app.consumer.pause_partitions()`` here: Faust drops
+        records of a partition that leaves the active set while a fetched batch is being handed out,
+        and the consumer position has already moved past them -- measured as lost readings in the
+        InfluxDB-down chaos test.
         """
 
     def _resume_fetching(self) -> None:
-        """Nothing to do: Faust resumes a partition when its buffer drains."""
+        """Nothing to do: the fetch loop hands over again once the channel has room."""
 
     async def start(self) -> None:
         timeout = self.settings.kafka.request_timeout_s * 4
         await self.ensure_late_windows_topic()
         await asyncio.wait_for(self.producer.start(), timeout)
-        await asyncio.wait_for(self.consumer.start(), timeout)
+        await asyncio.wait_for(self.offsets.start(), timeout)
         await asyncio.wait_for(self.app.start(), timeout * 2)
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.app.stop(), 15)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.offsets.stop(), 10)
         await super().close()
 
     async def run(self) -> None:
@@ -207,10 +238,10 @@ class FaustRollupWorker(RollupWorker):
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stop.wait(), self.cfg.lag_update_s / 2)
                 await self.update_lag()
-            async with self._busy:  # the batch being written is finished (or abandoned if a sink fails)
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(self.app.consumer.commit(), self.settings.kafka.request_timeout_s)
-                log.info("faust_worker_stopping", batches_acked=self.batches_acked)
+            await self._idle.wait()  # the batch being written is finished (or abandoned if a sink fails)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.app.consumer.commit(), self.settings.kafka.request_timeout_s)
+            log.info("faust_worker_stopping", batches_acked=self.batches_acked)
         finally:
             await self.close()
         if self.failure is not None:
@@ -224,11 +255,13 @@ class FaustRollupWorker(RollupWorker):
         tps = list(self.assignment())
         if not tps:
             return
+        timeout = self.settings.kafka.request_timeout_s
         try:
-            ends = await asyncio.wait_for(self.consumer.end_offsets(tps), self.settings.kafka.request_timeout_s)
+            ends = await asyncio.wait_for(self.offsets.end_offsets(tps), timeout)
             for tp in tps:
-                done = await asyncio.wait_for(self.consumer.committed(tp), self.settings.kafka.request_timeout_s)
-                # Tansu reports the end offset as the base of the last record batch: see RollupWorker.
+                done = await asyncio.wait_for(self.offsets.committed(tp), timeout)
+                # Tansu reports the end offset as the base of the last record batch, so take the
+                # largest of what the broker says and what we have already fetched.
                 end = max(ends.get(tp, 0), self.seen_end.get(tp, 0))
                 lag = max(0, end - (done or 0))
                 metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition), self.cfg.consumer_group).set(lag)

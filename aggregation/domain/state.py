@@ -152,7 +152,9 @@ class FacilityState:
         """
         if hour_of(s.ts_ns) not in self.loaded_hours:
             raise ValueError(f"hour {hour_of(s.ts_ns)} of {self.facility_id} is not loaded")
-        series = self.meters.setdefault(meter_id, MeterSeries())
+        series = self.meters.get(meter_id)
+        if series is None:
+            series = self.meters[meter_id] = MeterSeries()
         series.upsert(s)
         touched = {(meter_id, s.ts_ns - s.ts_ns % MINUTE_NS)}
         nxt = series.after(s.ts_ns)

@@ -318,7 +318,6 @@ def settings_for(base: Settings, db: str, topic: str, dlq: str, group: str, **ag
                     "consumer_group": group,
                     "archive_group": f"{group}-archive",
                     "batch_max_wait_s": 0.2,
-                    "engine": "faust",
                     **agg,
                 }
             ),
@@ -340,7 +339,6 @@ def worker_env(settings: Settings, port: int) -> dict[str, str]:
             "ENERGY_AGGREGATION__ARCHIVE_GROUP": a.archive_group,
             "ENERGY_AGGREGATION__ARCHIVE_URI": a.archive_uri,
             "ENERGY_AGGREGATION__ARCHIVE_ENABLED": "true" if a.archive_enabled else "false",
-            "ENERGY_AGGREGATION__ENGINE": a.engine,
             "ENERGY_AGGREGATION__BATCH_MAX_WAIT_S": str(a.batch_max_wait_s),
             "ENERGY_AGGREGATION__BATCH_MAX_READINGS": str(a.batch_max_readings),
             "ENERGY_AGGREGATION__INFLUX_BREAKER_RESET_S": str(a.influx_breaker_reset_s),

@@ -197,12 +197,11 @@ async def test_a_batch_retrying_against_a_failing_influxdb_stops_retrying_once_i
     from aiokafka import TopicPartition
     from aiokafka.structs import ConsumerRecord
 
-    from aggregation.worker import RollupWorker
     from energy.stack.process import free_port
     from tests.aggregation.helpers import event_bytes
 
     down = settings.influx.model_copy(update={"url": f"http://127.0.0.1:{free_port()}"})  # nothing listens
-    worker = RollupWorker(settings.model_copy(update={"influx": down}))
+    worker = FaustRollupWorker(settings.model_copy(update={"influx": down}))
     tp = TopicPartition(f"t-{uid}", 0)
     readings = make_readings(f"fac-{uid}", 1, hour_floor(now_utc()) - timedelta(hours=1), 3)
     records = [
@@ -219,8 +218,8 @@ async def test_a_batch_retrying_against_a_failing_influxdb_stops_retrying_once_i
         await worker.fence_writes()  # the revocation
         staged = await asyncio.wait_for(staging, worker.cfg.backpressure_max_delay_s + 10)
         assert staged is not None and staged.fenced and staged.plan is None
-        await worker._finish(staged)  # neither written nor committed (the consumer was never started)
-        assert worker.writes_done == 0 and worker.committed == {}
+        await worker._finish(staged)  # neither written nor acked (the app was never started)
+        assert worker.writes_done == 0 and worker.batches_acked == 0
         assert "sink_backpressure" not in worker.health.conditions
     finally:
         await worker.close()

@@ -10,7 +10,6 @@ from datetime import timedelta
 import pytest
 
 from aggregation.faust_worker import FaustRollupWorker
-from aggregation.worker import RollupWorker
 from energy.adapters.influx import InfluxClient
 from tests.aggregation.conftest import make_topics
 from tests.aggregation.helpers import (
@@ -33,14 +32,10 @@ from tests.aggregation.helpers import (
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
-# The Faust agent is the default; the plain aiokafka loop stays selectable (`--engine aiokafka`)
-# and is kept honest by the first test.
-ENGINES = {"faust": FaustRollupWorker, "aiokafka": RollupWorker}
-
 
 @asynccontextmanager
 async def running_worker(settings):
-    worker = ENGINES[settings.aggregation.engine](settings)
+    worker = FaustRollupWorker(settings)
     task = asyncio.create_task(worker.run())
     try:
         yield worker
@@ -49,13 +44,12 @@ async def running_worker(settings):
         await asyncio.wait_for(task, 30)
 
 
-@pytest.mark.parametrize("engine", ["faust", "aiokafka"])
 async def test_rollups_equal_sums_computed_directly_from_readings_and_replays_change_nothing(
-    settings, agg_db, agg_influx, uid, engine
+    settings, agg_db, agg_influx, uid
 ):
     n = new_names(uid)
     await make_topics(settings, n["topic"], n["dlq"])
-    s = settings_for(settings, agg_db, n["topic"], n["dlq"], n["group"], engine=engine)
+    s = settings_for(settings, agg_db, n["topic"], n["dlq"], n["group"])
     start = hour_floor(now_utc()) - timedelta(hours=2) + timedelta(minutes=50)  # crosses an hour boundary
     fac_a, fac_b = f"{n['facility']}-a", f"{n['facility']}-b"
     readings = make_readings(fac_a, 3, start, 100, seed=1) + make_readings(fac_b, 2, start, 100, seed=2)
