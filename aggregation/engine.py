@@ -9,7 +9,7 @@ always computed from the full set of samples and overwrites the point, never add
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import structlog
@@ -96,8 +96,14 @@ class RollupEngine:
         )
         state.load(hours, samples)
 
-    async def prepare(self, readings: Sequence[MeterReading]) -> WritePlan:
-        """Load what the batch needs, merge it, and return every line to write. Safe to retry."""
+    async def prepare(
+        self, readings: Sequence[MeterReading], before_load: Callable[[], Awaitable[None]] | None = None
+    ) -> WritePlan:
+        """Load what the batch needs, merge it, and return every line to write. Safe to retry.
+
+        ``before_load`` is awaited before any load from InfluxDB: the worker passes "the previous
+        batch is written", so a reload never misses points still being written (decision 0810).
+        """
         by_facility: dict[str, list[tuple[MeterReading, int]]] = {}
         raw_lines = []
         low, high = LOADABLE_NS
@@ -111,11 +117,12 @@ class RollupEngine:
             raw_lines.append(lines.raw_line(r, t))
         # Hold the state objects: a rebalance may reset() the cache while we await the loads.
         states = {facility_id: self._state(facility_id) for facility_id in by_facility}
-        loads = [
-            self._load(states[f], states[f].missing_hours(states[f].hours_needed(t for _, t in rs)))
-            for f, rs in by_facility.items()
-        ]
-        await asyncio.gather(*loads)
+        missing = {
+            f: states[f].missing_hours(states[f].hours_needed(t for _, t in rs)) for f, rs in by_facility.items()
+        }
+        if before_load is not None and any(missing.values()):
+            await before_load()
+        await asyncio.gather(*(self._load(states[f], hours) for f, hours in missing.items()))
         plan = WritePlan(raw_lines=raw_lines)
         for facility_id, rs in by_facility.items():
             st = states[facility_id]

@@ -121,7 +121,7 @@ class FaustRollupWorker(RollupPipeline):
 
     async def put(self, batch: list[Any]) -> None:
         """The fetch loop's batch hand-off (``BatchHandoff``): into the agent's bounded channel."""
-        await self.batches.put(batch)
+        await self.batches.put(batch)  # type: ignore[arg-type]  # a plain value: the agent gets it as is
 
     async def _on_revoked(self, app: Any, /, *args: Any, **kwargs: Any) -> None:
         revoked = args[0] if args else kwargs.get("revoked", set())
@@ -158,7 +158,7 @@ class FaustRollupWorker(RollupPipeline):
                         await inflight  # acks in order: N+1 is written only after N is acked
                         inflight = None
                     if staged is not None and not self.stop.is_set():
-                        inflight = asyncio.create_task(self._finish(staged))
+                        inflight = self.previous = asyncio.create_task(self._finish(staged))
                         inflight.add_done_callback(self._batch_done)
                     elif inflight is None:
                         self._idle.set()

@@ -121,6 +121,8 @@ class RollupPipeline:
         self._revoked = False  # between a revocation and the next assignment nothing is written
         self._writes: set[asyncio.Task[None]] = set()
         self.writes_done = 0
+        # The batch written while the next one is prepared (set by the engine that pipelines them).
+        self.previous: asyncio.Task[None] | None = None
         self.health.add_check("influxdb", self.influx.ping)
 
     async def close(self) -> None:
@@ -182,7 +184,9 @@ class RollupPipeline:
 
         async def fails(part: list[int]) -> list[tuple[int, str]]:
             try:
-                await self._until_ok("influxdb", lambda: self.engine.prepare([staged.readings[i] for i in part]))
+                await self._until_ok(
+                    "influxdb", lambda: self.engine.prepare([staged.readings[i] for i in part], self._previous_written)
+                )
                 return []
             except RECORD_ERRORS as exc:
                 if len(part) == 1:
@@ -198,7 +202,7 @@ class RollupPipeline:
         staged.records = [staged.records[i] for i in keep]
         if not staged.readings:
             return None
-        return await self._until_ok("influxdb", lambda: self.engine.prepare(staged.readings))
+        return await self._until_ok("influxdb", lambda: self.engine.prepare(staged.readings, self._previous_written))
 
     async def _finish(self, staged: _Staged) -> None:
         """Write, dead-letter, then ack; a shutdown during a sink failure leaves it unacked (it replays)."""
@@ -238,6 +242,13 @@ class RollupPipeline:
             metrics.READINGS.labels(rej.reason).inc()
         metrics.BATCH_SECONDS.observe(done - staged.started)
 
+    async def _previous_written(self) -> None:
+        """Before a load from InfluxDB: let the batch in flight finish, or the load could miss its
+        points (they would be missing from the rollups recomputed from that load)."""
+        previous = self.previous
+        if previous is not None and previous is not asyncio.current_task():
+            await asyncio.wait([previous])
+
     def _check_owned(self, staged: _Staged) -> None:
         if self._revoked or staged.epoch != self._epoch:
             raise _Fenced
@@ -247,7 +258,7 @@ class RollupPipeline:
 
     async def _prepare_owned(self, staged: _Staged) -> WritePlan:
         self._check_owned(staged)  # each retry first: a revoked batch stops retrying
-        return await self.engine.prepare(staged.readings)
+        return await self.engine.prepare(staged.readings, self._previous_written)
 
     async def _write_owned(self, staged: _Staged, plan: WritePlan) -> None:
         """Write the plan unless the batch's partitions were revoked since it was taken.
