@@ -19,7 +19,7 @@ class AggregationSettings(SettingsGroup):
     # A reading stamped further into the future than this is refused (timestamp_in_future).
     future_tolerance_s: Seconds = 300.0
     batch_max_readings: Count = 5_000
-    batch_max_wait_s: Seconds = 1.0
+    batch_max_wait_s: Seconds = 0.25
     influx_breaker_fail_max: Count = 5
     influx_breaker_reset_s: Seconds = 10.0
     # Topics and consumer groups (tests point these at their own topics).
