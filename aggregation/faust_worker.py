@@ -112,6 +112,7 @@ class FaustRollupWorker(RollupPipeline):
         consumer.batch_handoff = self
         self.app.on_partitions_revoked.connect(self._on_revoked)
         self.app.on_partitions_assigned.connect(self._on_assigned)
+        self._busy = 0  # batches taken and not yet acked or dropped
         self._idle = asyncio.Event()  # set while no batch is staged or being written: shutdown waits
         self._idle.set()
         self.offsets: AIOKafkaConsumer = make_consumer(settings.kafka, group_id=self.cfg.consumer_group)
@@ -151,7 +152,8 @@ class FaustRollupWorker(RollupPipeline):
             async for messages in stream:
                 if self.stop.is_set() or self.failure is not None:
                     continue  # not acked: they replay after the restart
-                self._idle.clear()
+                self._hold()
+                handed_on = False
                 try:
                     staged = await self._take(messages)
                     if inflight is not None:
@@ -160,19 +162,30 @@ class FaustRollupWorker(RollupPipeline):
                     if staged is not None and not self.stop.is_set():
                         inflight = self.previous = asyncio.create_task(self._finish(staged))
                         inflight.add_done_callback(self._batch_done)
-                    elif inflight is None:
-                        self._idle.set()
+                        handed_on = True
                 except Exception as exc:
                     self._fail(exc)
+                finally:
+                    if not handed_on:
+                        self._release()
         finally:
             if inflight is not None and not inflight.done():
                 with contextlib.suppress(BaseException):
                     await inflight
 
+    def _hold(self) -> None:
+        self._busy += 1
+        self._idle.clear()
+
+    def _release(self) -> None:
+        self._busy -= 1
+        if self._busy == 0:
+            self._idle.set()
+
     def _batch_done(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
             self._fail(task.exception())  # type: ignore[arg-type]
-        self._idle.set()
+        self._release()
 
     def _fail(self, exc: BaseException) -> None:
         """Unexpected (transient sink failures are retried): stop the whole worker instead of letting
@@ -181,7 +194,6 @@ class FaustRollupWorker(RollupPipeline):
             log.error("agent_failed", error=f"{type(exc).__name__}: {exc}", exc_info=exc)
             self.failure = exc
         self.stop.set()
-        self._idle.set()
 
     async def _take(self, messages: list[Any]) -> _Staged | None:
         # Messages fetched in an earlier group generation belong to a partition that was revoked

@@ -2,7 +2,9 @@
 
 Faust calls ``wait_first(callback(message), suspend_flow.wait())`` for every fetched message; the
 callback puts the event into the agent's bounded stream buffer. These tests drive the consumer's
-``wait_first`` the same way, with a bounded queue standing in for that buffer.
+``wait_first`` the same way, with a bounded queue standing in for that buffer. Since decision 0810
+the fetch loop hands over batches (one ``wait_first`` per batch); the last tests pin how a batch is
+fetched.
 """
 
 from __future__ import annotations
@@ -167,3 +169,55 @@ async def test_a_message_from_an_earlier_group_generation_is_never_acked(consume
     late = fetched(consumer, 12, generation=7)
     consumer.ack(late)
     assert late.acked is False
+
+
+class _Handoff:
+    def __init__(self, max_records: int, max_wait_s: float) -> None:
+        self.max_records, self.max_wait_s = max_records, max_wait_s
+
+    async def put(self, batch: list[Any]) -> None:  # not used by _fetch_batch
+        raise AssertionError
+
+
+def fetches(consumer: Any, chunks: list[list[int]]) -> list[int]:
+    """Stand in for Faust's ``getmany`` (the broker's side is exercised by the integration tests):
+    each call yields the next chunk of offsets of partition 0; returns the count of calls made."""
+    calls = [0]
+    pending = list(chunks)
+
+    async def getmany(timeout: float) -> AsyncIterator[tuple[Any, Any]]:
+        calls[0] += 1
+        for offset in pending.pop(0) if pending else []:
+            msg = fetched(consumer, offset, generation=1)
+            yield msg.tp, msg
+
+    consumer.getmany = getmany
+    return calls
+
+
+async def test_the_batch_fetch_takes_chunks_until_a_batch_is_full_and_skips_re_fetched_offsets(consumer: Any) -> None:
+    consumer._read_offset.clear()
+    # Offset 2 comes again after 4 was read (a re-fetch): skipped, Faust's rule (an offset below
+    # the read offset). The chunk that fills the batch is taken whole (Faust's getmany cannot be
+    # stopped midway without losing records): the fetch loop hands over 4 and carries the rest.
+    calls = fetches(consumer, [[3, 4], [2, 5], [6, 7], [8]])
+    got = await consumer._fetch_batch(_Handoff(max_records=4, max_wait_s=30), [])
+    assert [m.offset for m in got] == [3, 4, 5, 6, 7]
+    assert calls[0] == 3
+    assert consumer._read_offset[got[0].tp] == 7
+
+
+async def test_a_carried_over_full_batch_is_handed_on_without_fetching(consumer: Any) -> None:
+    consumer._read_offset.clear()
+    calls = fetches(consumer, [[9]])
+    carry = [fetched(consumer, o, generation=1) for o in (7, 8)]
+    got = await consumer._fetch_batch(_Handoff(max_records=2, max_wait_s=30), carry)
+    assert [m.offset for m in got] == [7, 8] and calls[0] == 0
+
+
+async def test_a_partial_batch_is_handed_on_once_max_wait_passed(consumer: Any) -> None:
+    consumer._read_offset.clear()
+    calls = fetches(consumer, [[0], [], [], []])  # then nothing more arrives
+    got = await asyncio.wait_for(consumer._fetch_batch(_Handoff(max_records=100, max_wait_s=0.05), []), 10)
+    assert [m.offset for m in got] == [0]
+    assert calls[0] >= 2  # it did wait for more before giving up
