@@ -187,7 +187,7 @@ async def test_keep_trying_reconnects_to_a_server_that_comes_up_later(port: int)
 
     async def serve_after_three_refusals() -> asyncio.Server:
         deadline = asyncio.get_running_loop().time() + 10
-        while len(errors) < 3:  # noqa: ASYNC110 - waiting on the client's progress, with a deadline
+        while len(errors) < 3:
             assert asyncio.get_running_loop().time() < deadline, "no retries seen"
             await asyncio.sleep(0.01)
         return await asyncio.start_server(lambda r, w: connected.set(), "127.0.0.1", port)
