@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -246,12 +247,12 @@ async def keep_trying(
     - An open breaker (:class:`CircuitOpenError`) is waited out: its remaining time is the hint,
       at least ``policy.base_delay_s``; other hints come from ``retry_after``.
     - ``on_error`` sees every failure before the wait (health, metrics of the caller).
-    - A call that ran ``fresh_after_s`` (default: the policy's maximum delay) before failing was
-      a healthy session: it is retried at once and the backoff starts over.
+    - For sessions: a call that ran ``fresh_after_s`` before failing was healthy, so it is retried
+      at once and the backoff starts over (None: never; a slow failing call is still a failure).
     - ``stop`` set: a wait is cut short, a failure is not retried, and the result is None; a call
       in progress is not interrupted (it watches ``stop`` itself).
     """
-    fresh_after = policy.max_delay_s if fresh_after_s is None else fresh_after_s
+    fresh_after = math.inf if fresh_after_s is None else fresh_after_s
     state = _Progress()
 
     def backoff(exc: Exception) -> bool | float:

@@ -80,6 +80,7 @@ class MqttSource:
             policy=RECONNECT,
             is_transient=lambda exc: isinstance(exc, aiomqtt.MqttError),
             on_error=self._disconnected,
+            fresh_after_s=RECONNECT.max_delay_s,
         )
 
     async def _session(self) -> None:

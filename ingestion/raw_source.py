@@ -50,7 +50,13 @@ class RawKafkaSource:
 
     async def run(self) -> None:
         """Consume until cancelled; on a failure, restart from the last committed offsets (re-read, same ids)."""
-        await keep_trying("kafka-raw-source", self._consume, policy=RECONNECT, on_error=self._failed)
+        await keep_trying(
+            "kafka-raw-source",
+            self._consume,
+            policy=RECONNECT,
+            on_error=self._failed,
+            fresh_after_s=RECONNECT.max_delay_s,
+        )
 
     def _failed(self, exc: BaseException) -> None:
         self._health.set_not_ready("kafka_raw_source", f"{type(exc).__name__}: {exc}"[:300])

@@ -107,7 +107,12 @@ class LateWindowListener:
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop``; a failed session restarts from the committed offsets with the retry policy."""
         await keep_trying(
-            "kafka-late-windows", lambda: self._consume(stop), policy=RECONNECT, on_error=_consumer_failed, stop=stop
+            "kafka-late-windows",
+            lambda: self._consume(stop),
+            policy=RECONNECT,
+            on_error=_consumer_failed,
+            stop=stop,
+            fresh_after_s=RECONNECT.max_delay_s,
         )
 
     async def _consume(self, stop: asyncio.Event) -> None:
