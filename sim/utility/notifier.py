@@ -118,27 +118,22 @@ class Notifier:
         self._held.clear()
         self.faults = self.default_faults
 
-    def _record(self, change: Change, sub: Subscriber, body: dict[str, Any], copy: int = 1) -> Delivery:
-        """A new delivery of ``body`` to ``sub``, kept for the admin API."""
-        delivery = Delivery(
-            seq=next(self._seq),
-            subscription_id=sub.subscription_id,
-            callback_url=sub.callback_url,
-            object_type=change.object_type,
-            operation=body["operation"],
-            object_id=str(change.obj.get("id")),
-            copy=copy,
-        )
-        self.deliveries.append(delivery)
-        return delivery
-
     def notify(self, change: Change, subscribers: list[Subscriber]) -> None:
         faults = self.faults
         body = notification(change, faults.operation_style)
         for sub in subscribers:
             copies = 2 if self._rng.random() < faults.duplicate_rate else 1
             for copy in range(1, copies + 1):
-                delivery = self._record(change, sub, body, copy)
+                delivery = Delivery(
+                    seq=next(self._seq),
+                    subscription_id=sub.subscription_id,
+                    callback_url=sub.callback_url,
+                    object_type=change.object_type,
+                    operation=body["operation"],
+                    object_id=str(change.obj.get("id")),
+                    copy=copy,
+                )
+                self.deliveries.append(delivery)
                 if self._rng.random() < faults.drop_rate:
                     delivery.outcome = "dropped"
                     log.info("vtn_notification_dropped", seq=delivery.seq, subscription_id=sub.subscription_id)
@@ -157,7 +152,15 @@ class Notifier:
         body = notification(change, faults.operation_style)
         out = []
         for sub in subscribers:
-            delivery = self._record(change, sub, body)
+            delivery = Delivery(
+                seq=next(self._seq),
+                subscription_id=sub.subscription_id,
+                callback_url=sub.callback_url,
+                object_type=change.object_type,
+                operation=body["operation"],
+                object_id=str(change.obj.get("id")),
+            )
+            self.deliveries.append(delivery)
             job = _Job(delivery, sub, body, faults)
             content = encode_notification(body, faults)
             delivery.attempts = 1
