@@ -13,8 +13,13 @@ import functools
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("ingestion", "aggregation", "forecast", "dr_coordinator", "api", "energy", "sim", "bench", "schemas")
+# bench/ is not scanned: it drives the system under measurement and polls it with deadlines.
+PACKAGES = ("ingestion", "aggregation", "forecast", "dr_coordinator", "api", "energy", "sim", "schemas")
 POLICY_MODULE = "energy/resilience.py"
+# aggregation/ is being rewritten on another branch (decision 0840): its retry loops (the sink
+# backpressure loop, the archive flush) move to keep_trying after that merge; until then the
+# directory is exempt from the loop scan, and the last user of backoff_delays.
+PENDING_REWRITE = "aggregation/"
 
 # (file, function) -> why this loop that waits and catches is not a retry loop
 NOT_RETRIES = {
@@ -24,13 +29,7 @@ NOT_RETRIES = {
     ("forecast/service.py", "run_forever"): "schedule: one forecast run per quarter hour",
     ("ingestion/registry.py", "refresh_forever"): "polling loop: refreshes the meter registry cache",
     ("sim/weather/process.py", "start"): "test helper: waits for a child process to answer, with a deadline",
-    ("bench/api.py", "wait_ready"): "benchmark: waits for the API to answer, with a deadline",
-    # aggregation/ is being rewritten in another branch (decision 0840): its two loops move to
-    # keep_trying there; until then they are the last users of backoff_delays.
-    ("aggregation/archive.py", "_flush_until_ok"): "pending the aggregation rewrite (decision 0840)",
-    ("aggregation/worker.py", "_until_ok"): "pending the aggregation rewrite (decision 0840)",
 }
-BACKOFF_DELAYS_ALLOWED = ("aggregation/",)
 
 
 def _is_wait(node: ast.AST) -> bool:
@@ -116,7 +115,7 @@ def test_no_hand_written_retry_loops_outside_the_policy() -> None:
     found = {
         (path, function)
         for path, source in _sources()
-        if path != POLICY_MODULE
+        if path != POLICY_MODULE and not path.startswith(PENDING_REWRITE)
         for function in retry_shaped_loops(source)
     }
     unexplained = sorted(found - set(NOT_RETRIES))
@@ -124,7 +123,7 @@ def test_no_hand_written_retry_loops_outside_the_policy() -> None:
         "a loop that catches and waits looks like a hand-written retry: use energy.resilience "
         f"(guarded_call, keep_trying) or list it in NOT_RETRIES with the reason: {unexplained}"
     )
-    stale = sorted(k for k in set(NOT_RETRIES) - found if not k[0].startswith("aggregation/"))
+    stale = sorted(set(NOT_RETRIES) - found)
     assert not stale, f"NOT_RETRIES lists loops that are gone; remove them: {stale}"
 
 
@@ -140,6 +139,6 @@ def test_retry_libraries_and_backoff_helpers_are_used_only_through_the_policy() 
                 roots = [(module or n).split(".")[0] for n in names]
                 if {"stamina", "tenacity", "backoff"} & set(roots):
                     offenders.append(f"{path}: imports {module or names}")
-                if "backoff_delays" in names and not path.startswith(BACKOFF_DELAYS_ALLOWED):
+                if "backoff_delays" in names and not path.startswith(PENDING_REWRITE):
                     offenders.append(f"{path}: imports backoff_delays")
     assert not offenders, offenders
