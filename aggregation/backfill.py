@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -82,9 +82,12 @@ async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
         await asyncio.sleep(0.1)
 
 
-async def publish(settings: Settings, readings: Iterable[MeterReading]) -> dict[TopicPartition, int]:
+async def publish(
+    settings: Settings, readings: Iterable[MeterReading], on_published: Callable[[int], None] | None = None
+) -> dict[TopicPartition, int]:
     """Produce the readings to the readings topic, keyed like ingestion (facility_id), in time
-    order; returns the offset after the last record produced, per partition."""
+    order; returns the offset after the last record produced, per partition. ``on_published``
+    hears of each acknowledged chunk's size (progress)."""
     topic = settings.aggregation.readings_topic
     producer = make_producer(settings.kafka)
     await asyncio.wait_for(producer.start(), settings.kafka.request_timeout_s * 4)
@@ -100,6 +103,8 @@ async def publish(settings: Settings, readings: Iterable[MeterReading]) -> dict[
             for meta in sent:
                 tp = TopicPartition(meta.topic, meta.partition)
                 ends[tp] = max(ends.get(tp, 0), meta.offset + 1)
+            if on_published is not None:
+                on_published(len(sent))
     finally:
         await producer.stop()
     return ends
@@ -124,8 +129,16 @@ async def wait_rolled_up(settings: Settings, ends: dict[TopicPartition, int], ti
 
 
 async def backfill(
-    settings: Settings, facility_id: str, start: datetime, end: datetime, source: str, wait_s: float = 600.0
+    settings: Settings,
+    facility_id: str,
+    start: datetime,
+    end: datetime,
+    source: str,
+    wait_s: float = 600.0,
+    on_read: Callable[[int], None] | None = None,
+    on_published: Callable[[int], None] | None = None,
 ) -> BackfillResult:
+    """``on_read`` hears how many readings were found, then ``on_published`` of each chunk produced (progress)."""
     if source == "archive":
         readings: list[MeterReading] = list(
             await asyncio.to_thread(
@@ -136,7 +149,9 @@ async def backfill(
         readings = await read_topic(settings, facility_id, start, end)
     else:
         raise ValueError(f"unknown source {source!r}: use archive or topic")
-    ends = await publish(settings, readings)
+    if on_read is not None:
+        on_read(len(readings))
+    ends = await publish(settings, readings, on_published)
     rolled_up = await wait_rolled_up(settings, ends, wait_s) if wait_s > 0 and ends else not ends
     return BackfillResult(len(readings), rolled_up)
 

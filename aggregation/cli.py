@@ -38,12 +38,23 @@ def _backfill(args: argparse.Namespace) -> int:
     import asyncio
 
     from aggregation.backfill import backfill
+    from energy.progress import progress
     from energy.settings import get_settings
 
     if args.to <= args.from_:
         print("error: --to must be after --from", file=sys.stderr)
         return 2
-    res = asyncio.run(backfill(get_settings(), args.facility, args.from_, args.to, args.source, args.wait_s))
+    with progress(desc="backfill", unit="reading") as bar:
+
+        def found(n: int) -> None:
+            bar.reset(total=n)
+
+        def published(n: int) -> None:
+            bar.update(n)
+
+        res = asyncio.run(
+            backfill(get_settings(), args.facility, args.from_, args.to, args.source, args.wait_s, found, published)
+        )
     state = "rolled up by the aggregation worker" if res.rolled_up else "NOT yet rolled up (is the worker running?)"
     print(
         f"backfill {args.facility} {args.from_.isoformat()}..{args.to.isoformat()} from {args.source}: "

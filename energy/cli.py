@@ -196,6 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="energy", description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--version", action="version", version=f"energy {package_version()}")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error")
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bars with ETA on stderr for long work (default: only when stderr is a terminal)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("stack", help="the local servers: PostgreSQL, Redis, Mosquitto, InfluxDB, Kafka")
@@ -268,6 +274,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Handler = args.handler
+    if args.progress is not None:
+        from energy.progress import set_mode
+
+        set_mode(args.progress)
+    _log_to_stderr()
     try:
         return int(handler(args) or 0)
     except KeyboardInterrupt:
@@ -280,6 +291,14 @@ def main(argv: list[str] | None = None) -> int:
         for line in error_lines(exc):
             print(f"error: {line}", file=sys.stderr)
         return 2 if _is_configuration_error(exc) else 1
+
+
+def _log_to_stderr() -> None:
+    """A command's logs go to stderr, so its stdout (JSON, CSV) stays clean; a service that configures
+    logging (``configure_logging``) takes over. sys.stderr is looked up at each line (test capture)."""
+    import structlog
+
+    structlog.configure(logger_factory=lambda *_: structlog.PrintLogger(sys.stderr))
 
 
 def error_lines(exc: BaseException) -> list[str]:

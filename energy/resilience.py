@@ -2,6 +2,17 @@
 retry policy of the code base, honouring Retry-After hints), circuit breaker
 per dependency (aiobreaker), bulkhead (bounded concurrency) and a token-bucket rate limiter.
 
+The retry policy has three entry points, all with the same rules (decision 0840):
+
+- :func:`guarded_call`: one request, a bounded number of attempts; an open breaker fails fast.
+- :func:`keep_trying`: work that must eventually succeed (a consumer session, a reconnect, a
+  delivery that must not drop anything): unbounded attempts, waits out an open breaker, stops
+  when the ``stop`` event is set, and starts the backoff afresh after a long healthy run.
+- :meth:`RetryPolicy.min_delay_s`: the same backoff for retries scheduled in the database
+  (a row's ``not_before``), where no coroutine waits.
+
+Every retry is counted in ``energy_retries_total{dependency, error}`` and logged.
+
 Typical use in an adapter::
 
     breaker = make_breaker("influxdb", fail_max=5, reset_s=10)
@@ -13,6 +24,8 @@ Typical use in an adapter::
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -21,8 +34,11 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 import stamina
+import stamina.instrumentation
 from aiobreaker import CircuitBreaker, CircuitBreakerError, CircuitBreakerListener, CircuitBreakerState
+from stamina.instrumentation import RetryDetails
 
+from energy.observability.logging import get_logger
 from energy.observability.metrics import (
     BREAKER_STATE,
     BREAKER_TRANSITIONS,
@@ -30,6 +46,7 @@ from energy.observability.metrics import (
     DEPENDENCY_LATENCY,
     QUEUE_CAPACITY,
     QUEUE_DEPTH,
+    RETRIES,
 )
 
 T = TypeVar("T")
@@ -43,8 +60,11 @@ __all__ = [
     "TokenBucket",
     "backoff_delays",
     "guarded_call",
+    "keep_trying",
     "make_breaker",
 ]
+
+log = get_logger(__name__)
 
 
 class CircuitOpenError(RuntimeError):
@@ -92,19 +112,33 @@ def breaker_is_open(breaker: CircuitBreaker) -> bool:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    attempts: int = 3
+    """Exponential backoff: the wait before retry n (1-based) is ``min(max, base * 2^(n-1) + jitter)``
+    with jitter uniform in [0, base]; ``attempts`` counts the first call (None: no limit, for
+    :func:`keep_trying`). A Retry-After hint replaces the computed wait, capped at ``max_delay_s``."""
+
+    attempts: int | None = 3
     base_delay_s: float = 0.2
     max_delay_s: float = 5.0
 
-    def delays(self, rng: random.Random | None = None) -> list[float]:
-        return backoff_delays(self.attempts, self.base_delay_s, self.max_delay_s, rng)
+    def min_delay_s(self, retry_number: int) -> float:
+        """The wait before retry ``retry_number`` (1-based) without jitter: for retries kept in the
+        database, whose due time must not move each time it is checked."""
+        return min(self.max_delay_s, self.base_delay_s * 2 ** max(0, retry_number - 1))
+
+    def delay_s(self, retry_number: int, rng: random.Random | None = None) -> float:
+        """The wait before retry ``retry_number`` (1-based), jittered as stamina does in-process."""
+        jitter = (rng or random).uniform(0, self.base_delay_s)
+        return min(self.max_delay_s, self.min_delay_s(retry_number) + jitter)
 
 
 NO_RETRY = RetryPolicy(attempts=1)
 
 
 def backoff_delays(attempts: int, base_s: float, max_s: float, rng: random.Random | None = None) -> list[float]:
-    """'Full jitter' exponential backoff: the wait before retry n is uniform in [0, min(max, base*2^n)]."""
+    """'Full jitter' exponential backoff: the wait before retry n is uniform in [0, min(max, base*2^n)].
+
+    Kept only for aggregation/, which is being rewritten (decision 0840); new code uses
+    :func:`guarded_call`, :func:`keep_trying` or :meth:`RetryPolicy.delay_s`."""
     r = rng or random
     return [r.uniform(0, min(max_s, base_s * (2**n))) for n in range(max(0, attempts - 1))]
 
@@ -113,11 +147,53 @@ def _default_transient(exc: BaseException) -> bool:
     return isinstance(exc, TimeoutError | ConnectionError | OSError)
 
 
+def _any_error(exc: BaseException) -> bool:
+    return isinstance(exc, Exception)
+
+
+def _count_retry(details: RetryDetails) -> None:
+    """stamina's hook before each retry's wait: the one place retries are counted and logged."""
+    error = type(details.caused_by).__name__
+    RETRIES.labels(details.name, error).inc()
+    log.info(
+        "retry_scheduled",
+        dependency=details.name,
+        retry=details.retry_num,
+        wait_s=round(details.wait_for, 3),
+        error=f"{error}: {details.caused_by}"[:300],
+    )
+
+
+# Our counter replaces stamina's default one, whose ``retry_num`` label grows without bound under
+# keep_trying; retries are named by dependency (``with_name``), not "<context block>".
+stamina.instrumentation.set_on_retry_hooks([_count_retry])
+
+
+def _hinted_wait(
+    exc: BaseException, policy: RetryPolicy, retry_after: Callable[[BaseException], float | None] | None
+) -> bool | float:
+    """Retry after the hint (Retry-After, an open breaker's remaining time), capped at the policy's
+    maximum; without a hint, stamina's exponential backoff (True)."""
+    hinted = retry_after(exc) if retry_after else None
+    return min(max(0.0, hinted), policy.max_delay_s) if hinted is not None else True
+
+
+def _retry_context(dependency: str, policy: RetryPolicy, on: Callable[[Exception], bool | float]) -> Any:
+    return stamina.retry_context(
+        on=on,
+        attempts=policy.attempts,
+        timeout=None,
+        wait_initial=policy.base_delay_s,
+        wait_max=policy.max_delay_s,
+        wait_jitter=policy.base_delay_s,
+    ).with_name(dependency, (), {})
+
+
 async def guarded_call(
     dependency: str,
     fn: Callable[[], Awaitable[T]],
     *,
-    timeout_s: float,
+    timeout_s: float | None,
     breaker: CircuitBreaker | None = None,
     retry: RetryPolicy = NO_RETRY,
     is_transient: Callable[[BaseException], bool] = _default_transient,
@@ -127,32 +203,113 @@ async def guarded_call(
 
     Non-transient errors are raised at once. When the breaker is open, raises
     :class:`CircuitOpenError` without calling. Each attempt is counted in
-    ``energy_dependency_calls_total{dependency, outcome}``.
+    ``energy_dependency_calls_total{dependency, outcome}``. ``timeout_s=None`` only for calls
+    bounded by their own client (a database pool's command timeout).
     """
+    if retry.attempts is None:
+        raise ValueError("guarded_call needs a bounded number of attempts; use keep_trying for unbounded work")
 
     def backoff(exc: Exception) -> bool | float:
         if isinstance(exc, CircuitOpenError) or not is_transient(exc):
             return False
-        hinted = retry_after(exc) if retry_after else None
-        return min(hinted, retry.max_delay_s) if hinted is not None else True
+        return _hinted_wait(exc, retry, retry_after)
 
-    async for attempt in stamina.retry_context(
-        on=backoff,
-        attempts=retry.attempts,
-        timeout=None,
-        wait_initial=retry.base_delay_s,
-        wait_max=retry.max_delay_s,
-        wait_jitter=retry.base_delay_s,
-    ):
+    async for attempt in _retry_context(dependency, retry, backoff):
         with attempt:
             return await _attempt(dependency, fn, timeout_s, breaker, is_transient)
     raise AssertionError("unreachable: stamina raises the last error when attempts run out")
 
 
+@dataclass
+class _Progress:
+    started: float = 0.0
+    in_call: bool = False
+    ran_long: bool = False
+
+
+async def keep_trying(
+    dependency: str,
+    fn: Callable[[], Awaitable[T]],
+    *,
+    policy: RetryPolicy,
+    is_transient: Callable[[BaseException], bool] = _any_error,
+    retry_after: Callable[[BaseException], float | None] | None = None,
+    on_error: Callable[[BaseException], None] | None = None,
+    stop: asyncio.Event | None = None,
+    fresh_after_s: float | None = None,
+) -> T | None:
+    """Call ``fn`` until it returns, retrying transient errors with the policy's backoff.
+
+    For work that must eventually succeed: a consumer or subscription session (``fn`` runs for
+    as long as the connection lasts), a reconnect, a delivery that must not drop anything.
+
+    - ``policy.attempts`` None: no limit. Non-transient errors are raised at once.
+    - An open breaker (:class:`CircuitOpenError`) is waited out: its remaining time is the hint,
+      at least ``policy.base_delay_s``; other hints come from ``retry_after``.
+    - ``on_error`` sees every failure before the wait (health, metrics of the caller).
+    - For sessions: a call that ran ``fresh_after_s`` before failing was healthy, so it is retried
+      at once and the backoff starts over (None: never; a slow failing call is still a failure).
+    - ``stop`` set: a wait is cut short, a failure is not retried, and the result is None; a call
+      in progress is not interrupted (it watches ``stop`` itself).
+    """
+    fresh_after = math.inf if fresh_after_s is None else fresh_after_s
+    state = _Progress()
+
+    def backoff(exc: Exception) -> bool | float:
+        if not is_transient(exc) or (stop is not None and stop.is_set()):
+            return False
+        if time.monotonic() - state.started >= fresh_after:
+            state.ran_long = True
+            return False
+        if isinstance(exc, CircuitOpenError):
+            return min(max(policy.base_delay_s, exc.retry_after_s), policy.max_delay_s)
+        return _hinted_wait(exc, policy, retry_after)
+
+    async def loop() -> T | None:
+        while True:
+            state.ran_long = False
+            try:
+                async for attempt in _retry_context(dependency, policy, backoff):
+                    with attempt:
+                        state.started, state.in_call = time.monotonic(), True
+                        try:
+                            return await fn()
+                        except Exception as exc:
+                            if on_error is not None:
+                                on_error(exc)
+                            raise
+                        finally:
+                            state.in_call = False
+            except Exception:
+                if stop is not None and stop.is_set():
+                    return None
+                if state.ran_long:
+                    RETRIES.labels(dependency, "session_ended").inc()
+                    continue
+                raise
+            raise AssertionError("unreachable: stamina raises the last error when attempts run out")
+
+    if stop is None:
+        return await loop()
+    task = asyncio.ensure_future(loop())
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if not task.done() and not state.in_call:
+            task.cancel()  # stop during a backoff wait: do not sit it out
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            return None
+        return await task
+    finally:
+        stopped.cancel()
+        task.cancel()
+
+
 async def _attempt(
     dependency: str,
     fn: Callable[[], Awaitable[T]],
-    timeout_s: float,
+    timeout_s: float | None,
     breaker: CircuitBreaker | None,
     is_transient: Callable[[BaseException], bool],
 ) -> T:
@@ -161,8 +318,10 @@ async def _attempt(
     try:
         if breaker is not None:
             result = await breaker.call_async(lambda: asyncio.wait_for(fn(), timeout_s))
-        else:
+        elif timeout_s is not None:
             result = await asyncio.wait_for(fn(), timeout_s)
+        else:
+            result = await fn()
     except CircuitBreakerError as exc:
         DEPENDENCY_CALLS.labels(dependency, "rejected_open").inc()
         remaining = 0.0

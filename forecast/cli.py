@@ -154,6 +154,7 @@ def _train(args: argparse.Namespace) -> int:
     import asyncio
     import json
 
+    from energy.progress import progress
     from energy.settings import get_settings
     from forecast.service import model_name_for
     from forecast.train_platform import synthetic_fleet, train_and_save
@@ -170,7 +171,12 @@ def _train(args: argparse.Namespace) -> int:
             print(f"no facility has enough {args.interval} min history in InfluxDB")
             return 2
     name = model_name_for(settings.forecast.model_name, args.interval)
-    promotion, result = train_and_save(series, cfg, settings.forecast.model_dir, name, args.source)
+    with progress(total=cfg.ensemble * cfg.max_steps, desc="train", unit="step") as bar:
+
+        def stepped(n: int) -> None:
+            bar.update(n)
+
+        promotion, result = train_and_save(series, cfg, settings.forecast.model_dir, name, args.source, stepped)
     print(json.dumps({"model": f"{name}-{promotion.version}", **promotion.__dict__, **result.metrics}, indent=2))
     return 0
 

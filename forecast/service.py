@@ -253,7 +253,7 @@ class ForecastService:
 
     async def run_forever(self, stop: asyncio.Event) -> None:
         interval = self.cfg.schedule_interval_s
-        while not stop.is_set():
+        while not stop.is_set():  # the schedule, not a retry loop: a failed run waits for the next slot
             try:
                 await self.run_once()
             except Exception as exc:

@@ -18,7 +18,7 @@ from forecast.evaluate import split_origins
 from forecast.model.artifact import ModelLoadError, load_model, save_model, set_current
 from forecast.model.calendar import spans_a_year
 from forecast.model.features import ModelSpec, spec_for
-from forecast.model.train import ForecastModel, TrainConfig, TrainResult, predict, train
+from forecast.model.train import ForecastModel, StepsDone, TrainConfig, TrainResult, predict, train
 
 log = structlog.get_logger("forecast.train_platform")
 PLATFORM_SPEC = spec_for(15, day_ahead=False)
@@ -31,11 +31,13 @@ def platform_spec(series: list[SeriesData]) -> ModelSpec:
     return spec_for(series[0].interval_minutes, day_ahead=False, day_of_year=spans_a_year(series[0].times))
 
 
-def train_platform(series: list[SeriesData], cfg: TrainConfig, spec: ModelSpec | None = None) -> TrainResult:
+def train_platform(
+    series: list[SeriesData], cfg: TrainConfig, spec: ModelSpec | None = None, on_steps: StepsDone | None = None
+) -> TrainResult:
     spec = spec or platform_spec(series)
     bank = build_bank(series, spec)
     train_o, val_o = split_origins(bank, spec, [len(s.times) for s in series])
-    return train(bank, spec, train_o, val_o, cfg)
+    return train(bank, spec, train_o, val_o, cfg, on_steps)
 
 
 def synthetic_fleet(
@@ -79,11 +81,16 @@ def holdout_mape(model: ForecastModel, series: list[SeriesData]) -> float:
 
 
 def train_and_save(
-    series: list[SeriesData], cfg: TrainConfig, model_dir: Path, name: str, source: str
+    series: list[SeriesData],
+    cfg: TrainConfig,
+    model_dir: Path,
+    name: str,
+    source: str,
+    on_steps: StepsDone | None = None,
 ) -> tuple[Promotion, TrainResult]:
     """Train, save a new version, and make it CURRENT only if it backtests better than the current one on
     the newest part of the same data (or there is no usable current model of the same spec)."""
-    result = train_platform(series, cfg)
+    result = train_platform(series, cfg, on_steps=on_steps)
     candidate_mape = holdout_mape(result.model, series)
     current = None
     try:

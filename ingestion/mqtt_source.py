@@ -27,7 +27,7 @@ from energy.observability import tracing
 from energy.observability.health import Health
 from energy.observability.logging import get_logger
 from energy.observability.metrics import Gauge
-from energy.resilience import backoff_delays
+from energy.resilience import RetryPolicy, keep_trying
 from energy.settings import Settings
 from ingestion import metrics
 from ingestion.domain import DedupWindow, Reason, Validator
@@ -39,6 +39,7 @@ MQTT_PENDING = Gauge("energy_ingestion_mqtt_pending", "Messages received by the 
 MQTT_UNACKED = Gauge("energy_ingestion_mqtt_unacked", "MQTT messages taken but not yet acknowledged to the broker")
 QUIET_MQTT_LOGGER = logging.getLogger("energy.mqtt")  # paho chatter ("pending publish calls") off
 QUIET_MQTT_LOGGER.setLevel(logging.ERROR)
+RECONNECT = RetryPolicy(attempts=None, base_delay_s=0.5, max_delay_s=10.0)
 
 
 class MqttSource:
@@ -71,33 +72,39 @@ class MqttSource:
         return len(self._client.messages) if self._client is not None else 0
 
     async def run(self) -> None:
+        """Stay subscribed until cancelled: a lost connection is reconnected with the retry policy
+        (a session that ran longer than its maximum delay reconnects at once)."""
+        await keep_trying(
+            "mqtt",
+            self._session,
+            policy=RECONNECT,
+            is_transient=lambda exc: isinstance(exc, aiomqtt.MqttError),
+            on_error=self._disconnected,
+            fresh_after_s=RECONNECT.max_delay_s,
+        )
+
+    async def _session(self) -> None:
         mqtt = self._settings.mqtt
         ing = self._settings.ingestion
-        attempt = 0
-        while True:
-            client = make_mqtt_client(
-                mqtt, identifier=ing.mqtt_session_id, clean_session=False, logger=QUIET_MQTT_LOGGER
-            )
-            client._client.manual_ack_set(True)
-            self._client = client
-            try:
-                async with client:
-                    self._generation += 1
-                    subscription = ing.mqtt_subscription(mqtt.topic_prefix)
-                    await client.subscribe(subscription, qos=ing.mqtt_qos)
-                    attempt = 0
-                    self._health.clear("mqtt")
-                    self.connected.set()
-                    log.info("mqtt_subscribed", topic=subscription, client_id=ing.mqtt_session_id)
-                    async for message in client.messages:
-                        await self._handle(client, message)
-            except aiomqtt.MqttError as exc:
-                self.connected.clear()
-                self._health.set_not_ready("mqtt", f"MQTT disconnected: {exc}"[:300])
-                delay = backoff_delays(min(attempt, 5) + 2, 0.5, 10.0)[-1]
-                log.warning("mqtt_disconnected", error=str(exc)[:300], retry_in_s=round(delay, 2))
-                attempt += 1
-                await asyncio.sleep(delay)
+        client = make_mqtt_client(mqtt, identifier=ing.mqtt_session_id, clean_session=False, logger=QUIET_MQTT_LOGGER)
+        client._client.manual_ack_set(True)
+        self._client = client
+        async with client:
+            self._generation += 1
+            subscription = ing.mqtt_subscription(mqtt.topic_prefix)
+            await client.subscribe(subscription, qos=ing.mqtt_qos)
+            self._health.clear("mqtt")
+            self.connected.set()
+            log.info("mqtt_subscribed", topic=subscription, client_id=ing.mqtt_session_id)
+            async for message in client.messages:
+                await self._handle(client, message)
+
+    def _disconnected(self, exc: BaseException) -> None:
+        if not isinstance(exc, aiomqtt.MqttError):
+            return
+        self.connected.clear()
+        self._health.set_not_ready("mqtt", f"MQTT disconnected: {exc}"[:300])
+        log.warning("mqtt_disconnected", error=str(exc)[:300])
 
     def _acker(self, client: aiomqtt.Client, message: aiomqtt.Message) -> Callable[[], None]:
         generation = self._generation

@@ -27,7 +27,7 @@ from energy.observability import tracing
 from energy.observability.health import Health
 from energy.observability.logging import get_logger
 from energy.observability.metrics import QUEUE_CAPACITY, QUEUE_DEPTH
-from energy.resilience import CircuitOpenError, backoff_delays, guarded_call, make_breaker
+from energy.resilience import CircuitOpenError, RetryPolicy, guarded_call, keep_trying, make_breaker
 from ingestion import metrics
 from ingestion.domain import DedupWindow, Outcome, dedup_key
 from schemas.dlq import DeadLetter, DeadLetterEvent
@@ -39,6 +39,7 @@ DLQ_NAMESPACE = uuid.UUID("0b7a4f0e-3d7c-4b55-9a43-6c1f1c2d9e01")
 BUFFER_QUEUE = "ingestion_buffer"
 ANOMALY_STAGE = "ingestion.anomaly"
 MAX_DLQ_RAW_BYTES = 512 * 1024  # keeps a dead letter under the broker's 1 MiB record limit
+DELIVERY_RETRY = RetryPolicy(attempts=None, base_delay_s=0.2, max_delay_s=2.0)  # until Kafka acknowledges
 
 
 @dataclass(slots=True)
@@ -309,29 +310,21 @@ class Publisher:
             await asyncio.gather(*futures)
 
     async def _deliver(self, records: list[OutRecord]) -> None:
-        attempt = 0
-        while True:
+        """Send until Kafka acknowledged every record (an MQTT message is never dropped): Kafka
+        errors, timeouts and anything else are retried with the policy; an open breaker is waited out."""
+
+        async def send_pending() -> None:
             pending = [r for r in records if not r.delivered]
-            if not pending:
-                self._recovered()
-                return
-            try:
+            if pending:
                 await guarded_call(
-                    "kafka",
-                    lambda p=pending: self._send(p),  # type: ignore[misc]
-                    timeout_s=self._timeout_s,
-                    breaker=self._breaker,
-                    is_transient=lambda exc: False,  # retried below, forever: an MQTT message is never dropped
+                    "kafka", lambda: self._send(pending), timeout_s=self._timeout_s, breaker=self._breaker
                 )
-            except asyncio.CancelledError:
-                raise
-            except CircuitOpenError as exc:
-                self._failed("circuit_open", exc)
-                await asyncio.sleep(max(0.2, min(exc.retry_after_s, 2.0)))
-            except Exception as exc:  # Kafka errors, timeouts; anything else is logged and retried too
-                self._failed(type(exc).__name__, exc)
-                await asyncio.sleep(backoff_delays(min(attempt, 6) + 2, 0.2, 2.0)[-1])
-                attempt += 1
+
+        await keep_trying("kafka-delivery", send_pending, policy=DELIVERY_RETRY, on_error=self._failed_with)
+        self._recovered()
+
+    def _failed_with(self, exc: BaseException) -> None:
+        self._failed("circuit_open" if isinstance(exc, CircuitOpenError) else type(exc).__name__, exc)
 
     def _failed(self, error: str, exc: BaseException) -> None:
         self._failing += 1

@@ -17,7 +17,7 @@ from energy.adapters.kafka import make_consumer
 from energy.observability import tracing
 from energy.observability.health import Health
 from energy.observability.logging import get_logger
-from energy.resilience import backoff_delays
+from energy.resilience import RetryPolicy, keep_trying
 from energy.settings import Settings
 from ingestion import metrics
 from ingestion.domain import DedupWindow, Validator
@@ -25,6 +25,7 @@ from ingestion.pipeline import Buffer, WorkItem, build_records
 
 log = get_logger(__name__)
 TOPIC_HEADER = "mqtt_topic"
+RECONNECT = RetryPolicy(attempts=None, base_delay_s=0.5, max_delay_s=10.0)
 
 
 def mqtt_topic_of(record: Any) -> str:
@@ -49,17 +50,17 @@ class RawKafkaSource:
 
     async def run(self) -> None:
         """Consume until cancelled; on a failure, restart from the last committed offsets (re-read, same ids)."""
-        attempt = 0
-        while True:
-            try:
-                await self._consume()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                attempt += 1
-                self._health.set_not_ready("kafka_raw_source", f"{type(exc).__name__}: {exc}"[:300])
-                log.warning("raw_source_failed", error=f"{type(exc).__name__}: {exc}"[:300], attempt=attempt)
-                await asyncio.sleep(backoff_delays(min(attempt, 5) + 2, 0.5, 10.0)[-1])
+        await keep_trying(
+            "kafka-raw-source",
+            self._consume,
+            policy=RECONNECT,
+            on_error=self._failed,
+            fresh_after_s=RECONNECT.max_delay_s,
+        )
+
+    def _failed(self, exc: BaseException) -> None:
+        self._health.set_not_ready("kafka_raw_source", f"{type(exc).__name__}: {exc}"[:300])
+        log.warning("raw_source_failed", error=f"{type(exc).__name__}: {exc}"[:300])
 
     async def _consume(self) -> None:
         ing = self._settings.ingestion

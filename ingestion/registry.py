@@ -96,7 +96,7 @@ class MeterRegistry:
         return meters, keys
 
     async def refresh_forever(self) -> None:
-        while True:
+        while True:  # a cache refresh every interval, not a retry loop (refresh() retries through the policy)
             await asyncio.sleep(self._refresh_s)
             try:
                 await self.refresh()

@@ -22,6 +22,7 @@ from energy.fleet import token_hash
 from energy.observability.health import Health
 from energy.observability.http import DOCS_ASSETS_URL, ops_router, serve_app
 from energy.observability.logging import configure_logging, get_logger
+from energy.resilience import RetryPolicy, keep_trying
 from energy.settings import Settings, get_settings
 from energy.stack.topics import ensure_topics_async
 from ingestion.domain import DedupWindow, RegisterTracker, Validator
@@ -34,6 +35,7 @@ from schemas.topics import TOPICS
 
 log = get_logger(__name__)
 DEV_KEY_ID = "dev-gateway"
+PRODUCER_START_RETRY = RetryPolicy(attempts=None, base_delay_s=0.5, max_delay_s=2.0)  # until Kafka answers
 
 
 class IngestionService:
@@ -117,17 +119,20 @@ class IngestionService:
         return make_producer(self.settings.kafka, linger_ms=self.settings.ingestion.producer_linger_ms)
 
     async def _start_producer(self) -> None:
-        while True:
+        """Start the Kafka producer, retrying (with a fresh producer each time) until Kafka answers."""
+
+        async def start() -> None:
             try:
                 await asyncio.wait_for(self._producer.start(), self.settings.kafka.request_timeout_s * 2)
-                return
             except Exception as exc:
                 self.health.set_not_ready("kafka_backpressure", f"Kafka unavailable at start: {exc}"[:300])
                 log.warning("kafka_start_failed", error=str(exc)[:300])
                 with contextlib.suppress(Exception):
                     await self._producer.stop()
                 self._producer = self._make_producer()
-                await asyncio.sleep(1.0)
+                raise
+
+        await keep_trying("kafka-producer-start", start, policy=PRODUCER_START_RETRY)
 
     async def stop(self) -> None:
         """Stop taking messages, deliver what is buffered (bounded), then close clients."""

@@ -7,9 +7,7 @@ commands and outbox commit or roll back together.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import random
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -35,6 +33,7 @@ from dr_coordinator.domain.schedule import IntervalAsk
 from dr_coordinator.domain.zones import ZoneClaim
 from dr_coordinator.metrics import DISPATCH_SECONDS, SAGA_TRANSITIONS
 from energy.observability import tracing
+from energy.resilience import RetryPolicy, guarded_call
 from schemas.dr import (
     BmsAction,
     BmsCommand,
@@ -51,6 +50,7 @@ from schemas.topics import BMS_COMMANDS, DR_EVENTS
 
 SOURCE = "dr-coordinator"
 T = TypeVar("T")
+SAGA_RACE_RETRY = RetryPolicy(attempts=8, base_delay_s=0.01, max_delay_s=1.0)
 
 
 class ConcurrencyError(RuntimeError):
@@ -424,15 +424,14 @@ async def handle_in(conn: Any, dr_event_id: uuid.UUID, message: Message, now: da
         return decision
 
 
-async def with_retry(fn: Callable[[], Awaitable[T]], attempts: int = 8) -> T:
-    for attempt in range(attempts):
-        try:
-            return await fn()
-        except (ConcurrencyError, asyncpg.SerializationError, asyncpg.DeadlockDetectedError):
-            if attempt == attempts - 1:
-                raise
-            await asyncio.sleep(random.uniform(0, 0.01 * 2**attempt))
-    raise AssertionError("unreachable")
+def _lost_a_race(exc: BaseException) -> bool:
+    return isinstance(exc, ConcurrencyError | asyncpg.SerializationError | asyncpg.DeadlockDetectedError)
+
+
+async def with_retry(fn: Callable[[], Awaitable[T]]) -> T:
+    """Run one saga transaction again when another writer won the race (optimistic lock, serialization
+    failure, deadlock); any other error is raised at once. Bounded by the pool's command timeout."""
+    return await guarded_call("postgres-saga", fn, timeout_s=None, retry=SAGA_RACE_RETRY, is_transient=_lost_a_race)
 
 
 async def handle(pool: Any, dr_event_id: uuid.UUID, message: Message, now: Callable[[], datetime]) -> Decision:

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -36,6 +36,7 @@ _PAGE = 50  # the OpenADR 3 maximum ``limit``
 _MAX_PAGES = 200
 _RETRYABLE_READ = {408, 429, 500, 502, 503, 504}
 _RETRYABLE_WRITE = {429, 503}
+T = TypeVar("T")
 
 
 OpenAdrVersion = Literal["3.0.1", "3.1"]
@@ -95,6 +96,16 @@ def _transient(method: str) -> Callable[[BaseException], bool]:
         return isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
 
     return is_transient
+
+
+def _raise_for_status(response: httpx.Response, detail_prefix: str = "") -> None:
+    """A refusal (see ``_is_refusal``) is :class:`VtnRejectedError`; any other status >= 400 is retried by status."""
+    if response.status_code < 400:
+        return
+    error = _HttpStatusError(response)
+    if _is_refusal(error):
+        raise VtnRejectedError(error.status, f"{detail_prefix}{error.detail}")
+    raise error
 
 
 def _retry_after(exc: BaseException) -> float | None:
@@ -163,11 +174,7 @@ class VtnClient:
 
         async def attempt() -> tuple[str, float]:
             response = await self._http.post(url, data=form)
-            if response.status_code >= 400:
-                error = _HttpStatusError(response)
-                if _is_refusal(error):
-                    raise VtnRejectedError(error.status, f"token endpoint: {error.detail}")
-                raise error
+            _raise_for_status(response, "token endpoint: ")
             body = response.json()
             token = body.get("access_token") if isinstance(body, dict) else None
             if not isinstance(token, str) or not token:
@@ -176,6 +183,11 @@ class VtnClient:
             lifetime = float(expires_in) if isinstance(expires_in, int | float) and expires_in > 0 else 3600.0
             return token, time.monotonic() + max(1.0, lifetime - _TOKEN_MARGIN_S)
 
+        return await self._guarded("token endpoint", attempt, "GET")  # asking for a token twice creates nothing
+
+    async def _guarded(self, what: str, attempt: Callable[[], Awaitable[T]], method: str) -> T:
+        """One call through the retry policy (transience as for ``method``) and the VTN's breaker;
+        a failure that is not a refusal becomes :class:`VtnUnavailableError` naming ``what``."""
         try:
             return await guarded_call(
                 self._name,
@@ -183,15 +195,15 @@ class VtnClient:
                 timeout_s=self._timeout_s,
                 breaker=self.breaker,
                 retry=self._retry,
-                is_transient=_transient("GET"),  # asking for a token twice creates nothing
+                is_transient=_transient(method),
                 retry_after=_retry_after,
             )
         except _HttpStatusError as exc:
-            raise VtnUnavailableError(f"token endpoint: HTTP {exc.status}: {exc.detail}") from exc
+            raise VtnUnavailableError(f"{what}: HTTP {exc.status}: {exc.detail}") from exc
         except CircuitOpenError as exc:
-            raise VtnUnavailableError(f"token endpoint: {exc}") from exc
+            raise VtnUnavailableError(f"{what}: {exc}") from exc
         except (httpx.HTTPError, TimeoutError, ValueError) as exc:
-            raise VtnUnavailableError(f"token endpoint: {type(exc).__name__}: {exc}") from exc
+            raise VtnUnavailableError(f"{what}: {type(exc).__name__}: {exc}") from exc
 
     async def _request(self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None) -> Any:
         try:
@@ -215,29 +227,10 @@ class VtnClient:
             if ctx is not None:
                 headers["traceparent"] = ctx.traceparent
             response = await self._http.request(method, url, json=json, params=params, headers=headers)
-            if response.status_code >= 400:
-                error = _HttpStatusError(response)
-                if _is_refusal(error):
-                    raise VtnRejectedError(error.status, error.detail)
-                raise error
+            _raise_for_status(response)
             return response.json() if response.content else None
 
-        try:
-            return await guarded_call(
-                self._name,
-                attempt,
-                timeout_s=self._timeout_s,
-                breaker=self.breaker,
-                retry=self._retry,
-                is_transient=_transient(method),
-                retry_after=_retry_after,
-            )
-        except _HttpStatusError as exc:
-            raise VtnUnavailableError(f"{method} {path}: HTTP {exc.status}: {exc.detail}") from exc
-        except CircuitOpenError as exc:
-            raise VtnUnavailableError(f"{method} {path}: {exc}") from exc
-        except (httpx.HTTPError, TimeoutError, ValueError) as exc:
-            raise VtnUnavailableError(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
+        return await self._guarded(f"{method} {path}", attempt, method)
 
     async def _create(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         created = await self._request("POST", path, json=body)

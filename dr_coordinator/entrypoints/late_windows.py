@@ -23,12 +23,13 @@ from pydantic import ValidationError
 from dr_coordinator.entrypoints.settlement import SettlementJob
 from dr_coordinator.metrics import LATE_WINDOWS
 from energy.adapters.kafka import make_consumer
-from energy.resilience import backoff_delays
+from energy.resilience import RetryPolicy, keep_trying
 from energy.settings import Settings
 from schemas.readings import LateWindowEvent
 from schemas.registry import decode_as
 
 log = structlog.get_logger("dr.late_windows")
+RECONNECT = RetryPolicy(attempts=None, base_delay_s=0.5, max_delay_s=30.0)
 
 # Dispatched facilities of ended events overlapping a late window.
 _AFFECTED = """
@@ -104,19 +105,15 @@ class LateWindowListener:
         return written
 
     async def run(self, stop: asyncio.Event) -> None:
-        attempt = 0
-        while not stop.is_set():
-            try:
-                await self._consume(stop)
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                attempt += 1
-                LATE_WINDOWS.labels("consumer_error").inc()
-                log.warning("dr_late_windows_consumer_failed", error=f"{type(exc).__name__}: {exc}"[:300])
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), backoff_delays(min(attempt, 5) + 2, 0.5, 30.0)[-1])
+        """Consume until ``stop``; a failed session restarts from the committed offsets with the retry policy."""
+        await keep_trying(
+            "kafka-late-windows",
+            lambda: self._consume(stop),
+            policy=RECONNECT,
+            on_error=_consumer_failed,
+            stop=stop,
+            fresh_after_s=RECONNECT.max_delay_s,
+        )
 
     async def _consume(self, stop: asyncio.Event) -> None:
         dr = self.settings.dr
@@ -142,3 +139,8 @@ class LateWindowListener:
 
 
 __all__ = ["LateWindowListener"]
+
+
+def _consumer_failed(exc: BaseException) -> None:
+    LATE_WINDOWS.labels("consumer_error").inc()
+    log.warning("dr_late_windows_consumer_failed", error=f"{type(exc).__name__}: {exc}"[:300])

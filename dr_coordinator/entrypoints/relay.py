@@ -19,6 +19,7 @@ from opentelemetry.trace import SpanKind
 
 from dr_coordinator.metrics import LOOP_ERRORS, OUTBOX_BACKLOG, OUTBOX_ERRORS, OUTBOX_PUBLISHED
 from energy.observability import tracing
+from energy.resilience import RetryPolicy, keep_trying
 from schemas.topics import BMS_COMMANDS, BMS_COMMANDS_DLQ, DR_EVENTS
 
 log = structlog.get_logger("dr.relay")
@@ -92,20 +93,21 @@ class OutboxRelay:
         return int(n)
 
     async def run(self, stop: asyncio.Event, interval_s: float) -> None:
-        failures = 0
+        """Poll the outbox every ``interval_s`` (at once while batches come); a failed publish (broker or
+        database down) keeps its rows and is retried with the retry policy until it succeeds or ``stop``."""
+        retry = RetryPolicy(attempts=None, base_delay_s=interval_s, max_delay_s=30.0)
         while not stop.is_set():
-            try:
-                sent = await self.publish_once()
-                failures = 0
-            except Exception as exc:  # broker or database down: back off, keep the rows, try again
-                failures += 1
-                OUTBOX_ERRORS.inc()
-                LOOP_ERRORS.labels("relay").inc()
-                log.warning("outbox_relay_failed", error=f"{type(exc).__name__}: {exc}", failures=failures)
-                sent = 0
+            sent = await keep_trying("outbox-relay", self.publish_once, policy=retry, on_error=_failed, stop=stop)
+            if sent is None:
+                return
             if sent == 0:
                 with contextlib.suppress(Exception):
                     await self.backlog()
-                delay = interval_s if failures == 0 else min(30.0, interval_s * 2**failures)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), delay)
+                    await asyncio.wait_for(stop.wait(), interval_s)
+
+
+def _failed(exc: BaseException) -> None:
+    OUTBOX_ERRORS.inc()
+    LOOP_ERRORS.labels("relay").inc()
+    log.warning("outbox_relay_failed", error=f"{type(exc).__name__}: {exc}")

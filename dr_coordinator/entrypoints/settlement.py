@@ -94,7 +94,7 @@ class SettlementJob:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Its own loop (not the timers' tick): a slow measurement never delays a dispatch."""
-        while not stop.is_set():
+        while not stop.is_set():  # a scan every interval, not a retry loop (decision 0840)
             try:
                 await self.run_due()
             except Exception as exc:

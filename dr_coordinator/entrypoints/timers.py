@@ -117,7 +117,7 @@ class Timers:
         await asyncio.gather(*jobs)
 
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
+        while not stop.is_set():  # a tick every poll interval, not a retry loop (decision 0840)
             try:
                 await self.tick()
             except Exception as exc:

@@ -243,7 +243,7 @@ class VenRuntime:
     async def run(self, stop: asyncio.Event) -> None:
         tick = min(1.0, self.settings.dr.ven_poll_interval_s)
         async with httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=2.0)) as http:
-            while not stop.is_set():
+            while not stop.is_set():  # polling rounds, not a retry loop; calls retry in VtnClient (decision 0840)
                 try:
                     await self.round(http)
                 except Exception as exc:  # the loop survives anything

@@ -26,6 +26,7 @@ from dr_coordinator.domain.report import (
 from dr_coordinator.metrics import REPORTS
 from energy.adapters.influx import InfluxClient
 from energy.observability import tracing
+from energy.resilience import RetryPolicy
 
 log = structlog.get_logger("dr.vtn_reporting")
 
@@ -34,7 +35,8 @@ ReportPoster = Callable[[VtnTarget, dict[str, Any], bool], Awaitable[None]]
 # (event row, facility ids) -> per facility: (settlement version, its interval readings) (M&V)
 IntervalSource = Callable[[Any, list[str]], Awaitable[dict[str, tuple[int, list[IntervalReading]]]]]
 SETTLEMENT_WAIT_S = 120.0  # a first report waits at most this long after the end for the preliminary settlement
-MAX_BACKOFF_EXPONENT = 12  # failed attempts back off 2^n s, at most ~1 h
+# failed attempts back off 2^n s, at most ~1 h; the due time is kept by the last attempt's time, so no jitter
+REPORT_RETRY = RetryPolicy(attempts=None, base_delay_s=2.0, max_delay_s=2.0**12)
 StepRunner = Callable[[Any, Callable[[], Awaitable[object]]], Awaitable[None]]
 
 
@@ -90,7 +92,7 @@ class VtnReportingJob:
         )
         for r in rows:
             last = (json.loads(r["report_detail"]) if r["report_detail"] else {}).get("last_attempt")
-            backoff_s = 2 ** min(r["report_attempts"], MAX_BACKOFF_EXPONENT)
+            backoff_s = REPORT_RETRY.min_delay_s(r["report_attempts"])
             if last and (now - datetime.fromisoformat(last)).total_seconds() < backoff_s:
                 continue
             target = VtnTarget.from_row(r)

@@ -26,7 +26,7 @@ from dr_coordinator.domain.saga import Decision, IllegalTransitionError, decide
 from dr_coordinator.metrics import BMS_COMMAND_LATENCY, BMS_COMMANDS, BMS_COMMANDS_DUE, BMS_COMMANDS_FAILED, LOOP_ERRORS
 from dr_coordinator.ports import BmsAck, BmsGateway, BmsRejectedError, BmsUnavailableError
 from energy.observability import tracing
-from energy.resilience import backoff_delays
+from energy.resilience import RetryPolicy
 from schemas.dr import (
     BmsAction,
     BmsCommand,
@@ -236,8 +236,10 @@ class CommandWorker:
         if attempts >= self.settings.bms_command_max_attempts:
             await self._fail(row, cmd, f"gave up after {attempts} attempts: {reason}", transient=True)
             return
-        delay = backoff_delays(attempts + 1, self.settings.bms_retry_base_s, self.settings.bms_retry_max_s)[-1]
-        delay = max(delay, self.settings.bms_retry_base_s / 2)
+        # kept in the row's not_before (another replica may take it), with the one retry policy's backoff
+        s = self.settings
+        retry = RetryPolicy(s.bms_command_max_attempts, s.bms_retry_base_s, s.bms_retry_max_s)
+        delay = retry.delay_s(attempts)
         await self.pool.execute(
             """UPDATE bms_commands SET status = 'pending', not_before = $2, last_error = $3, updated_at = $4
                WHERE command_id = $1 AND status = 'in_flight'""",

@@ -14,6 +14,7 @@ __all__ = [
     "DEPENDENCY_CALLS",
     "QUEUE_DEPTH",
     "REGISTRY",
+    "RETRIES",
     "Counter",
     "Gauge",
     "Histogram",
@@ -30,6 +31,12 @@ DEPENDENCY_CALLS = Counter(
     "energy_dependency_calls_total",
     "Calls to a dependency by outcome (ok, timeout, transient_error, error, rejected_open)",
     ["dependency", "outcome"],
+)
+RETRIES = Counter(
+    "energy_retries_total",
+    "Retries scheduled by the retry policy (energy.resilience), by dependency and error type; "
+    "session_ended: a long healthy session failed and was restarted at once",
+    ["dependency", "error"],
 )
 DEPENDENCY_LATENCY = Histogram(
     "energy_dependency_latency_seconds",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -125,8 +126,17 @@ def _eval_subset(origins: np.ndarray) -> np.ndarray:
     return origins[np.linspace(0, len(origins) - 1, MAX_EVAL_WINDOWS).astype(np.int64)]
 
 
+StepsDone = Callable[[int], None]  # progress: this many more optimiser steps are behind us
+
+
 def train_member(
-    bank: SeriesBank, spec: ModelSpec, train_origins: np.ndarray, val_origins: np.ndarray, cfg: TrainConfig, seed: int
+    bank: SeriesBank,
+    spec: ModelSpec,
+    train_origins: np.ndarray,
+    val_origins: np.ndarray,
+    cfg: TrainConfig,
+    seed: int,
+    on_steps: StepsDone | None = None,
 ) -> tuple[QuantileLSTM, dict[str, float]]:
     """One network: ``cfg.max_steps`` optimiser steps on batches drawn at random from ``train_origins``,
     validated every ``cfg.eval_every`` steps; the best validated state is kept."""
@@ -153,6 +163,8 @@ def train_member(
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
         opt.step()
         step += 1
+        if on_steps is not None:
+            on_steps(1)
         if step % cfg.eval_every and step < cfg.max_steps:
             continue
         net.eval()
@@ -165,20 +177,28 @@ def train_member(
         log.debug("validation", seed=seed, step=step, val_pinball=round(val_loss, 6), best_step=best_step)
         if step - best_step >= cfg.patience_steps or time.monotonic() - started > cfg.max_seconds:
             break
+    if on_steps is not None and step < cfg.max_steps:
+        on_steps(cfg.max_steps - step)  # stopped early: this member's share is done
     net.load_state_dict(best_state)
     net.eval()
     return net, {"steps": step, "best_step": best_step, "val_pinball": best_loss}
 
 
 def train(
-    bank: SeriesBank, spec: ModelSpec, train_origins: np.ndarray, val_origins: np.ndarray, cfg: TrainConfig
+    bank: SeriesBank,
+    spec: ModelSpec,
+    train_origins: np.ndarray,
+    val_origins: np.ndarray,
+    cfg: TrainConfig,
+    on_steps: StepsDone | None = None,
 ) -> TrainResult:
+    """Train ``cfg.ensemble`` members; ``on_steps`` hears of ``cfg.ensemble * cfg.max_steps`` steps in all."""
     if len(train_origins) == 0 or len(val_origins) == 0:
         raise ValueError("not enough history to train: no training or validation windows")
     started = time.monotonic()
     nets, member_metrics = [], []
     for i in range(cfg.ensemble):
-        net, m = train_member(bank, spec, train_origins, val_origins, cfg, cfg.seed + i)
+        net, m = train_member(bank, spec, train_origins, val_origins, cfg, cfg.seed + i, on_steps)
         nets.append(net)
         member_metrics.append(m)
     model = ForecastModel.uncalibrated(spec, nets)

@@ -27,6 +27,7 @@ from energy.observability.health import Health
 from energy.observability.http import serve_ops
 from energy.observability.logging import get_logger
 from energy.observability.metrics import Counter, Gauge
+from energy.resilience import RetryPolicy, guarded_call
 from energy.settings import Settings
 from sim.building_model import hvac_factor, lighting_factor, zone_state_key
 from sim.meters import faults
@@ -34,6 +35,7 @@ from sim.meters.faults import Fault
 from sim.meters.profile import electrical, meter_kw
 
 log = get_logger(__name__)
+PUBLISH_RETRY = RetryPolicy(attempts=20, base_delay_s=0.05, max_delay_s=2.0)  # the broker restarting
 QUIET_MQTT_LOGGER = logging.getLogger("energy.mqtt")  # paho chatter ("pending publish calls") off
 QUIET_MQTT_LOGGER.setLevel(logging.ERROR)
 
@@ -252,14 +254,22 @@ class MeterSimulator:
         await self._sem.acquire()
         SIM_INFLIGHT.inc()
 
+        async def publish() -> None:
+            await client.publish(topic, payload, qos=self.config.qos)
+
         async def send() -> None:
             try:
-                for attempt in range(20):
-                    try:
-                        await client.publish(topic, payload, qos=self.config.qos)
-                        return
-                    except aiomqtt.MqttError:
-                        await asyncio.sleep(min(2.0, 0.05 * 2**attempt))
+                try:  # the first try outside the retry machinery: the simulator is a load generator
+                    await publish()
+                except aiomqtt.MqttError:
+                    await guarded_call(
+                        "sim-mqtt-publish",
+                        publish,
+                        timeout_s=None,
+                        retry=PUBLISH_RETRY,
+                        is_transient=lambda exc: isinstance(exc, aiomqtt.MqttError),
+                    )
+            except aiomqtt.MqttError:
                 log.error("sim_publish_failed", topic=topic)
             finally:
                 SIM_INFLIGHT.dec()

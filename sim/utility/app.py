@@ -117,20 +117,11 @@ async def _versioned_body(request: Request, state: VtnState, object_type: str, l
 
 
 async def _body(request: Request, model: type[M]) -> M:
-    raw = await request.body()
-    if len(raw) > MAX_BODY_BYTES:
-        raise ApiProblem(413, "Payload Too Large", f"body larger than {MAX_BODY_BYTES} bytes")
-    try:
-        data = json.loads(raw or b"null")
-    except ValueError as exc:
-        raise ApiProblem(400, "Bad Request", f"body is not JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ApiProblem(400, "Bad Request", "body must be a JSON object")
+    data = await _json_object(request)
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        reasons = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:10])
-        raise ApiProblem(400, "Bad Request", reasons) from exc
+        raise ApiProblem(400, "Bad Request", _reasons(exc)) from exc
 
 
 async def _verify_callback(url: str) -> None:

@@ -2,7 +2,8 @@
 
 A bounded queue feeds the workers (one by default, so notifications leave in order); each notification is POSTed with
 ``Authorization: Bearer <subscription bearerToken>`` and retried with backoff on transient
-failures (connection errors, timeouts, 408/429/5xx) up to ``attempts`` times; a 4xx is final.
+failures (connection errors, timeouts, 408/429/5xx) up to ``attempts`` times, waiting as long as a
+``Retry-After`` asks (capped by the retry policy's maximum); a 4xx is final.
 Faults (:class:`sim.utility.model.NotifyFaults`) drop, duplicate, reorder or re-encode them.
 Every outcome is kept in :attr:`Notifier.deliveries` for the admin API.
 """
@@ -53,7 +54,17 @@ class _Job:
 
 
 class _Transient(Exception):
-    pass
+    def __init__(self, reason: str, retry_after_s: float | None = None) -> None:
+        super().__init__(reason)
+        self.retry_after_s = retry_after_s
+
+
+def _retry_after_s(resp: httpx.Response) -> float | None:
+    """A VEN's Retry-After in seconds (RFC 9110 section 10.2.3); an HTTP date is ignored (plain backoff)."""
+    try:
+        return max(0.0, float(resp.headers["retry-after"]))
+    except (KeyError, ValueError):
+        return None
 
 
 class _Rejected(Exception):
@@ -240,7 +251,7 @@ class Notifier:
                 raise _Transient(delivery.error) from exc
             delivery.status_code = resp.status_code
             if resp.status_code in (408, 429) or resp.status_code >= 500:
-                raise _Transient(f"HTTP {resp.status_code}")
+                raise _Transient(f"HTTP {resp.status_code}", _retry_after_s(resp))
             if resp.status_code >= 400:
                 raise _Rejected(f"HTTP {resp.status_code}: {resp.text[:200]}")
             return resp
@@ -252,6 +263,7 @@ class Notifier:
                 timeout_s=self._timeout_s,
                 retry=self._retry,
                 is_transient=lambda exc: isinstance(exc, _Transient | TimeoutError),
+                retry_after=lambda exc: exc.retry_after_s if isinstance(exc, _Transient) else None,
             )
         except _Rejected as exc:
             delivery.outcome, delivery.error = "rejected", str(exc)

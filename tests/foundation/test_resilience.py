@@ -17,6 +17,7 @@ from energy.resilience import (
     TokenBucket,
     backoff_delays,
     guarded_call,
+    keep_trying,
     make_breaker,
 )
 
@@ -168,3 +169,134 @@ async def test_retry_after_hint_sets_the_wait_capped_at_the_policy_maximum() -> 
     first_wait, second_wait = calls[1] - calls[0], calls[2] - calls[1]
     assert 0.4 <= first_wait < 5, first_wait  # the hint, not the 10 ms base
     assert 0.6 <= second_wait < 5, second_wait  # capped at max_delay_s, not the hinted 60 s
+
+
+def _retries(dependency: str, error: str) -> float:
+    return REGISTRY.get_sample_value("energy_retries_total", {"dependency": dependency, "error": error}) or 0.0
+
+
+async def test_keep_trying_reconnects_to_a_server_that_comes_up_later(port: int) -> None:
+    """A refused connection is retried (unbounded) until the server listens; each retry is counted."""
+    errors: list[BaseException] = []
+    connected = asyncio.Event()
+
+    async def connect() -> str:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.close()
+        return "connected"
+
+    async def serve_after_three_refusals() -> asyncio.Server:
+        deadline = asyncio.get_running_loop().time() + 10
+        while len(errors) < 3:
+            assert asyncio.get_running_loop().time() < deadline, "no retries seen"
+            await asyncio.sleep(0.01)
+        return await asyncio.start_server(lambda r, w: connected.set(), "127.0.0.1", port)
+
+    before = _retries("t-reconnect", "ConnectionRefusedError")
+    server_task = asyncio.create_task(serve_after_three_refusals())
+    result = await keep_trying("t-reconnect", connect, policy=RetryPolicy(None, 0.01, 0.05), on_error=errors.append)
+    server = await server_task
+    server.close()
+    assert result == "connected"
+    assert len(errors) >= 3 and all(isinstance(e, ConnectionRefusedError) for e in errors)
+    assert _retries("t-reconnect", "ConnectionRefusedError") - before == len(errors)
+
+
+async def test_keep_trying_raises_a_permanent_error_at_once() -> None:
+    calls = 0
+
+    async def rejected() -> None:
+        nonlocal calls
+        calls += 1
+        raise Rejected("422")
+
+    with pytest.raises(Rejected):
+        await keep_trying(
+            "t-permanent",
+            rejected,
+            policy=RetryPolicy(None, 0.01, 0.05),
+            is_transient=lambda e: not isinstance(e, Rejected),
+        )
+    assert calls == 1
+
+
+async def test_keep_trying_waits_out_an_open_breaker_for_its_remaining_time() -> None:
+    """The breaker opens after two failures (reset 0.5 s): the next attempt waits for the reset,
+    not the 10 ms backoff, and the half-open trial call succeeds."""
+    import time
+
+    breaker = make_breaker("t-wait-breaker", fail_max=2, reset_s=0.5)
+    calls: list[float] = []
+
+    async def through_breaker() -> str:
+        async def call() -> str:
+            calls.append(time.monotonic())
+            if len(calls) <= 2:
+                raise ConnectionError("down")
+            return "ok"
+
+        return await guarded_call("t-wait-breaker", call, timeout_s=1, breaker=breaker, is_transient=_transient)
+
+    result = await keep_trying("t-wait-breaker", through_breaker, policy=RetryPolicy(None, 0.01, 2.0))
+    assert result == "ok" and len(calls) == 3
+    assert calls[2] - calls[1] >= 0.4, calls  # waited for the breaker, not 10-20 ms
+
+
+async def test_keep_trying_returns_none_when_stopped_during_a_wait() -> None:
+    stop = asyncio.Event()
+    calls = 0
+
+    async def always_down() -> None:
+        nonlocal calls
+        calls += 1
+        asyncio.get_running_loop().call_later(0.05, stop.set)  # set while the 30 s wait runs
+        raise ConnectionError("down")
+
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    # the policy would wait 30 s before the third call: stop cuts the wait short
+    result = await keep_trying("t-stop", always_down, policy=RetryPolicy(None, 30.0, 30.0), stop=stop)
+    assert result is None
+    assert calls == 1
+    assert loop.time() - t0 < 20
+
+
+async def test_keep_trying_starts_the_backoff_over_after_a_long_healthy_session() -> None:
+    """Sessions 1-3 fail at once (backoff grows towards 0.4 s); session 4 runs 0.3 s (> fresh_after_s)
+    then fails: session 5 starts at once, not after the grown backoff."""
+    import time
+
+    starts: list[float] = []
+
+    async def session() -> str:
+        starts.append(time.monotonic())
+        if len(starts) == 4:
+            await asyncio.sleep(0.3)
+            raise ConnectionError("dropped after a healthy run")
+        if len(starts) < 5:
+            raise ConnectionError("refused")
+        return "done"
+
+    before = _retries("t-fresh", "session_ended")
+    result = await keep_trying("t-fresh", session, policy=RetryPolicy(None, 0.2, 0.4), fresh_after_s=0.25)
+    assert result == "done"
+    assert starts[3] - starts[2] >= 0.2  # third retry waited (min(0.4, 0.2*2^2) >= 0.4 capped; >= base anyway)
+    assert starts[4] - starts[3] < 0.3 + 0.15  # the session's own 0.3 s, then at once
+    assert _retries("t-fresh", "session_ended") - before == 1
+
+
+def test_policy_delays_are_exponential_capped_and_jittered_by_at_most_the_base() -> None:
+    policy = RetryPolicy(attempts=None, base_delay_s=0.5, max_delay_s=3.0)
+    assert [policy.min_delay_s(n) for n in (1, 2, 3, 4, 5)] == [0.5, 1.0, 2.0, 3.0, 3.0]
+    rng = random.Random(7)
+    for n, floor in ((1, 0.5), (2, 1.0), (3, 2.0), (4, 3.0)):
+        d = policy.delay_s(n, rng)
+        assert floor <= d <= min(3.0, floor + 0.5), (n, d)
+
+
+async def test_guarded_call_refuses_an_unbounded_policy() -> None:
+    async def ok() -> int:
+        return 1
+
+    with pytest.raises(ValueError, match="keep_trying"):
+        await guarded_call("t-unbounded", ok, timeout_s=1, retry=RetryPolicy(attempts=None))

@@ -67,8 +67,9 @@ def utility_admin(utility_sim: SimulatorProcess) -> Iterator[httpx.Client]:
 class Receiver:
     """A webhook receiver (our side of the wire, in-process): records every request as it arrived.
 
-    ``statuses`` are answered first, one per request, then 200. ``GET <path>/echo?echo=X``
-    answers X (or ``wrong_echo`` when set).
+    ``statuses`` are answered first, one per request, then 200; a 429 or 503 carries
+    ``Retry-After: <retry_after>`` when that is set. ``GET <path>/echo?echo=X`` answers X (or
+    ``wrong_echo`` when set). Each request records its arrival time (``at``, monotonic).
     """
 
     def __init__(self, port: int) -> None:
@@ -76,12 +77,15 @@ class Receiver:
         self.requests: list[dict] = []
         self.statuses: list[int] = []
         self.wrong_echo: str | None = None
+        self.retry_after: str | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/hook"
 
     def app(self):
+        import time
+
         from starlette.applications import Starlette
         from starlette.requests import Request
         from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -89,10 +93,15 @@ class Receiver:
 
         async def hook(request: Request) -> Response:
             body = await request.body()
-            self.requests.append({"path": request.url.path, "headers": dict(request.headers), "body": body})
+            arrived = time.monotonic()
+            self.requests.append(
+                {"path": request.url.path, "headers": dict(request.headers), "body": body, "at": arrived}
+            )
             status = self.statuses.pop(0) if self.statuses else 200
             if request.url.path.startswith("/openadr3/") and status < 300:  # standing in for a VTN
                 return JSONResponse({"id": f"report-{len(self.requests)}"}, status_code=201)
+            if status in (429, 503) and self.retry_after is not None:
+                return Response(status_code=status, headers={"Retry-After": self.retry_after})
             return Response(status_code=status)
 
         async def echo(request: Request) -> Response:
