@@ -11,6 +11,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from dr_coordinator.domain.interval_baselines import HISTORY_DAYS, READING
+from dr_coordinator.domain.settlement import MinuteReadings
 from energy.adapters.influx import InfluxClient, iter_rows
 from forecast.read import latest_forecast
 from forecast.weather.types import cell_id
@@ -64,6 +65,28 @@ async def quarter_hours(
         cov = r.get("coverage")
         coverage[ts] = 1.0 if cov is None else max(0.0, min(1.0, float(cov)))
     return kw, coverage
+
+
+_Q_1M = _Q_15M.replace("'15m'", "'1m'")
+
+
+async def minutes(influx: InfluxClient, facility_id: str, start: datetime, end: datetime) -> MinuteReadings:
+    """1-minute mean kW and coverage (``1m`` rollups) of the minutes starting in [floor(start), end):
+    what a settlement measures an interval the event covers only in part on."""
+    lo = start - timedelta(seconds=start.timestamp() % 60)
+    series = await influx.query(
+        _Q_1M, params={"facility_id": facility_id, "start": lo.isoformat(), "end": end.isoformat()}
+    )
+    kw: dict[datetime, float] = {}
+    coverage: dict[datetime, float] = {}
+    for r in iter_rows(series):
+        if r.get("avg_kw") is None:
+            continue
+        ts = _ts(r["time"])
+        kw[ts] = float(r["avg_kw"])
+        cov = r.get("coverage")
+        coverage[ts] = 1.0 if cov is None else max(0.0, min(1.0, float(cov)))
+    return MinuteReadings(kw, coverage)
 
 
 def history_start(event_start: datetime, tz: ZoneInfo) -> datetime:
@@ -126,6 +149,7 @@ __all__ = [
     "event_days",
     "forecast_quarters",
     "history_start",
+    "minutes",
     "quarter_hours",
     "temperatures",
 ]
