@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -174,16 +174,22 @@ async def seed_history(
     facilities: int | None = None,
     meters_per_facility: int | None = None,
     now: datetime | None = None,
+    fleet: Sequence[Facility] | None = None,
 ) -> HistoryResult:
-    """Write ``days`` of history for every facility of the seeded fleet that has none yet."""
+    """Write ``days`` of history for every facility of the fleet (default: the seeded one, which the
+    simulators build too) that has none yet."""
     refuse_outside_development(settings)
     t0 = time.monotonic()
-    fleet = build_fleet(
-        facilities or settings.seed.facilities, meters_per_facility or settings.seed.meters_per_facility
-    )
+    if fleet is None:
+        fleet = build_fleet(
+            facilities or settings.seed.facilities, meters_per_facility or settings.seed.meters_per_facility
+        )
     pool = await create_pool(settings.postgres, min_size=1, max_size=2)
     try:
-        rows = await pool.fetch("SELECT facility_id, end_at FROM fleet_history")
+        rows = await pool.fetch(
+            "SELECT facility_id, end_at FROM fleet_history WHERE facility_id = ANY($1::text[])",
+            [f.facility_id for f in fleet],
+        )
         done = {r["facility_id"] for r in rows}
         # Facilities seeded later end where the fleet's history ends: live data follows from there.
         end_at = max((r["end_at"] for r in rows), default=None)

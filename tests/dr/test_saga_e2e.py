@@ -53,7 +53,7 @@ async def write_history(influx: InfluxClient, until: datetime) -> None:
             lines.append(point("facility_rollups", {"facility_id": fid, "window": "15m"}, {"avg_kw": BASELINE_KW}, t))
             t += timedelta(minutes=15)
     for i in range(0, len(lines), 10_000):
-        await influx.write_lines(lines[i : i + 10_000])
+        await influx.write_lines(lines[i : i + 10_000], retention_policy=influx.settings.rollup_retention_policy)
 
 
 async def write_event_load(influx: InfluxClient, start: datetime, end: datetime) -> None:
@@ -68,7 +68,7 @@ async def write_event_load(influx: InfluxClient, start: datetime, end: datetime)
         while t < end:
             lines.append(point("facility_rollups", {"facility_id": fid, "window": "1m"}, {"avg_kw": DURING_KW}, t))
             t += timedelta(minutes=1)
-    await influx.write_lines(lines)
+    await influx.write_lines(lines, retention_policy=influx.settings.rollup_retention_policy)
 
 
 @pytest.mark.slow
