@@ -2,11 +2,13 @@
 maths (decision 0820).
 
 Readings come from :mod:`sim.meters.history` (the live simulator's load profile, 15-minute interval
-readings); their raw points are the aggregation's raw lines and their rollups are computed by
-:func:`aggregation.domain.batch.rollup_rows` (the worker's rollup functions, composed the worker's
-way, for a closed set of samples) with the history's nominal interval (900 s): each reading stands
-for its whole quarter hour (coverage 1, energy = mean power x 15 min). The live worker's nominal
-interval stays 15 s. Only 15m and 1h rollups: a 15-minute reading has no minute resolution.
+readings); their raw points are the aggregation's raw points (``aggregation.lines`` measurements and
+fields) and their rollups are computed by :func:`aggregation.domain.batch.interval_rollups` (the
+rollup rules of decision 0201 applied to whole columns, tested equal to the worker's state machine)
+with the history's nominal interval (900 s): each reading stands for its whole quarter hour
+(coverage 1, energy = mean power x 15 min). The live worker's nominal interval stays 15 s. Only 15m
+and 1h rollups: a 15-minute reading has no minute resolution. Why not through the readings topic:
+decision 0820 (measured too slow for a seed).
 
 Idempotent: each facility seeded is recorded in ``fleet_history`` and never seeded again; every
 facility's history ends where the fleet's first seed ended it (on the hour, before live data

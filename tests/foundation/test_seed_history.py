@@ -190,3 +190,57 @@ async def test_forecast_and_dr_baseline_come_from_the_history(seeded, settings, 
     assert b.method.value == "caiso_10in10" and b.flag is None, b.as_dict()
     assert len(b.days_used) == 10
     assert all(kw is not None and kw > 0 for kw in b.unadjusted_kw)
+
+
+def test_history_points_are_the_aggregations_line_protocol() -> None:
+    """The bulk formatting writes what ``aggregation.lines`` writes for the same reading and rollup."""
+    import numpy as np
+
+    from aggregation import lines
+    from aggregation.domain.rollup import Rollup
+    from aggregation.domain.state import RollupRow, WindowKey
+    from energy.seed_history import raw_lines, rollup_lines
+    from schemas.readings import Anomaly, MeterReading
+    from sim.meters.history import MeterHistory
+
+    t = int(START.timestamp())
+    h = MeterHistory(
+        "fac-001-m01",
+        np.array([t, t + 900]),
+        np.array([36.584, 300.0]),
+        np.array([15.585, 12.5]),
+        np.array([234.15, 229.8]),
+        np.array([169.828, 55.0]),
+        np.array([37426.146, 37500.0]),
+        np.array([0, 1]),
+        np.array([False, True]),
+    )
+    got = raw_lines("fac-001", h)
+    for i, line in enumerate(got):
+        rid = line.split('reading_id="')[1].split('"')[0]
+        assert str(uuid.UUID(rid)) == rid
+        reading = MeterReading(
+            reading_id=uuid.UUID(rid),
+            meter_id="fac-001-m01",
+            facility_id="fac-001",
+            ts=datetime.fromtimestamp(int(h.ts_s[i]), UTC),
+            active_power_kw=float(h.active_power_kw[i]),
+            reactive_power_kvar=float(h.reactive_power_kvar[i]),
+            voltage_v=float(h.voltage_v[i]),
+            current_a=float(h.current_a[i]),
+            energy_kwh=float(h.energy_kwh[i]),
+            seq=int(h.seq[i]),
+            anomalies=(Anomaly.POWER_ABOVE_RATING,) if h.above_rating[i] else (),
+            received_at=datetime.now(UTC),
+        )
+        assert line == lines.raw_line(reading)
+    assert raw_lines("fac-001", h)[1] != raw_lines("fac-001", h)[0]
+    import pandas as pd
+
+    ru = Rollup(9.146, 0.25, 36.584, 36.0, 37.5, 1, 1.0, 0)
+    frame = pd.DataFrame([{"meter_id": "fac-001-m01", "start": t, **ru.fields()}])
+    (line,) = rollup_lines("fac-001", "15m", frame)
+    assert line == lines.rollup_line(RollupRow("fac-001", "fac-001-m01", WindowKey("15m", t * 10**9), ru))
+    frame = pd.DataFrame([{"meter_id": None, "start": t, **ru.fields()}])
+    (line,) = rollup_lines("fac-001", "1h", frame)
+    assert line == lines.rollup_line(RollupRow("fac-001", None, WindowKey("1h", t * 10**9), ru))
