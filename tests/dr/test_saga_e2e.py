@@ -34,7 +34,9 @@ async def private_influx(settings: Settings, stack: Any, uid: str) -> AsyncItera
     name = f"dr_test_{uid}"
     cfg = settings.influx.model_copy(update={"database": name})
     client = InfluxClient(cfg, breaker_name=f"influx-{uid}")
-    await client.query(f"CREATE DATABASE {name}")
+    # The rollups' retention policy as the database's default, as the platform reads them from it.
+    rp = settings.influx.rollup_retention_policy
+    await client.query(f"CREATE DATABASE {name} WITH DURATION 730d NAME {rp}")
     yield client
     await client.query(f"DROP DATABASE {name}")
     await client.close()
@@ -53,7 +55,7 @@ async def write_history(influx: InfluxClient, until: datetime) -> None:
             lines.append(point("facility_rollups", {"facility_id": fid, "window": "15m"}, {"avg_kw": BASELINE_KW}, t))
             t += timedelta(minutes=15)
     for i in range(0, len(lines), 10_000):
-        await influx.write_lines(lines[i : i + 10_000], retention_policy=influx.settings.rollup_retention_policy)
+        await influx.write_lines(lines[i : i + 10_000])
 
 
 async def write_event_load(influx: InfluxClient, start: datetime, end: datetime) -> None:
@@ -68,7 +70,7 @@ async def write_event_load(influx: InfluxClient, start: datetime, end: datetime)
         while t < end:
             lines.append(point("facility_rollups", {"facility_id": fid, "window": "1m"}, {"avg_kw": DURING_KW}, t))
             t += timedelta(minutes=1)
-    await influx.write_lines(lines, retention_policy=influx.settings.rollup_retention_policy)
+    await influx.write_lines(lines)
 
 
 @pytest.mark.slow
