@@ -98,16 +98,29 @@ def _seed(args: argparse.Namespace) -> int:
     import asyncio
 
     from energy.seed import SeedRefusedError, seed_fleet
+    from energy.seed_history import seed_history
     from energy.settings import get_settings
 
     s = get_settings()
     try:
         summary = asyncio.run(seed_fleet(s, facilities=args.facilities, meters_per_facility=args.meters))
+        print(summary, flush=True)
+        if args.history_days > 0:
+            history = asyncio.run(
+                seed_history(s, days=args.history_days, facilities=args.facilities, meters_per_facility=args.meters)
+            )
+            print(history.line())
     except SeedRefusedError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(summary)
     return 0
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be 0 or more")
+    return value
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -216,9 +229,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["export", "check"])
     p.set_defaults(handler=_schemas)
 
-    p = sub.add_parser("seed", help="register the simulated fleet (idempotent)")
+    p = sub.add_parser("seed", help="register the simulated fleet and write its history (idempotent)")
     p.add_argument("--facilities", type=int, default=None)
     p.add_argument("--meters", type=int, default=None, help="meters per facility")
+    p.add_argument(
+        "--history-days",
+        type=_non_negative_int,
+        default=60,
+        help="days of 15-min meter history for facilities that have none yet (0: none); see decision 0820",
+    )
     p.set_defaults(handler=_seed)
 
     p = sub.add_parser("run", help="start every service and simulator in the background")

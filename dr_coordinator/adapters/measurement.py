@@ -7,10 +7,10 @@ import asyncio
 from datetime import datetime, timedelta
 from typing import Any
 
-from energy.adapters.influx import InfluxClient, iter_rows
+from energy.adapters.influx import InfluxClient, iter_rows, quote_ident
 
 _Q_WINDOW = (
-    'SELECT "avg_kw" FROM "facility_rollups" WHERE "facility_id" = $facility_id AND "window" = $window '
+    'SELECT "avg_kw" FROM {rp}."facility_rollups" WHERE "facility_id" = $facility_id AND "window" = $window '
     "AND time >= $start AND time < $end"
 )
 
@@ -23,7 +23,8 @@ async def _points(
     influx: InfluxClient, facility_id: str, window: str, start: datetime, end: datetime
 ) -> list[tuple[datetime, float]]:
     series = await influx.query(
-        _Q_WINDOW,
+        # the rollups' own retention policy, not the database's default (the raw one)
+        _Q_WINDOW.format(rp=quote_ident(influx.settings.rollup_retention_policy)),
         params={"facility_id": facility_id, "window": window, "start": start.isoformat(), "end": end.isoformat()},
     )
     return [(_ts(r["time"]), float(r["avg_kw"])) for r in iter_rows(series) if r.get("avg_kw") is not None]

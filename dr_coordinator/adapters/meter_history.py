@@ -11,14 +11,22 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from dr_coordinator.domain.interval_baselines import HISTORY_DAYS, READING
-from energy.adapters.influx import InfluxClient, iter_rows
+from dr_coordinator.domain.settlement import MinuteReadings
+from energy.adapters.influx import InfluxClient, iter_rows, quote_ident
 from forecast.read import latest_forecast
 from forecast.weather.types import cell_id
 
-_Q_15M = (
-    'SELECT "avg_kw", "coverage" FROM "facility_rollups" WHERE "facility_id" = $facility_id AND "window" = \'15m\' '
-    "AND time >= $start AND time < $end"
-)
+
+def _rollups_query(influx: InfluxClient, window: str) -> str:
+    """The rollups live in their own retention policy (decision 0003), not the database's default
+    (the raw one): an unqualified measurement finds nothing."""
+    rp = quote_ident(influx.settings.rollup_retention_policy)
+    return (
+        f'SELECT "avg_kw", "coverage" FROM {rp}."facility_rollups" WHERE "facility_id" = $facility_id '
+        f"AND \"window\" = '{window}' AND time >= $start AND time < $end"
+    )
+
+
 # Events that count as event days: every event the facility was dispatched in, whatever its end
 # state (a cancelled or failed event that shed still disturbed that day's load).
 _EVENT_DAYS = """
@@ -52,7 +60,8 @@ async def quarter_hours(
 ) -> tuple[dict[datetime, float], dict[datetime, float]]:
     """15-minute mean kW and the rollup's own coverage (share of expected samples), by UTC start."""
     series = await influx.query(
-        _Q_15M, params={"facility_id": facility_id, "start": start.isoformat(), "end": end.isoformat()}
+        _rollups_query(influx, "15m"),
+        params={"facility_id": facility_id, "start": start.isoformat(), "end": end.isoformat()},
     )
     kw: dict[datetime, float] = {}
     coverage: dict[datetime, float] = {}
@@ -64,6 +73,26 @@ async def quarter_hours(
         cov = r.get("coverage")
         coverage[ts] = 1.0 if cov is None else max(0.0, min(1.0, float(cov)))
     return kw, coverage
+
+
+async def minutes(influx: InfluxClient, facility_id: str, start: datetime, end: datetime) -> MinuteReadings:
+    """1-minute mean kW and coverage (``1m`` rollups) of the minutes starting in [floor(start), end):
+    what a settlement measures an interval the event covers only in part on."""
+    lo = start - timedelta(seconds=start.timestamp() % 60)
+    series = await influx.query(
+        _rollups_query(influx, "1m"),
+        params={"facility_id": facility_id, "start": lo.isoformat(), "end": end.isoformat()},
+    )
+    kw: dict[datetime, float] = {}
+    coverage: dict[datetime, float] = {}
+    for r in iter_rows(series):
+        if r.get("avg_kw") is None:
+            continue
+        ts = _ts(r["time"])
+        kw[ts] = float(r["avg_kw"])
+        cov = r.get("coverage")
+        coverage[ts] = 1.0 if cov is None else max(0.0, min(1.0, float(cov)))
+    return MinuteReadings(kw, coverage)
 
 
 def history_start(event_start: datetime, tz: ZoneInfo) -> datetime:
@@ -126,6 +155,7 @@ __all__ = [
     "event_days",
     "forecast_quarters",
     "history_start",
+    "minutes",
     "quarter_hours",
     "temperatures",
 ]

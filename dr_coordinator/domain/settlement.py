@@ -2,6 +2,9 @@
 
 Per interval: baseline kW, metered kW (mean of the 15-minute readings present), reduction kW,
 target kW, performance % (reduction / target) and coverage % (readings present / expected).
+An interval the event covers only in part (an event that does not start or end on the quarter
+hour, such as a two-minute demo) is clipped to the event and measured on the 1-minute readings
+inside it: the quarter's mean would mix minutes outside the event with the shed (decision 0820).
 Runs: ``preliminary`` at the event's end, ``settlement`` once the aggregation's lateness bound
 has passed, ``true_up`` whenever a later run's values differ (decision 0431).
 """
@@ -57,38 +60,75 @@ def _pct(part: float | None, whole: float | None) -> float | None:
     return 100.0 * part / whole
 
 
+MINUTE = timedelta(minutes=1)
+
+
+@dataclass(frozen=True)
+class MinuteReadings:
+    """1-minute mean kW and each rollup's coverage, keyed by UTC minute start (``1m`` rollups)."""
+
+    kw: Mapping[datetime, float]
+    coverage: Mapping[datetime, float]
+
+
+def _measure(
+    lo: datetime,
+    hi: datetime,
+    step: timedelta,
+    readings: Mapping[datetime, float],
+    coverage: Mapping[datetime, float] | None,
+) -> tuple[float | None, float]:
+    """Mean of the readings of the steps starting in [floor(lo), hi), and coverage % of those steps."""
+    t = lo - timedelta(seconds=lo.timestamp() % step.total_seconds())
+    vals: list[float] = []
+    covered = 0.0
+    expected = 0
+    while t < hi:
+        expected += 1
+        v = readings.get(t)
+        if v is not None:
+            vals.append(v)
+            covered += 1.0 if coverage is None else coverage.get(t, 1.0)
+        t += step
+    return (sum(vals) / len(vals) if vals else None), (100.0 * covered / expected if expected else 0.0)
+
+
 def settle(
     baseline: Baseline,
     readings: Mapping[datetime, float],
     target_kw: float | None,
     coverage: Mapping[datetime, float] | None = None,
+    event: tuple[datetime, datetime] | None = None,
+    minutes: MinuteReadings | None = None,
 ) -> FacilitySettlement:
-    """``coverage`` is each reading's own share of expected samples (the rollup's), 1 when absent."""
+    """``coverage`` is each reading's own share of expected samples (the rollup's), 1 when absent.
+    ``event`` (start, end): intervals it covers only in part are clipped to it and measured on
+    ``minutes`` (no minute readings: no metered load, coverage 0)."""
     rows = []
     for iv, base in zip(baseline.intervals, baseline.kw, strict=True):
-        expected = round((iv.end - iv.start) / READING)
-        vals = []
-        covered = 0.0
-        t = iv.start
-        while t < iv.end:
-            v = readings.get(t)
-            if v is not None:
-                vals.append(v)
-                covered += 1.0 if coverage is None else coverage.get(t, 1.0)
-            t += READING
-        metered = sum(vals) / len(vals) if vals else None
+        lo, hi = iv.start, iv.end
+        if event is not None:
+            lo, hi = max(lo, event[0]), min(hi, event[1])
+        if lo >= hi:
+            continue
+        if (lo, hi) == (iv.start, iv.end):
+            metered, coverage_pct = _measure(lo, hi, READING, readings, coverage)
+        elif minutes is None:
+            metered, coverage_pct = None, 0.0
+        else:
+            metered, coverage_pct = _measure(lo, hi, MINUTE, minutes.kw, minutes.coverage)
         reduction = None if base is None or metered is None else base - metered
         rows.append(
             SettlementInterval(
-                iv.start,
-                iv.end,
-                iv.local_start,
+                lo,
+                hi,
+                iv.local_start + (lo - iv.start),
                 base,
                 metered,
                 reduction,
                 target_kw,
                 _pct(reduction, target_kw),
-                100.0 * covered / expected,
+                coverage_pct,
             )
         )
     hours = sum(r.hours for r in rows)

@@ -148,7 +148,11 @@ class SettlementJob:
         first = baseline.intervals[0].start if baseline.intervals else start
         last = baseline.intervals[-1].end if baseline.intervals else end
         readings, coverage = await meter_history.quarter_hours(self.influx, facility_id, first, last)
-        result = settle(baseline, readings, target_kw, coverage)
+        # An event off the quarter-hour grid: its partly covered intervals are measured per minute.
+        minutes = None
+        if (first, last) != (start, end):
+            minutes = await meter_history.minutes(self.influx, facility_id, start, end)
+        result = settle(baseline, readings, target_kw, coverage, event=(start, end), minutes=minutes)
         if kind is RunKind.TRUE_UP and not changed(stored[-1].settlement if stored else None, result):
             return None
 

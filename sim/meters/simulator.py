@@ -32,7 +32,7 @@ from energy.settings import Settings
 from sim.building_model import hvac_factor, lighting_factor, zone_state_key
 from sim.meters import faults
 from sim.meters.faults import Fault
-from sim.meters.profile import electrical, meter_kw
+from sim.meters.profile import electrical, initial_register, meter_kw
 
 log = get_logger(__name__)
 PUBLISH_RETRY = RetryPolicy(attempts=20, base_delay_s=0.05, max_delay_s=2.0)  # the broker restarting
@@ -136,10 +136,6 @@ def _num(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
-def _initial_register(meter_id: str) -> float:
-    return float(10_000 + sum(meter_id.encode()) * 37 % 50_000)
-
-
 class MeterSimulator:
     def __init__(self, config: SimConfig, settings: Settings, redis: Any = None) -> None:
         self.config = config
@@ -148,7 +144,7 @@ class MeterSimulator:
         self.fleet = fleet[: config.facilities] if config.facilities else fleet
         self.meters = [(f, m) for f in self.fleet for m in f.meters]
         self.rng = random.Random(config.seed)
-        self.state = {m.meter_id: MeterState(config.seq_start, _initial_register(m.meter_id)) for _, m in self.meters}
+        self.state = {m.meter_id: MeterState(config.seq_start, initial_register(m.meter_id)) for _, m in self.meters}
         self.zones = ZoneStates(redis)
         self.summary = Summary()
         self._late: list[tuple[int, str, bytes]] = []  # (release tick, topic, payload)

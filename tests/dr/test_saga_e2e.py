@@ -34,7 +34,9 @@ async def private_influx(settings: Settings, stack: Any, uid: str) -> AsyncItera
     name = f"dr_test_{uid}"
     cfg = settings.influx.model_copy(update={"database": name})
     client = InfluxClient(cfg, breaker_name=f"influx-{uid}")
-    await client.query(f"CREATE DATABASE {name}")
+    # The rollups' retention policy as the database's default, as the platform reads them from it.
+    rp = settings.influx.rollup_retention_policy
+    await client.query(f"CREATE DATABASE {name} WITH DURATION 730d NAME {rp}")
     yield client
     await client.query(f"DROP DATABASE {name}")
     await client.close()

@@ -70,7 +70,9 @@ def quarters(lo: datetime, hi: datetime) -> list[datetime]:
 async def private_influx(settings: Settings, stack: Any, uid: str) -> AsyncIterator[InfluxClient]:
     name = f"dr_settle_{uid}"
     client = InfluxClient(settings.influx.model_copy(update={"database": name}), breaker_name=f"influx-{uid}")
-    await client.query(f"CREATE DATABASE {name}")
+    # The rollups' retention policy as the database's default, as the platform reads them from it.
+    rp = settings.influx.rollup_retention_policy
+    await client.query(f"CREATE DATABASE {name} WITH DURATION 730d NAME {rp}")
     yield client
     await client.query(f"DROP DATABASE {name}")
     await client.close()
