@@ -346,6 +346,7 @@ class FleetFacility(ApiModel):
     facility_id: str
     name: str
     kind: str
+    timezone: str = Field(description="IANA zone the dashboard shows this facility's times in")
     peak_kw: float | None
     current_kw: float | None
     as_of: datetime | None

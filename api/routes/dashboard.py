@@ -59,7 +59,7 @@ async def fleet(request: Request, principal: Principal = Depends(require_princip
     ids = sorted(principal.facility_ids)[:FLEET_MAX]
     async with db(request) as conn:
         rows = await conn.fetch(
-            """SELECT facility_id, name, kind, peak_kw FROM facilities
+            """SELECT facility_id, name, kind, timezone, peak_kw FROM facilities
                WHERE facility_id = ANY($1::text[]) AND tenant_id = $2 ORDER BY facility_id""",
             ids,
             principal.tenant_id,
@@ -94,6 +94,7 @@ async def fleet(request: Request, principal: Principal = Depends(require_princip
                 facility_id=r["facility_id"],
                 name=r["name"],
                 kind=r["kind"],
+                timezone=r["timezone"],
                 peak_kw=r["peak_kw"],
                 current_kw=kw,
                 as_of=value.get("as_of") if value else None,

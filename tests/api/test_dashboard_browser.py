@@ -8,6 +8,7 @@ import csv
 import io
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import parse_qs, urlparse
 
 import pytest
 
@@ -101,8 +102,18 @@ async def test_dashboard_renders_live_chart_with_forecast_and_downloads_csv(
                 assert "full" in await page.locator("#forecast-quality").inner_text()
                 await page.screenshot(path=str(ARTIFACTS / "dashboard-facility.png"), full_page=True)
 
-                async with page.expect_download(timeout=20_000) as download_info:
-                    await page.click("#export-1m")
+                # the export is of the range and granularity chosen on the page: 24 h at 1 minute
+                await page.select_option("#range", "24")
+                await page.select_option("#granularity", "1m")
+                async with (
+                    page.expect_request(lambda r: "/api/exports/readings.csv" in r.url) as export_request,
+                    page.expect_download(timeout=20_000) as download_info,
+                ):
+                    await page.click("#export-range")
+                query = parse_qs(urlparse((await export_request.value).url).query)
+                assert query["granularity"] == ["1m"]
+                span = datetime.fromisoformat(query["end"][0]) - datetime.fromisoformat(query["start"][0])
+                assert span == timedelta(hours=24)
                 download = await download_info.value
                 target = ARTIFACTS / "dashboard-export-1m.csv"
                 await download.save_as(str(target))
