@@ -148,7 +148,7 @@ class Meter(ApiModel):
     nominal_voltage_v: float
     created_at: datetime
     updated_at: datetime
-    deleted_at: datetime | None
+    deleted_at: datetime | None = Field(default=None, description="When the meter was retired; absent while in service")
 
 
 class MeterCreate(ApiModel):

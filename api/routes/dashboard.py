@@ -12,10 +12,12 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse
 
+from api import examples as ex
 from api.auth import Principal, require_principal
 from api.cache import CurrentCache
 from api.deps import db
 from api.errors import COMMON_RESPONSES, ApiError
+from api.examples import ok
 from energy.seed import dev_principals
 from schemas.api import AlertKind, FleetFacility, FleetOverview
 
@@ -52,7 +54,7 @@ def alerts_for(
 @router.get(
     "/api/dashboard/fleet",
     response_model=FleetOverview,
-    responses=COMMON_RESPONSES,
+    responses={**COMMON_RESPONSES, **ok(ex.FLEET)},
     summary="Fleet overview: each facility's current load and alerts",
 )
 async def fleet(request: Request, principal: Principal = Depends(require_principal)) -> FleetOverview:
