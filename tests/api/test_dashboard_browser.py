@@ -9,6 +9,7 @@ import io
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -120,6 +121,9 @@ async def test_dashboard_renders_live_chart_with_forecast_and_downloads_csv(
                 rows = list(csv.reader(io.StringIO(target.read_text())))
                 assert rows[0][:5] == ["window_start_utc", "window_start_local", "facility_id", "window", "avg_kw"]
                 assert len(rows) - 1 == 360 and {r[2] for r in rows[1:]} == {fid}
+                # the local column is the UTC instant in the facility's zone (Europe/London), with its offset
+                first_utc = datetime.fromisoformat(rows[1][0].replace("Z", "+00:00"))
+                assert rows[1][1] == first_utc.astimezone(ZoneInfo("Europe/London")).isoformat()
                 assert errors == []
             finally:
                 await browser.close()
