@@ -264,7 +264,7 @@ OPERATOR_TIMELINE: dict[str, Any] = {
             "commands": {"succeeded": 4},
         }
     ],
-    "entries": [{k: v for k, v in LOG_ENTRY.items()}],
+    "entries": [LOG_ENTRY],
     "failed_commands": [],
 }
 EVENT_REQUEST: dict[str, Any] = {

@@ -54,6 +54,7 @@ log = structlog.get_logger("api.webhook")
 router = APIRouter(prefix="/api/utility/{utility_id}", tags=["utility webhook"])
 WEBHOOK_ERRORS = error_responses(
     {
+        400: "Body is not JSON",
         401: "No or wrong bearer token, or a bad HMAC signature",
         404: "No such event for this utility",
         409: "The event cannot change from its state (e.g. already completed)",
