@@ -61,6 +61,11 @@ const Zone = {
   },
   label(zone, ms) { return `${zone} (${this.offset(ms === undefined ? Date.now() : ms, zone)})`; },
   utc(ms) { return new Date(ms).toISOString().slice(0, 16).replace("T", " ") + " UTC"; },
+  // "start – end" as <time> elements; the end's date only when it differs from the start's
+  span(startIso, endIso, zone) {
+    const sameDay = this.format(Date.parse(startIso), zone).slice(0, 10) === this.format(Date.parse(endIso), zone).slice(0, 10);
+    return [this.el(startIso, zone), " – ", this.el(endIso, zone, sameDay)];
+  },
   // a <time> element: local text, UTC on hover
   el(iso, zone, short) {
     if (!iso) return el("span", {}, "–");

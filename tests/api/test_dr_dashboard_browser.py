@@ -134,7 +134,10 @@ async def test_facility_and_fleet_pages_show_what_the_dr_event_did(settings, wor
                 zone_label = (await page.locator("#zone-label").inner_text()).replace("\u2212", "-")
                 assert zone_label == f"America/Los_Angeles ({offset_label(datetime.now(UTC))})"
                 event_line = page.locator("#dr-timeline li.event")
-                assert f"{local_start} – {end.astimezone(LA):%H:%M}" in await event_line.inner_text()
+                # the end shows its date only when the event crosses local midnight
+                same_day = start.astimezone(LA).date() == end.astimezone(LA).date()
+                local_end = end.astimezone(LA).strftime("%H:%M" if same_day else "%Y-%m-%d %H:%M")
+                assert f"{local_start} – {local_end}" in await event_line.inner_text()
                 first_time = event_line.locator("time").first
                 assert await first_time.get_attribute("title") == start.strftime("%Y-%m-%d %H:%M UTC")
                 # the timeline: one line for the event's own entries, one per facility
