@@ -50,7 +50,7 @@ const Zone = {
   },
   offset(ms, zone) { const o = this.parts(ms, zone).timeZoneName.replace("GMT", "UTC"); return o === "UTC" ? "UTC+00:00" : o; },
   offsetMs(ms, zone) {
-    const m = this.offset(ms, zone).match(/([+-\u2212])(\d\d):(\d\d)/);
+    const m = this.offset(ms, zone).match(/([+\-\u2212])(\d\d):(\d\d)/);
     return m ? (m[1] === "+" ? 1 : -1) * (Number(m[2]) * 60 + Number(m[3])) * 60000 : 0;
   },
   // axis ticks every stepMs, on the zone's local clock (a 1-day step falls on local midnight)

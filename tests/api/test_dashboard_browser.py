@@ -84,10 +84,11 @@ async def test_dashboard_renders_live_chart_with_forecast_and_downloads_csv(
                 await page.screenshot(path=str(ARTIFACTS / "dashboard-fleet.png"), full_page=True)
 
                 await row.locator("a").click()
+                await page.wait_for_url(lambda url: "/dashboard/facility" in url)  # not the fleet page still
                 chart = page.locator("#load-chart")
                 await page.wait_for_function(
-                    "() => Number(document.getElementById('load-chart').dataset.points || 0) > 300"
-                    " && Number(document.getElementById('load-chart').dataset.forecastPoints || 0) >= 20",
+                    "() => Number(document.getElementById('load-chart')?.dataset.points || 0) > 300"
+                    " && Number(document.getElementById('load-chart')?.dataset.forecastPoints || 0) >= 20",
                     timeout=20_000,
                 )
                 points = int(await chart.get_attribute("data-points") or 0)

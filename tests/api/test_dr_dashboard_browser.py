@@ -105,8 +105,8 @@ async def test_facility_and_fleet_pages_show_what_the_dr_event_did(settings, wor
                 await page.fill("#password", PASSWORD)
                 await page.click("#sign-in")
                 await page.wait_for_function(
-                    "() => document.getElementById('load-chart').dataset.settledEvents === '1'"
-                    " && Number(document.getElementById('load-chart').dataset.points || 0) >= 300",
+                    "() => document.getElementById('load-chart')?.dataset.settledEvents === '1'"
+                    " && Number(document.getElementById('load-chart')?.dataset.points || 0) >= 300",
                     timeout=20_000,
                 )
 
