@@ -102,30 +102,6 @@ def _include_routers(app: FastAPI) -> list[str]:
     return included
 
 
-def _document_ops_endpoints(app: FastAPI) -> None:
-    """The shared ops router declares JSON for everything; say what /metrics and /ready really answer."""
-    default_openapi = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is not None:
-            return app.openapi_schema
-        doc = default_openapi()
-        paths = doc.get("paths", {})
-        if "/metrics" in paths:
-            paths["/metrics"]["get"]["responses"]["200"]["content"] = {
-                "text/plain": {"schema": {"type": "string"}, "example": "energy_breaker_open{breaker=...} 0"}
-            }
-        if "/ready" in paths:
-            paths["/ready"]["get"]["responses"]["503"] = {
-                "description": "A dependency did not answer in time; the body names it",
-                "content": {"application/json": {"schema": {"type": "object"}}},
-            }
-        app.openapi_schema = doc
-        return doc
-
-    app.openapi = openapi  # type: ignore[method-assign]
-
-
 def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -205,8 +181,6 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(auth_router)
     app.state.routers = _include_routers(app)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-
-    _document_ops_endpoints(app)
 
     @app.get("/", include_in_schema=False)
     async def root() -> RedirectResponse:

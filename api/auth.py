@@ -31,7 +31,9 @@ import jwt
 from fastapi import APIRouter, Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
+from api import examples as ex
 from api.errors import COMMON_RESPONSES, ApiError, not_found
+from api.examples import ok, request_body
 from api.passwords import hash_password, verify_password
 from api.ratelimit import RateLimiter
 from energy.fleet import token_hash
@@ -311,7 +313,11 @@ router = APIRouter(prefix="/api/auth", tags=["auth"])
     "/token",
     response_model=TokenResponse,
     summary="Exchange email and password for a bearer token",
-    responses={k: v for k, v in COMMON_RESPONSES.items() if k in (400, 401, 422, 429, 503)},
+    responses={
+        **{k: v for k, v in COMMON_RESPONSES.items() if k in (400, 401, 422, 429, 503)},
+        **ok(ex.TOKEN_RESPONSE),
+    },
+    openapi_extra=request_body(ex.TOKEN_REQUEST),
 )
 async def create_token(body: TokenRequest, request: Request) -> TokenResponse:
     state = request.app.state
@@ -337,7 +343,10 @@ async def create_token(body: TokenRequest, request: Request) -> TokenResponse:
 
 
 @router.get(
-    "/me", response_model=Me, summary="Who the caller is and which facilities it sees", responses=COMMON_RESPONSES
+    "/me",
+    response_model=Me,
+    summary="Who the caller is and which facilities it sees",
+    responses={**COMMON_RESPONSES, **ok(ex.ME)},
 )
 async def me(principal: Principal = Depends(require_principal)) -> Me:
     return Me(

@@ -12,8 +12,18 @@ from fastapi import Path, Query, Request
 from api.errors import ApiError
 from schemas.readings import ID_PATTERN
 
-FacilityIdPath = Annotated[str, Path(pattern=ID_PATTERN, max_length=64, description="Facility id")]
-MeterIdPath = Annotated[str, Path(pattern=ID_PATTERN, max_length=64, description="Meter id")]
+FacilityIdPath = Annotated[
+    str,
+    Path(
+        pattern=ID_PATTERN, max_length=64, description="Facility id", openapi_examples={"office": {"value": "fac-001"}}
+    ),
+]
+MeterIdPath = Annotated[
+    str,
+    Path(
+        pattern=ID_PATTERN, max_length=64, description="Meter id", openapi_examples={"main": {"value": "mtr-001-main"}}
+    ),
+]
 Limit = Annotated[int, Query(ge=1, le=500, description="Page size")]
 Offset = Annotated[int, Query(ge=0, le=1_000_000, description="Rows to skip")]
 

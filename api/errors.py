@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.examples import ERROR_EXAMPLES
 from energy.adapters.influx import InfluxUnavailableError
 from energy.observability.metrics import Counter
 from energy.resilience import BulkheadFullError, CircuitOpenError
@@ -84,15 +85,30 @@ def error_response(
 
 
 # Every route documents these, so the OpenAPI document matches what the API answers.
-COMMON_RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorBody, "description": "Malformed request (e.g. a body that is not JSON)"},
-    401: {"model": ErrorBody, "description": "Missing, invalid or expired credentials"},
-    403: {"model": ErrorBody, "description": "Role not allowed"},
-    404: {"model": ErrorBody, "description": "Not found or not in the caller's scope"},
-    422: {"model": ErrorBody, "description": "Invalid parameters or body"},
-    429: {"model": ErrorBody, "description": "Rate limit exceeded (see Retry-After)"},
-    503: {"model": ErrorBody, "description": "A dependency is unavailable (see Retry-After)"},
+_DESCRIPTIONS = {
+    400: "Malformed request (e.g. a body that is not JSON)",
+    401: "Missing, invalid or expired credentials",
+    403: "Role not allowed",
+    404: "Not found or not in the caller's scope",
+    422: "Invalid parameters or body",
+    429: "Rate limit exceeded (see Retry-After)",
+    503: "A dependency is unavailable (see Retry-After)",
 }
+
+
+def error_responses(descriptions: dict[int, str]) -> dict[int | str, dict[str, Any]]:
+    """Documented error answers: the one error body, with an example per status."""
+    return {
+        status: {
+            "model": ErrorBody,
+            "description": text,
+            "content": {"application/json": {"example": ERROR_EXAMPLES[status]}},
+        }
+        for status, text in descriptions.items()
+    }
+
+
+COMMON_RESPONSES: dict[int | str, dict[str, Any]] = error_responses(_DESCRIPTIONS)
 
 
 DEPENDENCY_ERRORS: tuple[type[Exception], ...] = (

@@ -52,6 +52,76 @@ class ErrorResponse(BaseModel):
     detail: str
 
 
+BATCH_EXAMPLE = {
+    "gateway_id": "gw-001",
+    "readings": [
+        {
+            "meter_id": "mtr-001-main",
+            "ts": "2026-07-01T14:00:00Z",
+            "active_power_kw": 270.4,
+            "reactive_power_kvar": 31.0,
+            "voltage_v": 400.2,
+            "current_a": 390.1,
+            "energy_kwh": 182344.5,
+            "seq": 1042,
+        }
+    ],
+}
+_ACCEPTED = {
+    "meter_id": "mtr-001-main",
+    "status": "accepted",
+    "reading_id": "0d6f3c52-7a8e-5b1d-9c4f-2e7a1b3c4d5e",
+    "ts": "2026-07-01T14:00:00Z",
+    "seq": 1042,
+    "anomalies": [],
+    "reason": None,
+    "detail": None,
+}
+ACCEPTED_EXAMPLE = {"accepted": 1, "rejected": 0, "duplicates_dropped": 0, "results": [_ACCEPTED]}
+PARTLY_REJECTED_EXAMPLE = {
+    "accepted": 1,
+    "rejected": 1,
+    "duplicates_dropped": 0,
+    "results": [
+        _ACCEPTED,
+        {
+            "meter_id": "mtr-999",
+            "status": "rejected",
+            "reading_id": None,
+            "ts": None,
+            "seq": None,
+            "anomalies": [],
+            "reason": "unknown_meter",
+            "detail": "meter mtr-999 is not registered",
+        },
+    ],
+}
+ERROR_EXAMPLES: dict[int, tuple[str, str, str]] = {
+    400: ("Body is not JSON", "invalid_json", "Expecting value: line 1 column 1 (char 0)"),
+    401: ("No or unknown X-Api-Key", "missing_api_key", "send a meter or gateway key in the X-Api-Key header"),
+    403: (
+        "None of the readings is covered by the key",
+        "not_authorised",
+        "key gw-001 may not post these meters' readings",
+    ),
+    413: ("Body too large", "payload_too_large", "at most 1048576 bytes"),
+    422: ("Body or every reading invalid", "schema_mismatch", "readings: field required"),
+    503: (
+        "Buffer full or Kafka slow: retry after Retry-After (ids are deterministic)",
+        "buffer_full",
+        "ingestion is pushing back; retry later",
+    ),
+}
+
+
+def _documented_error(status: int, description: str, error: str, detail: str) -> dict[str, object]:
+    return {
+        "model": ErrorResponse,
+        "description": description,
+        "content": {"application/json": {"example": {"error": error, "detail": detail}}},
+    }
+
+
 def _error(status: int, error: str, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
     metrics.HTTP_RESPONSES.labels(str(status)).inc()
     return JSONResponse(ErrorResponse(error=error, detail=detail).model_dump(), status_code=status, headers=headers)
@@ -69,13 +139,20 @@ def readings_router(
         summary="Post a gateway batch or a list of readings",
         response_model=IngestResponse,
         responses={
-            207: {"model": IngestResponse},
-            400: {"model": ErrorResponse},
-            401: {"model": ErrorResponse},
-            403: {"model": ErrorResponse},
-            413: {"model": ErrorResponse},
-            422: {"model": ErrorResponse},
-            503: {"model": ErrorResponse},
+            200: {"content": {"application/json": {"example": ACCEPTED_EXAMPLE}}},
+            207: {
+                "model": IngestResponse,
+                "description": "Some readings rejected; each result says why",
+                "content": {"application/json": {"example": PARTLY_REJECTED_EXAMPLE}},
+            },
+            **{status: _documented_error(status, *why) for status, why in ERROR_EXAMPLES.items()},
+        },
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "description": "A GatewayBatch, or a JSON list of RawReading",
+                "content": {"application/json": {"schema": {"type": ["object", "array"]}, "example": BATCH_EXAMPLE}},
+            }
         },
     )
     async def post_readings(request: Request) -> JSONResponse:

@@ -38,6 +38,21 @@ DEV_KEY_ID = "dev-gateway"
 PRODUCER_START_RETRY = RetryPolicy(attempts=None, base_delay_s=0.5, max_delay_s=2.0)  # until Kafka answers
 
 
+def http_app(
+    settings: Settings,
+    health: Health,
+    validator: Validator,
+    registry: MeterRegistry,
+    buffer: Buffer,
+    dedup: DedupWindow | None,
+) -> FastAPI:
+    """The HTTP service: ops endpoints, ``POST /v1/readings``, and offline Swagger UI / ReDoc."""
+    app = FastAPIOffline(title="energy ingestion", version="1", static_url=DOCS_ASSETS_URL)
+    app.include_router(ops_router(health))
+    app.include_router(readings_router(settings, validator, registry, buffer, dedup))
+    return app
+
+
 class IngestionService:
     def __init__(self, settings: Settings, http_port: int | None = None) -> None:
         self.settings = settings
@@ -57,10 +72,7 @@ class IngestionService:
 
     def app(self) -> FastAPI:
         assert self.registry is not None
-        app = FastAPIOffline(title="energy ingestion", version="1", static_url=DOCS_ASSETS_URL)
-        app.include_router(ops_router(self.health))
-        app.include_router(readings_router(self.settings, self._validator, self.registry, self.buffer, self.dedup))
-        return app
+        return http_app(self.settings, self.health, self._validator, self.registry, self.buffer, self.dedup)
 
     async def start(self) -> None:
         s = self.settings

@@ -148,7 +148,7 @@ class Meter(ApiModel):
     nominal_voltage_v: float
     created_at: datetime
     updated_at: datetime
-    deleted_at: datetime | None
+    deleted_at: datetime | None = Field(default=None, description="When the meter was retired; absent while in service")
 
 
 class MeterCreate(ApiModel):
@@ -346,6 +346,7 @@ class FleetFacility(ApiModel):
     facility_id: str
     name: str
     kind: str
+    timezone: str = Field(description="IANA zone the dashboard shows this facility's times in")
     peak_kw: float | None
     current_kw: float | None
     as_of: datetime | None

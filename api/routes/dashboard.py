@@ -12,10 +12,12 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse
 
+from api import examples as ex
 from api.auth import Principal, require_principal
 from api.cache import CurrentCache
 from api.deps import db
 from api.errors import COMMON_RESPONSES, ApiError
+from api.examples import ok
 from energy.seed import dev_principals
 from schemas.api import AlertKind, FleetFacility, FleetOverview
 
@@ -52,14 +54,14 @@ def alerts_for(
 @router.get(
     "/api/dashboard/fleet",
     response_model=FleetOverview,
-    responses=COMMON_RESPONSES,
+    responses={**COMMON_RESPONSES, **ok(ex.FLEET)},
     summary="Fleet overview: each facility's current load and alerts",
 )
 async def fleet(request: Request, principal: Principal = Depends(require_principal)) -> FleetOverview:
     ids = sorted(principal.facility_ids)[:FLEET_MAX]
     async with db(request) as conn:
         rows = await conn.fetch(
-            """SELECT facility_id, name, kind, peak_kw FROM facilities
+            """SELECT facility_id, name, kind, timezone, peak_kw FROM facilities
                WHERE facility_id = ANY($1::text[]) AND tenant_id = $2 ORDER BY facility_id""",
             ids,
             principal.tenant_id,
@@ -94,6 +96,7 @@ async def fleet(request: Request, principal: Principal = Depends(require_princip
                 facility_id=r["facility_id"],
                 name=r["name"],
                 kind=r["kind"],
+                timezone=r["timezone"],
                 peak_kw=r["peak_kw"],
                 current_kw=kw,
                 as_of=value.get("as_of") if value else None,

@@ -13,9 +13,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 
+from api import examples as ex
 from api.auth import Principal, ensure_facility_access, require_principal
 from api.deps import Limit, Offset, check_range, db
 from api.errors import COMMON_RESPONSES, not_found
+from api.examples import ok
 from schemas.api import (
     DrEventDetail,
     DrEventFacility,
@@ -77,7 +79,12 @@ def scope_filters(
     return " AND ".join(where), args
 
 
-@router.get("", response_model=Page[DrEventSummary], summary="DR events touching the caller's facilities")
+@router.get(
+    "",
+    response_model=Page[DrEventSummary],
+    summary="DR events touching the caller's facilities",
+    responses=ok(ex.page([ex.DR_EVENT])),
+)
 async def list_events(
     request: Request,
     principal: Principal = Depends(require_principal),
@@ -111,7 +118,12 @@ async def list_events(
     )
 
 
-@router.get("/{dr_event_id}", response_model=DrEventDetail, summary="One DR event with its facilities and timeline")
+@router.get(
+    "/{dr_event_id}",
+    response_model=DrEventDetail,
+    summary="One DR event with its facilities and timeline",
+    responses=ok(ex.DR_EVENT_DETAIL),
+)
 async def get_event(
     dr_event_id: uuid.UUID, request: Request, principal: Principal = Depends(require_principal)
 ) -> DrEventDetail:
@@ -237,6 +249,7 @@ async def visible_event(conn: Any, principal: Principal, dr_event_id: uuid.UUID)
     "/{dr_event_id}/settlement",
     response_model=DrEventSettlement,
     summary="Settlement of a DR event: per facility and interval, baseline, metered load, reduction, performance",
+    responses=ok(ex.SETTLEMENT),
 )
 async def get_settlement(
     dr_event_id: uuid.UUID,

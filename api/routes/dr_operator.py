@@ -16,9 +16,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Request
 from pydantic import BaseModel, Field
 
+from api import examples as ex
 from api.auth import Principal, require_role
 from api.deps import db
 from api.errors import COMMON_RESPONSES, ApiError, not_found
+from api.examples import ok
 from dr_coordinator.adapters.inputs import facility_infos
 from dr_coordinator.adapters.store import handle_in, with_retry
 from dr_coordinator.domain.commands import Cancel, OptOut, ReleaseHold
@@ -128,7 +130,12 @@ def _json(value: Any) -> dict[str, Any]:
     return dict(value or {})
 
 
-@router.get("/events/{dr_event_id}/timeline", response_model=Timeline, summary="Every transition, command and report")
+@router.get(
+    "/events/{dr_event_id}/timeline",
+    response_model=Timeline,
+    summary="Every transition, command and report",
+    responses=ok(ex.OPERATOR_TIMELINE),
+)
 async def timeline(dr_event_id: uuid.UUID, request: Request, principal: Operator) -> Timeline:
     scope = _scope(principal)
     async with db(request) as conn:
@@ -215,6 +222,7 @@ async def _apply(
     "/events/{dr_event_id}/cancel",
     response_model=OperatorResult,
     summary="Cancel the whole event, every tenant's buildings restored (platform_admin; operators opt out theirs)",
+    responses=ok(ex.OPERATOR_RESULT),
 )
 async def cancel(dr_event_id: uuid.UUID, request: Request, principal: PlatformAdmin) -> OperatorResult:
     return await _apply(request, principal, dr_event_id, Cancel("cancelled by operator"), "cancel")
@@ -224,6 +232,7 @@ async def cancel(dr_event_id: uuid.UUID, request: Request, principal: PlatformAd
     "/events/{dr_event_id}/facilities/{facility_id}/opt-out",
     response_model=OperatorResult,
     summary="Take one facility out of the event; it is restored if already shedding",
+    responses=ok(ex.OPERATOR_RESULT),
 )
 async def opt_out(
     dr_event_id: uuid.UUID, facility_id: FacilityId, request: Request, principal: Operator
@@ -237,6 +246,7 @@ async def opt_out(
     "/events/{dr_event_id}/facilities/{facility_id}/release-hold",
     response_model=OperatorResult,
     summary="Override the forecast guardrail's hold: dispatch the fixed-percentage fallback for this facility",
+    responses=ok(ex.OPERATOR_RESULT),
 )
 async def release_hold(
     dr_event_id: uuid.UUID, facility_id: FacilityId, request: Request, principal: Operator
@@ -268,6 +278,7 @@ async def release_hold(
     "/events/{dr_event_id}/retry-failed",
     response_model=OperatorResult,
     summary="Run failed restore commands again (same idempotency keys)",
+    responses=ok(ex.OPERATOR_RESULT),
 )
 async def retry_failed(dr_event_id: uuid.UUID, request: Request, principal: Operator) -> OperatorResult:
     async with db(request) as conn:

@@ -22,6 +22,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import StringConstraints
 
+from api import examples as ex
 from api.auth import Principal, ensure_facility_access, require_principal
 from api.csv_export import ReadingsExport, csv_text, local_text, utc_text, zone_of
 from api.deps import check_range, db
@@ -63,9 +64,15 @@ DR_HEADER = [
 DR_PAGE_ROWS = 1000
 _ID = re.compile(ID_PATTERN)
 CSV_MEDIA_TYPE = "text/csv; charset=utf-8"
-_CSV_RESPONSE: dict[int | str, dict[str, Any]] = {
-    200: {"content": {"text/csv": {"schema": {"type": "string"}}}, "description": "CSV with a header row"}
-}
+
+
+def csv_response(example: str) -> dict[int | str, dict[str, Any]]:
+    return {
+        200: {
+            "content": {"text/csv": {"schema": {"type": "string"}, "example": example}},
+            "description": "CSV with a header row",
+        }
+    }
 
 
 def dr_row(r: Any) -> list[Any]:
@@ -104,7 +111,7 @@ def _iso(ts: datetime) -> str:
 @router.get(
     "/readings.csv",
     response_class=StreamingResponse,
-    responses=_CSV_RESPONSE,
+    responses=csv_response(ex.READINGS_CSV),
     summary="Readings (raw, per meter) or facility rollups (1m, 15m, 1h) of one or many facilities as CSV",
 )
 async def export_readings(
@@ -167,7 +174,7 @@ async def export_readings(
 @router.get(
     "/dr-events.csv",
     response_class=StreamingResponse,
-    responses=_CSV_RESPONSE,
+    responses=csv_response(ex.DR_EVENTS_CSV),
     summary="DR event report: per event and facility, target, baseline, achieved reduction and status",
 )
 async def export_dr_report(
@@ -225,7 +232,7 @@ SETTLEMENT_EVENTS_PER_PAGE = 50
 @router.get(
     "/dr-settlement.csv",
     response_class=StreamingResponse,
-    responses=_CSV_RESPONSE,
+    responses=csv_response(ex.SETTLEMENT_CSV),
     summary="DR settlement as CSV, one row per event, facility and interval (local and UTC times): "
     "one event (dr_event_id) or every event starting in a period (start_after/start_before)",
 )

@@ -8,9 +8,11 @@ from typing import Annotated, Any
 import asyncpg
 from fastapi import APIRouter, Depends, Query, Request, Response
 
+from api import examples as ex
 from api.auth import Principal, ensure_facility_access, require_principal, require_role
 from api.deps import FacilityIdPath, Limit, MeterIdPath, Offset, db
-from api.errors import COMMON_RESPONSES, ApiError, not_found
+from api.errors import COMMON_RESPONSES, ApiError, error_responses, not_found
+from api.examples import ok, request_body
 from schemas.api import (
     PRINTABLE,
     Facility,
@@ -48,7 +50,9 @@ async def _facility(conn: Any, principal: Principal, facility_id: str) -> Facili
     return Facility(**dict(row))
 
 
-@router.get("", response_model=Page[Facility], summary="Facilities the caller may see")
+@router.get(
+    "", response_model=Page[Facility], summary="Facilities the caller may see", responses=ok(ex.page([ex.FACILITY]))
+)
 async def list_facilities(
     request: Request,
     principal: Principal = Depends(require_principal),
@@ -81,7 +85,7 @@ async def list_facilities(
     return Page[Facility](items=[Facility(**dict(r)) for r in rows], total=total, limit=limit, offset=offset)
 
 
-@router.get("/{facility_id}", response_model=Facility, summary="One facility")
+@router.get("/{facility_id}", response_model=Facility, summary="One facility", responses=ok(ex.FACILITY))
 async def get_facility(
     facility_id: FacilityIdPath, request: Request, principal: Principal = Depends(require_principal)
 ) -> Facility:
@@ -94,7 +98,8 @@ async def get_facility(
     response_model=Facility,
     status_code=201,
     summary="Register a facility (operators); it joins the caller's scope",
-    responses={409: {"model": COMMON_RESPONSES[404]["model"], "description": "facility_id already taken"}},
+    responses={**error_responses({409: "facility_id already taken"}), **ok(ex.FACILITY, 201)},
+    openapi_extra=request_body(ex.FACILITY_CREATE),
 )
 async def create_facility(
     body: FacilityCreate, request: Request, principal: Principal = Depends(require_role("operator"))
@@ -137,7 +142,13 @@ async def create_facility(
 _FACILITY_UPDATABLE = ("name", "kind", "timezone", "criticality_tier", "peak_kw", "active")
 
 
-@router.patch("/{facility_id}", response_model=Facility, summary="Change a facility (operators)")
+@router.patch(
+    "/{facility_id}",
+    response_model=Facility,
+    summary="Change a facility (operators)",
+    responses=ok(ex.FACILITY),
+    openapi_extra=request_body(ex.FACILITY_UPDATE),
+)
 async def update_facility(
     facility_id: FacilityIdPath,
     body: FacilityUpdate,
@@ -164,7 +175,12 @@ async def update_facility(
 # --- meters -------------------------------------------------------------------------------
 
 
-@router.get("/{facility_id}/meters", response_model=Page[Meter], summary="Meters of a facility")
+@router.get(
+    "/{facility_id}/meters",
+    response_model=Page[Meter],
+    summary="Meters of a facility",
+    responses=ok(ex.page([ex.METER])),
+)
 async def list_meters(
     facility_id: FacilityIdPath,
     request: Request,
@@ -205,7 +221,7 @@ async def _meter(conn: Any, facility_id: str, meter_id: str) -> Meter:
     return Meter(**dict(row))
 
 
-@router.get("/{facility_id}/meters/{meter_id}", response_model=Meter, summary="One meter")
+@router.get("/{facility_id}/meters/{meter_id}", response_model=Meter, summary="One meter", responses=ok(ex.METER))
 async def get_meter(
     facility_id: FacilityIdPath,
     meter_id: MeterIdPath,
@@ -223,7 +239,8 @@ async def get_meter(
     response_model=Meter,
     status_code=201,
     summary="Add a meter (operators)",
-    responses={409: {"model": COMMON_RESPONSES[404]["model"], "description": "meter_id already taken"}},
+    responses={**error_responses({409: "meter_id already taken"}), **ok(ex.METER, 201)},
+    openapi_extra=request_body(ex.METER_CREATE),
 )
 async def create_meter(
     facility_id: FacilityIdPath,
@@ -249,7 +266,13 @@ async def create_meter(
         return await _meter(conn, facility_id, body.meter_id)
 
 
-@router.patch("/{facility_id}/meters/{meter_id}", response_model=Meter, summary="Change a meter (operators)")
+@router.patch(
+    "/{facility_id}/meters/{meter_id}",
+    response_model=Meter,
+    summary="Change a meter (operators)",
+    responses=ok(ex.METER),
+    openapi_extra=request_body(ex.METER_UPDATE),
+)
 async def update_meter(
     facility_id: FacilityIdPath,
     meter_id: MeterIdPath,

@@ -6,9 +6,11 @@ from datetime import UTC, datetime, timedelta
 
 from fastapi import APIRouter, Depends, Request
 
+from api import examples as ex
 from api.auth import Principal, ensure_facility_access, require_principal
 from api.deps import FacilityIdPath, check_range, db
 from api.errors import COMMON_RESPONSES
+from api.examples import ok
 from schemas.api import FacilityForecast, ForecastPoint, ForecastRun
 
 router = APIRouter(prefix="/api/facilities", tags=["forecasts"], responses=COMMON_RESPONSES)
@@ -20,6 +22,7 @@ MAX_POINTS = 5000
     "/{facility_id}/forecast",
     response_model=FacilityForecast,
     summary="Forecast band of a facility over [start, end) (default: the last 6 h to the next 24 h)",
+    responses=ok(ex.FORECAST),
 )
 async def forecast(
     facility_id: FacilityIdPath,

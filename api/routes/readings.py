@@ -7,10 +7,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
+from api import examples as ex
 from api.auth import Principal, ensure_facility_access, require_principal
 from api.cache import CacheResult, CurrentCache
 from api.deps import FacilityIdPath, check_range, db
 from api.errors import COMMON_RESPONSES, not_found
+from api.examples import ok
 from api.timeseries import RAW_FIELDS, fetch_range, from_ns
 from schemas.api import CurrentLoad, Granularity, ReadingSeries, Rollup
 from schemas.readings import ID_PATTERN
@@ -57,6 +59,7 @@ def current_body(result: CacheResult) -> CurrentLoad:
     responses={
         200: {
             "description": "The current load",
+            "content": {"application/json": {"example": ex.CURRENT}},
             "headers": {
                 "X-Cache": {
                     "description": "hit (Redis), memory (this process), revalidating, miss, fallback",
@@ -104,6 +107,7 @@ def raw_dict(r: dict[str, Any]) -> dict[str, Any]:
     "/{facility_id}/readings",
     response_model=ReadingSeries,
     summary="Raw readings or rollups (1m, 15m, 1h) of a facility or one of its meters over [start, end)",
+    responses=ok(ex.READINGS),
 )
 async def readings(
     facility_id: FacilityIdPath,

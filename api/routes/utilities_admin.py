@@ -8,14 +8,18 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request
 
+from api import examples as ex
 from api.auth import Principal, require_role
-from api.errors import COMMON_RESPONSES, ApiError, ErrorBody
+from api.errors import COMMON_RESPONSES, ApiError, error_responses
+from api.examples import ok, request_body
 from dr_coordinator.adapters import onboarding
 from schemas.utilities import EnrollmentIn, ProgramIn, RotateIn, TokenRotated, UtilityIn, UtilityOut
 
 router = APIRouter(prefix="/api/admin/utilities", tags=["utility onboarding"], responses=COMMON_RESPONSES)
 Admin = Annotated[Principal, Depends(require_role("platform_admin"))]
-UtilityId = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")]
+UtilityId = Annotated[
+    str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$", openapi_examples={"simulated": {"value": "util-sim"}})
+]
 
 
 def _actor(p: Principal) -> str:
@@ -30,7 +34,9 @@ async def _call(request: Request, fn: Any, *args: Any) -> Any:
             raise ApiError(exc.status, exc.code, exc.message) from None
 
 
-@router.get("", response_model=list[UtilityOut])
+@router.get(
+    "", response_model=list[UtilityOut], summary="Utilities onboarded, with programs", responses=ok([ex.UTILITY_OUT])
+)
 async def list_utilities(request: Request, admin: Admin) -> Any:
     return await _call(request, onboarding.list_utilities)
 
@@ -39,32 +45,52 @@ async def list_utilities(request: Request, admin: Admin) -> Any:
     "",
     response_model=UtilityOut,
     status_code=201,
-    responses={409: {"model": ErrorBody, "description": "A utility with this id exists"}},
+    summary="Onboard a utility: VTN, OpenADR version, VEN and webhook credentials",
+    responses={**error_responses({409: "A utility with this id exists"}), **ok(ex.UTILITY_OUT, 201)},
+    openapi_extra=request_body(ex.UTILITY_IN),
 )
 async def add_utility(request: Request, body: UtilityIn, admin: Admin) -> Any:
     return await _call(request, onboarding.add_utility, body, _actor(admin))
 
 
-@router.get("/{utility_id}", response_model=UtilityOut)
+@router.get("/{utility_id}", response_model=UtilityOut, summary="One utility", responses=ok(ex.UTILITY_OUT))
 async def show_utility(request: Request, utility_id: UtilityId, admin: Admin) -> Any:
     return await _call(request, onboarding.show_utility, utility_id)
 
 
-@router.put("/{utility_id}/programs", response_model=UtilityOut)
+@router.put(
+    "/{utility_id}/programs",
+    response_model=UtilityOut,
+    summary="Create or change one of the utility's programs",
+    responses=ok(ex.UTILITY_OUT),
+    openapi_extra=request_body(ex.PROGRAM_IN),
+)
 async def set_program(request: Request, utility_id: UtilityId, body: ProgramIn, admin: Admin) -> Any:
     return await _call(request, onboarding.add_program, utility_id, body, _actor(admin))
 
 
-@router.post("/{utility_id}/enrollments", response_model=UtilityOut)
+@router.post(
+    "/{utility_id}/enrollments",
+    response_model=UtilityOut,
+    summary="Enroll facilities in a program",
+    responses=ok(ex.UTILITY_OUT),
+    openapi_extra=request_body(ex.ENROLLMENT_IN),
+)
 async def enroll(request: Request, utility_id: UtilityId, body: EnrollmentIn, admin: Admin) -> Any:
     return await _call(request, onboarding.enroll, utility_id, body, _actor(admin))
 
 
-@router.post("/{utility_id}/webhook-token", response_model=TokenRotated)
+@router.post(
+    "/{utility_id}/webhook-token",
+    response_model=TokenRotated,
+    summary="Rotate the utility's webhook token (the new one is shown once; the old one overlaps)",
+    responses=ok(ex.TOKEN_ROTATED),
+    openapi_extra=request_body(ex.ROTATE_IN),
+)
 async def rotate_token(request: Request, utility_id: UtilityId, body: RotateIn, admin: Admin) -> Any:
     return await _call(request, onboarding.rotate_webhook_token, utility_id, body, _actor(admin))
 
 
-@router.delete("/{utility_id}", status_code=204)
+@router.delete("/{utility_id}", status_code=204, summary="Deactivate a utility (its history stays)")
 async def remove_utility(request: Request, utility_id: UtilityId, admin: Admin) -> None:
     await _call(request, onboarding.remove_utility, utility_id, _actor(admin))

@@ -22,7 +22,9 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import ValidationError
 
-from api.errors import ApiError
+from api import examples as ex
+from api.errors import ApiError, error_responses
+from api.examples import ERROR_EXAMPLES, ok, request_body
 from dr_coordinator.adapters.store import NewEvent, handle_in, insert_event, intervals_json
 from dr_coordinator.domain.commands import Cancel, Modify
 from dr_coordinator.domain.intake import (
@@ -50,6 +52,18 @@ from schemas.readings import ID_PATTERN
 
 log = structlog.get_logger("api.webhook")
 router = APIRouter(prefix="/api/utility/{utility_id}", tags=["utility webhook"])
+WEBHOOK_ERRORS = error_responses(
+    {
+        400: "Body is not JSON",
+        401: "No or wrong bearer token, or a bad HMAC signature",
+        404: "No such event for this utility",
+        409: "The event cannot change from its state (e.g. already completed)",
+        413: "Body over 1 MB",
+        422: "Not a valid event (the details name the fields)",
+        429: "Too many requests for this utility (see Retry-After)",
+        503: "Intake is full or a dependency is unavailable (see Retry-After)",
+    }
+)
 
 UtilityId = Annotated[str, Path(pattern=ID_PATTERN, max_length=64)]
 MAX_BODY_BYTES = 1_000_000
@@ -437,14 +451,37 @@ async def _cancel(conn: Any, utility_id: str, utility_event_id: str) -> JSONResp
 # --- OpenADR 3 ----------------------------------------------------------------------------------
 
 
-@router.get("/openadr3/notifications/echo", summary="Subscription check: echoes the ?echo= value")
+@router.get(
+    "/openadr3/notifications/echo",
+    summary="Subscription check: echoes the ?echo= value",
+    response_class=PlainTextResponse,
+    # the error body is JSON although the answer is text (a model here would be documented as text)
+    responses={
+        **ok("c0ffee", media="text/plain"),
+        422: {
+            "description": "utility_id or echo malformed",
+            "content": {
+                "application/json": {
+                    "schema": {"$ref": "#/components/schemas/ErrorBody"},
+                    "example": ERROR_EXAMPLES[422],
+                }
+            },
+        },
+    },
+)
 async def notification_echo(
     utility_id: UtilityId, echo: Annotated[str, Query(max_length=512)] = ""
 ) -> PlainTextResponse:
     return PlainTextResponse(echo)
 
 
-@router.post("/openadr3/notifications", status_code=200, summary="OpenADR 3 notification (objectType EVENT)")
+@router.post(
+    "/openadr3/notifications",
+    status_code=200,
+    summary="OpenADR 3 notification (objectType EVENT)",
+    responses={**WEBHOOK_ERRORS, **ok(ex.EVENT_ACCEPTED)},
+    openapi_extra=request_body(ex.OPENADR_NOTIFICATION, {"type": "object"}),
+)
 async def openadr_notification(utility_id: UtilityId, request: Request) -> JSONResponse:
     """Answers 200 whenever the notification is taken (new, duplicate, modified, cancelled, not
     applicable): OpenADR 3 callbacks answer 200, and the reference VTN logs anything else as a
@@ -483,7 +520,14 @@ async def openadr_notification(utility_id: UtilityId, request: Request) -> JSONR
 # --- the platform's JSON ------------------------------------------------------------------------
 
 
-@router.post("/events", status_code=202, response_model=DrEventAccepted, summary="Create a DR event (platform JSON)")
+@router.post(
+    "/events",
+    status_code=202,
+    response_model=DrEventAccepted,
+    summary="Create a DR event (platform JSON)",
+    responses={**WEBHOOK_ERRORS, **ok(ex.EVENT_ACCEPTED, 202)},
+    openapi_extra=request_body(ex.EVENT_REQUEST, DrEventRequest.model_json_schema()),
+)
 async def create_event(utility_id: UtilityId, request: Request) -> JSONResponse:
     async def work(conn: Any, body: bytes) -> JSONResponse:
         raw = parse_body(body)
@@ -496,7 +540,13 @@ async def create_event(utility_id: UtilityId, request: Request) -> JSONResponse:
     return await _guarded(request, utility_id, work)
 
 
-@router.put("/events/{event_id}", response_model=DrEventAccepted, summary="Modify a DR event (platform JSON)")
+@router.put(
+    "/events/{event_id}",
+    response_model=DrEventAccepted,
+    summary="Modify a DR event (platform JSON)",
+    responses={**WEBHOOK_ERRORS, **ok(ex.EVENT_ACCEPTED)},
+    openapi_extra=request_body(ex.EVENT_MODIFY, DrEventModifyRequest.model_json_schema()),
+)
 async def modify_event(
     utility_id: UtilityId, event_id: Annotated[str, Path(min_length=1, max_length=128)], request: Request
 ) -> JSONResponse:
@@ -518,7 +568,12 @@ async def modify_event(
     return await _guarded(request, utility_id, work)
 
 
-@router.delete("/events/{event_id}", response_model=DrEventAccepted, summary="Cancel a DR event")
+@router.delete(
+    "/events/{event_id}",
+    response_model=DrEventAccepted,
+    summary="Cancel a DR event",
+    responses={**WEBHOOK_ERRORS, **ok({**ex.EVENT_ACCEPTED, "state": "cancelled", "notes": ["cancellation accepted"]})},
+)
 async def cancel_event(
     utility_id: UtilityId, event_id: Annotated[str, Path(min_length=1, max_length=128)], request: Request
 ) -> JSONResponse:

@@ -11,7 +11,7 @@ import contextlib
 
 import uvicorn
 from fastapi import APIRouter, FastAPI, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 
 from energy.observability.health import Health
 from energy.observability.metrics import DEPENDENCY_UP, READY, render
@@ -21,19 +21,56 @@ from energy.observability.metrics import DEPENDENCY_UP, READY, render
 DOCS_ASSETS_URL = "/docs-assets"
 
 
+METRICS_EXAMPLE = 'energy_dependency_up{dependency="postgres",service="api"} 1.0\n'
+
+
+def _ready_example(service: str, ok: bool) -> dict[str, object]:
+    check = (
+        {"ok": True, "latency_ms": 1.2, "error": None}
+        if ok
+        else {"ok": False, "latency_ms": 1000.0, "error": "timeout"}
+    )
+    return {"service": service, "ready": ok, "checks": {"postgres": check}, "conditions": {}}
+
+
 def ops_router(health: Health) -> APIRouter:
     router = APIRouter(tags=["ops"])
 
-    @router.get("/healthz", summary="Process is alive")
+    @router.get(
+        "/healthz",
+        summary="Process is alive",
+        responses={
+            200: {
+                "content": {
+                    "application/json": {"example": {"service": health.service, "alive": True, "uptime_s": 42.0}}
+                }
+            }
+        },
+    )
     async def healthz() -> JSONResponse:
         return JSONResponse(health.alive())
 
-    @router.get("/ready", summary="Dependencies answer within their timeouts")
+    @router.get(
+        "/ready",
+        summary="Dependencies answer within their timeouts",
+        responses={
+            200: {"content": {"application/json": {"example": _ready_example(health.service, True)}}},
+            503: {
+                "description": "A dependency did not answer in time; the body names it",
+                "content": {"application/json": {"example": _ready_example(health.service, False)}},
+            },
+        },
+    )
     async def ready() -> JSONResponse:
         ok, body = await health.ready()
         return JSONResponse(body, status_code=200 if ok else 503)
 
-    @router.get("/metrics", summary="Prometheus metrics")
+    @router.get(
+        "/metrics",
+        summary="Prometheus metrics",
+        response_class=PlainTextResponse,
+        responses={200: {"content": {"text/plain": {"example": METRICS_EXAMPLE}}}},
+    )
     async def metrics() -> Response:
         # Each scrape runs the readiness checks (each bounded by its timeout), so an unreachable
         # dependency shows as energy_dependency_up 0 and the DependencyDown alert can fire.

@@ -8,6 +8,8 @@ import csv
 import io
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -82,10 +84,11 @@ async def test_dashboard_renders_live_chart_with_forecast_and_downloads_csv(
                 await page.screenshot(path=str(ARTIFACTS / "dashboard-fleet.png"), full_page=True)
 
                 await row.locator("a").click()
+                await page.wait_for_url(lambda url: "/dashboard/facility" in url)  # not the fleet page still
                 chart = page.locator("#load-chart")
                 await page.wait_for_function(
-                    "() => Number(document.getElementById('load-chart').dataset.points || 0) > 300"
-                    " && Number(document.getElementById('load-chart').dataset.forecastPoints || 0) >= 20",
+                    "() => Number(document.getElementById('load-chart')?.dataset.points || 0) > 300"
+                    " && Number(document.getElementById('load-chart')?.dataset.forecastPoints || 0) >= 20",
                     timeout=20_000,
                 )
                 points = int(await chart.get_attribute("data-points") or 0)
@@ -101,14 +104,27 @@ async def test_dashboard_renders_live_chart_with_forecast_and_downloads_csv(
                 assert "full" in await page.locator("#forecast-quality").inner_text()
                 await page.screenshot(path=str(ARTIFACTS / "dashboard-facility.png"), full_page=True)
 
-                async with page.expect_download(timeout=20_000) as download_info:
-                    await page.click("#export-1m")
+                # the export is of the range and granularity chosen on the page: 24 h at 1 minute
+                await page.select_option("#range", "24")
+                await page.select_option("#granularity", "1m")
+                async with (
+                    page.expect_request(lambda r: "/api/exports/readings.csv" in r.url) as export_request,
+                    page.expect_download(timeout=20_000) as download_info,
+                ):
+                    await page.click("#export-range")
+                query = parse_qs(urlparse((await export_request.value).url).query)
+                assert query["granularity"] == ["1m"]
+                span = datetime.fromisoformat(query["end"][0]) - datetime.fromisoformat(query["start"][0])
+                assert span == timedelta(hours=24)
                 download = await download_info.value
                 target = ARTIFACTS / "dashboard-export-1m.csv"
                 await download.save_as(str(target))
                 rows = list(csv.reader(io.StringIO(target.read_text())))
                 assert rows[0][:5] == ["window_start_utc", "window_start_local", "facility_id", "window", "avg_kw"]
                 assert len(rows) - 1 == 360 and {r[2] for r in rows[1:]} == {fid}
+                # the local column is the UTC instant in the facility's zone (Europe/London), with its offset
+                first_utc = datetime.fromisoformat(rows[1][0].replace("Z", "+00:00"))
+                assert rows[1][1] == first_utc.astimezone(ZoneInfo("Europe/London")).isoformat()
                 assert errors == []
             finally:
                 await browser.close()
