@@ -112,6 +112,7 @@ class Timers:
                 jobs.append(self._step(r, partial(self.planning.replan, eid, replan)))
             elif state == "active":
                 jobs.append(self._step(r, partial(self.reconciliation.watch_active, eid)))
+        jobs.append(self.reporting.report_interim())
         jobs.append(self.reporting.report_due())
         jobs.append(self.reporting.report_not_applicable())
         await asyncio.gather(*jobs)
