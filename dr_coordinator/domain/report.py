@@ -229,7 +229,7 @@ def build_not_applicable_report(
     return report
 
 
-# --- reports during the event (3.1 reportDescriptor timing; decision 0850) ----------------------------
+# --- reports during the event (3.1 reportDescriptor timing; decision 0413) ----------------------------
 
 _TIMED_PAYLOADS = (*_VALUE_OF, "OPERATING_STATE")
 
@@ -332,3 +332,40 @@ def metered_so_far(
             )
         )
     return tuple(out)
+
+
+# --- program rules in reports (decision 0850) ----------------------------------------------------------
+
+RULE_PAYLOAD = "X_PROGRAM_RULE"  # a privately defined payload type (3.1 reportDescriptor.payloadType allows them)
+OPTED_OUT = "RUNNING_OPTED_OUT"  # 3.1 operating state: not following this event
+
+
+def add_program_rules(
+    report: dict[str, Any], declined: dict[str, str], findings: list[str], dispatched: set[str]
+) -> dict[str, Any]:
+    """The report told what the program's rules did: each declined facility as a resource that opted
+    out, with the rule; each finding about the whole event (a cut duration) on every interval of the
+    dispatched resources."""
+    if not declined and not findings:
+        return report
+    out = dict(report)
+    out["payloadDescriptors"] = [
+        *report["payloadDescriptors"],
+        {"objectType": "REPORT_PAYLOAD_DESCRIPTOR", "payloadType": RULE_PAYLOAD},
+    ]
+    resources = []
+    for res in report["resources"]:
+        if findings and res["resourceName"] in dispatched:
+            res = {
+                **res,
+                "intervals": [
+                    {**i, "payloads": [*i["payloads"], {"type": RULE_PAYLOAD, "values": list(findings)}]}
+                    for i in res["intervals"]
+                ],
+            }
+        resources.append(res)
+    for name, reason in sorted(declined.items()):
+        payloads = [{"type": "OPERATING_STATE", "values": [OPTED_OUT]}, {"type": RULE_PAYLOAD, "values": [reason]}]
+        resources.append({"resourceName": name[:128], "intervals": [{"id": 0, "payloads": payloads}]})
+    out["resources"] = resources
+    return out

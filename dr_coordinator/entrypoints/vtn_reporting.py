@@ -20,6 +20,7 @@ from dr_coordinator.config import DrSettings
 from dr_coordinator.domain.report import (
     IntervalReading,
     ResourceResult,
+    add_program_rules,
     build_interval_report,
     build_not_applicable_report,
     interim_points,
@@ -131,10 +132,10 @@ class VtnReportingJob:
             resources=resources,
             wanted=wanted_from_descriptors(event_obj.get("reportDescriptors")),
         )
-        targeting = ev["targeting"]
-        targeting = json.loads(targeting) if isinstance(targeting, str) else dict(targeting or {})
+        targeting = _targeting(ev)
         if targeting.get("unknown_targets"):  # targets that are not ours: said so, once per event
             report["resources"].extend(not_applicable_resources(list(targeting["unknown_targets"]), ev["ven_name"]))
+        report = _with_rules(report, targeting, facs)
         achieved = {f["facility_id"]: _achieved(readings.get(f["facility_id"], ())) for f in facs}
         now = self.clock()
         try:
@@ -177,7 +178,7 @@ class VtnReportingJob:
         return report
 
     async def report_interim(self) -> None:
-        """Reports during a running event where its ``reportDescriptors`` ask for them (decision 0850):
+        """Reports during a running event where its ``reportDescriptors`` ask for them (decision 0413):
         after each due interval, the intervals elapsed so far; the first is POSTed, the next ones replace
         it (PUT), and the final report replaces it again."""
         if self.post_report is None:
@@ -257,6 +258,7 @@ class VtnReportingJob:
             resources=resources,
             wanted=wanted_from_descriptors(_event_object(ev["source_payload"]).get("reportDescriptors")),
         )
+        report = _with_rules(report, _targeting(ev), facs)
         now = self.clock()
         sent_before = "through" in interim
         try:
@@ -285,9 +287,11 @@ class VtnReportingJob:
         if self.post_report is None:
             return
         rows = await self.pool.fetch(
-            f"""SELECT i.event_key, i.detail, {UTILITY_VTN_COLUMNS}
+            f"""SELECT i.event_key, i.outcome, i.detail, {UTILITY_VTN_COLUMNS}
                FROM dr_event_intake i JOIN utilities u USING (utility_id)
-               WHERE i.outcome = 'not_applicable' AND i.reported_at IS NULL AND u.active
+               WHERE (i.outcome = 'not_applicable'
+                      OR (i.outcome = 'rule_violation' AND i.detail->>'vtn_event_id' IS NOT NULL))
+                 AND i.reported_at IS NULL AND u.active
                  AND u.vtn_base_url IS NOT NULL AND COALESCE((i.detail->>'report_attempts')::int, 0) < $1
                  AND ($2::text[] IS NULL OR i.utility_id = ANY($2::text[]))""",
             self.settings.report_max_attempts,
@@ -303,6 +307,11 @@ class VtnReportingJob:
                 client_name=target.ven_name,
                 unknown_targets=list(detail.get("unknown_targets") or []),
             )
+            if r["outcome"] == "rule_violation":  # declined by a program rule (decision 0850)
+                if not detail.get("unknown_targets"):
+                    report["resources"] = []
+                report["reportName"] = f"dr-{report['eventID']}-declined"
+                report = add_program_rules(report, dict(detail.get("rule_declined") or {}), [], set())
             attempts = int(detail.get("report_attempts") or 0)
             try:
                 await self.post_report(target, report, attempts > 0)
@@ -371,6 +380,21 @@ def _event_object(source: Any) -> dict[str, Any]:
     payload = json.loads(source) if isinstance(source, str) else dict(source or {})
     obj = payload.get("object")
     return obj if isinstance(obj, dict) else payload
+
+
+def _targeting(ev: Any) -> dict[str, Any]:
+    raw = ev["targeting"]
+    return json.loads(raw) if isinstance(raw, str) else dict(raw or {})
+
+
+def _with_rules(report: dict[str, Any], targeting: dict[str, Any], facs: list[Any]) -> dict[str, Any]:
+    """Facilities a program rule declined, and findings such as a cut duration (decision 0850)."""
+    return add_program_rules(
+        report,
+        dict(targeting.get("rule_declined") or {}),
+        list(targeting.get("rule_findings") or []),
+        {f["facility_id"] for f in facs},
+    )
 
 
 def _schedule(row: Any) -> list[IntervalAsk]:
