@@ -162,12 +162,12 @@ class UtilityVen:
                 listed_events.extend(await client.poll_events(targets=granted[chunk : chunk + _TARGETS_PER_QUERY]))
         unique: dict[tuple[str, Any], dict[str, Any]] = {}
         for e in (e for e in listed_events if isinstance(e, dict)):
-            key = (str(e.get("id")), e.get("createdDateTime"))
-            seen = unique.get(key)
-            if seen is not None and isinstance(seen.get("targets"), list) and isinstance(e.get("targets"), list):
+            ident = (str(e.get("id")), e.get("createdDateTime"))
+            first = unique.get(ident)
+            if first is not None and isinstance(first.get("targets"), list) and isinstance(e.get("targets"), list):
                 # each targeted query shows only the targets it named (target hiding): the union is ours
-                e = {**e, "targets": list(dict.fromkeys([*seen["targets"], *e["targets"]]))}
-            unique[key] = e
+                e = {**e, "targets": list(dict.fromkeys([*first["targets"], *e["targets"]]))}
+            unique[ident] = e
         events = [e for e in unique.values() if e.get("programID") in enrolled]
         events.sort(key=lambda e: str(e.get("modificationDateTime") or e.get("createdDateTime") or ""))
         seen = {
