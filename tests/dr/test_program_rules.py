@@ -244,3 +244,48 @@ async def test_the_utility_is_told_with_a_report_its_vtn_accepts(api, strict_vtn
     for payloads in got.values():
         assert payloads[0] == ("OPERATING_STATE", "RUNNING_OPTED_OUT")
         assert payloads[1][0] == "X_PROGRAM_RULE" and reason in payloads[1][1]
+
+
+async def test_a_modification_cannot_lengthen_an_event_past_the_maximum(api, utility: Utility, pg_pool):
+    await set_program(pg_pool, utility.utility_id, ["fac-001"], max_duration_s=600)
+    start = (datetime.now(UTC) + timedelta(minutes=30)).replace(microsecond=0)
+    note = notification("m1", start, 5)
+    assert (await api.post(hook(utility.utility_id), json=note, headers=utility.auth)).status_code == 200
+    longer = {**note, "operation": "UPDATE"}
+    longer["object"] = {**note["object"], "intervalPeriod": {**note["object"]["intervalPeriod"], "duration": "PT30M"}}
+    resp = await api.post(hook(utility.utility_id), json=longer, headers=utility.auth)
+    assert resp.status_code == 200, resp.text
+    assert any("is more than the program's 600s" in n for n in resp.json()["notes"])
+    assert (await dispatched(pg_pool, utility.utility_id, "m1"))[1] == start + timedelta(minutes=10)
+
+
+async def test_the_timers_dispatch_each_event_at_its_programs_lead(settings, pg_pool, uid):
+    """Two events starting in five minutes: the one whose program leads by ten minutes is dispatched
+    now, the one of a program without a lead (the tests' default: 2 s) waits."""
+    from dr_coordinator.adapters.store import NewEvent, handle, insert_event
+    from dr_coordinator.domain.commands import Schedule
+    from dr_coordinator.entrypoints.timers import Timers
+    from tests.dr.conftest import make_utility
+
+    u = await make_utility(pg_pool, uid, f"lead-{uid}")
+    await set_program(pg_pool, u.utility_id, ["fac-001"], dispatch_lead_s=600)
+    start = datetime.now(UTC) + timedelta(minutes=5)
+    ids = {}
+    for program, facility in (("peak", "fac-001"), ("default", "fac-002")):
+        async with pg_pool.acquire() as conn, conn.transaction():
+            ids[program], _ = await insert_event(
+                conn,
+                NewEvent(u.utility_id, f"lead-{program}", program, (facility,), start, start + timedelta(minutes=10),
+                         50.0, None, None, 0, {}),
+                datetime.now(UTC),
+            )  # fmt: skip
+        await handle(pg_pool, ids[program], Schedule(), lambda: datetime.now(UTC))
+    timers = Timers(pg_pool, dr_settings(settings).dr, lambda: datetime.now(UTC), None, None, None, [u.utility_id])
+    dispatched_now: list[Any] = []
+
+    async def record(dr_event_id: Any) -> None:  # the planning job itself is tested elsewhere
+        dispatched_now.append(dr_event_id)
+
+    timers.planning.dispatch = record  # type: ignore[method-assign]
+    await timers.tick()
+    assert dispatched_now == [ids["peak"]]
