@@ -1,7 +1,9 @@
 """The simulated utility's OpenADR 3 VTN as a FastAPI app under ``/openadr3/3.1.0``.
 
-Endpoints: ``programs``, ``events`` (GET/POST/PUT/DELETE), ``vens`` (POST registration, GET),
-``subscriptions`` (POST, GET, DELETE), ``reports`` (POST, GET). Every call needs
+Endpoints: ``programs``, ``events`` (GET/POST/PUT/DELETE), ``vens`` (POST registration, GET, PUT),
+``resources`` (POST, GET), ``subscriptions`` (POST, GET, DELETE), ``reports`` (POST, GET, PUT). In
+3.1 mode a VEN's token sees only its own objects and the programs/events targeted to it (object
+privacy, decision 0410 rules 17-19). Every call needs
 ``Authorization: Bearer <token>`` with one of the accepted tokens. Errors are RFC 7807 problems
 (the OpenADR ``problem`` schema). Creating, updating or deleting an event notifies every matching
 subscription (:mod:`sim.utility.notifier`).

@@ -342,10 +342,10 @@ class VtnStore:
         (3.1 Definition, "program and event objects - targeting"). Untargeted objects match only a
         request that names no targets (filters are additive, "Response Filtering"). A targeted object
         needs asked AND granted targets that it carries; the answer shows only those (target hiding)."""
-        if not self.privacy or client.role == "BL":
-            if asked and obj.get("targets") is not None:  # plain filtering for business logic
-                return obj if set(asked) & set(obj.get("targets") or []) else None
-            return None if asked and obj.get("targets") is None else obj
+        if not self.privacy or client.role == "BL":  # plain filtering
+            if not asked:
+                return obj
+            return obj if set(asked) & _target_names(obj.get("targets")) else None
         targets = obj.get("targets")
         if not targets:
             return None if asked else obj
@@ -413,6 +413,17 @@ class VtnStore:
                 if change.object_type in op["objects"] and change.operation in ops:
                     out.append(Subscriber(sub["id"], op["callbackUrl"], op.get("bearerToken"), seen))
         return out
+
+
+def _target_names(targets: Any) -> set[str]:
+    """Target strings (3.1) or the values of valuesMap targets (3.0.1)."""
+    out: set[str] = set()
+    for t in targets or []:
+        if isinstance(t, str):
+            out.add(t)
+        elif isinstance(t, dict):
+            out.update(str(v) for v in t.get("values") or [])
+    return out
 
 
 def notification(change: Change, style: Literal["http", "crud"]) -> dict[str, Any]:
