@@ -419,3 +419,17 @@ async def test_31_a_ven_reads_only_the_events_targeted_to_it_and_only_by_naming_
     # strict modes deliver before answering: what arrived is all that will
     got = [json.loads(r["body"])["object"] for r in receiver.requests]
     assert [(o["eventName"], o.get("targets")) for o in got] == [("n-ours", ["site-a"]), ("n-open", None)]
+
+
+async def test_301_has_no_object_privacy_and_filters_values_map_targets(v301, sim301, settings):
+    """3.0.1 gives every read ``read_all``: the platform's VEN token lists targeted events without naming
+    targets; a ``targets`` query filters on the valuesMap values."""
+    pid = await program(v301)
+    body = event31(pid, [{"type": "RESOURCE_NAME", "values": ["fac-1"]}])
+    (await v301.post("/events", json=body)).raise_for_status()
+    (await v301.post("/events", json=event31(pid))).raise_for_status()
+    async with client(sim301, "/openadr3/3.0.1", settings.dr.vtn_token.get_secret_value()) as ven:
+        assert len((await ven.get("/events")).json()) == 2
+        filtered = (await ven.get("/events", params={"targets": ["fac-1"]})).json()
+        assert [e["targets"] for e in filtered] == [[{"type": "RESOURCE_NAME", "values": ["fac-1"]}]]
+        assert (await ven.get("/events", params={"targets": ["fac-2"]})).json() == []
