@@ -258,7 +258,10 @@ class VtnReportingJob:
             resources=resources,
             wanted=wanted_from_descriptors(_event_object(ev["source_payload"]).get("reportDescriptors")),
         )
-        report = _with_rules(report, _targeting(ev), facs)
+        targeting = _targeting(ev)
+        if targeting.get("unknown_targets"):  # as the final report will say it
+            report["resources"].extend(not_applicable_resources(list(targeting["unknown_targets"]), ev["ven_name"]))
+        report = _with_rules(report, targeting, facs)
         now = self.clock()
         sent_before = "through" in interim
         try:

@@ -74,6 +74,52 @@ def test_the_programs_dispatch_lead_replaces_the_default():
     assert dispatch_lead_s(0, 60.0) == 0.0
 
 
+def test_reports_say_what_the_rules_did():
+    from dr_coordinator.domain.report import ResourceResult, add_program_rules, build_interval_report
+
+    report = build_interval_report(
+        version="3.1",
+        program_id="p",
+        event_id="9",
+        client_name="ven",
+        report_name="r",
+        resources=[ResourceResult("fac-002", "active", ())],
+    )
+    report["resources"][0]["intervals"] = [{"id": 0, "payloads": [{"type": "OPERATING_STATE", "values": ["X"]}]}]
+    told = add_program_rules(report, {"fac-001": "at the cap"}, ["cut at 18:00"], {"fac-002"})
+    assert told["payloadDescriptors"][-1] == {
+        "objectType": "REPORT_PAYLOAD_DESCRIPTOR",
+        "payloadType": "X_PROGRAM_RULE",
+    }
+    assert told["resources"] == [
+        {
+            "resourceName": "fac-002",
+            "intervals": [
+                {
+                    "id": 0,
+                    "payloads": [
+                        {"type": "OPERATING_STATE", "values": ["X"]},
+                        {"type": "X_PROGRAM_RULE", "values": ["cut at 18:00"]},
+                    ],
+                }
+            ],
+        },
+        {
+            "resourceName": "fac-001",
+            "intervals": [
+                {
+                    "id": 0,
+                    "payloads": [
+                        {"type": "OPERATING_STATE", "values": ["RUNNING_OPTED_OUT"]},
+                        {"type": "X_PROGRAM_RULE", "values": ["at the cap"]},
+                    ],
+                }
+            ],
+        },
+    ]
+    assert add_program_rules(report, {}, [], {"fac-002"}) is report  # nothing to tell: unchanged
+
+
 # --- through the webhook -------------------------------------------------------------------------
 
 
