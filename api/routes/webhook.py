@@ -38,7 +38,9 @@ from dr_coordinator.domain.intake import (
     from_openadr,
     from_platform,
     parse_body,
+    parse_vtn_time,
 )
+from dr_coordinator.domain.program_rules import ProgramRules, RuleCheck, check_rules, dispatch_lead_s
 from dr_coordinator.domain.saga import IllegalTransitionError
 from dr_coordinator.domain.schedule import missed
 from dr_coordinator.domain.targeting import Enrollment, Resolution, resolve
@@ -239,6 +241,7 @@ def _not_dispatched(ask: EventAsk, outcome: str, detail: Any, notes: list[str]) 
             "applicable": False,
             "facilities": [],
             "unknown_targets": info.get("unknown_targets", []),
+            "declined": info.get("rule_declined", {}),
             "notes": notes,
         },
         status_code=200,
@@ -248,6 +251,72 @@ def _not_dispatched(ask: EventAsk, outcome: str, detail: Any, notes: list[str]) 
 async def _resolve_openadr(conn: Any, utility_id: str, ask: EventAsk) -> Resolution:
     ven_name = await conn.fetchval("SELECT ven_name FROM utilities WHERE utility_id = $1", utility_id)
     return resolve(ask.targets, ask.program_id or "default", await _enrollments(conn, utility_id), ven_name=ven_name)
+
+
+async def _program_rules(conn: Any, utility_id: str, program_id: str | None) -> ProgramRules | None:
+    row = await conn.fetchrow(
+        """SELECT notice_s, max_duration_s, dispatch_lead_s, max_events_per_day FROM utility_programs
+           WHERE utility_id = $1 AND program_id = $2""",
+        utility_id,
+        program_id or "default",
+    )
+    return ProgramRules(**dict(row)) if row is not None else None
+
+
+async def _apply_rules(
+    conn: Any, utility_id: str, ask: EventAsk, rules: ProgramRules | None, facilities: list[str], announced: datetime
+) -> RuleCheck:
+    """The program's rules (decision 0850); a cut schedule replaces the ask's."""
+    counts: dict[str, int] = {}
+    if rules is not None and rules.max_events_per_day is not None:
+        rows = await conn.fetch(
+            """SELECT f.facility_id, count(*) AS n
+               FROM dr_event_facilities f JOIN dr_events e USING (dr_event_id) JOIN facilities fa USING (facility_id)
+               WHERE e.utility_id = $1 AND COALESCE(e.program_id, 'default') = $2
+                 AND f.facility_id = ANY($3::text[]) AND e.state NOT IN ('cancelled', 'missed')
+                 AND f.state <> 'skipped'
+                 AND (e.start_at AT TIME ZONE fa.timezone)::date = ($4::timestamptz AT TIME ZONE fa.timezone)::date
+               GROUP BY f.facility_id""",
+            utility_id,
+            ask.program_id or "default",
+            facilities,
+            ask.start,
+        )
+        counts = {r["facility_id"]: int(r["n"]) for r in rows}
+    ruled = check_rules(
+        rules,
+        start=ask.start,
+        end=ask.end,
+        intervals=ask.intervals,
+        announced_at=announced,
+        facility_ids=facilities,
+        events_that_day=counts,
+    )
+    if ruled.end is not None and ruled.end != ask.end:
+        ask.end, ask.intervals = ruled.end, ruled.intervals
+    return ruled
+
+
+async def _rule_violation(conn: Any, utility_id: str, ask: EventAsk, targeting: dict[str, Any]) -> JSONResponse:
+    """Accepted and recorded, not dispatched: a program rule keeps every targeted facility out. The VTN
+    is told with a report (``report_not_applicable``)."""
+    detail = {**targeting, "vtn_event_id": ask.vtn_event_id, "program_id": ask.program_id}
+    await conn.execute(
+        """INSERT INTO dr_event_intake (utility_id, event_key, outcome, vtn_modified_at, detail)
+           VALUES ($1, $2, 'rule_violation', $3, $4::jsonb) ON CONFLICT DO NOTHING""",
+        utility_id,
+        ask.utility_event_id,
+        ask.vtn_modified_at,
+        json.dumps(detail),
+    )
+    log.warning(
+        "dr_event_rule_violation",
+        utility_id=utility_id,
+        utility_event_id=ask.utility_event_id,
+        findings=targeting.get("rule_findings", []),
+    )
+    notes = [*ask.notes, *(f"program rule: {f}" for f in targeting.get("rule_findings", []))]
+    return _not_dispatched(ask, "rule_violation", detail, notes)
 
 
 async def _create(conn: Any, request: Request, utility_id: str, ask: EventAsk, payload: dict[str, Any]) -> JSONResponse:
@@ -295,6 +364,16 @@ async def _create(conn: Any, request: Request, utility_id: str, ask: EventAsk, p
                 )
                 return _not_dispatched(ask, "not_applicable", targeting, [*ask.notes, "no enrolled facility targeted"])
             facilities = list(resolution.facility_ids)
+            rules = await _program_rules(conn, utility_id, ask.program_id)
+            announced = parse_vtn_time(ask.vtn_created_at, []) or now
+            ruled = await _apply_rules(conn, utility_id, ask, rules, facilities, announced)
+            if ruled.declined:
+                targeting["rule_declined"] = ruled.declined
+            if ruled.findings:
+                targeting["rule_findings"] = list(ruled.findings)
+            if not ruled.dispatchable:
+                return await _rule_violation(conn, utility_id, ask, targeting)
+            facilities = list(ruled.facility_ids)
             if resolution.unknown_targets:
                 log.warning(
                     "dr_event_unknown_targets",
@@ -307,8 +386,15 @@ async def _create(conn: Any, request: Request, utility_id: str, ask: EventAsk, p
             enrolled = {e.facility_id for e in enrollments}
             in_program = sorted({e.facility_id for e in enrollments if e.program_id == (ask.program_id or "default")})
             facilities = check_facilities(ask.facility_ids if ask.facility_ids is not None else in_program, enrolled)
+            rules = await _program_rules(conn, utility_id, ask.program_id)
+            ruled = await _apply_rules(conn, utility_id, ask, rules, facilities, datetime.now(UTC))
+            targeting = {"rule_declined": ruled.declined, "rule_findings": list(ruled.findings)} if rules else {}
+            if not ruled.dispatchable:
+                return await _rule_violation(conn, utility_id, ask, targeting)
+            facilities = list(ruled.facility_ids)
         check_timing(ask.start, ask.end, datetime.now(UTC), _limits(request))
-        lead = timedelta(seconds=request.app.state.settings.dr.dispatch_lead_s)
+        default_lead_s = request.app.state.settings.dr.dispatch_lead_s
+        lead = timedelta(seconds=dispatch_lead_s(rules.dispatch_lead_s if rules else None, default_lead_s))
         near = await conn.fetch(
             """SELECT e.utility_event_id, e.start_at, e.end_at, f.facility_id
                FROM dr_events e JOIN dr_event_facilities f USING (dr_event_id)
@@ -375,6 +461,9 @@ async def _create(conn: Any, request: Request, utility_id: str, ask: EventAsk, p
         notes.append("shares facilities back to back with " + ", ".join(handovers[:20]) + ": zones handed over")
     if targeting.get("unknown_targets"):
         notes.append("unknown targets not dispatched: " + ", ".join(targeting["unknown_targets"][:20]))
+    notes.extend(f"program rule: {f}" for f in targeting.get("rule_findings", []))
+    declined = list(targeting.get("rule_declined", {}).items())[:20]
+    notes.extend(f"program rule: {fid} not dispatched, {reason}" for fid, reason in declined)
     return _answer(row, ask.utility_event_id, 200 if duplicate else 202, duplicate, notes)
 
 
@@ -388,6 +477,12 @@ async def _modify(conn: Any, utility_id: str, ask: EventAsk, limits: Limits) -> 
         )
         if last is not None and ask.vtn_modified_at < last:  # an older version arriving late (reordered)
             return _answer(existing, ask.utility_event_id, 200, False, [*ask.notes, "stale update ignored"])
+    program_id = await conn.fetchval("SELECT program_id FROM dr_events WHERE dr_event_id = $1", existing["dr_event_id"])
+    rules = await _program_rules(conn, utility_id, program_id)
+    cut: list[str] = []
+    if rules is not None and rules.max_duration_s is not None:  # a lengthened event is cut as a new one would be
+        only_duration = ProgramRules(max_duration_s=rules.max_duration_s)
+        cut = list((await _apply_rules(conn, utility_id, ask, only_duration, [], ask.start)).findings)
     if existing["state"] in ("received", "scheduled"):
         check_timing(ask.start, ask.end, datetime.now(UTC), limits)
     modify = Modify(ask.start, ask.end, ask.target_kw, ask.level, ask.intervals, ask.import_limit_kw)
@@ -413,10 +508,18 @@ async def _modify(conn: Any, utility_id: str, ask: EventAsk, limits: Limits) -> 
                     existing["dr_event_id"],
                     ask.vtn_modified_at,
                 )
+            if rules is not None and rules.max_duration_s is not None:
+                await conn.execute(
+                    """UPDATE dr_events SET targeting = targeting || jsonb_build_object('rule_findings', $2::jsonb)
+                       WHERE dr_event_id = $1""",
+                    existing["dr_event_id"],
+                    json.dumps(cut),
+                )
     except IllegalTransitionError as exc:
         raise IntakeError(409, "illegal_transition", str(exc)) from None
     row = await _existing(conn, utility_id, ask.utility_event_id)
-    return _answer(row, ask.utility_event_id, 200, False, [*ask.notes, "modified"])
+    notes = [*ask.notes, "modified", *(f"program rule: {f}" for f in cut)]
+    return _answer(row, ask.utility_event_id, 200, False, notes)
 
 
 async def _tombstone(conn: Any, utility_id: str, ask: EventAsk) -> JSONResponse:

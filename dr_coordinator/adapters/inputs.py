@@ -83,7 +83,10 @@ async def forecast_info(pool: Any, facility_id: str, start: datetime, end: datet
 
 async def event_row(conn: Any, dr_event_id: uuid.UUID) -> Any:
     return await conn.fetchrow(
-        """SELECT e.*, u.baseline_method, u.baseline_rules, u.vtn_base_url, u.ven_name FROM dr_events e
-           JOIN utilities u USING (utility_id) WHERE e.dr_event_id = $1""",
+        """SELECT e.*, u.baseline_method, u.baseline_rules, u.vtn_base_url, u.ven_name,
+                  (SELECT p.dispatch_lead_s FROM utility_programs p
+                   WHERE p.utility_id = e.utility_id AND p.program_id = COALESCE(e.program_id, 'default'))
+                    AS program_lead_s
+           FROM dr_events e JOIN utilities u USING (utility_id) WHERE e.dr_event_id = $1""",
         dr_event_id,
     )

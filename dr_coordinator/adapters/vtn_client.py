@@ -263,10 +263,13 @@ class VtnClient:
         log.info("vtn_ven_registered", vtn=self.base_url, ven_name=ven_name, ven_id=ven["id"])
         return str(ven["id"])
 
-    async def subscribe(self, callback_url: str, bearer_token: str, program_id: str | None = None) -> str:
+    async def subscribe(
+        self, callback_url: str, bearer_token: str, program_id: str | None = None, targets: list[str] | None = None
+    ) -> str:
         """Ask the VTN to POST event creations, updates and deletions to ``callback_url``.
 
         3.0.1 names the operations with HTTP verbs and needs a program; 3.1 names them CREATE/UPDATE/DELETE.
+        With ``targets`` (3.1) the VTN notifies the events targeted to them that it granted this VEN.
         """
         operations = ["CREATE", "UPDATE", "DELETE"] if self.version == "3.1" else ["POST", "PUT", "DELETE"]
         if self.version == "3.0.1" and program_id is None:
@@ -286,17 +289,47 @@ class VtnClient:
             body["objectType"] = "SUBSCRIPTION"
         if program_id is not None:
             body["programID"] = program_id
+        if targets:
+            body["targets"] = list(targets)
         sub = await self._create("/subscriptions", body)
         log.info("vtn_subscribed", vtn=self.base_url, subscription_id=sub["id"], program_id=program_id)
         return str(sub["id"])
 
-    async def poll_events(self, program_id: str | None = None) -> list[dict[str, Any]]:
-        """Every event the VTN lists (all pages): the fallback when notifications are lost."""
+    async def unsubscribe(self, subscription_id: str) -> None:
+        await self._request("DELETE", f"/subscriptions/{subscription_id}")
+
+    async def granted_targets(self, ven_id: str) -> list[str]:
+        """3.1: the targets the utility granted this VEN, on its ven object and its resources (a VEN
+        sees targeted programs and events only by naming them, decision 0410 rule 17)."""
+        ven = await self._request("GET", f"/vens/{ven_id}")
+        found = [t for t in (ven or {}).get("targets") or [] if isinstance(t, str)]
+        for page in range(_MAX_PAGES):
+            params = {"venID": ven_id, "skip": page * _PAGE, "limit": _PAGE}
+            try:
+                batch = await self._request("GET", "/resources", params=params)
+            except VtnRejectedError as exc:
+                if exc.status not in (403, 404, 405):
+                    raise
+                break  # a VTN without a resources collection (or not for VENs): the ven object's targets only
+            if not isinstance(batch, list):
+                raise VtnUnavailableError(f"GET /resources: expected a list, got {type(batch).__name__}")
+            found.extend(t for r in batch if isinstance(r, dict) for t in r.get("targets") or [] if isinstance(t, str))
+            if len(batch) < _PAGE:
+                break
+        return sorted(set(found))
+
+    async def poll_events(
+        self, program_id: str | None = None, targets: list[str] | None = None
+    ) -> list[dict[str, Any]]:
+        """Every event the VTN lists (all pages): the fallback when notifications are lost. With
+        ``targets``, the events targeted to them (a 3.1 VTN shows a VEN targeted events only so)."""
         events: list[dict[str, Any]] = []
         for page in range(_MAX_PAGES):
             params: dict[str, Any] = {"skip": page * _PAGE, "limit": _PAGE}
             if program_id is not None:
                 params["programID"] = program_id
+            if targets:
+                params["targets"] = list(targets)
             batch = await self._request("GET", "/events", params=params)
             if not isinstance(batch, list):
                 raise VtnUnavailableError(f"GET /events: expected a list, got {type(batch).__name__}")

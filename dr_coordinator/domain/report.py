@@ -227,3 +227,145 @@ def build_not_applicable_report(
     if version == "3.0.1":
         report["programID"] = program_id
     return report
+
+
+# --- reports during the event (3.1 reportDescriptor timing; decision 0413) ----------------------------
+
+_TIMED_PAYLOADS = (*_VALUE_OF, "OPERATING_STATE")
+
+
+@dataclass(frozen=True)
+class ReportTiming:
+    """When the VTN wants reports (3.1 ``components/schemas/reportDescriptor``); the defaults are the
+    specification's: one report at the end of the last interval."""
+
+    start_interval: int = -1
+    num_intervals: int = -1
+    frequency: int = -1
+    repeat: int = 1
+    historical: bool = True
+
+
+def _int(value: Any, default: int) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
+def report_timing(descriptors: list[dict[str, Any]] | None) -> ReportTiming:
+    """The timing of the most frequent report asked among the payloads we report (a descriptor for a
+    payload we do not measure asks nothing of us)."""
+    timings = []
+    for d in descriptors or []:
+        if not isinstance(d, dict) or d.get("payloadType") not in _TIMED_PAYLOADS:
+            continue
+        historical = d.get("historical")
+        timings.append(
+            ReportTiming(
+                start_interval=_int(d.get("startInterval"), -1),
+                num_intervals=_int(d.get("numIntervals"), -1),
+                frequency=_int(d.get("frequency"), -1),
+                repeat=_int(d.get("repeat"), 1),
+                historical=historical if isinstance(historical, bool) else True,
+            )
+        )
+    periodic = [t for t in timings if t.historical and t.start_interval >= 0 and _step(t) > 0]
+    if periodic:
+        return min(periodic, key=_step)
+    return timings[0] if timings else ReportTiming()
+
+
+def _step(t: ReportTiming) -> int:
+    """Intervals between two reports: ``frequency``, -1 meaning "as many as numIntervals"; <= 0: none."""
+    return t.num_intervals if t.frequency == -1 else t.frequency
+
+
+def interim_points(timing: ReportTiming, n_intervals: int) -> tuple[int, ...]:
+    """Indexes of the event intervals after whose end a report is due before the event is over.
+
+    Reports are generated at the end of interval ``startInterval``, then every ``frequency`` intervals,
+    ``repeat`` times (-1: until the event ends). ``startInterval`` -1 (the default) is "at the end of the
+    last interval", which is the final report; ``frequency`` 0 (ad hoc) leaves the moment to us and we
+    send only the final one; a forecast (``historical`` false) is not something we measure. A point at
+    or after the last interval is the final report, never an interim one."""
+    step = _step(timing)
+    if not timing.historical or timing.start_interval < 0 or step <= 0 or n_intervals <= 1:
+        return ()
+    points: list[int] = []
+    k = timing.start_interval
+    while k < n_intervals - 1 and (timing.repeat < 0 or len(points) < max(timing.repeat, 0)):
+        points.append(k)
+        k += step
+    return tuple(points)
+
+
+def mean_over(points: list[tuple[datetime, datetime, float]], lo: datetime, hi: datetime) -> float | None:
+    """Time-weighted mean of the values of ``(start, end, value)`` spans over ``[lo, hi)``; None when
+    no span overlaps."""
+    total = weight = 0.0
+    for start, end, value in points:
+        overlap = (min(end, hi) - max(start, lo)).total_seconds()
+        if overlap > 0:
+            total += value * overlap
+            weight += overlap
+    return total / weight if weight else None
+
+
+def metered_so_far(
+    interval_spans: list[tuple[datetime, datetime]],
+    demand_kw: list[float | None],
+    baseline: list[tuple[datetime, datetime, float]],
+    fallback_baseline_kw: float | None,
+) -> tuple[IntervalReading, ...]:
+    """One reading per elapsed event interval: the metered mean demand, the energy it makes over the
+    interval, and the baseline over the same span (the frozen interval baseline; the facility's single
+    baseline when none was frozen)."""
+    out = []
+    for (start, end), kw in zip(interval_spans, demand_kw, strict=True):
+        hours = (end - start).total_seconds() / 3600.0
+        base = mean_over(baseline, start, end) if baseline else None
+        out.append(
+            IntervalReading(
+                start,
+                end,
+                usage_kwh=None if kw is None else kw * hours,
+                demand_kw=kw,
+                baseline_kw=base if base is not None else fallback_baseline_kw,
+            )
+        )
+    return tuple(out)
+
+
+# --- program rules in reports (decision 0850) ----------------------------------------------------------
+
+RULE_PAYLOAD = "X_PROGRAM_RULE"  # a privately defined payload type (3.1 reportDescriptor.payloadType allows them)
+OPTED_OUT = "RUNNING_OPTED_OUT"  # 3.1 operating state: not following this event
+
+
+def add_program_rules(
+    report: dict[str, Any], declined: dict[str, str], findings: list[str], dispatched: set[str]
+) -> dict[str, Any]:
+    """The report told what the program's rules did: each declined facility as a resource that opted
+    out, with the rule; each finding about the whole event (a cut duration) on every interval of the
+    dispatched resources."""
+    if not declined and not findings:
+        return report
+    out = dict(report)
+    out["payloadDescriptors"] = [
+        *report["payloadDescriptors"],
+        {"objectType": "REPORT_PAYLOAD_DESCRIPTOR", "payloadType": RULE_PAYLOAD},
+    ]
+    resources = []
+    for res in report["resources"]:
+        if findings and res["resourceName"] in dispatched:
+            res = {
+                **res,
+                "intervals": [
+                    {**i, "payloads": [*i["payloads"], {"type": RULE_PAYLOAD, "values": list(findings)}]}
+                    for i in res["intervals"]
+                ],
+            }
+        resources.append(res)
+    for name, reason in sorted(declined.items()):
+        payloads = [{"type": "OPERATING_STATE", "values": [OPTED_OUT]}, {"type": RULE_PAYLOAD, "values": [reason]}]
+        resources.append({"resourceName": name[:128], "intervals": [{"id": 0, "payloads": payloads}]})
+    out["resources"] = resources
+    return out

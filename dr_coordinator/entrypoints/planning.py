@@ -27,6 +27,7 @@ from dr_coordinator.domain.planner import (
     choose_strategy,
     plan_interval,
 )
+from dr_coordinator.domain.program_rules import dispatch_lead_s
 from dr_coordinator.domain.saga import Decision
 from dr_coordinator.domain.schedule import IntervalAsk, current_interval, randomized_offset_s, single_interval
 from dr_coordinator.entrypoints.baselines import BaselineJob
@@ -63,7 +64,8 @@ class PlanningJob:
         plans, strategy, baselines_kw = await self.plan(dr_event_id, interval, ("pending",))
         not_before = {}
         if ev["randomize_start_s"]:
-            dispatch_at = ev["start_at"] - timedelta(seconds=self.settings.dispatch_lead_s)
+            lead_s = dispatch_lead_s(ev["program_lead_s"], self.settings.dispatch_lead_s)
+            dispatch_at = ev["start_at"] - timedelta(seconds=lead_s)
             window = timedelta(seconds=ev["randomize_start_s"])
             for fid in plans:
                 offset = randomized_offset_s(window, str(dr_event_id), fid)

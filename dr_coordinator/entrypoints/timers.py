@@ -23,6 +23,7 @@ from dr_coordinator.adapters import settlement_store
 from dr_coordinator.adapters.store import handle
 from dr_coordinator.config import DrSettings
 from dr_coordinator.domain.commands import Schedule, StartRestore
+from dr_coordinator.domain.program_rules import dispatch_lead_s
 from dr_coordinator.domain.saga import IllegalTransitionError
 from dr_coordinator.entrypoints.baselines import DEFAULT_CELL_DEG, BaselineJob
 from dr_coordinator.entrypoints.planning import PlanningJob, due_interval_index
@@ -90,10 +91,17 @@ class Timers:
 
     async def tick(self) -> None:
         now = self.clock()
-        lead = timedelta(seconds=self.settings.dispatch_lead_s)
+
+        def lead_of(row: Any) -> float:
+            return dispatch_lead_s(row["program_lead_s"], self.settings.dispatch_lead_s)
+
         rows = await self.pool.fetch(
             """SELECT dr_event_id, state, start_at, end_at, trace_id, intervals, level, import_limit_kw, target_kw,
-                      interval_index, replan_due FROM dr_events
+                      interval_index, replan_due,
+                      (SELECT p.dispatch_lead_s FROM utility_programs p  -- the program's lead (decision 0850)
+                       WHERE p.utility_id = e.utility_id AND p.program_id = COALESCE(e.program_id, 'default'))
+                        AS program_lead_s
+               FROM dr_events e
                WHERE state = ANY($1::text[]) AND ($2::text[] IS NULL OR utility_id = ANY($2::text[]))
                ORDER BY priority DESC, start_at""",
             list(OPEN_STATES),
@@ -104,7 +112,7 @@ class Timers:
             eid, state = r["dr_event_id"], r["state"]
             if state == "received":
                 jobs.append(self._step(r, partial(self._message, eid, Schedule())))
-            elif state == "scheduled" and r["start_at"] - lead <= now:
+            elif state == "scheduled" and r["start_at"] - timedelta(seconds=lead_of(r)) <= now:
                 jobs.append(self._step(r, partial(self.planning.dispatch, eid)))
             elif state in ("dispatching", "active") and r["end_at"] <= now:
                 jobs.append(self._step(r, partial(self._message, eid, StartRestore())))
@@ -112,6 +120,7 @@ class Timers:
                 jobs.append(self._step(r, partial(self.planning.replan, eid, replan)))
             elif state == "active":
                 jobs.append(self._step(r, partial(self.reconciliation.watch_active, eid)))
+        jobs.append(self.reporting.report_interim())
         jobs.append(self.reporting.report_due())
         jobs.append(self.reporting.report_not_applicable())
         await asyncio.gather(*jobs)

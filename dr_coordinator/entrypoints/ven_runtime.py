@@ -40,6 +40,7 @@ from energy.settings import Settings
 
 log = structlog.get_logger("dr.ven_runtime")
 TERMINAL = ("completed", "partially_failed", "failed", "cancelled")
+_TARGETS_PER_QUERY = 50  # keeps the query string of a targeted poll short
 
 
 def webhook_base(settings: Settings) -> str:
@@ -60,6 +61,7 @@ class UtilityVen:
         self.target = target
         self.callback_url = f"{webhook_base(settings)}/api/utility/{target.utility_id}/openadr3/notifications"
         self.ven_id: str | None = None
+        self.granted: list[str] = []  # 3.1: targets the utility granted this VEN (decision 0410 rule 17)
         self.subscribed = False
         self._hook_token: str | None = None
         self.last_poll_ok = False
@@ -98,13 +100,13 @@ class UtilityVen:
         if missing:
             log.warning("dr_ven_programs_unknown_to_vtn", utility_id=self.target.utility_id, programs=missing)
         existing = await self._our_subscriptions(client)
-        if not existing:
-            token = await self._mint_hook_token()
-            if client.version == "3.0.1":
+        if client.version == "3.0.1":
+            if not existing:
+                token = await self._mint_hook_token()
                 for program_id in [p for p in enrolled if p in programs]:
                     await client.subscribe(self.callback_url, token, program_id)
-            else:
-                await client.subscribe(self.callback_url, token, None)
+        else:
+            await self._subscribe_31(client, existing)
         self.subscribed = True
         log.info(
             "dr_ven_ready",
@@ -115,12 +117,32 @@ class UtilityVen:
             reused_subscription=bool(existing),
         )
 
+    async def _subscribe_31(self, client: VtnClient, existing: list[dict[str, Any]]) -> None:
+        """A 3.1 VTN notifies a VEN of targeted events only through a subscription naming granted targets,
+        and of untargeted ones only through a subscription naming none: one of each (the second when
+        targets were granted); a targeted subscription for targets no longer granted is removed."""
+        self.granted = await client.granted_targets(self.ven_id) if self.ven_id else []
+        untargeted = [s for s in existing if not s.get("targets")]
+        targeted = [s for s in existing if s.get("targets")]
+        token = None
+        if not untargeted:
+            token = await self._mint_hook_token()
+            await client.subscribe(self.callback_url, token, None)
+        current = [s for s in targeted if sorted(s["targets"]) == self.granted]
+        if self.granted and not current:
+            await client.subscribe(self.callback_url, token or await self._mint_hook_token(), None, self.granted)
+        for stale in (s for s in targeted if s not in current):
+            await client.unsubscribe(str(stale["id"]))
+
     async def _our_subscriptions(self, client: VtnClient) -> list[dict[str, Any]]:
+        """Our subscriptions on the VTN: those that call our webhook."""
         return [
-            op
+            s
             for s in await client.subscriptions()
-            for op in s.get("objectOperations") or []
-            if isinstance(op, dict) and op.get("callbackUrl") == self.callback_url
+            if any(
+                isinstance(op, dict) and op.get("callbackUrl") == self.callback_url
+                for op in s.get("objectOperations") or []
+            )
         ]
 
     async def poll(self, http: httpx.AsyncClient) -> int:
@@ -131,7 +153,22 @@ class UtilityVen:
             self.subscribed = False
             log.warning("dr_ven_subscription_lost", utility_id=self.target.utility_id)
         enrolled = set(await self.programs_enrolled())
-        events = [e for e in await client.poll_events() if isinstance(e, dict) and e.get("programID") in enrolled]
+        listed_events = await client.poll_events()
+        if client.version == "3.1" and self.ven_id is not None:
+            granted = await client.granted_targets(self.ven_id)
+            if granted != self.granted:  # grants changed: subscribe for the new ones next round
+                self.subscribed = False
+            for chunk in range(0, len(granted), _TARGETS_PER_QUERY):  # targeted events are listed only so
+                listed_events.extend(await client.poll_events(targets=granted[chunk : chunk + _TARGETS_PER_QUERY]))
+        unique: dict[tuple[str, Any], dict[str, Any]] = {}
+        for e in (e for e in listed_events if isinstance(e, dict)):
+            ident = (str(e.get("id")), e.get("createdDateTime"))
+            first = unique.get(ident)
+            if first is not None and isinstance(first.get("targets"), list) and isinstance(e.get("targets"), list):
+                # each targeted query shows only the targets it named (target hiding): the union is ours
+                e = {**e, "targets": list(dict.fromkeys([*first["targets"], *e["targets"]]))}
+            unique[ident] = e
+        events = [e for e in unique.values() if e.get("programID") in enrolled]
         events.sort(key=lambda e: str(e.get("modificationDateTime") or e.get("createdDateTime") or ""))
         seen = {
             (r["vtn_event_id"], r["vtn_created_at"]): r

@@ -1,5 +1,7 @@
-"""VTN reporting job: once an event is finished, build its report (per-facility results against the
-baseline) and post it to the utility's VTN, with back-off between failed attempts."""
+"""VTN reporting job: while an event runs, the reports its ``reportDescriptors`` ask for (interval by
+interval, what is metered so far); once it is finished, the final report (per-facility results against
+the baseline). One report object per event on the VTN: every later report replaces it (PUT). Back-off
+between failed attempts."""
 
 from __future__ import annotations
 
@@ -18,11 +20,16 @@ from dr_coordinator.config import DrSettings
 from dr_coordinator.domain.report import (
     IntervalReading,
     ResourceResult,
+    add_program_rules,
     build_interval_report,
     build_not_applicable_report,
+    interim_points,
+    metered_so_far,
     not_applicable_resources,
+    report_timing,
     wanted_from_descriptors,
 )
+from dr_coordinator.domain.schedule import IntervalAsk
 from dr_coordinator.metrics import REPORTS
 from energy.adapters.influx import InfluxClient
 from energy.observability import tracing
@@ -96,8 +103,10 @@ class VtnReportingJob:
             if last and (now - datetime.fromisoformat(last)).total_seconds() < backoff_s:
                 continue
             target = VtnTarget.from_row(r)
-            # an update, or a retry after a failure that may have reached the VTN: find it and replace it
-            replace = r["reported_at"] is not None or r["report_attempts"] > 0
+            # an update, a report during the event already sent, or a retry after a failure that may have
+            # reached the VTN: find it and replace it
+            interim = (json.loads(r["report_detail"]) if r["report_detail"] else {}).get("interim") or {}
+            replace = r["reported_at"] is not None or r["report_attempts"] > 0 or "through" in interim
             await self.step(r, partial(self.report, r["dr_event_id"], target, replace))
 
     async def report(self, dr_event_id: uuid.UUID, target: VtnTarget, after_failure: bool = False) -> dict[str, Any]:
@@ -114,9 +123,7 @@ class VtnReportingJob:
         resources = [
             ResourceResult(f["facility_id"], f["state"], tuple(readings.get(f["facility_id"], ()))) for f in facs
         ]
-        source = ev["source_payload"]
-        source = json.loads(source) if isinstance(source, str) else dict(source or {})
-        event_obj: dict[str, Any] = source["object"] if isinstance(source.get("object"), dict) else source
+        event_obj = _event_object(ev["source_payload"])
         event_id = ev["vtn_event_id"] or ev["utility_event_id"]  # the VTN's own id
         report = build_interval_report(
             version=target.version,
@@ -127,10 +134,10 @@ class VtnReportingJob:
             resources=resources,
             wanted=wanted_from_descriptors(event_obj.get("reportDescriptors")),
         )
-        targeting = ev["targeting"]
-        targeting = json.loads(targeting) if isinstance(targeting, str) else dict(targeting or {})
+        targeting = _targeting(ev)
         if targeting.get("unknown_targets"):  # targets that are not ours: said so, once per event
             report["resources"].extend(not_applicable_resources(list(targeting["unknown_targets"]), ev["ven_name"]))
+        report = _with_rules(report, targeting, facs)
         achieved = {f["facility_id"]: _achieved(readings.get(f["facility_id"], ())) for f in facs}
         now = self.clock()
         try:
@@ -172,14 +179,124 @@ class VtnReportingJob:
         log.info("dr_report_posted", facilities=len(resources))
         return report
 
+    async def report_interim(self) -> None:
+        """Reports during a running event where its ``reportDescriptors`` ask for them (decision 0413):
+        after each due interval, the intervals elapsed so far; the first is POSTed, the next ones replace
+        it (PUT), and the final report replaces it again."""
+        if self.post_report is None:
+            return
+        now = self.clock()
+        rows = await self.pool.fetch(
+            f"""SELECT e.dr_event_id, e.trace_id, e.report_detail, e.start_at, e.end_at, e.intervals,
+                       e.source_payload, {UTILITY_VTN_COLUMNS}
+               FROM dr_events e JOIN utilities u USING (utility_id)
+               WHERE e.state IN ('dispatching', 'active') AND u.vtn_base_url IS NOT NULL AND e.start_at <= $1
+                 AND ($2::text[] IS NULL OR e.utility_id = ANY($2::text[]))""",
+            now,
+            self.utility_ids,
+        )
+        for r in rows:
+            event_obj = _event_object(r["source_payload"])
+            timing = report_timing(event_obj.get("reportDescriptors"))
+            schedule = _schedule(r)
+            elapsed = [k for k in interim_points(timing, len(schedule)) if schedule[k].end <= now]
+            if not elapsed:
+                continue
+            detail = json.loads(r["report_detail"]) if r["report_detail"] else {}
+            interim = detail.get("interim") or {}
+            through = int(interim.get("through", -1))
+            if elapsed[-1] <= through or int(interim.get("attempts", 0)) >= self.settings.report_max_attempts:
+                continue
+            last = interim.get("last_attempt")
+            if last and (now - datetime.fromisoformat(last)).total_seconds() < 2 ** min(
+                int(interim.get("attempts", 0)), MAX_BACKOFF_EXPONENT
+            ):
+                continue
+            target = VtnTarget.from_row(r)
+            step = partial(self.send_interim, r["dr_event_id"], target, schedule[: elapsed[-1] + 1], interim)
+            await self.step(r, step)
+
+    async def send_interim(
+        self, dr_event_id: uuid.UUID, target: VtnTarget, elapsed: list[IntervalAsk], interim: dict[str, Any]
+    ) -> dict[str, Any]:
+        assert self.post_report is not None
+        ev = await inputs.event_row(self.pool, dr_event_id)
+        facs = await self.pool.fetch(
+            "SELECT facility_id, state, baseline_kw FROM dr_event_facilities WHERE dr_event_id = $1 ORDER BY 1",
+            dr_event_id,
+        )
+        ids = [f["facility_id"] for f in facs]
+        spans = [(i.start, i.end) for i in elapsed]
+        demand: dict[str, list[float | None]] = {fid: [] for fid in ids}
+        for start, end in spans:
+            measured = await measurement.actual_many(self.influx, ids, start, end) if self.influx else {}
+            for fid in ids:
+                demand[fid].append(measured.get(fid))
+        frozen = {
+            b["facility_id"]: [
+                (datetime.fromisoformat(i["start"]), datetime.fromisoformat(i["end"]), float(i["kw"]))
+                for i in (json.loads(b["intervals"]) if isinstance(b["intervals"], str) else b["intervals"])
+                if i.get("kw") is not None
+            ]
+            for b in await self.pool.fetch(
+                "SELECT facility_id, intervals FROM dr_baselines WHERE dr_event_id = $1", dr_event_id
+            )
+        }
+        resources = [
+            ResourceResult(
+                f["facility_id"],
+                f["state"],
+                metered_so_far(spans, demand[f["facility_id"]], frozen.get(f["facility_id"], []), f["baseline_kw"]),
+            )
+            for f in facs
+        ]
+        event_id = ev["vtn_event_id"] or ev["utility_event_id"]
+        report = build_interval_report(
+            version=target.version,
+            program_id=ev["program_id"] or "default",
+            event_id=event_id,
+            client_name=ev["ven_name"],
+            report_name=f"dr-{event_id}",
+            resources=resources,
+            wanted=wanted_from_descriptors(_event_object(ev["source_payload"]).get("reportDescriptors")),
+        )
+        targeting = _targeting(ev)
+        if targeting.get("unknown_targets"):  # as the final report will say it
+            report["resources"].extend(not_applicable_resources(list(targeting["unknown_targets"]), ev["ven_name"]))
+        report = _with_rules(report, targeting, facs)
+        now = self.clock()
+        sent_before = "through" in interim
+        try:
+            await self.post_report(target, report, sent_before or int(interim.get("attempts", 0)) > 0)
+        except Exception as exc:
+            REPORTS.labels("failed").inc()
+            log.warning("dr_interim_report_failed", error=f"{type(exc).__name__}: {exc}"[:300])
+            failed = {**interim, "attempts": int(interim.get("attempts", 0)) + 1, "last_attempt": now.isoformat()}
+            await self._set_interim(dr_event_id, failed)
+            return report
+        REPORTS.labels("ok").inc()
+        await self._set_interim(dr_event_id, {"through": len(elapsed) - 1, "at": now.isoformat(), "attempts": 0})
+        log.info("dr_interim_report_sent", through_interval=len(elapsed) - 1, facilities=len(resources))
+        return report
+
+    async def _set_interim(self, dr_event_id: uuid.UUID, interim: dict[str, Any]) -> None:
+        await self.pool.execute(
+            """UPDATE dr_events SET report_detail = COALESCE(report_detail, '{}'::jsonb) || $2::jsonb
+               WHERE dr_event_id = $1""",
+            dr_event_id,
+            json.dumps({"interim": interim}),
+        )
+
     async def report_not_applicable(self) -> None:
         """Tell the VTN about events that target none of our enrolled facilities (decision 0412)."""
         if self.post_report is None:
             return
         rows = await self.pool.fetch(
-            f"""SELECT i.event_key, i.detail, {UTILITY_VTN_COLUMNS}
+            f"""SELECT i.event_key, i.outcome, i.detail, {UTILITY_VTN_COLUMNS}
                FROM dr_event_intake i JOIN utilities u USING (utility_id)
-               WHERE i.outcome = 'not_applicable' AND i.reported_at IS NULL AND u.active
+               WHERE (i.outcome = 'not_applicable'
+                      OR (i.outcome = 'rule_violation' AND i.detail->>'vtn_event_id' IS NOT NULL))
+                 AND i.reported_at IS NULL AND u.active
                  AND u.vtn_base_url IS NOT NULL AND COALESCE((i.detail->>'report_attempts')::int, 0) < $1
                  AND ($2::text[] IS NULL OR i.utility_id = ANY($2::text[]))""",
             self.settings.report_max_attempts,
@@ -195,6 +312,11 @@ class VtnReportingJob:
                 client_name=target.ven_name,
                 unknown_targets=list(detail.get("unknown_targets") or []),
             )
+            if r["outcome"] == "rule_violation":  # declined by a program rule (decision 0850)
+                if not detail.get("unknown_targets"):
+                    report["resources"] = []
+                report["reportName"] = f"dr-{report['eventID']}-declined"
+                report = add_program_rules(report, dict(detail.get("rule_declined") or {}), [], set())
             attempts = int(detail.get("report_attempts") or 0)
             try:
                 await self.post_report(target, report, attempts > 0)
@@ -256,6 +378,37 @@ class VtnReportingJob:
                 )
             ]
         return versions, out
+
+
+def _event_object(source: Any) -> dict[str, Any]:
+    """The OpenADR event as the VTN sent it (a notification's ``object``, or the event itself)."""
+    payload = json.loads(source) if isinstance(source, str) else dict(source or {})
+    obj = payload.get("object")
+    return obj if isinstance(obj, dict) else payload
+
+
+def _targeting(ev: Any) -> dict[str, Any]:
+    raw = ev["targeting"]
+    return json.loads(raw) if isinstance(raw, str) else dict(raw or {})
+
+
+def _with_rules(report: dict[str, Any], targeting: dict[str, Any], facs: list[Any]) -> dict[str, Any]:
+    """Facilities a program rule declined, and findings such as a cut duration (decision 0850)."""
+    return add_program_rules(
+        report,
+        dict(targeting.get("rule_declined") or {}),
+        list(targeting.get("rule_findings") or []),
+        {f["facility_id"] for f in facs},
+    )
+
+
+def _schedule(row: Any) -> list[IntervalAsk]:
+    """The event's intervals in order; an event stored without a schedule is one interval."""
+    raw = row["intervals"]
+    raw = json.loads(raw) if isinstance(raw, str) else raw
+    if not raw:
+        return [IntervalAsk(0, row["start_at"], row["end_at"])]
+    return sorted((IntervalAsk.from_json(i) for i in raw), key=lambda i: i.start)
 
 
 def _achieved(readings: Any) -> float | None:

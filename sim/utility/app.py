@@ -1,7 +1,9 @@
 """The simulated utility's OpenADR 3 VTN as a FastAPI app under ``/openadr3/3.1.0``.
 
-Endpoints: ``programs``, ``events`` (GET/POST/PUT/DELETE), ``vens`` (POST registration, GET),
-``subscriptions`` (POST, GET, DELETE), ``reports`` (POST, GET). Every call needs
+Endpoints: ``programs``, ``events`` (GET/POST/PUT/DELETE), ``vens`` (POST registration, GET, PUT),
+``resources`` (POST, GET), ``subscriptions`` (POST, GET, DELETE), ``reports`` (POST, GET, PUT). In
+3.1 mode a VEN's token sees only its own objects and the programs/events targeted to it (object
+privacy, decision 0410 rules 17-19). Every call needs
 ``Authorization: Bearer <token>`` with one of the accepted tokens. Errors are RFC 7807 problems
 (the OpenADR ``problem`` schema). Creating, updating or deleting an event notifies every matching
 subscription (:mod:`sim.utility.notifier`).
@@ -27,22 +29,25 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import asdict, dataclass, field
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import httpx
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 
 from energy.observability.health import Health
 from energy.observability.http import ops_router
 from sim.utility.model import (
+    BUSINESS_LOGIC,
     ApiProblem,
     Change,
+    Client,
     EventIn,
     NotifyFaults,
     ProgramIn,
     ReportIn,
+    ResourceIn,
     SubscriptionIn,
     VenIn,
     VtnStore,
@@ -66,6 +71,8 @@ class VtnState:
     oauth_clients: dict[str, str] = field(default_factory=dict)  # client_id -> client_secret
     token_ttl_s: float = 3600.0
     issued: dict[str, float] = field(default_factory=dict)  # access token -> expiry (monotonic)
+    clients: dict[str, Client] = field(default_factory=dict)  # static token -> who (default: business logic)
+    issued_to: dict[str, Client] = field(default_factory=dict)  # access token -> the OAuth2 client (a VEN)
 
     @property
     def strict(self) -> bool:
@@ -180,17 +187,47 @@ def _api_router(state: VtnState) -> APIRouter:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token:
             raise ApiProblem(401, "Unauthorized", "send Authorization: Bearer <token>")
-        if any(secrets.compare_digest(token, t) for t in state.tokens):
-            return
+        for known in state.tokens:
+            if secrets.compare_digest(token, known):
+                request.state.client = state.clients.get(known, BUSINESS_LOGIC)
+                return
         expiry = state.issued.get(token)
         if expiry is not None:
             if expiry > time.monotonic():
+                request.state.client = state.issued_to.get(token, BUSINESS_LOGIC)
                 return
             raise ApiProblem(401, "Unauthorized", "access token expired: ask /auth/token for a new one")
         raise ApiProblem(403, "Forbidden", "unknown bearer token")
 
     router = APIRouter(prefix=state.base_path, dependencies=[Depends(authorized)])
     store, notifier = state.store, state.notifier
+
+    def who(request: Request) -> Client:
+        return getattr(request.state, "client", BUSINESS_LOGIC)
+
+    def readable(request: Request, objs: list[dict[str, Any]], targets: list[str] | None) -> list[dict[str, Any]]:
+        client = who(request)
+        return [seen for o in objs if (seen := store.readable(o, client, targets)) is not None]
+
+    def one_readable(request: Request, obj: dict[str, Any], targets: list[str] | None, kind: str) -> dict[str, Any]:
+        seen = store.readable(obj, who(request), targets)
+        if seen is None:  # not targeted to this VEN: as if it did not exist
+            raise ApiProblem(404, "Not Found", f"no {kind} with id {obj.get('id')!r}")
+        return seen
+
+    def owned(request: Request, objs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        client = who(request)
+        return [o for o in objs if store.owns(o, client)]
+
+    def own(request: Request, obj: dict[str, Any], kind: str) -> dict[str, Any]:
+        if not store.owns(obj, who(request)):
+            raise ApiProblem(404, "Not Found", f"no {kind} with id {obj.get('id')!r}")
+        return obj
+
+    def page(items: list[dict[str, Any]], skip: int, limit: int) -> list[dict[str, Any]]:
+        if skip < 0 or not 0 <= limit <= 50:
+            raise ApiProblem(400, "Bad Request", "skip must be >= 0 and limit in [0, 50]")
+        return items[skip : skip + limit]
 
     def publish(change: Change) -> dict[str, Any]:
         notifier.notify(change, store.subscribers(change))
@@ -213,32 +250,44 @@ def _api_router(state: VtnState) -> APIRouter:
         return change.obj
 
     @router.get("/programs")
-    async def search_programs(skip: int = 0, limit: int = 50) -> list[dict[str, Any]]:
-        return store.search("PROGRAM", skip, limit)
+    async def search_programs(
+        request: Request, targets: Annotated[list[str] | None, Query()] = None, skip: int = 0, limit: int = 50
+    ) -> list[dict[str, Any]]:
+        return page(readable(request, store.matching("PROGRAM"), targets), skip, limit)
 
     @router.post("/programs", status_code=201)
     async def create_program(request: Request) -> dict[str, Any]:
         return publish(store.create_program(await _versioned_body(request, state, "PROGRAM", ProgramIn)))
 
     @router.get("/programs/{program_id}")
-    async def get_program(program_id: str) -> dict[str, Any]:
-        return store.get("PROGRAM", program_id)
+    async def get_program(
+        program_id: str, request: Request, targets: Annotated[list[str] | None, Query()] = None
+    ) -> dict[str, Any]:
+        return one_readable(request, store.get("PROGRAM", program_id), targets, "program")
 
     @router.delete("/programs/{program_id}")
     async def delete_program(program_id: str) -> dict[str, Any]:
         return publish(store.delete("PROGRAM", program_id))
 
     @router.get("/events")
-    async def search_events(programID: str | None = None, skip: int = 0, limit: int = 50) -> list[dict[str, Any]]:
-        return store.search("EVENT", skip, limit, programID=programID)
+    async def search_events(
+        request: Request,
+        programID: str | None = None,
+        targets: Annotated[list[str] | None, Query()] = None,
+        skip: int = 0,
+        limit: int = 50,
+    ) -> list[dict[str, Any]]:
+        return page(readable(request, store.matching("EVENT", programID=programID), targets), skip, limit)
 
     @router.post("/events", status_code=201)
     async def create_event(request: Request) -> dict[str, Any]:
         return await publish_event(store.create_event(await _versioned_body(request, state, "EVENT", EventIn)))
 
     @router.get("/events/{event_id}")
-    async def get_event(event_id: str) -> dict[str, Any]:
-        return store.get("EVENT", event_id)
+    async def get_event(
+        event_id: str, request: Request, targets: Annotated[list[str] | None, Query()] = None
+    ) -> dict[str, Any]:
+        return one_readable(request, store.get("EVENT", event_id), targets, "event")
 
     @router.put("/events/{event_id}")
     async def update_event(event_id: str, request: Request) -> dict[str, Any]:
@@ -250,25 +299,53 @@ def _api_router(state: VtnState) -> APIRouter:
         return await publish_event(store.delete("EVENT", event_id))
 
     @router.get("/vens")
-    async def search_vens(venName: str | None = None, skip: int = 0, limit: int = 50) -> list[dict[str, Any]]:
-        return store.search("VEN", skip, limit, venName=venName)
+    async def search_vens(
+        request: Request, venName: str | None = None, skip: int = 0, limit: int = 50
+    ) -> list[dict[str, Any]]:
+        return page(owned(request, store.matching("VEN", venName=venName)), skip, limit)
 
     @router.post("/vens", status_code=201)
     async def create_ven(request: Request) -> dict[str, Any]:
-        return publish(store.create_ven(await _versioned_body(request, state, "VEN", VenIn)))
+        return publish(store.create_ven(await _versioned_body(request, state, "VEN", VenIn), who(request)))
 
     @router.get("/vens/{ven_id}")
-    async def get_ven(ven_id: str) -> dict[str, Any]:
-        return store.get("VEN", ven_id)
+    async def get_ven(ven_id: str, request: Request) -> dict[str, Any]:
+        ven = store.get("VEN", ven_id)
+        if not store.owns(ven, who(request)):
+            raise ApiProblem(404, "Not Found", f"no ven with id {ven_id!r}")
+        return ven
+
+    @router.put("/vens/{ven_id}")
+    async def update_ven(ven_id: str, request: Request) -> dict[str, Any]:
+        body = await _versioned_body(request, state, "VEN", VenIn)
+        return publish(store.update_ven(ven_id, body, who(request)))
+
+    @router.get("/resources")
+    async def search_resources(
+        request: Request,
+        venID: str | None = None,
+        resourceName: str | None = None,
+        skip: int = 0,
+        limit: int = 50,
+    ) -> list[dict[str, Any]]:
+        found = store.matching("RESOURCE", venID=venID, resourceName=resourceName)
+        return page(owned(request, found), skip, limit)
+
+    @router.post("/resources", status_code=201)
+    async def create_resource(request: Request) -> dict[str, Any]:
+        body = await _versioned_body(request, state, "RESOURCE", ResourceIn)
+        return publish(store.create_resource(body, who(request)))
 
     @router.get("/subscriptions")
     async def search_subscriptions(
+        request: Request,
         programID: str | None = None,
         clientName: str | None = None,
         skip: int = 0,
         limit: int = 50,
     ) -> list[dict[str, Any]]:
-        return store.search("SUBSCRIPTION", skip, limit, programID=programID, clientName=clientName)
+        found = store.matching("SUBSCRIPTION", programID=programID, clientName=clientName)
+        return page(owned(request, found), skip, limit)
 
     @router.post("/subscriptions", status_code=201)
     async def create_subscription(request: Request) -> dict[str, Any]:
@@ -276,38 +353,42 @@ def _api_router(state: VtnState) -> APIRouter:
         if state.verify_callbacks:
             for op in getattr(body, "objectOperations", []):
                 await _verify_callback(op.callbackUrl)
-        return publish(store.create_subscription(body))
+        return publish(store.create_subscription(body, who(request)))
 
     @router.get("/subscriptions/{subscription_id}")
-    async def get_subscription(subscription_id: str) -> dict[str, Any]:
-        return store.get("SUBSCRIPTION", subscription_id)
+    async def get_subscription(subscription_id: str, request: Request) -> dict[str, Any]:
+        return own(request, store.get("SUBSCRIPTION", subscription_id), "subscription")
 
     @router.delete("/subscriptions/{subscription_id}")
-    async def delete_subscription(subscription_id: str) -> dict[str, Any]:
+    async def delete_subscription(subscription_id: str, request: Request) -> dict[str, Any]:
+        own(request, store.get("SUBSCRIPTION", subscription_id), "subscription")
         return publish(store.delete("SUBSCRIPTION", subscription_id))
 
     @router.get("/reports")
     async def search_reports(
+        request: Request,
         programID: str | None = None,
         eventID: str | None = None,
         clientName: str | None = None,
         skip: int = 0,
         limit: int = 50,
     ) -> list[dict[str, Any]]:
-        return store.search("REPORT", skip, limit, programID=programID, eventID=eventID, clientName=clientName)
+        found = store.matching("REPORT", programID=programID, eventID=eventID, clientName=clientName)
+        return page(owned(request, found), skip, limit)
 
     @router.post("/reports", status_code=201)
     async def create_report(request: Request) -> dict[str, Any]:
-        return publish(store.create_report(await _versioned_body(request, state, "REPORT", ReportIn)))
+        body = await _versioned_body(request, state, "REPORT", ReportIn)
+        return publish(store.create_report(body, who(request)))
 
     @router.get("/reports/{report_id}")
-    async def get_report(report_id: str) -> dict[str, Any]:
-        return store.get("REPORT", report_id)
+    async def get_report(report_id: str, request: Request) -> dict[str, Any]:
+        return own(request, store.get("REPORT", report_id), "report")
 
     @router.put("/reports/{report_id}")
     async def update_report(report_id: str, request: Request) -> dict[str, Any]:
         body = await _versioned_body(request, state, "REPORT", ReportIn)
-        return publish(store.update_report(report_id, body))
+        return publish(store.update_report(report_id, body, who(request)))
 
     return router
 
@@ -345,6 +426,7 @@ def _auth_router(state: VtnState) -> APIRouter:
             return auth_error(401, "invalid_client", "unknown client or wrong secret")
         access = secrets.token_urlsafe(24)
         state.issued[access] = time.monotonic() + state.token_ttl_s
+        state.issued_to[access] = Client("VEN", creds.client_id)  # OAuth2 clients are VENs here
         return JSONResponse(
             {"access_token": access, "token_type": "Bearer", "expires_in": int(state.token_ttl_s)},
             headers={"Cache-Control": "no-store"},
@@ -395,6 +477,8 @@ def _admin_router(state: VtnState) -> APIRouter:
         store = state.store
         for collection in (store.events, store.vens, store.subscriptions, store.reports, store.programs):
             collection.clear()
+        store.resources.clear()
+        store.subscriber_clients.clear()
         for program_id, name in state.seeded_programs.items():
             store.seed_program(program_id, name)
         state.notifier.reset()
@@ -404,6 +488,7 @@ def _admin_router(state: VtnState) -> APIRouter:
     async def restart() -> dict[str, Any]:
         state.store.restart()
         state.issued.clear()
+        state.issued_to.clear()
         for program_id, name in state.seeded_programs.items():
             state.store.seed_program(program_id, name)
         state.notifier.reset()

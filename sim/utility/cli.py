@@ -21,6 +21,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="bearer token the VTN accepts (repeatable; default: settings.seed.utility_bearer_token and dr.vtn_token)",
     )
+    parser.add_argument(
+        "--ven-token",
+        action="append",
+        default=[],
+        metavar="TOKEN:CLIENT_ID",
+        help="a VEN's bearer token and its clientID (repeatable); in 3.1 a VEN reads only its own objects and the "
+        "programs/events targeted to it (default without --token: dr.vtn_token is the VEN 'platform-ven')",
+    )
     parser.add_argument("--program-id", default="default", help="id (and name) of the program seeded at start")
     parser.add_argument("--verify-callbacks", action="store_true", help="echo-check each callback URL on subscribe")
     parser.add_argument("--sign", action="store_true", help="HMAC-sign notifications with seed.utility_hmac_secret")
@@ -59,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     from energy.observability.logging import configure_logging
     from energy.settings import get_settings
     from sim.utility.app import VtnState, build_app
-    from sim.utility.model import NotifyFaults, ObjectOperation, SubscriptionIn, VtnStore
+    from sim.utility.model import Client, NotifyFaults, ObjectOperation, SubscriptionIn, VtnStore
     from sim.utility.notifier import Notifier
 
     settings = get_settings()
@@ -67,7 +75,16 @@ def run(args: argparse.Namespace) -> int:
     log = structlog.get_logger("sim.utility")
     port = args.port or settings.endpoints.utility_sim_port
     seed_token = settings.seed.utility_bearer_token.get_secret_value()
-    tokens = frozenset(args.token or (seed_token, settings.dr.vtn_token.get_secret_value()))
+    vtn_token = settings.dr.vtn_token.get_secret_value()
+    clients: dict[str, Client] = {}
+    if not args.token and vtn_token != seed_token:  # the platform's VEN token is a VEN's, the seed token the utility's
+        clients[vtn_token] = Client("VEN", "platform-ven")
+    for pair in args.ven_token:
+        ven_token, sep, client_id = pair.partition(":")
+        if not sep or not ven_token or not client_id:
+            raise SystemExit("energy sim utility: --ven-token must be TOKEN:CLIENT_ID")
+        clients[ven_token] = Client("VEN", client_id)
+    tokens = frozenset([*(args.token or (seed_token, vtn_token)), *clients])
     if not 1 <= args.notify_attempts <= 10:
         raise SystemExit("energy sim utility: --notify-attempts must be in [1, 10]")
     if not 1 <= args.token_ttl_s <= 86_400:
@@ -80,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
         oauth_clients[client_id] = secret
     version = args.openadr_version
     strict = version != "lenient"
-    store = VtnStore(clock=lambda: datetime.now(UTC), sequential_ids=args.sequential_ids)
+    store = VtnStore(clock=lambda: datetime.now(UTC), sequential_ids=args.sequential_ids, privacy=version == "3.1")
     store.seed_program(args.program_id, args.program_id)
     notifier = Notifier(
         attempts=args.notify_attempts,
@@ -98,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
         version=version,
         oauth_clients=oauth_clients,
         token_ttl_s=args.token_ttl_s,
+        clients=clients,
     )
     callback_url = args.callback_url
     if callback_url is None and args.port is None:

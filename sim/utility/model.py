@@ -129,6 +129,24 @@ class Subscriber:
     subscription_id: str
     callback_url: str
     bearer_token: str | None
+    obj: dict[str, Any] | None = None  # the object as this subscriber may see it (target hiding); None: as is
+
+
+@dataclass(frozen=True)
+class Client:
+    """Who a bearer token belongs to: the utility's business logic (BL) or a VEN, with its clientID
+    (3.1 Definition, "Object Privacy": the VTN finds the client identifier from the token)."""
+
+    role: Literal["BL", "VEN"]
+    client_id: str
+
+
+BUSINESS_LOGIC = Client("BL", "bl")
+
+
+class ResourceIn(_Open):
+    resourceName: str = Field(min_length=1, max_length=128)
+    venID: str = Field(pattern=OBJECT_ID)
 
 
 def _field(body: BaseModel, name: str) -> Any:
@@ -153,6 +171,10 @@ class VtnStore:
     # the process (and on reset), so a receiver that deduplicates by id alone drops new objects.
     sequential_ids: bool = False
     _counters: dict[str, int] = field(default_factory=dict)
+    resources: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # 3.1 object privacy (decision 0410 rules 17-19): VEN clients read only what is theirs or targeted to them
+    privacy: bool = False
+    subscriber_clients: dict[str, Client] = field(default_factory=dict)  # subscription id -> who created it
 
     def next_id(self, object_type: str, prefix: str) -> str:
         if not self.sequential_ids:
@@ -163,9 +185,10 @@ class VtnStore:
 
     def restart(self) -> None:
         """What a process restart of an in-memory VTN loses: every object and the id counters."""
-        for collection in (self.events, self.vens, self.subscriptions, self.reports, self.programs):
+        for collection in (self.events, self.vens, self.subscriptions, self.reports, self.programs, self.resources):
             collection.clear()
         self._counters.clear()
+        self.subscriber_clients.clear()
 
     def _new(self, object_type: str, body: BaseModel, prefix: str) -> dict[str, Any]:
         now = _iso(self.clock())
@@ -185,6 +208,7 @@ class VtnStore:
             "VEN": self.vens,
             "SUBSCRIPTION": self.subscriptions,
             "REPORT": self.reports,
+            "RESOURCE": self.resources,
         }[object_type]
 
     def get(self, object_type: str, object_id: str) -> dict[str, Any]:
@@ -237,29 +261,105 @@ class VtnStore:
         del self._collection(object_type)[object_id]
         return Change(object_type, "DELETE", obj)
 
-    def create_ven(self, body: BaseModel) -> Change:
+    def _targets_by_bl_only(self, body: BaseModel, client: Client) -> None:
+        """3.1: only business logic writes targets to ven and resource objects (they grant visibility)."""
+        if self.privacy and client.role == "VEN" and _field(body, "targets"):
+            raise ApiProblem(403, "Forbidden", "only business logic may write targets to ven and resource objects")
+
+    def _stamp(self, obj: dict[str, Any], client: Client) -> None:
+        """3.1: what a VEN creates carries the clientID its token belongs to (VEN created object privacy)."""
+        if self.privacy and client.role == "VEN":
+            obj["clientID"] = client.client_id
+
+    def create_ven(self, body: BaseModel, client: Client = BUSINESS_LOGIC) -> Change:
+        self._targets_by_bl_only(body, client)
         name = _field(body, "venName")
         if any(v["venName"] == name for v in self.vens.values()):
             raise ApiProblem(409, "Conflict", f"a VEN named {name!r} exists")
         obj = self._new("VEN", body, "ven")
+        self._stamp(obj, client)
         self.vens[obj["id"]] = obj
         return Change("VEN", "CREATE", obj)
 
-    def create_subscription(self, body: BaseModel) -> Change:
+    def update_ven(self, ven_id: str, body: BaseModel, client: Client = BUSINESS_LOGIC) -> Change:
+        old = self.get("VEN", ven_id)
+        if not self.owns(old, client):
+            raise ApiProblem(404, "Not Found", f"no ven with id {ven_id!r}")
+        self._targets_by_bl_only(body, client)
+        obj = body.model_dump(mode="json")
+        obj.update(id=ven_id, createdDateTime=old["createdDateTime"], modificationDateTime=_iso(self.clock()))
+        obj["objectType"] = "VEN"
+        if client.role == "VEN" and self.privacy:
+            obj["clientID"] = old.get("clientID", client.client_id)
+        self.vens[ven_id] = obj
+        return Change("VEN", "UPDATE", obj)
+
+    def create_resource(self, body: BaseModel, client: Client = BUSINESS_LOGIC) -> Change:
+        self._targets_by_bl_only(body, client)
+        ven = self.get("VEN", _field(body, "venID"))
+        if not self.owns(ven, client):
+            raise ApiProblem(404, "Not Found", f"no ven with id {_field(body, 'venID')!r}")
+        obj = self._new("RESOURCE", body, "resource")
+        self._stamp(obj, client)
+        self.resources[obj["id"]] = obj
+        return Change("RESOURCE", "CREATE", obj)
+
+    def create_subscription(self, body: BaseModel, client: Client = BUSINESS_LOGIC) -> Change:
         if _field(body, "programID") is not None:
             self.get("PROGRAM", _field(body, "programID"))
         obj = self._new("SUBSCRIPTION", body, "subscription")
+        self._stamp(obj, client)
         self.subscriptions[obj["id"]] = obj
+        self.subscriber_clients[obj["id"]] = client
         return Change("SUBSCRIPTION", "CREATE", obj)
 
-    def create_report(self, body: BaseModel) -> Change:
+    def create_report(self, body: BaseModel, client: Client = BUSINESS_LOGIC) -> Change:
         obj = self._new("REPORT", body, "report")
+        self._stamp(obj, client)
         self.reports[obj["id"]] = obj
         return Change("REPORT", "CREATE", obj)
 
-    def update_report(self, report_id: str, body: BaseModel) -> Change:
+    # --- 3.1 object privacy ------------------------------------------------------------------------
+
+    def owns(self, obj: dict[str, Any], client: Client) -> bool:
+        """ven, resource, subscription and report objects: a VEN reads only those with its clientID
+        (3.1 Definition, "VEN created object privacy"); business logic reads everything."""
+        return not self.privacy or client.role == "BL" or obj.get("clientID") == client.client_id
+
+    def granted(self, client_id: str) -> set[str]:
+        """The targets business logic granted a VEN: those of its ven objects (same clientID) and of
+        the resources of those vens."""
+        vens = [v for v in self.vens.values() if v.get("clientID") == client_id]
+        ven_ids = {v["id"] for v in vens}
+        out = {t for v in vens for t in v.get("targets") or [] if isinstance(t, str)}
+        for r in self.resources.values():
+            if r.get("venID") in ven_ids or r.get("clientID") == client_id:
+                out.update(t for t in r.get("targets") or [] if isinstance(t, str))
+        return out
+
+    def readable(self, obj: dict[str, Any], client: Client, asked: list[str] | None) -> dict[str, Any] | None:
+        """A program or event as ``client`` may read it with the ``targets`` it asked for, or None
+        (3.1 Definition, "program and event objects - targeting"). Untargeted objects match only a
+        request that names no targets (filters are additive, "Response Filtering"). A targeted object
+        needs asked AND granted targets that it carries; the answer shows only those (target hiding)."""
+        if not self.privacy or client.role == "BL":  # plain filtering
+            if not asked:
+                return obj
+            return obj if set(asked) & _target_names(obj.get("targets")) else None
+        targets = obj.get("targets")
+        if not targets:
+            return None if asked else obj
+        effective = set(asked or []) & self.granted(client.client_id)
+        shown = [t for t in targets if t in effective]
+        return {**obj, "targets": shown} if shown else None
+
+    def update_report(self, report_id: str, body: BaseModel, client: Client = BUSINESS_LOGIC) -> Change:
         old = self.get("REPORT", report_id)
+        if not self.owns(old, client):
+            raise ApiProblem(404, "Not Found", f"no report with id {report_id!r}")
         obj = body.model_dump(mode="json")
+        if "clientID" in old:
+            obj["clientID"] = old["clientID"]
         obj.update(
             id=report_id,
             createdDateTime=old["createdDateTime"],
@@ -268,6 +368,13 @@ class VtnStore:
         )
         self.reports[report_id] = obj
         return Change("REPORT", "UPDATE", obj)
+
+    def matching(self, object_type: str, **filters: str | None) -> list[dict[str, Any]]:
+        return [
+            o
+            for o in self._collection(object_type).values()
+            if all(value is None or o.get(key) == value for key, value in filters.items())
+        ]
 
     def search(self, object_type: str, skip: int = 0, limit: int = 50, **filters: str | None) -> list[dict[str, Any]]:
         if skip < 0 or not 0 <= limit <= 50:
@@ -280,17 +387,43 @@ class VtnStore:
         return items[skip : skip + limit]
 
     def subscribers(self, change: Change) -> list[Subscriber]:
-        """Who asked to hear about this change (program filter applied to events and reports)."""
+        """Who asked to hear about this change (program filter applied to events and reports). In 3.1 a
+        VEN's subscription hears about a program or event only as it could read it, the subscription's
+        targets standing for the request's (3.1 Definition, "program and event objects - targeting")."""
         out = []
         program_id = change.obj.get("programID")
         for sub in self.subscriptions.values():
             if sub.get("programID") and program_id and sub["programID"] != program_id:
                 continue
+            seen: dict[str, Any] | None = None
+            if self.privacy and change.object_type in ("PROGRAM", "EVENT"):
+                client = self.subscriber_clients.get(sub["id"], BUSINESS_LOGIC)
+                seen = self.readable(change.obj, client, sub.get("targets"))
+                if seen is None:
+                    continue
+                seen = None if seen is change.obj else seen
+            elif (
+                self.privacy
+                and change.object_type in ("REPORT", "VEN", "RESOURCE", "SUBSCRIPTION")
+                and not self.owns(change.obj, self.subscriber_clients.get(sub["id"], BUSINESS_LOGIC))
+            ):
+                continue
             for op in sub["objectOperations"]:
                 ops = {OPERATION_ALIASES.get(o, o) for o in op["operations"]}
                 if change.object_type in op["objects"] and change.operation in ops:
-                    out.append(Subscriber(sub["id"], op["callbackUrl"], op.get("bearerToken")))
+                    out.append(Subscriber(sub["id"], op["callbackUrl"], op.get("bearerToken"), seen))
         return out
+
+
+def _target_names(targets: Any) -> set[str]:
+    """Target strings (3.1) or the values of valuesMap targets (3.0.1)."""
+    out: set[str] = set()
+    for t in targets or []:
+        if isinstance(t, str):
+            out.add(t)
+        elif isinstance(t, dict):
+            out.update(str(v) for v in t.get("values") or [])
+    return out
 
 
 def notification(change: Change, style: Literal["http", "crud"]) -> dict[str, Any]:

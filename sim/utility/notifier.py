@@ -121,7 +121,13 @@ class Notifier:
     def notify(self, change: Change, subscribers: list[Subscriber]) -> None:
         faults = self.faults
         body = notification(change, faults.operation_style)
+        shared = body
         for sub in subscribers:
+            body = (
+                shared
+                if sub.obj is None
+                else notification(Change(change.object_type, change.operation, sub.obj), faults.operation_style)
+            )
             copies = 2 if self._rng.random() < faults.duplicate_rate else 1
             for copy in range(1, copies + 1):
                 delivery = Delivery(
@@ -151,7 +157,14 @@ class Notifier:
         faults = self.faults
         body = notification(change, faults.operation_style)
         out = []
+        shared = body
         for sub in subscribers:
+            # target hiding (decision 0410 rule 17): a VEN's copy names only the targets granted to it
+            body = (
+                shared
+                if sub.obj is None
+                else notification(Change(change.object_type, change.operation, sub.obj), faults.operation_style)
+            )
             delivery = Delivery(
                 seq=next(self._seq),
                 subscription_id=sub.subscription_id,

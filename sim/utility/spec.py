@@ -186,6 +186,36 @@ class BlVenRequest31(_Open):
     attributes: list[ValuesMap] | None = None
 
 
+# --- resources (3.1 schemas/resourceRequest: a oneOf) ---------------------------------------------
+
+
+class BlResourceRequest31(_Open):
+    """Business logic creating a VEN's resource, possibly granting it targets."""
+
+    objectType: Literal["BL_RESOURCE_REQUEST"]
+    clientID: Name128
+    resourceName: Name128
+    venID: ObjectId
+    targets: list[Target31] | None = None
+    attributes: list[ValuesMap] | None = None
+
+
+class VenResourceRequest31(_Open):
+    """A VEN creating one of its resources (no targets: only business logic grants them)."""
+
+    objectType: Literal["VEN_RESOURCE_REQUEST"]
+    resourceName: Name128
+    venID: ObjectId
+    attributes: list[ValuesMap] | None = None
+
+
+class Resource301(_Open):
+    objectType: Literal["RESOURCE"] | None = None
+    resourceName: Name128
+    venID: ObjectId
+    targets: list[ValuesMap] | None = None
+
+
 # --- subscriptions -----------------------------------------------------------------------------
 
 
@@ -266,6 +296,7 @@ BODIES: dict[str, dict[str, tuple[type[BaseModel], ...]]] = {
         "VEN": (Ven301,),
         "SUBSCRIPTION": (Subscription301,),
         "REPORT": (Report301,),
+        "RESOURCE": (Resource301,),
     },
     "3.1": {
         "PROGRAM": (Program31,),
@@ -273,6 +304,7 @@ BODIES: dict[str, dict[str, tuple[type[BaseModel], ...]]] = {
         "VEN": (VenVenRequest31, BlVenRequest31),
         "SUBSCRIPTION": (Subscription31,),
         "REPORT": (Report31,),
+        "RESOURCE": (BlResourceRequest31, VenResourceRequest31),
     },
 }
 

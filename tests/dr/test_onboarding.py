@@ -48,7 +48,7 @@ async def api(stack: Any, settings: Settings):
 
 
 def notification(eid: str) -> dict[str, Any]:
-    start = soon(120).isoformat().replace("+00:00", "Z")
+    start = soon(900).isoformat().replace("+00:00", "Z")  # more than the program's 600 s notice
     return {
         "objectType": "EVENT",
         "operation": "CREATE",

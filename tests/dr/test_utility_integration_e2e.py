@@ -59,6 +59,10 @@ def event(program_id: str, minutes_from_now: int, tgt: list[Any] | None) -> dict
     return body
 
 
+async def _vens(bl: httpx.AsyncClient, name: str) -> list[dict[str, Any]] | None:
+    return [v for v in (await bl.get("/vens")).json() if v.get("venName") == name] or None
+
+
 async def dispatched(pool: Any, utility_id: str, vtn_event_id: str, created: str) -> list[str]:
     rows = await pool.fetch(
         """SELECT f.facility_id FROM dr_events e JOIN dr_event_facilities f USING (dr_event_id)
@@ -116,6 +120,25 @@ async def test_utility_integrator_day_one(version, settings: Settings, stack: An
                     assert ops == (["CREATE", "UPDATE", "DELETE"] if version == "3.1" else ["POST", "PUT", "DELETE"])
                     assert [v["venName"] for v in (await bl.get("/vens")).json()] == [f"ven-{uid}"]
 
+                    async def grant() -> None:
+                        """3.1: the utility grants the VEN the targets it will use (a VEN sees targeted events
+                        only so, decision 0410 rule 17); fac-404 is granted but not enrolled with us."""
+                        if version != "3.1":
+                            return
+                        [ven] = await wait_until(lambda: _vens(bl, f"ven-{uid}"), 3 * POLL_S)
+                        granted = ["fac-001", "fac-002", "fac-003", "north", "south", "fac-404"]
+                        body = {"objectType": "BL_VEN_REQUEST", "clientID": ven["clientID"],
+                                "venName": ven["venName"], "targets": granted}  # fmt: skip
+                        (await bl.put(f"/vens/{ven['id']}", json=body)).raise_for_status()
+
+                        async def targeted_subscription() -> Any:
+                            subs = (await bl.get("/subscriptions")).json()
+                            return [s for s in subs if sorted(s.get("targets") or []) == sorted(granted)] or None
+
+                        await wait_until(targeted_subscription, 3 * POLL_S)
+
+                    await grant()
+
                     # String (3.1) / RESOURCE_NAME (3.0.1) targets: exactly those facilities.
                     e1 = await bl.post("/events", json=event(program_id, 30, targets(version, "fac-001", "fac-003")))
                     assert e1.status_code == 201, e1.text
@@ -152,6 +175,21 @@ async def test_utility_integrator_day_one(version, settings: Settings, stack: An
                         lambda: dispatched(pg_pool, utility_id, e4["id"], e4["createdDateTime"]), 2 * POLL_S
                     )
                     assert got == ["fac-002"] and time.monotonic() - t0 <= 2 * POLL_S
+                    # An event for another VEN's site: a 3.1 VTN never shows it to us, a 3.0.1 VTN does (read_all)
+                    # and we record it as not ours. Two complete polls after its creation settle it.
+                    other = (await bl.post("/events", json=event(program_id, 130, targets(version, "site-x")))).json()
+                    polls = runtime.vens[utility_id].polls
+
+                    async def polled_twice() -> bool:
+                        return runtime.vens[utility_id].polls >= polls + 2
+
+                    await wait_until(polled_twice, 4 * POLL_S)
+                    seen = await pg_pool.fetchval(
+                        "SELECT outcome FROM dr_event_intake WHERE utility_id = $1 AND event_key = $2",
+                        utility_id,
+                        f"{other['id']}@{other['createdDateTime']}",
+                    )
+                    assert seen == (None if version == "3.1" else "not_applicable")
                     (await bl.post(vtn.url("/_admin/faults"), json={})).raise_for_status()
 
                     # Every notification our webhook took was answered 200, as the specification wants
@@ -163,6 +201,7 @@ async def test_utility_integrator_day_one(version, settings: Settings, stack: An
                     (await bl.post(vtn.url("/_admin/restart"))).raise_for_status()
                     again = (await bl.post("/programs", json={"programName": f"peak-{uid}"})).json()["id"]
                     assert again == program_id
+                    await grant()  # the restarted VTN forgot the VEN's grants: the utility provisions them again
                     e5 = (await bl.post("/events", json=event(program_id, 150, targets(version, "fac-003")))).json()
                     assert e5["id"] == e1["id"] and e5["createdDateTime"] != e1["createdDateTime"]
                     got = await wait_until(

@@ -297,3 +297,191 @@ async def onboard(conn, utility_id: str, vtn_base_url: str, token: str, uid: str
         ),
         "test",
     )
+
+
+# --- reports during the event (decision 0850) -----------------------------------------------------
+
+
+def test_interim_points_follow_the_report_descriptor_timing():
+    from dr_coordinator.domain.report import ReportTiming, interim_points, report_timing
+
+    # User Guide "periodic reporting": at the end of intervals 1, 3 and 5 of six; 5 is the final report
+    assert interim_points(ReportTiming(start_interval=1, num_intervals=2, frequency=2, repeat=3), 6) == (1, 3)
+    # every interval until the end (repeat -1); the last one is the final report
+    assert interim_points(ReportTiming(start_interval=0, frequency=1, repeat=-1), 4) == (0, 1, 2)
+    assert interim_points(ReportTiming(start_interval=0, frequency=1, repeat=2), 4) == (0, 1)
+    # frequency -1 means "as many as numIntervals"
+    assert interim_points(ReportTiming(start_interval=1, num_intervals=2, repeat=-1), 6) == (1, 3)
+    assert interim_points(ReportTiming(), 6) == ()  # defaults: one report at the end
+    assert interim_points(ReportTiming(start_interval=0, frequency=0, repeat=-1), 6) == ()  # ad hoc: ours to choose
+    assert interim_points(ReportTiming(start_interval=0, frequency=1, repeat=-1, historical=False), 6) == ()
+    assert interim_points(ReportTiming(start_interval=0, frequency=1, repeat=-1), 1) == ()
+    # the most frequent report among the payloads we report; PRICE asks nothing of us
+    timing = report_timing(
+        [
+            {"payloadType": "PRICE", "startInterval": 0, "frequency": 1, "repeat": -1},
+            {"payloadType": "USAGE", "startInterval": 0, "frequency": 3, "repeat": -1},
+            {"payloadType": "DEMAND", "startInterval": 1, "frequency": 2, "repeat": 2},
+        ]
+    )
+    assert timing == ReportTiming(start_interval=1, frequency=2, repeat=2)
+
+
+def test_metered_so_far_weighs_the_frozen_baseline_by_time():
+    from dr_coordinator.domain.report import metered_so_far
+
+    q = [(T0, T0 + QUARTER), (T0 + QUARTER, T0 + 2 * QUARTER)]
+    # baseline frozen by the hour: 100 kW for 14:00-14:20 and 130 kW for 14:20-15:00
+    baseline = [(T0, T0 + timedelta(minutes=20), 100.0), (T0 + timedelta(minutes=20), T0 + timedelta(hours=1), 130.0)]
+    first, second = metered_so_far(q, [80.0, None], baseline, 999.0)
+    assert (first.demand_kw, first.usage_kwh, first.baseline_kw) == (80.0, 20.0, 100.0)
+    # 14:15-14:30: 5 minutes at 100 and 10 at 130 -> 120; nothing metered -> no usage
+    assert (second.demand_kw, second.usage_kwh) == (None, None)
+    assert second.baseline_kw == pytest.approx(120.0)
+    [only] = metered_so_far(q[:1], [50.0], [], 70.0)  # no frozen baseline: the facility's own
+    assert only.baseline_kw == 70.0
+
+
+@pytest.fixture
+async def report_influx(settings, stack, uid):
+    from energy.adapters.influx import InfluxClient
+
+    name = f"dr_interim_{uid}"
+    client = InfluxClient(settings.influx.model_copy(update={"database": name}), breaker_name=f"influx-r-{uid}")
+    await client.query(f"CREATE DATABASE {name}")
+    yield client
+    await client.query(f"DROP DATABASE {name}")
+    await client.close()
+
+
+async def test_reports_during_the_event_follow_the_descriptors_and_stay_one_report(
+    strict_vtn, settings, pg_pool, uid, report_influx
+):
+    """An event of three quarter hours asking USAGE and DEMAND after every interval: after the first
+    quarter hour the VTN has a report with that interval, after the second the same report (PUT) with
+    both, and the final report replaces it again; the VTN never holds two."""
+    import json as _json
+    import uuid as _uuid
+
+    from dr_coordinator.domain.schedule import IntervalAsk
+    from dr_coordinator.entrypoints.vtn_reporting import SETTLEMENT_WAIT_S, VtnReportingJob
+    from energy.adapters.influx import point
+    from tests.dr.conftest import _CREATED_UTILITIES
+
+    token = settings.seed.utility_bearer_token.get_secret_value()
+    base = strict_vtn.url("/openadr3/3.1.0")
+    utility_id, facility_id = f"ir-{uid}", "fac-002"
+    _CREATED_UTILITIES.add(utility_id)
+    t0 = (datetime.now(UTC) - timedelta(hours=2)).replace(second=0, microsecond=0)
+    schedule = [IntervalAsk(i, t0 + i * QUARTER, t0 + (i + 1) * QUARTER, level=2) for i in range(3)]
+    descriptors = [
+        {"payloadType": "USAGE", "readingType": "DIRECT_READ", "units": "KWH", "startInterval": 0, "frequency": 1,
+         "repeat": -1},
+        {"payloadType": "DEMAND", "readingType": "DIRECT_READ", "units": "KW"},
+        {"payloadType": "BASELINE", "readingType": "ESTIMATED", "units": "KW"},
+    ]  # fmt: skip
+    # metered: 80 kW in the first quarter hour, 90 in the second, 100 in the third
+    tags = {"facility_id": facility_id, "window": "1m"}
+    kw_at = [80.0] * 15 + [90.0] * 15 + [100.0] * 15
+    await report_influx.write_lines(
+        [point("facility_rollups", tags, {"avg_kw": kw}, t0 + timedelta(minutes=m)) for m, kw in enumerate(kw_at)]
+    )
+    async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=10) as bl:
+        pid = (await bl.post("/programs", json={"programName": f"ir-{uid}"})).json()["id"]
+        event = {
+            "programID": pid,
+            "intervalPeriod": {"start": t0.isoformat(), "duration": "PT15M"},
+            "intervals": [{"id": i, "payloads": [{"type": "SIMPLE", "values": [2]}]} for i in range(3)],
+            "reportDescriptors": descriptors,
+        }
+        vtn_event_id = (await bl.post("/events", json=event)).json()["id"]
+        dr_event_id = _uuid.uuid4()
+        async with pg_pool.acquire() as conn, conn.transaction():
+            await onboard(conn, utility_id, base, token, uid)
+            await conn.execute(
+                """INSERT INTO dr_events (dr_event_id, utility_id, utility_event_id, vtn_event_id, program_id, state,
+                                          start_at, end_at, level, intervals, source_payload)
+                   VALUES ($1, $2, $3, $3, $4, 'active', $5, $6, 2, $7::jsonb, $8::jsonb)""",
+                dr_event_id,
+                utility_id,
+                vtn_event_id,
+                pid,
+                t0,
+                t0 + 3 * QUARTER,
+                _json.dumps([i.to_json() for i in schedule]),
+                _json.dumps({"objectType": "EVENT", "operation": "CREATE", "object": {**event, "id": vtn_event_id}}),
+            )
+            await conn.execute(
+                """INSERT INTO dr_event_facilities (dr_event_id, facility_id, state, baseline_kw)
+                   VALUES ($1, $2, 'active', 120)""",
+                dr_event_id,
+                facility_id,
+            )
+            frozen = [
+                {"start": (t0 + i * QUARTER).isoformat(), "end": (t0 + (i + 1) * QUARTER).isoformat(), "kw": kw}
+                for i, kw in enumerate([100.0, 110.0, 130.0])
+            ]
+            await conn.execute(
+                """INSERT INTO dr_baselines (dr_event_id, facility_id, method, interval_minutes, timezone, intervals,
+                                             detail, frozen_at)
+                   VALUES ($1, $2, 'forecast', 15, 'UTC', $3::jsonb, '{}'::jsonb, $4)""",
+                dr_event_id,
+                facility_id,
+                _json.dumps(frozen),
+                t0,
+            )
+        now = [t0 + QUARTER + timedelta(seconds=30)]
+        sender = ReportSender(token)
+
+        async def step(row, fn):
+            await fn()
+
+        job = VtnReportingJob(pg_pool, settings.dr, lambda: now[0], report_influx, sender, [utility_id], step)
+
+        async def stored() -> list[dict]:
+            return [r for r in (await bl.get("/reports")).json() if r.get("eventID") == vtn_event_id]
+
+        def values(report: dict) -> list[dict]:
+            [resource] = report["resources"]
+            assert resource["resourceName"] == facility_id
+            return [{p["type"]: p["values"][0] for p in i["payloads"]} for i in resource["intervals"]]
+
+        try:
+            await job.report_interim()
+            [first] = await stored()
+            # by hand: 80 kW for a quarter hour is 20 kWh; the baseline frozen for that quarter hour is 100 kW
+            assert values(first) == [
+                {"OPERATING_STATE": "RUNNING_CURTAILED", "USAGE": 20.0, "DEMAND": 80.0, "BASELINE": 100.0}
+            ]
+            kinds = [d["payloadType"] for d in first["payloadDescriptors"]]
+            assert kinds == ["OPERATING_STATE", "USAGE", "DEMAND", "BASELINE"]
+            await job.report_interim()  # nothing new elapsed: the report is left alone
+            [same] = await stored()
+            assert same["modificationDateTime"] == first["modificationDateTime"]
+
+            now[0] = t0 + 2 * QUARTER + timedelta(seconds=30)
+            await job.report_interim()
+            [second] = await stored()
+            assert second["id"] == first["id"]
+            assert values(second) == [
+                {"OPERATING_STATE": "RUNNING_CURTAILED", "USAGE": 20.0, "DEMAND": 80.0, "BASELINE": 100.0},
+                {"OPERATING_STATE": "RUNNING_CURTAILED", "USAGE": 22.5, "DEMAND": 90.0, "BASELINE": 110.0},
+            ]
+            now[0] = t0 + 3 * QUARTER + timedelta(seconds=30)
+            await job.report_interim()  # the end of the last interval is the final report's, not an interim one
+            assert values((await stored())[0]) == values(second)
+
+            # the event completes: the final report (no settlement here: one interval over the whole event,
+            # the mean of 80, 90 and 100 kW = 90 kW, 67.5 kWh in 45 minutes, against the facility's 120 kW)
+            # replaces the interim one
+            await pg_pool.execute("UPDATE dr_events SET state = 'completed' WHERE dr_event_id = $1", dr_event_id)
+            await pg_pool.execute(
+                "UPDATE dr_event_facilities SET state = 'restored' WHERE dr_event_id = $1", dr_event_id
+            )
+            now[0] = t0 + 3 * QUARTER + timedelta(seconds=SETTLEMENT_WAIT_S + 1)
+            await job.report_due()
+            [final] = await stored()
+            assert final["id"] == first["id"]
+            assert values(final) == [{"OPERATING_STATE": "NORMAL", "USAGE": 67.5, "DEMAND": 90.0, "BASELINE": 120.0}]
+        finally:
+            await sender.close()

@@ -354,3 +354,82 @@ async def test_ven_client_uses_oauth2_and_refreshes_a_token_the_vtn_forgot(sim31
     finally:
         await ven.close()
         await bad.close()
+
+
+# --- 3.1 object privacy: a VEN sees only what is targeted to it (decision 0410 rules 17-19) ---------
+
+
+async def test_31_a_ven_reads_only_the_events_targeted_to_it_and_only_by_naming_them(v31, sim31, settings, receiver):
+    """The platform's VEN token is the VEN ``platform-ven`` (the seed token is the utility's business
+    logic). Business logic grants it targets on its ven object (site-a) and on a resource (res-a)."""
+    pid = await program(v31)
+    ven = await v31.post(
+        "/vens",
+        json={"objectType": "BL_VEN_REQUEST", "clientID": "platform-ven", "venName": "pv", "targets": ["site-a"]},
+    )
+    assert ven.status_code == 201, ven.text
+    resource = {
+        "objectType": "BL_RESOURCE_REQUEST",
+        "clientID": "platform-ven",
+        "resourceName": "r1",
+        "venID": ven.json()["id"],
+        "targets": ["res-a"],
+    }
+    assert (await v31.post("/resources", json=resource)).status_code == 201
+    ids = {}
+    for name, targets in [("open", None), ("ours", ["site-a", "site-b"]), ("theirs", ["site-b"]), ("res", ["res-a"])]:
+        ids[name] = (await v31.post("/events", json=event31(pid, targets, eventName=name))).json()["id"]
+    async with client(sim31, "/openadr3/3.1.0", settings.dr.vtn_token.get_secret_value()) as ven_client:
+
+        async def names(**params) -> list[tuple[str, list | None]]:
+            got = (await ven_client.get("/events", params=params)).json()
+            return [(e["eventName"], e.get("targets")) for e in got]
+
+        # naming no targets: only the untargeted event (a VEN must name targets to read targeted objects)
+        assert await names() == [("open", None)]
+        # naming targets: those granted and carried, and only those targets shown (target hiding)
+        asked = {"targets": ["site-a", "site-b", "res-a"]}
+        assert await names(**asked) == [("ours", ["site-a"]), ("res", ["res-a"])]
+        assert await names(targets=["site-b"]) == []  # named but never granted
+        assert (await ven_client.get(f"/events/{ids['theirs']}", params=asked)).status_code == 404
+        assert (await ven_client.get(f"/events/{ids['ours']}")).status_code == 404  # targets not named
+        shown = (await ven_client.get(f"/events/{ids['ours']}", params={"targets": ["site-a"]})).json()
+        assert shown["targets"] == ["site-a"]
+        # business logic reads everything, targets whole
+        assert [(e["eventName"], e.get("targets")) for e in (await v31.get("/events")).json()] == [
+            ("open", None),
+            ("ours", ["site-a", "site-b"]),
+            ("theirs", ["site-b"]),
+            ("res", ["res-a"]),
+        ]
+        # only business logic grants targets; a VEN reads its own ven objects only
+        sneaky = {"objectType": "VEN_VEN_REQUEST", "venName": "pv2", "targets": ["site-b"]}
+        assert (await ven_client.post("/vens", json=sneaky)).status_code == 403
+        other = {"objectType": "BL_VEN_REQUEST", "clientID": "x", "venName": "o"}
+        assert (await v31.post("/vens", json=other)).status_code == 201
+        assert [v["venName"] for v in (await ven_client.get("/vens")).json()] == ["pv"]
+
+        # notifications: a VEN's subscription hears about targeted events through the targets it names
+        ops = [{"objects": ["EVENT"], "operations": ["CREATE"], "callbackUrl": receiver.url}]
+        for targets in (["site-a", "site-b"], None):
+            sub = {"clientName": "pv", "objectOperations": ops, **({"targets": targets} if targets else {})}
+            assert (await ven_client.post("/subscriptions", json=sub)).status_code == 201
+        for name, targets in [("n-ours", ["site-a"]), ("n-theirs", ["site-b"]), ("n-open", None)]:
+            (await v31.post("/events", json=event31(pid, targets, eventName=name))).raise_for_status()
+    # strict modes deliver before answering: what arrived is all that will
+    got = [json.loads(r["body"])["object"] for r in receiver.requests]
+    assert [(o["eventName"], o.get("targets")) for o in got] == [("n-ours", ["site-a"]), ("n-open", None)]
+
+
+async def test_301_has_no_object_privacy_and_filters_values_map_targets(v301, sim301, settings):
+    """3.0.1 gives every read ``read_all``: the platform's VEN token lists targeted events without naming
+    targets; a ``targets`` query filters on the valuesMap values."""
+    pid = await program(v301)
+    body = event31(pid, [{"type": "RESOURCE_NAME", "values": ["fac-1"]}])
+    (await v301.post("/events", json=body)).raise_for_status()
+    (await v301.post("/events", json=event31(pid))).raise_for_status()
+    async with client(sim301, "/openadr3/3.0.1", settings.dr.vtn_token.get_secret_value()) as ven:
+        assert len((await ven.get("/events")).json()) == 2
+        filtered = (await ven.get("/events", params={"targets": ["fac-1"]})).json()
+        assert [e["targets"] for e in filtered] == [[{"type": "RESOURCE_NAME", "values": ["fac-1"]}]]
+        assert (await ven.get("/events", params={"targets": ["fac-2"]})).json() == []
