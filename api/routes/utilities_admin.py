@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Path, Request
 from api.auth import Principal, require_role
 from api.errors import COMMON_RESPONSES, ApiError, ErrorBody
 from dr_coordinator.adapters import onboarding
+from dr_coordinator.adapters.ven_credentials import credentials_box
 from schemas.utilities import EnrollmentIn, ProgramIn, RotateIn, TokenRotated, UtilityIn, UtilityOut
 
 router = APIRouter(prefix="/api/admin/utilities", tags=["utility onboarding"], responses=COMMON_RESPONSES)
@@ -42,7 +43,12 @@ async def list_utilities(request: Request, admin: Admin) -> Any:
     responses={409: {"model": ErrorBody, "description": "A utility with this id exists"}},
 )
 async def add_utility(request: Request, body: UtilityIn, admin: Admin) -> Any:
-    return await _call(request, onboarding.add_utility, body, _actor(admin))
+    box = credentials_box(request.app.state.settings.dr)  # the VEN credentials are stored encrypted
+    async with request.app.state.pool.acquire() as conn:
+        try:
+            return await onboarding.add_utility(conn, body, _actor(admin), box=box)
+        except onboarding.OnboardingError as exc:
+            raise ApiError(exc.status, exc.code, exc.message) from None
 
 
 @router.get("/{utility_id}", response_model=UtilityOut)
