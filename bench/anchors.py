@@ -9,6 +9,7 @@ Each anchor runs as its own process, like the service it anchors, and prints one
     python -m bench.anchors mqtt-subscriber --prefix P --client-id C --n N [--prepare]
     python -m bench.anchors kafka-consumer-decode --topic T --n N  # read from the start, decode each
     python -m bench.anchors influx-writer --database D --n N       # N raw reading points, batches of 5,000
+    python -m bench.anchors bms-soap --url U --facilities F --n N --concurrency C  # N SetSetpoint calls
 """
 
 from __future__ import annotations
@@ -177,6 +178,52 @@ async def influx_writer(database: str, n: int) -> dict[str, Any]:
     return {"items": n, "seconds": seconds, "cpu_s": cpu_s}
 
 
+_SET_SETPOINT = (
+    '<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/"'
+    ' xmlns:tns="urn:energy-platform:bms:v1">'
+    "<soapenv:Body><tns:SetSetpoint><tns:zone_id>{zone}</tns:zone_id><tns:setpoint_c>{value}</tns:setpoint_c>"
+    "<tns:idempotency_key>{key}</tns:idempotency_key></tns:SetSetpoint></soapenv:Body></soapenv:Envelope>"
+)
+
+
+async def bms_soap(
+    url: str, facilities: list[str], n: int, concurrency: int, run: str, zones: int = 1
+) -> dict[str, Any]:
+    """The BMS simulator's own capacity: ``n`` SetSetpoint calls (pre-built SOAP envelopes, distinct
+    idempotency keys, HVAC zones 1..``zones`` of each facility in turn) over one pooled HTTP client with at most
+    ``concurrency`` calls in flight, as the DR worker bounds its own. Every answer must be a 200."""
+    import httpx
+
+    bodies = [
+        (
+            f"{url.rstrip('/')}/{facilities[i % len(facilities)]}",
+            _SET_SETPOINT.format(
+                zone=f"hvac-{i // len(facilities) % zones + 1}", value=23.5, key=f"{run}-{i}"
+            ).encode(),
+        )
+        for i in range(n)
+    ]
+    headers = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": "SetSetpoint"}
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    failed = 0
+    first_failure = ""
+    async with httpx.AsyncClient(timeout=30, limits=limits) as client:
+        queue = iter(bodies)
+
+        async def lane() -> None:
+            nonlocal failed, first_failure
+            for target, body in queue:
+                resp = await client.post(target, content=body, headers=headers)
+                if resp.status_code != 200:
+                    failed += 1
+                    first_failure = first_failure or f"{target}: {resp.status_code} {resp.text[:300]}"
+
+        cpu0, t0 = _cpu(), time.perf_counter()
+        await asyncio.gather(*(lane() for _ in range(concurrency)))
+        seconds, cpu_s = time.perf_counter() - t0, _cpu() - cpu0
+    return {"items": n - failed, "failed": failed, "first_failure": first_failure, "seconds": seconds, "cpu_s": cpu_s}
+
+
 def run_anchor(args: list[str], timeout_s: float = 900) -> dict[str, Any]:
     """Run one anchor in its own process (as the benchmark runs the service it anchors); its figures."""
     import subprocess
@@ -205,8 +252,18 @@ def main() -> None:
     w = sub.add_parser("influx-writer")
     w.add_argument("--database", required=True)
     w.add_argument("--n", type=int, required=True)
+    b = sub.add_parser("bms-soap")
+    b.add_argument("--url", required=True, help="the simulator's /bms base URL")
+    b.add_argument("--facilities", required=True, help="comma-separated facility ids to call")
+    b.add_argument("--n", type=int, required=True)
+    b.add_argument("--concurrency", type=int, required=True)
+    b.add_argument("--run", default="anchor", help="prefix of the idempotency keys")
+    b.add_argument("--zones", type=int, default=1, help="HVAC zones hvac-1.. every facility has")
     args = p.parse_args()
-    if args.anchor == "kafka-producer":
+    if args.anchor == "bms-soap":
+        facilities = [f for f in args.facilities.split(",") if f]
+        result = asyncio.run(bms_soap(args.url, facilities, args.n, args.concurrency, args.run, args.zones))
+    elif args.anchor == "kafka-producer":
         result = asyncio.run(kafka_producer(args.topic, args.n))
     elif args.anchor == "mqtt-subscriber":
         result = asyncio.run(mqtt_subscriber(args.prefix, args.client_id, args.n, args.prepare))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 
 from energy.config_types import Count, IdList, Name, OptionalHttpUrl, Seconds, SecretPolicy, SecretText, SettingsGroup
 
@@ -57,6 +57,12 @@ class DrSettings(SettingsGroup):
     late_windows_topic: Name = "meter-late-windows"
     late_windows_group: Name = "dr-settlement"
     vtn_token: Annotated[SecretText, SecretPolicy(min_length=16)] = SecretStr("local-ven-token")
+    # Encrypts each utility's VEN credentials at rest (decision 0860); any random text of 32+ characters
+    # (an AES-256 key is derived from it). The previous key stays readable during a rotation.
+    credentials_key: Annotated[SecretText, SecretPolicy(min_length=32)] = SecretStr(
+        "local-dev-ven-credentials-key-change-me"
+    )
+    credentials_previous_key: Annotated[SecretText | None, SecretPolicy(min_length=32, required=False)] = None
     # VEN runtime (decision 0411): one per utility with a VTN; polls events as a fallback to webhooks.
     ven_runtime_enabled: bool = True
     ven_poll_interval_s: LongSeconds = 60.0
@@ -66,3 +72,10 @@ class DrSettings(SettingsGroup):
     bms_base_url: OptionalHttpUrl = ""
     # Only sagas of these utilities (comma-separated; empty = all). Lets tests run a private coordinator.
     only_utility_ids: IdList = ""
+
+    @model_validator(mode="after")
+    def _rotation(self) -> DrSettings:
+        previous = self.credentials_previous_key
+        if previous is not None and previous.get_secret_value() == self.credentials_key.get_secret_value():
+            raise ValueError("credentials_previous_key equals credentials_key (a rotation needs a new key)")
+        return self

@@ -1,4 +1,5 @@
-"""``energy utility add|list|show|program|enroll|rotate-token|remove``: onboarding a utility's VTN.
+"""``energy utility add|list|show|program|enroll|rotate-token|reencrypt-credentials|remove``: onboarding
+a utility's VTN.
 
 Secrets are read from environment variables named on the command line (``--ven-token-env``...),
 never from arguments (which other users of the machine can read); they are never printed
@@ -99,6 +100,11 @@ def _run(args: argparse.Namespace) -> int:
             result = asyncio.run(
                 _with_conn(lambda c: onboarding.rotate_webhook_token(c, args.utility_id, rotate, ACTOR))
             )
+        elif args.utility_action == "reencrypt-credentials":
+            only = args.utility or None
+            counts = asyncio.run(_with_conn(lambda c: onboarding.reencrypt_credentials(c, ACTOR, utility_ids=only)))
+            print(json.dumps(counts, indent=2))
+            return 1 if counts["unreadable"] else 0
         else:
             asyncio.run(_with_conn(lambda c: onboarding.remove_utility(c, args.utility_id, ACTOR)))
             print(f"utility {args.utility_id} removed (deactivated; events and audit kept)")
@@ -152,6 +158,11 @@ def register(sub: Any) -> None:
     p.add_argument("utility_id")
     p.add_argument("--new-token-env", default=None, help="env var holding the new token (default: generated)")
     p.add_argument("--overlap-s", type=int, default=86_400)
+    p = u.add_parser(
+        "reencrypt-credentials",
+        help="seal every utility's VEN credentials under ENERGY_DR__CREDENTIALS_KEY (plaintext rows, previous key)",
+    )
+    p.add_argument("--utility", action="append", default=None, help="only this utility (repeatable)")
     p = u.add_parser("remove", help="deactivate a utility")
     p.add_argument("utility_id")
     for action in u.choices.values():

@@ -101,6 +101,7 @@ async def seed_fleet(settings: Settings, facilities: int | None = None, meters_p
             )
         # The seeded utility goes through the onboarding path, as an integrator's would (decision 0411).
         from dr_coordinator.adapters import onboarding
+        from dr_coordinator.adapters.ven_credentials import credentials_box
         from schemas.utilities import EnrollmentIn, UtilityIn
 
         async with pool.acquire() as conn:
@@ -118,6 +119,7 @@ async def seed_fleet(settings: Settings, facilities: int | None = None, meters_p
                 ),
                 "seed",
                 replace=True,
+                box=credentials_box(settings.dr),
             )
             await onboarding.enroll(
                 conn,

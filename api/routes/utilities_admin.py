@@ -13,6 +13,7 @@ from api.auth import Principal, require_role
 from api.errors import COMMON_RESPONSES, ApiError, error_responses
 from api.examples import ok, request_body
 from dr_coordinator.adapters import onboarding
+from dr_coordinator.adapters.ven_credentials import credentials_box
 from schemas.utilities import EnrollmentIn, ProgramIn, RotateIn, TokenRotated, UtilityIn, UtilityOut
 
 router = APIRouter(prefix="/api/admin/utilities", tags=["utility onboarding"], responses=COMMON_RESPONSES)
@@ -50,7 +51,12 @@ async def list_utilities(request: Request, admin: Admin) -> Any:
     openapi_extra=request_body(ex.UTILITY_IN),
 )
 async def add_utility(request: Request, body: UtilityIn, admin: Admin) -> Any:
-    return await _call(request, onboarding.add_utility, body, _actor(admin))
+    box = credentials_box(request.app.state.settings.dr)  # the VEN credentials are stored encrypted
+    async with request.app.state.pool.acquire() as conn:
+        try:
+            return await onboarding.add_utility(conn, body, _actor(admin), box=box)
+        except onboarding.OnboardingError as exc:
+            raise ApiError(exc.status, exc.code, exc.message) from None
 
 
 @router.get("/{utility_id}", response_model=UtilityOut, summary="One utility", responses=ok(ex.UTILITY_OUT))

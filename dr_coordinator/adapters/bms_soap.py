@@ -113,7 +113,10 @@ class SoapBmsGateway:
     def __init__(self, dr_settings: DrSettings) -> None:
         self._settings = dr_settings
         timeout = httpx.Timeout(dr_settings.bms_total_timeout_s, connect=dr_settings.bms_connect_timeout_s)
-        limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
+        # Keep every connection the worker may use open: with fewer kept alive than in flight, each
+        # call beyond them paid a new TCP connection (and the BMS a new thread) at 1,000 facilities.
+        in_flight = max(dr_settings.worker_batch, 1)
+        limits = httpx.Limits(max_connections=in_flight, max_keepalive_connections=in_flight)
         self._http = httpx.AsyncClient(timeout=timeout, limits=limits)
         self._wsdl_http = httpx.Client(timeout=timeout)
         self._transport = _TracingTransport(client=self._http, wsdl_client=self._wsdl_http)

@@ -15,6 +15,8 @@ import secrets
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from dr_coordinator.adapters.ven_credentials import credentials_box, legacy_plaintext, seal, unseal
+from energy.secretbox import SecretBox, SecretBoxError
 from schemas.utilities import EnrollmentIn, ProgramIn, ProgramOut, RotateIn, TokenRotated, UtilityIn, UtilityOut
 
 
@@ -63,8 +65,12 @@ def _public(body: UtilityIn) -> dict[str, Any]:
     return out
 
 
-async def add_utility(conn: Any, body: UtilityIn, actor: str, *, replace: bool = False) -> UtilityOut:
-    """Create a utility (``replace``: update it if it exists, as ``energy seed`` does)."""
+async def add_utility(
+    conn: Any, body: UtilityIn, actor: str, *, replace: bool = False, box: SecretBox | None = None
+) -> UtilityOut:
+    """Create a utility (``replace``: update it if it exists, as ``energy seed`` does). The VEN
+    credentials are stored encrypted only (``box``: the process settings' key by default)."""
+    sealed = seal(box or credentials_box(), body.utility_id, _ven_credentials(body))
     async with conn.transaction():
         exists = await conn.fetchval("SELECT active FROM utilities WHERE utility_id = $1", body.utility_id)
         if exists is not None and not replace:
@@ -72,14 +78,15 @@ async def add_utility(conn: Any, body: UtilityIn, actor: str, *, replace: bool =
         hook_hash = token_hash(body.webhook_token.get_secret_value())
         await conn.execute(
             """INSERT INTO utilities (utility_id, name, vtn_base_url, bearer_token_hash, hmac_secret, ven_name,
-                                      baseline_method, openadr_version, ven_auth, ven_credentials, hmac_required,
-                                      active, updated_at)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11, true, now())
+                                      baseline_method, openadr_version, ven_auth, ven_credentials,
+                                      ven_credentials_encrypted, hmac_required, active, updated_at)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, '{}'::jsonb, $10, $11, true, now())
                ON CONFLICT (utility_id) DO UPDATE SET name = EXCLUDED.name, vtn_base_url = EXCLUDED.vtn_base_url,
                  bearer_token_hash = EXCLUDED.bearer_token_hash, hmac_secret = EXCLUDED.hmac_secret,
                  ven_name = EXCLUDED.ven_name, baseline_method = EXCLUDED.baseline_method,
                  openadr_version = EXCLUDED.openadr_version, ven_auth = EXCLUDED.ven_auth,
-                 ven_credentials = EXCLUDED.ven_credentials, hmac_required = EXCLUDED.hmac_required,
+                 ven_credentials = '{}'::jsonb, ven_credentials_encrypted = EXCLUDED.ven_credentials_encrypted,
+                 hmac_required = EXCLUDED.hmac_required,
                  active = true, updated_at = now()""",
             body.utility_id,
             body.name,
@@ -90,7 +97,7 @@ async def add_utility(conn: Any, body: UtilityIn, actor: str, *, replace: bool =
             body.baseline_method,
             body.openadr_version,
             body.ven_auth,
-            json.dumps(_ven_credentials(body)),
+            sealed,
             body.hmac_required,
         )
         await conn.execute(
@@ -201,6 +208,45 @@ async def rotate_webhook_token(conn: Any, utility_id: str, body: RotateIn, actor
     return TokenRotated(utility_id=utility_id, webhook_token=new, previous_valid_until=until)
 
 
+async def reencrypt_credentials(
+    conn: Any, actor: str, box: SecretBox | None = None, utility_ids: list[str] | None = None
+) -> dict[str, int]:
+    """Seal every utility's VEN credentials under the current key: plaintext rows written before
+    migration 0660, and rows under the previous key (the second step of a key rotation). A row no
+    key opens is left as it is and counted (its credentials must be entered again). ``utility_ids``:
+    only these utilities (default: all)."""
+    box = box or credentials_box()
+    counts = {"sealed_plaintext": 0, "rotated": 0, "current": 0, "unreadable": 0}
+    async with conn.transaction():
+        rows = await conn.fetch(
+            """SELECT utility_id, ven_credentials, ven_credentials_encrypted FROM utilities
+               WHERE $1::text[] IS NULL OR utility_id = ANY($1::text[]) ORDER BY utility_id FOR UPDATE""",
+            utility_ids,
+        )
+        for r in rows:
+            uid, encrypted = r["utility_id"], r["ven_credentials_encrypted"]
+            if encrypted and not box.needs_rotation(encrypted):
+                counts["current"] += 1
+                continue
+            if not encrypted and not legacy_plaintext(r["ven_credentials"]):
+                continue  # no credentials at all (falls back to dr.vtn_token)
+            try:
+                creds = unseal(box, uid, encrypted) if encrypted else legacy_plaintext(r["ven_credentials"])
+            except SecretBoxError:
+                counts["unreadable"] += 1
+                continue
+            await conn.execute(
+                """UPDATE utilities SET ven_credentials_encrypted = $2, ven_credentials = '{}'::jsonb
+                   WHERE utility_id = $1""",
+                uid,
+                seal(box, uid, creds),
+            )
+            kind = "rotated" if encrypted else "sealed_plaintext"
+            counts[kind] += 1
+            await audit(conn, uid, actor, "ven_credentials_reencrypted", {"from": kind, "key_id": box.key_id})
+    return counts
+
+
 async def remove_utility(conn: Any, utility_id: str, actor: str) -> None:
     """Deactivate (events and audit stay): its webhook tokens stop working and its VEN runtime stops."""
     async with conn.transaction():
@@ -238,8 +284,7 @@ async def show_utility(conn: Any, utility_id: str) -> UtilityOut:
            FROM utility_programs p WHERE p.utility_id = $1 ORDER BY p.program_id""",
         utility_id,
     )
-    creds = row["ven_credentials"]
-    creds = json.loads(creds) if isinstance(creds, str) else dict(creds or {})
+    creds_set = bool(row["ven_credentials_encrypted"]) or bool(legacy_plaintext(row["ven_credentials"]))
     return UtilityOut(
         utility_id=row["utility_id"],
         name=row["name"],
@@ -247,7 +292,7 @@ async def show_utility(conn: Any, utility_id: str) -> UtilityOut:
         openadr_version=row["openadr_version"],
         ven_name=row["ven_name"],
         ven_auth=row["ven_auth"],
-        ven_credentials_set=bool(creds),
+        ven_credentials_set=creds_set,
         webhook_tokens_active=int(tokens),
         hmac_set=bool(row["hmac_secret"]),
         hmac_required=row["hmac_required"],

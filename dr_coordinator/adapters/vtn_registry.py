@@ -1,6 +1,7 @@
 """One :class:`VtnClient` per utility, built from the utility's row (base URL, OpenADR version,
 VEN credentials: bearer token or OAuth2 client credentials). Rebuilt when the row changes
-(rotation), closed on stop. A utility without VEN credentials falls back to ``dr.vtn_token``."""
+(rotation), closed on stop. A utility without VEN credentials falls back to ``dr.vtn_token``.
+Credentials are decrypted here, from the row (decision 0860)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from dr_coordinator.adapters.ven_credentials import credentials_box, unseal
 from dr_coordinator.adapters.vtn_client import OAuthClient, VtnClient
+from energy.secretbox import SecretBox
 
 
 @dataclass(frozen=True)
@@ -22,9 +25,11 @@ class VtnTarget:
     credentials: dict[str, Any]
 
     @classmethod
-    def from_row(cls, row: Any) -> VtnTarget:
-        creds = row["ven_credentials"]
-        creds = json.loads(creds) if isinstance(creds, str) else dict(creds or {})
+    def from_row(cls, row: Any, box: SecretBox | None = None) -> VtnTarget:
+        """Raises ``SecretBoxError`` when the stored credentials do not open with the configured keys."""
+        creds = unseal(
+            box or credentials_box(), row["utility_id"], row["ven_credentials_encrypted"], row["ven_credentials"]
+        )
         return cls(
             utility_id=row["utility_id"],
             base_url=row["vtn_base_url"],
@@ -39,7 +44,10 @@ class VtnTarget:
         return hashlib.sha256(blob.encode()).hexdigest()
 
 
-UTILITY_VTN_COLUMNS = "u.utility_id, u.vtn_base_url, u.openadr_version, u.ven_name, u.ven_auth, u.ven_credentials"
+UTILITY_VTN_COLUMNS = (
+    "u.utility_id, u.vtn_base_url, u.openadr_version, u.ven_name, u.ven_auth, u.ven_credentials,"
+    " u.ven_credentials_encrypted"
+)
 
 
 class VtnClients:

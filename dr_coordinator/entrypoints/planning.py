@@ -113,26 +113,28 @@ class PlanningJob:
         frozen: dict[str, Baseline | None],
     ) -> None:
         now = self.clock()
+        trace_id = tracing.current_or_new().trace_id
+        baseline_rows, log_rows = [], []
         for fid in sorted(set(plans) | set(baselines_kw)):
             kw, method = baselines_kw.get(fid, (None, ""))
             baseline = frozen.get(fid)
             if fid in baselines_kw:
-                await conn.execute(
-                    "UPDATE dr_event_facilities SET baseline_kw = $3 WHERE dr_event_id = $1 AND facility_id = $2",
-                    dr_event_id,
-                    fid,
-                    kw,
-                )
+                baseline_rows.append((dr_event_id, fid, kw))
                 if baseline is not None:
                     await settlement_store.freeze_baseline(conn, dr_event_id, fid, baseline, now)
             detail = _plan_detail(plans.get(fid), kw, method, baseline) | {"interval": interval.index}
-            await conn.execute(
+            log_rows.append((dr_event_id, fid, json.dumps(detail), trace_id))
+        # One statement per table for the whole event (row-by-row round trips grew with its size).
+        if baseline_rows:
+            await conn.executemany(
+                "UPDATE dr_event_facilities SET baseline_kw = $3 WHERE dr_event_id = $1 AND facility_id = $2",
+                baseline_rows,
+            )
+        if log_rows:
+            await conn.executemany(
                 """INSERT INTO dr_event_log (dr_event_id, facility_id, entry_type, detail, trace_id)
                    VALUES ($1, $2, 'plan', $3::jsonb, $4)""",
-                dr_event_id,
-                fid,
-                json.dumps(detail),
-                tracing.current_or_new().trace_id,
+                log_rows,
             )
 
     async def plan(

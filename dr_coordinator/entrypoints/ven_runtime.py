@@ -33,6 +33,7 @@ import httpx
 import structlog
 
 from dr_coordinator.adapters.onboarding import token_hash
+from dr_coordinator.adapters.ven_credentials import SecretBoxError, credentials_box
 from dr_coordinator.adapters.vtn_client import VtnClient, VtnError
 from dr_coordinator.adapters.vtn_registry import UTILITY_VTN_COLUMNS, VtnClients, VtnTarget
 from dr_coordinator.metrics import LOOP_ERRORS
@@ -249,7 +250,15 @@ class VenRuntime:
                  AND ($1::text[] IS NULL OR u.utility_id = ANY($1::text[]))""",
             self.utility_ids,
         )
-        return [VtnTarget.from_row(r) for r in rows]
+        box = credentials_box(self.settings.dr)
+        targets = []
+        for r in rows:
+            try:
+                targets.append(VtnTarget.from_row(r, box))
+            except SecretBoxError as exc:  # one utility's credentials; the others carry on
+                LOOP_ERRORS.labels("ven_runtime").inc()
+                log.error("dr_ven_credentials_unreadable", utility_id=r["utility_id"], error=str(exc))
+        return targets
 
     async def round(self, http: httpx.AsyncClient) -> None:
         targets = {t.utility_id: t for t in await self.load()}

@@ -44,6 +44,7 @@ DEV_VALUES = {
     "ENERGY_SEED__UTILITY_BEARER_TOKEN": "local-utility-token",
     "ENERGY_SEED__UTILITY_HMAC_SECRET": "local-utility-hmac-secret",
     "ENERGY_DR__VTN_TOKEN": "local-ven-token",
+    "ENERGY_DR__CREDENTIALS_KEY": "local-dev-ven-credentials-key-change-me",
     "ENERGY_FORECAST__WEATHER_API_KEY": "local-sim-key",
 }
 # Secrets without a default: the local stack runs without them, so "unset" is their development value.
@@ -60,6 +61,8 @@ READERS = {
     "ENERGY_SEED__UTILITY_BEARER_TOKEN": ("seed",),
     "ENERGY_SEED__UTILITY_HMAC_SECRET": ("seed",),
     "ENERGY_DR__VTN_TOKEN": ("dr", "run"),
+    "ENERGY_DR__CREDENTIALS_KEY": ("dr", "run"),
+    "ENERGY_DR__CREDENTIALS_PREVIOUS_KEY": ("dr", "run"),
     "ENERGY_FORECAST__WEATHER_API_KEY": ("forecast", "run"),
 }
 TOKEN_KEY_ID = "k-2026-12"
@@ -88,6 +91,7 @@ def production_env(environment: str = "production") -> dict[str, str]:
         "ENERGY_FORECAST__WEATHER_SECONDARY_URL": "https://127.0.0.1:1/openmeteo",
         "ENERGY_FORECAST__WEATHER_API_KEY": _real(),
         "ENERGY_DR__VTN_TOKEN": _real(),
+        "ENERGY_DR__CREDENTIALS_KEY": _real(48),
         "ENERGY_SEED__UTILITY_BEARER_TOKEN": _real(48),
         "ENERGY_SEED__UTILITY_HMAC_SECRET": _real(48),
         "ENERGY_API__TOKEN_SECRET": _real(48),
@@ -170,6 +174,7 @@ def test_mqtt_tls_is_not_required_when_ingestion_does_not_use_mqtt() -> None:
         ("ENERGY_SEED__UTILITY_BEARER_TOKEN", 32),
         ("ENERGY_POSTGRES__PASSWORD", 16),
         ("ENERGY_DR__VTN_TOKEN", 16),
+        ("ENERGY_DR__CREDENTIALS_KEY", 32),
     ],
 )
 def test_a_short_secret_is_refused_and_one_at_the_minimum_is_accepted(variable: str, minimum: int) -> None:
@@ -200,6 +205,12 @@ def _bad_value_cases() -> list[tuple[str, dict[str, str | None]]]:
     cases += [(name, {name: None}) for name in UNSET_LOCALLY]
     # Optional secrets: set, but to a published value.
     cases.append(("ENERGY_MQTT__PASSWORD", {"ENERGY_MQTT__PASSWORD": "energy"}))
+    cases.append(
+        (
+            "ENERGY_DR__CREDENTIALS_PREVIOUS_KEY",
+            {"ENERGY_DR__CREDENTIALS_PREVIOUS_KEY": DEV_VALUES["ENERGY_DR__CREDENTIALS_KEY"]},
+        )
+    )
     cases.append(
         (
             "ENERGY_API__TOKEN_PREVIOUS_SECRET",

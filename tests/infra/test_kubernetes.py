@@ -330,6 +330,7 @@ def test_every_secret_setting_a_service_reads_comes_from_a_secret(overlay: tuple
         "ENERGY_SEED__UTILITY_BEARER_TOKEN",
         "ENERGY_SEED__UTILITY_HMAC_SECRET",
         "ENERGY_DR__VTN_TOKEN",
+        "ENERGY_DR__CREDENTIALS_KEY",
         "ENERGY_FORECAST__WEATHER_API_KEY",
     }
     for svc, dep in _by_kind(docs, "Deployment").items():

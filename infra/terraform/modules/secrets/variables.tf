@@ -10,6 +10,7 @@ variable "generated_secrets" {
     "api/token-secret"       = "Signs API session tokens (ENERGY_API__TOKEN_SECRET)"
     "utility/bearer-token"   = "Bearer token utilities present on the DR webhook (ENERGY_SEED__UTILITY_BEARER_TOKEN)"
     "utility/hmac-secret"    = "HMAC secret of utility webhook signatures (ENERGY_SEED__UTILITY_HMAC_SECRET)"
+    "dr/ven-credentials-key" = "Encrypts utilities' VEN credentials at rest (ENERGY_DR__CREDENTIALS_KEY)"
     "grafana/admin-password" = "Grafana administrator"
   }
 }
