@@ -215,3 +215,13 @@ def test_trailing_day_max_and_mean_match_a_direct_computation() -> None:
             window = t[max(0, i - per_day + 1) : i + 1].astype(np.float64)
             assert mx[i] == np.float32(window.max())
             assert mean[i] == pytest.approx(window.mean(), rel=1e-5)
+
+
+def test_the_training_loss_weighs_the_middle_quantile_by_one_over_the_actual() -> None:
+    from forecast.model.net import training_loss
+
+    pred = torch.tensor([[[1.0, 1.0, 3.0], [0.0, 0.15, 0.2]]])
+    target = torch.tensor([[2.0, 0.05]])
+    # by hand: first step 0.1*1, 0.5*1/2, 0.1*1; second 0.1*0.05, 0.5*0.1/max(0.05, 0.1), 0.1*0.15
+    expected = (0.1 + 0.25 + 0.1 + 0.005 + 0.5 + 0.015) / 6
+    assert float(training_loss(pred, target, (0.1, 0.5, 0.9))) == pytest.approx(expected, rel=1e-6)
