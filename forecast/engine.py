@@ -5,9 +5,10 @@ windows also give the facility's own conformal band offsets. Model failure degra
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import numpy as np
 import structlog
@@ -29,6 +30,7 @@ BACKTEST_DAYS = 7  # at most this many days of backtest origins
 MIN_BACKTEST_WINDOWS = 4
 MODEL_MUST_BEAT = 0.98  # the model is served when its backtest MAPE < 0.98 x seasonal naive's (ties: naive)
 MIN_CONFORMAL_WINDOWS = 12  # fewer backtest windows: the model's own (training) band offsets
+GATE_MAX_AGE = timedelta(days=7)  # a backtest decision is kept per model for up to a week
 
 
 class Method:
@@ -47,6 +49,16 @@ class GateResult:
     windows: int
     low_offset: np.ndarray | None = None  # facility's own conformal offsets (scaled units), per lead
     high_offset: np.ndarray | None = None
+    decided_at: datetime | None = None  # run that backtested; None: set by hand, never expires
+
+
+def gate_expired(facility_id: str, gate: GateResult, now: datetime) -> bool:
+    """A decision is redone after 6 to 7 days (staggered per facility, so a fleet backtested in one run is
+    not backtested again all in one run), or when the model changes (the caller's cache is per model)."""
+    if gate.decided_at is None:
+        return False
+    stagger = timedelta(minutes=15 * (zlib.crc32(facility_id.encode()) % 96))
+    return now - gate.decided_at >= GATE_MAX_AGE - timedelta(days=1) + stagger
 
 
 def backtest_origins(p: Prepared, history_needed: int, horizon: int) -> np.ndarray:
@@ -72,10 +84,10 @@ def _bank(batch: Sequence[Prepared], model: LoadedModel) -> SeriesBank:
 
 
 def _gate_and_forecast(
-    model: LoadedModel, batch: Sequence[Prepared], gates: dict[str, GateResult]
+    model: LoadedModel, batch: Sequence[Prepared], gates: dict[str, GateResult], run_at: datetime
 ) -> dict[str, tuple[np.ndarray, GateResult]]:
     """Model quantiles for every facility of ``batch`` (same interval) and its gate; backtests are run only
-    for facilities missing from ``gates`` (a cache the caller may keep per model and day)."""
+    for facilities missing from ``gates`` (a cache the caller keeps per model; see :func:`gate_expired`)."""
     spec = model.spec
     for p in batch:
         if p.history_steps < spec.history_needed or p.horizon_steps != spec.horizon:
@@ -104,6 +116,7 @@ def _gate_and_forecast(
         if gate is None:
             sel = (own == i) & (kind == 1)
             gate = _decide(pred[sel], actual[sel], reference[sel])
+            gate.decided_at = run_at
             gates[p.facility_id] = gate
         now = (own == i) & (kind == 0)
         low = gate.low_offset if gate.low_offset is not None else model.model.low_offset
@@ -156,11 +169,15 @@ def forecast_batch(
         if not group:
             continue
         try:
-            results.update(_gate_and_forecast(model, group, gates))
+            results.update(_gate_and_forecast(model, group, gates, run_at))
         except Exception as exc:  # any model failure: seasonal naive, flagged, and counted by the caller
             log.warning("model_failed", model=model.label, error=repr(exc))
     out = []
+    targets_of: dict[tuple[int, int], list[datetime]] = {}  # facilities of a run share a few grids
     for p in batch:
+        key = (id(p.times), p.history_steps)  # the grids are alive (held by ``batch``) during this call
+        if key not in targets_of:
+            targets_of[key] = list(p.times[p.history_steps :].to_pydatetime())
         served = models.get(p.interval_minutes)
         found = results.get(p.facility_id)
         if p.quality == ForecastQuality.INSUFFICIENT_HISTORY:
@@ -185,7 +202,7 @@ def forecast_batch(
                 seasonal_naive=not use_model,
                 weather_available=p.weather_available,
                 sensor_coverage=p.sensor_coverage,
-                targets=list(p.times[p.history_steps :].to_pydatetime()),
+                targets=targets_of[key],
                 p10=q[:, 0].tolist(),
                 p50=q[:, 1].tolist(),
                 p90=q[:, 2].tolist(),

@@ -77,7 +77,10 @@ def day_ahead_backtest(
     train_s = time.perf_counter() - t0
     actual_all, p_all, static_all, day_all, week_all = [], [], [], [], []
     for i, (s, start, test_at) in enumerate(zip(series, bank.starts, first_test, strict=True)):
-        q, static, targets = _rolling_forecasts(result, bank, int(start), test_at, len(s.times), s.load)
+        own_val = val_o[(val_o >= start) & (val_o < start + len(s.times))]
+        # errors of targets the model was fitted on are smaller than out-of-sample ones: never calibrate on them
+        calib_from = int(own_val.min() - start) + spec.gap + 1 if len(own_val) else test_at
+        q, static, targets = _rolling_forecasts(result, bank, int(start), test_at, len(s.times), s.load, calib_from)
         filled = bank.load[start : start + len(s.times)]
         actual_all.append(s.load[targets])
         p_all.append(q)
@@ -107,11 +110,12 @@ def day_ahead_backtest(
 
 
 def _rolling_forecasts(
-    result: TrainResult, bank: SeriesBank, start: int, test_at: int, n: int, load: np.ndarray
+    result: TrainResult, bank: SeriesBank, start: int, test_at: int, n: int, load: np.ndarray, calib_from: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Lead-0 (one day ahead) quantiles of every observed test step of one series, calibrated two ways:
     rolling (per target, the conformal offsets of the lead-0 errors whose targets were already observed at
-    its origin, over the last ROLLING_CALIBRATION_DAYS) and static (the training-time offsets)."""
+    its origin, over the last ROLLING_CALIBRATION_DAYS, only targets from ``calib_from`` on, i.e. not fitted
+    by training) and static (the training-time offsets)."""
     model, spec = result.model, result.model.spec
     window = ROLLING_CALIBRATION_DAYS * spec.steps_per_day
     begin = max(test_at - window - spec.gap - 1, spec.history_needed + spec.gap)
@@ -121,8 +125,9 @@ def _rolling_forecasts(
     actual = load[steps]
     observed = np.isfinite(actual) & (actual > 0)
     rel = pred / scale[:, None]
-    below = pd.Series(np.where(observed, rel[:, 0] - actual / scale, np.nan))
-    above = pd.Series(np.where(observed, actual / scale - rel[:, 2], np.nan))
+    usable = observed & (steps >= calib_from)
+    below = pd.Series(np.where(usable, rel[:, 0] - actual / scale, np.nan))
+    above = pd.Series(np.where(usable, actual / scale - rel[:, 2], np.nan))
     # known at the origin o = t - gap - 1: errors of targets <= o, i.e. shifted by gap + 1 steps
     lag = spec.gap + 1
     min_count = spec.steps_per_day * 7

@@ -6,11 +6,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
 
 from forecast.dataset import NEUTRAL_TEMP_C, fill_gaps
+from forecast.history import Rollup, RollupArrays
 from forecast.model.calendar import calendar_features
 from forecast.weather.types import HourlyWeather
 from schemas.forecasts import ForecastQuality
@@ -18,14 +20,7 @@ from schemas.forecasts import ForecastQuality
 ROLLUP_MINUTES = 15  # the aggregation's facility rollup window the service reads
 STEP = timedelta(minutes=ROLLUP_MINUTES)
 MIN_HISTORY_DAYS = 8.0  # a week for the seasonal-naive reference plus a day to backtest the model on
-__all__ = ["NEUTRAL_TEMP_C", "Prepared", "Rollup", "infer_interval_minutes", "prepare", "quarter_floor"]
-
-
-@dataclass(frozen=True)
-class Rollup:
-    ts: datetime  # window start, UTC
-    avg_kw: float
-    coverage: float
+__all__ = ["NEUTRAL_TEMP_C", "Prepared", "Rollup", "RollupArrays", "infer_interval_minutes", "prepare", "quarter_floor"]
 
 
 @dataclass
@@ -86,13 +81,37 @@ def temperatures(times: pd.DatetimeIndex, sources: Sequence[HourlyWeather | None
     return np.interp(times.as_unit("ns").asi8 / 1e9, xs, ys)  # index resolution varies (pandas 3: us)
 
 
+@lru_cache(maxsize=64)
+def _grid(start_s: float, periods: int, interval_minutes: int) -> pd.DatetimeIndex:
+    return pd.date_range(datetime.fromtimestamp(start_s, UTC), periods=periods, freq=f"{interval_minutes}min")
+
+
+# A run prepares many facilities on the same grid, in a few timezones and weather cells: the calendar and
+# the interpolated temperatures are computed once per (grid, timezone) and (grid, cell's weather).
+@lru_cache(maxsize=256)
+def _calendar(timezone: str, start_s: float, periods: int, interval_minutes: int) -> np.ndarray:
+    cal = calendar_features(_grid(start_s, periods, interval_minutes), timezone)
+    cal.flags.writeable = False
+    return cal
+
+
+@lru_cache(maxsize=512)
+def _temperatures(
+    start_s: float, periods: int, interval_minutes: int, past: HourlyWeather | None, forecast: HourlyWeather | None
+) -> np.ndarray | None:
+    temps = temperatures(_grid(start_s, periods, interval_minutes), [past, forecast])
+    if temps is not None:
+        temps.flags.writeable = False
+    return temps
+
+
 def prepare(
     facility_id: str,
     timezone: str,
     run_at: datetime,
     history: timedelta,
     horizon: timedelta,
-    rollups: Sequence[Rollup],
+    rollups: Sequence[Rollup] | RollupArrays,
     weather_past: HourlyWeather | None,
     weather_forecast: HourlyWeather | None,
     weather_available: bool,
@@ -103,15 +122,15 @@ def prepare(
     """None when the facility has no rollup at all in the history window (nothing to forecast from).
     ``interval_minutes``: the grid; by default the facility's own (:func:`infer_interval_minutes`); the
     rollups inside one grid step are averaged."""
-    ts = np.fromiter((r.ts.timestamp() for r in rollups), dtype=np.float64, count=len(rollups))
-    kw = np.fromiter((r.avg_kw for r in rollups), dtype=np.float64, count=len(rollups))
-    cv = np.fromiter((r.coverage for r in rollups), dtype=np.float64, count=len(rollups))
+    arrays = rollups if isinstance(rollups, RollupArrays) else RollupArrays.of(rollups)
+    ts, kw, cv = arrays.ts, arrays.kw, arrays.coverage
     finite = np.isfinite(kw)
     interval = interval_minutes or infer_interval_minutes(ts[finite])
     step = timedelta(minutes=interval)
     history_steps, horizon_steps = int(history / step), int(horizon / step)
     start = run_at - history_steps * step
-    times = pd.date_range(start, periods=history_steps + horizon_steps, freq=f"{interval}min")
+    periods = history_steps + horizon_steps
+    times = _grid(start.timestamp(), periods, interval)
     idx = np.floor((ts - start.timestamp()) / step.total_seconds()).astype(np.int64)
     ok = finite & (idx >= 0) & (idx < history_steps)
     total = np.zeros(history_steps)
@@ -126,7 +145,7 @@ def prepare(
     first = datetime.fromtimestamp(float(ts[ok].min()), UTC)
     load = np.where(count > 0, total / np.maximum(count, 1), np.nan)
     observed = float(np.mean(count > 0))
-    temps = temperatures(times, [weather_past, weather_forecast])
+    temps = _temperatures(start.timestamp(), periods, interval, weather_past, weather_forecast)
     if temps is None:
         temps = np.full(len(times), NEUTRAL_TEMP_C)
         weather_available = False
@@ -145,7 +164,7 @@ def prepare(
         times=times,
         load=fill_gaps(load, per_day),
         temp_c=temps,
-        calendar=calendar_features(times, timezone),
+        calendar=_calendar(timezone, start.timestamp(), periods, interval),
         history_steps=history_steps,
         observed_fraction=observed,
         observed_days=observed_days,

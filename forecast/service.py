@@ -24,11 +24,11 @@ import structlog
 from energy.adapters.influx import InfluxClient
 from energy.observability.metrics import Counter, Gauge, Histogram
 from energy.settings import Settings
-from forecast.engine import GateResult, forecast_batch
-from forecast.history import read_rollups
+from forecast.engine import GateResult, forecast_batch, gate_expired
+from forecast.history import HistoryCache
 from forecast.model.artifact import LoadedModel, ModelLoadError, load_model
-from forecast.prepare import Prepared, prepare, quarter_floor
-from forecast.store import FacilityForecast, save_forecast
+from forecast.prepare import MIN_HISTORY_DAYS, Prepared, prepare, quarter_floor
+from forecast.store import FacilityForecast, save_forecasts
 from forecast.weather.client import WeatherClient
 from forecast.weather.types import WeatherResult
 from schemas.forecasts import ForecastPublished, ForecastPublishedEvent
@@ -37,6 +37,7 @@ from schemas.topics import FORECASTS
 log = structlog.get_logger("forecast.service")
 HORIZON = timedelta(hours=24)
 BATCH = 256
+SAVE_BATCH = 50  # facilities per write transaction
 MODEL_INTERVALS = (15, 30, 60)  # 5 min meters arrive as complete 15 min rollups
 
 
@@ -102,6 +103,7 @@ class ForecastService:
         self._model_keys: dict[str, str | None] = {}
         self._gates: dict[str, GateResult] = {}
         self._gates_key: tuple[Any, ...] = ()
+        self.history = HistoryCache()
 
     def _load(self, name: str) -> LoadedModel | None:
         current = self.cfg.model_dir / name / "CURRENT"
@@ -130,16 +132,30 @@ class ForecastService:
         return self.current_models().get(15)
 
     def gates_for(self, run_at: datetime) -> dict[str, GateResult]:
-        """The backtest decisions (facility id -> gate) that runs on ``run_at``'s day use and extend."""
+        """The backtest decisions (facility id -> gate) that a run at ``run_at`` uses and extends."""
         return self._gate_cache(self.current_models(), run_at)
 
     def _gate_cache(self, models: dict[int, LoadedModel], run_at: datetime) -> dict[str, GateResult]:
-        """Backtest decisions are kept for a day per set of models (a backtest per facility and run would
-        cost more than the forecast itself)."""
-        key = (tuple(sorted((i, m.label) for i, m in models.items())), run_at.date())
+        """Backtest decisions are kept per set of models, each for about a week (:func:`gate_expired`): a
+        backtest per facility and run would cost more than the forecast itself."""
+        key = tuple(sorted((i, m.label) for i, m in models.items()))
         if key != self._gates_key:
             self._gates_key, self._gates = key, {}
+        for fid in [f for f, g in self._gates.items() if gate_expired(f, g, run_at)]:
+            del self._gates[fid]
         return self._gates
+
+    async def _weather_by_cell(
+        self, facilities: Sequence[Any], run_at: datetime, hist_start: datetime
+    ) -> list[tuple[WeatherResult, Any]]:
+        """Weather of every facility, fetched once per grid cell (facilities of a cell share it)."""
+        cells: dict[str, Any] = {}
+        for f in facilities:
+            cells.setdefault(self.weather.cell(f["latitude"], f["longitude"]), f)
+        sem = asyncio.Semaphore(self.cfg.facility_concurrency * 4)
+        fetched = await asyncio.gather(*(self._weather(f, run_at, hist_start, sem) for f in cells.values()))
+        by_cell = dict(zip(cells, fetched, strict=True))
+        return [by_cell[self.weather.cell(f["latitude"], f["longitude"])] for f in facilities]
 
     async def _weather(
         self, f: Any, run_at: datetime, hist_start: datetime, sem: asyncio.Semaphore
@@ -173,19 +189,22 @@ class ForecastService:
         summary.facilities = len(facilities)
         if not facilities:
             return
-        history = timedelta(days=self.cfg.history_days)
-        hist_start = run_at - history
-        rollups = await read_rollups(
-            self.influx,
-            self.settings.influx.rollup_retention_policy,
-            [f["facility_id"] for f in facilities],
-            hist_start,
-            run_at,
-        )
-        sem = asyncio.Semaphore(self.cfg.facility_concurrency * 4)
-        weather = await asyncio.gather(*(self._weather(f, run_at, hist_start, sem) for f in facilities))
         models = self.current_models()
         summary.model_version = models[15].label if 15 in models else None
+        gates = self._gate_cache(models, run_at)
+        # a facility still to be backtested needs the long history (the backtest windows); one with a
+        # decision only what a forecast and the quality flags need
+        history = timedelta(days=self.cfg.history_days)
+        short = min(history, timedelta(days=MIN_HISTORY_DAYS + 1))
+        windows = {f["facility_id"]: (short if f["facility_id"] in gates else history) for f in facilities}
+        hist_start = run_at - history
+        rollups = await self.history.read(
+            self.influx,
+            self.settings.influx.rollup_retention_policy,
+            {fid: run_at - w for fid, w in windows.items()},
+            run_at,
+        )
+        weather = await self._weather_by_cell(facilities, run_at, hist_start)
         stale_after = timedelta(seconds=self.cfg.stale_after_s)
         prepared: list[Prepared] = []
         sources: CountOf[str] = CountOf()
@@ -195,7 +214,7 @@ class ForecastService:
                 f["facility_id"],
                 f["timezone"],
                 run_at,
-                history,
+                windows[f["facility_id"]],
                 HORIZON,
                 rollups[f["facility_id"]],
                 past,
@@ -211,7 +230,6 @@ class ForecastService:
             prepared.append(p)
         summary.weather_sources = dict(sources)
         forecasts: list[FacilityForecast] = []
-        gates = self._gate_cache(models, run_at)
         for i in range(0, len(prepared), BATCH):
             forecasts += await asyncio.to_thread(forecast_batch, prepared[i : i + BATCH], models, run_at, gates)
         await self._save_all(forecasts)
@@ -231,11 +249,12 @@ class ForecastService:
     async def _save_all(self, forecasts: Sequence[FacilityForecast]) -> None:
         sem = asyncio.Semaphore(self.cfg.facility_concurrency)
 
-        async def one(fc: FacilityForecast) -> None:
+        async def some(part: Sequence[FacilityForecast]) -> None:
             async with sem:
-                await save_forecast(self.pool, fc)
+                await save_forecasts(self.pool, part)
 
-        await asyncio.gather(*(one(fc) for fc in forecasts))
+        # each facility once per run, so concurrent transactions never touch the same rows
+        await asyncio.gather(*(some(forecasts[i : i + SAVE_BATCH]) for i in range(0, len(forecasts), SAVE_BATCH)))
 
     async def _publish_all(self, forecasts: Sequence[FacilityForecast], summary: RunSummary) -> None:
         from energy.adapters.kafka import send_event

@@ -12,8 +12,8 @@ from energy.adapters.influx import InfluxClient
 from energy.adapters.postgres import create_pool
 from energy.settings import Settings
 from forecast.dataset import NEUTRAL_TEMP_C, SeriesData
-from forecast.history import read_rollups
-from forecast.prepare import Rollup, infer_interval_minutes, quarter_floor, temperatures
+from forecast.history import Rollup, read_rollups
+from forecast.prepare import infer_interval_minutes, quarter_floor, temperatures
 from forecast.weather.cache import WeatherCache
 from forecast.weather.types import cell_id
 

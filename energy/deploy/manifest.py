@@ -26,6 +26,9 @@ from typing import Any
 # 127.0.0.1 only fails its probes here as it would in a pod (the kubelet probes the pod IP).
 POD_IP = "127.0.0.2"
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "Job", "CronJob", "DaemonSet")
+# A claim is rehearsed as an empty writable folder per container, like an emptyDir: what the rehearsal checks
+# (the process may write where it writes) holds; that two workloads share the claim's contents is not rehearsed.
+REHEARSED_VOLUME_KINDS = ("emptyDir", "persistentVolumeClaim")
 
 
 class RehearsalError(Exception):
@@ -61,7 +64,7 @@ class Probe:
 class Mount:
     path: str
     volume: str
-    kind: str  # emptyDir only (what the manifests use); others fail in containers_of
+    kind: str  # emptyDir or persistentVolumeClaim (rehearsed as a fresh folder); others fail in containers_of
     read_only: bool
 
 
@@ -259,7 +262,7 @@ def _container(
         if m["name"] not in volumes:
             raise RehearsalError(f"{where}: volumeMount {m['mountPath']} names no volume {m['name']!r}")
         kind = next((k for k in volumes[m["name"]] if k != "name"), "?")
-        if kind != "emptyDir":
+        if kind not in REHEARSED_VOLUME_KINDS:
             raise RehearsalError(f"{where}: volume {m['name']} of kind {kind} is not rehearsed yet")
         mounts.append(Mount(m["mountPath"], m["name"], kind, bool(m.get("readOnly", False))))
     pre_stop = ((c.get("lifecycle") or {}).get("preStop") or {}).get("exec", {}).get("command")

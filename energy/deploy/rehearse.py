@@ -371,6 +371,12 @@ def rehearse(
     image_spec = image_spec or image()
     stack = local_stack(settings, extra_env)
     offset, planned = plan(docs, load_store(store_path), stack, port_offset, only, image_spec)
+    # a deploy does not start a CronJob (its schedule does): its manifest is resolved and checked by plan(),
+    # its container is not run here
+    for spec, _ in planned:
+        if spec.workload.startswith("CronJob/"):
+            progress(f"not started (runs on its schedule): {spec.label}")
+    planned = [(spec, changed) for spec, changed in planned if not spec.workload.startswith("CronJob/")]
     if os.geteuid() != 0:
         raise RehearsalError("needs root for a private mount namespace and the pods' uids (run it as root)")
     run_root = run_root or settings.stack.data_dir / "rehearsal" / overlay

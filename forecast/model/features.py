@@ -143,9 +143,21 @@ def trailing_day_stats(temp: np.ndarray, steps_per_day: int) -> tuple[np.ndarray
     idx = np.arange(n)
     lo = np.maximum(0, idx - steps_per_day + 1)
     mean = ((csum[idx + 1] - csum[lo]) / (idx + 1 - lo)).astype(np.float32)
-    padded = np.concatenate([np.full(steps_per_day - 1, -np.inf, dtype=np.float64), temp.astype(np.float64)])
-    mx = np.lib.stride_tricks.sliding_window_view(padded, steps_per_day).max(axis=1).astype(np.float32)
-    return mean, mx
+    return mean, trailing_max(temp, steps_per_day).astype(np.float32)
+
+
+def trailing_max(values: np.ndarray, window: int) -> np.ndarray:
+    """Max of the last ``window`` values (inclusive) at each step, shorter windows at the start; by doubling
+    (log2(window) vector maxima instead of a window-wide reduction per step)."""
+    pad = np.full(window - 1, -np.inf, dtype=np.float64)
+    x = np.concatenate([pad, np.asarray(values, dtype=np.float64)])
+    span, m = 1, x.copy()  # m[i] = max of x[i-span+1 .. i]
+    while 2 * span <= window:
+        m[span:] = np.maximum(m[span:], m[:-span])
+        span *= 2
+    # window = span + rest with rest < span: the max of two overlapping spans of length ``span``
+    out = np.maximum(m[window - 1 :], m[span - 1 : len(m) - window + span]) if window > span else m[window - 1 :]
+    return out
 
 
 def valid_origins(bank: SeriesBank, spec: ModelSpec, need_targets: bool = True) -> np.ndarray:

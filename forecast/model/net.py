@@ -35,3 +35,17 @@ def pinball_loss(pred: torch.Tensor, target: torch.Tensor, quantiles: tuple[floa
     q = torch.tensor(quantiles, dtype=pred.dtype)
     diff = target.unsqueeze(-1) - pred
     return torch.maximum(q * diff, (q - 1) * diff).mean()
+
+
+RELATIVE_FLOOR = 0.1  # actuals below a tenth of the window's mean load weigh as if they were that tenth
+
+
+def training_loss(pred: torch.Tensor, target: torch.Tensor, quantiles: tuple[float, ...]) -> torch.Tensor:
+    """Pinball loss of every quantile, the middle one's errors weighted by 1 / actual: the point forecast is
+    judged by MAPE, whose minimiser on a skewed load is below the median (a single household's load)."""
+    q = torch.tensor(quantiles, dtype=pred.dtype)
+    diff = target.unsqueeze(-1) - pred
+    loss = torch.maximum(q * diff, (q - 1) * diff)
+    weight = torch.ones_like(loss)
+    weight[..., len(quantiles) // 2] = 1.0 / torch.clamp(target, min=RELATIVE_FLOOR)
+    return (loss * weight).mean()

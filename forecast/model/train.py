@@ -14,7 +14,7 @@ import structlog
 import torch
 
 from forecast.model.features import Batch, ModelSpec, SeriesBank, make_batch
-from forecast.model.net import QuantileLSTM, pinball_loss
+from forecast.model.net import QuantileLSTM, training_loss
 
 TARGET_LOW, TARGET_HIGH = 0.1, 0.9  # P10 and P90: 80 % of actuals inside the band
 MAX_EVAL_WINDOWS = 2048  # validation windows used for early stopping (evenly spaced); calibration uses all
@@ -149,7 +149,7 @@ def train_member(
     assert val.targets is not None
     val_y = torch.from_numpy(val.targets)
     with torch.inference_mode():
-        best_loss = float(pinball_loss(_forward(net, val), val_y, spec.quantiles))  # step 0 = seasonal naive
+        best_loss = float(training_loss(_forward(net, val), val_y, spec.quantiles))  # step 0 = seasonal naive
     best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
     best_step, step = 0, 0
     started = time.monotonic()
@@ -158,7 +158,7 @@ def train_member(
         b = make_batch(bank, spec, train_origins[rng.integers(0, len(train_origins), cfg.batch_size)])
         assert b.targets is not None
         opt.zero_grad()
-        loss = pinball_loss(_forward(net, b), torch.from_numpy(b.targets), spec.quantiles)
+        loss = training_loss(_forward(net, b), torch.from_numpy(b.targets), spec.quantiles)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
         opt.step()
@@ -169,7 +169,7 @@ def train_member(
             continue
         net.eval()
         with torch.inference_mode():
-            val_loss = float(pinball_loss(_forward(net, val), val_y, spec.quantiles))
+            val_loss = float(training_loss(_forward(net, val), val_y, spec.quantiles))
         sched.step(val_loss)
         if val_loss < best_loss - 1e-6:
             best_loss, best_step = val_loss, step

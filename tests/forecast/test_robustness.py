@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from forecast.dataset import SeriesData, build_bank
-from forecast.engine import Method, forecast_batch
+from forecast.engine import GateResult, Method, forecast_batch, gate_expired
 from forecast.model.artifact import LoadedModel
 from forecast.model.calendar import calendar_features, spans_a_year
-from forecast.model.features import spec_for, valid_origins
+from forecast.model.features import spec_for, trailing_day_stats, valid_origins
 from forecast.model.net import QuantileLSTM
 from forecast.model.train import ForecastModel, TrainConfig, apply_offsets, conformal_offsets, predict
 from forecast.prepare import Rollup, prepare
@@ -189,3 +189,39 @@ def test_a_retrained_model_replaces_the_current_one_only_if_it_backtests_better(
     assert current_version(tmp_path, "platform") == first.version  # the previous version keeps serving
     kept = load_model(tmp_path, "platform", second.version)  # the candidate is kept beside it, not lost
     assert kept is not None and kept.meta["previous_version"] == first.version
+
+
+def test_a_backtest_decision_lives_six_to_seven_days_staggered_per_facility() -> None:
+    decided = datetime(2026, 3, 1, tzinfo=UTC)
+    ages = []
+    for i in range(200):
+        fid = f"facility-{i}"
+        gate = GateResult(True, 1.0, 2.0, 14, decided_at=decided)
+        assert not gate_expired(fid, gate, decided + timedelta(days=6) - timedelta(minutes=1))
+        assert gate_expired(fid, gate, decided + timedelta(days=7))
+        # the first quarter hour at which it expires
+        age = next(q for q in range(6 * 96, 7 * 96 + 1) if gate_expired(fid, gate, decided + timedelta(minutes=15 * q)))
+        ages.append(age)
+    assert len(set(ages)) > 50  # spread over the day, not all at once
+    assert not gate_expired("by-hand", GateResult(True, 1.0, 2.0, 14), decided + timedelta(days=365))
+
+
+def test_trailing_day_max_and_mean_match_a_direct_computation() -> None:
+    rng = np.random.default_rng(5)
+    for per_day in (24, 48, 96, 288):
+        t = rng.normal(size=3 * per_day + 7).astype(np.float32)
+        mean, mx = trailing_day_stats(t, per_day)
+        for i in (0, 1, per_day - 1, per_day, per_day + 1, len(t) - 1):
+            window = t[max(0, i - per_day + 1) : i + 1].astype(np.float64)
+            assert mx[i] == np.float32(window.max())
+            assert mean[i] == pytest.approx(window.mean(), rel=1e-5)
+
+
+def test_the_training_loss_weighs_the_middle_quantile_by_one_over_the_actual() -> None:
+    from forecast.model.net import training_loss
+
+    pred = torch.tensor([[[1.0, 1.0, 3.0], [0.0, 0.15, 0.2]]])
+    target = torch.tensor([[2.0, 0.05]])
+    # by hand: first step 0.1*1, 0.5*1/2, 0.1*1; second 0.1*0.05, 0.5*0.1/max(0.05, 0.1), 0.1*0.15
+    expected = (0.1 + 0.25 + 0.1 + 0.005 + 0.5 + 0.015) / 6
+    assert float(training_loss(pred, target, (0.1, 0.5, 0.9))) == pytest.approx(expected, rel=1e-6)

@@ -269,7 +269,7 @@ async def test_run_publishes_one_forecast_published_event_per_facility_with_stab
     assert events[0].payload.steps == 96 and events[0].payload.run_at == run_at
 
 
-async def test_the_service_backtests_each_facility_once_a_day_and_flags_a_short_history(
+async def test_the_service_backtests_each_facility_once_a_week_and_flags_a_short_history(
     settings, pg_pool, influx, http, weather_sim, make_facility, trained_model_dir, uid
 ):
     lat, lon = _location(uid)
@@ -294,5 +294,11 @@ async def test_the_service_backtests_each_facility_once_a_day_and_flags_a_short_
     assert runs[old]["method"] == expected and runs[old]["seasonal_naive"] == (not gate.use_model)
     assert runs[new]["quality"] == "insufficient_history" and runs[new]["method"] == Method.INSUFFICIENT_HISTORY
     assert runs[new]["seasonal_naive"] and runs[new]["model_version"] == "seasonal-naive-v1"
-    again = await service.run_once(run_at, [old, new])  # same day: the decision is reused, not recomputed
-    assert again.written == 2 and service.gates_for(run_at)[old] is gate
+    assert gate.decided_at == run_at
+    # the next quarter hour: the decision is reused, not recomputed, and only the newest hours are read
+    points = service.history.points_read
+    nxt = run_at + timedelta(minutes=15)
+    again = await service.run_once(nxt, [old, new])
+    assert again.written == 2 and service.gates_for(nxt)[old] is gate
+    assert service.history.points_read - points <= 2 * (2 * 4 + 1)  # 2 h re-read per facility, at most
+    assert old not in service.gates_for(run_at + timedelta(days=7))  # a week later: backtested again

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from forecast.read import latest_forecast, latest_run
-from forecast.store import FacilityForecast, save_forecast
+from forecast.store import FacilityForecast, save_forecast, save_forecasts
 
 T0 = datetime(2026, 3, 2, 0, 0, tzinfo=UTC)
 
@@ -84,3 +84,30 @@ async def test_quantile_order_violation_is_rejected_before_writing(pg_pool, make
     with pytest.raises(ValueError):
         await save_forecast(pg_pool, bad)
     assert await latest_forecast(pg_pool, fid, T0, T0 + timedelta(hours=2)) == []
+
+
+async def test_many_facilities_in_one_write_each_get_their_own_rows_and_the_newest_run_guard(
+    pg_pool, make_facility
+) -> None:
+    a, b, c = [await make_facility() for _ in range(3)]
+    newer_c = _forecast(c, T0 - timedelta(minutes=15), 300.0)
+    await save_forecast(pg_pool, newer_c)
+    run_at = T0 - timedelta(hours=1)
+    sent = await save_forecasts(
+        pg_pool, [_forecast(a, run_at, 100.0), _forecast(b, run_at, 200.0, steps=4), _forecast(c, run_at, 1.0)]
+    )
+    assert sent == 8 + 4 + 8
+    got = {fid: await latest_forecast(pg_pool, fid, T0, T0 + timedelta(hours=3)) for fid in (a, b, c)}
+    assert [r.p50_kw for r in got[a]] == [100.0] * 8 and [r.p50_kw for r in got[b]] == [200.0] * 4
+    assert [r.p50_kw for r in got[c]] == [300.0] * 8  # the older run in the batch left the newer one alone
+    assert (
+        await pg_pool.fetchval("SELECT count(*) FROM forecast_runs WHERE facility_id = ANY($1::text[])", [a, b, c]) == 4
+    )  # a, b, and both runs of c
+
+
+async def test_one_bad_forecast_in_a_batch_writes_nothing(pg_pool, make_facility) -> None:
+    a, b = await make_facility(), await make_facility()
+    bad = dataclasses.replace(_forecast(b, T0, 100.0), p90=[90.0] * 8)
+    with pytest.raises(ValueError):
+        await save_forecasts(pg_pool, [_forecast(a, T0, 100.0), bad])
+    assert await latest_forecast(pg_pool, a, T0, T0 + timedelta(hours=2)) == []

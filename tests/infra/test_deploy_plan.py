@@ -195,7 +195,8 @@ def test_every_container_of_the_overlays_resolves_with_the_test_store(kustomize_
     store = _store()
     image = parse_dockerfile((ROOT / "Dockerfile").read_text())
     specs = containers_of(kustomize_render(overlay), image, store)
-    assert sorted(s.name for s in specs) == ["aggregation", "api", "dr-coordinator", "forecast", "ingestion"]
+    retrain = ["forecast-retrain-15m", "forecast-retrain-30m", "forecast-retrain-60m"]  # CronJobs
+    assert sorted(s.name for s in specs) == ["aggregation", "api", "dr-coordinator", "forecast", *retrain, "ingestion"]
     for spec in specs:
         assert spec.read_only_root and spec.run_as_user == 10001 and spec.drop_capabilities == ("ALL",)
         assert spec.workdir == "/var/lib/energy"

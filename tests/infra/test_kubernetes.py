@@ -352,3 +352,46 @@ def test_a_secret_key_missing_from_the_overlay_stops_the_services_naming_it(over
             settings_from(without)
         assert err.value.environment == name
         assert [p.split(" ")[0] for p in err.value.problems] == [variable]
+
+
+def test_weekly_retrain_cronjobs_train_every_served_interval_into_the_services_model_volume(
+    overlay: tuple[str, list],
+) -> None:
+    from energy.cli import build_parser
+    from forecast.service import MODEL_INTERVALS
+
+    name, docs = overlay
+    env = _overlay_env(docs)
+    cronjobs = _by_kind(docs, "CronJob")
+    service_pod = _by_kind(docs, "Deployment")["forecast"]["spec"]["template"]["spec"]
+    service_claims = {
+        v["name"]: v["persistentVolumeClaim"]["claimName"]
+        for v in service_pod["volumes"]
+        if "persistentVolumeClaim" in v
+    }
+    service_mount = next(
+        m for m in _container(_by_kind(docs, "Deployment")["forecast"])["volumeMounts"] if m["name"] in service_claims
+    )
+    assert service_mount["mountPath"] == env["ENERGY_FORECAST__MODEL_DIR"] and service_mount.get("readOnly") is True
+    claims = _by_kind(docs, "PersistentVolumeClaim")
+    assert claims[service_claims[service_mount["name"]]]["spec"]["accessModes"] == ["ReadWriteMany"]
+    parser = build_parser()
+    trained = set()
+    for interval in MODEL_INTERVALS:
+        job = cronjobs[f"forecast-retrain-{interval}m"]
+        minute, hour, dom, month, dow = job["spec"]["schedule"].split()
+        assert (dom, month) == ("*", "*") and dow.isdigit() and minute.isdigit() and hour.isdigit(), name  # weekly
+        assert job["spec"]["concurrencyPolicy"] == "Forbid"
+        pod = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+        assert pod["restartPolicy"] == "Never"
+        assert len(pod["containers"]) == 1
+        container = pod["containers"][0]
+        parsed = parser.parse_args(container["args"][1:])
+        assert (parsed.forecast_command, parsed.source) == ("train", "influx")
+        trained.add(parsed.interval)
+        assert container["resources"]["requests"]["cpu"] and container["resources"]["limits"]["memory"]
+        assert container["securityContext"]["readOnlyRootFilesystem"] and container["securityContext"]["runAsNonRoot"]
+        claim_of = {v["name"]: v.get("persistentVolumeClaim", {}).get("claimName") for v in pod["volumes"]}
+        mount = next(m for m in container["volumeMounts"] if m["mountPath"] == env["ENERGY_FORECAST__MODEL_DIR"])
+        assert claim_of[mount["name"]] == service_claims[service_mount["name"]] and not mount.get("readOnly")
+    assert trained == set(MODEL_INTERVALS)
