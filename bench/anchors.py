@@ -9,6 +9,10 @@ Each anchor runs as its own process, like the service it anchors, and prints one
     python -m bench.anchors mqtt-subscriber --prefix P --client-id C --n N [--prepare]
     python -m bench.anchors kafka-consumer-decode --topic T --n N  # read from the start, decode each
     python -m bench.anchors influx-writer --database D --n N       # N raw reading points, batches of 5,000
+    python -m bench.anchors api-server --port P                    # a trivial FastAPI route, served like the API
+
+The forecast anchor is a function (:func:`forecast_forward`), called in the benchmark's own process with
+the model the service has loaded: the raw forward pass of its networks over as many windows.
 """
 
 from __future__ import annotations
@@ -177,6 +181,69 @@ async def influx_writer(database: str, n: int) -> dict[str, Any]:
     return {"items": n, "seconds": seconds, "cpu_s": cpu_s}
 
 
+ANCHOR_ROUTE = "/anchor"
+
+
+def trivial_app() -> Any:
+    """One route that returns a small constant JSON object (about the size of a current-load answer) with
+    no I/O, no middleware and no auth: what FastAPI and uvicorn cost per request on their own."""
+    from fastapi import FastAPI
+
+    app = FastAPI()
+    body = {"facility_id": "anchor", "as_of": "2026-01-05T00:00:00Z", "total_kw": 12.5, "meters_reporting": 10}
+
+    @app.get(ANCHOR_ROUTE)
+    async def anchor() -> dict[str, Any]:
+        return body
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app
+
+
+def api_server(port: int) -> None:
+    """Serve :func:`trivial_app` exactly as ``energy api run`` serves the API: one process, the same
+    uvicorn options (api.app.UVICORN_OPTIONS)."""
+    import uvicorn
+
+    from api.app import UVICORN_OPTIONS
+
+    uvicorn.run(trivial_app(), host="127.0.0.1", port=port, **UVICORN_OPTIONS)
+
+
+def forecast_forward(model: Any, windows: int, batch: int = 2048) -> dict[str, Any]:
+    """The raw forward pass of ``model``'s networks (a ``forecast.model.train.ForecastModel``) over
+    ``windows`` windows of its own shapes, in the inference batch size, torch only: no features, no
+    calibration, no I/O. Inputs are built (random) before the clock starts; an LSTM's cost does not
+    depend on the values. Single-threaded, as the service runs inference."""
+    import torch
+
+    spec = model.spec
+    torch.set_num_threads(1)
+    generator = torch.Generator().manual_seed(7)
+    chunks = []
+    for start in range(0, windows, batch):
+        b = min(batch, windows - start)
+        chunks.append(
+            (
+                torch.randn(b, spec.lookback, spec.enc_features, generator=generator),
+                torch.randn(b, spec.horizon, spec.dec_features, generator=generator),
+                torch.rand(b, spec.horizon, generator=generator),
+            )
+        )
+    for net in model.nets:
+        net.eval()
+    cpu0, t0 = _cpu(), time.perf_counter()
+    with torch.inference_mode():
+        for enc, dec, reference in chunks:
+            for net in model.nets:
+                net(enc, dec, reference)
+    seconds, cpu_s = time.perf_counter() - t0, _cpu() - cpu0
+    return {"items": windows, "seconds": seconds, "cpu_s": cpu_s, "members": len(model.nets)}
+
+
 def run_anchor(args: list[str], timeout_s: float = 900) -> dict[str, Any]:
     """Run one anchor in its own process (as the benchmark runs the service it anchors); its figures."""
     import subprocess
@@ -205,7 +272,12 @@ def main() -> None:
     w = sub.add_parser("influx-writer")
     w.add_argument("--database", required=True)
     w.add_argument("--n", type=int, required=True)
+    a = sub.add_parser("api-server")
+    a.add_argument("--port", type=int, required=True)
     args = p.parse_args()
+    if args.anchor == "api-server":
+        api_server(args.port)
+        return
     if args.anchor == "kafka-producer":
         result = asyncio.run(kafka_producer(args.topic, args.n))
     elif args.anchor == "mqtt-subscriber":

@@ -111,9 +111,10 @@ async def fleet_runs(sizes: list[int], model_dir: Path) -> dict[str, Any]:
                         out[f"facilities_{n}_s"] = round(time.perf_counter() - t0, 2)
                         out[f"facilities_{n}_written"] = summary.written
                         out[f"facilities_{n}_served_model"] = summary.methods.get("model", 0)
-                        t0 = time.perf_counter()
+                        t0, cpu0 = time.perf_counter(), time.process_time()
                         await service.run_once(run_at, ids)
                         out[f"facilities_{n}_second_run_s"] = round(time.perf_counter() - t0, 2)
+                        out.update(forward_anchor(service, n, time.perf_counter() - t0, time.process_time() - cpu0))
                         calls_after = sim.stats()["served"]
                         # provider calls in this run (cells cached by an earlier run within the TTL cost none)
                         out[f"facilities_{n}_weather_provider_calls"] = sum(calls_after.values()) - sum(
@@ -125,6 +126,24 @@ async def fleet_runs(sizes: list[int], model_dir: Path) -> dict[str, Any]:
     finally:
         await pool.close()
     return out
+
+
+def forward_anchor(service: Any, n: int, run_s: float, run_cpu_s: float) -> dict[str, Any]:
+    """The raw forward pass of the served model over the same ``n`` windows (bench/anchors.py), beside the
+    later run's wall and CPU time: the ratio is the share of a forecast run that is the model itself."""
+    from bench.anchors import forecast_forward
+
+    loaded = service.current_model()
+    if loaded is None:
+        return {}
+    fwd = forecast_forward(loaded.model, n)
+    return {
+        f"facilities_{n}_second_run_cpu_s": round(run_cpu_s, 2),
+        f"facilities_{n}_anchor_forward_s": round(fwd["seconds"], 3),
+        f"facilities_{n}_anchor_forward_cpu_s": round(fwd["cpu_s"], 3),
+        f"facilities_{n}_ratio_forward_vs_run": round(fwd["seconds"] / run_s, 3),
+        f"facilities_{n}_ratio_forward_vs_run_cpu": round(fwd["cpu_s"] / max(run_cpu_s, 1e-9), 3),
+    }
 
 
 def household_power(wheel: Path) -> Any:
@@ -246,6 +265,7 @@ def main() -> None:
         args.quick,
         goals={
             "facilities_1000_s": "< 10",
+            "facilities_1000_ratio_forward_vs_run_cpu": ">= 0.25 (the model's own forward pass is a quarter of a run)",
             "vic_elec_mape_pct": "<= 2.5",
             "p10_p90_coverage_pct": "77-83",
             "vic_elec_train_s": "< 180",
