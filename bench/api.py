@@ -222,7 +222,7 @@ async def wait_ready(base: str, timeout_s: float = 30) -> None:
     raise RuntimeError("API did not start (see its stderr above)")
 
 
-async def wait_answered(base: str, token: str, path: str, timeout_s: float = 60) -> None:
+async def wait_answered(base: str, token: str, path: str, timeout_s: float = 180) -> None:
     deadline = time.monotonic() + timeout_s
     async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=10) as c:
         while time.monotonic() < deadline:
