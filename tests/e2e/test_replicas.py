@@ -5,8 +5,8 @@ Two ingestion replicas (one MQTT shared subscription), two aggregation workers (
 DR coordinators (each with its VEN runtime polling the simulated utility's VTN) and two API processes, on
 this test's own MQTT prefix, topics, consumer group and InfluxDB database. Checked, each against a figure
 the test computes itself:
-- every published reading is counted exactly once in the 1-minute meter rollups (sum of sample_count per
-  meter == readings the test published for it), and once in the raw points;
+- every published reading is counted exactly once in the 1-minute meter rollups (valid plus flagged
+  samples per meter == readings the test published for it), and once in the raw points;
 - a DR event created at the VTN becomes one platform event; every BMS command changed its zone exactly
   once (the BMS simulator counts every execution, duplicates included); the VTN holds one report for the
   event, with each targeted facility once;
