@@ -43,6 +43,8 @@ from energy.settings import Settings
 log = structlog.get_logger("api")
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
+# How ``energy api run`` serves the app (bench/anchors.py serves its trivial route the same way).
+UVICORN_OPTIONS: dict[str, Any] = {"log_level": "warning", "access_log": False, "proxy_headers": False}
 
 REQUEST_LATENCY = Histogram(
     "energy_api_request_seconds",
@@ -207,9 +209,7 @@ def run(settings: Settings) -> int:
         create_app(settings),
         host=settings.endpoints.api_host,
         port=settings.endpoints.api_port,
-        log_level="warning",
-        access_log=False,
-        proxy_headers=False,
+        **UVICORN_OPTIONS,
     )
     log.info("api_stopped", signal=stopped_by[0] if stopped_by else None)
     return 0

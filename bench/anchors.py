@@ -10,6 +10,10 @@ Each anchor runs as its own process, like the service it anchors, and prints one
     python -m bench.anchors kafka-consumer-decode --topic T --n N  # read from the start, decode each
     python -m bench.anchors influx-writer --database D --n N       # N raw reading points, batches of 5,000
     python -m bench.anchors bms-soap --url U --facilities F --n N --concurrency C  # N SetSetpoint calls
+    python -m bench.anchors api-server --port P                    # a trivial FastAPI route, served like the API
+
+The forecast anchor is a function (:func:`forecast_forward`), called in the benchmark's own process with
+the model the service has loaded: the raw forward pass of its networks over as many windows.
 """
 
 from __future__ import annotations
@@ -222,6 +226,67 @@ async def bms_soap(
         await asyncio.gather(*(lane() for _ in range(concurrency)))
         seconds, cpu_s = time.perf_counter() - t0, _cpu() - cpu0
     return {"items": n - failed, "failed": failed, "first_failure": first_failure, "seconds": seconds, "cpu_s": cpu_s}
+ANCHOR_ROUTE = "/anchor"
+
+
+def trivial_app() -> Any:
+    """One route that returns a small constant JSON object (about the size of a current-load answer) with
+    no I/O, no middleware and no auth: what FastAPI and uvicorn cost per request on their own."""
+    from fastapi import FastAPI
+
+    app = FastAPI()
+    body = {"facility_id": "anchor", "as_of": "2026-01-05T00:00:00Z", "total_kw": 12.5, "meters_reporting": 10}
+
+    @app.get(ANCHOR_ROUTE)
+    async def anchor() -> dict[str, Any]:
+        return body
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app
+
+
+def api_server(port: int) -> None:
+    """Serve :func:`trivial_app` exactly as ``energy api run`` serves the API: one process, the same
+    uvicorn options (api.app.UVICORN_OPTIONS)."""
+    import uvicorn
+
+    from api.app import UVICORN_OPTIONS
+
+    uvicorn.run(trivial_app(), host="127.0.0.1", port=port, **UVICORN_OPTIONS)
+
+
+def forecast_forward(model: Any, windows: int, batch: int = 2048) -> dict[str, Any]:
+    """The raw forward pass of ``model``'s networks (a ``forecast.model.train.ForecastModel``) over
+    ``windows`` windows of its own shapes, in the inference batch size, torch only: no features, no
+    calibration, no I/O. Inputs are built (random) before the clock starts; an LSTM's cost does not
+    depend on the values. Single-threaded, as the service runs inference."""
+    import torch
+
+    spec = model.spec
+    torch.set_num_threads(1)
+    generator = torch.Generator().manual_seed(7)
+    chunks = []
+    for start in range(0, windows, batch):
+        b = min(batch, windows - start)
+        chunks.append(
+            (
+                torch.randn(b, spec.lookback, spec.enc_features, generator=generator),
+                torch.randn(b, spec.horizon, spec.dec_features, generator=generator),
+                torch.rand(b, spec.horizon, generator=generator),
+            )
+        )
+    for net in model.nets:
+        net.eval()
+    cpu0, t0 = _cpu(), time.perf_counter()
+    with torch.inference_mode():
+        for enc, dec, reference in chunks:
+            for net in model.nets:
+                net(enc, dec, reference)
+    seconds, cpu_s = time.perf_counter() - t0, _cpu() - cpu0
+    return {"items": windows, "seconds": seconds, "cpu_s": cpu_s, "members": len(model.nets)}
 
 
 def run_anchor(args: list[str], timeout_s: float = 900) -> dict[str, Any]:
@@ -259,7 +324,12 @@ def main() -> None:
     b.add_argument("--concurrency", type=int, required=True)
     b.add_argument("--run", default="anchor", help="prefix of the idempotency keys")
     b.add_argument("--zones", type=int, default=1, help="HVAC zones hvac-1.. every facility has")
+    a = sub.add_parser("api-server")
+    a.add_argument("--port", type=int, required=True)
     args = p.parse_args()
+    if args.anchor == "api-server":
+        api_server(args.port)
+        return
     if args.anchor == "bms-soap":
         facilities = [f for f in args.facilities.split(",") if f]
         result = asyncio.run(bms_soap(args.url, facilities, args.n, args.concurrency, args.run, args.zones))

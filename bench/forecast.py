@@ -130,9 +130,10 @@ async def fleet_runs(sizes: list[int], model_dir: Path) -> dict[str, Any]:
                         # the next quarter hour: one new rollup per facility, decisions and history reused
                         await _next_rollups(influx, settings, ids, run_at)
                         points = service.history.points_read
-                        t0 = time.perf_counter()
+                        t0, cpu0 = time.perf_counter(), time.process_time()
                         await service.run_once(run_at + timedelta(minutes=15), ids)
                         out[f"facilities_{n}_next_quarter_s"] = round(time.perf_counter() - t0, 2)
+                        out.update(forward_anchor(service, n, time.perf_counter() - t0, time.process_time() - cpu0))
                         out[f"facilities_{n}_next_quarter_points_read"] = service.history.points_read - points
                         out["model_version"] = summary.model_version
                     finally:
@@ -140,6 +141,24 @@ async def fleet_runs(sizes: list[int], model_dir: Path) -> dict[str, Any]:
     finally:
         await pool.close()
     return out
+
+
+def forward_anchor(service: Any, n: int, run_s: float, run_cpu_s: float) -> dict[str, Any]:
+    """The raw forward pass of the served model over the same ``n`` windows (bench/anchors.py), beside the
+    later run's wall and CPU time: the ratio is the share of a forecast run that is the model itself."""
+    from bench.anchors import forecast_forward
+
+    loaded = service.current_model()
+    if loaded is None:
+        return {}
+    fwd = forecast_forward(loaded.model, n)
+    return {
+        f"facilities_{n}_next_quarter_cpu_s": round(run_cpu_s, 2),
+        f"facilities_{n}_anchor_forward_s": round(fwd["seconds"], 3),
+        f"facilities_{n}_anchor_forward_cpu_s": round(fwd["cpu_s"], 3),
+        f"facilities_{n}_ratio_forward_vs_run": round(fwd["seconds"] / run_s, 3),
+        f"facilities_{n}_ratio_forward_vs_run_cpu": round(fwd["cpu_s"] / max(run_cpu_s, 1e-9), 3),
+    }
 
 
 def household_power(wheel: Path) -> Any:
@@ -262,6 +281,7 @@ def main() -> None:
         goals={
             "facilities_1000_s": "< 10",
             "facilities_1000_next_quarter_s": "< 10",
+            "facilities_1000_ratio_forward_vs_run_cpu": ">= 0.25 (the model's own forward pass is a quarter of a run)",
             "vic_elec_mape_pct": "<= 2.5",
             "p10_p90_coverage_pct": "77-83",
             "vic_elec_train_s": "< 180",

@@ -63,7 +63,10 @@ class Readings:
 
     def __init__(self, run: str) -> None:
         self.facilities = [(f.facility_id, [m.meter_id for m in f.meters]) for f in build_fleet()]
-        self.start = datetime(2026, 1, 5, tzinfo=UTC) + timedelta(days=hash(run) % 300)
+        # Three days ago (inside raw retention: older readings go to the DLQ), shifted by a run-specific
+        # fraction of the 15 s interval so no two runs share a (meter, timestamp) the deduplication knows.
+        now = datetime.now(UTC).replace(microsecond=0)
+        self.start = now - timedelta(days=3) + timedelta(milliseconds=hash(run) % 15_000)
         self.rounds = [0] * len(self.facilities)
         self.n = 0
         self._pending: list[tuple[str, str, int, dict[str, object]]] = []
