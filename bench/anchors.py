@@ -226,6 +226,8 @@ async def bms_soap(
         await asyncio.gather(*(lane() for _ in range(concurrency)))
         seconds, cpu_s = time.perf_counter() - t0, _cpu() - cpu0
     return {"items": n - failed, "failed": failed, "first_failure": first_failure, "seconds": seconds, "cpu_s": cpu_s}
+
+
 ANCHOR_ROUTE = "/anchor"
 
 

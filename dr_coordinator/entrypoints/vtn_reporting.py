@@ -208,8 +208,8 @@ class VtnReportingJob:
             if elapsed[-1] <= through or int(interim.get("attempts", 0)) >= self.settings.report_max_attempts:
                 continue
             last = interim.get("last_attempt")
-            if last and (now - datetime.fromisoformat(last)).total_seconds() < 2 ** min(
-                int(interim.get("attempts", 0)), MAX_BACKOFF_EXPONENT
+            if last and (now - datetime.fromisoformat(last)).total_seconds() < REPORT_RETRY.min_delay_s(
+                int(interim.get("attempts", 0))
             ):
                 continue
             target = VtnTarget.from_row(r)

@@ -89,4 +89,3 @@ async def test_sigterm_hands_unanswered_commands_back_and_the_next_worker_sends_
         await gateway.close()
     # the first call may still have reached the BMS: executed once all the same (idempotency key)
     assert admin(bms_sim, "applied").get(key) == 1
-
