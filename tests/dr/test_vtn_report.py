@@ -348,7 +348,9 @@ async def report_influx(settings, stack, uid):
 
     name = f"dr_interim_{uid}"
     client = InfluxClient(settings.influx.model_copy(update={"database": name}), breaker_name=f"influx-r-{uid}")
-    await client.query(f"CREATE DATABASE {name}")
+    # The rollups' retention policy as the database's default, as the platform reads rollups from it.
+    rp = settings.influx.rollup_retention_policy
+    await client.query(f"CREATE DATABASE {name} WITH DURATION 730d NAME {rp}")
     yield client
     await client.query(f"DROP DATABASE {name}")
     await client.close()

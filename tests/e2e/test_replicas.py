@@ -234,9 +234,27 @@ async def test_two_replicas_of_each_service_one_killed_nothing_lost_nothing_doub
                 conn, utility_id, EnrollmentIn(program_id=program_id, facility_ids=FACILITIES), "test"
             )
 
+        # 3.1: a VEN sees a targeted event only once the utility granted it those targets (decision
+        # 0410 rule 17); the utility's business logic grants them on our VEN's object.
+        async def our_ven() -> list[dict[str, Any]] | None:
+            return [v for v in (await bl.get("/vens")).json() if v.get("venName") == f"ven-{uid}"] or None
+
+        for ven in await until(our_ven, 60, "our VEN registered at the VTN"):
+            grant = {"objectType": "BL_VEN_REQUEST", "clientID": ven["clientID"], "venName": ven["venName"],
+                     "targets": FACILITIES}  # fmt: skip
+            (await bl.put(f"/vens/{ven['id']}", json=grant)).raise_for_status()
+
+        async def targeted_subscription() -> bool:
+            subs = (await bl.get("/subscriptions")).json()
+            return any(sorted(sub.get("targets") or []) == sorted(FACILITIES) for sub in subs)
+
+        await until(targeted_subscription, 90, "the VEN's subscription for its granted targets")
         step("utility onboarded")
         # --- readings, first half: every replica up ----------------------------------------------------
-        t0 = (datetime.now(UTC) - timedelta(minutes=10)).replace(second=0, microsecond=0)
+        # Ten minutes before the current quarter hour: the forecast run (run_at = a quarter hour no
+        # earlier than this one) then always has these readings' 15-minute window in its history.
+        now = datetime.now(UTC)
+        t0 = now.replace(minute=now.minute - now.minute % 15, second=0, microsecond=0) - timedelta(minutes=10)
         first, second = PER_METER
         sim = meter_sim(env, t0, first, 0, 400)
         assert sim.wait(120) == 0

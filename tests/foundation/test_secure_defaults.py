@@ -291,8 +291,9 @@ def test_energy_seed_in_production_exits_non_zero_and_writes_nothing(tls_postgre
     empty = dict.fromkeys(("tenants", "facilities", "meters", "utilities", "users", "api_keys"), 0)
     assert _counts(tls_postgres.port) == empty
     # The same command and server with ENERGY_ENVIRONMENT=test does write: 3 facilities, 2 tenants
-    # with 3 users and 1 API key each (decision 0501), one simulated utility.
-    out = _energy(("seed",), {**env, "ENERGY_ENVIRONMENT": "test"})
+    # with 3 users and 1 API key each (decision 0501), one simulated utility. No history: this test's
+    # stack is PostgreSQL only, and history goes to InfluxDB (decision 0820).
+    out = _energy(("seed", "--history-days", "0"), {**env, "ENERGY_ENVIRONMENT": "test"})
     assert out.returncode == 0, out.stderr
     written = _counts(tls_postgres.port)
     assert written.pop("meters") >= 3
