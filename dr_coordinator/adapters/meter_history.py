@@ -55,12 +55,12 @@ def _ts(value: Any) -> datetime:
     return datetime.fromisoformat(str(value).replace("Z", "+00:00")).astimezone(UTC)
 
 
-async def quarter_hours(
-    influx: InfluxClient, facility_id: str, start: datetime, end: datetime
+async def _kw_and_coverage(
+    influx: InfluxClient, window: str, facility_id: str, start: datetime, end: datetime
 ) -> tuple[dict[datetime, float], dict[datetime, float]]:
-    """15-minute mean kW and the rollup's own coverage (share of expected samples), by UTC start."""
+    """Mean kW and the rollup's own coverage (clamped to [0, 1]) of one window size, by UTC start."""
     series = await influx.query(
-        _rollups_query(influx, "15m"),
+        _rollups_query(influx, window),
         params={"facility_id": facility_id, "start": start.isoformat(), "end": end.isoformat()},
     )
     kw: dict[datetime, float] = {}
@@ -75,24 +75,18 @@ async def quarter_hours(
     return kw, coverage
 
 
+async def quarter_hours(
+    influx: InfluxClient, facility_id: str, start: datetime, end: datetime
+) -> tuple[dict[datetime, float], dict[datetime, float]]:
+    """15-minute mean kW and the rollup's own coverage (share of expected samples), by UTC start."""
+    return await _kw_and_coverage(influx, "15m", facility_id, start, end)
+
+
 async def minutes(influx: InfluxClient, facility_id: str, start: datetime, end: datetime) -> MinuteReadings:
     """1-minute mean kW and coverage (``1m`` rollups) of the minutes starting in [floor(start), end):
     what a settlement measures an interval the event covers only in part on."""
     lo = start - timedelta(seconds=start.timestamp() % 60)
-    series = await influx.query(
-        _rollups_query(influx, "1m"),
-        params={"facility_id": facility_id, "start": lo.isoformat(), "end": end.isoformat()},
-    )
-    kw: dict[datetime, float] = {}
-    coverage: dict[datetime, float] = {}
-    for r in iter_rows(series):
-        if r.get("avg_kw") is None:
-            continue
-        ts = _ts(r["time"])
-        kw[ts] = float(r["avg_kw"])
-        cov = r.get("coverage")
-        coverage[ts] = 1.0 if cov is None else max(0.0, min(1.0, float(cov)))
-    return MinuteReadings(kw, coverage)
+    return MinuteReadings(*await _kw_and_coverage(influx, "1m", facility_id, lo, end))
 
 
 def history_start(event_start: datetime, tz: ZoneInfo) -> datetime:
