@@ -10,9 +10,10 @@ Kafka topics and ports, with a small fleet (3 facilities of 2 meters, 20 days of
   draws baseline, metered load and target, with a performance figure;
 - ``/docs`` renders;
 - no request of any page leaves 127.0.0.1; the background training of the first model is reported by
-  ``energy status`` and ``energy stop`` leaves no process behind.
-Screenshots: test-artifacts/system-*.png. Takes ~3 min (most of it the demo event's own minute and the
-settlement after it)."""
+  ``energy status``; it trains on the history with the retrain command and the forecast then serves what is
+  CURRENT (or seasonal naive, flagged); ``energy stop`` leaves no process behind.
+Screenshots: test-artifacts/system-*.png. Takes ~3-3.5 min (most of it starting the processes, the demo
+event's own minute and the settlement after it)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from urllib.parse import urlparse
 import httpx
 import pytest
 
+from energy.first_model import trained_on_history
 from energy.runner import FIRST_MODEL, PROCESSES
 from energy.stack.process import free_port, pid_alive, read_pid
 from energy.stack.servers import PostgresServer, RedisServer
@@ -255,7 +257,25 @@ async def test_a_fresh_system_shows_history_a_real_forecast_and_what_the_demo_ev
                     await browser.close()
         status = energy(env, "status")
         assert re.search(rf"^{FIRST_MODEL}\s+(training|finished): ", status.stdout, re.M), status.stdout
-        step("checked; stopping")
+
+        # The first model (usually done by now): trained on the history by the retrain command, promoted only
+        # if it backtests better, then a forecast run serves what is CURRENT (or seasonal naive, flagged).
+        async def job_finished() -> bool:
+            return not pid_alive(read_pid(run_dir / f"{FIRST_MODEL}.pid"))
+
+        await until(job_finished, 180, "the first model's training")
+        job_log = (run_dir / f"{FIRST_MODEL}.log").read_text(errors="replace")
+        assert "first model: forecast run done" in job_log, job_log[-3000:]
+        models = tmp_path / "stack" / "models"
+        trained = trained_on_history(models, "platform")
+        assert trained is not None, "a version trained on this stack's rollups"
+        current = "platform-" + (models / "platform" / "CURRENT").read_text().strip()
+        assert ("first model: the new version is CURRENT" in job_log) == (current == trained)
+        async with httpx.AsyncClient(base_url=api, headers={"X-Api-Key": "dev-key-tenant-a-analyst"}) as client:
+            latest = await _latest_run(client, "fac-001")
+        assert latest is not None
+        assert latest["model_version"] == (current if latest["method"] == "model" else "seasonal-naive-v1"), latest
+        step(f"first model: {trained}, CURRENT {current}, served {latest['method']} {latest['model_version']}")
     finally:
         pids = [read_pid(run_dir / f"{name}.pid") for name in [*(s.name for s in PROCESSES), FIRST_MODEL]]
         stopped = energy(env, "stop", timeout=240)
