@@ -120,13 +120,13 @@ def terminate(pid: int, timeout_s: float = 15.0, sig: int = signal.SIGTERM) -> b
 
 
 def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    """A member of process group ``pgid`` still runs (zombies, waiting for a parent to reap them, do not)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                return True
+    return False
 
 
 def terminate_group(pid: int, timeout_s: float = 15.0) -> bool:

@@ -58,3 +58,29 @@ def test_an_explicit_model_folder_is_used_as_it_is(tmp_path: Path) -> None:
     chosen = local_model_dir(settings, environ={"ENERGY_FORECAST__MODEL_DIR": str(tmp_path / "mine")})
     assert chosen == tmp_path / "mine"
     assert not (tmp_path / "stack").exists()
+
+
+def test_stopping_the_job_ends_the_training_it_started(tmp_path: Path) -> None:
+    import os
+
+    from energy.stack.process import spawn_detached, terminate_group, wait_until
+
+    # a job (bash) that started a child of its own, as first-model starts `energy forecast train`
+    child_pid_file = tmp_path / "child.pid"
+    script = f"sleep 300 & echo $! > {child_pid_file}; wait"
+    job = spawn_detached(["bash", "-c", script], tmp_path / "job.log", tmp_path / "job.pid")
+    assert wait_until(lambda: child_pid_file.exists() and child_pid_file.read_text().strip() != "", 30)
+    child = int(child_pid_file.read_text())
+    assert os.getpgid(child) == job  # the child is in the job's process group
+
+    assert terminate_group(job, timeout_s=20)
+
+    def gone(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return state == "Z"
+
+    assert gone(job) and wait_until(lambda: gone(child), 10), "the child outlived the job"
