@@ -130,10 +130,12 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _first_model(args: argparse.Namespace) -> int:
-    from energy.first_model import first_model
+    from energy.first_model import ENSEMBLE, STEPS, first_model
     from energy.settings import get_settings
 
-    return first_model(get_settings(), steps=args.steps, ensemble=args.ensemble, progress=args.progress is not False)
+    steps = STEPS if args.steps is None else args.steps
+    ensemble = ENSEMBLE if args.ensemble is None else args.ensemble
+    return first_model(get_settings(), steps=steps, ensemble=ensemble, progress=args.progress is not False)
 
 
 def _stop(args: argparse.Namespace) -> int:
@@ -261,8 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="train the forecast model on the seeded history (energy forecast train), then forecast once; "
         "energy run starts it in the background; see decision 0951",
     )
-    p.add_argument("--steps", type=int, default=300, help="optimiser steps of the one ensemble member")
-    p.add_argument("--ensemble", type=int, default=1, help="ensemble members")
+    p.add_argument("--steps", type=int, default=None, help="optimiser steps per ensemble member (default 300)")
+    p.add_argument("--ensemble", type=int, default=None, help="ensemble members (default 1)")
     p.set_defaults(handler=_first_model)
     p = sub.add_parser("stop", help="stop the services and simulators started by `energy run`")
     p.set_defaults(handler=_stop)
