@@ -21,6 +21,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from aggregation.archive import read_archive
 from aggregation.decode import Rejected, decode_reading
+from aggregation.domain.backfill_rules import SeededSpan, backfill_refusal
 from energy.adapters.kafka import make_consumer, make_producer
 from energy.settings import Settings
 from schemas.readings import MeterReading, MeterReadingEvent
@@ -28,6 +29,10 @@ from schemas.readings import MeterReading, MeterReadingEvent
 SOURCE = "backfill"
 PUBLISH_CHUNK = 5000
 log = structlog.get_logger("aggregation.backfill")
+
+
+class BackfillRefusedError(ValueError):
+    """The range must not be replayed through the worker (the reason says why and what to do)."""
 
 
 @dataclass
@@ -71,6 +76,20 @@ async def read_topic(settings: Settings, facility_id: str, start: datetime, end:
     finally:
         await consumer.stop()
     return out
+
+
+async def seeded_span(settings: Settings, facility_id: str) -> SeededSpan | None:
+    """The facility's seeded history (``fleet_history``, decision 0820), or None when it has none."""
+    from energy.adapters.postgres import create_pool
+
+    pool = await create_pool(settings.postgres, min_size=1, max_size=1)
+    try:
+        row = await pool.fetchrow(
+            "SELECT start_at, end_at, interval_s FROM fleet_history WHERE facility_id = $1", facility_id
+        )
+    finally:
+        await pool.close()
+    return SeededSpan(facility_id, row["start_at"], row["end_at"], float(row["interval_s"])) if row else None
 
 
 async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
@@ -138,7 +157,13 @@ async def backfill(
     on_read: Callable[[int], None] | None = None,
     on_published: Callable[[int], None] | None = None,
 ) -> BackfillResult:
-    """``on_read`` hears how many readings were found, then ``on_published`` of each chunk produced (progress)."""
+    """``on_read`` hears how many readings were found, then ``on_published`` of each chunk produced (progress).
+    Raises :class:`BackfillRefusedError` over the facility's seeded history (decision 0950)."""
+    reason = backfill_refusal(
+        await seeded_span(settings, facility_id), start, end, settings.aggregation.expected_interval_s
+    )
+    if reason is not None:
+        raise BackfillRefusedError(reason)
     if source == "archive":
         readings: list[MeterReading] = list(
             await asyncio.to_thread(
@@ -156,4 +181,12 @@ async def backfill(
     return BackfillResult(len(readings), rolled_up)
 
 
-__all__ = ["BackfillResult", "backfill", "publish", "read_topic", "wait_rolled_up"]
+__all__ = [
+    "BackfillRefusedError",
+    "BackfillResult",
+    "backfill",
+    "publish",
+    "read_topic",
+    "seeded_span",
+    "wait_rolled_up",
+]

@@ -37,7 +37,7 @@ def _run(args: argparse.Namespace) -> int:
 def _backfill(args: argparse.Namespace) -> int:
     import asyncio
 
-    from aggregation.backfill import backfill
+    from aggregation.backfill import BackfillRefusedError, backfill
     from energy.progress import progress
     from energy.settings import get_settings
 
@@ -52,9 +52,13 @@ def _backfill(args: argparse.Namespace) -> int:
         def published(n: int) -> None:
             bar.update(n)
 
-        res = asyncio.run(
-            backfill(get_settings(), args.facility, args.from_, args.to, args.source, args.wait_s, found, published)
-        )
+        try:
+            res = asyncio.run(
+                backfill(get_settings(), args.facility, args.from_, args.to, args.source, args.wait_s, found, published)
+            )
+        except BackfillRefusedError as exc:
+            print(f"error: refusing to backfill: {exc}", file=sys.stderr)
+            return 2
     state = "rolled up by the aggregation worker" if res.rolled_up else "NOT yet rolled up (is the worker running?)"
     print(
         f"backfill {args.facility} {args.from_.isoformat()}..{args.to.isoformat()} from {args.source}: "

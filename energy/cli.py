@@ -126,7 +126,16 @@ def _non_negative_int(text: str) -> int:
 def _run(args: argparse.Namespace) -> int:
     from energy.runner import run_all
 
-    return run_all(args.only)
+    return run_all(args.only, first_model=args.first_model)
+
+
+def _first_model(args: argparse.Namespace) -> int:
+    from energy.first_model import ENSEMBLE, STEPS, first_model
+    from energy.settings import get_settings
+
+    steps = STEPS if args.steps is None else args.steps
+    ensemble = ENSEMBLE if args.ensemble is None else args.ensemble
+    return first_model(get_settings(), steps=steps, ensemble=ensemble, progress=args.progress is not False)
 
 
 def _stop(args: argparse.Namespace) -> int:
@@ -242,7 +251,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="start every service and simulator in the background")
     p.add_argument("--only", nargs="*", default=None, help="names of processes to start")
+    p.add_argument(
+        "--first-model",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="then train the forecast model on the seeded history in the background (energy first-model)",
+    )
     p.set_defaults(handler=_run)
+    p = sub.add_parser(
+        "first-model",
+        help="train the forecast model on the seeded history (energy forecast train), then forecast once; "
+        "energy run starts it in the background; see decision 0951",
+    )
+    p.add_argument("--steps", type=int, default=None, help="optimiser steps per ensemble member (default 300)")
+    p.add_argument("--ensemble", type=int, default=None, help="ensemble members (default 1)")
+    p.set_defaults(handler=_first_model)
     p = sub.add_parser("stop", help="stop the services and simulators started by `energy run`")
     p.set_defaults(handler=_stop)
     p = sub.add_parser("status", help="what `energy run` started, and whether it is ready")

@@ -1,5 +1,6 @@
 """``energy run``: start every service and simulator as background processes (pid files in
-``.stack/run``), wait until each answers ``/healthz``, and print where to look.
+``.stack/run``), wait until each answers ``/healthz``, print where to look, then start the training of
+the first forecast model on the seeded history in the background (``energy first-model``, decision 0951).
 
 A process is listed here once; it is started only when its module exists, so the system
 grows as services land. Running it twice is harmless: live processes are left alone.
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from energy.settings import Settings, get_settings
-from energy.stack.process import pid_alive, read_pid, spawn_detached, terminate, wait_until
+from energy.stack.process import pid_alive, read_pid, spawn_detached, terminate, terminate_group, wait_until
 
 
 @dataclass(frozen=True)
@@ -86,9 +87,16 @@ def _energy_argv(args: tuple[str, ...]) -> list[str]:
     return [str(exe), *args] if exe.exists() else [sys.executable, "-m", "energy.cli", *args]
 
 
-def run_all(only: list[str] | None = None, wait_s: float = 90.0) -> int:
+FIRST_MODEL = "first-model"  # the background job: pid file and log in the run folder
+
+
+def run_all(only: list[str] | None = None, wait_s: float = 90.0, first_model: bool = True) -> int:
+    from energy.first_model import MODEL_DIR_VARIABLE, local_model_dir
+
     settings = get_settings()
     run_dir = _run_dir(settings)
+    # the forecast service and the first-model job share one model folder, outside the repository
+    model_env = {MODEL_DIR_VARIABLE: str(local_model_dir(settings))}
     started: list[tuple[ProcessSpec, str]] = []
     for spec in PROCESSES:
         if only and spec.name not in only:
@@ -99,7 +107,7 @@ def run_all(only: list[str] | None = None, wait_s: float = 90.0) -> int:
         if pid_alive(read_pid(pid_file)):
             started.append((spec, "already running"))
             continue
-        env = {"ENERGY_LOG__TRACES_FILE": str(run_dir / f"{spec.name}.traces.jsonl"), **os.environ}
+        env = {"ENERGY_LOG__TRACES_FILE": str(run_dir / f"{spec.name}.traces.jsonl"), **os.environ, **model_env}
         spawn_detached(_energy_argv(spec.args), run_dir / f"{spec.name}.log", pid_file, env=env)
         started.append((spec, "started"))
     failed = []
@@ -129,12 +137,45 @@ def run_all(only: list[str] | None = None, wait_s: float = 90.0) -> int:
     if failed:
         print(f"\nerror: not answering: {', '.join(failed)}; see their logs in {run_dir}", file=sys.stderr)
         return 1
+    if first_model and any(spec.name == "forecast" for spec, _ in started):
+        _start_first_model(run_dir, model_env)
     return 0
+
+
+def _start_first_model(run_dir: Path, model_env: dict[str, str]) -> None:
+    """The first forecast model trains on the seeded history in the background (``make run`` does not wait);
+    until it is CURRENT the service serves the shipped model or seasonal naive, flagged."""
+    pid_file, log = run_dir / f"{FIRST_MODEL}.pid", run_dir / f"{FIRST_MODEL}.log"
+    if pid_alive(read_pid(pid_file)):
+        state = "still training"
+    else:
+        spawn_detached(_energy_argv((FIRST_MODEL,)), log, pid_file, env={**os.environ, **model_env})
+        state = "started"
+    print(
+        f"\nForecast:      first model on the seeded history: {state} in the background "
+        f"(progress: tail -f {log}; energy status)"
+    )
+
+
+def _first_model_status(run_dir: Path) -> str:
+    """One line on the background training: running with its latest progress, or its last message."""
+    pid, log = read_pid(run_dir / f"{FIRST_MODEL}.pid"), run_dir / f"{FIRST_MODEL}.log"
+    if pid is None or not log.exists():
+        return "not started"
+    tail = log.read_bytes()[-4000:].decode(errors="replace").replace("\r", "\n").splitlines()
+    last = next((line.strip() for line in reversed(tail) if line.strip()), "")
+    return f"{'training' if pid_alive(pid) else 'finished'}: {last}"
 
 
 def stop_all() -> int:
     settings = get_settings()
     run_dir = _run_dir(settings)
+    job_pid = read_pid(run_dir / f"{FIRST_MODEL}.pid")
+    if pid_alive(job_pid):
+        assert job_pid is not None
+        terminate_group(job_pid, timeout_s=20)  # the job and the training it started
+        print(f"  {FIRST_MODEL:<16} stopped")
+    (run_dir / f"{FIRST_MODEL}.pid").unlink(missing_ok=True)
     for spec in reversed(PROCESSES):
         pid_file = run_dir / f"{spec.name}.pid"
         pid = read_pid(pid_file)
@@ -158,6 +199,7 @@ def print_status() -> int:
         print(
             f"{spec.name:<16} {pid or '-':<8} {'yes' if pid_alive(pid) else 'no':<8} {'ok' if _answers(port) else '-'}"
         )
+    print(f"{FIRST_MODEL:<16} {_first_model_status(run_dir)}")
     print_alerts(settings)
     return 0
 

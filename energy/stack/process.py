@@ -119,6 +119,32 @@ def terminate(pid: int, timeout_s: float = 15.0, sig: int = signal.SIGTERM) -> b
     return ended
 
 
+def _group_alive(pgid: int) -> bool:
+    """A member of process group ``pgid`` still runs (zombies, waiting for a parent to reap them, do not)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                return True
+    return False
+
+
+def terminate_group(pid: int, timeout_s: float = 15.0) -> bool:
+    """SIGTERM the process group that ``pid`` leads (started by :func:`spawn_detached`: its own session)
+    and wait for every member; SIGKILL after ``timeout_s``. True when the group is gone."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGCONT)
+        os.killpg(pid, signal.SIGTERM)
+    if wait_until(lambda: not pid_alive(pid) and not _group_alive(pid), timeout_s):
+        _reap(pid)
+        return True
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+    ended = wait_until(lambda: not _group_alive(pid), 5.0)
+    _reap(pid)
+    return ended
+
+
 def _reap(pid: int) -> None:
     with contextlib.suppress(ChildProcessError, OSError):
         os.waitpid(pid, os.WNOHANG)
