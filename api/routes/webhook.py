@@ -26,6 +26,7 @@ from api import examples as ex
 from api.errors import ApiError, error_responses
 from api.examples import ERROR_EXAMPLES, ok, request_body
 from dr_coordinator.adapters.store import NewEvent, handle_in, insert_event, intervals_json
+from dr_coordinator.adapters.ven_credentials import SecretBoxError, credentials_box, unseal_hmac
 from dr_coordinator.domain.commands import Cancel, Modify
 from dr_coordinator.domain.intake import (
     EventAsk,
@@ -107,7 +108,7 @@ async def _authenticate(conn: Any, request: Request, utility_id: str, body: byte
     """Bearer token (any of the utility's unexpired webhook tokens: rotation overlaps) or HMAC
     signature; a utility that requires HMAC needs the signature. Inactive = unknown."""
     row = await conn.fetchrow(
-        """SELECT bearer_token_hash, hmac_secret, hmac_required,
+        """SELECT bearer_token_hash, hmac_secret, hmac_secret_encrypted, hmac_required,
                   ARRAY(SELECT token_hash FROM utility_webhook_tokens t
                         WHERE t.utility_id = u.utility_id AND (t.expires_at IS NULL OR t.expires_at > now()))
                     AS token_hashes
@@ -136,15 +137,30 @@ async def _authenticate(conn: Any, request: Request, utility_id: str, body: byte
             raise ApiError(
                 401, "signature_expired", f"X-Timestamp outside the {window:.0f}s window (replay protection)"
             )
-        secret = (row["hmac_secret"] if row and row["hmac_secret"] else "x").encode()
+        configured = _hmac_secret(request, utility_id, row) if row is not None else ""
+        secret = (configured or "x").encode()
         expected = hmac.new(secret, stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
         valid = hmac.compare_digest(expected, signature.removeprefix("sha256=").lower())
-        if row is None or not row["hmac_secret"] or not valid:  # no secret configured: HMAC is not an option
+        if not configured or not valid:  # no secret configured: HMAC is not an option
             raise ApiError(401, "unauthenticated", "signature does not match (HMAC-SHA256 of '<timestamp>.<body>')")
         return
     raise ApiError(
         401, "unauthenticated", "send Authorization: Bearer <token> or X-Signature + X-Timestamp", headers=challenge
     )
+
+
+def _hmac_secret(request: Request, utility_id: str, row: Any) -> str:
+    """The utility's HMAC secret, sealed at rest (decision 0930). A secret no configured key opens is
+    our misconfiguration, not the utility's fault: 503, the key ids logged, never the value."""
+    try:
+        return unseal_hmac(
+            credentials_box(request.app.state.settings.dr), utility_id, row["hmac_secret_encrypted"], row["hmac_secret"]
+        )
+    except SecretBoxError as exc:
+        log.error("dr_webhook_hmac_secret_unreadable", utility_id=utility_id, reason=str(exc))
+        raise ApiError(
+            503, "credentials_unreadable", "the HMAC secret of this utility cannot be read; the operator is alerted"
+        ) from None
 
 
 async def _guarded(request: Request, utility_id: str, work: Any) -> JSONResponse:

@@ -100,6 +100,7 @@ def strict_vtn(stack, tmp_path_factory) -> Iterator[SimulatorProcess]:
 
 async def test_report_is_accepted_by_a_strict_31_vtn_and_replaced_not_duplicated(strict_vtn, settings):
     token = settings.seed.utility_bearer_token.get_secret_value()
+    ven_token = settings.dr.vtn_token.get_secret_value()  # reports are written by VENs only
     base = strict_vtn.url("/openadr3/3.1.0")
     async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=10) as bl:
         pid = (await bl.post("/programs", json={"programName": "reports"})).json()["id"]
@@ -114,8 +115,8 @@ async def test_report_is_accepted_by_a_strict_31_vtn_and_replaced_not_duplicated
             report_name="first",
             resources=[ResourceResult("fac-1", "restored", two_intervals())],
         )
-        target = VtnTarget("u", base, "3.1", "ven-r", "bearer", {"token": token})
-        sender = ReportSender(token)
+        target = VtnTarget("u", base, "3.1", "ven-r", "bearer", {"token": ven_token})
+        sender = ReportSender(ven_token)
         try:
             await sender(target, report, False)
             await sender(target, {**report, "reportName": "second"}, True)  # as after an ambiguous failure
@@ -132,6 +133,8 @@ async def test_not_applicable_events_are_reported_once_to_the_vtn(strict_vtn, se
     from tests.dr.conftest import _CREATED_UTILITIES
 
     token = settings.seed.utility_bearer_token.get_secret_value()
+
+    ven_token = settings.dr.vtn_token.get_secret_value()  # reports are written by VENs only
     base = strict_vtn.url("/openadr3/3.1.0")
     utility_id = f"na-{uid}"
     _CREATED_UTILITIES.add(utility_id)
@@ -141,7 +144,7 @@ async def test_not_applicable_events_are_reported_once_to_the_vtn(strict_vtn, se
         body = {"programID": pid, "targets": ["fac-404"], "intervalPeriod": {"start": start, "duration": "PT30M"}}
         eid = (await bl.post("/events", json=body)).json()["id"]
         async with pg_pool.acquire() as conn:
-            await onboard(conn, utility_id, base, token, uid)
+            await onboard(conn, utility_id, base, ven_token, uid)
         await pg_pool.execute(
             """INSERT INTO dr_event_intake (utility_id, event_key, outcome, detail)
                VALUES ($1, $2, 'not_applicable', $3::jsonb)""",
@@ -149,7 +152,7 @@ async def test_not_applicable_events_are_reported_once_to_the_vtn(strict_vtn, se
             f"{eid}@x",
             _json.dumps({"vtn_event_id": eid, "program_id": pid, "unknown_targets": ["fac-404"]}),
         )
-        sender = ReportSender(token)
+        sender = ReportSender(ven_token)
 
         async def step(row, fn):
             await fn()
@@ -181,6 +184,8 @@ async def test_report_carries_the_settlement_intervals_and_a_true_up_replaces_it
     from tests.dr.conftest import _CREATED_UTILITIES
 
     token = settings.seed.utility_bearer_token.get_secret_value()
+
+    ven_token = settings.dr.vtn_token.get_secret_value()  # reports are written by VENs only
     base = strict_vtn.url("/openadr3/3.1.0")
     utility_id, facility_id = f"tu-{uid}", "fac-001"
     _CREATED_UTILITIES.add(utility_id)
@@ -192,7 +197,7 @@ async def test_report_carries_the_settlement_intervals_and_a_true_up_replaces_it
         vtn_event_id = (await bl.post("/events", json=body)).json()["id"]
         dr_event_id = _uuid.uuid4()
         async with pg_pool.acquire() as conn, conn.transaction():
-            await onboard(conn, utility_id, base, token, uid)
+            await onboard(conn, utility_id, base, ven_token, uid)
             await conn.execute(
                 """INSERT INTO dr_events (dr_event_id, utility_id, utility_event_id, vtn_event_id, program_id, state,
                                           start_at, end_at, target_kw)
@@ -223,7 +228,7 @@ async def test_report_carries_the_settlement_intervals_and_a_true_up_replaces_it
                     conn, dr_event_id, facility_id, kind, s, baseline, True, 40.0, datetime.now(UTC)
                 )
 
-        sender = ReportSender(token)
+        sender = ReportSender(ven_token)
 
         async def step(row, fn):
             await fn()
@@ -371,6 +376,8 @@ async def test_reports_during_the_event_follow_the_descriptors_and_stay_one_repo
     from tests.dr.conftest import _CREATED_UTILITIES
 
     token = settings.seed.utility_bearer_token.get_secret_value()
+
+    ven_token = settings.dr.vtn_token.get_secret_value()  # reports are written by VENs only
     base = strict_vtn.url("/openadr3/3.1.0")
     utility_id, facility_id = f"ir-{uid}", "fac-002"
     _CREATED_UTILITIES.add(utility_id)
@@ -399,7 +406,7 @@ async def test_reports_during_the_event_follow_the_descriptors_and_stay_one_repo
         vtn_event_id = (await bl.post("/events", json=event)).json()["id"]
         dr_event_id = _uuid.uuid4()
         async with pg_pool.acquire() as conn, conn.transaction():
-            await onboard(conn, utility_id, base, token, uid)
+            await onboard(conn, utility_id, base, ven_token, uid)
             await conn.execute(
                 """INSERT INTO dr_events (dr_event_id, utility_id, utility_event_id, vtn_event_id, program_id, state,
                                           start_at, end_at, level, intervals, source_payload)
@@ -433,7 +440,7 @@ async def test_reports_during_the_event_follow_the_descriptors_and_stay_one_repo
                 t0,
             )
         now = [t0 + QUARTER + timedelta(seconds=30)]
-        sender = ReportSender(token)
+        sender = ReportSender(ven_token)
 
         async def step(row, fn):
             await fn()
