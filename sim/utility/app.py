@@ -38,6 +38,7 @@ from pydantic import BaseModel, ValidationError
 
 from energy.observability.health import Health
 from energy.observability.http import ops_router
+from sim.utility.layouts import check_report_layout
 from sim.utility.model import (
     BUSINESS_LOGIC,
     ApiProblem,
@@ -426,10 +427,17 @@ def _api_router(state: VtnState) -> APIRouter:
         found = store.matching("REPORT", programID=programID, eventID=eventID, clientName=clientName)
         return page(owned(request, found), skip, limit)
 
+    def follows_layout(body: BaseModel) -> None:
+        """3.1: report intervals laid out as the event's reportDescriptors ask (rule 25)."""
+        if state.version == "3.1":
+            report = body.model_dump(mode="json")
+            check_report_layout(report, store.events.get(str(report.get("eventID"))))
+
     @router.post("/reports", status_code=201)
     async def create_report(request: Request) -> dict[str, Any]:
         may_write(request, "REPORT")
         body = await _versioned_body(request, state, "REPORT", ReportIn)
+        follows_layout(body)
         return publish(store.create_report(body, who(request)))
 
     @router.get("/reports/{report_id}")
@@ -440,6 +448,7 @@ def _api_router(state: VtnState) -> APIRouter:
     async def update_report(report_id: str, request: Request) -> dict[str, Any]:
         may_write(request, "REPORT")
         body = await _versioned_body(request, state, "REPORT", ReportIn)
+        follows_layout(body)
         return publish(store.update_report(report_id, body, who(request)))
 
     return router

@@ -429,6 +429,57 @@ async def test_vens_and_business_logic_both_write_subscriptions_and_vens(version
             (await bl.post(sim.url("/_admin/settings"), json={"verify_callbacks": True})).raise_for_status()
 
 
+# --- 3.1 report interval layouts (decision 0410 rule 25) ------------------------------------------
+
+
+async def test_31_reports_lay_out_intervals_as_the_event_asks(v31, sim31, ven_token):
+    """An event of two 30-minute intervals (ids 0 and 1) asking USAGE in each layout; reports that
+    break the layout are refused (400), reports that follow it are stored."""
+    start = datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=5)
+    at = lambda minutes: (start + timedelta(minutes=minutes)).isoformat().replace("+00:00", "Z")  # noqa: E731
+    pid = await program(v31)
+
+    def interval(interval_id: int, begin: int | None = None, minutes: int | None = None) -> dict:
+        out: dict = {"id": interval_id, "payloads": [{"type": "USAGE", "values": [1.0]}]}
+        if begin is not None:
+            out["intervalPeriod"] = {"start": at(begin), "duration": f"PT{minutes}M"}
+        return out
+
+    async def report_for(layout: str, *intervals: dict) -> httpx.Response:
+        event = {
+            "programID": pid,
+            "intervalPeriod": {"start": at(0), "duration": "PT30M"},
+            "intervals": [{"id": k, "payloads": [{"type": "SIMPLE", "values": [1]}]} for k in (0, 1)],
+            "reportDescriptors": [{"payloadType": "USAGE", "reportIntervals": layout}],
+        }
+        eid = (await v31.post("/events", json=event)).json()["id"]
+        body = {
+            "eventID": eid,
+            "clientName": "v",
+            "payloadDescriptors": [{"objectType": "REPORT_PAYLOAD_DESCRIPTOR", "payloadType": "USAGE"}],
+            "resources": [{"resourceName": "fac-1", "intervals": list(intervals)}],
+        }
+        return await ven.post("/reports", json=body)
+
+    async with client(sim31, "/openadr3/3.1.0", ven_token) as ven:
+        # INTERVALS: the event's own intervals, by id, each once, with their periods if any
+        rejected(await report_for("INTERVALS", interval(7)), "INTERVALS", "none of the event's intervals")
+        rejected(await report_for("INTERVALS", interval(0, 5, 30)), "differs from the event interval")
+        rejected(await report_for("INTERVALS", interval(0), interval(0)), "once per resource")
+        assert (await report_for("INTERVALS", interval(0, 0, 30), interval(1))).status_code == 201
+        # SUB_INTERVALS: pieces of the event's intervals, each with its own period inside its interval
+        rejected(await report_for("SUB_INTERVALS", interval(0)), "its own intervalPeriod")
+        rejected(await report_for("SUB_INTERVALS", interval(0, 20, 15)), "within event interval 0")
+        rejected(await report_for("SUB_INTERVALS", interval(2, 60, 15)), "none of the event's intervals")
+        ok = await report_for("SUB_INTERVALS", interval(0, 0, 15), interval(0, 15, 15), interval(1, 30, 15))
+        assert ok.status_code == 201, ok.text
+        # OPEN_INTERVALS: the VEN's own intervals, each saying when it is, numbered once each
+        rejected(await report_for("OPEN_INTERVALS", interval(0)), "carry an intervalPeriod")
+        rejected(await report_for("OPEN_INTERVALS", interval(0, 0, 5), interval(0, 5, 5)), "numbered once")
+        ok = await report_for("OPEN_INTERVALS", interval(0, 0, 5), interval(1, 5, 55))
+        assert ok.status_code == 201, ok.text
+
+
 # --- the platform's VEN client against the strict simulator ---------------------------------------
 
 
