@@ -42,6 +42,7 @@ from dr_coordinator.domain.intake import (
     parse_vtn_time,
 )
 from dr_coordinator.domain.program_rules import ProgramRules, RuleCheck, check_rules, dispatch_lead_s
+from dr_coordinator.domain.report import first_interval_id
 from dr_coordinator.domain.saga import IllegalTransitionError
 from dr_coordinator.domain.schedule import missed
 from dr_coordinator.domain.targeting import Enrollment, Resolution, resolve
@@ -313,10 +314,17 @@ async def _apply_rules(
     return ruled
 
 
-async def _rule_violation(conn: Any, utility_id: str, ask: EventAsk, targeting: dict[str, Any]) -> JSONResponse:
+async def _rule_violation(
+    conn: Any, utility_id: str, ask: EventAsk, targeting: dict[str, Any], payload: dict[str, Any]
+) -> JSONResponse:
     """Accepted and recorded, not dispatched: a program rule keeps every targeted facility out. The VTN
     is told with a report (``report_not_applicable``)."""
-    detail = {**targeting, "vtn_event_id": ask.vtn_event_id, "program_id": ask.program_id}
+    detail = {
+        **targeting,
+        "vtn_event_id": ask.vtn_event_id,
+        "program_id": ask.program_id,
+        "first_interval_id": first_interval_id(payload),  # the report's status interval names it (0931)
+    }
     await conn.execute(
         """INSERT INTO dr_event_intake (utility_id, event_key, outcome, vtn_modified_at, detail)
            VALUES ($1, $2, 'rule_violation', $3, $4::jsonb) ON CONFLICT DO NOTHING""",
@@ -370,7 +378,14 @@ async def _create(conn: Any, request: Request, utility_id: str, ask: EventAsk, p
                     utility_id,
                     ask.utility_event_id,
                     ask.vtn_modified_at,
-                    json.dumps({**targeting, "vtn_event_id": ask.vtn_event_id, "program_id": ask.program_id}),
+                    json.dumps(
+                        {
+                            **targeting,
+                            "vtn_event_id": ask.vtn_event_id,
+                            "program_id": ask.program_id,
+                            "first_interval_id": first_interval_id(payload),
+                        }
+                    ),
                 )
                 log.warning(
                     "dr_event_not_applicable",
@@ -388,7 +403,7 @@ async def _create(conn: Any, request: Request, utility_id: str, ask: EventAsk, p
             if ruled.findings:
                 targeting["rule_findings"] = list(ruled.findings)
             if not ruled.dispatchable:
-                return await _rule_violation(conn, utility_id, ask, targeting)
+                return await _rule_violation(conn, utility_id, ask, targeting, payload)
             facilities = list(ruled.facility_ids)
             if resolution.unknown_targets:
                 log.warning(
@@ -406,7 +421,7 @@ async def _create(conn: Any, request: Request, utility_id: str, ask: EventAsk, p
             ruled = await _apply_rules(conn, utility_id, ask, rules, facilities, datetime.now(UTC))
             targeting = {"rule_declined": ruled.declined, "rule_findings": list(ruled.findings)} if rules else {}
             if not ruled.dispatchable:
-                return await _rule_violation(conn, utility_id, ask, targeting)
+                return await _rule_violation(conn, utility_id, ask, targeting, payload)
             facilities = list(ruled.facility_ids)
         check_timing(ask.start, ask.end, datetime.now(UTC), _limits(request))
         default_lead_s = request.app.state.settings.dr.dispatch_lead_s

@@ -296,6 +296,19 @@ def lay_out(
     return tuple(out)
 
 
+def first_interval_id(source: Any) -> int:
+    """The lowest interval id of an event as received (a notification's ``object`` or the event); 0
+    when it has none we can read. A status-only report interval (not applicable, declined) names it."""
+    obj = source.get("object") if isinstance(source, dict) and isinstance(source.get("object"), dict) else source
+    raw = obj.get("intervals") if isinstance(obj, dict) else None
+    ids = [
+        i["id"]
+        for i in (raw if isinstance(raw, list) else [])
+        if isinstance(i, dict) and isinstance(i.get("id"), int) and not isinstance(i.get("id"), bool)
+    ]
+    return min(ids) if ids else 0
+
+
 NOT_APPLICABLE = "NOT_APPLICABLE"
 
 
@@ -316,7 +329,7 @@ def not_applicable_resources(
 
 
 def build_not_applicable_report(
-    *, version: str, program_id: str, event_id: str, client_name: str, unknown_targets: list[str]
+    *, version: str, program_id: str, event_id: str, client_name: str, unknown_targets: list[str], interval_id: int = 0
 ) -> dict[str, Any]:
     """The report for an event that targets none of our enrolled facilities: nothing was dispatched."""
     report: dict[str, Any] = {
@@ -324,7 +337,7 @@ def build_not_applicable_report(
         "clientName": client_name,
         "reportName": f"dr-{event_id}-not-applicable",
         "payloadDescriptors": [{"objectType": "REPORT_PAYLOAD_DESCRIPTOR", "payloadType": "OPERATING_STATE"}],
-        "resources": not_applicable_resources(unknown_targets, client_name),
+        "resources": not_applicable_resources(unknown_targets, client_name, interval_id),
     }
     if version == "3.0.1":
         report["programID"] = program_id

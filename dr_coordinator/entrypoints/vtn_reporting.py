@@ -324,18 +324,21 @@ class VtnReportingJob:
         for r in rows:
             detail = json.loads(r["detail"]) if isinstance(r["detail"], str) else dict(r["detail"] or {})
             target = VtnTarget.from_row(r)
+            first = detail.get("first_interval_id")
+            first = first if isinstance(first, int) and not isinstance(first, bool) else 0  # older records: 0
             report = build_not_applicable_report(
                 version=target.version,
                 program_id=str(detail.get("program_id") or "default"),
                 event_id=str(detail.get("vtn_event_id") or r["event_key"]),
                 client_name=target.ven_name,
                 unknown_targets=list(detail.get("unknown_targets") or []),
+                interval_id=first,
             )
             if r["outcome"] == "rule_violation":  # declined by a program rule (decision 0850)
                 if not detail.get("unknown_targets"):
                     report["resources"] = []
                 report["reportName"] = f"dr-{report['eventID']}-declined"
-                report = add_program_rules(report, dict(detail.get("rule_declined") or {}), [], set())
+                report = add_program_rules(report, dict(detail.get("rule_declined") or {}), [], set(), first)
             attempts = int(detail.get("report_attempts") or 0)
             try:
                 await self.post_report(target, report, attempts > 0)

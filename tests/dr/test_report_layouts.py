@@ -11,7 +11,9 @@ from dr_coordinator.domain.report import (
     SUB_INTERVALS,
     EventInterval,
     IntervalReading,
+    build_not_applicable_report,
     event_intervals,
+    first_interval_id,
     lay_out,
     report_layout,
 )
@@ -92,3 +94,14 @@ def test_the_events_interval_ids_are_paired_with_the_schedule_in_ascending_order
     # unreadable or not matching the schedule: positions
     assert [i.id for i in event_intervals({}, spans)] == [0, 1]
     assert [i.id for i in event_intervals({"intervals": [{"id": 1}, {"id": 1}]}, spans)] == [0, 1]
+
+
+def test_a_status_only_report_names_the_events_first_interval() -> None:
+    note = {"objectType": "EVENT", "object": {"intervals": [{"id": 4}, {"id": 3}, {"id": True}]}}
+    assert first_interval_id(note) == 3  # a notification's object
+    assert first_interval_id({"intervals": [{"id": 7}]}) == 7  # the event itself
+    assert first_interval_id({"event_id": "platform-json"}) == 0  # none to read
+    report = build_not_applicable_report(
+        version="3.1", program_id="p", event_id="e", client_name="ven", unknown_targets=["x"], interval_id=3
+    )
+    assert [i["id"] for i in report["resources"][0]["intervals"]] == [3]

@@ -142,7 +142,15 @@ async def test_not_applicable_events_are_reported_once_to_the_vtn(strict_vtn, se
     async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=10) as bl:
         pid = (await bl.post("/programs", json={"programName": f"na-{uid}"})).json()["id"]
         start = (datetime.now(UTC) + timedelta(minutes=5)).replace(microsecond=0).isoformat()
-        body = {"programID": pid, "targets": ["fac-404"], "intervalPeriod": {"start": start, "duration": "PT30M"}}
+        # intervals numbered from 3, and a layout asked for the status: the strict VTN holds the report's
+        # status interval to the event's ids (rule 25), so it must name interval 3 (decision 0931)
+        body = {
+            "programID": pid,
+            "targets": ["fac-404"],
+            "intervalPeriod": {"start": start, "duration": "PT30M"},
+            "intervals": [{"id": k, "payloads": [{"type": "SIMPLE", "values": [1]}]} for k in (3, 4)],
+            "reportDescriptors": [{"payloadType": "OPERATING_STATE", "reportIntervals": "INTERVALS"}],
+        }
         eid = (await bl.post("/events", json=body)).json()["id"]
         async with pg_pool.acquire() as conn:
             await onboard(conn, utility_id, base, ven_token, uid)
@@ -151,7 +159,9 @@ async def test_not_applicable_events_are_reported_once_to_the_vtn(strict_vtn, se
                VALUES ($1, $2, 'not_applicable', $3::jsonb)""",
             utility_id,
             f"{eid}@x",
-            _json.dumps({"vtn_event_id": eid, "program_id": pid, "unknown_targets": ["fac-404"]}),
+            _json.dumps(
+                {"vtn_event_id": eid, "program_id": pid, "unknown_targets": ["fac-404"], "first_interval_id": 3}
+            ),
         )
         sender = ReportSender(ven_token)
 
@@ -168,6 +178,7 @@ async def test_not_applicable_events_are_reported_once_to_the_vtn(strict_vtn, se
     assert len(stored) == 1
     resources = [(r["resourceName"], [i["payloads"] for i in r["intervals"]]) for r in stored[0]["resources"]]
     assert resources == [("fac-404", [[{"type": "OPERATING_STATE", "values": ["NOT_APPLICABLE"]}]])]
+    assert [i["id"] for i in stored[0]["resources"][0]["intervals"]] == [3]
     reported = await pg_pool.fetchval("SELECT reported_at FROM dr_event_intake WHERE utility_id = $1", utility_id)
     assert reported is not None
 
