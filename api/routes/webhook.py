@@ -26,6 +26,7 @@ from api import examples as ex
 from api.errors import ApiError, error_responses
 from api.examples import ERROR_EXAMPLES, ok, request_body
 from dr_coordinator.adapters.store import NewEvent, handle_in, insert_event, intervals_json
+from dr_coordinator.adapters.ven_credentials import SecretBoxError, credentials_box, unseal_hmac
 from dr_coordinator.domain.commands import Cancel, Modify
 from dr_coordinator.domain.intake import (
     EventAsk,
@@ -41,6 +42,7 @@ from dr_coordinator.domain.intake import (
     parse_vtn_time,
 )
 from dr_coordinator.domain.program_rules import ProgramRules, RuleCheck, check_rules, dispatch_lead_s
+from dr_coordinator.domain.report import first_interval_id
 from dr_coordinator.domain.saga import IllegalTransitionError
 from dr_coordinator.domain.schedule import missed
 from dr_coordinator.domain.targeting import Enrollment, Resolution, resolve
@@ -107,7 +109,7 @@ async def _authenticate(conn: Any, request: Request, utility_id: str, body: byte
     """Bearer token (any of the utility's unexpired webhook tokens: rotation overlaps) or HMAC
     signature; a utility that requires HMAC needs the signature. Inactive = unknown."""
     row = await conn.fetchrow(
-        """SELECT bearer_token_hash, hmac_secret, hmac_required,
+        """SELECT bearer_token_hash, hmac_secret, hmac_secret_encrypted, hmac_required,
                   ARRAY(SELECT token_hash FROM utility_webhook_tokens t
                         WHERE t.utility_id = u.utility_id AND (t.expires_at IS NULL OR t.expires_at > now()))
                     AS token_hashes
@@ -136,15 +138,30 @@ async def _authenticate(conn: Any, request: Request, utility_id: str, body: byte
             raise ApiError(
                 401, "signature_expired", f"X-Timestamp outside the {window:.0f}s window (replay protection)"
             )
-        secret = (row["hmac_secret"] if row and row["hmac_secret"] else "x").encode()
+        configured = _hmac_secret(request, utility_id, row) if row is not None else ""
+        secret = (configured or "x").encode()
         expected = hmac.new(secret, stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
         valid = hmac.compare_digest(expected, signature.removeprefix("sha256=").lower())
-        if row is None or not row["hmac_secret"] or not valid:  # no secret configured: HMAC is not an option
+        if not configured or not valid:  # no secret configured: HMAC is not an option
             raise ApiError(401, "unauthenticated", "signature does not match (HMAC-SHA256 of '<timestamp>.<body>')")
         return
     raise ApiError(
         401, "unauthenticated", "send Authorization: Bearer <token> or X-Signature + X-Timestamp", headers=challenge
     )
+
+
+def _hmac_secret(request: Request, utility_id: str, row: Any) -> str:
+    """The utility's HMAC secret, sealed at rest (decision 0930). A secret no configured key opens is
+    our misconfiguration, not the utility's fault: 503, the key ids logged, never the value."""
+    try:
+        return unseal_hmac(
+            credentials_box(request.app.state.settings.dr), utility_id, row["hmac_secret_encrypted"], row["hmac_secret"]
+        )
+    except SecretBoxError as exc:
+        log.error("dr_webhook_hmac_secret_unreadable", utility_id=utility_id, reason=str(exc))
+        raise ApiError(
+            503, "credentials_unreadable", "the HMAC secret of this utility cannot be read; the operator is alerted"
+        ) from None
 
 
 async def _guarded(request: Request, utility_id: str, work: Any) -> JSONResponse:
@@ -297,10 +314,17 @@ async def _apply_rules(
     return ruled
 
 
-async def _rule_violation(conn: Any, utility_id: str, ask: EventAsk, targeting: dict[str, Any]) -> JSONResponse:
+async def _rule_violation(
+    conn: Any, utility_id: str, ask: EventAsk, targeting: dict[str, Any], payload: dict[str, Any]
+) -> JSONResponse:
     """Accepted and recorded, not dispatched: a program rule keeps every targeted facility out. The VTN
     is told with a report (``report_not_applicable``)."""
-    detail = {**targeting, "vtn_event_id": ask.vtn_event_id, "program_id": ask.program_id}
+    detail = {
+        **targeting,
+        "vtn_event_id": ask.vtn_event_id,
+        "program_id": ask.program_id,
+        "first_interval_id": first_interval_id(payload),  # the report's status interval names it (0931)
+    }
     await conn.execute(
         """INSERT INTO dr_event_intake (utility_id, event_key, outcome, vtn_modified_at, detail)
            VALUES ($1, $2, 'rule_violation', $3, $4::jsonb) ON CONFLICT DO NOTHING""",
@@ -354,7 +378,14 @@ async def _create(conn: Any, request: Request, utility_id: str, ask: EventAsk, p
                     utility_id,
                     ask.utility_event_id,
                     ask.vtn_modified_at,
-                    json.dumps({**targeting, "vtn_event_id": ask.vtn_event_id, "program_id": ask.program_id}),
+                    json.dumps(
+                        {
+                            **targeting,
+                            "vtn_event_id": ask.vtn_event_id,
+                            "program_id": ask.program_id,
+                            "first_interval_id": first_interval_id(payload),
+                        }
+                    ),
                 )
                 log.warning(
                     "dr_event_not_applicable",
@@ -372,7 +403,7 @@ async def _create(conn: Any, request: Request, utility_id: str, ask: EventAsk, p
             if ruled.findings:
                 targeting["rule_findings"] = list(ruled.findings)
             if not ruled.dispatchable:
-                return await _rule_violation(conn, utility_id, ask, targeting)
+                return await _rule_violation(conn, utility_id, ask, targeting, payload)
             facilities = list(ruled.facility_ids)
             if resolution.unknown_targets:
                 log.warning(
@@ -390,7 +421,7 @@ async def _create(conn: Any, request: Request, utility_id: str, ask: EventAsk, p
             ruled = await _apply_rules(conn, utility_id, ask, rules, facilities, datetime.now(UTC))
             targeting = {"rule_declined": ruled.declined, "rule_findings": list(ruled.findings)} if rules else {}
             if not ruled.dispatchable:
-                return await _rule_violation(conn, utility_id, ask, targeting)
+                return await _rule_violation(conn, utility_id, ask, targeting, payload)
             facilities = list(ruled.facility_ids)
         check_timing(ask.start, ask.end, datetime.now(UTC), _limits(request))
         default_lead_s = request.app.state.settings.dr.dispatch_lead_s

@@ -15,7 +15,14 @@ import secrets
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from dr_coordinator.adapters.ven_credentials import credentials_box, legacy_plaintext, seal, unseal
+from dr_coordinator.adapters.ven_credentials import (
+    credentials_box,
+    legacy_plaintext,
+    seal,
+    seal_hmac,
+    unseal,
+    unseal_hmac,
+)
 from energy.secretbox import SecretBox, SecretBoxError
 from schemas.utilities import EnrollmentIn, ProgramIn, ProgramOut, RotateIn, TokenRotated, UtilityIn, UtilityOut
 
@@ -69,8 +76,11 @@ async def add_utility(
     conn: Any, body: UtilityIn, actor: str, *, replace: bool = False, box: SecretBox | None = None
 ) -> UtilityOut:
     """Create a utility (``replace``: update it if it exists, as ``energy seed`` does). The VEN
-    credentials are stored encrypted only (``box``: the process settings' key by default)."""
-    sealed = seal(box or credentials_box(), body.utility_id, _ven_credentials(body))
+    credentials and the webhook HMAC secret are stored encrypted only (``box``: the process
+    settings' key by default; decisions 0860, 0930)."""
+    box = box or credentials_box()
+    sealed = seal(box, body.utility_id, _ven_credentials(body))
+    sealed_hmac = seal_hmac(box, body.utility_id, body.hmac_secret.get_secret_value()) if body.hmac_secret else None
     async with conn.transaction():
         exists = await conn.fetchval("SELECT active FROM utilities WHERE utility_id = $1", body.utility_id)
         if exists is not None and not replace:
@@ -79,10 +89,12 @@ async def add_utility(
         await conn.execute(
             """INSERT INTO utilities (utility_id, name, vtn_base_url, bearer_token_hash, hmac_secret, ven_name,
                                       baseline_method, openadr_version, ven_auth, ven_credentials,
-                                      ven_credentials_encrypted, hmac_required, active, updated_at)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, '{}'::jsonb, $10, $11, true, now())
+                                      ven_credentials_encrypted, hmac_secret_encrypted, hmac_required, active,
+                                      updated_at)
+               VALUES ($1, $2, $3, $4, '', $5, $6, $7, $8, '{}'::jsonb, $9, $10, $11, true, now())
                ON CONFLICT (utility_id) DO UPDATE SET name = EXCLUDED.name, vtn_base_url = EXCLUDED.vtn_base_url,
-                 bearer_token_hash = EXCLUDED.bearer_token_hash, hmac_secret = EXCLUDED.hmac_secret,
+                 bearer_token_hash = EXCLUDED.bearer_token_hash, hmac_secret = '',
+                 hmac_secret_encrypted = EXCLUDED.hmac_secret_encrypted,
                  ven_name = EXCLUDED.ven_name, baseline_method = EXCLUDED.baseline_method,
                  openadr_version = EXCLUDED.openadr_version, ven_auth = EXCLUDED.ven_auth,
                  ven_credentials = '{}'::jsonb, ven_credentials_encrypted = EXCLUDED.ven_credentials_encrypted,
@@ -92,12 +104,12 @@ async def add_utility(
             body.name,
             body.vtn_base_url,
             hook_hash,
-            body.hmac_secret.get_secret_value() if body.hmac_secret else "",
             body.ven_name,
             body.baseline_method,
             body.openadr_version,
             body.ven_auth,
             sealed,
+            sealed_hmac,
             body.hmac_required,
         )
         await conn.execute(
@@ -211,40 +223,63 @@ async def rotate_webhook_token(conn: Any, utility_id: str, body: RotateIn, actor
 async def reencrypt_credentials(
     conn: Any, actor: str, box: SecretBox | None = None, utility_ids: list[str] | None = None
 ) -> dict[str, int]:
-    """Seal every utility's VEN credentials under the current key: plaintext rows written before
-    migration 0660, and rows under the previous key (the second step of a key rotation). A row no
-    key opens is left as it is and counted (its credentials must be entered again). ``utility_ids``:
-    only these utilities (default: all)."""
+    """Seal every utility's VEN credentials and webhook HMAC secret under the current key: plaintext
+    rows written before migrations 0660 / 0730, and rows under the previous key (the second step of a
+    key rotation). A value no key opens is left as it is and counted (it must be entered again).
+    ``utility_ids``: only these utilities (default: all). Counts are per secret, not per row."""
     box = box or credentials_box()
     counts = {"sealed_plaintext": 0, "rotated": 0, "current": 0, "unreadable": 0}
     async with conn.transaction():
         rows = await conn.fetch(
-            """SELECT utility_id, ven_credentials, ven_credentials_encrypted FROM utilities
+            """SELECT utility_id, ven_credentials, ven_credentials_encrypted, hmac_secret, hmac_secret_encrypted
+               FROM utilities
                WHERE $1::text[] IS NULL OR utility_id = ANY($1::text[]) ORDER BY utility_id FOR UPDATE""",
             utility_ids,
         )
         for r in rows:
             uid, encrypted = r["utility_id"], r["ven_credentials_encrypted"]
-            if encrypted and not box.needs_rotation(encrypted):
+            kind = _reseal_kind(box, encrypted, bool(legacy_plaintext(r["ven_credentials"])))
+            if kind is not None:
+                try:
+                    creds = unseal(box, uid, encrypted) if encrypted else legacy_plaintext(r["ven_credentials"])
+                except SecretBoxError:
+                    kind = "unreadable"
+                else:
+                    await conn.execute(
+                        """UPDATE utilities SET ven_credentials_encrypted = $2, ven_credentials = '{}'::jsonb
+                           WHERE utility_id = $1""",
+                        uid,
+                        seal(box, uid, creds),
+                    )
+                    await audit(conn, uid, actor, "ven_credentials_reencrypted", {"from": kind, "key_id": box.key_id})
+                counts[kind] += 1
+            elif encrypted:
                 counts["current"] += 1
-                continue
-            if not encrypted and not legacy_plaintext(r["ven_credentials"]):
-                continue  # no credentials at all (falls back to dr.vtn_token)
-            try:
-                creds = unseal(box, uid, encrypted) if encrypted else legacy_plaintext(r["ven_credentials"])
-            except SecretBoxError:
-                counts["unreadable"] += 1
-                continue
-            await conn.execute(
-                """UPDATE utilities SET ven_credentials_encrypted = $2, ven_credentials = '{}'::jsonb
-                   WHERE utility_id = $1""",
-                uid,
-                seal(box, uid, creds),
-            )
-            kind = "rotated" if encrypted else "sealed_plaintext"
-            counts[kind] += 1
-            await audit(conn, uid, actor, "ven_credentials_reencrypted", {"from": kind, "key_id": box.key_id})
+            hmac_encrypted = r["hmac_secret_encrypted"]
+            kind = _reseal_kind(box, hmac_encrypted, bool(r["hmac_secret"]))
+            if kind is not None:
+                try:
+                    secret = unseal_hmac(box, uid, hmac_encrypted, r["hmac_secret"])
+                except SecretBoxError:
+                    kind = "unreadable"
+                else:
+                    await conn.execute(
+                        "UPDATE utilities SET hmac_secret_encrypted = $2, hmac_secret = '' WHERE utility_id = $1",
+                        uid,
+                        seal_hmac(box, uid, secret),
+                    )
+                    await audit(conn, uid, actor, "hmac_secret_reencrypted", {"from": kind, "key_id": box.key_id})
+                counts[kind] += 1
+            elif hmac_encrypted:
+                counts["current"] += 1
     return counts
+
+
+def _reseal_kind(box: SecretBox, encrypted: str | None, plaintext_present: bool) -> str | None:
+    """Why a stored secret must be re-sealed ('sealed_plaintext' / 'rotated'), or None (current, or none)."""
+    if encrypted:
+        return "rotated" if box.needs_rotation(encrypted) else None
+    return "sealed_plaintext" if plaintext_present else None
 
 
 async def remove_utility(conn: Any, utility_id: str, actor: str) -> None:
@@ -294,7 +329,7 @@ async def show_utility(conn: Any, utility_id: str) -> UtilityOut:
         ven_auth=row["ven_auth"],
         ven_credentials_set=creds_set,
         webhook_tokens_active=int(tokens),
-        hmac_set=bool(row["hmac_secret"]),
+        hmac_set=bool(row["hmac_secret_encrypted"]) or bool(row["hmac_secret"]),
         hmac_required=row["hmac_required"],
         active=row["active"],
         baseline_method=row["baseline_method"],

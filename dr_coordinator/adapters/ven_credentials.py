@@ -2,6 +2,9 @@
 under ``dr.credentials_key`` (``dr.credentials_previous_key`` during a rotation), bound to the utility
 id. Rows written before migration 0660 hold plaintext JSON in ``utilities.ven_credentials``: they are
 still read (with a warning) until ``energy utility reencrypt-credentials`` seals them. Decision 0860.
+
+The webhook HMAC secret we verify a utility's signatures with is sealed by the same box in
+``utilities.hmac_secret_encrypted`` under its own context (decision 0930, migration 0730).
 """
 
 from __future__ import annotations
@@ -17,7 +20,15 @@ from energy.secretbox import SecretBox, SecretBoxError
 
 log = structlog.get_logger("dr.ven_credentials")
 
-__all__ = ["SecretBoxError", "credentials_box", "legacy_plaintext", "seal", "unseal"]
+__all__ = [
+    "SecretBoxError",
+    "credentials_box",
+    "legacy_plaintext",
+    "seal",
+    "seal_hmac",
+    "unseal",
+    "unseal_hmac",
+]
 
 
 @lru_cache(maxsize=8)
@@ -59,3 +70,21 @@ def unseal(box: SecretBox, utility_id: str, encrypted: str | None, legacy: Any =
     if plain:
         log.warning("dr_ven_credentials_plaintext", utility_id=utility_id, hint="energy utility reencrypt-credentials")
     return plain
+
+
+def _hmac_context(utility_id: str) -> str:
+    return f"utility:{utility_id}:hmac_secret"
+
+
+def seal_hmac(box: SecretBox, utility_id: str, secret: str) -> str:
+    return box.encrypt(secret.encode(), _hmac_context(utility_id))
+
+
+def unseal_hmac(box: SecretBox, utility_id: str, encrypted: str | None, legacy: str | None = None) -> str:
+    """The utility's webhook HMAC secret ('' when none is configured); :class:`SecretBoxError` when
+    the stored ciphertext does not open. A pre-0730 plaintext value is still returned, with a warning."""
+    if encrypted:
+        return box.decrypt(encrypted, _hmac_context(utility_id)).decode()
+    if legacy:
+        log.warning("dr_hmac_secret_plaintext", utility_id=utility_id, hint="energy utility reencrypt-credentials")
+    return legacy or ""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -98,6 +98,7 @@ class IntervalReading:
     usage_kwh: float | None = None
     demand_kw: float | None = None
     baseline_kw: float | None = None
+    interval_id: int | None = None  # the report interval's id (the event interval's, by layout); None: position
 
 
 @dataclass(frozen=True)
@@ -168,7 +169,7 @@ def build_interval_report(
     for res in sorted(resources, key=lambda r: r.resource_name):
         state = operating_state(res.facility_state)
         intervals = []
-        for i, reading in enumerate(sorted(res.intervals, key=lambda r: r.start)):
+        for n, reading in enumerate(sorted(res.intervals, key=lambda r: r.start)):
             payloads: list[dict[str, Any]] = [{"type": "OPERATING_STATE", "values": [state]}]
             for w in wanted:
                 value = _VALUE_OF[w.payload_type](reading)
@@ -176,7 +177,7 @@ def build_interval_report(
                     payloads.append({"type": w.payload_type, "values": [round(float(value), 3)]})
             intervals.append(
                 {
-                    "id": i,
+                    "id": n if reading.interval_id is None else reading.interval_id,
                     "intervalPeriod": {
                         "start": reading.start.isoformat().replace("+00:00", "Z"),
                         "duration": _duration(reading.start, reading.end),
@@ -197,24 +198,138 @@ def build_interval_report(
     return report
 
 
+# --- report interval layouts (3.1 reportDescriptor.reportIntervals; decision 0931) --------------------
+
+INTERVALS = "INTERVALS"  # the default: one report interval per event interval, with the event interval's id
+SUB_INTERVALS = "SUB_INTERVALS"  # the VEN may split an event interval: each piece keeps its id, own period
+OPEN_INTERVALS = "OPEN_INTERVALS"  # the VEN's own intervals, numbered by the VEN, each with its period
+LAYOUTS = (INTERVALS, SUB_INTERVALS, OPEN_INTERVALS)
+
+
+@dataclass(frozen=True)
+class EventInterval:
+    """One interval of the event as the VTN numbered it, with its period."""
+
+    id: int
+    start: datetime
+    end: datetime
+
+
+def report_layout(descriptors: list[dict[str, Any]] | None) -> str:
+    """The interval layout the event's reportDescriptors ask of the payloads we report (the first one
+    that says; the specification's default ``INTERVALS`` otherwise, or for a value it does not define)."""
+    for d in descriptors or []:
+        if isinstance(d, dict) and d.get("payloadType") in _TIMED_PAYLOADS and d.get("reportIntervals") in LAYOUTS:
+            return str(d["reportIntervals"])
+    return INTERVALS
+
+
+def event_intervals(event_obj: dict[str, Any], spans: list[tuple[datetime, datetime]]) -> list[EventInterval]:
+    """The event's interval ids beside their periods (``spans``: the stored schedule, in time order).
+    Ids are paired in ascending order, which is the order in which intervals without their own period
+    follow each other; when the event's intervals cannot be read, positions stand for ids."""
+    raw = event_obj.get("intervals")
+    ids = sorted(
+        i["id"]
+        for i in (raw if isinstance(raw, list) else [])
+        if isinstance(i, dict) and isinstance(i.get("id"), int) and not isinstance(i.get("id"), bool)
+    )
+    if len(ids) != len(spans) or len(set(ids)) != len(ids):
+        ids = list(range(len(spans)))
+    return [EventInterval(k, start, end) for k, (start, end) in zip(ids, spans, strict=True)]
+
+
+def _clipped(r: IntervalReading, lo: datetime, hi: datetime, interval_id: int) -> IntervalReading:
+    """The part of a reading over ``[lo, hi)``: rates (kW) stay, energy (kWh) is prorated."""
+    whole = (r.end - r.start).total_seconds()
+    share = (hi - lo).total_seconds() / whole if whole > 0 else 0.0
+    usage = None if r.usage_kwh is None else r.usage_kwh * share
+    return replace(r, start=lo, end=hi, usage_kwh=usage, interval_id=interval_id)
+
+
+def _weighted(parts: list[IntervalReading], value: Any) -> float | None:
+    spans = [(p.start, p.end, v) for p in parts if (v := value(p)) is not None]
+    if not spans:
+        return None
+    lo, hi = min(p.start for p in parts), max(p.end for p in parts)
+    return mean_over(spans, lo, hi)
+
+
+def lay_out(
+    readings: tuple[IntervalReading, ...], intervals: list[EventInterval], layout: str
+) -> tuple[IntervalReading, ...]:
+    """A resource's readings (whatever periods they were measured over: settlement intervals, the
+    whole event, one per event interval) in the layout the VTN asked for:
+
+    - ``INTERVALS``: one reading per event interval the readings cover, over exactly that interval,
+      with its id: demand and baseline time-weighted over the covered part, energy the sum of the
+      prorated parts (None if a part has none);
+    - ``SUB_INTERVALS``: the readings cut at the event intervals' bounds, each piece with the id of the
+      event interval it lies in (energy prorated); what lies outside every interval is dropped;
+    - ``OPEN_INTERVALS``: the readings as measured, numbered 0.. in time order."""
+    ordered = sorted(readings, key=lambda r: r.start)
+    if layout == OPEN_INTERVALS:
+        return tuple(replace(r, interval_id=n) for n, r in enumerate(ordered))
+    out: list[IntervalReading] = []
+    for ev in intervals:
+        parts = [
+            _clipped(r, max(r.start, ev.start), min(r.end, ev.end), ev.id)
+            for r in ordered
+            if min(r.end, ev.end) > max(r.start, ev.start)
+        ]
+        if not parts:
+            continue
+        if layout == SUB_INTERVALS:
+            out.extend(parts)
+            continue
+        usages = [p.usage_kwh for p in parts]
+        out.append(
+            IntervalReading(
+                ev.start,
+                ev.end,
+                usage_kwh=None if any(u is None for u in usages) else sum(u for u in usages if u is not None),
+                demand_kw=_weighted(parts, lambda p: p.demand_kw),
+                baseline_kw=_weighted(parts, lambda p: p.baseline_kw),
+                interval_id=ev.id,
+            )
+        )
+    return tuple(out)
+
+
+def first_interval_id(source: Any) -> int:
+    """The lowest interval id of an event as received (a notification's ``object`` or the event); 0
+    when it has none we can read. A status-only report interval (not applicable, declined) names it."""
+    obj = source.get("object") if isinstance(source, dict) and isinstance(source.get("object"), dict) else source
+    raw = obj.get("intervals") if isinstance(obj, dict) else None
+    ids = [
+        i["id"]
+        for i in (raw if isinstance(raw, list) else [])
+        if isinstance(i, dict) and isinstance(i.get("id"), int) and not isinstance(i.get("id"), bool)
+    ]
+    return min(ids) if ids else 0
+
+
 NOT_APPLICABLE = "NOT_APPLICABLE"
 
 
-def not_applicable_resources(unknown_targets: list[str], fallback_name: str) -> list[dict[str, Any]]:
+def not_applicable_resources(
+    unknown_targets: list[str], fallback_name: str, interval_id: int = 0
+) -> list[dict[str, Any]]:
     """Report resources saying "this target is not ours": one per unknown target (or one named after
-    the VEN when the event had none), each with a single OPERATING_STATE interval."""
+    the VEN when the event had none), each with a single OPERATING_STATE interval (``interval_id``: the
+    event's first interval, which a status without a period of its own stands for)."""
     names = [t[:128] for t in unknown_targets] or [fallback_name[:128]]
     return [
         {
             "resourceName": n,
-            "intervals": [{"id": 0, "payloads": [{"type": "OPERATING_STATE", "values": [NOT_APPLICABLE]}]}],
+            "intervals": [{"id": interval_id, "payloads": [{"type": "OPERATING_STATE", "values": [NOT_APPLICABLE]}]}],
         }
         for n in dict.fromkeys(names)
     ]
 
 
 def build_not_applicable_report(
-    *, version: str, program_id: str, event_id: str, client_name: str, unknown_targets: list[str]
+    *, version: str, program_id: str, event_id: str, client_name: str, unknown_targets: list[str], interval_id: int = 0
 ) -> dict[str, Any]:
     """The report for an event that targets none of our enrolled facilities: nothing was dispatched."""
     report: dict[str, Any] = {
@@ -222,7 +337,7 @@ def build_not_applicable_report(
         "clientName": client_name,
         "reportName": f"dr-{event_id}-not-applicable",
         "payloadDescriptors": [{"objectType": "REPORT_PAYLOAD_DESCRIPTOR", "payloadType": "OPERATING_STATE"}],
-        "resources": not_applicable_resources(unknown_targets, client_name),
+        "resources": not_applicable_resources(unknown_targets, client_name, interval_id),
     }
     if version == "3.0.1":
         report["programID"] = program_id
@@ -341,7 +456,7 @@ OPTED_OUT = "RUNNING_OPTED_OUT"  # 3.1 operating state: not following this event
 
 
 def add_program_rules(
-    report: dict[str, Any], declined: dict[str, str], findings: list[str], dispatched: set[str]
+    report: dict[str, Any], declined: dict[str, str], findings: list[str], dispatched: set[str], interval_id: int = 0
 ) -> dict[str, Any]:
     """The report told what the program's rules did: each declined facility as a resource that opted
     out, with the rule; each finding about the whole event (a cut duration) on every interval of the
@@ -366,6 +481,6 @@ def add_program_rules(
         resources.append(res)
     for name, reason in sorted(declined.items()):
         payloads = [{"type": "OPERATING_STATE", "values": [OPTED_OUT]}, {"type": RULE_PAYLOAD, "values": [reason]}]
-        resources.append({"resourceName": name[:128], "intervals": [{"id": 0, "payloads": payloads}]})
+        resources.append({"resourceName": name[:128], "intervals": [{"id": interval_id, "payloads": payloads}]})
     out["resources"] = resources
     return out

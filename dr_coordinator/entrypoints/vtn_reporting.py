@@ -23,9 +23,12 @@ from dr_coordinator.domain.report import (
     add_program_rules,
     build_interval_report,
     build_not_applicable_report,
+    event_intervals,
     interim_points,
+    lay_out,
     metered_so_far,
     not_applicable_resources,
+    report_layout,
     report_timing,
     wanted_from_descriptors,
 )
@@ -120,10 +123,15 @@ class VtnReportingJob:
             dr_event_id,
         )
         versions, readings = await self.readings(ev, [f["facility_id"] for f in facs])
-        resources = [
-            ResourceResult(f["facility_id"], f["state"], tuple(readings.get(f["facility_id"], ()))) for f in facs
-        ]
         event_obj = _event_object(ev["source_payload"])
+        layout = report_layout(event_obj.get("reportDescriptors"))
+        intervals = event_intervals(event_obj, [(i.start, i.end) for i in _schedule(ev)])
+        resources = [
+            ResourceResult(
+                f["facility_id"], f["state"], lay_out(tuple(readings.get(f["facility_id"], ())), intervals, layout)
+            )
+            for f in facs
+        ]
         event_id = ev["vtn_event_id"] or ev["utility_event_id"]  # the VTN's own id
         report = build_interval_report(
             version=target.version,
@@ -135,9 +143,11 @@ class VtnReportingJob:
             wanted=wanted_from_descriptors(event_obj.get("reportDescriptors")),
         )
         targeting = _targeting(ev)
+        first = intervals[0].id if intervals else 0
         if targeting.get("unknown_targets"):  # targets that are not ours: said so, once per event
-            report["resources"].extend(not_applicable_resources(list(targeting["unknown_targets"]), ev["ven_name"]))
-        report = _with_rules(report, targeting, facs)
+            unknown = list(targeting["unknown_targets"])
+            report["resources"].extend(not_applicable_resources(unknown, ev["ven_name"], first))
+        report = _with_rules(report, targeting, facs, first)
         achieved = {f["facility_id"]: _achieved(readings.get(f["facility_id"], ())) for f in facs}
         now = self.clock()
         try:
@@ -242,11 +252,18 @@ class VtnReportingJob:
                 "SELECT facility_id, intervals FROM dr_baselines WHERE dr_event_id = $1", dr_event_id
             )
         }
+        event_obj = _event_object(ev["source_payload"])
+        layout = report_layout(event_obj.get("reportDescriptors"))
+        intervals = event_intervals(event_obj, [(i.start, i.end) for i in _schedule(ev)])
         resources = [
             ResourceResult(
                 f["facility_id"],
                 f["state"],
-                metered_so_far(spans, demand[f["facility_id"]], frozen.get(f["facility_id"], []), f["baseline_kw"]),
+                lay_out(
+                    metered_so_far(spans, demand[f["facility_id"]], frozen.get(f["facility_id"], []), f["baseline_kw"]),
+                    intervals,
+                    layout,
+                ),
             )
             for f in facs
         ]
@@ -258,12 +275,14 @@ class VtnReportingJob:
             client_name=ev["ven_name"],
             report_name=f"dr-{event_id}",
             resources=resources,
-            wanted=wanted_from_descriptors(_event_object(ev["source_payload"]).get("reportDescriptors")),
+            wanted=wanted_from_descriptors(event_obj.get("reportDescriptors")),
         )
         targeting = _targeting(ev)
+        first = intervals[0].id if intervals else 0
         if targeting.get("unknown_targets"):  # as the final report will say it
-            report["resources"].extend(not_applicable_resources(list(targeting["unknown_targets"]), ev["ven_name"]))
-        report = _with_rules(report, targeting, facs)
+            unknown = list(targeting["unknown_targets"])
+            report["resources"].extend(not_applicable_resources(unknown, ev["ven_name"], first))
+        report = _with_rules(report, targeting, facs, first)
         now = self.clock()
         sent_before = "through" in interim
         try:
@@ -305,18 +324,21 @@ class VtnReportingJob:
         for r in rows:
             detail = json.loads(r["detail"]) if isinstance(r["detail"], str) else dict(r["detail"] or {})
             target = VtnTarget.from_row(r)
+            first = detail.get("first_interval_id")
+            first = first if isinstance(first, int) and not isinstance(first, bool) else 0  # older records: 0
             report = build_not_applicable_report(
                 version=target.version,
                 program_id=str(detail.get("program_id") or "default"),
                 event_id=str(detail.get("vtn_event_id") or r["event_key"]),
                 client_name=target.ven_name,
                 unknown_targets=list(detail.get("unknown_targets") or []),
+                interval_id=first,
             )
             if r["outcome"] == "rule_violation":  # declined by a program rule (decision 0850)
                 if not detail.get("unknown_targets"):
                     report["resources"] = []
                 report["reportName"] = f"dr-{report['eventID']}-declined"
-                report = add_program_rules(report, dict(detail.get("rule_declined") or {}), [], set())
+                report = add_program_rules(report, dict(detail.get("rule_declined") or {}), [], set(), first)
             attempts = int(detail.get("report_attempts") or 0)
             try:
                 await self.post_report(target, report, attempts > 0)
@@ -344,8 +366,10 @@ class VtnReportingJob:
         self, ev: Any, facility_ids: list[str]
     ) -> tuple[dict[str, int], dict[str, list[IntervalReading]]]:
         """Per-interval values of each facility, and the settlement version they come from: the latest
-        settlement (M&V, ``interval_source``) where there is one; else one interval over the whole
-        event, measured demand from InfluxDB and the stored baseline (version 0)."""
+        settlement (M&V, ``interval_source``) where there is one; else one reading per event interval,
+        measured demand from InfluxDB over it and the stored baseline (version 0): the layouts the VTN
+        may ask for (decision 0931) cut or group readings at the event's intervals, so a single mean over
+        the whole event would claim every interval had it."""
         versions: dict[str, int] = {}
         out: dict[str, list[IntervalReading]] = {}
         if self.interval_source is not None:
@@ -356,27 +380,30 @@ class VtnReportingJob:
         missing = [fid for fid in facility_ids if fid not in out]
         if not missing:
             return versions, out
-        actual: dict[str, float | None] = {}
-        if self.influx is not None:
-            actual = await measurement.actual_many(self.influx, missing, ev["start_at"], ev["end_at"])
         baselines = {
             r["facility_id"]: r["baseline_kw"]
             for r in await self.pool.fetch(
                 "SELECT facility_id, baseline_kw FROM dr_event_facilities WHERE dr_event_id = $1", ev["dr_event_id"]
             )
         }
-        hours = (ev["end_at"] - ev["start_at"]).total_seconds() / 3600.0
         for fid in missing:
-            kw = actual.get(fid)
-            out[fid] = [
-                IntervalReading(
-                    ev["start_at"],
-                    ev["end_at"],
-                    usage_kwh=None if kw is None else kw * hours,
-                    demand_kw=kw,
-                    baseline_kw=baselines.get(fid),
+            out[fid] = []
+        for interval in _schedule(ev):
+            actual: dict[str, float | None] = {}
+            if self.influx is not None:
+                actual = await measurement.actual_many(self.influx, missing, interval.start, interval.end)
+            hours = (interval.end - interval.start).total_seconds() / 3600.0
+            for fid in missing:
+                kw = actual.get(fid)
+                out[fid].append(
+                    IntervalReading(
+                        interval.start,
+                        interval.end,
+                        usage_kwh=None if kw is None else kw * hours,
+                        demand_kw=kw,
+                        baseline_kw=baselines.get(fid),
+                    )
                 )
-            ]
         return versions, out
 
 
@@ -392,13 +419,14 @@ def _targeting(ev: Any) -> dict[str, Any]:
     return json.loads(raw) if isinstance(raw, str) else dict(raw or {})
 
 
-def _with_rules(report: dict[str, Any], targeting: dict[str, Any], facs: list[Any]) -> dict[str, Any]:
+def _with_rules(report: dict[str, Any], targeting: dict[str, Any], facs: list[Any], interval_id: int) -> dict[str, Any]:
     """Facilities a program rule declined, and findings such as a cut duration (decision 0850)."""
     return add_program_rules(
         report,
         dict(targeting.get("rule_declined") or {}),
         list(targeting.get("rule_findings") or []),
         {f["facility_id"] for f in facs},
+        interval_id,
     )
 
 

@@ -38,6 +38,7 @@ from pydantic import BaseModel, ValidationError
 
 from energy.observability.health import Health
 from energy.observability.http import ops_router
+from sim.utility.layouts import check_report_layout
 from sim.utility.model import (
     BUSINESS_LOGIC,
     ApiProblem,
@@ -56,6 +57,16 @@ from sim.utility.notifier import Notifier
 from sim.utility.spec import BASE_PATHS, BODIES, ClientCredentialRequest, Version
 
 BASE_PATH = "/openadr3/3.1.0"
+# Who may write which object (both OpenAPI documents, securitySchemes oAuth2ClientCredentials scopes,
+# the scope each write path requires): decision 0410, rules 20-22. Strict versions only.
+WRITE_SCOPES: dict[str, tuple[str, frozenset[str]]] = {
+    "PROGRAM": ("write_programs", frozenset({"BL"})),
+    "EVENT": ("write_events", frozenset({"BL"})),
+    "REPORT": ("write_reports", frozenset({"VEN"})),
+    "SUBSCRIPTION": ("write_subscriptions", frozenset({"BL", "VEN"})),
+    "VEN": ("write_vens", frozenset({"BL", "VEN"})),
+    "RESOURCE": ("write_vens", frozenset({"BL", "VEN"})),
+}
 MAX_BODY_BYTES = 1_000_000
 M = TypeVar("M", bound=BaseModel)
 
@@ -224,6 +235,32 @@ def _api_router(state: VtnState) -> APIRouter:
             raise ApiProblem(404, "Not Found", f"no {kind} with id {obj.get('id')!r}")
         return obj
 
+    def may_write(request: Request, object_type: str) -> None:
+        """Strict versions: the write scope of the path, held by business logic, VENs or both (rules 20-22)."""
+        if not state.strict:
+            return
+        scope, roles = WRITE_SCOPES[object_type]
+        client = who(request)
+        if client.role not in roles:
+            holders = "business logic" if roles == {"BL"} else "VENs"
+            raise ApiProblem(
+                403,
+                "Forbidden",
+                f"OpenADR {state.version}: writing {object_type.lower()} objects needs scope {scope}, "
+                f"which only {holders} hold; this token is a {client.role} ({client.client_id})",
+            )
+
+    def bl_representation_by_bl_only(request: Request, body: BaseModel) -> None:
+        """3.1: BL_VEN_REQUEST / BL_RESOURCE_REQUEST are business logic's representations (they set a
+        clientID): a VEN sends the VEN_* ones (rule 23)."""
+        kind = str(getattr(body, "objectType", "") or "")
+        if state.version == "3.1" and who(request).role == "VEN" and kind.startswith("BL_"):
+            raise ApiProblem(
+                403,
+                "Forbidden",
+                f"OpenADR 3.1: {kind} is business logic's representation; a VEN sends {kind.replace('BL_', 'VEN_', 1)}",
+            )
+
     def page(items: list[dict[str, Any]], skip: int, limit: int) -> list[dict[str, Any]]:
         if skip < 0 or not 0 <= limit <= 50:
             raise ApiProblem(400, "Bad Request", "skip must be >= 0 and limit in [0, 50]")
@@ -257,6 +294,7 @@ def _api_router(state: VtnState) -> APIRouter:
 
     @router.post("/programs", status_code=201)
     async def create_program(request: Request) -> dict[str, Any]:
+        may_write(request, "PROGRAM")
         return publish(store.create_program(await _versioned_body(request, state, "PROGRAM", ProgramIn)))
 
     @router.get("/programs/{program_id}")
@@ -266,7 +304,8 @@ def _api_router(state: VtnState) -> APIRouter:
         return one_readable(request, store.get("PROGRAM", program_id), targets, "program")
 
     @router.delete("/programs/{program_id}")
-    async def delete_program(program_id: str) -> dict[str, Any]:
+    async def delete_program(program_id: str, request: Request) -> dict[str, Any]:
+        may_write(request, "PROGRAM")
         return publish(store.delete("PROGRAM", program_id))
 
     @router.get("/events")
@@ -281,6 +320,7 @@ def _api_router(state: VtnState) -> APIRouter:
 
     @router.post("/events", status_code=201)
     async def create_event(request: Request) -> dict[str, Any]:
+        may_write(request, "EVENT")
         return await publish_event(store.create_event(await _versioned_body(request, state, "EVENT", EventIn)))
 
     @router.get("/events/{event_id}")
@@ -291,11 +331,13 @@ def _api_router(state: VtnState) -> APIRouter:
 
     @router.put("/events/{event_id}")
     async def update_event(event_id: str, request: Request) -> dict[str, Any]:
+        may_write(request, "EVENT")
         body = await _versioned_body(request, state, "EVENT", EventIn)
         return await publish_event(store.update_event(event_id, body))
 
     @router.delete("/events/{event_id}")
-    async def delete_event(event_id: str) -> dict[str, Any]:
+    async def delete_event(event_id: str, request: Request) -> dict[str, Any]:
+        may_write(request, "EVENT")
         return await publish_event(store.delete("EVENT", event_id))
 
     @router.get("/vens")
@@ -306,7 +348,10 @@ def _api_router(state: VtnState) -> APIRouter:
 
     @router.post("/vens", status_code=201)
     async def create_ven(request: Request) -> dict[str, Any]:
-        return publish(store.create_ven(await _versioned_body(request, state, "VEN", VenIn), who(request)))
+        may_write(request, "VEN")
+        body = await _versioned_body(request, state, "VEN", VenIn)
+        bl_representation_by_bl_only(request, body)
+        return publish(store.create_ven(body, who(request)))
 
     @router.get("/vens/{ven_id}")
     async def get_ven(ven_id: str, request: Request) -> dict[str, Any]:
@@ -317,7 +362,9 @@ def _api_router(state: VtnState) -> APIRouter:
 
     @router.put("/vens/{ven_id}")
     async def update_ven(ven_id: str, request: Request) -> dict[str, Any]:
+        may_write(request, "VEN")
         body = await _versioned_body(request, state, "VEN", VenIn)
+        bl_representation_by_bl_only(request, body)
         return publish(store.update_ven(ven_id, body, who(request)))
 
     @router.get("/resources")
@@ -333,7 +380,9 @@ def _api_router(state: VtnState) -> APIRouter:
 
     @router.post("/resources", status_code=201)
     async def create_resource(request: Request) -> dict[str, Any]:
+        may_write(request, "RESOURCE")
         body = await _versioned_body(request, state, "RESOURCE", ResourceIn)
+        bl_representation_by_bl_only(request, body)
         return publish(store.create_resource(body, who(request)))
 
     @router.get("/subscriptions")
@@ -349,6 +398,7 @@ def _api_router(state: VtnState) -> APIRouter:
 
     @router.post("/subscriptions", status_code=201)
     async def create_subscription(request: Request) -> dict[str, Any]:
+        may_write(request, "SUBSCRIPTION")
         body = await _versioned_body(request, state, "SUBSCRIPTION", SubscriptionIn)
         if state.verify_callbacks:
             for op in getattr(body, "objectOperations", []):
@@ -361,6 +411,7 @@ def _api_router(state: VtnState) -> APIRouter:
 
     @router.delete("/subscriptions/{subscription_id}")
     async def delete_subscription(subscription_id: str, request: Request) -> dict[str, Any]:
+        may_write(request, "SUBSCRIPTION")
         own(request, store.get("SUBSCRIPTION", subscription_id), "subscription")
         return publish(store.delete("SUBSCRIPTION", subscription_id))
 
@@ -376,9 +427,17 @@ def _api_router(state: VtnState) -> APIRouter:
         found = store.matching("REPORT", programID=programID, eventID=eventID, clientName=clientName)
         return page(owned(request, found), skip, limit)
 
+    def follows_layout(body: BaseModel) -> None:
+        """3.1: report intervals laid out as the event's reportDescriptors ask (rule 25)."""
+        if state.version == "3.1":
+            report = body.model_dump(mode="json")
+            check_report_layout(report, store.events.get(str(report.get("eventID"))))
+
     @router.post("/reports", status_code=201)
     async def create_report(request: Request) -> dict[str, Any]:
+        may_write(request, "REPORT")
         body = await _versioned_body(request, state, "REPORT", ReportIn)
+        follows_layout(body)
         return publish(store.create_report(body, who(request)))
 
     @router.get("/reports/{report_id}")
@@ -387,7 +446,9 @@ def _api_router(state: VtnState) -> APIRouter:
 
     @router.put("/reports/{report_id}")
     async def update_report(report_id: str, request: Request) -> dict[str, Any]:
+        may_write(request, "REPORT")
         body = await _versioned_body(request, state, "REPORT", ReportIn)
+        follows_layout(body)
         return publish(store.update_report(report_id, body, who(request)))
 
     return router

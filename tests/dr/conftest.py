@@ -20,6 +20,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
+from dr_coordinator.adapters.ven_credentials import credentials_box, seal_hmac
 from energy.settings import Settings
 from energy.stack.process import free_port
 from sim.bms.process import SimulatorProcess
@@ -92,13 +93,14 @@ async def make_utility(
     _CREATED_UTILITIES.add(u.utility_id)
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute(
-            """INSERT INTO utilities (utility_id, name, vtn_base_url, bearer_token_hash, hmac_secret, baseline_method)
-               VALUES ($1, $2, $3, $4, $5, $6)""",
+            """INSERT INTO utilities (utility_id, name, vtn_base_url, bearer_token_hash, hmac_secret,
+                                      hmac_secret_encrypted, baseline_method)
+               VALUES ($1, $2, $3, $4, '', $5, $6)""",
             u.utility_id,
             f"Test utility {uid}",
             vtn_base_url,
             hashlib.sha256(token.encode()).hexdigest(),
-            u.hmac_secret,
+            seal_hmac(credentials_box(), u.utility_id, u.hmac_secret),  # sealed at rest as onboarding does (0930)
             method,
         )
         await conn.executemany(

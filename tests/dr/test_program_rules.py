@@ -243,6 +243,8 @@ async def test_the_utility_is_told_with_a_report_its_vtn_accepts(api, strict_vtn
     from tests.dr.test_vtn_report import onboard
 
     token = settings.seed.utility_bearer_token.get_secret_value()
+
+    ven_token = settings.dr.vtn_token.get_secret_value()  # reports are written by VENs only
     base = strict_vtn.url("/openadr3/3.1.0")
     utility_id = f"pr-{uid}"
     _CREATED_UTILITIES.add(utility_id)
@@ -257,7 +259,7 @@ async def test_the_utility_is_told_with_a_report_its_vtn_accepts(api, strict_vtn
         }
         created = (await bl.post("/events", json=body)).json()
         async with pg_pool.acquire() as conn:
-            await onboard(conn, utility_id, base, token, uid)
+            await onboard(conn, utility_id, base, ven_token, uid)
         from dr_coordinator.adapters import onboarding
         from schemas.utilities import EnrollmentIn, ProgramIn
 
@@ -268,7 +270,7 @@ async def test_the_utility_is_told_with_a_report_its_vtn_accepts(api, strict_vtn
         note = {"objectType": "EVENT", "operation": "CREATE", "object": created}
         resp = await api.post(hook(utility_id), json=note, headers=hook_auth)
         assert resp.json()["outcome"] == "rule_violation", resp.text
-        sender = ReportSender(token)
+        sender = ReportSender(ven_token)
 
         async def step(row, fn):
             await fn()

@@ -18,6 +18,7 @@ from unittest import mock
 import pytest
 
 from dr_coordinator.adapters import onboarding
+from dr_coordinator.adapters.ven_credentials import unseal_hmac
 from dr_coordinator.adapters.vtn_registry import UTILITY_VTN_COLUMNS, VtnTarget
 from energy.secretbox import SecretBox, SecretBoxError
 from energy.settings import InsecureSettingsError, Settings
@@ -204,12 +205,14 @@ async def test_the_cli_seals_a_plaintext_row_with_the_configured_key(pg_pool, ui
     utility_id = f"cred-cli-{uid}"
     _CREATED_UTILITIES.add(utility_id)
     token = f"cli-legacy-token-{secrets.token_hex(12)}"
+    hmac_secret = f"cli-legacy-hmac-{secrets.token_hex(12)}"
     await pg_pool.execute(
         """INSERT INTO utilities (utility_id, name, vtn_base_url, bearer_token_hash, hmac_secret, ven_credentials)
-           VALUES ($1, $1, 'http://127.0.0.1:9/openadr3/3.1.0', $2, '', $3::jsonb)""",
+           VALUES ($1, $1, 'http://127.0.0.1:9/openadr3/3.1.0', $2, $4, $3::jsonb)""",
         utility_id,
         "0" * 64,
         json.dumps({"token": token}),
+        hmac_secret,
     )
     key = _key()
     exe = Path(sys.executable).with_name("energy")
@@ -222,5 +225,12 @@ async def test_the_cli_seals_a_plaintext_row_with_the_configured_key(pg_pool, ui
         env={**os.environ, "ENERGY_DR__CREDENTIALS_KEY": key},
     )
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["sealed_plaintext"] == 1 and token not in done.stdout + done.stderr
+    # both secrets of the row: the VEN token and the webhook HMAC secret (decision 0930)
+    assert json.loads(done.stdout)["sealed_plaintext"] == 2 and token not in done.stdout + done.stderr
+    assert hmac_secret not in done.stdout + done.stderr
     assert VtnTarget.from_row(await _row(pg_pool, utility_id), SecretBox(key)).credentials == {"token": token}
+    row = await pg_pool.fetchrow(
+        "SELECT u::text AS t, hmac_secret_encrypted FROM utilities u WHERE utility_id = $1", utility_id
+    )
+    assert hmac_secret not in row["t"] and token not in row["t"]
+    assert unseal_hmac(SecretBox(key), utility_id, row["hmac_secret_encrypted"]) == hmac_secret

@@ -3,6 +3,7 @@ event, replaced with PUT after an ambiguous failure (strict simulator, real proc
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -100,6 +101,7 @@ def strict_vtn(stack, tmp_path_factory) -> Iterator[SimulatorProcess]:
 
 async def test_report_is_accepted_by_a_strict_31_vtn_and_replaced_not_duplicated(strict_vtn, settings):
     token = settings.seed.utility_bearer_token.get_secret_value()
+    ven_token = settings.dr.vtn_token.get_secret_value()  # reports are written by VENs only
     base = strict_vtn.url("/openadr3/3.1.0")
     async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=10) as bl:
         pid = (await bl.post("/programs", json={"programName": "reports"})).json()["id"]
@@ -114,8 +116,8 @@ async def test_report_is_accepted_by_a_strict_31_vtn_and_replaced_not_duplicated
             report_name="first",
             resources=[ResourceResult("fac-1", "restored", two_intervals())],
         )
-        target = VtnTarget("u", base, "3.1", "ven-r", "bearer", {"token": token})
-        sender = ReportSender(token)
+        target = VtnTarget("u", base, "3.1", "ven-r", "bearer", {"token": ven_token})
+        sender = ReportSender(ven_token)
         try:
             await sender(target, report, False)
             await sender(target, {**report, "reportName": "second"}, True)  # as after an ambiguous failure
@@ -132,24 +134,36 @@ async def test_not_applicable_events_are_reported_once_to_the_vtn(strict_vtn, se
     from tests.dr.conftest import _CREATED_UTILITIES
 
     token = settings.seed.utility_bearer_token.get_secret_value()
+
+    ven_token = settings.dr.vtn_token.get_secret_value()  # reports are written by VENs only
     base = strict_vtn.url("/openadr3/3.1.0")
     utility_id = f"na-{uid}"
     _CREATED_UTILITIES.add(utility_id)
     async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=10) as bl:
         pid = (await bl.post("/programs", json={"programName": f"na-{uid}"})).json()["id"]
         start = (datetime.now(UTC) + timedelta(minutes=5)).replace(microsecond=0).isoformat()
-        body = {"programID": pid, "targets": ["fac-404"], "intervalPeriod": {"start": start, "duration": "PT30M"}}
+        # intervals numbered from 3, and a layout asked for the status: the strict VTN holds the report's
+        # status interval to the event's ids (rule 25), so it must name interval 3 (decision 0931)
+        body = {
+            "programID": pid,
+            "targets": ["fac-404"],
+            "intervalPeriod": {"start": start, "duration": "PT30M"},
+            "intervals": [{"id": k, "payloads": [{"type": "SIMPLE", "values": [1]}]} for k in (3, 4)],
+            "reportDescriptors": [{"payloadType": "OPERATING_STATE", "reportIntervals": "INTERVALS"}],
+        }
         eid = (await bl.post("/events", json=body)).json()["id"]
         async with pg_pool.acquire() as conn:
-            await onboard(conn, utility_id, base, token, uid)
+            await onboard(conn, utility_id, base, ven_token, uid)
         await pg_pool.execute(
             """INSERT INTO dr_event_intake (utility_id, event_key, outcome, detail)
                VALUES ($1, $2, 'not_applicable', $3::jsonb)""",
             utility_id,
             f"{eid}@x",
-            _json.dumps({"vtn_event_id": eid, "program_id": pid, "unknown_targets": ["fac-404"]}),
+            _json.dumps(
+                {"vtn_event_id": eid, "program_id": pid, "unknown_targets": ["fac-404"], "first_interval_id": 3}
+            ),
         )
-        sender = ReportSender(token)
+        sender = ReportSender(ven_token)
 
         async def step(row, fn):
             await fn()
@@ -164,13 +178,45 @@ async def test_not_applicable_events_are_reported_once_to_the_vtn(strict_vtn, se
     assert len(stored) == 1
     resources = [(r["resourceName"], [i["payloads"] for i in r["intervals"]]) for r in stored[0]["resources"]]
     assert resources == [("fac-404", [[{"type": "OPERATING_STATE", "values": ["NOT_APPLICABLE"]}]])]
+    assert [i["id"] for i in stored[0]["resources"][0]["intervals"]] == [3]
     reported = await pg_pool.fetchval("SELECT reported_at FROM dr_event_intake WHERE utility_id = $1", utility_id)
     assert reported is not None
 
 
-async def test_report_carries_the_settlement_intervals_and_a_true_up_replaces_it(strict_vtn, settings, pg_pool, uid):
-    """The final report waits for the settlement and carries its intervals (USAGE, DEMAND, BASELINE per
-    quarter hour); a true-up (a newer settlement version) replaces the utility's report, never adds one."""
+# What the report carries for a 30-minute event (one interval, id 0) settled per quarter hour at 60 and
+# 70 kW (then trued up to 60 and 50 kW) against 100 kW, in each layout the event can ask for (decision
+# 0931), computed by hand: a quarter hour at 60 kW is 15 kWh, at 70 kW 17.5, at 50 kW 12.5.
+_Q1, _Q2, _Q2_TRUE_UP = (
+    {"USAGE": 15.0, "DEMAND": 60.0, "BASELINE": 100.0},
+    {"USAGE": 17.5, "DEMAND": 70.0, "BASELINE": 100.0},
+    {"USAGE": 12.5, "DEMAND": 50.0, "BASELINE": 100.0},
+)
+LAYOUT_CASES = {
+    # the event's interval, whole: energies add up, demand is the time-weighted mean
+    None: (
+        [0],
+        [{"USAGE": 32.5, "DEMAND": 65.0, "BASELINE": 100.0}],
+        {"USAGE": 27.5, "DEMAND": 55.0, "BASELINE": 100.0},
+    ),
+    "INTERVALS": (
+        [0],
+        [{"USAGE": 32.5, "DEMAND": 65.0, "BASELINE": 100.0}],
+        {"USAGE": 27.5, "DEMAND": 55.0, "BASELINE": 100.0},
+    ),
+    # the event's interval cut in quarter hours, each piece keeping the interval's id
+    "SUB_INTERVALS": ([0, 0], [_Q1, _Q2], _Q2_TRUE_UP),
+    # the VEN's own intervals (the settlement's quarter hours), numbered by us
+    "OPEN_INTERVALS": ([0, 1], [_Q1, _Q2], _Q2_TRUE_UP),
+}
+
+
+@pytest.mark.parametrize("layout", list(LAYOUT_CASES))
+async def test_report_carries_the_settlement_intervals_and_a_true_up_replaces_it(
+    strict_vtn, settings, pg_pool, uid, layout
+):
+    """The final report waits for the settlement and carries its values (USAGE, DEMAND, BASELINE) in the
+    interval layout the event's reportDescriptors ask for; a true-up (a newer settlement version)
+    replaces the utility's report, never adds one."""
     import uuid as _uuid
     from zoneinfo import ZoneInfo
 
@@ -181,6 +227,8 @@ async def test_report_carries_the_settlement_intervals_and_a_true_up_replaces_it
     from tests.dr.conftest import _CREATED_UTILITIES
 
     token = settings.seed.utility_bearer_token.get_secret_value()
+
+    ven_token = settings.dr.vtn_token.get_secret_value()  # reports are written by VENs only
     base = strict_vtn.url("/openadr3/3.1.0")
     utility_id, facility_id = f"tu-{uid}", "fac-001"
     _CREATED_UTILITIES.add(utility_id)
@@ -188,21 +236,31 @@ async def test_report_carries_the_settlement_intervals_and_a_true_up_replaces_it
     end = start + timedelta(minutes=30)
     async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=10) as bl:
         pid = (await bl.post("/programs", json={"programName": f"tu-{uid}"})).json()["id"]
-        body = {"programID": pid, "intervalPeriod": {"start": start.isoformat(), "duration": "PT30M"}, "intervals": []}
-        vtn_event_id = (await bl.post("/events", json=body)).json()["id"]
+        body = {
+            "programID": pid,
+            "intervalPeriod": {"start": start.isoformat(), "duration": "PT30M"},
+            "intervals": [{"id": 0, "payloads": [{"type": "SIMPLE", "values": [1]}]}],
+        }
+        if layout is not None:
+            body["reportDescriptors"] = [
+                {"payloadType": kind, "reportIntervals": layout} for kind in ("USAGE", "DEMAND", "BASELINE")
+            ]
+        created = (await bl.post("/events", json=body)).json()
+        vtn_event_id = created["id"]
         dr_event_id = _uuid.uuid4()
         async with pg_pool.acquire() as conn, conn.transaction():
-            await onboard(conn, utility_id, base, token, uid)
+            await onboard(conn, utility_id, base, ven_token, uid)
             await conn.execute(
                 """INSERT INTO dr_events (dr_event_id, utility_id, utility_event_id, vtn_event_id, program_id, state,
-                                          start_at, end_at, target_kw)
-                   VALUES ($1, $2, $3, $3, $4, 'completed', $5, $6, 40)""",
+                                          start_at, end_at, target_kw, source_payload)
+                   VALUES ($1, $2, $3, $3, $4, 'completed', $5, $6, 40, $7::jsonb)""",
                 dr_event_id,
                 utility_id,
                 vtn_event_id,
                 pid,
                 start,
                 end,
+                json.dumps(created),
             )
             await conn.execute(
                 """INSERT INTO dr_event_facilities (dr_event_id, facility_id, state, target_kw, baseline_kw)
@@ -223,7 +281,7 @@ async def test_report_carries_the_settlement_intervals_and_a_true_up_replaces_it
                     conn, dr_event_id, facility_id, kind, s, baseline, True, 40.0, datetime.now(UTC)
                 )
 
-        sender = ReportSender(token)
+        sender = ReportSender(ven_token)
 
         async def step(row, fn):
             await fn()
@@ -242,6 +300,8 @@ async def test_report_carries_the_settlement_intervals_and_a_true_up_replaces_it
         async def utility_reports() -> list[dict]:
             return [r for r in (await bl.get("/reports")).json() if r.get("eventID") == vtn_event_id]
 
+        ids, first_values, true_up_last = LAYOUT_CASES[layout]
+
         def values(report: dict) -> list[dict[str, float]]:
             [resource] = report["resources"]
             return [
@@ -253,11 +313,8 @@ async def test_report_carries_the_settlement_intervals_and_a_true_up_replaces_it
             await settle_at(RunKind.PRELIMINARY, 60.0, 70.0)
             await job.report_due()
             [first] = await utility_reports()
-            # by hand: 60 kW and 70 kW for a quarter hour each are 15 and 17.5 kWh, against 100 kW
-            assert values(first) == [
-                {"USAGE": 15.0, "DEMAND": 60.0, "BASELINE": 100.0},
-                {"USAGE": 17.5, "DEMAND": 70.0, "BASELINE": 100.0},
-            ]
+            assert values(first) == first_values
+            assert [i["id"] for i in first["resources"][0]["intervals"]] == ids
             await job.report_due()  # nothing new: nothing sent
             assert len(await utility_reports()) == 1
             attempts = await pg_pool.fetchval(
@@ -267,7 +324,7 @@ async def test_report_carries_the_settlement_intervals_and_a_true_up_replaces_it
             await settle_at(RunKind.TRUE_UP, 60.0, 50.0)  # late readings changed the second quarter hour
             await job.report_due()
             [updated] = await utility_reports()
-            assert values(updated)[1] == {"USAGE": 12.5, "DEMAND": 50.0, "BASELINE": 100.0}
+            assert values(updated)[-1] == true_up_last
             assert (
                 await pg_pool.fetchval("SELECT report_attempts FROM dr_events WHERE dr_event_id = $1", dr_event_id)
                 == attempts + 1
@@ -371,6 +428,8 @@ async def test_reports_during_the_event_follow_the_descriptors_and_stay_one_repo
     from tests.dr.conftest import _CREATED_UTILITIES
 
     token = settings.seed.utility_bearer_token.get_secret_value()
+
+    ven_token = settings.dr.vtn_token.get_secret_value()  # reports are written by VENs only
     base = strict_vtn.url("/openadr3/3.1.0")
     utility_id, facility_id = f"ir-{uid}", "fac-002"
     _CREATED_UTILITIES.add(utility_id)
@@ -399,7 +458,7 @@ async def test_reports_during_the_event_follow_the_descriptors_and_stay_one_repo
         vtn_event_id = (await bl.post("/events", json=event)).json()["id"]
         dr_event_id = _uuid.uuid4()
         async with pg_pool.acquire() as conn, conn.transaction():
-            await onboard(conn, utility_id, base, token, uid)
+            await onboard(conn, utility_id, base, ven_token, uid)
             await conn.execute(
                 """INSERT INTO dr_events (dr_event_id, utility_id, utility_event_id, vtn_event_id, program_id, state,
                                           start_at, end_at, level, intervals, source_payload)
@@ -433,7 +492,7 @@ async def test_reports_during_the_event_follow_the_descriptors_and_stay_one_repo
                 t0,
             )
         now = [t0 + QUARTER + timedelta(seconds=30)]
-        sender = ReportSender(token)
+        sender = ReportSender(ven_token)
 
         async def step(row, fn):
             await fn()
@@ -473,9 +532,9 @@ async def test_reports_during_the_event_follow_the_descriptors_and_stay_one_repo
             await job.report_interim()  # the end of the last interval is the final report's, not an interim one
             assert values((await stored())[0]) == values(second)
 
-            # the event completes: the final report (no settlement here: one interval over the whole event,
-            # the mean of 80, 90 and 100 kW = 90 kW, 67.5 kWh in 45 minutes, against the facility's 120 kW)
-            # replaces the interim one
+            # the event completes: the final report (no settlement here: each event interval measured,
+            # 80, 90 and 100 kW = 20, 22.5 and 25 kWh in a quarter hour, against the facility's 120 kW;
+            # the event's own intervals, as no descriptor asks another layout) replaces the interim one
             await pg_pool.execute("UPDATE dr_events SET state = 'completed' WHERE dr_event_id = $1", dr_event_id)
             await pg_pool.execute(
                 "UPDATE dr_event_facilities SET state = 'restored' WHERE dr_event_id = $1", dr_event_id
@@ -484,6 +543,11 @@ async def test_reports_during_the_event_follow_the_descriptors_and_stay_one_repo
             await job.report_due()
             [final] = await stored()
             assert final["id"] == first["id"]
-            assert values(final) == [{"OPERATING_STATE": "NORMAL", "USAGE": 67.5, "DEMAND": 90.0, "BASELINE": 120.0}]
+            assert values(final) == [
+                {"OPERATING_STATE": "NORMAL", "USAGE": 20.0, "DEMAND": 80.0, "BASELINE": 120.0},
+                {"OPERATING_STATE": "NORMAL", "USAGE": 22.5, "DEMAND": 90.0, "BASELINE": 120.0},
+                {"OPERATING_STATE": "NORMAL", "USAGE": 25.0, "DEMAND": 100.0, "BASELINE": 120.0},
+            ]
+            assert [i["id"] for i in final["resources"][0]["intervals"]] == [0, 1, 2]
         finally:
             await sender.close()

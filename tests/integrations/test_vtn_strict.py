@@ -47,7 +47,14 @@ def sim301(stack, tmp_path_factory) -> Iterator[SimulatorProcess]:
 
 @pytest.fixture
 def token(settings) -> str:
+    """The utility's business logic (BL)."""
     return settings.seed.utility_bearer_token.get_secret_value()
+
+
+@pytest.fixture
+def ven_token(settings) -> str:
+    """The platform's VEN (clientID ``platform-ven``): only a VEN writes reports (rule 21)."""
+    return settings.dr.vtn_token.get_secret_value()
 
 
 def client(sim: SimulatorProcess, base: str, token: str) -> httpx.AsyncClient:
@@ -135,7 +142,7 @@ async def test_31_targets_are_plain_strings(v31):
     assert ok.status_code == 201 and ok.json()["targets"] == ["fac-1", "fac-2"]
 
 
-async def test_31_payload_descriptors_carry_their_object_type(v31):
+async def test_31_payload_descriptors_carry_their_object_type(v31, sim31, ven_token):
     pid = await program(v31)
     rejected(await v31.post("/events", json=event31(pid, payloadDescriptors=[{"payloadType": "SIMPLE"}])), "objectType")
     ok = await v31.post(
@@ -146,16 +153,17 @@ async def test_31_payload_descriptors_carry_their_object_type(v31):
     eid = ok.json()["id"]
     resources = [{"resourceName": "fac-1", "intervals": [{"id": 0, "payloads": [{"type": "USAGE", "values": [1]}]}]}]
     report = {"eventID": eid, "clientName": "v1", "resources": resources}
-    rejected(
-        await v31.post("/reports", json={**report, "payloadDescriptors": [{"payloadType": "USAGE"}]}), "objectType"
-    )
-    rejected(await v31.post("/reports", json={k: v for k, v in report.items() if k != "eventID"}), "eventID")
-    good = {**report, "payloadDescriptors": [{"objectType": "REPORT_PAYLOAD_DESCRIPTOR", "payloadType": "USAGE"}]}
-    created = await v31.post("/reports", json=good)
-    assert created.status_code == 201, created.text
-    updated = await v31.put(f"/reports/{created.json()['id']}", json={**good, "reportName": "final"})
-    assert updated.status_code == 200 and updated.json()["reportName"] == "final"
-    assert len((await v31.get("/reports", params={"eventID": eid})).json()) == 1
+    async with client(sim31, "/openadr3/3.1.0", ven_token) as ven:  # reports are written by VENs
+        rejected(
+            await ven.post("/reports", json={**report, "payloadDescriptors": [{"payloadType": "USAGE"}]}), "objectType"
+        )
+        rejected(await ven.post("/reports", json={k: v for k, v in report.items() if k != "eventID"}), "eventID")
+        good = {**report, "payloadDescriptors": [{"objectType": "REPORT_PAYLOAD_DESCRIPTOR", "payloadType": "USAGE"}]}
+        created = await ven.post("/reports", json=good)
+        assert created.status_code == 201, created.text
+        updated = await ven.put(f"/reports/{created.json()['id']}", json={**good, "reportName": "final"})
+        assert updated.status_code == 200 and updated.json()["reportName"] == "final"
+        assert len((await ven.get("/reports", params={"eventID": eid})).json()) == 1
 
 
 async def test_31_bad_durations_and_zoneless_starts_are_rejected(v31):
@@ -288,31 +296,208 @@ async def test_301_subscriptions_name_http_verbs_and_a_program(v301, receiver):
     assert json.loads(receiver.requests[0]["body"])["operation"] == "POST"
 
 
-async def test_301_reports_name_their_program(v301):
+async def test_301_reports_name_their_program(v301, sim301, ven_token):
     pid = await program(v301)
     eid = (await v301.post("/events", json=event301(pid))).json()["id"]
     resources = [{"resourceName": "fac-1", "intervals": [{"id": 0, "payloads": [{"type": "USAGE", "values": [1]}]}]}]
     report = {"eventID": eid, "clientName": "v", "resources": resources}
-    rejected(await v301.post("/reports", json=report), "programID")
-    assert (await v301.post("/reports", json={**report, "programID": pid})).status_code == 201
+    async with client(sim301, "/openadr3/3.0.1", ven_token) as ven:  # reports are written by VENs
+        rejected(await ven.post("/reports", json=report), "programID")
+        assert (await ven.post("/reports", json={**report, "programID": pid})).status_code == 201
+
+
+# --- who may write what: business logic (BL) vs VEN (decision 0410 rules 20-24) -------------------
+
+
+def forbidden(resp: httpx.Response, *words: str) -> None:
+    assert resp.status_code == 403, resp.text
+    detail = resp.json()["detail"]
+    assert all(w in detail for w in words), detail
+
+
+def _sim_and_base(version: str, sim31: SimulatorProcess, sim301: SimulatorProcess) -> tuple[SimulatorProcess, str]:
+    return (sim31, "/openadr3/3.1.0") if version == "3.1" else (sim301, "/openadr3/3.0.1")
+
+
+def _event(version: str, pid: str, **extra) -> dict:
+    return event31(pid, **extra)  # untargeted: the same body is valid in both versions
+
+
+@pytest.mark.parametrize("version", ["3.1", "3.0.1"])
+async def test_only_business_logic_writes_programs(version, sim31, sim301, token, ven_token):
+    sim, base = _sim_and_base(version, sim31, sim301)
+    async with client(sim, base, token) as bl, client(sim, base, ven_token) as ven:
+        try:
+            forbidden(await ven.post("/programs", json={"programName": "ven-made"}), "write_programs", "VEN")
+            pid = await program(bl, "bl-made")  # business logic may
+            forbidden(await ven.delete(f"/programs/{pid}"), "write_programs")
+            assert [p["programName"] for p in (await bl.get("/programs")).json()] == ["default", "bl-made"]
+        finally:
+            (await bl.post(sim.url("/_admin/restart"))).raise_for_status()
+
+
+@pytest.mark.parametrize("version", ["3.1", "3.0.1"])
+async def test_only_business_logic_writes_events(version, sim31, sim301, token, ven_token):
+    sim, base = _sim_and_base(version, sim31, sim301)
+    async with client(sim, base, token) as bl, client(sim, base, ven_token) as ven:
+        try:
+            pid = await program(bl)
+            forbidden(await ven.post("/events", json=_event(version, pid)), "write_events", "VEN")
+            created = await bl.post("/events", json=_event(version, pid, eventName="bl-event"))
+            assert created.status_code == 201, created.text
+            eid = created.json()["id"]
+            forbidden(await ven.put(f"/events/{eid}", json=_event(version, pid, eventName="ven-edit")), "write_events")
+            forbidden(await ven.delete(f"/events/{eid}"), "write_events")
+            assert [e["eventName"] for e in (await bl.get("/events")).json()] == ["bl-event"]  # untouched
+        finally:
+            (await bl.post(sim.url("/_admin/restart"))).raise_for_status()
+
+
+@pytest.mark.parametrize("version", ["3.1", "3.0.1"])
+async def test_only_vens_write_reports(version, sim31, sim301, token, ven_token):
+    sim, base = _sim_and_base(version, sim31, sim301)
+    async with client(sim, base, token) as bl, client(sim, base, ven_token) as ven:
+        try:
+            pid = await program(bl)
+            eid = (await bl.post("/events", json=_event(version, pid))).json()["id"]
+            payload = [{"type": "USAGE", "values": [1]}]
+            report = {
+                "programID": pid,
+                "eventID": eid,
+                "clientName": "v",
+                "payloadDescriptors": [{"objectType": "REPORT_PAYLOAD_DESCRIPTOR", "payloadType": "USAGE"}],
+                "resources": [{"resourceName": "fac-1", "intervals": [{"id": 0, "payloads": payload}]}],
+            }
+            forbidden(await bl.post("/reports", json=report), "write_reports", "BL")
+            created = await ven.post("/reports", json=report)
+            assert created.status_code == 201, created.text
+            rid = created.json()["id"]
+            forbidden(await bl.put(f"/reports/{rid}", json={**report, "reportName": "bl-edit"}), "write_reports")
+            assert [r.get("reportName") for r in (await bl.get("/reports")).json()] == [None]  # BL still reads it
+        finally:
+            (await bl.post(sim.url("/_admin/restart"))).raise_for_status()
+
+
+async def test_31_a_ven_sends_the_ven_representations_not_business_logics(v31, sim31, ven_token):
+    async with client(sim31, "/openadr3/3.1.0", ven_token) as ven:
+        as_bl = {"objectType": "BL_VEN_REQUEST", "clientID": "someone-else", "venName": "impostor"}
+        forbidden(await ven.post("/vens", json=as_bl), "BL_VEN_REQUEST", "VEN_VEN_REQUEST")
+        mine = await ven.post("/vens", json={"objectType": "VEN_VEN_REQUEST", "venName": "mine"})
+        assert mine.status_code == 201 and mine.json()["clientID"] == "platform-ven"
+        vid = mine.json()["id"]
+        forbidden(await ven.put(f"/vens/{vid}", json={**as_bl, "venName": "mine"}), "BL_VEN_REQUEST")
+        bl_resource = {
+            "objectType": "BL_RESOURCE_REQUEST",
+            "clientID": "platform-ven",
+            "resourceName": "r",
+            "venID": vid,
+        }
+        forbidden(await ven.post("/resources", json=bl_resource), "BL_RESOURCE_REQUEST")
+        ven_resource = {"objectType": "VEN_RESOURCE_REQUEST", "resourceName": "r", "venID": vid}
+        assert (await ven.post("/resources", json=ven_resource)).status_code == 201
+    # business logic writes its representation (and may name any clientID)
+    other = await v31.post("/vens", json={"objectType": "BL_VEN_REQUEST", "clientID": "c-9", "venName": "bl-made"})
+    assert other.status_code == 201, other.text
+
+
+@pytest.mark.parametrize("version", ["3.1", "3.0.1"])
+async def test_vens_and_business_logic_both_write_subscriptions_and_vens(version, sim31, sim301, token, ven_token):
+    sim, base = _sim_and_base(version, sim31, sim301)
+    ops = [
+        {
+            "objects": ["EVENT"],
+            "operations": ["CREATE"] if version == "3.1" else ["POST"],
+            "callbackUrl": "http://127.0.0.1:9/hook",
+        }
+    ]
+    ven_object = {"objectType": "VEN_VEN_REQUEST" if version == "3.1" else "VEN"}
+    async with client(sim, base, token) as bl, client(sim, base, ven_token) as ven:
+        try:
+            (await bl.post(sim.url("/_admin/settings"), json={"verify_callbacks": False})).raise_for_status()
+            pid = await program(bl)
+            for who, c in (("bl", bl), ("ven", ven)):
+                sub = await c.post(
+                    "/subscriptions", json={"clientName": who, "programID": pid, "objectOperations": ops}
+                )
+                assert sub.status_code == 201, (who, sub.text)
+                assert (await c.delete(f"/subscriptions/{sub.json()['id']}")).status_code == 200
+            bl_ven = {"objectType": "BL_VEN_REQUEST", "clientID": "c-1"} if version == "3.1" else ven_object
+            assert (await bl.post("/vens", json={**bl_ven, "venName": "by-bl"})).status_code == 201
+            assert (await ven.post("/vens", json={**ven_object, "venName": "by-ven"})).status_code == 201
+        finally:
+            (await bl.post(sim.url("/_admin/restart"))).raise_for_status()
+            (await bl.post(sim.url("/_admin/settings"), json={"verify_callbacks": True})).raise_for_status()
+
+
+# --- 3.1 report interval layouts (decision 0410 rule 25) ------------------------------------------
+
+
+async def test_31_reports_lay_out_intervals_as_the_event_asks(v31, sim31, ven_token):
+    """An event of two 30-minute intervals (ids 0 and 1) asking USAGE in each layout; reports that
+    break the layout are refused (400), reports that follow it are stored."""
+    start = datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=5)
+    at = lambda minutes: (start + timedelta(minutes=minutes)).isoformat().replace("+00:00", "Z")  # noqa: E731
+    pid = await program(v31)
+
+    def interval(interval_id: int, begin: int | None = None, minutes: int | None = None) -> dict:
+        out: dict = {"id": interval_id, "payloads": [{"type": "USAGE", "values": [1.0]}]}
+        if begin is not None:
+            out["intervalPeriod"] = {"start": at(begin), "duration": f"PT{minutes}M"}
+        return out
+
+    async def report_for(layout: str, *intervals: dict) -> httpx.Response:
+        event = {
+            "programID": pid,
+            "intervalPeriod": {"start": at(0), "duration": "PT30M"},
+            "intervals": [{"id": k, "payloads": [{"type": "SIMPLE", "values": [1]}]} for k in (0, 1)],
+            "reportDescriptors": [{"payloadType": "USAGE", "reportIntervals": layout}],
+        }
+        eid = (await v31.post("/events", json=event)).json()["id"]
+        body = {
+            "eventID": eid,
+            "clientName": "v",
+            "payloadDescriptors": [{"objectType": "REPORT_PAYLOAD_DESCRIPTOR", "payloadType": "USAGE"}],
+            "resources": [{"resourceName": "fac-1", "intervals": list(intervals)}],
+        }
+        return await ven.post("/reports", json=body)
+
+    async with client(sim31, "/openadr3/3.1.0", ven_token) as ven:
+        # INTERVALS: the event's own intervals, by id, each once, with their periods if any
+        rejected(await report_for("INTERVALS", interval(7)), "INTERVALS", "none of the event's intervals")
+        rejected(await report_for("INTERVALS", interval(0, 5, 30)), "differs from the event interval")
+        rejected(await report_for("INTERVALS", interval(0), interval(0)), "once per resource")
+        assert (await report_for("INTERVALS", interval(0, 0, 30), interval(1))).status_code == 201
+        # SUB_INTERVALS: pieces of the event's intervals, each with its own period inside its interval
+        rejected(await report_for("SUB_INTERVALS", interval(0)), "its own intervalPeriod")
+        rejected(await report_for("SUB_INTERVALS", interval(0, 20, 15)), "within event interval 0")
+        rejected(await report_for("SUB_INTERVALS", interval(2, 60, 15)), "none of the event's intervals")
+        ok = await report_for("SUB_INTERVALS", interval(0, 0, 15), interval(0, 15, 15), interval(1, 30, 15))
+        assert ok.status_code == 201, ok.text
+        # OPEN_INTERVALS: the VEN's own intervals, each saying when it is, numbered once each
+        rejected(await report_for("OPEN_INTERVALS", interval(0)), "carry an intervalPeriod")
+        rejected(await report_for("OPEN_INTERVALS", interval(0, 0, 5), interval(0, 5, 5)), "numbered once")
+        ok = await report_for("OPEN_INTERVALS", interval(0, 0, 5), interval(1, 5, 55))
+        assert ok.status_code == 201, ok.text
 
 
 # --- the platform's VEN client against the strict simulator ---------------------------------------
 
 
 @pytest.mark.parametrize("version", ["3.1", "3.0.1"])
-async def test_ven_client_speaks_each_version(version, sim31, sim301, token, receiver):
+async def test_ven_client_speaks_each_version(version, sim31, sim301, token, ven_token, receiver):
     from dr_coordinator.adapters.vtn_client import VtnClient
 
     sim, base = (sim31, "/openadr3/3.1.0") if version == "3.1" else (sim301, "/openadr3/3.0.1")
     async with client(sim, base, token) as bl:
         pid = await program(bl, f"p-{version}")
-        ven = VtnClient(sim.url(base), token, version=version, client_name="ven-x")  # type: ignore[arg-type]
+        ven = VtnClient(sim.url(base), ven_token, version=version, client_name="ven-x")  # type: ignore[arg-type]
         try:
             assert await ven.register_ven("ven-x") == "0"
             assert await ven.register_ven("ven-x") == "0"  # taken name: found, not created twice
             await ven.subscribe(receiver.url, "hook-token", pid)
-            targets = ["fac-1"] if version == "3.1" else [{"type": "RESOURCE_NAME", "values": ["fac-1"]}]
+            # 3.1: a VEN hears of and reads a targeted event only through targets granted to it (rules
+            # 17-19, tested below), so this event is untargeted; 3.0.1 has no object privacy
+            targets = None if version == "3.1" else [{"type": "RESOURCE_NAME", "values": ["fac-1"]}]
             created = (await bl.post("/events", json=event31(pid, targets))).json()
             got = await receiver.wait_for(1)
             assert json.loads(got[0]["body"])["operation"] == ("CREATE" if version == "3.1" else "POST")
