@@ -208,6 +208,10 @@ async def guarded_call(
     """
     if retry.attempts is None:
         raise ValueError("guarded_call needs a bounded number of attempts; use keep_trying for unbounded work")
+    if retry.attempts == 1:
+        # Nothing to retry, so stamina would decide nothing; skipping it saves a retry context per call,
+        # which ingestion's publisher pays once per Kafka chunk (decision 0960).
+        return await _attempt(dependency, fn, timeout_s, breaker, is_transient)
 
     def backoff(exc: Exception) -> bool | float:
         if isinstance(exc, CircuitOpenError) or not is_transient(exc):

@@ -140,10 +140,13 @@ def _tracer() -> trace.Tracer:
     return provider.get_tracer("energy")
 
 
+_IDS = RandomIdGenerator()
+
+
 def new_trace() -> TraceContext:
-    """Ids for the root of a new trace, to hand on before any span runs (e.g. a reading's headers)."""
-    ids = RandomIdGenerator()
-    return TraceContext(format(ids.generate_trace_id(), "032x"), format(ids.generate_span_id(), "016x"))
+    """Ids for the root of a new trace, to hand on before any span runs (e.g. a reading's headers).
+    One generator for the process: ingestion calls this once per MQTT message."""
+    return TraceContext(f"{_IDS.generate_trace_id():032x}", f"{_IDS.generate_span_id():016x}")
 
 
 def parse_traceparent(value: str | bytes | None) -> TraceContext | None:
