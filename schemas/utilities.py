@@ -138,5 +138,7 @@ class UtilityOut(BaseModel):
 
 class TokenRotated(BaseModel):
     utility_id: str
-    webhook_token: str = Field(description="the new token: shown once, stored hashed")
+    webhook_token: str | None = Field(
+        description="a generated token, shown once (stored hashed); null when the caller supplied it: never echoed"
+    )
     previous_valid_until: datetime | None

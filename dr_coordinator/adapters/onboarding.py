@@ -236,7 +236,8 @@ async def rotate_webhook_token(conn: Any, utility_id: str, body: RotateIn, actor
             token_hash(new),
         )
         await audit(conn, utility_id, actor, "webhook_token_rotated", {"previous_valid_until": until.isoformat()})
-    return TokenRotated(utility_id=utility_id, webhook_token=new, previous_valid_until=until)
+    shown = None if body.new_token else new  # a generated token is shown once; a supplied one never echoed
+    return TokenRotated(utility_id=utility_id, webhook_token=shown, previous_valid_until=until)
 
 
 async def rotate_hmac_secret(

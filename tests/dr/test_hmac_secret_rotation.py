@@ -253,3 +253,11 @@ async def test_replace_ends_every_overlap_and_the_bearer_overlap_ends_at_its_sto
     assert (await _post(hook, events, h1)).status_code == 401
     assert (await _post(hook, events, h2)).status_code == 401
     assert (await _post(hook, events, h3)).status_code == 202
+
+    # A token the caller supplies is never echoed; a generated one is shown once, and works.
+    async with pg_pool.acquire() as conn:
+        supplied = await onboarding.rotate_webhook_token(conn, utility_id, RotateIn(new_token=SecretStr(t2)), "t")
+        generated = await onboarding.rotate_webhook_token(conn, utility_id, RotateIn(overlap_s=60), "t")
+    assert supplied.webhook_token is None and t2 not in supplied.model_dump_json()
+    assert generated.webhook_token is not None and len(generated.webhook_token) >= 16
+    assert (await bearer(generated.webhook_token), await bearer(t2)) == (202, 202)
