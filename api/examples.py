@@ -366,6 +366,8 @@ TOKEN_ROTATED: dict[str, Any] = {
     "webhook_token": "the-new-token-shown-once",
     "previous_valid_until": "2026-07-02T14:00:00Z",
 }
+HMAC_ROTATE_IN: dict[str, Any] = {"new_secret": "the-utility's-new-signing-secret", "overlap_s": 86400}
+HMAC_ROTATED: dict[str, Any] = {"utility_id": "util-sim", "previous_valid_until": "2026-07-02T14:00:00Z"}
 READINGS_CSV = (
     "window_start_utc,window_start_local,facility_id,window,avg_kw,min_kw,max_kw,energy_kwh,"
     "energy_register_kwh,sample_count,coverage_ratio\n"

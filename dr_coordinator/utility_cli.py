@@ -1,4 +1,5 @@
-"""``energy utility add|list|show|program|enroll|rotate-token|reencrypt-credentials|remove``: onboarding
+"""``energy utility add|list|show|program|enroll|rotate-token|rotate-hmac-secret|reencrypt-credentials|remove``:
+onboarding
 a utility's VTN.
 
 Secrets are read from environment variables named on the command line (``--ven-token-env``...),
@@ -23,6 +24,24 @@ def _secret(env_name: str | None, what: str) -> str | None:
     if not value:
         raise SystemExit(f"energy utility: environment variable {env_name} (the {what}) is not set")
     return value
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+
+
+def overlap_duration(text: str) -> int:
+    """``90s``, ``30m``, ``12h``, ``2d`` or plain seconds, within 0..30 days."""
+    from schemas.utilities import MAX_OVERLAP_S
+
+    value = text.strip().lower()
+    unit = _UNITS.get(value[-1:])
+    number = value[:-1] if unit else value
+    if not number.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 90s, 30m, 12h or 2d")
+    seconds = int(number) * (unit or 1)
+    if seconds > MAX_OVERLAP_S:
+        raise argparse.ArgumentTypeError(f"{text!r} is over the 30-day maximum")
+    return seconds
 
 
 async def _with_conn(fn: Any) -> Any:
@@ -50,7 +69,7 @@ def _run(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from dr_coordinator.adapters import onboarding
-    from schemas.utilities import EnrollmentIn, ProgramIn, RotateIn, UtilityIn
+    from schemas.utilities import EnrollmentIn, HmacRotateIn, ProgramIn, RotateIn, UtilityIn
 
     try:
         if args.utility_action == "add":
@@ -99,6 +118,13 @@ def _run(args: argparse.Namespace) -> int:
             rotate = RotateIn(new_token=_secret(args.new_token_env, "new webhook token"), overlap_s=args.overlap_s)
             result = asyncio.run(
                 _with_conn(lambda c: onboarding.rotate_webhook_token(c, args.utility_id, rotate, ACTOR))
+            )
+        elif args.utility_action == "rotate-hmac-secret":
+            hmac_rotate = HmacRotateIn(
+                new_secret=_secret(args.new_secret_env, "new HMAC secret"), overlap_s=args.overlap
+            )
+            result = asyncio.run(
+                _with_conn(lambda c: onboarding.rotate_hmac_secret(c, args.utility_id, hmac_rotate, ACTOR))
             )
         elif args.utility_action == "reencrypt-credentials":
             only = args.utility or None
@@ -158,6 +184,17 @@ def register(sub: Any) -> None:
     p.add_argument("utility_id")
     p.add_argument("--new-token-env", default=None, help="env var holding the new token (default: generated)")
     p.add_argument("--overlap-s", type=int, default=86_400)
+    p = u.add_parser(
+        "rotate-hmac-secret", help="new webhook HMAC secret; the old one still verifies for --overlap (default 24h)"
+    )
+    p.add_argument("utility_id")
+    p.add_argument("--new-secret-env", required=True, help="env var holding the new HMAC secret")
+    p.add_argument(
+        "--overlap",
+        type=overlap_duration,
+        default=86_400,
+        help="how long the old secret stays valid: 90s, 30m, 12h, 2d or seconds (0 to 30d; default 24h)",
+    )
     p = u.add_parser(
         "reencrypt-credentials",
         help="seal every utility's VEN credentials under ENERGY_DR__CREDENTIALS_KEY (plaintext rows, previous key)",

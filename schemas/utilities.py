@@ -75,9 +75,35 @@ class EnrollmentIn(_Strict):
         return self
 
 
+MAX_OVERLAP_S = 30 * 86_400
+
+
 class RotateIn(_Strict):
     new_token: SecretStr | None = Field(default=None, description="default: a random token, shown once")
-    overlap_s: int = Field(default=86_400, ge=0, le=30 * 86_400)
+    overlap_s: int = Field(default=86_400, ge=0, le=MAX_OVERLAP_S)
+
+
+class HmacRotateIn(_Strict):
+    """A new webhook HMAC secret; the current one is kept (sealed) and still verifies signatures
+    for ``overlap_s`` (decision 0932)."""
+
+    new_secret: SecretStr = Field(description="the new HMAC-SHA256 signing secret; stored sealed, never returned")
+    overlap_s: int = Field(default=86_400, ge=0, le=MAX_OVERLAP_S, description="how long the old secret stays valid")
+
+    @model_validator(mode="after")
+    def _strong(self) -> HmacRotateIn:
+        if len(self.new_secret.get_secret_value()) < 16:
+            raise ValueError("new_secret must be at least 16 characters")
+        return self
+
+
+class HmacSecretRotated(BaseModel):
+    """The outcome of an HMAC secret rotation: no secret in it."""
+
+    utility_id: str
+    previous_valid_until: datetime | None = Field(
+        description="until when a signature made with the previous secret is accepted (None: there was none)"
+    )
 
 
 class ProgramOut(BaseModel):
@@ -100,6 +126,9 @@ class UtilityOut(BaseModel):
     ven_credentials_set: bool
     webhook_tokens_active: int
     hmac_set: bool
+    hmac_previous_valid_until: datetime | None = Field(
+        default=None, description="a rotation's overlap: the previous HMAC secret is accepted until then"
+    )
     hmac_required: bool
     active: bool
     baseline_method: str
@@ -109,5 +138,7 @@ class UtilityOut(BaseModel):
 
 class TokenRotated(BaseModel):
     utility_id: str
-    webhook_token: str = Field(description="the new token: shown once, stored hashed")
+    webhook_token: str | None = Field(
+        description="a generated token, shown once (stored hashed); null when the caller supplied it: never echoed"
+    )
     previous_valid_until: datetime | None

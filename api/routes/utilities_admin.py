@@ -14,7 +14,16 @@ from api.errors import COMMON_RESPONSES, ApiError, error_responses
 from api.examples import ok, request_body
 from dr_coordinator.adapters import onboarding
 from dr_coordinator.adapters.ven_credentials import credentials_box
-from schemas.utilities import EnrollmentIn, ProgramIn, RotateIn, TokenRotated, UtilityIn, UtilityOut
+from schemas.utilities import (
+    EnrollmentIn,
+    HmacRotateIn,
+    HmacSecretRotated,
+    ProgramIn,
+    RotateIn,
+    TokenRotated,
+    UtilityIn,
+    UtilityOut,
+)
 
 router = APIRouter(prefix="/api/admin/utilities", tags=["utility onboarding"], responses=COMMON_RESPONSES)
 Admin = Annotated[Principal, Depends(require_role("platform_admin"))]
@@ -95,6 +104,21 @@ async def enroll(request: Request, utility_id: UtilityId, body: EnrollmentIn, ad
 )
 async def rotate_token(request: Request, utility_id: UtilityId, body: RotateIn, admin: Admin) -> Any:
     return await _call(request, onboarding.rotate_webhook_token, utility_id, body, _actor(admin))
+
+
+@router.post(
+    "/{utility_id}/hmac-secret",
+    response_model=HmacSecretRotated,
+    summary="Rotate the utility's webhook HMAC secret (the old one verifies until the overlap ends)",
+    responses={
+        **error_responses({409: "The previous secret of a rotation is still accepted (one overlap at a time)"}),
+        **ok(ex.HMAC_ROTATED),
+    },
+    openapi_extra=request_body(ex.HMAC_ROTATE_IN),
+)
+async def rotate_hmac_secret(request: Request, utility_id: UtilityId, body: HmacRotateIn, admin: Admin) -> Any:
+    box = credentials_box(request.app.state.settings.dr)  # sealed at rest, like the one it replaces
+    return await _call(request, onboarding.rotate_hmac_secret, utility_id, body, _actor(admin), box)
 
 
 @router.delete("/{utility_id}", status_code=204, summary="Deactivate a utility (its history stays)")

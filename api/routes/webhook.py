@@ -107,9 +107,12 @@ def _err(exc: IntakeError) -> ApiError:
 
 async def _authenticate(conn: Any, request: Request, utility_id: str, body: bytes) -> None:
     """Bearer token (any of the utility's unexpired webhook tokens: rotation overlaps) or HMAC
-    signature; a utility that requires HMAC needs the signature. Inactive = unknown."""
+    signature (the current secret, or the previous one until its overlap ends); a utility that
+    requires HMAC needs the signature. Inactive = unknown."""
     row = await conn.fetchrow(
         """SELECT bearer_token_hash, hmac_secret, hmac_secret_encrypted, hmac_required,
+                  hmac_previous_secret_encrypted, hmac_previous_expires_at,
+                  COALESCE(hmac_previous_expires_at > now(), false) AS hmac_previous_open,
                   ARRAY(SELECT token_hash FROM utility_webhook_tokens t
                         WHERE t.utility_id = u.utility_id AND (t.expires_at IS NULL OR t.expires_at > now()))
                     AS token_hashes
@@ -138,25 +141,57 @@ async def _authenticate(conn: Any, request: Request, utility_id: str, body: byte
             raise ApiError(
                 401, "signature_expired", f"X-Timestamp outside the {window:.0f}s window (replay protection)"
             )
+        given_mac = signature.removeprefix("sha256=").lower()
         configured = _hmac_secret(request, utility_id, row) if row is not None else ""
-        secret = (configured or "x").encode()
-        expected = hmac.new(secret, stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
-        valid = hmac.compare_digest(expected, signature.removeprefix("sha256=").lower())
-        if not configured or not valid:  # no secret configured: HMAC is not an option
-            raise ApiError(401, "unauthenticated", "signature does not match (HMAC-SHA256 of '<timestamp>.<body>')")
-        return
+        if _signed_by(configured or "x", stamp, body, given_mac) and configured:  # none configured: no HMAC
+            return
+        if row is not None and row["hmac_previous_secret_encrypted"]:
+            # A rotation's overlap (decision 0932): the previous secret verifies until its expiry.
+            if row["hmac_previous_open"]:
+                previous = _hmac_secret(request, utility_id, row, "hmac_previous_secret_encrypted")
+                if _signed_by(previous, stamp, body, given_mac):
+                    log.info(
+                        "dr_webhook_hmac_previous_secret",
+                        utility_id=utility_id,
+                        valid_until=row["hmac_previous_expires_at"].isoformat(),
+                    )
+                    return
+            elif _expired_secret_signed(request, utility_id, row, stamp, body, given_mac):
+                raise ApiError(
+                    401,
+                    "hmac_secret_expired",
+                    "signature made with the previous HMAC secret, accepted only until "
+                    f"{row['hmac_previous_expires_at'].isoformat()}: sign with the current secret",
+                )
+        raise ApiError(401, "unauthenticated", "signature does not match (HMAC-SHA256 of '<timestamp>.<body>')")
     raise ApiError(
         401, "unauthenticated", "send Authorization: Bearer <token> or X-Signature + X-Timestamp", headers=challenge
     )
 
 
-def _hmac_secret(request: Request, utility_id: str, row: Any) -> str:
-    """The utility's HMAC secret, sealed at rest (decision 0930). A secret no configured key opens is
-    our misconfiguration, not the utility's fault: 503, the key ids logged, never the value."""
+def _signed_by(secret: str, stamp: str, body: bytes, given_mac: str) -> bool:
+    expected = hmac.new(secret.encode(), stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, given_mac)
+
+
+def _expired_secret_signed(request: Request, utility_id: str, row: Any, stamp: str, body: bytes, mac: str) -> bool:
+    """Whether a rejected signature was made with the previous secret after its overlap ended: only
+    to give its holder a precise reason. An expired secret that no key opens any more is no error."""
     try:
-        return unseal_hmac(
-            credentials_box(request.app.state.settings.dr), utility_id, row["hmac_secret_encrypted"], row["hmac_secret"]
-        )
+        box = credentials_box(request.app.state.settings.dr)
+        previous = unseal_hmac(box, utility_id, row["hmac_previous_secret_encrypted"])
+    except SecretBoxError:
+        return False
+    return _signed_by(previous, stamp, body, mac)
+
+
+def _hmac_secret(request: Request, utility_id: str, row: Any, column: str = "hmac_secret_encrypted") -> str:
+    """The utility's HMAC secret (or, ``column``, the previous one during a rotation's overlap), sealed
+    at rest (decisions 0930, 0932). A secret no configured key opens is our misconfiguration, not the
+    utility's fault: 503, the key ids logged, never the value."""
+    legacy = row["hmac_secret"] if column == "hmac_secret_encrypted" else None
+    try:
+        return unseal_hmac(credentials_box(request.app.state.settings.dr), utility_id, row[column], legacy)
     except SecretBoxError as exc:
         log.error("dr_webhook_hmac_secret_unreadable", utility_id=utility_id, reason=str(exc))
         raise ApiError(

@@ -24,7 +24,17 @@ from dr_coordinator.adapters.ven_credentials import (
     unseal_hmac,
 )
 from energy.secretbox import SecretBox, SecretBoxError
-from schemas.utilities import EnrollmentIn, ProgramIn, ProgramOut, RotateIn, TokenRotated, UtilityIn, UtilityOut
+from schemas.utilities import (
+    EnrollmentIn,
+    HmacRotateIn,
+    HmacSecretRotated,
+    ProgramIn,
+    ProgramOut,
+    RotateIn,
+    TokenRotated,
+    UtilityIn,
+    UtilityOut,
+)
 
 
 class OnboardingError(ValueError):
@@ -95,6 +105,7 @@ async def add_utility(
                ON CONFLICT (utility_id) DO UPDATE SET name = EXCLUDED.name, vtn_base_url = EXCLUDED.vtn_base_url,
                  bearer_token_hash = EXCLUDED.bearer_token_hash, hmac_secret = '',
                  hmac_secret_encrypted = EXCLUDED.hmac_secret_encrypted,
+                 hmac_previous_secret_encrypted = NULL, hmac_previous_expires_at = NULL,
                  ven_name = EXCLUDED.ven_name, baseline_method = EXCLUDED.baseline_method,
                  openadr_version = EXCLUDED.openadr_version, ven_auth = EXCLUDED.ven_auth,
                  ven_credentials = '{}'::jsonb, ven_credentials_encrypted = EXCLUDED.ven_credentials_encrypted,
@@ -115,6 +126,14 @@ async def add_utility(
         await conn.execute(
             """INSERT INTO utility_webhook_tokens (utility_id, token_hash) VALUES ($1, $2)
                ON CONFLICT (utility_id, token_hash) DO UPDATE SET expires_at = NULL""",
+            body.utility_id,
+            hook_hash,
+        )
+        # Replacing sets the credentials at once (an overlap is what the rotate commands are for):
+        # webhook tokens from before stop working, as the previous HMAC secret does (decision 0932).
+        await conn.execute(
+            """UPDATE utility_webhook_tokens SET expires_at = now()
+               WHERE utility_id = $1 AND token_hash <> $2 AND (expires_at IS NULL OR expires_at > now())""",
             body.utility_id,
             hook_hash,
         )
@@ -217,7 +236,57 @@ async def rotate_webhook_token(conn: Any, utility_id: str, body: RotateIn, actor
             token_hash(new),
         )
         await audit(conn, utility_id, actor, "webhook_token_rotated", {"previous_valid_until": until.isoformat()})
-    return TokenRotated(utility_id=utility_id, webhook_token=new, previous_valid_until=until)
+    shown = None if body.new_token else new  # a generated token is shown once; a supplied one never echoed
+    return TokenRotated(utility_id=utility_id, webhook_token=shown, previous_valid_until=until)
+
+
+async def rotate_hmac_secret(
+    conn: Any, utility_id: str, body: HmacRotateIn, actor: str, box: SecretBox | None = None
+) -> HmacSecretRotated:
+    """A new webhook HMAC secret, sealed; the current one moves, sealed as it is, beside it and still
+    verifies signatures for ``overlap_s`` (decision 0932). One overlap at a time: a second rotation
+    while the previous secret is still accepted would cut off whoever signs with it, so it is refused
+    (``add --replace`` swaps at once)."""
+    box = box or credentials_box()
+    sealed_new = seal_hmac(box, utility_id, body.new_secret.get_secret_value())
+    async with conn.transaction():
+        row = await conn.fetchrow(
+            """SELECT active, hmac_secret, hmac_secret_encrypted, hmac_previous_expires_at,
+                      hmac_previous_expires_at > now() AS previous_open, now() AS db_now
+               FROM utilities WHERE utility_id = $1 FOR UPDATE""",
+            utility_id,
+        )
+        if row is None or row["active"] is not True:
+            raise OnboardingError(404, "not_found", f"no active utility {utility_id!r}")
+        if row["previous_open"]:
+            until = row["hmac_previous_expires_at"].isoformat()
+            raise OnboardingError(
+                409,
+                "hmac_rotation_in_progress",
+                f"the previous HMAC secret is accepted until {until}: rotate again after that, "
+                "or set the secret at once with `energy utility add --replace`",
+            )
+        current = row["hmac_secret_encrypted"]
+        if not current and row["hmac_secret"]:  # a pre-0730 plaintext secret: sealed on its way out
+            current = seal_hmac(box, utility_id, row["hmac_secret"])
+        until = row["db_now"] + timedelta(seconds=body.overlap_s) if current else None
+        await conn.execute(
+            """UPDATE utilities SET hmac_previous_secret_encrypted = $2, hmac_previous_expires_at = $3,
+                      hmac_secret_encrypted = $4, hmac_secret = '', updated_at = now()
+               WHERE utility_id = $1""",
+            utility_id,
+            current,
+            until,
+            sealed_new,
+        )
+        await audit(
+            conn,
+            utility_id,
+            actor,
+            "hmac_secret_rotated",
+            {"previous_valid_until": until.isoformat() if until else None, "key_id": box.key_id},
+        )
+    return HmacSecretRotated(utility_id=utility_id, previous_valid_until=until)
 
 
 async def reencrypt_credentials(
@@ -231,7 +300,8 @@ async def reencrypt_credentials(
     counts = {"sealed_plaintext": 0, "rotated": 0, "current": 0, "unreadable": 0}
     async with conn.transaction():
         rows = await conn.fetch(
-            """SELECT utility_id, ven_credentials, ven_credentials_encrypted, hmac_secret, hmac_secret_encrypted
+            """SELECT utility_id, ven_credentials, ven_credentials_encrypted, hmac_secret, hmac_secret_encrypted,
+                      hmac_previous_secret_encrypted
                FROM utilities
                WHERE $1::text[] IS NULL OR utility_id = ANY($1::text[]) ORDER BY utility_id FOR UPDATE""",
             utility_ids,
@@ -271,6 +341,25 @@ async def reencrypt_credentials(
                     await audit(conn, uid, actor, "hmac_secret_reencrypted", {"from": kind, "key_id": box.key_id})
                 counts[kind] += 1
             elif hmac_encrypted:
+                counts["current"] += 1
+            previous = r["hmac_previous_secret_encrypted"]
+            kind = _reseal_kind(box, previous, False)
+            if kind is not None:
+                try:
+                    secret = unseal_hmac(box, uid, previous)
+                except SecretBoxError:
+                    kind = "unreadable"
+                else:
+                    await conn.execute(
+                        "UPDATE utilities SET hmac_previous_secret_encrypted = $2 WHERE utility_id = $1",
+                        uid,
+                        seal_hmac(box, uid, secret),
+                    )
+                    await audit(
+                        conn, uid, actor, "hmac_previous_secret_reencrypted", {"from": kind, "key_id": box.key_id}
+                    )
+                counts[kind] += 1
+            elif previous:
                 counts["current"] += 1
     return counts
 
@@ -320,6 +409,7 @@ async def show_utility(conn: Any, utility_id: str) -> UtilityOut:
         utility_id,
     )
     creds_set = bool(row["ven_credentials_encrypted"]) or bool(legacy_plaintext(row["ven_credentials"]))
+    previous_until, now = row["hmac_previous_expires_at"], await conn.fetchval("SELECT now()")
     return UtilityOut(
         utility_id=row["utility_id"],
         name=row["name"],
@@ -330,6 +420,7 @@ async def show_utility(conn: Any, utility_id: str) -> UtilityOut:
         ven_credentials_set=creds_set,
         webhook_tokens_active=int(tokens),
         hmac_set=bool(row["hmac_secret_encrypted"]) or bool(row["hmac_secret"]),
+        hmac_previous_valid_until=previous_until if previous_until and previous_until > now else None,
         hmac_required=row["hmac_required"],
         active=row["active"],
         baseline_method=row["baseline_method"],
