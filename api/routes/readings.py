@@ -77,14 +77,17 @@ def current_body(result: CacheResult) -> CurrentLoad:
 async def current(
     facility_id: FacilityIdPath,
     request: Request,
-    response: Response,
     principal: Principal = Depends(require_principal),
-) -> CurrentLoad:
+) -> Response:
     ensure_facility_access(principal, facility_id)
     cache: CurrentCache = request.app.state.current_cache
     result = await cache.get(facility_id)
-    response.headers.update(current_headers(result))
-    return current_body(result)
+    # The model validated once here and written as JSON: returning a Response spares FastAPI validating it again.
+    return Response(
+        content=current_body(result).model_dump_json(),
+        media_type="application/json",
+        headers=current_headers(result),
+    )
 
 
 def rollup_dict(r: dict[str, Any], window: str) -> dict[str, Any]:
