@@ -127,17 +127,63 @@ def issue_token(
     return token, expires_at
 
 
-def decode_token(token: str, keys: TokenKeys, now: datetime | None = None) -> dict[str, Any]:
-    """Claims of a valid, unexpired token signed by a key it names (``kid``); raises 401 otherwise."""
+class VerifiedTokens:
+    """A bounded in-process memo of bearer tokens this process has verified (signature, ``kid``, audience,
+    issuer, required claims): token -> (claims, valid_until). A hit is the exact token string, so nothing
+    unverified can match; it is honoured only while ``now < valid_until``, where ``valid_until`` is the
+    token's ``exp`` (and, for a token signed by the previous key, no later than that key's
+    ``previous_until``). Tokens have no other revocation: deactivating a user or changing a scope goes
+    through the principal lookup, which is not memoised here (decision 0970). Entries belong to the keys
+    that verified them: other keys (a rotation, a test swapping them) empty the memo first."""
+
+    def __init__(self, max_entries: int = 10_000) -> None:
+        self.max_entries = max_entries
+        self._items: OrderedDict[str, tuple[dict[str, Any], float]] = OrderedDict()
+        self._keys: TokenKeys | None = None
+
+    def _bind(self, keys: TokenKeys) -> None:
+        if keys is not self._keys and keys != self._keys:
+            self._items.clear()
+            self._keys = keys
+
+    def get(self, token: str, now: float, keys: TokenKeys) -> dict[str, Any] | None:
+        self._bind(keys)
+        item = self._items.get(token)
+        if item is None:
+            return None
+        if now >= item[1]:
+            del self._items[token]
+            return None
+        return item[0]
+
+    def put(self, token: str, claims: dict[str, Any], valid_until: float, keys: TokenKeys) -> None:
+        self._bind(keys)
+        self._items[token] = (claims, valid_until)
+        self._items.move_to_end(token)
+        while len(self._items) > self.max_entries:
+            self._items.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+def decode_token(
+    token: str, keys: TokenKeys, now: datetime | None = None, verified: VerifiedTokens | None = None
+) -> dict[str, Any]:
+    """Claims of a valid, unexpired token signed by a key it names (``kid``); raises 401 otherwise.
+    With ``verified``, a token verified before answers from it until it expires (see :class:`VerifiedTokens`)."""
+    now = now or datetime.now(UTC)
+    if verified is not None and (claims := verified.get(token, now.timestamp(), keys)) is not None:
+        return claims
     try:
         key_id = jwt.get_unverified_header(token).get("kid")
     except jwt.PyJWTError:
         raise ApiError(401, "invalid_token", "the bearer token is invalid", headers=_CHALLENGE) from None
-    secret = keys.verification_secret(key_id, now or datetime.now(UTC))
+    secret = keys.verification_secret(key_id, now)
     if secret is None:
         raise ApiError(401, "invalid_token", "the bearer token's key is unknown or retired", headers=_CHALLENGE)
     try:
-        claims: dict[str, Any] = jwt.decode(
+        claims = jwt.decode(
             token,
             secret,
             algorithms=[_JWT_ALG],
@@ -149,6 +195,11 @@ def decode_token(token: str, keys: TokenKeys, now: datetime | None = None) -> di
         raise ApiError(401, "token_expired", "the bearer token has expired", headers=_CHALLENGE) from None
     except jwt.PyJWTError:
         raise ApiError(401, "invalid_token", "the bearer token is invalid", headers=_CHALLENGE) from None
+    if verified is not None:
+        valid_until = float(claims["exp"])
+        if key_id != keys.current.key_id and keys.previous_until is not None:
+            valid_until = min(valid_until, keys.previous_until.timestamp())
+        verified.put(token, claims, valid_until, keys)
     return claims
 
 
@@ -271,7 +322,7 @@ async def _authenticate(
         if principal is None:
             raise ApiError(401, "invalid_api_key", "the API key is invalid, expired or revoked")
     elif bearer is not None:
-        claims = decode_token(bearer.credentials, state.token_keys)
+        claims = decode_token(bearer.credentials, state.token_keys, verified=state.verified_tokens)
         try:
             user_id = uuid.UUID(str(claims["sub"]))
         except ValueError:

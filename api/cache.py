@@ -102,6 +102,11 @@ class CurrentCache:
             # This process holds a value within the TTL (read from Redis or loaded here): no round trip.
             CACHE_RESULTS.labels("memory").inc()
             return CacheResult(local.value, "memory", max(0.0, now - local.fetched_at), False)
+        if local is not None and now - local.fetched_at <= self.stale_max_s and facility_id in self._inflight:
+            # Stale-while-revalidate, and this process is already revalidating it: the Redis copy was read
+            # when this refresh began, so asking again for every request meanwhile only costs a round trip.
+            CACHE_RESULTS.labels("revalidating").inc()
+            return CacheResult(local.value, "revalidating", max(0.0, now - local.fetched_at), False)
         entry = await self._redis_get(facility_id)
         if entry is not None:
             if local is None or entry.fetched_at > local.fetched_at:

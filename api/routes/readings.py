@@ -11,7 +11,7 @@ from api import examples as ex
 from api.auth import Principal, ensure_facility_access, require_principal
 from api.cache import CacheResult, CurrentCache
 from api.deps import FacilityIdPath, check_range, db
-from api.errors import COMMON_RESPONSES, not_found
+from api.errors import COMMON_RESPONSES, UnavailableError, not_found
 from api.examples import ok
 from api.timeseries import RAW_FIELDS, fetch_range, from_ns
 from schemas.api import CurrentLoad, Granularity, ReadingSeries, Rollup
@@ -77,14 +77,17 @@ def current_body(result: CacheResult) -> CurrentLoad:
 async def current(
     facility_id: FacilityIdPath,
     request: Request,
-    response: Response,
     principal: Principal = Depends(require_principal),
-) -> CurrentLoad:
+) -> Response:
     ensure_facility_access(principal, facility_id)
     cache: CurrentCache = request.app.state.current_cache
     result = await cache.get(facility_id)
-    response.headers.update(current_headers(result))
-    return current_body(result)
+    # The model validated once here and written as JSON: returning a Response spares FastAPI validating it again.
+    return Response(
+        content=current_body(result).model_dump_json(),
+        media_type="application/json",
+        headers=current_headers(result),
+    )
 
 
 def rollup_dict(r: dict[str, Any], window: str) -> dict[str, Any]:
@@ -131,18 +134,22 @@ async def readings(
             raise not_found("meter", meter_id)
 
     async def render() -> bytes:
-        rows = await fetch_range(
-            state.influx,
-            state.measurements,
-            facility_id,
-            meter_id,
-            granularity,
-            start,
-            end,
-            limit + 1,
-            0,
-            state.settings.api.range_query_timeout_s,
-        )
+        timeout_s = state.settings.api.range_query_timeout_s
+        try:
+            rows = await fetch_range(
+                state.influx,
+                state.measurements,
+                facility_id,
+                meter_id,
+                granularity,
+                start,
+                end,
+                limit + 1,
+                0,
+                timeout_s,
+            )
+        except TimeoutError as exc:  # load shedding, named: 503 with Retry-After, like an open breaker
+            raise UnavailableError("influxdb", f"the range query did not finish within {timeout_s:g} s") from exc
         truncated = len(rows) > limit
         rows = rows[:limit]
         is_raw = granularity is Granularity.RAW

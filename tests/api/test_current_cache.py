@@ -112,6 +112,62 @@ async def test_stale_value_is_served_at_once_while_one_background_query_refreshe
         await redis.aclose()
 
 
+class CountingRedis:
+    """The real Redis client, counting GETs."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.gets = 0
+
+    async def get(self, key):
+        self.gets += 1
+        return await self.inner.get(key)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+async def test_while_this_process_revalidates_a_stale_value_it_answers_without_a_redis_round_trip(settings, uid):
+    now = [1_000_000.0]
+    release = asyncio.Event()
+    calls = 0
+
+    async def loader(facility_id):
+        nonlocal calls
+        calls += 1
+        if calls == 2:  # the background refresh: held until the test lets it finish
+            await release.wait()
+        return {"facility_id": facility_id, "current_kw": float(calls)}
+
+    redis = CountingRedis(make_redis(settings.redis))
+    cache = CurrentCache(redis, loader, ttl_s=10, stale_max_s=60, keep_s=600, redis_timeout_s=0.1, clock=lambda: now[0])
+    fid = f"swr-inflight-{uid}"
+    try:
+        assert (await cache.get(fid)).outcome == "miss"
+        now[0] += 20  # stale: the first request reads Redis, answers the stale value and starts one refresh
+        gets_before = redis.gets
+        first = await cache.get(fid)
+        assert (first.outcome, first.value["current_kw"], redis.gets - gets_before) == ("revalidating", 1.0, 1)
+        during = [await cache.get(fid) for _ in range(20)]
+        assert {(r.outcome, r.value["current_kw"], r.age_s) for r in during} == {("revalidating", 1.0, 20.0)}
+        assert redis.gets - gets_before == 1  # none of those 20 asked Redis
+        release.set()
+        deadline = asyncio.get_running_loop().time() + 5
+        while fid in cache._inflight and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
+        refreshed = await cache.get(fid)
+        assert (refreshed.outcome, refreshed.value["current_kw"], calls) == ("memory", 2.0, 2)
+        now[0] += 120  # beyond stale_max with nothing in flight: Redis is read again, then InfluxDB
+        gets_before = redis.gets
+        assert (await cache.get(fid)).outcome == "miss"
+        assert redis.gets - gets_before == 1
+    finally:
+        release.set()
+        await cache.close()
+        await redis.delete(cache.key(fid))
+        await redis.aclose()
+
+
 async def test_nothing_known_and_influxdb_unreachable_gives_503_with_reason(settings, world, stack):
     dead = with_overrides(settings, influx={"url": "http://127.0.0.1:9"})
     async with running_app(dead) as (_, c):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from api.timeseries import iso_ns
-from tests.api.conftest import now_ns, reading_lines, rollup_line
+from tests.api.conftest import now_ns, reading_lines, rollup_line, running_app, with_overrides
 
 MIN = 60 * 10**9
 
@@ -119,3 +119,20 @@ async def test_bad_ranges_and_granularities_get_422(client, world):
         params={"start": "2026-01-01T00:00:00Z", "end": "2026-01-02T00:00:00Z", "meter_id": "other-meter"},
     )
     assert unknown_meter.status_code == 404
+
+
+async def test_a_range_query_that_does_not_finish_in_time_is_shed_with_503_naming_influxdb(settings, world):
+    # No InfluxDB answer arrives within a microsecond: the API must shed the request (503 + Retry-After), not 500.
+    impatient = with_overrides(settings, api={"range_query_timeout_s": 1e-6})
+    end = datetime.now(UTC).replace(second=0, microsecond=0)
+    params = {"start": (end - timedelta(hours=6)).isoformat(), "end": end.isoformat(), "granularity": "1m"}
+    async with running_app(impatient) as (_, c):
+        resp = await c.get(
+            f"/api/facilities/{world.a.facility_ids[0]}/readings", params=params, headers=world.a.headers["analyst"]
+        )
+    assert resp.status_code == 503
+    error = resp.json()["error"]
+    assert error["code"] == "dependency_unavailable"
+    assert error["details"] == {"dependency": "influxdb"}
+    assert "did not finish within 1e-06 s" in error["message"]
+    assert resp.headers["Retry-After"] == "5"

@@ -9,7 +9,7 @@ import jwt
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from api.auth import SigningKey, TokenKeys, decode_token, issue_token
+from api.auth import SigningKey, TokenKeys, VerifiedTokens, decode_token, issue_token
 from api.config import ApiSettings
 from api.errors import ApiError
 
@@ -108,3 +108,46 @@ def test_token_keys_come_from_the_settings() -> None:
 def test_a_rotation_window_needs_a_secret_a_distinct_key_id_and_an_end(fields: dict[str, object]) -> None:
     with pytest.raises(ValidationError, match="token_previous"):
         ApiSettings(**fields)  # type: ignore[arg-type]
+
+
+def test_the_verified_token_memo_honours_expiry_exactly() -> None:
+    memo = VerifiedTokens(max_entries=2)
+    keys = TokenKeys(NEW, ISSUER)
+    memo.put("t1", {"sub": "a"}, 1_000.0, keys)
+    assert memo.get("t1", 999.0, keys) == {"sub": "a"}
+    assert memo.get("t1", 1_000.0, keys) is None  # exp is exclusive, as PyJWT has it
+    assert len(memo) == 0  # and the expired entry is gone
+    for n in range(3):  # bounded: the least recently stored goes first
+        memo.put(f"t{n}", {"sub": str(n)}, 2_000.0, keys)
+    assert [memo.get(f"t{n}", 0.0, keys) for n in range(3)] == [None, {"sub": "1"}, {"sub": "2"}]
+
+
+def test_a_memoised_token_matches_only_itself_and_only_under_the_keys_that_verified_it() -> None:
+    during = TokenKeys(NEW, ISSUER, previous=OLD, previous_until=NOW + timedelta(minutes=5))
+    memo = VerifiedTokens()
+    token = _token(during, ttl_s=900)
+    claims = decode_token(token, during, NOW, memo)
+    assert memo.get(token, NOW.timestamp(), during) == claims
+    # The same claims with a forged signature do not match the memoised token.
+    head, body, _ = token.split(".")
+    assert _code(f"{head}.{body}.{'A' * 43}", during) == "invalid_token"
+    with pytest.raises(ApiError):
+        decode_token(f"{head}.{body}.{'A' * 43}", during, NOW, memo)
+    # Other keys (the new key removed, say) empty the memo: the token is verified again, and refused.
+    assert _code(token, TokenKeys(OLD, ISSUER)) == "invalid_token"
+    with pytest.raises(ApiError):
+        decode_token(token, TokenKeys(OLD, ISSUER), NOW, memo)
+    assert len(memo) == 0
+
+
+def test_a_token_of_the_previous_key_is_memoised_no_longer_than_the_rotation_window() -> None:
+    window_end = NOW + timedelta(minutes=5)
+    during = TokenKeys(NEW, ISSUER, previous=OLD, previous_until=window_end)
+    old_token = _token(TokenKeys(OLD, ISSUER), ttl_s=900)  # expires 15 min after NOW, after the window
+    new_token = _token(during, ttl_s=900)
+    memo = VerifiedTokens()
+    decode_token(old_token, during, NOW, memo)
+    decode_token(new_token, during, NOW, memo)
+    just_after_window = window_end.timestamp() + 1
+    assert memo.get(old_token, just_after_window, during) is None
+    assert memo.get(new_token, just_after_window, during) is not None  # its own exp is 10 minutes later
