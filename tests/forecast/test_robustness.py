@@ -278,3 +278,29 @@ def test_a_candidate_with_another_patch_is_compared_with_the_current_model_not_p
     second, _ = train_and_save(series, stuck, tmp_path, "platform", "synthetic")
     assert second.current_mape_pct is not None and second.candidate_mape_pct == pytest.approx(second.current_mape_pct)
     assert not second.promoted and current_version(tmp_path, "platform") == first  # a tie keeps the current one
+
+
+def test_adaptive_conformal_offsets_keep_80_percent_when_errors_grow_where_a_fixed_level_window_lags() -> None:
+    from forecast.evaluate import adaptive_conformal_offsets
+
+    n, lag, window = 8000, 24, 672
+    rng = np.random.default_rng(11)
+    sigma = np.exp(np.linspace(0.0, np.log(10.0), n))  # the spread of the errors grows tenfold
+    actual = rng.normal(0.0, 1.0, n) * sigma
+    below, above = -actual, actual.copy()  # a raw band of zero width around a P50 of 0
+    min_count = 7 * 24
+    warm = slice(2000, n)  # judged after the window has filled
+
+    def coverage(gamma: float) -> float:
+        lo, hi = adaptive_conformal_offsets(below, above, lag, window, min_count, (0.0, 0.0), gamma=gamma)
+        inside = (actual >= -lo) & (actual <= hi)
+        return float(np.mean(inside[warm]))
+
+    # a fixed level over the past window: its errors are smaller than today's (the window's centre is 336
+    # steps back, where sigma was 10 ** (336 / 8000) = 1.10 times smaller), so it covers clearly under 80 %
+    assert coverage(0.0) < 0.77
+    assert 0.78 <= coverage(0.005) <= 0.82
+    # with stationary errors the adaptive levels stay near 0.9 and the coverage near 80 % as well
+    flat = rng.normal(0.0, 1.0, n)
+    lo, hi = adaptive_conformal_offsets(-flat, flat.copy(), lag, window, min_count, (0.0, 0.0))
+    assert 0.78 <= float(np.mean(((flat >= -lo) & (flat <= hi))[warm])) <= 0.82
