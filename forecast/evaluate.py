@@ -19,7 +19,7 @@ from forecast.model.train import TARGET_HIGH, TARGET_LOW, TrainConfig, TrainResu
 
 VAL_FRACTION = 0.15  # of each series' training period, the most recent part (early stopping, calibration)
 ROLLING_CALIBRATION_DAYS = 28  # the band of a forecast is calibrated on the errors of the 28 days before it
-ACI_GAMMA = 0.005  # adaptive conformal step: how fast the quantile levels follow the observed miss rates
+ACI_GAMMA = 0.02  # adaptive conformal step: how fast the quantile levels follow the observed miss rates
 
 
 @dataclass
@@ -68,14 +68,19 @@ def split_origins(bank: SeriesBank, spec: ModelSpec, first_test: list[int]) -> t
 
 
 def day_ahead_backtest(
-    name: str, series: list[SeriesData], test_start: pd.Timestamp, cfg: TrainConfig | None = None
+    name: str,
+    series: list[SeriesData],
+    test_start: pd.Timestamp,
+    cfg: TrainConfig | None = None,
+    trained: TrainResult | None = None,
 ) -> Evaluation:
+    """``trained``: a model this function trained before on the same data (re-evaluates without training)."""
     spec = day_ahead_spec(series, test_start)
     first_test = [int(np.searchsorted(s.times, test_start)) for s in series]
     bank = build_bank([extend(s, spec.horizon) for s in series], spec)
     train_o, val_o = split_origins(bank, spec, first_test)
     t0, cpu0 = time.perf_counter(), time.process_time()
-    result = train(bank, spec, train_o, val_o, cfg or TrainConfig())
+    result = trained or train(bank, spec, train_o, val_o, cfg or TrainConfig())
     train_s, train_cpu_s = time.perf_counter() - t0, time.process_time() - cpu0
     actual_all, p_all, static_all, day_all, week_all = [], [], [], [], []
     for i, (s, start, test_at) in enumerate(zip(series, bank.starts, first_test, strict=True)):
@@ -119,7 +124,7 @@ def adaptive_conformal_offsets(
     window: int,
     min_count: int,
     fallback: tuple[float, float],
-    gamma: float = ACI_GAMMA,
+    gamma: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per step ``i``, the offsets of P10 and P90 from the errors known at its origin (steps ``<= i - lag``,
     the last ``window`` of them; NaN = not usable): adaptive conformal inference (Gibbs and Candes, 2021).
@@ -128,6 +133,7 @@ def adaptive_conformal_offsets(
     errors that grow or shrink over time are followed instead of lagging a fixed-level window quantile.
     ``below``: calibrated P10 minus actual (a miss when > the offset); ``above``: actual minus P90.
     Fewer than ``min_count`` known errors: ``fallback`` (the training-time offsets)."""
+    gamma = ACI_GAMMA if gamma is None else gamma
     n = len(below)
     lo_off, hi_off = np.empty(n), np.empty(n)
     miss_lo, miss_hi = TARGET_LOW, 1.0 - TARGET_HIGH  # allowed share below P10 and above P90

@@ -281,7 +281,7 @@ def test_a_candidate_with_another_patch_is_compared_with_the_current_model_not_p
 
 
 def test_adaptive_conformal_offsets_keep_80_percent_when_errors_grow_where_a_fixed_level_window_lags() -> None:
-    from forecast.evaluate import adaptive_conformal_offsets
+    from forecast.evaluate import ACI_GAMMA, adaptive_conformal_offsets
 
     n, lag, window = 8000, 24, 672
     rng = np.random.default_rng(11)
@@ -299,7 +299,7 @@ def test_adaptive_conformal_offsets_keep_80_percent_when_errors_grow_where_a_fix
     # a fixed level over the past window: its errors are smaller than today's (the window's centre is 336
     # steps back, where sigma was 10 ** (336 / 8000) = 1.10 times smaller), so it covers clearly under 80 %
     assert coverage(0.0) < 0.77
-    assert 0.78 <= coverage(0.005) <= 0.82
+    assert 0.78 <= coverage(ACI_GAMMA) <= 0.82
     # with stationary errors the adaptive levels stay near 0.9 and the coverage near 80 % as well
     flat = rng.normal(0.0, 1.0, n)
     lo, hi = adaptive_conformal_offsets(-flat, flat.copy(), lag, window, min_count, (0.0, 0.0))
