@@ -304,3 +304,16 @@ def test_adaptive_conformal_offsets_keep_80_percent_when_errors_grow_where_a_fix
     flat = rng.normal(0.0, 1.0, n)
     lo, hi = adaptive_conformal_offsets(-flat, flat.copy(), lag, window, min_count, (0.0, 0.0))
     assert 0.78 <= float(np.mean(((flat >= -lo) & (flat <= hi))[warm])) <= 0.82
+
+
+def test_a_trained_model_is_re_evaluated_without_training_again() -> None:
+    from forecast.evaluate import day_ahead_backtest
+
+    series = synthetic_fleet(1, 28, seed=6, interval_minutes=60)
+    test_start = series[0].times[int(len(series[0].times) * 0.8)]
+    cfg = TrainConfig(max_steps=20, eval_every=10, ensemble=1, batch_size=16, seed=3)
+    first = day_ahead_backtest("syn", series, test_start, cfg)
+    again = day_ahead_backtest("syn", series, test_start, trained=first.result)
+    assert again.result is first.result  # the same networks, no new training
+    assert again.mape_pct == first.mape_pct and again.coverage_pct == first.coverage_pct
+    assert again.test_steps == first.test_steps > 0
