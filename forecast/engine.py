@@ -50,6 +50,7 @@ class GateResult:
     low_offset: np.ndarray | None = None  # facility's own conformal offsets (scaled units), per lead
     high_offset: np.ndarray | None = None
     decided_at: datetime | None = None  # run that backtested; None: set by hand, never expires
+    model_version: str | None = None  # label of the model backtested; None: set by hand, valid for any model
 
 
 def gate_expired(facility_id: str, gate: GateResult, now: datetime) -> bool:
@@ -92,6 +93,10 @@ def _gate_and_forecast(
     for p in batch:
         if p.history_steps < spec.history_needed or p.horizon_steps != spec.horizon:
             raise ValueError(f"{p.facility_id}: {p.history_steps}+{p.horizon_steps} steps do not fit {model.label}")
+    for p in batch:  # a decision about another model (e.g. read back from the database) is no decision
+        gate = gates.get(p.facility_id)
+        if gate is not None and gate.model_version not in (None, model.label):
+            del gates[p.facility_id]
     bank = _bank(batch, model)
     origins, owners, kinds = [], [], []
     for i, (p, start) in enumerate(zip(batch, bank.starts, strict=True)):
@@ -116,7 +121,7 @@ def _gate_and_forecast(
         if gate is None:
             sel = (own == i) & (kind == 1)
             gate = _decide(pred[sel], actual[sel], reference[sel])
-            gate.decided_at = run_at
+            gate.decided_at, gate.model_version = run_at, model.label
             gates[p.facility_id] = gate
         now = (own == i) & (kind == 0)
         low = gate.low_offset if gate.low_offset is not None else model.model.low_offset

@@ -19,6 +19,7 @@ from forecast.model.train import TARGET_HIGH, TARGET_LOW, TrainConfig, TrainResu
 
 VAL_FRACTION = 0.15  # of each series' training period, the most recent part (early stopping, calibration)
 ROLLING_CALIBRATION_DAYS = 28  # the band of a forecast is calibrated on the errors of the 28 days before it
+ACI_GAMMA = 0.02  # adaptive conformal step: how fast the quantile levels follow the observed miss rates
 
 
 @dataclass
@@ -32,6 +33,7 @@ class Evaluation:
     coverage_static_pct: float  # P10-P90 with the offsets fixed at training time (validation split)
     train_s: float
     test_steps: int
+    train_cpu_s: float  # CPU seconds of this process while training (one torch thread by default)
     result: TrainResult
     times: np.ndarray  # of the first series' test steps (for the plot)
     actual: np.ndarray
@@ -66,15 +68,20 @@ def split_origins(bank: SeriesBank, spec: ModelSpec, first_test: list[int]) -> t
 
 
 def day_ahead_backtest(
-    name: str, series: list[SeriesData], test_start: pd.Timestamp, cfg: TrainConfig | None = None
+    name: str,
+    series: list[SeriesData],
+    test_start: pd.Timestamp,
+    cfg: TrainConfig | None = None,
+    trained: TrainResult | None = None,
 ) -> Evaluation:
+    """``trained``: a model this function trained before on the same data (re-evaluates without training)."""
     spec = day_ahead_spec(series, test_start)
     first_test = [int(np.searchsorted(s.times, test_start)) for s in series]
     bank = build_bank([extend(s, spec.horizon) for s in series], spec)
     train_o, val_o = split_origins(bank, spec, first_test)
-    t0 = time.perf_counter()
-    result = train(bank, spec, train_o, val_o, cfg or TrainConfig())
-    train_s = time.perf_counter() - t0
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    result = trained or train(bank, spec, train_o, val_o, cfg or TrainConfig())
+    train_s, train_cpu_s = time.perf_counter() - t0, time.process_time() - cpu0
     actual_all, p_all, static_all, day_all, week_all = [], [], [], [], []
     for i, (s, start, test_at) in enumerate(zip(series, bank.starts, first_test, strict=True)):
         own_val = val_o[(val_o >= start) & (val_o < start + len(s.times))]
@@ -100,6 +107,7 @@ def day_ahead_backtest(
         coverage_static_pct=float(np.mean((actual >= static[:, 0]) & (actual <= static[:, 2])) * 100),
         train_s=train_s,
         test_steps=len(actual),
+        train_cpu_s=train_cpu_s,
         result=result,
         times=first[0],
         actual=first[1],
@@ -109,13 +117,50 @@ def day_ahead_backtest(
     )
 
 
+def adaptive_conformal_offsets(
+    below: np.ndarray,
+    above: np.ndarray,
+    lag: int,
+    window: int,
+    min_count: int,
+    fallback: tuple[float, float],
+    gamma: float | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per step ``i``, the offsets of P10 and P90 from the errors known at its origin (steps ``<= i - lag``,
+    the last ``window`` of them; NaN = not usable): adaptive conformal inference (Gibbs and Candes, 2021).
+    The quantile level of each side starts at 80 % coverage's (0.9) and moves by ``gamma`` times the gap
+    between the target miss rate (0.1) and whether the newest known target fell outside its own band, so
+    errors that grow or shrink over time are followed instead of lagging a fixed-level window quantile.
+    ``below``: calibrated P10 minus actual (a miss when > the offset); ``above``: actual minus P90.
+    Fewer than ``min_count`` known errors: ``fallback`` (the training-time offsets)."""
+    gamma = ACI_GAMMA if gamma is None else gamma
+    n = len(below)
+    lo_off, hi_off = np.empty(n), np.empty(n)
+    miss_lo, miss_hi = TARGET_LOW, 1.0 - TARGET_HIGH  # allowed share below P10 and above P90
+    level_lo, level_hi = 1.0 - miss_lo, 1.0 - miss_hi
+    for i in range(n):
+        j = i - lag  # the newest target whose actual is known at this step's origin
+        if j >= 0 and np.isfinite(below[j]):
+            level_lo += gamma * (float(below[j] > lo_off[j]) - miss_lo)
+            level_hi += gamma * (float(above[j] > hi_off[j]) - miss_hi)
+        lo_vals = below[max(0, j + 1 - window) : j + 1] if j >= 0 else below[:0]
+        hi_vals = above[max(0, j + 1 - window) : j + 1] if j >= 0 else above[:0]
+        lo_vals, hi_vals = lo_vals[np.isfinite(lo_vals)], hi_vals[np.isfinite(hi_vals)]
+        if len(lo_vals) < min_count:
+            lo_off[i], hi_off[i] = fallback
+            continue
+        lo_off[i] = np.quantile(lo_vals, min(max(level_lo, 0.0), 1.0), method="higher")
+        hi_off[i] = np.quantile(hi_vals, min(max(level_hi, 0.0), 1.0), method="higher")
+    return lo_off, hi_off
+
+
 def _rolling_forecasts(
     result: TrainResult, bank: SeriesBank, start: int, test_at: int, n: int, load: np.ndarray, calib_from: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Lead-0 (one day ahead) quantiles of every observed test step of one series, calibrated two ways:
-    rolling (per target, the conformal offsets of the lead-0 errors whose targets were already observed at
-    its origin, over the last ROLLING_CALIBRATION_DAYS, only targets from ``calib_from`` on, i.e. not fitted
-    by training) and static (the training-time offsets)."""
+    rolling (per target, the adaptive conformal offsets of the lead-0 errors whose targets were already
+    observed at its origin, over the last ROLLING_CALIBRATION_DAYS, only targets from ``calib_from`` on, i.e.
+    not fitted by training; :func:`adaptive_conformal_offsets`) and static (the training-time offsets)."""
     model, spec = result.model, result.model.spec
     window = ROLLING_CALIBRATION_DAYS * spec.steps_per_day
     begin = max(test_at - window - spec.gap - 1, spec.history_needed + spec.gap)
@@ -129,12 +174,14 @@ def _rolling_forecasts(
     below = pd.Series(np.where(usable, rel[:, 0] - actual / scale, np.nan))
     above = pd.Series(np.where(usable, actual / scale - rel[:, 2], np.nan))
     # known at the origin o = t - gap - 1: errors of targets <= o, i.e. shifted by gap + 1 steps
-    lag = spec.gap + 1
-    min_count = spec.steps_per_day * 7
-    lo_off = below.rolling(window, min_periods=min_count).quantile(1 - TARGET_LOW, interpolation="higher")
-    hi_off = above.rolling(window, min_periods=min_count).quantile(TARGET_HIGH, interpolation="higher")
-    lo_off = lo_off.shift(lag).fillna(float(model.low_offset[0])).to_numpy()
-    hi_off = hi_off.shift(lag).fillna(float(model.high_offset[0])).to_numpy()
+    lo_off, hi_off = adaptive_conformal_offsets(
+        below.to_numpy(),
+        above.to_numpy(),
+        lag=spec.gap + 1,
+        window=window,
+        min_count=spec.steps_per_day * 7,
+        fallback=(float(model.low_offset[0]), float(model.high_offset[0])),
+    )
     keep = (steps >= test_at) & observed
     mid = pred[:, 1]
     rolling = np.stack(

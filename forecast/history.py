@@ -3,6 +3,7 @@ numpy arrays per facility, and a per-process cache so a quarter-hourly run re-re
 
 from __future__ import annotations
 
+import asyncio
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -63,11 +64,14 @@ async def read_rollup_arrays(
     start: datetime,
     end: datetime,
     timeout_s: float | None = None,
+    concurrency: int = 4,
 ) -> dict[str, RollupArrays]:
-    """Rollups in [start, end) of every facility (empty when it has none), one query per CHUNK facilities."""
+    """Rollups in [start, end) of every facility (empty when it has none), one query per CHUNK facilities,
+    at most ``concurrency`` at once (InfluxDB serves one while this process parses another's answer)."""
     out: dict[str, RollupArrays] = {fid: RollupArrays.empty() for fid in facility_ids}
-    for i in range(0, len(facility_ids), CHUNK):
-        chunk = facility_ids[i : i + CHUNK]
+    sem = asyncio.Semaphore(concurrency)
+
+    async def one(chunk: Sequence[str]) -> None:
         params: dict[str, str] = {"w": "15m", "start": _rfc3339(start), "end": _rfc3339(end)}
         ors = []
         for j, fid in enumerate(chunk):
@@ -77,7 +81,9 @@ async def read_rollup_arrays(
             f'SELECT "avg_kw", "coverage" FROM {quote_ident(rp)}."facility_rollups" '
             f'WHERE "window" = $w AND time >= $start AND time < $end AND ({" OR ".join(ors)}) GROUP BY "facility_id"'
         )
-        for series in await influx.query(q, params=params, epoch="s", timeout_s=timeout_s):
+        async with sem:
+            answer = await influx.query(q, params=params, epoch="s", timeout_s=timeout_s)
+        for series in answer:
             fid = series.tags.get("facility_id", "")
             if fid not in out or not series.values:
                 continue
@@ -86,6 +92,8 @@ async def read_rollup_arrays(
             cov = np.where(np.isfinite(rows[:, 2]), rows[:, 2], 1.0)
             order = np.argsort(rows[:, 0], kind="stable")
             out[fid] = RollupArrays(rows[order, 0], rows[order, 1], cov[order])
+
+    await asyncio.gather(*(one(facility_ids[i : i + CHUNK]) for i in range(0, len(facility_ids), CHUNK)))
     return out
 
 

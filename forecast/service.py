@@ -25,6 +25,7 @@ from energy.adapters.influx import InfluxClient
 from energy.observability.metrics import Counter, Gauge, Histogram
 from energy.settings import Settings
 from forecast.engine import GateResult, forecast_batch, gate_expired
+from forecast.gates import load_gates, save_gates
 from forecast.history import HistoryCache
 from forecast.model.artifact import LoadedModel, ModelLoadError, load_model
 from forecast.prepare import MIN_HISTORY_DAYS, Prepared, prepare, quarter_floor
@@ -56,6 +57,9 @@ FACILITY_RESULTS = Counter(
 SKIPPED = Counter("energy_forecast_skipped_total", "Facilities not forecast, by reason", ["reason"])
 PUBLISH_ERRORS = Counter("energy_forecast_publish_errors_total", "ForecastPublished events that could not be sent")
 MODEL_ERRORS = Counter("energy_forecast_model_errors_total", "Model artefacts that could not be loaded")
+GATE_SAVE_ERRORS = Counter(
+    "energy_forecast_gate_save_errors_total", "Backtest decisions that could not be written to PostgreSQL"
+)
 LAST_SUCCESS = Gauge("energy_forecast_last_success_timestamp_seconds", "Unix time of the last successful run")
 
 _FACILITIES_SQL = """
@@ -192,6 +196,7 @@ class ForecastService:
         models = self.current_models()
         summary.model_version = models[15].label if 15 in models else None
         gates = self._gate_cache(models, run_at)
+        await self._load_persisted_gates(gates, facilities, models, run_at)
         # a facility still to be backtested needs the long history (the backtest windows); one with a
         # decision only what a forecast and the quality flags need
         history = timedelta(days=self.cfg.history_days)
@@ -233,6 +238,7 @@ class ForecastService:
         for i in range(0, len(prepared), BATCH):
             forecasts += await asyncio.to_thread(forecast_batch, prepared[i : i + BATCH], models, run_at, gates)
         await self._save_all(forecasts)
+        await self._persist_gates(gates, {fc.facility_id for fc in forecasts}, run_at)
         quality: CountOf[str] = CountOf()
         methods: CountOf[str] = CountOf()
         for fc in forecasts:
@@ -245,6 +251,25 @@ class ForecastService:
         summary.seasonal_naive = sum(fc.seasonal_naive for fc in forecasts)
         if self.producer is not None:
             await self._publish_all(forecasts, summary)
+
+    async def _load_persisted_gates(
+        self, gates: dict[str, GateResult], facilities: Sequence[Any], models: dict[int, LoadedModel], run_at: datetime
+    ) -> None:
+        """Decisions about the current models that an earlier process made and this one has not (a restart)."""
+        missing = [f["facility_id"] for f in facilities if f["facility_id"] not in gates]
+        stored = await load_gates(self.pool, missing, [m.label for m in models.values()], run_at)
+        for fid, gate in stored.items():
+            if not gate_expired(fid, gate, run_at):
+                gates[fid] = gate
+
+    async def _persist_gates(self, gates: dict[str, GateResult], facility_ids: set[str], run_at: datetime) -> None:
+        """Write the decisions this run made; a failure keeps them in memory only (counted, logged)."""
+        new = [(fid, g) for fid, g in gates.items() if fid in facility_ids and g.decided_at == run_at]
+        try:
+            await save_gates(self.pool, new, run_at)
+        except Exception as exc:  # the forecasts are stored; the next restart backtests these facilities again
+            GATE_SAVE_ERRORS.inc()
+            log.warning("forecast_gates_not_saved", decisions=len(new), error=repr(exc))
 
     async def _save_all(self, forecasts: Sequence[FacilityForecast]) -> None:
         sem = asyncio.Semaphore(self.cfg.facility_concurrency)

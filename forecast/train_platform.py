@@ -5,7 +5,7 @@ otherwise it is kept beside it as a rejected candidate (see decision 0302)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,12 @@ def synthetic_fleet(
     return out
 
 
+def same_targets(a: ModelSpec, b: ModelSpec) -> bool:
+    """Two specs forecast the same targets from the same inputs (they may differ in the recurrent patch), so
+    their holdout MAPEs on the same data compare."""
+    return replace(a, patch=b.patch) == b
+
+
 @dataclass
 class Promotion:
     version: str
@@ -98,7 +104,7 @@ def train_and_save(
     except ModelLoadError as exc:
         log.warning("current_model_unusable", model=name, error=str(exc))
     current_mape = None
-    if current is not None and current.spec == result.model.spec:
+    if current is not None and same_targets(current.spec, result.model.spec):
         current_mape = holdout_mape(current.model, series)
     promoted = current_mape is None or candidate_mape < current_mape
     extra: dict[str, Any] = {

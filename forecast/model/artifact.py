@@ -108,7 +108,7 @@ def load_model(model_dir: Path, name: str, version: str | None = None) -> Loaded
         state = torch.load(folder / "weights.pt", map_location="cpu", weights_only=True)
         nets = []
         for member in state["members"]:
-            net = QuantileLSTM(spec.enc_features, spec.dec_features, spec.hidden)
+            net = QuantileLSTM(spec.enc_features, spec.dec_features, spec.hidden, spec.patch)
             net.load_state_dict(member)
             net.eval()
             nets.append(net)

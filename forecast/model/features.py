@@ -31,8 +31,11 @@ class ModelSpec:
     hidden: int = 64
     quantiles: tuple[float, ...] = field(default=QUANTILES)
     day_of_year: bool = False  # only when the training history spans a year (calendar.spans_a_year)
+    patch: int = 1  # steps per recurrent step (net.QuantileLSTM); artefacts saved before it had 1
 
     def __post_init__(self) -> None:
+        if self.patch < 1 or self.lookback % self.patch or self.horizon % self.patch:
+            raise ValueError("lookback and horizon must be multiples of the patch")
         if self.gap + self.horizon > self.week:
             raise ValueError("the seasonal-naive reference needs every target within a week of the origin")
 
@@ -78,7 +81,8 @@ INTERVALS_MINUTES = (5, 15, 30, 60)
 
 def spec_for(interval_minutes: int, day_ahead: bool, day_of_year: bool = False, hidden: int = 32) -> ModelSpec:
     """The one rule for every data set and meter interval: a day of targets, a day of encoder (the decoder
-    sees the load a week and a day before each target, so a longer encoder adds cost, not information).
+    sees the load a week and a day before each target, so a longer encoder adds cost, not information), and
+    an hour per recurrent step (the patch: 12 steps at 5 min, 4 at 15, 2 at 30, 1 hourly).
     ``day_ahead``: the first target is a full day after the last observation (gap = one day - 1 step),
     else the targets start right after it (the platform's service forecasts from now)."""
     if interval_minutes not in INTERVALS_MINUTES:
@@ -91,6 +95,7 @@ def spec_for(interval_minutes: int, day_ahead: bool, day_of_year: bool = False, 
         horizon=per_day,
         hidden=hidden,
         day_of_year=day_of_year,
+        patch=max(1, 60 // interval_minutes),
     )
 
 

@@ -1,6 +1,10 @@
 """The network: LSTM encoder over the past, LSTM decoder over the horizon, and a quantile head that predicts
 the *residual* over the seasonal-naive (same time last week) reference, so an output of zero is exactly
-seasonal naive and training starts from it (the last layer is zero-initialised)."""
+seasonal naive and training starts from it (the last layer is zero-initialised).
+
+The recurrent layers step one *patch* at a time: ``patch`` consecutive steps (an hour of a sub-hourly meter)
+enter as one input vector, so a day is ~24 recurrent steps whatever the interval; the quantile head still
+sees every step's own decoder features (decision 0940)."""
 
 from __future__ import annotations
 
@@ -11,10 +15,11 @@ INITIAL_HALF_WIDTH = 0.1  # band half-width per unit of softplus output, in unit
 
 
 class QuantileLSTM(nn.Module):
-    def __init__(self, enc_features: int, dec_features: int, hidden: int) -> None:
+    def __init__(self, enc_features: int, dec_features: int, hidden: int, patch: int = 1) -> None:
         super().__init__()
-        self.encoder = nn.LSTM(enc_features, hidden, batch_first=True)
-        self.decoder = nn.LSTM(dec_features, hidden, batch_first=True)
+        self.patch = patch
+        self.encoder = nn.LSTM(enc_features * patch, hidden, batch_first=True)
+        self.decoder = nn.LSTM(dec_features * patch, hidden, batch_first=True)
         self.hidden_layer = nn.Linear(hidden + dec_features, hidden)
         self.out = nn.Linear(hidden, 3)
         nn.init.zeros_(self.out.weight)
@@ -22,8 +27,14 @@ class QuantileLSTM(nn.Module):
 
     def forward(self, enc: torch.Tensor, dec: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
         """(B,L,Fe), (B,H,Fd), (B,H) -> (B,H,3) quantiles P10 <= P50 <= P90 in scaled units."""
-        _, state = self.encoder(enc)
-        out, _ = self.decoder(dec, state)
+        p = self.patch
+        b, length, horizon = enc.shape[0], enc.shape[1], dec.shape[1]
+        if length % p or horizon % p:
+            raise ValueError(f"encoder ({length}) and decoder ({horizon}) steps must be multiples of the patch {p}")
+        _, state = self.encoder(enc.reshape(b, length // p, p * enc.shape[2]))
+        out, _ = self.decoder(dec.reshape(b, horizon // p, p * dec.shape[2]), state)
+        if p > 1:  # each step of a patch starts from its patch's decoder state
+            out = out.repeat_interleave(p, dim=1)
         raw = self.out(torch.relu(self.hidden_layer(torch.cat([out, dec], dim=-1))))
         mid = reference + raw[..., 1]
         lo = mid - INITIAL_HALF_WIDTH * nn.functional.softplus(raw[..., 0])

@@ -142,7 +142,7 @@ def train_member(
     validated every ``cfg.eval_every`` steps; the best validated state is kept."""
     set_determinism(seed, cfg.threads)
     rng = np.random.default_rng(seed)
-    net = QuantileLSTM(spec.enc_features, spec.dec_features, spec.hidden)
+    net = QuantileLSTM(spec.enc_features, spec.dec_features, spec.hidden, spec.patch)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=1)
     val = make_batch(bank, spec, _eval_subset(val_origins))

@@ -15,7 +15,7 @@ from forecast.dataset import SeriesData, build_bank
 from forecast.engine import GateResult, Method, forecast_batch, gate_expired
 from forecast.model.artifact import LoadedModel
 from forecast.model.calendar import calendar_features, spans_a_year
-from forecast.model.features import spec_for, trailing_day_stats, valid_origins
+from forecast.model.features import ModelSpec, spec_for, trailing_day_stats, valid_origins
 from forecast.model.net import QuantileLSTM
 from forecast.model.train import ForecastModel, TrainConfig, apply_offsets, conformal_offsets, predict
 from forecast.prepare import Rollup, prepare
@@ -67,14 +67,15 @@ def test_day_of_year_is_used_only_when_the_history_spans_a_year() -> None:
     assert platform_spec([SeriesData("f", TZ, year, np.ones(len(year)))]).day_of_year
 
 
-def test_the_network_at_zero_output_is_exactly_seasonal_naive_last_week() -> None:
-    days = 9
-    times = pd.date_range("2026-03-02", periods=days * 24, freq="1h", tz="UTC")
+@pytest.mark.parametrize("interval", [60, 15])
+def test_the_network_at_zero_output_is_exactly_seasonal_naive_last_week(interval: int) -> None:
+    days, per_day = 9, 1440 // interval
+    times = pd.date_range("2026-03-02", periods=days * per_day, freq=f"{interval}min", tz="UTC")
     load = np.random.default_rng(4).uniform(50, 150, len(times))
     series = [SeriesData("f", TZ, times, load, np.linspace(5, 20, len(times)))]
-    spec = spec_for(60, day_ahead=True)
+    spec = spec_for(interval, day_ahead=True)
     torch.manual_seed(0)
-    net = QuantileLSTM(spec.enc_features, spec.dec_features, spec.hidden)
+    net = QuantileLSTM(spec.enc_features, spec.dec_features, spec.hidden, spec.patch)
     with torch.no_grad():
         for p in net.hidden_layer.parameters():  # a non-trivial network, only its last layer outputs zero
             p.normal_()
@@ -84,12 +85,37 @@ def test_the_network_at_zero_output_is_exactly_seasonal_naive_last_week() -> Non
     origins = valid_origins(bank, spec)
     q = predict(ForecastModel.uncalibrated(spec, [net]), bank, origins)
     targets = origins[:, None] + spec.gap + 1 + np.arange(spec.horizon)[None, :]
-    assert np.allclose(q[..., 1], load[targets - 7 * 24], rtol=1e-5)
+    assert np.allclose(q[..., 1], load[targets - 7 * per_day], rtol=1e-5)
     assert np.all(q[..., 0] <= q[..., 1]) and np.all(q[..., 1] <= q[..., 2])
     with torch.no_grad():
         net.out.bias.fill_(0.05)  # a non-zero residual moves P50 off the reference: the check above can fail
     moved = predict(ForecastModel.uncalibrated(spec, [net]), bank, origins)
-    assert not np.allclose(moved[..., 1], load[targets - 7 * 24], rtol=1e-3)
+    assert not np.allclose(moved[..., 1], load[targets - 7 * per_day], rtol=1e-3)
+
+
+@pytest.mark.parametrize(("interval", "patch"), [(5, 12), (15, 4), (30, 2), (60, 1)])
+def test_every_interval_runs_its_recurrent_layers_an_hour_per_step(interval: int, patch: int) -> None:
+    spec = spec_for(interval, day_ahead=False)
+    assert spec.patch == patch
+    net = QuantileLSTM(spec.enc_features, spec.dec_features, spec.hidden, spec.patch)
+    seen: list[tuple[int, ...]] = []
+    net.encoder.register_forward_hook(lambda _m, args, _out: seen.append(tuple(args[0].shape)))
+    net.decoder.register_forward_hook(lambda _m, args, _out: seen.append(tuple(args[0].shape)))
+    per_day = 1440 // interval
+    enc = torch.zeros(2, per_day, spec.enc_features)
+    dec = torch.zeros(2, per_day, spec.dec_features)
+    out = net(enc, dec, torch.ones(2, per_day))
+    # a day is 24 recurrent steps whatever the interval; the output still has one row per meter interval
+    assert seen == [(2, 24, spec.enc_features * patch), (2, 24, spec.dec_features * patch)]
+    assert tuple(out.shape) == (2, per_day, 3)
+
+
+def test_a_spec_saved_before_patches_existed_loads_as_one_step_per_recurrent_step() -> None:
+    saved = spec_for(15, day_ahead=False).to_json()
+    del saved["patch"]
+    assert ModelSpec.from_json(saved).patch == 1
+    with pytest.raises(ValueError, match="multiples of the patch"):
+        ModelSpec(steps_per_day=96, lookback=90, gap=0, horizon=96, patch=4)
 
 
 def test_conformal_calibration_reaches_80_percent_on_data_with_known_noise() -> None:
@@ -174,21 +200,28 @@ def test_the_gate_serves_naive_for_weekly_repetition_and_the_model_where_weather
 
 
 def test_a_retrained_model_replaces_the_current_one_only_if_it_backtests_better(tmp_path) -> None:
-    from forecast.model.artifact import current_version, load_model
+    from forecast.model.artifact import current_version, load_model, save_model
     from forecast.train_platform import train_and_save
 
     series = synthetic_fleet(4, 21, seed=21)
-    good = TrainConfig(max_steps=150, eval_every=50, ensemble=1, seed=5)
-    first, _ = train_and_save(series, good, tmp_path, "platform", "synthetic")
-    assert first.promoted and current_version(tmp_path, "platform") == first.version
-    # lr 0: the candidate stays at step 0, i.e. seasonal naive, which the trained model beat on validation
+    # lr 0: every candidate stays at step 0, i.e. exactly seasonal naive (the same holdout MAPE each time)
     stuck = TrainConfig(max_steps=20, eval_every=10, ensemble=1, lr=0.0, seed=5)
+    first, result = train_and_save(series, stuck, tmp_path, "platform", "synthetic")
+    assert first.promoted and first.current_version is None and current_version(tmp_path, "platform") == first.version
     second, _ = train_and_save(series, stuck, tmp_path, "platform", "synthetic")
-    assert not second.promoted and second.current_version == first.version
-    assert second.current_mape_pct is not None and second.candidate_mape_pct > second.current_mape_pct
-    assert current_version(tmp_path, "platform") == first.version  # the previous version keeps serving
+    assert second.current_mape_pct == pytest.approx(second.candidate_mape_pct)
+    assert not second.promoted and current_version(tmp_path, "platform") == first.version  # not better: kept
     kept = load_model(tmp_path, "platform", second.version)  # the candidate is kept beside it, not lost
     assert kept is not None and kept.meta["previous_version"] == first.version
+    # a current model whose P50 is 30 % of the window's mean load above seasonal naive: the next naive-like
+    # candidate backtests better and replaces it
+    with torch.no_grad():
+        result.model.nets[0].out.bias[1] = 0.3
+    worse = save_model(tmp_path, "platform", result, {"source": "test"})
+    third, _ = train_and_save(series, stuck, tmp_path, "platform", "synthetic")
+    assert third.current_version == worse and third.current_mape_pct is not None
+    assert third.candidate_mape_pct < third.current_mape_pct
+    assert third.promoted and current_version(tmp_path, "platform") == third.version
 
 
 def test_a_backtest_decision_lives_six_to_seven_days_staggered_per_facility() -> None:
@@ -225,3 +258,62 @@ def test_the_training_loss_weighs_the_middle_quantile_by_one_over_the_actual() -
     # by hand: first step 0.1*1, 0.5*1/2, 0.1*1; second 0.1*0.05, 0.5*0.1/max(0.05, 0.1), 0.1*0.15
     expected = (0.1 + 0.25 + 0.1 + 0.005 + 0.5 + 0.015) / 6
     assert float(training_loss(pred, target, (0.1, 0.5, 0.9))) == pytest.approx(expected, rel=1e-6)
+
+
+def test_a_candidate_with_another_patch_is_compared_with_the_current_model_not_promoted_blindly(tmp_path) -> None:
+    from dataclasses import replace
+
+    from forecast.model.artifact import current_version
+    from forecast.train_platform import train_and_save
+
+    series = synthetic_fleet(2, 12, seed=4)
+    one_step_patch = replace(platform_spec(series), patch=1)
+    assert platform_spec(series).patch == 4
+    # lr 0: both stay at step 0, i.e. exactly seasonal naive, so their holdout MAPEs tie
+    stuck = TrainConfig(max_steps=10, eval_every=10, ensemble=1, lr=0.0, seed=5, batch_size=16)
+    result = train_platform(series, stuck, spec=one_step_patch)
+    from forecast.model.artifact import save_model
+
+    first = save_model(tmp_path, "platform", result, {"source": "test"})
+    second, _ = train_and_save(series, stuck, tmp_path, "platform", "synthetic")
+    assert second.current_mape_pct is not None and second.candidate_mape_pct == pytest.approx(second.current_mape_pct)
+    assert not second.promoted and current_version(tmp_path, "platform") == first  # a tie keeps the current one
+
+
+def test_adaptive_conformal_offsets_keep_80_percent_when_errors_grow_where_a_fixed_level_window_lags() -> None:
+    from forecast.evaluate import ACI_GAMMA, adaptive_conformal_offsets
+
+    n, lag, window = 8000, 24, 672
+    rng = np.random.default_rng(11)
+    sigma = np.exp(np.linspace(0.0, np.log(10.0), n))  # the spread of the errors grows tenfold
+    actual = rng.normal(0.0, 1.0, n) * sigma
+    below, above = -actual, actual.copy()  # a raw band of zero width around a P50 of 0
+    min_count = 7 * 24
+    warm = slice(2000, n)  # judged after the window has filled
+
+    def coverage(gamma: float) -> float:
+        lo, hi = adaptive_conformal_offsets(below, above, lag, window, min_count, (0.0, 0.0), gamma=gamma)
+        inside = (actual >= -lo) & (actual <= hi)
+        return float(np.mean(inside[warm]))
+
+    # a fixed level over the past window: its errors are smaller than today's (the window's centre is 336
+    # steps back, where sigma was 10 ** (336 / 8000) = 1.10 times smaller), so it covers clearly under 80 %
+    assert coverage(0.0) < 0.77
+    assert 0.78 <= coverage(ACI_GAMMA) <= 0.82
+    # with stationary errors the adaptive levels stay near 0.9 and the coverage near 80 % as well
+    flat = rng.normal(0.0, 1.0, n)
+    lo, hi = adaptive_conformal_offsets(-flat, flat.copy(), lag, window, min_count, (0.0, 0.0))
+    assert 0.78 <= float(np.mean(((flat >= -lo) & (flat <= hi))[warm])) <= 0.82
+
+
+def test_a_trained_model_is_re_evaluated_without_training_again() -> None:
+    from forecast.evaluate import day_ahead_backtest
+
+    series = synthetic_fleet(1, 28, seed=6, interval_minutes=60)
+    test_start = series[0].times[int(len(series[0].times) * 0.8)]
+    cfg = TrainConfig(max_steps=20, eval_every=10, ensemble=1, batch_size=16, seed=3)
+    first = day_ahead_backtest("syn", series, test_start, cfg)
+    again = day_ahead_backtest("syn", series, test_start, trained=first.result)
+    assert again.result is first.result  # the same networks, no new training
+    assert again.mape_pct == first.mape_pct and again.coverage_pct == first.coverage_pct
+    assert again.test_steps == first.test_steps > 0

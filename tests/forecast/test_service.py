@@ -302,3 +302,26 @@ async def test_the_service_backtests_each_facility_once_a_week_and_flags_a_short
     assert again.written == 2 and service.gates_for(nxt)[old] is gate
     assert service.history.points_read - points <= 2 * (2 * 4 + 1)  # 2 h re-read per facility, at most
     assert old not in service.gates_for(run_at + timedelta(days=7))  # a week later: backtested again
+
+
+async def test_a_restarted_service_reuses_the_persisted_backtest_decision_and_reads_the_short_window(
+    settings, pg_pool, influx, http, weather_sim, make_facility, trained_model_dir, uid
+):
+    fid = await make_facility(*_location(uid), timezone=TZ)
+    run_at = _run_at()
+    await _write_rollups(influx, settings, fid, run_at, days=10)
+    first = _service(settings, pg_pool, influx, http, weather_sim, trained_model_dir)
+    summary = await first.run_once(run_at, [fid])
+    decided = first.gates_for(run_at)[fid]
+    row = await pg_pool.fetchrow("SELECT * FROM forecast_gates WHERE facility_id = $1", fid)
+    assert row is not None and row["model_version"] == summary.model_version and row["decided_at"] == run_at
+    assert row["windows"] == decided.windows == 5 and row["use_model"] == decided.use_model
+    restarted = _service(settings, pg_pool, influx, http, weather_sim, trained_model_dir)
+    nxt = run_at + timedelta(minutes=15)
+    again = await restarted.run_once(nxt, [fid])
+    reused = restarted.gates_for(nxt)[fid]
+    assert again.written == 1 and reused.decided_at == run_at and reused.windows == 5
+    assert reused.model_mape_pct == decided.model_mape_pct and reused.use_model == decided.use_model
+    # not backtested again, so only the forecast's window is read: 9 days before nxt, of which the rollups
+    # from run_at - 9 days + 15 min to run_at - 15 min exist: 9 * 96 - 1 points
+    assert restarted.history.points_read == 9 * 96 - 1
