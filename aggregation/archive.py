@@ -32,12 +32,13 @@ from aggregation import metrics
 from aggregation.decode import Rejected, decode_reading
 from energy.adapters.kafka import make_consumer
 from energy.observability.health import Health
-from energy.resilience import backoff_delays
+from energy.resilience import RetryPolicy, keep_trying
 from energy.settings import Settings
 from energy.settings_paths import PROJECT_ROOT
 from schemas.readings import Anomaly, MeterReading
 
 log = structlog.get_logger("aggregation.archive")
+ARCHIVE_RETRY = RetryPolicy(attempts=None, base_delay_s=0.5, max_delay_s=30.0)  # disk full, S3 down
 
 SCHEMA = pa.schema(
     [
@@ -190,30 +191,40 @@ class Archiver:
         return batch
 
     async def _flush_until_ok(self, batch: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]) -> None:
-        """Retry a failing archive write (disk full, S3 down) with backoff; never crash the process.
-        Nothing is committed until the files are written, so a shutdown meanwhile replays."""
-        attempt = 0
+        """Retry a failing archive write (disk full, S3 down) through the one retry policy (decision
+        0840); never crash the process. Nothing is committed until the files are written, so a
+        shutdown meanwhile replays. The first call runs even during a shutdown (the batch in hand)."""
+        failed = False
+
+        def failing(exc: BaseException) -> None:
+            nonlocal failed
+            if isinstance(exc, OSError):
+                failed = True
+                reason = f"archive write failing: {type(exc).__name__}: {exc}"[:300]
+                log.warning("archive_failing", error=reason)
+                if self.health is not None:
+                    self.health.set_not_ready("archive_failing", reason)
+
         try:
-            while True:
-                try:
-                    await self._flush(batch)
-                    return
-                except (CommitFailedError, IllegalStateError) as exc:
-                    log.warning("archive_commit_failed_rebalance", error=str(exc))  # replays elsewhere
-                    return
-                except OSError as exc:
-                    reason = f"archive write failing: {type(exc).__name__}: {exc}"[:300]
-                    log.warning("archive_failing", error=reason, attempt=attempt)
-                    if self.health is not None:
-                        self.health.set_not_ready("archive_failing", reason)
-                    if self.stop.is_set():
-                        return
-                    delay = backoff_delays(attempt + 2, 0.5, 30.0)[-1]
-                    attempt += 1
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self.stop.wait(), max(delay, 0.1))
+            try:
+                await self._flush(batch)
+                return
+            except OSError as exc:
+                failing(exc)
+            if self.stop.is_set():
+                return
+            await keep_trying(
+                "archive",
+                lambda: self._flush(batch),
+                policy=ARCHIVE_RETRY,
+                is_transient=lambda exc: isinstance(exc, OSError),
+                on_error=failing,
+                stop=self.stop,
+            )
+        except (CommitFailedError, IllegalStateError) as exc:
+            log.warning("archive_commit_failed_rebalance", error=str(exc))  # replays elsewhere
         finally:
-            if attempt and self.health is not None:
+            if failed and self.health is not None:
                 self.health.clear("archive_failing")
 
     async def _flush(self, batch: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]) -> None:

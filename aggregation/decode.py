@@ -12,7 +12,11 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 
 from schemas.readings import MeterReading, MeterReadingEvent
+from schemas.readings_fast import FastMeterReading, FastMeterReadingEvent, decode_meter_reading
 from schemas.registry import IncompatibleVersionError, UnknownEventError, decode_as
+
+# A reading as the rollup path reads it: the pydantic model, or its checked msgspec mirror (0910).
+Reading = MeterReading | FastMeterReading
 
 
 @dataclass(frozen=True)
@@ -40,4 +44,14 @@ def decode_reading(value: bytes | None) -> MeterReadingEvent | Rejected:
         return Rejected("undecodable", f"{type(exc).__name__}: {exc}"[:3000])
 
 
-__all__ = ["MeterReading", "MeterReadingEvent", "Rejected", "decode_reading"]
+def decode_reading_fast(value: bytes | None) -> MeterReadingEvent | FastMeterReadingEvent | Rejected:
+    """The hot path's decode: the msgspec mirror for what it vouches for, the registry for the rest
+    (so every rejection carries the registry's reason, see :mod:`schemas.readings_fast`)."""
+    if value:
+        got = decode_meter_reading(value)
+        if got is not None:
+            return got
+    return decode_reading(value)
+
+
+__all__ = ["MeterReading", "MeterReadingEvent", "Reading", "Rejected", "decode_reading", "decode_reading_fast"]

@@ -16,11 +16,11 @@ import structlog
 
 from aggregation import lines, metrics
 from aggregation.config import AggregationSettings
+from aggregation.decode import Reading
 from aggregation.domain.rollup import Sample
 from aggregation.domain.state import HOUR_NS, FacilityState, RollupParams, rollups_for
 from energy.adapters.influx import InfluxClient, InfluxError, iter_rows, quote_ident
 from energy.resilience import RetryPolicy
-from schemas.readings import MeterReading
 
 log = structlog.get_logger("aggregation.engine")
 
@@ -43,7 +43,7 @@ class WritePlan:
     rejected_rollups: list[tuple[int, str]] = field(default_factory=list)
 
 
-def to_sample(r: MeterReading) -> Sample:
+def to_sample(r: Reading) -> Sample:
     return Sample(lines.ts_ns(r.ts), r.active_power_kw, r.energy_kwh, not r.anomalies)
 
 
@@ -97,14 +97,14 @@ class RollupEngine:
         state.load(hours, samples)
 
     async def prepare(
-        self, readings: Sequence[MeterReading], before_load: Callable[[], Awaitable[None]] | None = None
+        self, readings: Sequence[Reading], before_load: Callable[[], Awaitable[None]] | None = None
     ) -> WritePlan:
         """Load what the batch needs, merge it, and return every line to write. Safe to retry.
 
         ``before_load`` is awaited before any load from InfluxDB: the worker passes "the previous
         batch is written", so a reload never misses points still being written (decision 0810).
         """
-        by_facility: dict[str, list[tuple[MeterReading, int]]] = {}
+        by_facility: dict[str, list[tuple[Reading, int]]] = {}
         raw_lines = []
         low, high = LOADABLE_NS
         for r in readings:
@@ -179,7 +179,7 @@ class RollupEngine:
         if plan.rejected_raw:
             metrics.POINTS_REJECTED.labels("raw").inc(len(plan.rejected_raw))
 
-    async def process(self, readings: Sequence[MeterReading]) -> WritePlan:
+    async def process(self, readings: Sequence[Reading]) -> WritePlan:
         plan = await self.prepare(readings)
         await self.write(plan)
         self.evict()

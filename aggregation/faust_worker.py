@@ -32,11 +32,14 @@ from aggregation.pipeline import Batch, RollupPipeline, _Staged
 from energy.adapters.kafka import make_consumer
 from energy.adapters.tls import client_ssl_context
 from energy.observability.health import Health
+from energy.observability.metrics import QUEUE_CAPACITY, QUEUE_DEPTH
 from energy.settings import KafkaSettings, Settings
 
 log = structlog.get_logger("aggregation.faust_worker")
 
 JOINING = "kafka_group"
+# Fetched batches waiting for the agent (the bounded read-ahead): full means the fetch loop waits.
+FETCHED_QUEUE = "aggregation_fetched_batches"
 
 
 def broker_credentials(kafka: KafkaSettings) -> faust.auth.Credentials | None:
@@ -103,7 +106,11 @@ class FaustRollupWorker(RollupPipeline):
         self.app.topics.add(self.topic)  # subscribed by the conductor; fetched through the batch hand-off
         # Bounded read-ahead while a batch is written: at most faust_stream_buffer fetched readings
         # wait for the agent; when the channel is full the fetch loop waits (Faust's flow control).
-        self.batches = self.app.channel(maxsize=max(1, self.cfg.faust_stream_buffer // self.cfg.batch_max_readings))
+        capacity = max(1, self.cfg.faust_stream_buffer // self.cfg.batch_max_readings)
+        self.batches = self.app.channel(maxsize=capacity)
+        self._queued = 0
+        QUEUE_CAPACITY.labels(FETCHED_QUEUE).set(capacity)
+        QUEUE_DEPTH.labels(FETCHED_QUEUE).set(0)
         self.max_records = self.cfg.batch_max_readings
         self.max_wait_s = self.cfg.batch_max_wait_s
         self.app.agent(self.batches, name="rollups")(self._agent)
@@ -123,6 +130,8 @@ class FaustRollupWorker(RollupPipeline):
     async def put(self, batch: list[Any]) -> None:
         """The fetch loop's batch hand-off (``BatchHandoff``): into the agent's bounded channel."""
         await self.batches.put(batch)  # type: ignore[arg-type]  # a plain value: the agent gets it as is
+        self._queued += 1
+        QUEUE_DEPTH.labels(FETCHED_QUEUE).set(self._queued)
 
     async def _on_revoked(self, app: Any, /, *args: Any, **kwargs: Any) -> None:
         revoked = args[0] if args else kwargs.get("revoked", set())
@@ -150,6 +159,8 @@ class FaustRollupWorker(RollupPipeline):
         inflight: asyncio.Task[None] | None = None
         try:
             async for messages in stream:
+                self._queued -= 1
+                QUEUE_DEPTH.labels(FETCHED_QUEUE).set(self._queued)
                 if self.stop.is_set() or self.failure is not None:
                     continue  # not acked: they replay after the restart
                 self._hold()

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from aggregation.decode import Reading
 from aggregation.domain.state import RollupRow
-from schemas.readings import MeterReading
 
 RAW_MEASUREMENT = "readings"
 METER_ROLLUPS = "meter_rollups"
@@ -40,7 +40,7 @@ def ts_ns(ts: datetime) -> int:
     return (ts - _EPOCH) // _MICROSECOND * 1000
 
 
-def raw_line(r: MeterReading, time_ns: int | None = None) -> str:
+def raw_line(r: Reading, time_ns: int | None = None) -> str:
     # Ids match schemas.readings.ID_PATTERN, anomalies are enum values and reading_id is a UUID:
     # none can hold a character line protocol escapes, so the hot path skips escaping (tested).
     anomalies = ",".join([a.value for a in r.anomalies]) if r.anomalies else ""

@@ -26,7 +26,7 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from aggregation import metrics
-from aggregation.decode import Rejected, decode_reading
+from aggregation.decode import Reading, Rejected, decode_reading, decode_reading_fast
 from aggregation.dlq import dead_letter, utcnow
 from aggregation.domain.lateness import TOO_LATE, late_windows
 from aggregation.engine import RollupEngine, WritePlan
@@ -34,10 +34,9 @@ from aggregation.late_windows import late_window_event, lateness_policy
 from energy.adapters.influx import InfluxClient, InfluxError, InfluxUnavailableError
 from energy.adapters.kafka import make_producer, security_options, send_event
 from energy.observability.health import Health
-from energy.resilience import CircuitOpenError, backoff_delays
+from energy.resilience import CircuitOpenError, RetryPolicy, keep_trying
 from energy.settings import Settings
 from energy.stack.topics import ensure_topics_async
-from schemas.readings import MeterReading
 from schemas.topics import LATE_WINDOWS, TOPICS
 
 log = structlog.get_logger("aggregation.pipeline")
@@ -83,7 +82,7 @@ class _Fenced(Exception):
 class _Staged:
     batch: Batch
     started: float
-    readings: list[MeterReading] = field(default_factory=list)
+    readings: list[Reading] = field(default_factory=list)
     records: list[Record] = field(default_factory=list)  # of each reading
     rejects: list[tuple[Record, Rejected]] = field(default_factory=list)
     plan: WritePlan | None = None
@@ -144,7 +143,7 @@ class RollupPipeline:
             if records:
                 self.seen_end[tp] = max(self.seen_end.get(tp, 0), records[-1].offset + 1)
             for rec in records:
-                got = decode_reading(rec.value)
+                got = decode_reading_fast(rec.value)
                 if isinstance(got, Rejected):
                     staged.rejects.append((rec, got))
                 elif not oldest <= got.payload.ts <= newest:
@@ -338,41 +337,52 @@ class RollupPipeline:
     async def _until_ok(self, sink: str, step: Callable[[], Awaitable[T]]) -> T:
         """Run ``step`` until it succeeds, pausing consumption meanwhile; :class:`_Stopped` on shutdown.
 
+        The first call runs as is, even during a shutdown (the batch in hand is finished and acked);
+        once it fails transiently the retries go through the one retry policy (``keep_trying``,
+        decision 0840): backoff, an open breaker waited out, and a shutdown that cuts the wait.
         No polling while paused: the heartbeat keeps the membership; an outage longer than
         ``max_poll_interval_ms`` makes the worker leave the group, its acks are refused (stale
         generation) and the batch replays (no loss, see docs/decisions/0200).
         """
-        attempt = 0
-        failing = False
         try:
-            while True:
-                try:
-                    return await step()
-                except TRANSIENT as exc:
-                    reason = f"{sink} failing, consumption paused: {type(exc).__name__}: {exc}"[:300]
-                    if not failing:
-                        failing = True
-                        self._failing += 1
-                        if self._failing == 1:
-                            log.warning("backpressure_on", sink=sink, error=reason)
-                            self._pause_fetching()
-                            metrics.BACKPRESSURE.set(1)
-                    self.health.set_not_ready(BACKPRESSURE, reason)
-                    if self.stop.is_set():
-                        log.warning("shutdown_during_backpressure", sink=sink, note="batch not acked; replays")
-                        raise _Stopped from exc
-                    delay = backoff_delays(attempt + 2, 0.2, self.cfg.backpressure_max_delay_s)[-1]
-                    attempt += 1
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self.stop.wait(), max(delay, 0.05))
+            return await step()
+        except TRANSIENT as exc:
+            first: BaseException = exc
+
+        self._failing += 1
+        if self._failing == 1:
+            log.warning("backpressure_on", sink=sink, error=_reason(sink, first))
+            self._pause_fetching()
+            metrics.BACKPRESSURE.set(1)
+        self.health.set_not_ready(BACKPRESSURE, _reason(sink, first))
+        policy = RetryPolicy(attempts=None, base_delay_s=0.2, max_delay_s=self.cfg.backpressure_max_delay_s)
+
+        async def boxed() -> tuple[T]:  # a step may return None; keep_trying's None means "stopped"
+            return (await step(),)
+
+        try:
+            if self.stop.is_set():
+                log.warning("shutdown_during_backpressure", sink=sink, note="batch not acked; replays")
+                raise _Stopped from first
+            got = await keep_trying(
+                sink,
+                boxed,
+                policy=policy,
+                is_transient=lambda exc: isinstance(exc, TRANSIENT),
+                on_error=lambda exc: self.health.set_not_ready(BACKPRESSURE, _reason(sink, exc)),
+                stop=self.stop,
+            )
+            if got is None:
+                log.warning("shutdown_during_backpressure", sink=sink, note="batch not acked; replays")
+                raise _Stopped from first
+            return got[0]
         finally:
-            if failing:
-                self._failing -= 1
-                if self._failing == 0:
-                    self._resume_fetching()
-                    metrics.BACKPRESSURE.set(0)
-                    self.health.clear(BACKPRESSURE)
-                    log.info("backpressure_off", sink=sink, attempts=attempt)
+            self._failing -= 1
+            if self._failing == 0:
+                self._resume_fetching()
+                metrics.BACKPRESSURE.set(0)
+                self.health.clear(BACKPRESSURE)
+                log.info("backpressure_off", sink=sink)
 
     # The engine running the pipeline (aggregation.faust_worker) provides these.
     def _pause_fetching(self) -> None:
@@ -383,6 +393,10 @@ class RollupPipeline:
 
     async def _ack(self, batch: Batch) -> None:
         raise NotImplementedError
+
+
+def _reason(sink: str, exc: BaseException) -> str:
+    return f"{sink} failing, consumption paused: {type(exc).__name__}: {exc}"[:300]
 
 
 def _meter_id_of(value: bytes | None) -> str | None:

@@ -58,7 +58,6 @@ __all__ = [
     "CircuitOpenError",
     "RetryPolicy",
     "TokenBucket",
-    "backoff_delays",
     "guarded_call",
     "keep_trying",
     "make_breaker",
@@ -132,15 +131,6 @@ class RetryPolicy:
 
 
 NO_RETRY = RetryPolicy(attempts=1)
-
-
-def backoff_delays(attempts: int, base_s: float, max_s: float, rng: random.Random | None = None) -> list[float]:
-    """'Full jitter' exponential backoff: the wait before retry n is uniform in [0, min(max, base*2^n)].
-
-    Kept only for aggregation/, which is being rewritten (decision 0840); new code uses
-    :func:`guarded_call`, :func:`keep_trying` or :meth:`RetryPolicy.delay_s`."""
-    r = rng or random
-    return [r.uniform(0, min(max_s, base_s * (2**n))) for n in range(max(0, attempts - 1))]
 
 
 def _default_transient(exc: BaseException) -> bool:

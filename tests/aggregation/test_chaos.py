@@ -48,6 +48,18 @@ def http_get(port: int, path: str) -> tuple[int, dict]:
         return e.code, json.loads(e.read())
 
 
+def fetched_queue(port: int) -> tuple[float, float]:
+    """(depth, capacity) of the worker's read-ahead of fetched batches, from its /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+        text = r.read().decode()
+    values = {}
+    for line in text.splitlines():
+        for name in ("energy_queue_depth", "energy_queue_capacity"):
+            if line.startswith(f'{name}{{queue="aggregation_fetched_batches"}}'):
+                values[name] = float(line.rsplit(" ", 1)[1])
+    return values.get("energy_queue_depth", 0.0), values.get("energy_queue_capacity", 0.0)
+
+
 async def wait_http(port: int, timeout_s: float = 30) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -164,17 +176,25 @@ async def test_influxdb_down_under_load_pauses_with_bounded_memory_and_catches_u
         rss_before = psutil.Process(proc.pid).memory_info().rss
 
         influx_srv.stop()
-        outage_started = time.monotonic()
         rss_max = rss_before
         not_ready_reason = None
         for i in range(0, len(during), 2000):  # the stream goes on while InfluxDB is down
             await produce(bootstrap, n["topic"], during[i : i + 2000])
-        while time.monotonic() - outage_started < 25:
+        # Wait (with a deadline) for the state where the worker takes no more: it reports the
+        # backpressure, and its read-ahead of fetched batches is full, so its fetch loop waits.
+        # The RSS then holds all it will hold while the outage lasts.
+        deadline = time.monotonic() + 120
+        saturated = False
+        while not saturated:
+            assert time.monotonic() < deadline, ("the worker never paused with a full read-ahead", not_ready_reason)
             rss_max = max(rss_max, psutil.Process(proc.pid).memory_info().rss)
             status, body = http_get(port, "/ready")
             if status == 503 and "sink_backpressure" in body["conditions"]:
                 not_ready_reason = body["conditions"]["sink_backpressure"]
-            await asyncio.sleep(1)
+            depth, capacity = fetched_queue(port)
+            saturated = not_ready_reason is not None and capacity > 0 and depth >= capacity
+            await asyncio.sleep(0.5)
+        rss_max = max(rss_max, psutil.Process(proc.pid).memory_info().rss)
         done, _ = await committed_total(bootstrap, n["topic"], n["group"])
         assert len(readings) - done >= len(during) - 2000, "the worker must stop committing while InfluxDB is down"
         assert not_ready_reason is not None and "influxdb" in not_ready_reason

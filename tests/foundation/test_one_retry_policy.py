@@ -16,10 +16,6 @@ ROOT = Path(__file__).resolve().parents[2]
 # bench/ is not scanned: it drives the system under measurement and polls it with deadlines.
 PACKAGES = ("ingestion", "aggregation", "forecast", "dr_coordinator", "api", "energy", "sim", "schemas")
 POLICY_MODULE = "energy/resilience.py"
-# aggregation/ is being rewritten on another branch (decision 0840): its retry loops (the sink
-# backpressure loop, the archive flush) move to keep_trying after that merge; until then the
-# directory is exempt from the loop scan, and the last user of backoff_delays.
-PENDING_REWRITE = "aggregation/"
 
 # (file, function) -> why this loop that waits and catches is not a retry loop
 NOT_RETRIES = {
@@ -115,7 +111,7 @@ def test_no_hand_written_retry_loops_outside_the_policy() -> None:
     found = {
         (path, function)
         for path, source in _sources()
-        if path != POLICY_MODULE and not path.startswith(PENDING_REWRITE)
+        if path != POLICY_MODULE
         for function in retry_shaped_loops(source)
     }
     unexplained = sorted(found - set(NOT_RETRIES))
@@ -139,6 +135,6 @@ def test_retry_libraries_and_backoff_helpers_are_used_only_through_the_policy() 
                 roots = [(module or n).split(".")[0] for n in names]
                 if {"stamina", "tenacity", "backoff"} & set(roots):
                     offenders.append(f"{path}: imports {module or names}")
-                if "backoff_delays" in names and not path.startswith(PENDING_REWRITE):
+                if "backoff_delays" in names:
                     offenders.append(f"{path}: imports backoff_delays")
     assert not offenders, offenders

@@ -15,7 +15,6 @@ from energy.resilience import (
     CircuitOpenError,
     RetryPolicy,
     TokenBucket,
-    backoff_delays,
     guarded_call,
     keep_trying,
     make_breaker,
@@ -99,13 +98,6 @@ async def test_excluded_errors_do_not_open_the_breaker() -> None:
         with pytest.raises(Rejected):
             await guarded_call("t-excluded", bad, timeout_s=1, breaker=breaker)
     assert REGISTRY.get_sample_value("energy_breaker_open", {"breaker": "t-excluded"}) == 0
-
-
-def test_backoff_is_bounded_exponential_full_jitter() -> None:
-    delays = backoff_delays(6, 0.1, 1.0, random.Random(1))
-    assert len(delays) == 5
-    caps = [0.1, 0.2, 0.4, 0.8, 1.0]
-    assert all(0 <= d <= cap for d, cap in zip(delays, caps, strict=True))
 
 
 async def test_bulkhead_limits_concurrency_and_rejects_beyond_its_queue() -> None:
