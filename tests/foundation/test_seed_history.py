@@ -122,7 +122,12 @@ async def test_history_rollups_follow_the_profile_and_a_second_seed_changes_noth
             assert hours[h]["max_kw"] == pytest.approx(max(four), rel=1e-9)
     # Weekly and daily shape, in each facility's own zone: the office is busy at weekday noon, quiet
     # at 3 am and at weekends; the retail shop is open on Sunday afternoon.
-    q = await _rollups(influx, settings, office.facility_id, "15m")
+    # Only quarters with every meter reporting and nothing anomalous: the seeded faults (a meter out, a
+    # spike) are real history, but they are not the profile this part checks.
+    def clean(rows: dict[datetime, dict]) -> dict[datetime, dict]:
+        return {t: r for t, r in rows.items() if r["sample_count"] == 3 and r["anomaly_count"] == 0}
+
+    q = clean(await _rollups(influx, settings, office.facility_id, "15m"))
 
     def local(f: Facility, t: datetime) -> datetime:
         return t.astimezone(ZoneInfo(f.timezone))
@@ -131,7 +136,7 @@ async def test_history_rollups_follow_the_profile_and_a_second_seed_changes_noth
     night = [r["avg_kw"] for t, r in q.items() if local(office, t).hour == 3]
     sunday = [r["avg_kw"] for t, r in q.items() if local(office, t).hour == 12 and local(office, t).weekday() == 6]
     assert min(noon) > 2 * max(night) and min(noon) > 2 * max(sunday)
-    rq = await _rollups(influx, settings, retail.facility_id, "15m")
+    rq = clean(await _rollups(influx, settings, retail.facility_id, "15m"))
     r_sunday = [r["avg_kw"] for t, r in rq.items() if local(retail, t).hour == 14 and local(retail, t).weekday() == 6]
     r_night = [r["avg_kw"] for t, r in rq.items() if local(retail, t).hour == 3]
     assert min(r_sunday) > 2 * max(r_night)
