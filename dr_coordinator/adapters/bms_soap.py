@@ -196,7 +196,7 @@ class SoapBmsGateway:
         with self._documents_lock:
             document = self._documents.get(identity) if identity else None
             if document is None:
-                document = Document(io.BytesIO(response.content), self._transport, base=url)
+                document = Document(io.BytesIO(response.content), self._transport, base=url)  # type: ignore[arg-type]
                 if identity:
                     self._documents[identity] = document
         client = zeep.AsyncClient(document, transport=self._transport)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
@@ -170,6 +170,24 @@ async def add_outbox(conn: Any, topic: str, key: str | None, event: Envelope[Any
         event.to_bytes(),
         json.dumps({"traceparent": ctx.traceparent, "event_type": event.event_type}),
     )
+
+
+async def add_outbox_many(conn: Any, rows: Sequence[tuple[str, str | None, Envelope[Any], str]]) -> None:
+    """``(topic, key, event, traceparent)`` rows in one pipelined statement (a batch of BMS results)."""
+    if rows:
+        await conn.executemany(
+            _OUTBOX_ROW,
+            [
+                (
+                    event.event_id,
+                    topic,
+                    key,
+                    event.to_bytes(),
+                    json.dumps({"traceparent": parent, "event_type": event.event_type}),
+                )
+                for topic, key, event, parent in rows
+            ],
+        )
 
 
 # --- accepting a new event (webhook) ------------------------------------------------------------

@@ -19,7 +19,7 @@ from typing import Any
 
 import structlog
 
-from dr_coordinator.adapters.store import SOURCE, add_outbox, load_saga, save_decision, with_retry
+from dr_coordinator.adapters.store import SOURCE, add_outbox, add_outbox_many, load_saga, save_decision, with_retry
 from dr_coordinator.config import DrSettings
 from dr_coordinator.domain.commands import RecordCommandAcknowledged, RecordCommandFailed, Schedule
 from dr_coordinator.domain.saga import Decision, IllegalTransitionError, decide
@@ -118,6 +118,8 @@ class CommandWorker:
         self._commands: dict[asyncio.Task[None], uuid.UUID] = {}  # in-flight task -> its command
         self._wake = asyncio.Event()
         self._results = asyncio.Event()
+        self._acks: list[tuple[BmsCommand, BmsAck, str, asyncio.Future[None]]] = []
+        self._ack_flush: asyncio.Task[None] | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -251,24 +253,54 @@ class CommandWorker:
         log.info("bms_command_retry_scheduled", attempts=attempts, delay_s=round(delay, 2), reason=reason[:300])
 
     async def _ack(self, row: Any, cmd: BmsCommand, ack: BmsAck) -> None:
+        """Record an acknowledgement, batched with the others that arrive meanwhile: while one
+        batch's transaction runs, the next acks queue and go in the next one (one UPDATE and one
+        pipelined outbox insert per batch, not a transaction per command). Returns once recorded;
+        a crash before that leaves the row in flight, re-sent after its lease as a BMS duplicate."""
+        done = asyncio.get_running_loop().create_future()
+        self._acks.append((cmd, ack, tracing.current_or_new().traceparent, done))
+        if self._ack_flush is None or self._ack_flush.done():
+            self._ack_flush = asyncio.create_task(self._flush_acks())
+        await done
+
+    async def _flush_acks(self) -> None:
+        while self._acks:
+            batch, self._acks = self._acks, []
+            try:
+                await self._record_acks([(cmd, ack, parent) for cmd, ack, parent, _ in batch])
+            except Exception as exc:
+                for *_, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+            else:
+                for *_, done in batch:
+                    if not done.done():
+                        done.set_result(None)
+
+    async def _record_acks(self, batch: list[tuple[BmsCommand, BmsAck, str]]) -> None:
         now = self.clock()
         async with self.pool.acquire() as conn, conn.transaction():
-            done = await conn.fetchval(
+            recorded = await conn.fetch(
                 """UPDATE bms_commands SET status = 'acknowledged', acknowledged_at = $2, updated_at = $2,
                           last_error = NULL, saga_applied_at = NULL
-                   WHERE command_id = $1 AND status IN ('in_flight', 'pending') RETURNING command_id""",
-                cmd.command_id,
+                   WHERE command_id = ANY($1::uuid[]) AND status IN ('in_flight', 'pending') RETURNING command_id""",
+                [cmd.command_id for cmd, _, _ in batch],
                 now,
             )
-            if done is None:
-                return  # already recorded (a duplicate delivery): nothing to do
-            payload = BmsCommandAcknowledged(
-                command=cmd, executed_at=ack.executed_at, bms_reference=ack.bms_reference[:200]
-            )
-            event = BmsCommandAcknowledgedEvent.wrap(
-                payload, source=SOURCE, occurred_at=now, event_id=uuid.uuid5(cmd.command_id, "acknowledged")
-            )
-            await add_outbox(conn, BMS_TOPIC, cmd.facility_id, event)
+            fresh = {r["command_id"] for r in recorded}  # the others were recorded already (a duplicate delivery)
+            outbox = []
+            for cmd, ack, parent in batch:
+                if cmd.command_id not in fresh:
+                    continue
+                fresh.discard(cmd.command_id)  # the same command twice in one batch: announced once
+                payload = BmsCommandAcknowledged(
+                    command=cmd, executed_at=ack.executed_at, bms_reference=ack.bms_reference[:200]
+                )
+                event = BmsCommandAcknowledgedEvent.wrap(
+                    payload, source=SOURCE, occurred_at=now, event_id=uuid.uuid5(cmd.command_id, "acknowledged")
+                )
+                outbox.append((BMS_TOPIC, cmd.facility_id, event, parent))
+            await add_outbox_many(conn, outbox)
         self._results.set()
 
     async def _fail(self, row: Any, cmd: BmsCommand, reason: str, *, transient: bool) -> None:
