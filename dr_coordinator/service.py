@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import asyncpg
 import structlog
 
+from dr_coordinator.adapters.store import postgres_transient
 from dr_coordinator.bootstrap import ReportSender, make_gateway, utility_filter
 from dr_coordinator.entrypoints.late_windows import LateWindowListener
 from dr_coordinator.entrypoints.relay import OutboxRelay
@@ -39,20 +39,6 @@ log = structlog.get_logger("dr.service")
 # timeout): retried without limit through the one retry policy while /ready says why.
 STARTUP_RETRY = RetryPolicy(attempts=None, base_delay_s=0.5, max_delay_s=10.0)
 WARM_UP = "warm_up"
-
-
-def postgres_transient(exc: BaseException) -> bool:
-    """Errors of a PostgreSQL that is loaded, restarting or out of connections (not a bug of ours)."""
-    return isinstance(
-        exc,
-        TimeoutError
-        | OSError
-        | asyncpg.PostgresConnectionError
-        | asyncpg.InterfaceError
-        | asyncpg.exceptions.QueryCanceledError
-        | asyncpg.exceptions.CannotConnectNowError
-        | asyncpg.exceptions.TooManyConnectionsError,
-    )
 
 
 def utcnow() -> datetime:

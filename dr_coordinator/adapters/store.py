@@ -535,6 +535,20 @@ async def handle_in(conn: Any, dr_event_id: uuid.UUID, message: Message, now: da
         return decision
 
 
+def postgres_transient(exc: BaseException) -> bool:
+    """Errors of a PostgreSQL that is loaded, restarting or out of connections (not a bug of ours)."""
+    return isinstance(
+        exc,
+        TimeoutError
+        | OSError
+        | asyncpg.PostgresConnectionError
+        | asyncpg.InterfaceError
+        | asyncpg.exceptions.QueryCanceledError
+        | asyncpg.exceptions.CannotConnectNowError
+        | asyncpg.exceptions.TooManyConnectionsError,
+    )
+
+
 def _lost_a_race(exc: BaseException) -> bool:
     return isinstance(exc, ConcurrencyError | asyncpg.SerializationError | asyncpg.DeadlockDetectedError)
 

@@ -19,14 +19,22 @@ from typing import Any
 
 import structlog
 
-from dr_coordinator.adapters.store import SOURCE, add_outbox, add_outbox_many, load_saga, save_decision, with_retry
+from dr_coordinator.adapters.store import (
+    SOURCE,
+    add_outbox,
+    add_outbox_many,
+    load_saga,
+    postgres_transient,
+    save_decision,
+    with_retry,
+)
 from dr_coordinator.config import DrSettings
 from dr_coordinator.domain.commands import RecordCommandAcknowledged, RecordCommandFailed, Schedule
 from dr_coordinator.domain.saga import Decision, IllegalTransitionError, decide
 from dr_coordinator.metrics import BMS_COMMAND_LATENCY, BMS_COMMANDS, BMS_COMMANDS_DUE, BMS_COMMANDS_FAILED, LOOP_ERRORS
 from dr_coordinator.ports import BmsAck, BmsGateway, BmsRejectedError, BmsUnavailableError
 from energy.observability import tracing
-from energy.resilience import RetryPolicy
+from energy.resilience import RetryPolicy, guarded_call
 from schemas.dr import (
     BmsAction,
     BmsCommand,
@@ -39,6 +47,9 @@ from schemas.topics import BMS_COMMANDS as BMS_TOPIC
 from schemas.topics import BMS_COMMANDS_DLQ
 
 log = structlog.get_logger("dr.worker")
+# A batch of acknowledgements whose transaction hit a loaded PostgreSQL is written again at once,
+# rather than left to the commands' lease (which would re-send them to the BMS as duplicates).
+ACK_RETRY = RetryPolicy(attempts=3, base_delay_s=0.2, max_delay_s=2.0)
 
 # A dispatch command whose zone already has a restore is moot; a restore waits while a dispatch
 # command of its zone is still in flight under a live lease (so the restore lands last).
@@ -267,7 +278,14 @@ class CommandWorker:
         while self._acks:
             batch, self._acks = self._acks, []
             try:
-                await self._record_acks([(cmd, ack, parent) for cmd, ack, parent, _ in batch])
+                acks = [(cmd, ack, parent) for cmd, ack, parent, _ in batch]
+                await guarded_call(
+                    "postgres-dr-acks",
+                    partial(self._record_acks, acks),
+                    timeout_s=None,  # bounded by the pool's command timeout
+                    retry=ACK_RETRY,
+                    is_transient=postgres_transient,
+                )
             except Exception as exc:
                 for *_, done in batch:
                     if not done.done():
