@@ -93,9 +93,9 @@ async def test_restart_mid_dispatch_with_postgres_restart_sends_each_bms_command
                 "ENERGY_DR__BMS_LEASE_S": "3",
                 "ENERGY_DR__BMS_RETRY_BASE_S": "0.3",
                 "ENERGY_DR__BMS_COMMAND_MAX_ATTEMPTS": "20",
-                # waves of 8 calls of 300 ms: the kill below lands mid-dispatch however fast acks are
+                # two waves of 40 calls of 300 ms: the kill below lands mid-dispatch however fast acks are
                 # recorded (they are batched: 80 calls in flight at once were acknowledged in one go)
-                "ENERGY_DR__WORKER_BATCH": "8",
+                "ENERGY_DR__WORKER_BATCH": "40",
                 "ENERGY_LOG__LEVEL": "INFO",
             }
             procs.append(start_coordinator(env, coord_log))
