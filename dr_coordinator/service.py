@@ -17,6 +17,7 @@ from typing import Any
 
 import structlog
 
+from dr_coordinator.adapters.store import postgres_transient
 from dr_coordinator.bootstrap import ReportSender, make_gateway, utility_filter
 from dr_coordinator.entrypoints.late_windows import LateWindowListener
 from dr_coordinator.entrypoints.relay import OutboxRelay
@@ -29,9 +30,15 @@ from energy.adapters.postgres import create_pool
 from energy.observability.health import Health
 from energy.observability.http import serve_ops
 from energy.observability.logging import configure_logging
+from energy.resilience import RetryPolicy, keep_trying
 from energy.settings import Settings
 
 log = structlog.get_logger("dr.service")
+
+# Start-up reads that must eventually succeed (a loaded PostgreSQL cancels them at its statement
+# timeout): retried without limit through the one retry policy while /ready says why.
+STARTUP_RETRY = RetryPolicy(attempts=None, base_delay_s=0.5, max_delay_s=10.0)
+WARM_UP = "warm_up"
 
 
 def utcnow() -> datetime:
@@ -48,6 +55,7 @@ class Coordinator:
     clock: Callable[[], datetime] = utcnow
     topic_map: dict[str, str] = field(default_factory=dict)
     listen_late_windows: bool = False  # consume meter.late_window (one consumer group per deployment)
+    health: Health | None = None  # /ready of the process: not ready until the start-up reads succeeded
 
     def __post_init__(self) -> None:
         utilities = utility_filter(self.settings)
@@ -74,18 +82,36 @@ class Coordinator:
             else None
         )
 
-    async def warm_up(self, concurrency: int = 8) -> int:
+    async def warm_up(self, stop: asyncio.Event | None = None) -> int:
         """Open a client to every BMS the coordinator may command (WSDL loaded, connection pooled),
-        so the first dispatch does not pay for it. Unreachable BMSs are only logged."""
+        so the first dispatch does not pay for it. The endpoints' query is retried until it succeeds
+        (the process is not ready meanwhile); unreachable BMSs are only logged."""
         utilities = utility_filter(self.settings)
-        rows = await self.pool.fetch(
-            """SELECT DISTINCT f.facility_id, b.url FROM facilities f
-               LEFT JOIN bms_endpoints b ON b.facility_id = f.facility_id AND b.active
-               JOIN facility_enrollments e ON e.facility_id = f.facility_id
-               WHERE f.active AND ($1::text[] IS NULL OR e.utility_id = ANY($1::text[]))""",
-            utilities,
+        self._not_ready("reading the BMS endpoints")
+
+        def failed(exc: BaseException) -> None:
+            self._not_ready(f"reading the BMS endpoints failed, retrying: {type(exc).__name__}: {exc}"[:300])
+
+        rows = await keep_trying(
+            "postgres-dr-warm-up",
+            lambda: self.pool.fetch(
+                """SELECT DISTINCT f.facility_id, b.url FROM facilities f
+                   LEFT JOIN bms_endpoints b ON b.facility_id = f.facility_id AND b.active
+                   JOIN facility_enrollments e ON e.facility_id = f.facility_id
+                   WHERE f.active AND ($1::text[] IS NULL OR e.utility_id = ANY($1::text[]))""",
+                utilities,
+            ),
+            policy=STARTUP_RETRY,
+            is_transient=postgres_transient,
+            on_error=failed,
+            stop=stop,
         )
-        sem = asyncio.Semaphore(concurrency)
+        if rows is None:  # stopped before PostgreSQL answered
+            return 0
+        if self.health is not None:
+            self.health.clear(WARM_UP)
+        # As many at once as the worker may have in flight: the warm-up is 2 BMS round trips each.
+        sem = asyncio.Semaphore(max(8, self.settings.dr.worker_batch))
 
         async def one(facility_id: str, registered: str | None) -> bool:
             url = endpoint_url(self.settings.dr, facility_id, registered)
@@ -103,12 +129,16 @@ class Coordinator:
         log.info("dr_bms_warmed_up", endpoints=len(rows), answering=sum(results))
         return sum(results)
 
+    def _not_ready(self, reason: str) -> None:
+        if self.health is not None:
+            self.health.set_not_ready(WARM_UP, reason)
+
     async def timers_report_close(self) -> None:
         await self.report_sender.close()
 
     async def run(self, stop: asyncio.Event) -> None:
         tasks = [
-            asyncio.create_task(self.warm_up(), name="dr-warm-up"),
+            asyncio.create_task(self.warm_up(stop), name="dr-warm-up"),
             asyncio.create_task(self.timers.run(stop), name="dr-timers"),
             asyncio.create_task(self.timers.settlement.run(stop), name="dr-settlement"),
             asyncio.create_task(self.worker.run(stop), name="dr-bms-worker"),
@@ -141,7 +171,13 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         health.add_check("postgres", lambda: pool.fetchval("SELECT 1"), timeout_s=2.0)
         health.add_check("influxdb", influx.ping, timeout_s=2.0)
         coordinator = Coordinator(
-            settings, pool, gateway, influx, producer if started_producer else None, listen_late_windows=True
+            settings,
+            pool,
+            gateway,
+            influx,
+            producer if started_producer else None,
+            listen_late_windows=True,
+            health=health,
         )
         ops = asyncio.create_task(
             serve_ops(health, settings.stack.bind_host, settings.endpoints.dr_coordinator_port, stop)

@@ -463,7 +463,11 @@ async def _create(conn: Any, request: Request, utility_id: str, ask: EventAsk, p
         lead = timedelta(seconds=dispatch_lead_s(rules.dispatch_lead_s if rules else None, default_lead_s))
         near = await conn.fetch(
             """SELECT e.utility_event_id, e.start_at, e.end_at, f.facility_id
-               FROM dr_events e JOIN dr_event_facilities f USING (dr_event_id)
+               FROM dr_events e
+               -- with the facilities an event's chunked intake has still to add (decision 0920)
+               CROSS JOIN LATERAL (SELECT ef.facility_id FROM dr_event_facilities ef
+                                   WHERE ef.dr_event_id = e.dr_event_id
+                                   UNION SELECT unnest(e.intake_facility_ids)) f
                WHERE e.utility_id = $1 AND f.facility_id = ANY($2::text[]) AND e.state <> ALL($3::text[])
                  AND e.start_at - $6::interval < $5::timestamptz AND e.end_at > $4::timestamptz - $6::interval
                ORDER BY e.start_at LIMIT 200""",

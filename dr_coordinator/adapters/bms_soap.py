@@ -20,6 +20,9 @@ backoff, reusing the command's idempotency key, so a retry after a lost answer i
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import io
+import threading
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
@@ -30,9 +33,11 @@ import structlog
 import zeep
 import zeep.exceptions
 from aiobreaker import CircuitBreaker
+from lxml import etree
 from opentelemetry.trace import SpanKind
 from zeep.proxy import AsyncServiceProxy
 from zeep.transports import AsyncTransport
+from zeep.wsdl import Document
 
 from dr_coordinator.config import DrSettings
 from dr_coordinator.ports import BmsAck, BmsRejectedError, BmsUnavailableError, ZoneState
@@ -68,6 +73,28 @@ def endpoint_name(endpoint_url: str) -> str:
     if len(segments) >= 2 and segments[-2] == "bms":
         return segments[-1]
     return parts.netloc
+
+
+_SAFE_XML = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
+
+
+def wsdl_identity(content: bytes) -> str | None:
+    """A digest of a WSDL document without its endpoint addresses (``<*:address location=...>``),
+    so the WSDLs of two buildings with the same BMS interface compare equal; None when the
+    document imports or includes others (they resolve against its own URL, so it is not shared)."""
+    try:
+        root = etree.fromstring(content, _SAFE_XML)
+    except etree.XMLSyntaxError:
+        return None  # zeep parses it and reports the error as it always did
+    for element in root.iter():
+        if not isinstance(element.tag, str):
+            continue
+        name = etree.QName(element).localname
+        if element.get("schemaLocation") is not None or (name in ("import", "include") and element.get("location")):
+            return None
+        if name == "address" and "location" in element.attrib:
+            del element.attrib["location"]
+    return hashlib.sha256(etree.tostring(root, method="c14n")).hexdigest()
 
 
 def _fault_is_client(code: str | None) -> bool:
@@ -121,6 +148,10 @@ class SoapBmsGateway:
         self._wsdl_http = httpx.Client(timeout=timeout)
         self._transport = _TracingTransport(client=self._http, wsdl_client=self._wsdl_http)
         self._services: dict[str, Any] = {}
+        # Parsed WSDLs by wsdl_identity: parsing one costs tens of ms of CPU, and a fleet's BMSs of one
+        # vendor serve the same document (only the address differs, which we never use).
+        self._documents: dict[str, Document] = {}
+        self._documents_lock = threading.Lock()
         self._load_locks: dict[str, asyncio.Lock] = {}
         self._breakers: dict[str, CircuitBreaker] = {}
         self._bulkheads: dict[str, Bulkhead] = {}
@@ -158,7 +189,17 @@ class SoapBmsGateway:
         return service
 
     def _load_service(self, key: str) -> Any:
-        client = zeep.AsyncClient(f"{key}?wsdl", transport=self._transport)
+        url = f"{key}?wsdl"
+        response = self._wsdl_http.get(url)
+        response.raise_for_status()
+        identity = wsdl_identity(response.content)
+        with self._documents_lock:
+            document = self._documents.get(identity) if identity else None
+            if document is None:
+                document = Document(io.BytesIO(response.content), self._transport, base=url)  # type: ignore[arg-type]
+                if identity:
+                    self._documents[identity] = document
+        client = zeep.AsyncClient(document, transport=self._transport)
         service_def = next(iter(client.wsdl.services.values()))
         port = next(iter(service_def.ports.values()))
         # Call the endpoint we were given: the WSDL's own address may name another host or proxy.

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
 import asyncpg
+import structlog
 
 from dr_coordinator.domain.commands import (
     ApplyPlans,
@@ -49,6 +50,10 @@ from schemas.envelope import Envelope
 from schemas.topics import BMS_COMMANDS, DR_EVENTS
 
 SOURCE = "dr-coordinator"
+log = structlog.get_logger("dr.store")
+# Facilities written per statement and transaction when an event is taken in (decision 0920): a
+# fleet-wide event of 1,000 facilities once hit the statement timeout as one transaction.
+INTAKE_CHUNK = 200
 T = TypeVar("T")
 SAGA_RACE_RETRY = RetryPolicy(attempts=8, base_delay_s=0.01, max_delay_s=1.0)
 
@@ -167,6 +172,24 @@ async def add_outbox(conn: Any, topic: str, key: str | None, event: Envelope[Any
     )
 
 
+async def add_outbox_many(conn: Any, rows: Sequence[tuple[str, str | None, Envelope[Any], str]]) -> None:
+    """``(topic, key, event, traceparent)`` rows in one pipelined statement (a batch of BMS results)."""
+    if rows:
+        await conn.executemany(
+            _OUTBOX_ROW,
+            [
+                (
+                    event.event_id,
+                    topic,
+                    key,
+                    event.to_bytes(),
+                    json.dumps({"traceparent": parent, "event_type": event.event_type}),
+                )
+                for topic, key, event, parent in rows
+            ],
+        )
+
+
 # --- accepting a new event (webhook) ------------------------------------------------------------
 
 
@@ -227,10 +250,16 @@ async def insert_event(conn: Any, ev: NewEvent, now: datetime) -> tuple[uuid.UUI
             ev.utility_event_id,
         )
         return existing, True
-    await conn.executemany(
-        "INSERT INTO dr_event_facilities (dr_event_id, facility_id, state) VALUES ($1, $2, 'pending')",
-        [(new_id, f) for f in ev.facility_ids],
-    )
+    # The first chunk of facilities now; a larger event keeps the rest in intake_facility_ids for
+    # complete_intake (decision 0920), so this transaction does not grow with the fleet.
+    first, rest = ev.facility_ids[:INTAKE_CHUNK], ev.facility_ids[INTAKE_CHUNK:]
+    await _add_facilities(conn, new_id, list(first))
+    if rest:
+        await conn.execute(
+            "UPDATE dr_events SET intake_facility_ids = $2::text[] WHERE dr_event_id = $1",
+            new_id,
+            list(ev.facility_ids),
+        )
     await conn.execute(
         """INSERT INTO dr_event_log (dr_event_id, entry_type, to_state, detail, trace_id)
            VALUES ($1, 'received', 'received', $2::jsonb, $3)""",
@@ -253,6 +282,36 @@ async def insert_event(conn: Any, ev: NewEvent, now: datetime) -> tuple[uuid.UUI
     event = DrEventReceivedEvent.wrap(payload, source=SOURCE, occurred_at=now, correlation_id=ctx.trace_id)
     await add_outbox(conn, DR_EVENTS, str(new_id), event)
     return new_id, False
+
+
+async def _add_facilities(conn: Any, dr_event_id: uuid.UUID, facility_ids: list[str]) -> None:
+    """One statement per chunk; a facility already added (a repeated chunk) is left as it is."""
+    if facility_ids:
+        await conn.execute(
+            """INSERT INTO dr_event_facilities (dr_event_id, facility_id, state)
+               SELECT $1, f, 'pending' FROM unnest($2::text[]) AS f
+               ON CONFLICT (dr_event_id, facility_id) DO NOTHING""",
+            dr_event_id,
+            facility_ids,
+        )
+
+
+async def complete_intake(pool: Any, dr_event_id: uuid.UUID) -> int:
+    """Add the facilities an event's intake left to add, one transaction per chunk of
+    ``INTAKE_CHUNK``, then mark the intake complete; ``(facilities in the list)``, 0 if complete.
+
+    Safe to repeat and to run concurrently (another coordinator, a crash half-way): a chunk adds only
+    the facilities missing, and the list is cleared only after every chunk is in. Until then the
+    event stays ``received`` (the timers do not schedule it), so no saga sees a partial event."""
+    facility_ids = await pool.fetchval("SELECT intake_facility_ids FROM dr_events WHERE dr_event_id = $1", dr_event_id)
+    if facility_ids is None:
+        return 0
+    for i in range(0, len(facility_ids), INTAKE_CHUNK):
+        async with pool.acquire() as conn, conn.transaction():
+            await _add_facilities(conn, dr_event_id, facility_ids[i : i + INTAKE_CHUNK])
+    await pool.execute("UPDATE dr_events SET intake_facility_ids = NULL WHERE dr_event_id = $1", dr_event_id)
+    log.info("dr_event_intake_completed", dr_event_id=str(dr_event_id), facilities=len(facility_ids))
+    return len(facility_ids)
 
 
 # --- persisting a decision ---------------------------------------------------------------------
@@ -474,6 +533,20 @@ async def handle_in(conn: Any, dr_event_id: uuid.UUID, message: Message, now: da
         if decision.changed:
             await save_decision(conn, saga, decision, message, now)
         return decision
+
+
+def postgres_transient(exc: BaseException) -> bool:
+    """Errors of a PostgreSQL that is loaded, restarting or out of connections (not a bug of ours)."""
+    return isinstance(
+        exc,
+        TimeoutError
+        | OSError
+        | asyncpg.PostgresConnectionError
+        | asyncpg.InterfaceError
+        | asyncpg.exceptions.QueryCanceledError
+        | asyncpg.exceptions.CannotConnectNowError
+        | asyncpg.exceptions.TooManyConnectionsError,
+    )
 
 
 def _lost_a_race(exc: BaseException) -> bool:

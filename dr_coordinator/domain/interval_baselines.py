@@ -12,6 +12,7 @@ rollup). Hourly baselines average the four quarter hours of each local hour.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections import defaultdict
@@ -139,7 +140,13 @@ def holiday_dates(country: str | None, subdivision: str | None, years: Iterable[
     """Public holidays of the facility's country/subdivision (the ``holidays`` package's calendar)."""
     if not country:
         return frozenset()
-    cal = holidays_lib.country_holidays(country, subdiv=subdivision or None, years=sorted(set(years)))
+    return _holiday_dates(country, subdivision or None, tuple(sorted(set(years))))
+
+
+@functools.lru_cache(maxsize=256)
+def _holiday_dates(country: str, subdivision: str | None, years: tuple[int, ...]) -> frozenset[date]:
+    # Building a country's calendar costs milliseconds; planning a fleet asked it once per facility.
+    cal = holidays_lib.country_holidays(country, subdiv=subdivision, years=list(years))
     return frozenset(cal.keys())
 
 

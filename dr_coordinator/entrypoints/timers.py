@@ -20,7 +20,7 @@ import structlog
 
 from aggregation.config import AggregationSettings
 from dr_coordinator.adapters import settlement_store
-from dr_coordinator.adapters.store import handle
+from dr_coordinator.adapters.store import complete_intake, handle
 from dr_coordinator.config import DrSettings
 from dr_coordinator.domain.commands import Schedule, StartRestore
 from dr_coordinator.domain.program_rules import dispatch_lead_s
@@ -97,7 +97,7 @@ class Timers:
 
         rows = await self.pool.fetch(
             """SELECT dr_event_id, state, start_at, end_at, trace_id, intervals, level, import_limit_kw, target_kw,
-                      interval_index, replan_due,
+                      interval_index, replan_due, intake_facility_ids IS NOT NULL AS intake_pending,
                       (SELECT p.dispatch_lead_s FROM utility_programs p  -- the program's lead (decision 0850)
                        WHERE p.utility_id = e.utility_id AND p.program_id = COALESCE(e.program_id, 'default'))
                         AS program_lead_s
@@ -111,7 +111,7 @@ class Timers:
         for r in rows:
             eid, state = r["dr_event_id"], r["state"]
             if state == "received":
-                jobs.append(self._step(r, partial(self._message, eid, Schedule())))
+                jobs.append(self._step(r, partial(self._schedule, eid, r["intake_pending"])))
             elif state == "scheduled" and r["start_at"] - timedelta(seconds=lead_of(r)) <= now:
                 jobs.append(self._step(r, partial(self.planning.dispatch, eid)))
             elif state in ("dispatching", "active") and r["end_at"] <= now:
@@ -150,6 +150,12 @@ class Timers:
                 except Exception as exc:
                     LOOP_ERRORS.labels("timers").inc()
                     log.error("dr_step_failed", error=f"{type(exc).__name__}: {exc}")
+
+    async def _schedule(self, dr_event_id: uuid.UUID, intake_pending: bool) -> None:
+        """A large event's facilities are all added (in chunks) before its saga is scheduled."""
+        if intake_pending:
+            await complete_intake(self.pool, dr_event_id)
+        await self._message(dr_event_id, Schedule())
 
     async def _message(self, dr_event_id: uuid.UUID, message: Any) -> None:
         decision = await handle(self.pool, dr_event_id, message, self.clock)

@@ -19,14 +19,22 @@ from typing import Any
 
 import structlog
 
-from dr_coordinator.adapters.store import SOURCE, add_outbox, load_saga, save_decision, with_retry
+from dr_coordinator.adapters.store import (
+    SOURCE,
+    add_outbox,
+    add_outbox_many,
+    load_saga,
+    postgres_transient,
+    save_decision,
+    with_retry,
+)
 from dr_coordinator.config import DrSettings
 from dr_coordinator.domain.commands import RecordCommandAcknowledged, RecordCommandFailed, Schedule
 from dr_coordinator.domain.saga import Decision, IllegalTransitionError, decide
 from dr_coordinator.metrics import BMS_COMMAND_LATENCY, BMS_COMMANDS, BMS_COMMANDS_DUE, BMS_COMMANDS_FAILED, LOOP_ERRORS
 from dr_coordinator.ports import BmsAck, BmsGateway, BmsRejectedError, BmsUnavailableError
 from energy.observability import tracing
-from energy.resilience import RetryPolicy
+from energy.resilience import RetryPolicy, guarded_call
 from schemas.dr import (
     BmsAction,
     BmsCommand,
@@ -39,6 +47,9 @@ from schemas.topics import BMS_COMMANDS as BMS_TOPIC
 from schemas.topics import BMS_COMMANDS_DLQ
 
 log = structlog.get_logger("dr.worker")
+# A batch of acknowledgements whose transaction hit a loaded PostgreSQL is written again at once,
+# rather than left to the commands' lease (which would re-send them to the BMS as duplicates).
+ACK_RETRY = RetryPolicy(attempts=3, base_delay_s=0.2, max_delay_s=2.0)
 
 # A dispatch command whose zone already has a restore is moot; a restore waits while a dispatch
 # command of its zone is still in flight under a live lease (so the restore lands last).
@@ -118,6 +129,8 @@ class CommandWorker:
         self._commands: dict[asyncio.Task[None], uuid.UUID] = {}  # in-flight task -> its command
         self._wake = asyncio.Event()
         self._results = asyncio.Event()
+        self._acks: list[tuple[BmsCommand, BmsAck, str, asyncio.Future[None]]] = []
+        self._ack_flush: asyncio.Task[None] | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -251,24 +264,61 @@ class CommandWorker:
         log.info("bms_command_retry_scheduled", attempts=attempts, delay_s=round(delay, 2), reason=reason[:300])
 
     async def _ack(self, row: Any, cmd: BmsCommand, ack: BmsAck) -> None:
+        """Record an acknowledgement, batched with the others that arrive meanwhile: while one
+        batch's transaction runs, the next acks queue and go in the next one (one UPDATE and one
+        pipelined outbox insert per batch, not a transaction per command). Returns once recorded;
+        a crash before that leaves the row in flight, re-sent after its lease as a BMS duplicate."""
+        done = asyncio.get_running_loop().create_future()
+        self._acks.append((cmd, ack, tracing.current_or_new().traceparent, done))
+        if self._ack_flush is None or self._ack_flush.done():
+            self._ack_flush = asyncio.create_task(self._flush_acks())
+        await done
+
+    async def _flush_acks(self) -> None:
+        while self._acks:
+            batch, self._acks = self._acks, []
+            try:
+                acks = [(cmd, ack, parent) for cmd, ack, parent, _ in batch]
+                await guarded_call(
+                    "postgres-dr-acks",
+                    partial(self._record_acks, acks),
+                    timeout_s=None,  # bounded by the pool's command timeout
+                    retry=ACK_RETRY,
+                    is_transient=postgres_transient,
+                )
+            except Exception as exc:
+                for *_, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+            else:
+                for *_, done in batch:
+                    if not done.done():
+                        done.set_result(None)
+
+    async def _record_acks(self, batch: list[tuple[BmsCommand, BmsAck, str]]) -> None:
         now = self.clock()
         async with self.pool.acquire() as conn, conn.transaction():
-            done = await conn.fetchval(
+            recorded = await conn.fetch(
                 """UPDATE bms_commands SET status = 'acknowledged', acknowledged_at = $2, updated_at = $2,
                           last_error = NULL, saga_applied_at = NULL
-                   WHERE command_id = $1 AND status IN ('in_flight', 'pending') RETURNING command_id""",
-                cmd.command_id,
+                   WHERE command_id = ANY($1::uuid[]) AND status IN ('in_flight', 'pending') RETURNING command_id""",
+                [cmd.command_id for cmd, _, _ in batch],
                 now,
             )
-            if done is None:
-                return  # already recorded (a duplicate delivery): nothing to do
-            payload = BmsCommandAcknowledged(
-                command=cmd, executed_at=ack.executed_at, bms_reference=ack.bms_reference[:200]
-            )
-            event = BmsCommandAcknowledgedEvent.wrap(
-                payload, source=SOURCE, occurred_at=now, event_id=uuid.uuid5(cmd.command_id, "acknowledged")
-            )
-            await add_outbox(conn, BMS_TOPIC, cmd.facility_id, event)
+            fresh = {r["command_id"] for r in recorded}  # the others were recorded already (a duplicate delivery)
+            outbox = []
+            for cmd, ack, parent in batch:
+                if cmd.command_id not in fresh:
+                    continue
+                fresh.discard(cmd.command_id)  # the same command twice in one batch: announced once
+                payload = BmsCommandAcknowledged(
+                    command=cmd, executed_at=ack.executed_at, bms_reference=ack.bms_reference[:200]
+                )
+                event = BmsCommandAcknowledgedEvent.wrap(
+                    payload, source=SOURCE, occurred_at=now, event_id=uuid.uuid5(cmd.command_id, "acknowledged")
+                )
+                outbox.append((BMS_TOPIC, cmd.facility_id, event, parent))
+            await add_outbox_many(conn, outbox)
         self._results.set()
 
     async def _fail(self, row: Any, cmd: BmsCommand, reason: str, *, transient: bool) -> None:

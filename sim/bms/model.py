@@ -103,6 +103,7 @@ class BmsControllers:
     _applied: Counter[tuple[str, str]] = field(default_factory=Counter)  # zone state changed
     _requests: Counter[tuple[str, str]] = field(default_factory=Counter)
     _sequence: int = 0
+    _facility_locks: dict[str, threading.Lock] = field(default_factory=dict)
 
     @classmethod
     def for_fleet(cls, fleet: Iterable[Facility], store: ZoneStore, clock: Callable[[], datetime]) -> BmsControllers:
@@ -168,37 +169,50 @@ class BmsControllers:
     ) -> CommandResult:
         if not idempotency_key or len(idempotency_key) > 200:
             raise CommandRejected("InvalidIdempotencyKey", "idempotency_key must have 1 to 200 characters")
-        with self._lock:
-            log_key = (facility_id, idempotency_key)
-            self._requests[log_key] += 1
-            previous = self._log.get(log_key)
-            if previous is not None:
-                if (previous.operation, previous.zone_id, previous.value) != (operation, zone_id, value):
-                    raise CommandRejected(
-                        "IdempotencyKeyReused",
-                        f"key {idempotency_key!r} was used for {previous.operation} {previous.zone_id} "
-                        f"{previous.value}, not {operation} {zone_id} {value}",
-                    )
-                self._executions[log_key] += 1
-                return CommandResult(previous, duplicate=True)
+        self.facility(facility_id)
+        log_key = (facility_id, idempotency_key)
+        # One lock per building (each has its own BMS): its commands are handled one at a time, the
+        # zone write to Redis included, while other buildings' commands go on. The shared logs have
+        # their own short lock, never held across I/O.
+        with self._facility_lock(facility_id):
+            with self._lock:
+                self._requests[log_key] += 1
+                previous = self._log.get(log_key)
+                if previous is not None:
+                    if (previous.operation, previous.zone_id, previous.value) != (operation, zone_id, value):
+                        raise CommandRejected(
+                            "IdempotencyKeyReused",
+                            f"key {idempotency_key!r} was used for {previous.operation} {previous.zone_id} "
+                            f"{previous.value}, not {operation} {zone_id} {value}",
+                        )
+                    self._executions[log_key] += 1
+                    return CommandResult(previous, duplicate=True)
             zone = self.zone(facility_id, zone_id)
             state = self._new_state(zone, operation, value)
             self.store.write(facility_id, zone_id, state)
-            self._sequence += 1
-            record = CommandRecord(
-                facility_id=facility_id,
-                idempotency_key=idempotency_key,
-                operation=operation,
-                zone_id=zone_id,
-                value=value,
-                executed_at=self.clock(),
-                bms_reference=f"{facility_id}/cmd-{self._sequence:08d}",
-                trace_parent=trace_parent,
-            )
-            self._log[log_key] = record
-            self._executions[log_key] += 1
-            self._applied[log_key] += 1
+            with self._lock:
+                self._sequence += 1
+                record = CommandRecord(
+                    facility_id=facility_id,
+                    idempotency_key=idempotency_key,
+                    operation=operation,
+                    zone_id=zone_id,
+                    value=value,
+                    executed_at=self.clock(),
+                    bms_reference=f"{facility_id}/cmd-{self._sequence:08d}",
+                    trace_parent=trace_parent,
+                )
+                self._log[log_key] = record
+                self._executions[log_key] += 1
+                self._applied[log_key] += 1
             return CommandResult(record, duplicate=False)
+
+    def _facility_lock(self, facility_id: str) -> threading.Lock:
+        with self._lock:
+            lock = self._facility_locks.get(facility_id)
+            if lock is None:
+                lock = self._facility_locks[facility_id] = threading.Lock()
+            return lock
 
     def status(self, facility_id: str, idempotency_key: str) -> CommandRecord | None:
         self.facility(facility_id)

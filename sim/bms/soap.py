@@ -8,8 +8,10 @@ Validation errors are ``Client.<code>`` faults, injected and unexpected errors `
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
+import spyne.const
 from spyne import (
     Application,
     Boolean,
@@ -27,6 +29,12 @@ from spyne.protocol.soap import Soap11
 from spyne.server.wsgi import WsgiApplication
 
 from sim.bms.model import BmsControllers, CommandRecord, CommandRejected, CommandResult, ZoneReading
+
+# spyne runs a full gc.collect() after a request at most once a second (MIN_GC_INTERVAL). With a
+# thousand buildings' applications in one process, each full collection stalled every request
+# thread (a fifth of the simulator's time in the DR benchmark's profile); Python's own
+# generational collector is enough for a long-running server.
+spyne.const.MIN_GC_INTERVAL = math.inf
 
 TNS = "urn:energy-platform:bms:v1"
 ENV_CONTROLLERS = "bms.controllers"

@@ -93,12 +93,16 @@ async def test_restart_mid_dispatch_with_postgres_restart_sends_each_bms_command
                 "ENERGY_DR__BMS_LEASE_S": "3",
                 "ENERGY_DR__BMS_RETRY_BASE_S": "0.3",
                 "ENERGY_DR__BMS_COMMAND_MAX_ATTEMPTS": "20",
+                # two waves of 40 calls of 300 ms: the kill below lands mid-dispatch however fast acks are
+                # recorded (they are batched: 80 calls in flight at once were acknowledged in one go)
+                "ENERGY_DR__WORKER_BATCH": "40",
                 "ENERGY_LOG__LEVEL": "INFO",
             }
             procs.append(start_coordinator(env, coord_log))
             trace_id = secrets.token_hex(16)
-            start = datetime.now(UTC) + timedelta(seconds=4)
             async with api_server(s) as base, httpx.AsyncClient(base_url=base, timeout=10) as client:
+                # taken once the API is up: its start-up on a loaded machine once put the start in the past
+                start = datetime.now(UTC) + timedelta(seconds=4)
                 resp = await client.post(
                     f"/api/utility/{utility.utility_id}/events",
                     json=event_body("chaos", start, 20, FLEET, target_kw=5000.0),
@@ -223,8 +227,8 @@ async def test_one_bms_down_others_finish_on_time_event_partially_failed_dlq_and
             bms_breaker_reset_s=2.0,
         )
         rejected_before = breaker_rejections(down)
-        start = datetime.now(UTC) + timedelta(seconds=4)
         async with api_server(s) as base, httpx.AsyncClient(base_url=base, timeout=10) as client:
+            start = datetime.now(UTC) + timedelta(seconds=4)  # once the API is up (a slow start-up on a loaded machine)
             resp = await client.post(
                 f"/api/utility/{utility.utility_id}/events",
                 json=event_body("down", start, 8, FLEET, target_kw=1500.0),
@@ -320,8 +324,8 @@ async def test_restore_failed_while_bms_down_is_retried_until_the_bms_confirms_i
             bms_breaker_reset_s=1.0,
             restore_retry_interval_s=1.0,
         )
-        start = datetime.now(UTC) + timedelta(seconds=3)
         async with api_server(s) as base, httpx.AsyncClient(base_url=base, timeout=10) as client:
+            start = datetime.now(UTC) + timedelta(seconds=3)  # once the API is up (a slow start-up on a loaded machine)
             resp = await client.post(
                 f"/api/utility/{utility.utility_id}/events",
                 json=event_body("auto", start, 5, [down], target_kw=30.0),
@@ -371,8 +375,8 @@ async def test_zone_reset_behind_our_back_during_the_event_is_corrected_by_recon
         s = dr_settings(
             settings, bms_base_url=bms.url("/bms"), only_utility_ids=utility.utility_id, reconcile_interval_s=0.5
         )
-        start = datetime.now(UTC) + timedelta(seconds=3)
         async with api_server(s) as base, httpx.AsyncClient(base_url=base, timeout=10) as client:
+            start = datetime.now(UTC) + timedelta(seconds=3)  # once the API is up (a slow start-up on a loaded machine)
             resp = await client.post(
                 f"/api/utility/{utility.utility_id}/events",
                 json=event_body("drift", start, 12, [facility], target_kw=20.0),
@@ -424,8 +428,8 @@ async def test_random_bms_faults_and_lost_acks_are_retried_and_every_command_run
             bms_command_max_attempts=12,
             bms_breaker_fail_max=50,
         )
-        start = datetime.now(UTC) + timedelta(seconds=4)
         async with api_server(s) as base, httpx.AsyncClient(base_url=base, timeout=10) as client:
+            start = datetime.now(UTC) + timedelta(seconds=4)  # once the API is up (a slow start-up on a loaded machine)
             resp = await client.post(
                 f"/api/utility/{utility.utility_id}/events",
                 json=event_body("flaky", start, 6, facilities, target_kw=400.0),
