@@ -198,19 +198,36 @@ async def guarded_call(
     """
     if retry.attempts is None:
         raise ValueError("guarded_call needs a bounded number of attempts; use keep_trying for unbounded work")
-    if retry.attempts == 1:
-        # Nothing to retry, so stamina would decide nothing; skipping it saves a retry context per call,
-        # which ingestion's publisher pays once per Kafka chunk (decision 0960).
-        return await _attempt(dependency, fn, timeout_s, breaker, is_transient)
 
     def backoff(exc: Exception) -> bool | float:
         if isinstance(exc, CircuitOpenError) or not is_transient(exc):
             return False
         return _hinted_wait(exc, retry, retry_after)
 
-    async for attempt in _retry_context(dependency, retry, backoff):
+    def call() -> Awaitable[T]:
+        return _attempt(dependency, fn, timeout_s, breaker, is_transient)
+
+    return await _retrying(dependency, retry, backoff, call)
+
+
+async def _retrying(
+    dependency: str, policy: RetryPolicy, on: Callable[[Exception], bool | float], call: Callable[[], Awaitable[T]]
+) -> T:
+    """``call`` under the policy. The first attempt runs before any retry context exists: setting
+    one up costs more than a fast call itself, and ingestion's publisher makes one call per Kafka
+    chunk (decision 0961). A failure enters stamina's context, whose first attempt re-raises it, so
+    stamina decides on it exactly as if it had made that attempt: the same attempt count, backoff,
+    hints and retry counting."""
+    try:
+        return await call()
+    except Exception as exc:
+        failure: Exception | None = exc
+    async for attempt in _retry_context(dependency, policy, on):
         with attempt:
-            return await _attempt(dependency, fn, timeout_s, breaker, is_transient)
+            if failure is not None:
+                replayed, failure = failure, None
+                raise replayed
+            return await call()
     raise AssertionError("unreachable: stamina raises the last error when attempts run out")
 
 
@@ -259,21 +276,22 @@ async def keep_trying(
             return min(max(policy.base_delay_s, exc.retry_after_s), policy.max_delay_s)
         return _hinted_wait(exc, policy, retry_after)
 
+    async def call() -> T:
+        state.started, state.in_call = time.monotonic(), True
+        try:
+            return await fn()
+        except Exception as exc:
+            if on_error is not None:
+                on_error(exc)
+            raise
+        finally:
+            state.in_call = False
+
     async def loop() -> T | None:
         while True:
             state.ran_long = False
             try:
-                async for attempt in _retry_context(dependency, policy, backoff):
-                    with attempt:
-                        state.started, state.in_call = time.monotonic(), True
-                        try:
-                            return await fn()
-                        except Exception as exc:
-                            if on_error is not None:
-                                on_error(exc)
-                            raise
-                        finally:
-                            state.in_call = False
+                return await _retrying(dependency, policy, backoff, call)
             except Exception:
                 if stop is not None and stop.is_set():
                     return None
@@ -281,7 +299,6 @@ async def keep_trying(
                     RETRIES.labels(dependency, "session_ended").inc()
                     continue
                 raise
-            raise AssertionError("unreachable: stamina raises the last error when attempts run out")
 
     if stop is None:
         return await loop()
@@ -308,14 +325,16 @@ async def _attempt(
     is_transient: Callable[[BaseException], bool],
 ) -> T:
     """One bounded call through the breaker, counted and timed."""
+
+    async def bounded() -> T:
+        # A timeout scope in the caller's task rather than wait_for's extra task per call: the same
+        # TimeoutError when it expires, at a fraction of the cost on the success path (decision 0961).
+        async with asyncio.timeout(timeout_s):
+            return await fn()
+
     t0 = time.perf_counter()
     try:
-        if breaker is not None:
-            result = await breaker.call_async(lambda: asyncio.wait_for(fn(), timeout_s))
-        elif timeout_s is not None:
-            result = await asyncio.wait_for(fn(), timeout_s)
-        else:
-            result = await fn()
+        result = await (breaker.call_async(bounded) if breaker is not None else bounded())
     except CircuitBreakerError as exc:
         DEPENDENCY_CALLS.labels(dependency, "rejected_open").inc()
         remaining = 0.0

@@ -295,3 +295,52 @@ async def test_guarded_call_refuses_an_unbounded_policy() -> None:
 
     with pytest.raises(ValueError, match="keep_trying"):
         await guarded_call("t-unbounded", ok, timeout_s=1, retry=RetryPolicy(attempts=None))
+
+
+async def test_a_failing_call_gets_exactly_the_policys_attempts_and_each_retry_is_counted() -> None:
+    """The first attempt runs outside stamina and its failure is handed to stamina (decision 0961):
+    it must count as attempt 1, so 3 attempts are 3 calls and 2 counted retries, not 4 and 3."""
+    calls = 0
+
+    async def refused() -> None:
+        nonlocal calls
+        calls += 1
+        raise ConnectionRefusedError("refused")
+
+    before = _retries("t-exhaust", "ConnectionRefusedError")
+    with pytest.raises(ConnectionRefusedError):
+        await guarded_call("t-exhaust", refused, timeout_s=1, retry=RetryPolicy(3, 0.001, 0.01))
+    assert calls == 3
+    assert _retries("t-exhaust", "ConnectionRefusedError") - before == 2
+
+
+async def test_a_call_that_succeeds_at_once_sets_up_no_retry_context(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The success path pays no retry machinery; the first failure does enter it."""
+    import energy.resilience as resilience
+
+    contexts: list[str] = []
+    real = resilience._retry_context
+
+    def counting(dependency: str, policy: RetryPolicy, on: object) -> object:
+        contexts.append(dependency)
+        return real(dependency, policy, on)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(resilience, "_retry_context", counting)
+    policy = RetryPolicy(None, 0.001, 0.01)
+    calls = 0
+
+    async def ok() -> str:
+        return "ok"
+
+    async def fails_once() -> str:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ConnectionError("down")
+        return "ok"
+
+    assert await keep_trying("t-fast-ok", ok, policy=policy) == "ok"
+    assert await guarded_call("t-fast-ok", ok, timeout_s=1, retry=RetryPolicy(3, 0.001, 0.01)) == "ok"
+    assert contexts == []
+    assert await keep_trying("t-fast-retry", fails_once, policy=policy) == "ok"
+    assert contexts == ["t-fast-retry"] and calls == 2

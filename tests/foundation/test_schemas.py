@@ -149,6 +149,23 @@ def test_reading_id_is_deterministic_across_timezones() -> None:
     assert reading_id("m1", NOW) != reading_id("m1", NOW + timedelta(seconds=15))
 
 
+@pytest.mark.parametrize(
+    ("meter_id", "ts", "name"),
+    [
+        ("m1", datetime(2026, 12, 3, 15, 0, tzinfo=UTC), "m1|2026-12-03T15:00:00+00:00"),
+        (
+            "site-7:main.2",
+            datetime(2026, 12, 3, 16, 0, 15, 250000, tzinfo=timezone(timedelta(hours=1))),
+            "site-7:main.2|2026-12-03T15:00:15.250000+00:00",
+        ),
+    ],
+)
+def test_reading_id_is_uuid5_of_meter_and_utc_time(meter_id: str, ts: datetime, name: str) -> None:
+    """The ids already published must not change: the name is written out by hand, hashed by the standard library."""
+    namespace = uuid.UUID("6f1e3c52-8d8e-4a64-9a3c-1f9b1f3e2a10")
+    assert reading_id(meter_id, ts) == uuid.uuid5(namespace, name)
+
+
 def test_strict_types_reject_strings_for_numbers() -> None:
     raw = {
         "meter_id": "m1",

@@ -140,7 +140,15 @@ async def test_http_answers_503_with_retry_after_when_kafka_hangs_and_the_buffer
                 "/v1/readings", json=[reading("fac-004-m01", i, minutes=i) for i in range(3)], headers=headers
             )
             second = await http.post("/v1/readings", json=[reading("fac-004-m02", 9)], headers=headers)
-            ready = await http.get("/ready")
+            # The HTTP wait and the publish timeout are both 1 s, and the publish timeout starts a little
+            # later (after the publisher's linger): /ready turns 503 once it expires, so wait for that.
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 10
+            while True:
+                ready = await http.get("/ready")
+                if ready.status_code == 503 or loop.time() > deadline:
+                    break
+                await asyncio.sleep(0.05)
         assert first.status_code == 503 and first.json()["error"] == "not_acknowledged"
         assert second.status_code == 503 and second.json()["error"] == "buffer_full"
         assert second.headers["Retry-After"] == str(s.ingestion.retry_after_s)
