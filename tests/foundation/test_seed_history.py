@@ -120,6 +120,7 @@ async def test_history_rollups_follow_the_profile_and_a_second_seed_changes_noth
             four = [q[h + timedelta(minutes=15 * k)]["avg_kw"] for k in range(4)]
             assert hours[h]["avg_kw"] == pytest.approx(sum(four) / 4, rel=1e-9)
             assert hours[h]["max_kw"] == pytest.approx(max(four), rel=1e-9)
+
     # Weekly and daily shape, in each facility's own zone: the office is busy at weekday noon, quiet
     # at 3 am and at weekends; the retail shop is open on Sunday afternoon.
     # Only quarters with every meter reporting and nothing anomalous: the seeded faults (a meter out, a
