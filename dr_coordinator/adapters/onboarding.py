@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -289,6 +291,50 @@ async def rotate_hmac_secret(
     return HmacSecretRotated(utility_id=utility_id, previous_valid_until=until)
 
 
+@dataclass(frozen=True)
+class _SealedSecret:
+    """One sealed secret column of ``utilities``: how to open its value and seal it again."""
+
+    column: str
+    legacy_column: str | None  # the plaintext column it replaced (emptied when sealed), if any
+    has_legacy: Callable[[Any], bool]
+    open: Callable[[SecretBox, str, str | None, Any], Any]
+    seal: Callable[[SecretBox, str, Any], str]
+    update_sql: str  # $1 utility id, $2 the new ciphertext
+    audit_event: str
+
+
+_SEALED_SECRETS = (
+    _SealedSecret(
+        "ven_credentials_encrypted",
+        "ven_credentials",
+        lambda legacy: bool(legacy_plaintext(legacy)),
+        unseal,
+        seal,
+        "UPDATE utilities SET ven_credentials_encrypted = $2, ven_credentials = '{}'::jsonb WHERE utility_id = $1",
+        "ven_credentials_reencrypted",
+    ),
+    _SealedSecret(
+        "hmac_secret_encrypted",
+        "hmac_secret",
+        bool,
+        unseal_hmac,
+        seal_hmac,
+        "UPDATE utilities SET hmac_secret_encrypted = $2, hmac_secret = '' WHERE utility_id = $1",
+        "hmac_secret_reencrypted",
+    ),
+    _SealedSecret(
+        "hmac_previous_secret_encrypted",
+        None,
+        lambda _legacy: False,
+        unseal_hmac,
+        seal_hmac,
+        "UPDATE utilities SET hmac_previous_secret_encrypted = $2 WHERE utility_id = $1",
+        "hmac_previous_secret_reencrypted",
+    ),
+)
+
+
 async def reencrypt_credentials(
     conn: Any, actor: str, box: SecretBox | None = None, utility_ids: list[str] | None = None
 ) -> dict[str, int]:
@@ -307,60 +353,22 @@ async def reencrypt_credentials(
             utility_ids,
         )
         for r in rows:
-            uid, encrypted = r["utility_id"], r["ven_credentials_encrypted"]
-            kind = _reseal_kind(box, encrypted, bool(legacy_plaintext(r["ven_credentials"])))
-            if kind is not None:
+            uid = r["utility_id"]
+            for stored in _SEALED_SECRETS:
+                sealed = r[stored.column]
+                legacy = r[stored.legacy_column] if stored.legacy_column else None
+                kind = _reseal_kind(box, sealed, stored.has_legacy(legacy))
+                if kind is None:
+                    counts["current"] += bool(sealed)
+                    continue
                 try:
-                    creds = unseal(box, uid, encrypted) if encrypted else legacy_plaintext(r["ven_credentials"])
+                    value = stored.open(box, uid, sealed, legacy)
                 except SecretBoxError:
-                    kind = "unreadable"
-                else:
-                    await conn.execute(
-                        """UPDATE utilities SET ven_credentials_encrypted = $2, ven_credentials = '{}'::jsonb
-                           WHERE utility_id = $1""",
-                        uid,
-                        seal(box, uid, creds),
-                    )
-                    await audit(conn, uid, actor, "ven_credentials_reencrypted", {"from": kind, "key_id": box.key_id})
+                    counts["unreadable"] += 1
+                    continue
+                await conn.execute(stored.update_sql, uid, stored.seal(box, uid, value))
+                await audit(conn, uid, actor, stored.audit_event, {"from": kind, "key_id": box.key_id})
                 counts[kind] += 1
-            elif encrypted:
-                counts["current"] += 1
-            hmac_encrypted = r["hmac_secret_encrypted"]
-            kind = _reseal_kind(box, hmac_encrypted, bool(r["hmac_secret"]))
-            if kind is not None:
-                try:
-                    secret = unseal_hmac(box, uid, hmac_encrypted, r["hmac_secret"])
-                except SecretBoxError:
-                    kind = "unreadable"
-                else:
-                    await conn.execute(
-                        "UPDATE utilities SET hmac_secret_encrypted = $2, hmac_secret = '' WHERE utility_id = $1",
-                        uid,
-                        seal_hmac(box, uid, secret),
-                    )
-                    await audit(conn, uid, actor, "hmac_secret_reencrypted", {"from": kind, "key_id": box.key_id})
-                counts[kind] += 1
-            elif hmac_encrypted:
-                counts["current"] += 1
-            previous = r["hmac_previous_secret_encrypted"]
-            kind = _reseal_kind(box, previous, False)
-            if kind is not None:
-                try:
-                    secret = unseal_hmac(box, uid, previous)
-                except SecretBoxError:
-                    kind = "unreadable"
-                else:
-                    await conn.execute(
-                        "UPDATE utilities SET hmac_previous_secret_encrypted = $2 WHERE utility_id = $1",
-                        uid,
-                        seal_hmac(box, uid, secret),
-                    )
-                    await audit(
-                        conn, uid, actor, "hmac_previous_secret_reencrypted", {"from": kind, "key_id": box.key_id}
-                    )
-                counts[kind] += 1
-            elif previous:
-                counts["current"] += 1
     return counts
 
 
