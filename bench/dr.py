@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import cProfile
 import faulthandler
+import os
 import re
 import shutil
 import signal
@@ -106,6 +107,7 @@ async def _wait(what: str, check: Any, timeout_s: float, every_s: float = 0.05) 
 
 
 async def run(quick: bool, profile: str | None) -> dict[str, Any]:
+    load_start = os.getloadavg()[0]
     from dr_coordinator.adapters import onboarding
     from energy.adapters.influx import InfluxClient
     from energy.adapters.postgres import create_pool
@@ -150,6 +152,8 @@ async def run(quick: bool, profile: str | None) -> dict[str, Any]:
             ven_poll_interval_s=60.0,
             webhook_base_url=f"http://127.0.0.1:{api_port}",
         )
+        defaults = type(s.dr)().model_dump()
+        overrides = {k: v for k, v in s.dr.model_dump().items() if v != defaults[k] and not k.endswith("_url")}
         s = s.model_copy(
             update={
                 "postgres": s.postgres.model_copy(update={"port": pg.port, "pool_max": 20}),
@@ -445,6 +449,9 @@ async def run(quick: bool, profile: str | None) -> dict[str, Any]:
     coordinator_rate = commands / last_ack_s
     anchor_rate = anchor["items"] / anchor["seconds"]
     return {
+        "settings_overrides": "dr." + ", dr.".join(f"{k}={v}" for k, v in sorted(overrides.items())),
+        "load_avg_1m_start": round(load_start, 1),
+        "load_avg_1m_end": round(os.getloadavg()[0], 1),
         "utilities": UTILITIES,
         "dispatch_facilities": facilities,
         "bms_latency_ms": BMS_LATENCY_MS,
@@ -499,6 +506,8 @@ def main() -> None:
             "vtn_posts_answered_s": "s",
             "dispatch_bms_commands": "commands",
             "dispatch_all_healthy_s": "s",
+            "load_avg_1m_start": "runnable processes",
+            "load_avg_1m_end": "runnable processes",
             "dispatch_last_confirmed_s": "s",
             "coordinator_commands_per_s": "commands/s",
             "anchor_bms_calls_per_s": "calls/s",
@@ -529,8 +538,9 @@ def main() -> None:
             "PostgreSQL's processes and of the BMS simulator. Anchor: a bare httpx client sending pre-built "
             f"SetSetpoint envelopes to the same simulator with at most {IN_FLIGHT} calls in flight (the "
             "coordinator's worker_batch), as many calls as the dispatch confirmed (at most 2,000). BMS call timeout "
-            "30 s, connect timeout 10 s (the shared simulator's queueing is not a building failing). Shared 2-core "
-            "machine with other work running (loaded): absolute figures are context, the ratio is the goal."
+            "30 s, connect timeout 10 s (the shared simulator's queueing is not a building failing); every DR setting "
+            "that differs from its default is in settings_overrides. Absolute figures are context (see the load "
+            "averages), the ratio is the goal."
         ),
     )
 
