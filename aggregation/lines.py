@@ -19,17 +19,8 @@ FACILITY_ROLLUPS = "facility_rollups"
 _TAG_ESCAPES = str.maketrans({",": r"\,", " ": r"\ ", "=": r"\=", "\\": "\\\\"})
 
 
-def _tag(value: str) -> str:
-    return value.translate(_TAG_ESCAPES)
-
-
 def _str_field(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _float(value: float) -> str:
-    text = repr(value)
-    return text[:-2] if text[-2:] == ".0" else text  # same as the shared encoder
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -40,30 +31,37 @@ def ts_ns(ts: datetime) -> int:
     return (ts - _EPOCH) // _MICROSECOND * 1000
 
 
+# Floats are written as their shortest repr without a trailing ".0" (the shared encoder's text),
+# inlined in the f-strings: a function call per field was a tenth of the engine's line formatting.
+
+
 def raw_line(r: Reading, time_ns: int | None = None) -> str:
     # Ids match schemas.readings.ID_PATTERN, anomalies are enum values and reading_id is a UUID:
     # none can hold a character line protocol escapes, so the hot path skips escaping (tested).
     anomalies = ",".join([a.value for a in r.anomalies]) if r.anomalies else ""
     return (
         f"{RAW_MEASUREMENT},facility_id={r.facility_id},meter_id={r.meter_id} "
-        f'active_power_kw={_float(r.active_power_kw)},anomalies="{anomalies}",'
-        f"current_a={_float(r.current_a)},energy_kwh={_float(r.energy_kwh)},"
-        f'reactive_power_kvar={_float(r.reactive_power_kvar)},reading_id="{r.reading_id}",'
-        f"seq={r.seq}i,voltage_v={_float(r.voltage_v)} {ts_ns(r.ts) if time_ns is None else time_ns}"
+        f'active_power_kw={repr(r.active_power_kw).removesuffix(".0")},anomalies="{anomalies}",'
+        f"current_a={repr(r.current_a).removesuffix('.0')},energy_kwh={repr(r.energy_kwh).removesuffix('.0')},"
+        f'reactive_power_kvar={repr(r.reactive_power_kvar).removesuffix(".0")},reading_id="{r.reading_id}",'
+        f"seq={r.seq}i,voltage_v={repr(r.voltage_v).removesuffix('.0')} {ts_ns(r.ts) if time_ns is None else time_ns}"
     )
 
 
 def rollup_line(row: RollupRow) -> str:
-    ru = row.rollup
-    if row.meter_id is None:
-        head = f"{FACILITY_ROLLUPS},facility_id={_tag(row.facility_id)},window={row.key.window}"
+    facility_id, meter_id, (window, start_ns), ru = row
+    energy, register, avg, low, high, samples, coverage, anomalies = ru
+    if meter_id is None:
+        head = f"{FACILITY_ROLLUPS},facility_id={facility_id.translate(_TAG_ESCAPES)},window={window}"
     else:
         head = (
-            f"{METER_ROLLUPS},facility_id={_tag(row.facility_id)},meter_id={_tag(row.meter_id)},window={row.key.window}"
+            f"{METER_ROLLUPS},facility_id={facility_id.translate(_TAG_ESCAPES)},"
+            f"meter_id={meter_id.translate(_TAG_ESCAPES)},window={window}"
         )
     return (
-        f"{head} anomaly_count={ru.anomaly_count}i,avg_kw={_float(ru.avg_kw)},coverage={_float(ru.coverage)},"
-        f"energy_kwh={_float(ru.energy_kwh)},"
-        f"energy_register_kwh={_float(ru.energy_register_kwh)},max_kw={_float(ru.max_kw)},"
-        f"min_kw={_float(ru.min_kw)},sample_count={ru.sample_count}i {row.key.start_ns}"
+        f"{head} anomaly_count={anomalies}i,avg_kw={repr(avg).removesuffix('.0')},"
+        f"coverage={repr(coverage).removesuffix('.0')},energy_kwh={repr(energy).removesuffix('.0')},"
+        f"energy_register_kwh={repr(register).removesuffix('.0')},"
+        f"max_kw={repr(high).removesuffix('.0')},min_kw={repr(low).removesuffix('.0')},"
+        f"sample_count={samples}i {start_ns}"
     )

@@ -25,6 +25,7 @@ import urllib.request
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
@@ -32,7 +33,7 @@ from aggregation.config import AggregationSettings
 from bench.anchors import run_anchor as anchor
 from bench.common import parser, write_results
 from energy.adapters.influx import InfluxClient, iter_rows
-from energy.settings import get_settings
+from energy.settings import Settings, get_settings
 from energy.stack.process import free_port
 from energy.stack.topics import ensure_topics_async
 from schemas.readings import MeterReading, MeterReadingEvent, reading_id
@@ -220,12 +221,54 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+def _create_db(url: str, db: str, rollups: bool = True) -> None:
+    _influx_admin(url, f'CREATE DATABASE "{db}"')
+    _influx_admin(url, f'CREATE RETENTION POLICY "raw_90d" ON "{db}" DURATION 90d REPLICATION 1 DEFAULT')
+    if rollups:
+        _influx_admin(url, f'CREATE RETENTION POLICY "rollups_2y" ON "{db}" DURATION 730d REPLICATION 1')
+
+
+def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        proc.wait(30)
+
+
+def _round_figures(
+    rate: float, worker_cpu_s: float, total: int, consumer: dict[str, Any], writer: dict[str, Any]
+) -> dict[str, float]:
+    consumer_rate = consumer["items"] / consumer["seconds"]
+    writer_rate = writer["items"] / writer["seconds"]
+    path_rate = 1 / (1 / consumer_rate + 1 / writer_rate)
+    engine_cpu = worker_cpu_s / total * 100_000
+    anchor_cpu = (consumer["cpu_s"] + writer["cpu_s"]) / total * 100_000
+    return {
+        "rate": rate,
+        "engine_cpu": engine_cpu,
+        "consumer_rate": consumer_rate,
+        "writer_rate": writer_rate,
+        "path_rate": path_rate,
+        "anchor_cpu": anchor_cpu,
+        "ratio_rate": rate / path_rate,
+        "ratio_cpu": anchor_cpu / engine_cpu,
+    }
+
+
 async def main() -> int:
     p = parser(__doc__ or "")
     p.add_argument("--workers", type=int, default=1, help="worker processes in the group (<= 6 partitions)")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=0,
+        help="interleaved rounds of engine, consumer anchor, writer anchor (default: 3, --quick: 2); medians reported",
+    )
     args = p.parse_args()
     workers = max(1, min(6, int(args.workers)))
     quick = bool(args.quick)
+    rounds = max(1, int(args.rounds) or (2 if quick else 3))
     base = get_settings()
     uid = uuid.uuid4().hex[:8]
     topic, dlq, group, db = f"bench-agg-{uid}", f"bench-agg-dlq-{uid}", f"bench-agg-{uid}", f"bench_agg_{uid}"
@@ -233,80 +276,115 @@ async def main() -> int:
     per_meter = 300 if quick else 1500  # 60k or 300k readings
     fresh_s = 15.0 if quick else 60.0
     bootstrap = base.kafka.bootstrap_servers
+    url = base.influx.url
     await ensure_topics_async(bootstrap, {topic: 6, dlq: 1})
-    _influx_admin(base.influx.url, f'CREATE DATABASE "{db}"')
-    _influx_admin(base.influx.url, f'CREATE RETENTION POLICY "raw_90d" ON "{db}" DURATION 90d REPLICATION 1 DEFAULT')
-    _influx_admin(base.influx.url, f'CREATE RETENTION POLICY "rollups_2y" ON "{db}" DURATION 730d REPLICATION 1')
     # Default settings: only the names (topic, group, database) and the archiver (another consumer,
     # off) differ; settings_for's test-speed batch_max_wait_s is put back to the default.
     defaults = AggregationSettings()
-    s = settings_for(base, db, topic, dlq, group, archive_enabled=False, batch_max_wait_s=defaults.batch_max_wait_s)
+
+    def settings(k: int) -> Settings:
+        return settings_for(
+            base,
+            f"{db}_r{k}",
+            topic,
+            dlq,
+            f"{group}-r{k}",
+            archive_enabled=False,
+            batch_max_wait_s=defaults.batch_max_wait_s,
+        )
+
+    s = settings(0)
     overrides = {
         name: getattr(s.aggregation, name)
         for name in AggregationSettings.model_fields
         if getattr(s.aggregation, name) != getattr(defaults, name) and name not in _NAMES
     }
-    influx = InfluxClient(s.influx, breaker_name="influxdb-bench")
     log = Path(tempfile.gettempdir()) / f"bench-aggregate-{uid}.log"
     procs: list[subprocess.Popen[bytes]] = []
+    per_round: list[dict[str, float]] = []
+    loads: list[float] = [os.getloadavg()[0]]
+    created: list[str] = []
+    influx: InfluxClient | None = None
     try:
         t0 = time.perf_counter()
         total = await _produce_backlog(bootstrap, topic, facilities, meters, per_meter)
         produce_s = time.perf_counter() - t0
-        ports = [free_port() for _ in range(workers)]
-        procs = [_spawn(worker_env(s, port), log) for port in ports]
-        for port in ports:
-            await _wait_http(port)
-        cpu0 = sum(_cpu_s(proc) for proc in procs)
-        rate, elapsed = await _throughput(bootstrap, topic, group, total, timeout_s=600)
-        worker_cpu_s = sum(_cpu_s(proc) for proc in procs) - cpu0
-        try:
-            import psutil
+        # Rounds, each: the engine drains the whole backlog (a new consumer group, an empty database),
+        # then the anchors on the same backlog: a bare consumer that only decodes it, and a bare writer
+        # of as many raw points into an empty scratch database. Interleaving puts the engine and its
+        # anchors under the same load; the medians of the rounds are the figures (decision 1010).
+        for k in range(rounds):
+            s = settings(k)
+            _create_db(url, s.influx.database)
+            created.append(s.influx.database)
+            ports = [free_port() for _ in range(workers)]
+            procs = [_spawn(worker_env(s, port), log) for port in ports]
+            for port in ports:
+                await _wait_http(port)
+            cpu0 = sum(_cpu_s(proc) for proc in procs)
+            rate, elapsed = await _throughput(bootstrap, topic, s.aggregation.consumer_group, total, timeout_s=600)
+            worker_cpu_s = sum(_cpu_s(proc) for proc in procs) - cpu0
+            try:
+                import psutil
 
-            rss_mb = max(psutil.Process(proc.pid).memory_info().rss for proc in procs) / 2**20
-        except Exception:
-            rss_mb = float("nan")
+                rss_mb = max(psutil.Process(proc.pid).memory_info().rss for proc in procs) / 2**20
+            except Exception:
+                rss_mb = float("nan")
+            if k < rounds - 1:
+                _stop(procs)
+                procs = []
+            consumer = anchor(["kafka-consumer-decode", "--topic", topic, "--n", str(total)])
+            anchor_db = f"{db}_anchor_r{k}"
+            _create_db(url, anchor_db, rollups=False)
+            created.append(anchor_db)
+            writer = anchor(["influx-writer", "--database", anchor_db, "--n", str(total)])
+            per_round.append({**_round_figures(rate, worker_cpu_s, total, consumer, writer), "elapsed": elapsed})
+            loads.append(os.getloadavg()[0])
+        # Freshness with the last round's worker, still running: live readings on the same topic.
+        influx = InfluxClient(s.influx, breaker_name="influxdb-bench")
         fresh = await _freshness(bootstrap, topic, influx, fresh_s, load_per_s=2000)
-        # Anchors, same run, same backlog: a bare consumer that only decodes it, and a bare writer of
-        # as many raw points into a scratch database; in series they are the least the engine must do.
-        consumer = anchor(["kafka-consumer-decode", "--topic", topic, "--n", str(total)])
-        _influx_admin(base.influx.url, f'CREATE DATABASE "{db}_anchor"')
-        _influx_admin(
-            base.influx.url, f'CREATE RETENTION POLICY "raw_90d" ON "{db}_anchor" DURATION 90d REPLICATION 1 DEFAULT'
-        )
-        writer = anchor(["influx-writer", "--database", f"{db}_anchor", "--n", str(total)])
+        loads.append(os.getloadavg()[0])
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            proc.wait(30)
-        await influx.close()
-        _influx_admin(base.influx.url, f'DROP DATABASE "{db}"')
-        _influx_admin(base.influx.url, f'DROP DATABASE "{db}_anchor"')
-    consumer_rate = consumer["items"] / consumer["seconds"]
-    writer_rate = writer["items"] / writer["seconds"]
-    path_rate = 1 / (1 / consumer_rate + 1 / writer_rate)
-    anchor_cpu = (consumer["cpu_s"] + writer["cpu_s"]) / total * 100_000
+        _stop(procs)
+        if influx is not None:
+            await influx.close()
+        for name in created:
+            _influx_admin(url, f'DROP DATABASE "{name}"')
+
+    def med(key: str) -> float:
+        return float(statistics.median(r[key] for r in per_round))
+
+    def listed(key: str, digits: int) -> str:
+        return ", ".join(f"{r[key]:.{digits}f}" for r in per_round)
+
+    rate = med("rate")
     figures = {
         "readings_per_s": round(rate, 1),
         "readings_per_s_per_worker": round(rate / workers, 1),
-        "cpu_s_per_100k_readings": round(worker_cpu_s / total * 100_000, 2),
-        "anchor_consumer_decode_per_s": round(consumer_rate, 1),
-        "anchor_influx_writer_points_per_s": round(writer_rate, 1),
-        "anchor_consumer_plus_writer_per_s": round(path_rate, 1),
-        "ratio_engine_vs_consumer_plus_writer": round(rate / path_rate, 3),
-        "anchor_cpu_s_per_100k_readings": round(anchor_cpu, 2),
-        "cpu_ratio_engine_vs_anchors": round(worker_cpu_s / total * 100_000 / anchor_cpu, 2),
+        "cpu_s_per_100k_readings": round(med("engine_cpu"), 2),
+        "anchor_consumer_decode_per_s": round(med("consumer_rate"), 1),
+        "anchor_influx_writer_points_per_s": round(med("writer_rate"), 1),
+        "anchor_consumer_plus_writer_per_s": round(med("path_rate"), 1),
+        "ratio_engine_vs_consumer_plus_writer": round(med("ratio_rate"), 3),
+        "anchor_cpu_s_per_100k_readings": round(med("anchor_cpu"), 2),
+        "cpu_ratio_engine_vs_anchors": round(med("engine_cpu") / med("anchor_cpu"), 2),
+        "ratio_anchors_vs_engine_per_cpu": round(med("ratio_cpu"), 3),
+        "rounds": rounds,
+        "rounds_readings_per_s": listed("rate", 0),
+        "rounds_cpu_s_per_100k_readings": listed("engine_cpu", 2),
+        "rounds_anchor_cpu_s_per_100k_readings": listed("anchor_cpu", 2),
+        "rounds_ratio_engine_vs_consumer_plus_writer": listed("ratio_rate", 3),
+        "rounds_ratio_anchors_vs_engine_per_cpu": listed("ratio_cpu", 3),
         "readings": total,
         "workers": workers,
         "settings_overrides": ", ".join(f"{k}={v}" for k, v in sorted(overrides.items())) or "none",
-        "consume_seconds": round(elapsed, 2),
+        "consume_seconds": round(med("elapsed"), 2),
         "freshness_p50_s": round(statistics.median(fresh), 3),
         "freshness_p99_s": round(_pct(fresh, 0.99), 3),
         "freshness_samples": len(fresh),
         "worker_rss_mib": round(rss_mb, 1),
         "backlog_produce_readings_per_s": round(total / produce_s, 1),
+        "load_average_1m": ", ".join(f"{x:.1f}" for x in loads),
     }
     units = {
         "readings_per_s": "1/s",
@@ -318,6 +396,7 @@ async def main() -> int:
         "ratio_engine_vs_consumer_plus_writer": "ratio",
         "anchor_cpu_s_per_100k_readings": "cpu-s",
         "cpu_ratio_engine_vs_anchors": "ratio",
+        "ratio_anchors_vs_engine_per_cpu": "ratio",
         "consume_seconds": "s",
         "freshness_p50_s": "s",
         "freshness_p99_s": "s",
@@ -331,16 +410,19 @@ async def main() -> int:
     }
     notes = (
         f"{workers} worker process(es) (Faust, the one engine) on a 2-core machine shared with other jobs "
-        f"(1-min load average {os.getloadavg()[0]:.1f} at the end); "
+        f"(1-min load average at start, after each round and after freshness: {figures['load_average_1m']}); "
         f"backlog of {facilities} "
         f"facilities x {meters} meters, topic with 6 partitions; "
         "raw + 1m/15m/1h meter and facility rollups written per batch, "
         "offsets committed (Faust: acked) after the writes; "
         "freshness under 2000 readings/s live load plus a probe meter every 0.5 s; default aggregation settings "
         "except the ones named in settings_overrides. "
-        "Anchors (bench/anchors.py, own processes, same run and backlog): a bare aiokafka consumer decoding every "
-        "record, and a bare InfluxDB writer of as many raw points (batches of 5,000); the consumer+writer figure "
-        "is both in series, the least work the engine does per reading."
+        f"{rounds} interleaved rounds (engine on a new group and empty database, then its anchors); every figure "
+        "is the median of the rounds (the rounds_* rows list them). "
+        "Anchors (bench/anchors.py, own processes, same backlog): a bare aiokafka consumer decoding every "
+        "record with the worker's decoder, and a bare InfluxDB writer of as many raw points (batches of 5,000); "
+        "the consumer+writer figure is both in series, the least work the engine does per reading; "
+        "ratio_anchors_vs_engine_per_cpu = anchors' CPU-s / engine's CPU-s for the same readings."
     )
     write_results("aggregate", figures, units, quick, goals, notes)
     return 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from aggregation.domain.rollup import (
     NS,
@@ -35,8 +36,7 @@ def hour_of(ts_ns: int) -> int:
     return ts_ns // HOUR_NS
 
 
-@dataclass(frozen=True, slots=True)
-class WindowKey:
+class WindowKey(NamedTuple):  # a tuple: hashed and compared in C (dict keys on the hot path)
     window: str  # "1m", "15m", "1h"
     start_ns: int
 
@@ -52,7 +52,11 @@ class MeterSeries:
         if old == s:
             return False
         if old is None:
-            bisect.insort(self.times, s.ts_ns)
+            times = self.times
+            if not times or s.ts_ns > times[-1]:
+                times.append(s.ts_ns)  # the usual case: the meter's newest sample
+            else:
+                bisect.insort(times, s.ts_ns)
         self.samples[s.ts_ns] = s
         return True
 
@@ -157,7 +161,7 @@ class FacilityState:
             series = self.meters[meter_id] = MeterSeries()
         series.upsert(s)
         touched = {(meter_id, s.ts_ns - s.ts_ns % MINUTE_NS)}
-        nxt = series.after(s.ts_ns)
+        nxt = None if series.times[-1] == s.ts_ns else series.after(s.ts_ns)
         if nxt is not None and nxt.ts_ns - s.ts_ns <= self.params.max_register_gap_s * NS:
             touched.add((meter_id, nxt.ts_ns - nxt.ts_ns % MINUTE_NS))
         prev = series.before(s.ts_ns)
@@ -197,10 +201,15 @@ class FacilityState:
                         series.after(end - 1),
                         self.params.interval_s,
                     )
-        elif window == "15m":
-            part = combine(self.meter_part("1m", meter_id, start + i * MINUTE_NS) for i in range(15))
         else:
-            part = combine(self.meter_part("15m", meter_id, start + i * QUARTER_NS) for i in range(4))
+            lower, step, n = ("1m", MINUTE_NS, 15) if window == "15m" else ("15m", QUARTER_NS, 4)
+            parts = self._parts
+            subs: list[Partial | None] = []
+            for i in range(n):
+                sub_start = start + i * step
+                sub_key = (lower, meter_id, sub_start)
+                subs.append(parts[sub_key] if sub_key in parts else self.meter_part(lower, meter_id, sub_start))
+            part = combine(subs)
         self._parts[key] = part
         return part
 
@@ -219,8 +228,19 @@ class FacilityState:
             result = (min(totals), max(totals)) if totals else None
         else:
             lower, step, n = ("1m", MINUTE_NS, 15) if window == "15m" else ("15m", QUARTER_NS, 4)
-            parts = [mm for i in range(n) if (mm := self.facility_minmax(lower, start + i * step)) is not None]
-            result = (min(p[0] for p in parts), max(p[1] for p in parts)) if parts else None
+            cached = self._fac_minmax
+            lo, hi = float("inf"), float("-inf")
+            present = False
+            for i in range(n):
+                sub_key = (lower, start + i * step)
+                mm = cached[sub_key] if sub_key in cached else self.facility_minmax(*sub_key)
+                if mm is not None:
+                    present = True
+                    if mm[0] < lo:
+                        lo = mm[0]
+                    if mm[1] > hi:
+                        hi = mm[1]
+            result = (lo, hi) if present else None
         self._fac_minmax[key] = result
         return result
 
@@ -230,10 +250,13 @@ class FacilityState:
             return None
         return to_rollup(part, WINDOW_SECONDS[key.window])
 
-    def facility_window(self, key: WindowKey) -> tuple[Rollup, dict[str, Rollup]] | None:
-        """The facility rollup of one window and the meter rollups it was built from."""
+    def facility_window(
+        self, key: WindowKey, meter_ids: Iterable[str] | None = None
+    ) -> tuple[Rollup, dict[str, Rollup]] | None:
+        """The facility rollup of one window and the meter rollups it was built from
+        (``meter_ids``: ``sorted(self.meters)``, when the caller has it)."""
         per_meter: dict[str, Rollup] = {}
-        for meter_id in sorted(self.meters):
+        for meter_id in sorted(self.meters) if meter_ids is None else meter_ids:
             got = self.meter_window(meter_id, key)
             if got is not None:
                 per_meter[meter_id] = got
@@ -262,8 +285,7 @@ class FacilityState:
         return sum(len(s) for s in self.meters.values())
 
 
-@dataclass(frozen=True)
-class RollupRow:
+class RollupRow(NamedTuple):
     """One rollup point to write: facility-level when ``meter_id`` is None."""
 
     facility_id: str
@@ -279,8 +301,9 @@ def rollups_for(state: FacilityState, touched: Iterable[tuple[str, int]]) -> lis
         for name, secs in WINDOWS:
             by_window.setdefault(WindowKey(name, window_start(minute, secs)), set()).add(meter_id)
     rows: list[RollupRow] = []
+    meter_ids = sorted(state.meters)
     for key in sorted(by_window, key=lambda k: (k.start_ns, k.window)):
-        got = state.facility_window(key)
+        got = state.facility_window(key, meter_ids)
         if got is None:
             continue
         fac, per_meter = got
