@@ -75,12 +75,27 @@ _DECODER = msgspec.json.Decoder(FastMeterReadingEvent)
 # A time with more than 6 fractional digits: msgspec rounds to the microsecond, pydantic truncates.
 # (A digit before the colon: a JSON number after a key's colon never matches.)
 _SUB_MICROSECOND = re.compile(rb"\d:\d\d\.\d{7}")
+# The same test, fast (decision 1010): searched as above, the pattern costs ~10 us per event (a
+# match attempt at every digit); a pattern that starts with a literal is found by a fast scan, and
+# the few dots followed by 7 digits (floats included) are then checked for the time before them.
+_SEVEN_DECIMALS = re.compile(rb"\.\d{7}")
+_SECONDS = re.compile(rb"\d:\d\d")
 _FINITE = float("inf")
+
+
+def has_sub_microsecond_time(raw: bytes) -> bool:
+    """Whether ``_SUB_MICROSECOND`` occurs in ``raw`` (every dot followed by 7 digits is a match of
+    ``_SEVEN_DECIMALS``: the 7 digits it skips hold no dot)."""
+    for m in _SEVEN_DECIMALS.finditer(raw):
+        dot = m.start()
+        if dot >= 4 and _SECONDS.fullmatch(raw, dot - 4, dot) is not None:
+            return True
+    return False
 
 
 def decode_meter_reading(raw: bytes) -> FastMeterReadingEvent | None:
     """The event, or None when the fast path cannot vouch for it (decode it with the registry)."""
-    if _SUB_MICROSECOND.search(raw) is not None:
+    if has_sub_microsecond_time(raw):
         return None
     try:
         event = _DECODER.decode(raw)

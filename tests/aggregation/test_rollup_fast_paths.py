@@ -19,6 +19,7 @@ from aggregation.domain.state import FacilityState, RollupParams, RollupRow, Win
 from aggregation.lines import raw_line, rollup_line, ts_ns
 from energy.adapters.influx import point
 from schemas.readings import Anomaly, MeterReading
+from schemas.readings_fast import _SUB_MICROSECOND, has_sub_microsecond_time
 
 finite = st.floats(allow_nan=False, allow_infinity=False)
 kw = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False)
@@ -168,3 +169,23 @@ def test_a_late_sample_between_two_others_rewrites_the_neighbours_windows():
     assert later.energy_register_kwh == 100.4 - 100.1  # by hand: from the inserted sample, not from t0
     assert state.meters["m1"].times == [t0, t0 + 65 * NS, t0 + 120 * NS]
     assert rows[("m1", WindowKey("1m", t0 + 60 * NS))].avg_kw == 8.0
+
+
+_pieces = [b"0", b"7", b":", b".", b'"', b"T", b"Z", b"-", b"1234567", b":00."]
+_time_bytes = st.lists(st.sampled_from(_pieces), max_size=40)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_time_bytes)
+def test_the_fast_sub_microsecond_check_is_the_regex_search(parts: list[bytes]) -> None:
+    raw = b"".join(parts)
+    assert has_sub_microsecond_time(raw) == (_SUB_MICROSECOND.search(raw) is not None), raw
+
+
+def test_the_fast_sub_microsecond_check_on_events():
+    base = b'{"ts":"2026-01-01T10:00:00.123456Z","active_power_kw":12.12345678,"x":"1:00.1234567"}'
+    assert not has_sub_microsecond_time(base.replace(b'"1:00.1234567"', b'"a"'))  # a float's 8 decimals
+    assert has_sub_microsecond_time(base)  # a string holding a time-like text: left to pydantic
+    assert has_sub_microsecond_time(base.replace(b"00.123456Z", b"00.1234567Z"))
+    assert has_sub_microsecond_time(b"9:59.1234567")  # at the very start
+    assert not has_sub_microsecond_time(b":59.1234567")  # no digit before the colon
