@@ -118,7 +118,7 @@ class EagerHandoffConsumer(AIOKafkaConsumer):
             timeout = 1.0 if deadline is None else deadline - time.monotonic()
             if timeout <= 0:
                 break
-            async for tp, message in self.getmany(timeout=timeout):
+            for tp, message in await self._getmany_batch(timeout):
                 offset, last = message.offset, read_offset[tp]
                 if last is not None and offset < last:
                     continue
@@ -131,6 +131,34 @@ class EagerHandoffConsumer(AIOKafkaConsumer):
             if deadline is None:
                 deadline = time.monotonic() + handoff.max_wait_s
         return batch
+
+    async def _getmany_batch(self, timeout: float) -> list[tuple[Any, Message]]:
+        """Faust's ``getmany`` as one list instead of an async generator (decision 1010).
+
+        The same rules: records of the active (or buffered) partitions only, none once the group
+        generation changed or the flow stopped (then Faust's seek back to the committed offsets),
+        the monitor told each partition's high watermark. Without a suspension between records
+        the generation and the flow cannot change inside the loop, so they are checked once per
+        fetch; the watermark is told once per partition. Faust's round-robin order across
+        partitions only mattered to a consumer taking one record at a time: the whole fetch is
+        handed over here, each partition's records in offset order.
+        """
+        records, active_partitions = await self._wait_next_records(timeout)
+        if records is None or self.should_stop:
+            return []
+        if not self.flow_active:
+            try:
+                await self.perform_seek()
+            except Exception as exc:
+                self.log.warning(f"exception performing seek when flow not active {exc}")
+            return []
+        to_message, buffered, monitor = self._to_message, self._buffered_partitions, self.app.monitor
+        out: list[tuple[Any, Message]] = []
+        for tp, tp_records in records.items():
+            if tp_records and (active_partitions is None or tp in active_partitions or tp in buffered):
+                monitor.track_tp_end_offset(tp, self.highwater(tp))
+                out.extend([(tp, to_message(tp, record)) for record in tp_records])
+        return out
 
     async def wait_first(self, *coros: WaitArgT, timeout: Any = None) -> WaitResults:
         if len(coros) == 2 and timeout is None and self._may_hand_off_eagerly():

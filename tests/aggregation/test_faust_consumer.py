@@ -180,19 +180,79 @@ class _Handoff:
 
 
 def fetches(consumer: Any, chunks: list[list[int]]) -> list[int]:
-    """Stand in for Faust's ``getmany`` (the broker's side is exercised by the integration tests):
-    each call yields the next chunk of offsets of partition 0; returns the count of calls made."""
+    """Stand in for the fetch (``_getmany_batch``; the broker's side is exercised by the integration
+    tests): each call returns the next chunk of offsets of partition 0; returns the count of calls made."""
     calls = [0]
     pending = list(chunks)
 
-    async def getmany(timeout: float) -> AsyncIterator[tuple[Any, Any]]:
+    async def getmany_batch(timeout: float) -> list[tuple[Any, Any]]:
         calls[0] += 1
-        for offset in pending.pop(0) if pending else []:
-            msg = fetched(consumer, offset, generation=1)
-            yield msg.tp, msg
+        messages = [fetched(consumer, offset, generation=1) for offset in (pending.pop(0) if pending else [])]
+        return [(msg.tp, msg) for msg in messages]
 
-    consumer.getmany = getmany
+    consumer._getmany_batch = getmany_batch
     return calls
+
+
+class _Record:
+    """What aiokafka hands Faust per record (the fields ``_to_message`` reads)."""
+
+    def __init__(self, topic: str, partition: int, offset: int) -> None:
+        self.topic, self.partition, self.offset = topic, partition, offset
+        self.timestamp, self.timestamp_type, self.headers = 1_700_000_000_000 + offset, 0, []
+        self.key, self.value = b"k", f"v{partition}-{offset}".encode()
+        self.checksum, self.serialized_key_size, self.serialized_value_size = None, 1, 8
+
+
+@pytest.mark.parametrize("flow_active", [True, False])
+async def test_the_batch_getmany_takes_what_fausts_getmany_yields(consumer: Any, flow_active: bool) -> None:
+    """Faust's own ``getmany`` is the reference: same records of the same partitions (active or
+    buffered ones only), each partition in offset order, same generation stamp; nothing while the
+    flow is stopped."""
+    from faust.types.tuples import TP
+
+    topic = consumer.app.conf.id + "-readings"
+    tps = [TP(topic, p) for p in range(4)]
+    records = {tp: [_Record(topic, tp.partition, o) for o in range(tp.partition * 3)] for tp in tps}
+    active = {tps[1], tps[3]}
+    consumer._buffered_partitions = {tps[2]}
+
+    async def wait_next_records(timeout: float) -> tuple[Any, Any]:
+        return records, active
+
+    seeks: list[int] = []
+
+    async def perform_seek() -> None:
+        seeks.append(1)
+
+    consumer._wait_next_records = wait_next_records
+    consumer.perform_seek = perform_seek
+    consumer.highwater = lambda tp: 1000 + tp.partition
+    consumer.app.consumer_generation_id = 5
+    if not flow_active:
+        consumer.flow_active = False
+    try:
+        expected = [(tp, m.offset, m.value, m.generation_id) async for tp, m in consumer.getmany(timeout=0.1)]
+        got = [(tp, m.offset, m.value, m.generation_id) for tp, m in await consumer._getmany_batch(0.1)]
+    finally:
+        consumer.flow_active = True
+        consumer._buffered_partitions = set()
+        del consumer._wait_next_records, consumer.perform_seek, consumer.highwater
+    assert sorted(got, key=lambda x: (x[0].partition, x[1])) == got  # partition by partition, in order
+    assert sorted(got, key=lambda x: (x[0].partition, x[1])) == sorted(expected, key=lambda x: (x[0].partition, x[1]))
+    if flow_active:
+        # by hand: partitions 1 (active, 3 records), 2 (buffered, 6), 3 (active, 9); 0 has none
+        assert [(tp.partition, n) for tp, n in _counts(got)] == [(1, 3), (2, 6), (3, 9)]
+        assert {g for *_, g in got} == {5}
+    else:
+        assert got == [] and len(seeks) == 2  # Faust's getmany and ours each seek back
+
+
+def _counts(rows: list[tuple[Any, ...]]) -> list[tuple[Any, int]]:
+    out: dict[Any, int] = {}
+    for row in rows:
+        out[row[0]] = out.get(row[0], 0) + 1
+    return list(out.items())
 
 
 async def test_the_batch_fetch_takes_chunks_until_a_batch_is_full_and_skips_re_fetched_offsets(consumer: Any) -> None:
