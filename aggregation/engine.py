@@ -107,14 +107,14 @@ class RollupEngine:
         by_facility: dict[str, list[tuple[Reading, int]]] = {}
         raw_lines = []
         low, high = LOADABLE_NS
-        for r in readings:
+        for r, reading_id in zip(readings, lines.reading_ids(readings), strict=True):
             t = lines.ts_ns(r.ts)
             if not low <= t <= high:
                 raise UnrepresentableTimeError(
                     f"reading {r.reading_id} at {r.ts.isoformat()}: out of int64 nanoseconds"
                 )
             by_facility.setdefault(r.facility_id, []).append((r, t))
-            raw_lines.append(lines.raw_line(r, t))
+            raw_lines.append(lines.raw_line(r, t, reading_id))
         # Hold the state objects: a rebalance may reset() the cache while we await the loads.
         states = {facility_id: self._state(facility_id) for facility_id in by_facility}
         missing = {

@@ -7,7 +7,10 @@ validated ids, but are escaped anyway.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+
+import msgspec
 
 from aggregation.decode import Reading
 from aggregation.domain.state import RollupRow
@@ -35,7 +38,18 @@ def ts_ns(ts: datetime) -> int:
 # inlined in the f-strings: a function call per field was a tenth of the engine's line formatting.
 
 
-def raw_line(r: Reading, time_ns: int | None = None) -> str:
+_encode = msgspec.json.encode
+_decode_texts = msgspec.json.Decoder(list[str]).decode
+
+
+def reading_ids(readings: Sequence[Reading]) -> list[str]:
+    """``str(r.reading_id)`` of each reading, in two C calls for the whole batch (msgspec writes a
+    UUID in the same canonical form): ``UUID.__str__`` in Python was ~1.5 us per reading."""
+    return _decode_texts(_encode([r.reading_id for r in readings]))
+
+
+def raw_line(r: Reading, time_ns: int | None = None, reading_id: str | None = None) -> str:
+    """``time_ns`` and ``reading_id``: the reading's, when the caller has them already."""
     # Ids match schemas.readings.ID_PATTERN, anomalies are enum values and reading_id is a UUID:
     # none can hold a character line protocol escapes, so the hot path skips escaping (tested).
     anomalies = ",".join([a.value for a in r.anomalies]) if r.anomalies else ""
@@ -43,7 +57,8 @@ def raw_line(r: Reading, time_ns: int | None = None) -> str:
         f"{RAW_MEASUREMENT},facility_id={r.facility_id},meter_id={r.meter_id} "
         f'active_power_kw={repr(r.active_power_kw).removesuffix(".0")},anomalies="{anomalies}",'
         f"current_a={repr(r.current_a).removesuffix('.0')},energy_kwh={repr(r.energy_kwh).removesuffix('.0')},"
-        f'reactive_power_kvar={repr(r.reactive_power_kvar).removesuffix(".0")},reading_id="{r.reading_id}",'
+        f"reactive_power_kvar={repr(r.reactive_power_kvar).removesuffix('.0')},"
+        f'reading_id="{reading_id or r.reading_id}",'
         f"seq={r.seq}i,voltage_v={repr(r.voltage_v).removesuffix('.0')} {ts_ns(r.ts) if time_ns is None else time_ns}"
     )
 

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from aggregation.domain.rollup import NS, Partial, Rollup, Sample, combine, facility_from_meters
 from aggregation.domain.state import FacilityState, RollupParams, RollupRow, WindowKey, rollups_for
-from aggregation.lines import raw_line, rollup_line, ts_ns
+from aggregation.lines import raw_line, reading_ids, rollup_line, ts_ns
 from energy.adapters.influx import point
 from schemas.readings import Anomaly, MeterReading
 from schemas.readings_fast import _SUB_MICROSECOND, has_sub_microsecond_time
@@ -189,3 +189,13 @@ def test_the_fast_sub_microsecond_check_on_events():
     assert has_sub_microsecond_time(base.replace(b"00.123456Z", b"00.1234567Z"))
     assert has_sub_microsecond_time(b"9:59.1234567")  # at the very start
     assert not has_sub_microsecond_time(b":59.1234567")  # no digit before the colon
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.uuids(), max_size=50))
+def test_reading_ids_are_the_uuids_canonical_text(ids: list[uuid.UUID]) -> None:
+    class _R:
+        def __init__(self, reading_id: uuid.UUID) -> None:
+            self.reading_id = reading_id
+
+    assert reading_ids([_R(i) for i in ids]) == [str(i) for i in ids]  # type: ignore[arg-type]
