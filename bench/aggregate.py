@@ -8,6 +8,8 @@ InfluxDB, on its own topic and InfluxDB database.
    then consumes it; readings/s = readings committed / time from first to last commit.
 2. Freshness: a live stream (background load + one probe meter); for each probe reading,
    the time from its timestamp (= produce time) until the 1-min meter rollup counts it.
+3. Anchors in the same run: step 1 is repeated in interleaved rounds (``--rounds``), each followed
+   by the two anchors on the same backlog; the figures are the medians (decision 1010).
 """
 
 from __future__ import annotations
