@@ -353,7 +353,7 @@ def document_credentials(app: FastAPI) -> None:
         scheme.scheme_name: jsonable_encoder(scheme.model, by_alias=True, exclude_none=True)
         for scheme in (_bearer, _api_key)
     }
-    requirement = [{name: []} for name in schemes]
+    requirement: list[dict[str, list[str]]] = [{name: []} for name in schemes]
     documented: list[dict[str, Any]] = []
 
     def openapi() -> dict[str, Any]:

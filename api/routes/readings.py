@@ -47,7 +47,7 @@ def current_body(result: CacheResult) -> CurrentLoad:
     )
 
 
-_PER_REQUEST = frozenset({"stale", "staleness_s"})
+_PER_REQUEST = {"stale", "staleness_s"}
 
 
 def current_json(result: CacheResult) -> bytes:
