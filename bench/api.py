@@ -397,7 +397,7 @@ async def main_async(quick: bool) -> int:
                 rounds.append((api_phase, api_cpu, anchor_phase, anchor_cpu))
                 print(
                     f"  CPU-s per 1k: current {api_cpu:.3f}, trivial {anchor_cpu:.3f}; "
-                    f"ratio {anchor_cpu / api_cpu:.3f}",
+                    f"ratio {anchor_cpu / api_cpu:.3f} (req/s {api_phase['rps']:.0f}, {anchor_phase['rps']:.0f})",
                     flush=True,
                 )
         finally:
