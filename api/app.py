@@ -102,8 +102,7 @@ class ApiEdgeMiddleware:
                 route = scope.get("route")
                 template = getattr(route, "path", None) or "unmatched"
                 span = trace.get_current_span()
-                span.set_attribute("http.route", template)
-                span.set_attribute("http.response.status_code", status)
+                span.set_attributes({"http.route": template, "http.response.status_code": status})
                 if status >= 500:
                     span.set_status(StatusCode.ERROR)
                 key = (template, method, status)
@@ -204,9 +203,11 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.range_cache = ResponseCache(settings.api.range_cache_ttl_s)
     install_error_handlers(app)
     app.add_middleware(ApiEdgeMiddleware)
+    # The API's routers first: routes are matched in order, and the dashboards' reads are the hot path. No path
+    # of the ops or auth routers (/healthz, /ready, /metrics, /api/auth/*) can match an API route.
+    app.state.routers = _include_routers(app)
     app.include_router(ops_router(app.state.health))
     app.include_router(auth_router)
-    app.state.routers = _include_routers(app)
     document_credentials(app)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
