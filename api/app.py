@@ -24,9 +24,11 @@ from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.telemetry import TelemetryConfig
 from fastapi_offline import FastAPIOffline
+from opentelemetry import trace
+from opentelemetry.trace import StatusCode
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.auth import PrincipalCache, TokenKeys, VerifiedTokens
+from api.auth import PrincipalCache, TokenKeys, VerifiedTokens, document_credentials
 from api.auth import router as auth_router
 from api.cache import CurrentCache, ResponseCache
 from api.errors import install_error_handlers
@@ -48,10 +50,11 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 # How ``energy api run`` serves the app (bench/anchors.py serves its trivial route the same way).
 UVICORN_OPTIONS: dict[str, Any] = {"log_level": "warning", "access_log": False, "proxy_headers": False}
 
-# FastAPI's native OpenTelemetry: the server span only (it continues the caller's traceparent, decision 0508).
-# Its operation spans (one per dependency, endpoint and serialisation) cost more CPU than a cached read itself
-# (profile in decision 0970) and nobody reads them: our own spans name the work that matters.
-TELEMETRY: TelemetryConfig = {"tracing": True, "operation_spans": False, "metrics": False, "logs": False}
+# FastAPI's native OpenTelemetry is off: :class:`ApiEdgeMiddleware` runs the request's server span itself
+# (continuing the caller's traceparent, decision 0508) for a fraction of the CPU. The native one extracts
+# through the propagator, attaches two contexts and sets ~10 attributes per request; with its operation
+# spans it was a third of a cached read's CPU (decision 0970), without them still ~10 % (decision 1060).
+TELEMETRY: TelemetryConfig = {"tracing": False, "operation_spans": False, "metrics": False, "logs": False}
 
 REQUEST_LATENCY = Histogram(
     "energy_api_request_seconds",
@@ -61,32 +64,36 @@ REQUEST_LATENCY = Histogram(
 )
 
 
-class TraceAndMetricsMiddleware:
-    """Continues the caller's W3C trace (or starts one), echoes ``traceparent`` and times requests."""
+class ApiEdgeMiddleware:
+    """The API's one middleware, pure ASGI (no task or stream per request, unlike Starlette's
+    ``BaseHTTPMiddleware``): the request's server span (a child of the caller's W3C ``traceparent``,
+    else a new trace; its ids in every log line of the request), ``traceparent`` echoed on the
+    response, and ``energy_api_request_seconds`` by route template, method and status."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        # Histogram children by labels: ``labels()`` validates and joins the label values on every call.
+        self._latency: dict[tuple[str, str, int], Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         incoming = None
-        for name, value in scope.get("headers", ()):
+        for name, value in scope["headers"]:
             if name == b"traceparent":
                 incoming = tracing.parse_traceparent(value)
         status = 500
         t0 = time.perf_counter()
-        span_name = f"{scope.get('method', 'HTTP')} {scope.get('path', '')}"[:120]
-        with tracing.server_span(incoming, span_name) as ctx:
+        method = scope["method"]
+        with tracing.server_span(incoming, f"{method} {scope['path']}"[:120]) as ctx:
+            echoed = (b"traceparent", ctx.traceparent.encode())
 
             async def send_with_trace(message: Message) -> None:
                 nonlocal status
                 if message["type"] == "http.response.start":
-                    status = int(message["status"])
-                    headers = list(message.get("headers", []))
-                    headers.append((b"traceparent", ctx.traceparent.encode()))
-                    message = {**message, "headers": headers}
+                    status = message["status"]
+                    message = {**message, "headers": [*message.get("headers", ()), echoed]}
                 await send(message)
 
             try:
@@ -94,7 +101,15 @@ class TraceAndMetricsMiddleware:
             finally:
                 route = scope.get("route")
                 template = getattr(route, "path", None) or "unmatched"
-                REQUEST_LATENCY.labels(template, scope.get("method", ""), str(status)).observe(time.perf_counter() - t0)
+                span = trace.get_current_span()
+                span.set_attributes({"http.route": template, "http.response.status_code": status})
+                if status >= 500:
+                    span.set_status(StatusCode.ERROR)
+                key = (template, method, status)
+                child = self._latency.get(key)
+                if child is None:
+                    child = self._latency[key] = REQUEST_LATENCY.labels(template, method, str(status))
+                child.observe(time.perf_counter() - t0)
 
 
 def _include_routers(app: FastAPI) -> list[str]:
@@ -187,10 +202,13 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.verified_tokens = VerifiedTokens()
     app.state.range_cache = ResponseCache(settings.api.range_cache_ttl_s)
     install_error_handlers(app)
-    app.add_middleware(TraceAndMetricsMiddleware)
+    app.add_middleware(ApiEdgeMiddleware)
+    # The API's routers first: routes are matched in order, and the dashboards' reads are the hot path. No path
+    # of the ops or auth routers (/healthz, /ready, /metrics, /api/auth/*) can match an API route.
+    app.state.routers = _include_routers(app)
     app.include_router(ops_router(app.state.health))
     app.include_router(auth_router)
-    app.state.routers = _include_routers(app)
+    document_credentials(app)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.get("/", include_in_schema=False)
@@ -200,13 +218,22 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
+# Net new container objects (allocations minus deallocations) that trigger a young collection; Python's
+# default is 700. With 200 requests in flight their live objects alone passed 700 again and again, so young
+# collections ran every few requests, found those objects alive and promoted them, and the older generations
+# were collected in turn. At 50,000 a young collection is rare; it then walks at most ~50,000 objects (5-15 ms
+# measured under load). ~10 % less CPU per cached read under 200 clients (decision 1060).
+YOUNG_GC_THRESHOLD = 50_000
+
+
 def settle_heap() -> None:
     """Move everything built at start-up (the imported modules, routes, schemas: ~145,000 objects) out of
     the garbage collector's reach. Under 200 concurrent requests the full collections that kept walking
     them took a third of the process's CPU (py-spy --native, decision 0970); what requests allocate is
-    still collected as before."""
+    still collected, young objects after :data:`YOUNG_GC_THRESHOLD` allocations."""
     gc.collect()
     gc.freeze()
+    gc.set_threshold(YOUNG_GC_THRESHOLD, 10, 10)
 
 
 def run(settings: Settings) -> int:

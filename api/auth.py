@@ -28,7 +28,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import jwt
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.dependencies.models import Dependant
+from fastapi.encoders import jsonable_encoder
+from fastapi.routing import APIRoute, iter_route_contexts
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from api import examples as ex
@@ -283,12 +286,12 @@ async def _cached(cache: PrincipalCache, key: str, load: Callable[[], Awaitable[
     return await flight
 
 
-async def require_principal(
-    request: Request,
-    bearer: HTTPAuthorizationCredentials | None = Depends(_bearer),
-    api_key: str | None = Depends(_api_key),
-) -> Principal:
+async def require_principal(request: Request) -> Principal:
     """The authenticated caller, rate limited per principal; 401 without valid credentials.
+
+    The two credential headers are read by calling the security schemes directly, not as FastAPI
+    dependencies: FastAPI resolves every dependency level per request, and these two were half of a cached
+    read's dependency work (decision 1060). :func:`document_credentials` puts them in the OpenAPI document.
 
     Failed attempts are counted per client address: a client that keeps sending bad tokens or
     guessing keys gets 429 before any lookup (``auth_failure_rate_per_s``, ``auth_failure_burst``).
@@ -296,6 +299,8 @@ async def require_principal(
     failures: RateLimiter = request.app.state.auth_failure_limiter
     client = f"ip:{request.client.host if request.client else 'unknown'}"
     failures.ensure_not_exhausted(client)
+    bearer = await _bearer(request)
+    api_key = await _api_key(request)
     try:
         principal = await _authenticate(request, bearer, api_key)
     except ApiError as exc:
@@ -333,6 +338,41 @@ async def _authenticate(
     else:
         raise ApiError(401, "unauthenticated", "send a bearer token or an X-Api-Key header", headers=_CHALLENGE)
     return principal
+
+
+def _needs_principal(dependant: Dependant) -> bool:
+    return any(d.call is require_principal or _needs_principal(d) for d in dependant.dependencies)
+
+
+def document_credentials(app: FastAPI) -> None:
+    """Declare the credentials :func:`require_principal` reads in ``app``'s OpenAPI document, as FastAPI does
+    for security dependencies: both schemes under ``components.securitySchemes`` and, on every operation
+    whose dependencies include :func:`require_principal`, either scheme as its security requirement."""
+    generate = app.openapi
+    schemes = {
+        scheme.scheme_name: jsonable_encoder(scheme.model, by_alias=True, exclude_none=True)
+        for scheme in (_bearer, _api_key)
+    }
+    requirement: list[dict[str, list[str]]] = [{name: []} for name in schemes]
+    documented: list[dict[str, Any]] = []
+
+    def openapi() -> dict[str, Any]:
+        schema = generate()  # FastAPI's, cached by FastAPI until the routes change
+        if documented and documented[0] is schema:
+            return schema
+        paths = schema.get("paths", {})
+        for route in iter_route_contexts(app.routes):
+            if not isinstance(route.original_route, APIRoute) or not route.include_in_schema:
+                continue
+            if route.path_format in paths and _needs_principal(route.dependant):
+                for method in route.methods or ():
+                    if (operation := paths[route.path_format].get(method.lower())) is not None:
+                        operation["security"] = requirement
+        schema.setdefault("components", {}).setdefault("securitySchemes", {}).update(schemes)
+        documented[:] = [schema]
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def require_role(*roles: str | Role) -> Callable[..., Awaitable[Principal]]:

@@ -22,7 +22,7 @@ import json
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import structlog
@@ -45,6 +45,11 @@ RESPONSE_CACHE = Counter(
     "energy_api_response_cache_total", "Short-lived response cache lookups by outcome", ["cache", "outcome"]
 )
 INFLIGHT = Gauge("energy_api_current_inflight", "Current-load queries in flight (single flight per facility)")
+# One child per outcome, looked up once: ``labels()`` on every request was measurable on the cached path.
+_RESULTS = {
+    outcome: CACHE_RESULTS.labels(outcome)
+    for outcome in ("hit", "memory", "revalidating", "miss", "fallback", "unavailable")
+}
 
 Outcome = Literal["hit", "memory", "revalidating", "miss", "fallback"]
 Loader = Callable[[str], Awaitable[dict[str, Any]]]
@@ -54,6 +59,8 @@ Loader = Callable[[str], Awaitable[dict[str, Any]]]
 class Entry:
     value: dict[str, Any]
     fetched_at: float  # unix seconds
+    # What callers derive from this value once (e.g. its rendered JSON), kept as long as the value is.
+    memo: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -62,6 +69,7 @@ class CacheResult:
     outcome: Outcome
     age_s: float
     stale: bool  # served because the source is unavailable
+    memo: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)  # the entry's memo
 
 
 class CurrentCache:
@@ -88,6 +96,7 @@ class CurrentCache:
         self._memory: OrderedDict[str, Entry] = OrderedDict()
         self._memory_entries = memory_entries
         self._inflight: SingleFlight[str, Entry] = SingleFlight(on_size=INFLIGHT.set)
+        self._redis_reads: SingleFlight[str, Entry | None] = SingleFlight()
         self._background: set[asyncio.Task[Any]] = set()
         self.breaker = make_breaker(breaker_name, fail_max=3, reset_s=5.0)
 
@@ -100,42 +109,45 @@ class CurrentCache:
         local = self._memory.get(facility_id)
         if local is not None and now - local.fetched_at <= self.ttl_s:
             # This process holds a value within the TTL (read from Redis or loaded here): no round trip.
-            CACHE_RESULTS.labels("memory").inc()
-            return CacheResult(local.value, "memory", max(0.0, now - local.fetched_at), False)
+            _RESULTS["memory"].inc()
+            return CacheResult(local.value, "memory", max(0.0, now - local.fetched_at), False, local.memo)
         if local is not None and now - local.fetched_at <= self.stale_max_s and facility_id in self._inflight:
             # Stale-while-revalidate, and this process is already revalidating it: the Redis copy was read
             # when this refresh began, so asking again for every request meanwhile only costs a round trip.
-            CACHE_RESULTS.labels("revalidating").inc()
-            return CacheResult(local.value, "revalidating", max(0.0, now - local.fetched_at), False)
-        entry = await self._redis_get(facility_id)
+            _RESULTS["revalidating"].inc()
+            return CacheResult(local.value, "revalidating", max(0.0, now - local.fetched_at), False, local.memo)
+        # One Redis read per facility at a time: when the in-process copy expires under load, every request
+        # that arrives before the first answer would otherwise send its own GET (and open a connection).
+        read, _ = self._redis_reads.join(facility_id, lambda: self._redis_get(facility_id))
+        entry = await read
         if entry is not None:
             if local is None or entry.fetched_at > local.fetched_at:
                 self._remember(facility_id, entry)
             age = max(0.0, now - entry.fetched_at)
             if age <= self.ttl_s:
-                CACHE_RESULTS.labels("hit").inc()
-                return CacheResult(entry.value, "hit", age, False)
+                _RESULTS["hit"].inc()
+                return CacheResult(entry.value, "hit", age, False, entry.memo)
             if age <= self.stale_max_s:
                 self._refresh_in_background(facility_id)
-                CACHE_RESULTS.labels("revalidating").inc()
-                return CacheResult(entry.value, "revalidating", age, False)
+                _RESULTS["revalidating"].inc()
+                return CacheResult(entry.value, "revalidating", age, False, entry.memo)
         local = self._memory.get(facility_id)
         if local is not None and self._clock() - local.fetched_at <= self.ttl_s:
             # Loaded by a concurrent request while this one waited for Redis.
-            CACHE_RESULTS.labels("memory").inc()
-            return CacheResult(local.value, "memory", max(0.0, self._clock() - local.fetched_at), False)
+            _RESULTS["memory"].inc()
+            return CacheResult(local.value, "memory", max(0.0, self._clock() - local.fetched_at), False, local.memo)
         try:
             fresh = await self._single_flight(facility_id)
         except (UnavailableError, CircuitOpenError, TimeoutError, OSError, RuntimeError) as exc:
             last = self._newest(entry, self._memory.get(facility_id))
             if last is None:
-                CACHE_RESULTS.labels("unavailable").inc()
+                _RESULTS["unavailable"].inc()
                 reason = f"no current value known for this facility ({type(exc).__name__})"
                 raise UnavailableError("influxdb", reason) from exc
-            CACHE_RESULTS.labels("fallback").inc()
-            return CacheResult(last.value, "fallback", max(0.0, self._clock() - last.fetched_at), True)
-        CACHE_RESULTS.labels("miss").inc()
-        return CacheResult(fresh.value, "miss", max(0.0, self._clock() - fresh.fetched_at), False)
+            _RESULTS["fallback"].inc()
+            return CacheResult(last.value, "fallback", max(0.0, self._clock() - last.fetched_at), True, last.memo)
+        _RESULTS["miss"].inc()
+        return CacheResult(fresh.value, "miss", max(0.0, self._clock() - fresh.fetched_at), False, fresh.memo)
 
     @staticmethod
     def _newest(a: Entry | None, b: Entry | None) -> Entry | None:

@@ -47,6 +47,22 @@ def current_body(result: CacheResult) -> CurrentLoad:
     )
 
 
+_PER_REQUEST = {"stale", "staleness_s"}
+
+
+def current_json(result: CacheResult) -> bytes:
+    """The :class:`CurrentLoad` answer as JSON. The cached value is validated and rendered once (kept in the
+    cache entry's memo, so it lives exactly as long as that value); each request appends only what depends
+    on the moment: ``stale`` and ``staleness_s``, the model's last two fields, in the model's order."""
+    head = result.memo.get("current_json")
+    if head is None:
+        rendered = current_body(result).model_dump_json(exclude=_PER_REQUEST).encode()
+        head = result.memo["current_json"] = rendered[:-1]  # without the closing brace
+    stale = b"true" if result.stale else b"false"
+    # repr of a finite float rounded to 3 places is a JSON number (no exponent: 0.0 or >= 0.001)
+    return b'%s,"stale":%s,"staleness_s":%s}' % (head, stale, repr(round(result.age_s, 3)).encode())
+
+
 @router.get(
     "/{facility_id}/current",
     response_model=CurrentLoad,
@@ -82,9 +98,10 @@ async def current(
     ensure_facility_access(principal, facility_id)
     cache: CurrentCache = request.app.state.current_cache
     result = await cache.get(facility_id)
-    # The model validated once here and written as JSON: returning a Response spares FastAPI validating it again.
+    # The JSON rendered from the cached value (validated once per value): returning a Response spares FastAPI
+    # validating and serialising the model on every request; response_model above keeps the OpenAPI schema.
     return Response(
-        content=current_body(result).model_dump_json(),
+        content=current_json(result),
         media_type="application/json",
         headers=current_headers(result),
     )

@@ -40,7 +40,7 @@ from opentelemetry.sdk.trace.export import (
     SpanExportResult,
 )
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
-from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
@@ -135,9 +135,17 @@ def shutdown() -> None:
         _provider.shutdown()
 
 
+_tracers: dict[int, trace.Tracer] = {}
+
+
 def _tracer() -> trace.Tracer:
+    # One tracer per provider, fetched once: ``get_tracer`` re-registers a warnings filter and builds two
+    # scope objects on every call, which the API's per-request server span paid each time (decision 1060).
     provider = _provider or configure("energy")  # a library or test that never configured: record, export nothing
-    return provider.get_tracer("energy")
+    tracer = _tracers.get(id(provider))
+    if tracer is None:
+        tracer = _tracers[id(provider)] = provider.get_tracer("energy")
+    return tracer
 
 
 _IDS = RandomIdGenerator()
@@ -201,13 +209,33 @@ def use_trace(
 
 @contextlib.contextmanager
 def server_span(incoming: TraceContext | None, name: str) -> Iterator[TraceContext]:
-    """The span of one inbound HTTP request. FastAPI's native telemetry already runs a server span
-    (continuing the caller's ``traceparent``) around the whole app: adopt it. Where it is off, start
-    our own from ``incoming``."""
+    """The span of one inbound HTTP request. FastAPI's native telemetry, where it is on, already runs a
+    server span (continuing the caller's ``traceparent``) around the whole app: adopt it. Where it is off,
+    start our own SERVER span from ``incoming``, as :func:`use_trace` would, without its generic layers: this
+    runs once per API request (decision 1060)."""
     active = trace.get_current_span().get_span_context()
     if not active.is_valid:
-        with use_trace(incoming, name, SpanKind.SERVER) as ctx:
+        parent = incoming or _current.get()
+        span = _tracer().start_span(
+            name,
+            context=trace.set_span_in_context(NonRecordingSpan(parent.span_context())) if parent else None,
+            kind=SpanKind.SERVER,
+        )
+        ctx = TraceContext.of(span.get_span_context())
+        otel_token = otel_context.attach(trace.set_span_in_context(span))
+        token = _current.set(ctx)
+        log_tokens = structlog.contextvars.bind_contextvars(trace_id=ctx.trace_id, span_id=ctx.span_id)
+        try:
             yield ctx
+        except BaseException as exc:
+            span.record_exception(exc)
+            span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+            raise
+        finally:
+            structlog.contextvars.reset_contextvars(**log_tokens)
+            _current.reset(token)
+            otel_context.detach(otel_token)
+            span.end()
         return
     ctx = TraceContext.of(active)
     token = _current.set(ctx)

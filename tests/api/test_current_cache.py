@@ -235,3 +235,26 @@ async def test_a_value_cached_by_one_replica_is_a_redis_hit_for_another(settings
         await redis.aclose()
     assert (first.outcome, second.outcome, again.outcome) == ("miss", "hit", "memory")
     assert calls == 1 and second.value == first.value
+
+
+async def test_concurrent_requests_for_an_expired_copy_share_one_redis_read(settings, uid):
+    now = [1_000_000.0]
+    redis = CountingRedis(make_redis(settings.redis))
+
+    async def loader(facility_id):
+        return {"facility_id": facility_id, "current_kw": 7.0}
+
+    cache = CurrentCache(redis, loader, ttl_s=10, stale_max_s=60, keep_s=600, redis_timeout_s=1.0, clock=lambda: now[0])
+    fid = f"redis-sf-{uid}"
+    try:
+        assert (await cache.get(fid)).outcome == "miss"
+        now[0] += 30  # the in-process copy is past its TTL: the next requests must look at Redis first
+        gets_before = redis.gets
+        answers = await asyncio.gather(*(cache.get(fid) for _ in range(50)))
+        # All 50 arrived before the first Redis answer: one GET served them (before: one GET each).
+        assert redis.gets - gets_before == 1
+        assert {(a.outcome, a.value["current_kw"], a.age_s) for a in answers} == {("revalidating", 7.0, 30.0)}
+    finally:
+        await cache.close()
+        await redis.delete(cache.key(fid))
+        await redis.aclose()
