@@ -64,10 +64,10 @@ def fill_gaps(values: np.ndarray, steps_per_day: int) -> np.ndarray:
     return v
 
 
-def series_calendar(s: SeriesData, day_of_year: bool) -> np.ndarray:
+def series_calendar(s: SeriesData, day_of_year: bool, year_end: bool = False) -> np.ndarray:
     if s.holiday is None:
-        return calendar_features(s.times, s.timezone, day_of_year=day_of_year)
-    cal = calendar_features(s.times, s.timezone, holidays=set(), day_of_year=day_of_year)
+        return calendar_features(s.times, s.timezone, day_of_year=day_of_year, year_end=year_end)
+    cal = calendar_features(s.times, s.timezone, holidays=set(), day_of_year=day_of_year, year_end=year_end)
     set_holiday_flag(cal, s.times.tz_convert(s.timezone).dayofweek.to_numpy(), np.asarray(s.holiday, dtype=bool))
     return cal
 
@@ -78,7 +78,7 @@ def build_bank(series: list[SeriesData], spec: ModelSpec) -> SeriesBank:
         if s.interval_minutes != spec.interval_minutes:
             raise ValueError(f"{s.name}: {s.interval_minutes} min data for a {spec.interval_minutes} min model")
         temp = s.temp_c if s.temp_c is not None else np.full(len(s.times), NEUTRAL_TEMP_C)
-        parts.append((fill_gaps(s.load, spec.steps_per_day), temp, series_calendar(s, spec.day_of_year)))
+        parts.append((fill_gaps(s.load, spec.steps_per_day), temp, series_calendar(s, spec.day_of_year, spec.year_end)))
     return SeriesBank.build(parts, spec.steps_per_day)
 
 

@@ -79,7 +79,11 @@ def _bank(batch: Sequence[Prepared], model: LoadedModel) -> SeriesBank:
     series = []
     for p in batch:
         load = np.concatenate([p.load, np.zeros(len(p.times) - p.history_steps)])
-        cal = calendar_features(p.times, p.timezone, day_of_year=True) if spec.day_of_year else p.calendar
+        cal = (
+            calendar_features(p.times, p.timezone, day_of_year=spec.day_of_year, year_end=spec.year_end)
+            if spec.day_of_year or spec.year_end
+            else p.calendar
+        )
         series.append((load, p.temp_c, cal))
     return SeriesBank.build(series, spec.steps_per_day)
 

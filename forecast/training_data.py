@@ -18,7 +18,7 @@ from forecast.weather.cache import WeatherCache
 from forecast.weather.types import cell_id
 
 MIN_OBSERVED = 0.7  # facilities with fewer observed steps are left out of training
-MIN_DAYS = 9  # a week for the reference, plus windows to train and validate on
+MIN_DAYS = 11  # 8 days a forecast needs (a week before the encoder's day), plus windows to train and validate on
 
 
 def on_grid(rollups: list[Rollup], start: datetime, end: datetime, interval_minutes: int) -> np.ndarray:

@@ -30,10 +30,22 @@ HOLIDAY_REGION = {
 SUNDAY_COLUMN = 4 + 6
 N_BASE_CALENDAR = 11  # hour-of-day harmonics (4), day-of-week one-hot (7); a public holiday counts as a Sunday
 YEAR_DAYS = 365
+# The year-end break: most businesses close or run short-staffed between Christmas Eve and New Year's Day,
+# days the public holiday calendars do not mark (vic_elec: 10-20 % below the same weekday three weeks before).
+YEAR_END_BREAK = ((12, 24), (1, 1))  # (month, day) of its first and last day, inclusive
 
 
-def n_calendar(day_of_year: bool) -> int:
+def n_calendar(day_of_year: bool, year_end: bool = False) -> int:
+    return N_BASE_CALENDAR + (2 if day_of_year else 0) + (1 if year_end else 0)
+
+
+def year_end_column(day_of_year: bool) -> int:
     return N_BASE_CALENDAR + (2 if day_of_year else 0)
+
+
+def in_year_end_break(month: np.ndarray, day: np.ndarray) -> np.ndarray:
+    (first_month, first_day), (last_month, last_day) = YEAR_END_BREAK
+    return ((month == first_month) & (day >= first_day)) | ((month == last_month) & (day <= last_day))
 
 
 def spans_a_year(times: pd.DatetimeIndex) -> bool:
@@ -63,17 +75,22 @@ def set_holiday_flag(out: np.ndarray, dayofweek: np.ndarray, is_holiday: np.ndar
 
 
 def calendar_features(
-    times_utc: pd.DatetimeIndex, timezone: str, holidays: set[date] | None = None, day_of_year: bool = False
+    times_utc: pd.DatetimeIndex,
+    timezone: str,
+    holidays: set[date] | None = None,
+    day_of_year: bool = False,
+    year_end: bool = False,
 ) -> np.ndarray:
-    """(T, n_calendar(day_of_year)) float32. Every column is bounded and periodic within a week (or a year,
-    for the day-of-year pair), so a week of training history covers the range of every future value. A
-    public holiday is encoded as a Sunday rather than as a flag of its own: a short history rarely holds a
-    holiday, and a flag never seen in training would be an extrapolation."""
+    """(T, n_calendar(day_of_year, year_end)) float32. Every column is bounded and periodic within a week (or
+    a year, for the day-of-year pair and the year-end flag), so a week of training history covers the range of
+    every future value. A public holiday is encoded as a Sunday rather than as a flag of its own: a short
+    history rarely holds a holiday, and a flag never seen in training would be an extrapolation. ``year_end``:
+    a flag of the year-end break, only with a year of history, where training has seen one (``spec_for``)."""
     local = times_utc.tz_convert(timezone)
     if holidays is None:
         holidays = holiday_dates(timezone, range(local.year.min(), local.year.max() + 1)) if len(local) else set()
     frac = (local.hour.to_numpy() + local.minute.to_numpy() / 60.0) / 24.0
-    out = np.zeros((len(local), n_calendar(day_of_year)), dtype=np.float32)
+    out = np.zeros((len(local), n_calendar(day_of_year, year_end)), dtype=np.float32)
     out[:, 0] = np.sin(2 * np.pi * frac)
     out[:, 1] = np.cos(2 * np.pi * frac)
     out[:, 2] = np.sin(4 * np.pi * frac)
@@ -85,4 +102,6 @@ def calendar_features(
         doy = local.dayofyear.to_numpy() / 365.25
         out[:, N_BASE_CALENDAR] = np.sin(2 * np.pi * doy)
         out[:, N_BASE_CALENDAR + 1] = np.cos(2 * np.pi * doy)
+    if year_end:
+        out[:, year_end_column(day_of_year)] = in_year_end_break(local.month.to_numpy(), local.day.to_numpy())
     return out

@@ -1,10 +1,11 @@
 """Window features for the encoder-decoder (pure numpy, no torch, no I/O).
 
 Series are concatenated into one long array; a sample is an *origin* ``o`` (last observed step).
-Encoder: steps ``o-L+1..o`` with [load/scale, temperature, calendar]. Decoder: targets
-``t = o+gap+1+k`` (k < horizon) with [calendar, temperature at t, day mean/max temperature, temperature
-one week earlier, load one week earlier, load at the most recent observed same time of day, lead].
-Only load up to ``o`` is used.
+Encoder: steps ``o-L+1..o`` with [load/scale, temperature, calendar, and (``encoder_reference``) the load
+and temperature a week before each step]. Decoder: targets ``t = o+gap+1+k`` (k < horizon) with [calendar,
+temperature at t, day mean/max temperature, temperature one week earlier, load one week earlier, load at
+the most recent observed same time of day, lead, and (``reference_day_type``) the day type of the day a
+week earlier, (``degrees``) heating/cooling degrees at t and a week earlier]. Only load up to ``o`` is used.
 The load one week before each target is also returned on its own: it is the seasonal-naive reference
 the network adds its residual to (``net.QuantileLSTM``).
 """
@@ -15,11 +16,15 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from forecast.model.calendar import n_calendar
+from forecast.model.calendar import SUNDAY_COLUMN, n_calendar, year_end_column
 
 QUANTILES = (0.1, 0.5, 0.9)
 TEMP_CENTER_C = 15.0
 TEMP_SCALE_C = 10.0
+# Heating and cooling degrees (the usual bases): load grows on either side of a comfortable band, and the
+# residual over last week's load follows the change of these, not of the temperature itself.
+HEATING_BASE_C = 18.0
+COOLING_BASE_C = 22.0
 
 
 @dataclass(frozen=True)
@@ -32,6 +37,15 @@ class ModelSpec:
     quantiles: tuple[float, ...] = field(default=QUANTILES)
     day_of_year: bool = False  # only when the training history spans a year (calendar.spans_a_year)
     patch: int = 1  # steps per recurrent step (net.QuantileLSTM); artefacts saved before it had 1
+    # decoder inputs added later (artefacts saved before them have them off): the year-end break in the
+    # calendar, the day type (holiday-or-Sunday, year-end) of the reference day a week before each target,
+    # heating/cooling degrees at the target and a week before it
+    year_end: bool = False
+    reference_day_type: bool = False
+    degrees: bool = False
+    # the encoder also sees the load and temperature a week before each of its steps, so it can tell how far
+    # the latest day strayed from its own seasonal-naive reference (such misses persist into the next day)
+    encoder_reference: bool = False
 
     def __post_init__(self) -> None:
         if self.patch < 1 or self.lookback % self.patch or self.horizon % self.patch:
@@ -45,7 +59,12 @@ class ModelSpec:
 
     @property
     def n_calendar(self) -> int:
-        return n_calendar(self.day_of_year)
+        return n_calendar(self.day_of_year, self.year_end)
+
+    @property
+    def day_type_columns(self) -> list[int]:
+        """Calendar columns that say what kind of day it is (beyond the day of week)."""
+        return [SUNDAY_COLUMN] + ([year_end_column(self.day_of_year)] if self.year_end else [])
 
     @property
     def week(self) -> int:
@@ -53,16 +72,18 @@ class ModelSpec:
 
     @property
     def history_needed(self) -> int:
-        """Observed steps a forecast needs: the encoder window and one week before the first target."""
-        return max(self.lookback, self.week - self.gap)
+        """Observed steps a forecast needs: the encoder window (and the week before it, with the encoder's
+        reference) and one week before the first target."""
+        return max(self.lookback + (self.week if self.encoder_reference else 0), self.week - self.gap)
 
     @property
     def enc_features(self) -> int:
-        return 2 + self.n_calendar
+        return 2 + self.n_calendar + (2 if self.encoder_reference else 0)
 
     @property
     def dec_features(self) -> int:
-        return self.n_calendar + 4 + 2 + 1
+        extra = (len(self.day_type_columns) if self.reference_day_type else 0) + (4 if self.degrees else 0)
+        return self.n_calendar + 4 + 2 + 1 + extra
 
     def to_json(self) -> dict[str, object]:
         d = asdict(self)
@@ -96,6 +117,10 @@ def spec_for(interval_minutes: int, day_ahead: bool, day_of_year: bool = False, 
         hidden=hidden,
         day_of_year=day_of_year,
         patch=max(1, 60 // interval_minutes),
+        year_end=day_of_year,
+        reference_day_type=True,
+        degrees=True,
+        encoder_reference=True,
     )
 
 
@@ -176,6 +201,13 @@ def valid_origins(bank: SeriesBank, spec: ModelSpec, need_targets: bool = True) 
     return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
 
 
+def degrees(temp: np.ndarray) -> np.ndarray:
+    """(..., 2) heating and cooling degrees of normalised temperatures, in the same units (10 C)."""
+    heating = np.maximum((HEATING_BASE_C - TEMP_CENTER_C) / TEMP_SCALE_C - temp, 0.0)
+    cooling = np.maximum(temp - (COOLING_BASE_C - TEMP_CENTER_C) / TEMP_SCALE_C, 0.0)
+    return np.stack([heating, cooling], axis=-1)
+
+
 def lag_steps(spec: ModelSpec) -> np.ndarray:
     """For each lead k: steps back to the most recent observed same time of day (a multiple of a day)."""
     lead = spec.gap + 1 + np.arange(spec.horizon)
@@ -200,26 +232,31 @@ def make_batch(bank: SeriesBank, spec: ModelSpec, origins: np.ndarray, with_targ
     enc_load = bank.load[enc_idx]
     scale = enc_load.mean(axis=1)
     scale = np.where(scale > 1e-6, scale, 1.0).astype(np.float32)
-    enc = np.concatenate(
-        [(enc_load / scale[:, None])[..., None], bank.temp[enc_idx][..., None], bank.calendar[enc_idx]], axis=-1
-    )
+    enc_parts = [(enc_load / scale[:, None])[..., None], bank.temp[enc_idx][..., None], bank.calendar[enc_idx]]
+    if spec.encoder_reference:
+        enc_parts.append((bank.load[enc_idx - spec.week] / scale[:, None])[..., None])
+        enc_parts.append(bank.temp[enc_idx - spec.week][..., None])
+    enc = np.concatenate(enc_parts, axis=-1)
     week_lag = bank.load[tgt_idx - spec.week] / scale[:, None]
     day_lag = bank.load[tgt_idx - lag_steps(spec)[None, :]] / scale[:, None]
     lead = np.broadcast_to(
         ((spec.gap + 1 + np.arange(spec.horizon)) / (spec.gap + spec.horizon))[None, :], week_lag.shape
     )
-    dec = np.concatenate(
-        [
-            bank.calendar[tgt_idx],
-            bank.temp[tgt_idx][..., None],
-            bank.temp_day_mean[tgt_idx][..., None],
-            bank.temp_day_max[tgt_idx][..., None],
-            bank.temp[tgt_idx - spec.week][..., None],  # what the reference's load saw: the residual's driver
-            week_lag[..., None],
-            day_lag[..., None],
-            lead[..., None],
-        ],
-        axis=-1,
-    ).astype(np.float32)
+    parts = [
+        bank.calendar[tgt_idx],
+        bank.temp[tgt_idx][..., None],
+        bank.temp_day_mean[tgt_idx][..., None],
+        bank.temp_day_max[tgt_idx][..., None],
+        bank.temp[tgt_idx - spec.week][..., None],  # what the reference's load saw: the residual's driver
+        week_lag[..., None],
+        day_lag[..., None],
+        lead[..., None],
+    ]
+    if spec.reference_day_type:  # a holiday a week ago made the reference low for a working day
+        parts.append(bank.calendar[tgt_idx - spec.week][..., spec.day_type_columns])
+    if spec.degrees:
+        parts.append(degrees(bank.temp[tgt_idx]))
+        parts.append(degrees(bank.temp[tgt_idx - spec.week]))
+    dec = np.concatenate(parts, axis=-1).astype(np.float32)
     targets = (bank.load[tgt_idx] / scale[:, None]).astype(np.float32) if with_targets else None
     return Batch(enc.astype(np.float32), dec, week_lag.astype(np.float32), scale, targets)

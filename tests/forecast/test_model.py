@@ -125,7 +125,7 @@ async def test_training_runs_on_the_platforms_own_rollups_and_recorded_weather(
     from forecast.weather.types import HourlyWeather, cell_id
 
     end = quarter_floor(datetime.now(UTC))
-    times = pd.date_range(end - timedelta(days=10), end, freq="15min", inclusive="left")
+    times = pd.date_range(end - timedelta(days=12), end, freq="15min", inclusive="left")
     lat, lon = -30.1 - (int(uid, 16) % 200) * 0.25, 120.1
     ids = [await make_facility(lat, lon, timezone="Australia/Melbourne") for _ in range(2)]
     for i, fid in enumerate(ids):
@@ -147,7 +147,7 @@ async def test_training_runs_on_the_platforms_own_rollups_and_recorded_weather(
     )
     await WeatherCache(pg_pool).store(cell_id(lat, lon, 0.25), "weatherapi", datetime.now(UTC), recorded)
 
-    series = await influx_series(settings, 10, ids)
+    series = await influx_series(settings, 12, ids)
     assert [s.name for s in series] == ids and {s.interval_minutes for s in series} == {15}
     assert np.isfinite(series[0].load).mean() > 0.99
     assert np.allclose(series[0].temp_c[::4][:24], recorded.temp_c[:24])

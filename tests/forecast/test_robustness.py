@@ -30,7 +30,7 @@ def _budget_cfg() -> TrainConfig:
 
 
 def test_the_step_budget_does_not_depend_on_how_much_data_there_is() -> None:
-    small = train_platform(synthetic_fleet(1, 10, seed=1), _budget_cfg())
+    small = train_platform(synthetic_fleet(1, 12, seed=1), _budget_cfg())
     large = train_platform(synthetic_fleet(4, 20, seed=1), _budget_cfg())
     assert large.metrics["train_windows"] > 8 * small.metrics["train_windows"]  # an epoch would differ 8x
     assert small.metrics["steps"] == large.metrics["steps"] == 30
@@ -38,7 +38,7 @@ def test_the_step_budget_does_not_depend_on_how_much_data_there_is() -> None:
 
 def test_early_stopping_counts_steps_without_improvement() -> None:
     cfg = TrainConfig(max_steps=400, eval_every=10, patience_steps=20, ensemble=1, batch_size=16, lr=0.0, seed=3)
-    result = train_platform(synthetic_fleet(1, 10, seed=1), cfg)
+    result = train_platform(synthetic_fleet(1, 12, seed=1), cfg)
     # lr 0: the validation loss never improves on step 0, so training stops after patience (20) steps
     assert result.metrics["steps"] == 20 and result.metrics["best_step_per_member"] == [0]
 
@@ -69,7 +69,7 @@ def test_day_of_year_is_used_only_when_the_history_spans_a_year() -> None:
 
 @pytest.mark.parametrize("interval", [60, 15])
 def test_the_network_at_zero_output_is_exactly_seasonal_naive_last_week(interval: int) -> None:
-    days, per_day = 9, 1440 // interval
+    days, per_day = 11, 1440 // interval  # 8 days of history (a week before the encoder), 2 of targets
     times = pd.date_range("2026-03-02", periods=days * per_day, freq=f"{interval}min", tz="UTC")
     load = np.random.default_rng(4).uniform(50, 150, len(times))
     series = [SeriesData("f", TZ, times, load, np.linspace(5, 20, len(times)))]

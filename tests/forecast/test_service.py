@@ -34,7 +34,7 @@ TZ = "Australia/Melbourne"
 def trained_model_dir(tmp_path_factory) -> Path:
     """A real (tiny) platform model trained on synthetic facilities, saved as an artefact."""
     model_dir = tmp_path_factory.mktemp("models")
-    series = synthetic_fleet(2, 10, seed=3)
+    series = synthetic_fleet(2, 12, seed=3)
     result = train_platform(series, TrainConfig(max_steps=20, eval_every=10, ensemble=2, batch_size=32, seed=3))
     save_model(model_dir, "platform", result, {"source": "synthetic-test"})
     return model_dir
