@@ -82,7 +82,7 @@ async def read_rollup_arrays(
             f'WHERE "window" = $w AND time >= $start AND time < $end AND ({" OR ".join(ors)}) GROUP BY "facility_id"'
         )
         async with sem:
-            answer = await influx.query(q, params=params, epoch="s", timeout_s=timeout_s)
+            answer = await influx.query(q, params=params, epoch="s", timeout_s=timeout_s, msgpack=True)
         for series in answer:
             fid = series.tags.get("facility_id", "")
             if fid not in out or not series.values:
