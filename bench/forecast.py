@@ -206,11 +206,12 @@ def forward_anchor(service: Any, n: int, run_s: float, run_cpu_s: float) -> dict
     """The raw forward pass of the served model over the same ``n`` windows (bench/anchors.py), beside the
     later run's wall and CPU time: the ratio is the share of a forecast run that is the model itself."""
     from bench.anchors import forecast_forward
+    from forecast.engine import INFERENCE_BATCH
 
     loaded = service.current_model()
     if loaded is None:
         return {}
-    fwd = forecast_forward(loaded.model, n)
+    fwd = forecast_forward(loaded.model, n, batch=INFERENCE_BATCH)  # the service's own batch size
     return {
         f"facilities_{n}_anchor_forward_s": round(fwd["seconds"], 3),
         f"facilities_{n}_anchor_forward_cpu_s": round(fwd["cpu_s"], 3),
