@@ -16,12 +16,15 @@ Quick: a few training steps, one ensemble member (checks the path, not the accur
 Fleet runs: facilities are created with unique ids in the shared PostgreSQL and removed afterwards; their
 rollups (10 days of 15 min windows each) are written to InfluxDB first (not timed). The first run backtests
 every facility (the gate) and reads its whole history; the next quarter hour's run (one new rollup per
-facility written first) reuses the decisions (kept about a week) and reads only the newest hours.
+facility written first) reuses the decisions (kept about a week) and reads only the newest hours; a restarted
+service reuses the persisted decisions. Every run reports the CPU-seconds of this process, of InfluxDB and of
+PostgreSQL (the figures that transfer between machines; decision 1040).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -84,11 +87,55 @@ async def _next_rollups(influx: Any, settings: Any, ids: list[str], run_at: date
 
 
 async def _drop_fleet(pool: Any, ids: list[str]) -> None:
+    # cleanup, not measured: on a loaded machine deleting 1,000 facilities' rows outlasted the pool's 5 s
+    # statement timeout and lost the run's figures
     async with pool.acquire() as conn, conn.transaction():
-        await conn.execute("DELETE FROM load_forecasts WHERE facility_id = ANY($1::text[])", ids)
-        await conn.execute("DELETE FROM forecast_runs WHERE facility_id = ANY($1::text[])", ids)
-        await conn.execute("DELETE FROM forecast_gates WHERE facility_id = ANY($1::text[])", ids)
-        await conn.execute("DELETE FROM facilities WHERE facility_id = ANY($1::text[])", ids)
+        await conn.execute("SET LOCAL statement_timeout = '300s'")
+        for table in ("load_forecasts", "forecast_runs", "forecast_gates", "facilities"):
+            await conn.execute(f"DELETE FROM {table} WHERE facility_id = ANY($1::text[])", ids, timeout=300)
+
+
+class _Cpu:
+    """CPU-seconds of this process and of the InfluxDB and PostgreSQL servers of the local stack (a run's
+    cost that transfers between machines, unlike its wall time on a shared machine)."""
+
+    def __init__(self, settings: Any) -> None:
+        from energy.stack.stack import Stack
+
+        stack = Stack(settings)
+        self._pids = {name: stack.server(name).pid() for name in ("influxdb", "postgres")}
+
+    @staticmethod
+    def _tree(pid: int | None) -> float:
+        import psutil
+
+        if pid is None:
+            return 0.0
+        try:
+            root = psutil.Process(pid)
+            total = 0.0
+            for proc in [root, *root.children(recursive=True)]:
+                with contextlib.suppress(psutil.Error):
+                    t = proc.cpu_times()
+                    total += t.user + t.system
+            return total
+        except psutil.Error:
+            return 0.0
+
+    def now(self) -> dict[str, float]:
+        return {"cpu": time.process_time(), "wall": time.perf_counter()} | {
+            name: self._tree(pid) for name, pid in self._pids.items()
+        }
+
+    @staticmethod
+    def figures(prefix: str, before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+        d = {k: after[k] - before[k] for k in before}
+        return {
+            f"{prefix}_s": round(d["wall"], 2),
+            f"{prefix}_cpu_s": round(d["cpu"], 2),
+            f"{prefix}_influxdb_cpu_s": round(d["influxdb"], 2),
+            f"{prefix}_postgres_cpu_s": round(d["postgres"], 2),
+        }
 
 
 async def fleet_runs(sizes: list[int], model_dir: Path) -> dict[str, Any]:
@@ -104,6 +151,7 @@ async def fleet_runs(sizes: list[int], model_dir: Path) -> dict[str, Any]:
     from sim.weather.process import WeatherSimProcess
 
     settings = get_settings()
+    cpu = _Cpu(settings)
     out: dict[str, Any] = {}
     pool = await create_pool(settings.postgres, min_size=1, max_size=10)
     try:
@@ -118,9 +166,9 @@ async def fleet_runs(sizes: list[int], model_dir: Path) -> dict[str, Any]:
                     try:
                         service = ForecastService(s, pool, influx, build_weather_client(fs, http, pool))
                         calls_before = sim.stats()["served"]
-                        t0 = time.perf_counter()
+                        c0 = cpu.now()
                         summary = await service.run_once(run_at, ids)
-                        out[f"facilities_{n}_s"] = round(time.perf_counter() - t0, 2)
+                        out.update(cpu.figures(f"facilities_{n}", c0, cpu.now()))
                         out[f"facilities_{n}_written"] = summary.written
                         out[f"facilities_{n}_served_model"] = summary.methods.get("model", 0)
                         calls_after = sim.stats()["served"]
@@ -131,18 +179,19 @@ async def fleet_runs(sizes: list[int], model_dir: Path) -> dict[str, Any]:
                         # the next quarter hour: one new rollup per facility, decisions and history reused
                         await _next_rollups(influx, settings, ids, run_at)
                         points = service.history.points_read
-                        t0, cpu0 = time.perf_counter(), time.process_time()
+                        c0 = cpu.now()
                         await service.run_once(run_at + timedelta(minutes=15), ids)
-                        out[f"facilities_{n}_next_quarter_s"] = round(time.perf_counter() - t0, 2)
-                        out.update(forward_anchor(service, n, time.perf_counter() - t0, time.process_time() - cpu0))
+                        c1 = cpu.now()
+                        out.update(cpu.figures(f"facilities_{n}_next_quarter", c0, c1))
+                        out.update(forward_anchor(service, n, c1["wall"] - c0["wall"], c1["cpu"] - c0["cpu"]))
                         out[f"facilities_{n}_next_quarter_points_read"] = service.history.points_read - points
                         # a restart: a fresh service (empty history cache) that finds the backtest decisions
                         # persisted by the first run, so it reads only each facility's forecast window
                         await _next_rollups(influx, settings, ids, run_at + timedelta(minutes=15))
                         restarted = ForecastService(s, pool, influx, build_weather_client(fs, http, pool))
-                        t0 = time.perf_counter()
+                        c0 = cpu.now()
                         again = await restarted.run_once(run_at + timedelta(minutes=30), ids)
-                        out[f"facilities_{n}_restart_s"] = round(time.perf_counter() - t0, 2)
+                        out.update(cpu.figures(f"facilities_{n}_restart", c0, cpu.now()))
                         out[f"facilities_{n}_restart_points_read"] = restarted.history.points_read
                         out[f"facilities_{n}_restart_reused_decisions"] = sum(
                             g.decided_at == run_at for g in restarted.gates_for(run_at + timedelta(minutes=30)).values()
@@ -160,13 +209,13 @@ def forward_anchor(service: Any, n: int, run_s: float, run_cpu_s: float) -> dict
     """The raw forward pass of the served model over the same ``n`` windows (bench/anchors.py), beside the
     later run's wall and CPU time: the ratio is the share of a forecast run that is the model itself."""
     from bench.anchors import forecast_forward
+    from forecast.engine import INFERENCE_BATCH
 
     loaded = service.current_model()
     if loaded is None:
         return {}
-    fwd = forecast_forward(loaded.model, n)
+    fwd = forecast_forward(loaded.model, n, batch=INFERENCE_BATCH)  # the service's own batch size
     return {
-        f"facilities_{n}_next_quarter_cpu_s": round(run_cpu_s, 2),
         f"facilities_{n}_anchor_forward_s": round(fwd["seconds"], 3),
         f"facilities_{n}_anchor_forward_cpu_s": round(fwd["cpu_s"], 3),
         f"facilities_{n}_ratio_forward_vs_run": round(fwd["seconds"] / run_s, 3),

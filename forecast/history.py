@@ -65,11 +65,13 @@ async def read_rollup_arrays(
     end: datetime,
     timeout_s: float | None = None,
     concurrency: int = 4,
+    limit: asyncio.Semaphore | None = None,
 ) -> dict[str, RollupArrays]:
     """Rollups in [start, end) of every facility (empty when it has none), one query per CHUNK facilities,
-    at most ``concurrency`` at once (InfluxDB serves one while this process parses another's answer)."""
+    at most ``concurrency`` at once (InfluxDB serves one while this process parses another's answer), or
+    as many as ``limit`` allows (a bound shared by concurrent reads)."""
     out: dict[str, RollupArrays] = {fid: RollupArrays.empty() for fid in facility_ids}
-    sem = asyncio.Semaphore(concurrency)
+    sem = limit or asyncio.Semaphore(concurrency)
 
     async def one(chunk: Sequence[str]) -> None:
         params: dict[str, str] = {"w": "15m", "start": _rfc3339(start), "end": _rfc3339(end)}
@@ -82,7 +84,7 @@ async def read_rollup_arrays(
             f'WHERE "window" = $w AND time >= $start AND time < $end AND ({" OR ".join(ors)}) GROUP BY "facility_id"'
         )
         async with sem:
-            answer = await influx.query(q, params=params, epoch="s", timeout_s=timeout_s)
+            answer = await influx.query(q, params=params, epoch="s", timeout_s=timeout_s, msgpack=True)
         for series in answer:
             fid = series.tags.get("facility_id", "")
             if fid not in out or not series.values:
@@ -141,9 +143,15 @@ class HistoryCache:
         return self.refresh_s * (1.0 + (zlib.crc32(facility_id.encode()) % 96) / 96)
 
     async def read(
-        self, influx: InfluxClient, rp: str, starts: Mapping[str, datetime], end: datetime
+        self,
+        influx: InfluxClient,
+        rp: str,
+        starts: Mapping[str, datetime],
+        end: datetime,
+        limit: asyncio.Semaphore | None = None,
     ) -> dict[str, RollupArrays]:
-        """Rollups in [starts[facility], end) of every facility."""
+        """Rollups in [starts[facility], end) of every facility; ``limit``: queries in flight, shared by
+        concurrent reads (default: 4 per read)."""
         end_s = end.timestamp()
         groups: dict[tuple[float, bool], list[str]] = {}
         for fid, start in starts.items():
@@ -160,7 +168,7 @@ class HistoryCache:
             else:
                 groups.setdefault((start_s, False), []).append(fid)
         for (from_s, tail), ids in groups.items():
-            got = await read_rollup_arrays(influx, rp, ids, datetime.fromtimestamp(from_s, UTC), end)
+            got = await read_rollup_arrays(influx, rp, ids, datetime.fromtimestamp(from_s, UTC), end, limit=limit)
             for fid in ids:
                 new = got[fid]
                 self.points_read += len(new)

@@ -39,6 +39,7 @@ log = structlog.get_logger("forecast.service")
 HORIZON = timedelta(hours=24)
 BATCH = 256
 SAVE_BATCH = 50  # facilities per write transaction
+HISTORY_QUERIES = 4  # history queries in flight in a run (InfluxDB serves one while this process parses another)
 MODEL_INTERVALS = (15, 30, 60)  # 5 min meters arrive as complete 15 min rollups
 
 
@@ -151,15 +152,15 @@ class ForecastService:
 
     async def _weather_by_cell(
         self, facilities: Sequence[Any], run_at: datetime, hist_start: datetime
-    ) -> list[tuple[WeatherResult, Any]]:
-        """Weather of every facility, fetched once per grid cell (facilities of a cell share it)."""
+    ) -> dict[str, tuple[WeatherResult, Any]]:
+        """Weather of every facility (by id), fetched once per grid cell (facilities of a cell share it)."""
         cells: dict[str, Any] = {}
         for f in facilities:
             cells.setdefault(self.weather.cell(f["latitude"], f["longitude"]), f)
         sem = asyncio.Semaphore(self.cfg.facility_concurrency * 4)
         fetched = await asyncio.gather(*(self._weather(f, run_at, hist_start, sem) for f in cells.values()))
         by_cell = dict(zip(cells, fetched, strict=True))
-        return [by_cell[self.weather.cell(f["latitude"], f["longitude"])] for f in facilities]
+        return {f["facility_id"]: by_cell[self.weather.cell(f["latitude"], f["longitude"])] for f in facilities}
 
     async def _weather(
         self, f: Any, run_at: datetime, hist_start: datetime, sem: asyncio.Semaphore
@@ -203,41 +204,60 @@ class ForecastService:
         short = min(history, timedelta(days=MIN_HISTORY_DAYS + 1))
         windows = {f["facility_id"]: (short if f["facility_id"] in gates else history) for f in facilities}
         hist_start = run_at - history
-        rollups = await self.history.read(
-            self.influx,
-            self.settings.influx.rollup_retention_policy,
-            {fid: run_at - w for fid, w in windows.items()},
-            run_at,
-        )
-        weather = await self._weather_by_cell(facilities, run_at, hist_start)
+        weather_task = asyncio.ensure_future(self._weather_by_cell(facilities, run_at, hist_start))
         stale_after = timedelta(seconds=self.cfg.stale_after_s)
-        prepared: list[Prepared] = []
-        sources: CountOf[str] = CountOf()
-        for f, (wr, past) in zip(facilities, weather, strict=True):
-            sources[wr.source.value] += 1
-            p = prepare(
-                f["facility_id"],
-                f["timezone"],
-                run_at,
-                windows[f["facility_id"]],
-                HORIZON,
-                rollups[f["facility_id"]],
-                past,
-                wr.weather,
-                wr.available,
-                stale_after,
-                wr.source.value,
-            )
-            if p is None:
-                SKIPPED.labels("no_history").inc()
-                summary.skipped += 1
-                continue
-            prepared.append(p)
-        summary.weather_sources = dict(sources)
-        forecasts: list[FacilityForecast] = []
-        for i in range(0, len(prepared), BATCH):
-            forecasts += await asyncio.to_thread(forecast_batch, prepared[i : i + BATCH], models, run_at, gates)
-        await self._save_all(forecasts)
+        model_turn = asyncio.Lock()  # one group in the model at a time (one inference thread)
+        in_flight = asyncio.Semaphore(2)  # a group's history is read while the group before it is in the model
+        queries = asyncio.Semaphore(HISTORY_QUERIES)  # InfluxDB queries in flight, whatever the groups
+
+        async def group_run(group: Sequence[Any]) -> list[FacilityForecast]:
+            async with in_flight:
+                rollups = await self.history.read(
+                    self.influx,
+                    self.settings.influx.rollup_retention_policy,
+                    {f["facility_id"]: run_at - windows[f["facility_id"]] for f in group},
+                    run_at,
+                    limit=queries,
+                )
+                weather = await weather_task
+                prepared: list[Prepared] = []
+                for f in group:
+                    wr, past = weather[f["facility_id"]]
+                    p = prepare(
+                        f["facility_id"],
+                        f["timezone"],
+                        run_at,
+                        windows[f["facility_id"]],
+                        HORIZON,
+                        rollups[f["facility_id"]],
+                        past,
+                        wr.weather,
+                        wr.available,
+                        stale_after,
+                        wr.source.value,
+                    )
+                    if p is None:
+                        SKIPPED.labels("no_history").inc()
+                        summary.skipped += 1
+                        continue
+                    prepared.append(p)
+                async with model_turn:
+                    part = await asyncio.to_thread(forecast_batch, prepared, models, run_at, gates)
+                await self._save_all(part)
+                return part
+
+        # groups in a pipeline: InfluxDB serves (and this process parses) the next group's history while the
+        # model runs over the current one in its thread (decision 1040)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tasks = [tg.create_task(group_run(facilities[i : i + BATCH])) for i in range(0, len(facilities), BATCH)]
+        except ExceptionGroup as failed:  # the run fails with a group's own error (the others are cancelled)
+            raise failed.exceptions[0] from None
+        finally:
+            if not weather_task.done():
+                weather_task.cancel()
+        forecasts = [fc for t in tasks for fc in t.result()]
+        summary.weather_sources = dict(CountOf(wr.source.value for wr, _ in weather_task.result().values()))
         await self._persist_gates(gates, {fc.facility_id for fc in forecasts}, run_at)
         quality: CountOf[str] = CountOf()
         methods: CountOf[str] = CountOf()

@@ -325,3 +325,52 @@ async def test_a_restarted_service_reuses_the_persisted_backtest_decision_and_re
     # not backtested again, so only the forecast's window is read: 9 days before nxt, of which the rollups
     # from run_at - 9 days + 15 min to run_at - 15 min exist: 9 * 96 - 1 points
     assert restarted.history.points_read == 9 * 96 - 1
+
+
+async def test_a_run_in_groups_writes_what_a_run_in_one_group_writes_and_fails_with_a_groups_own_error(
+    settings, pg_pool, influx, http, weather_sim, make_facility, trained_model_dir, uid, monkeypatch
+):
+    import forecast.service as service_module
+
+    lat, lon = _location(uid)
+    fids = [await make_facility(lat, lon, timezone=TZ) for _ in range(3)]
+    run_at = _run_at()
+    for seed, fid in enumerate(fids[:2], start=1):  # the third facility has no history: skipped
+        await _write_rollups(influx, settings, fid, run_at, seed=seed)
+
+    async def run(batch: int, at: datetime) -> tuple[object, dict[str, list[float]]]:
+        monkeypatch.setattr(service_module, "BATCH", batch)
+        service = _service(settings, pg_pool, influx, http, weather_sim, trained_model_dir)
+        for fid in fids[:2]:
+            _model_wins(service, fid, at)
+        summary = await service.run_once(at, fids)
+        rows = {fid: await latest_forecast(pg_pool, fid, at, at + timedelta(days=2)) for fid in fids}
+        assert [r.target_ts for r in rows[fids[0]]] == [at + timedelta(minutes=15 * k) for k in range(96)]
+        assert {r.run_at for fid in fids[:2] for r in rows[fid]} == {at} and rows[fids[2]] == []
+        return summary, {fid: [r.p50_kw for r in rows[fid]] for fid in fids[:2]}
+
+    one_group, p50_one = await run(256, run_at)
+    in_groups, p50_groups = await run(1, run_at)  # three groups, pipelined; the same run written again
+    for summary in (one_group, in_groups):
+        assert summary.written == 2 and summary.skipped == 1 and summary.methods == {Method.MODEL: 2}
+        assert summary.weather_sources == {"primary": 3}
+    # the same model over the same history: each facility gets the same forecast whatever the grouping (to
+    # float rounding of a different batch), and the two facilities' forecasts differ, so a swap would show
+    assert not np.allclose(p50_one[fids[0]], p50_one[fids[1]], rtol=1e-3)
+    for fid in fids[:2]:
+        assert np.allclose(p50_groups[fid], p50_one[fid], rtol=1e-5, atol=1e-6)
+
+    calls = {"n": 0}
+    real = service_module.forecast_batch
+
+    def second_group_fails(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("group failed")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(service_module, "forecast_batch", second_group_fails)
+    monkeypatch.setattr(service_module, "BATCH", 1)
+    service = _service(settings, pg_pool, influx, http, weather_sim, trained_model_dir)
+    with pytest.raises(RuntimeError, match="group failed"):  # the group's own error, not an ExceptionGroup
+        await service.run_once(run_at + timedelta(minutes=30), fids)

@@ -111,3 +111,46 @@ async def test_one_bad_forecast_in_a_batch_writes_nothing(pg_pool, make_facility
     with pytest.raises(ValueError):
         await save_forecasts(pg_pool, [_forecast(a, T0, 100.0), bad])
     assert await latest_forecast(pg_pool, a, T0, T0 + timedelta(hours=2)) == []
+
+
+async def test_points_land_at_their_own_targets_and_values_for_every_interval(pg_pool, make_facility) -> None:
+    # the points are expanded by PostgreSQL from (first target, step, count) and flat quantile arrays (1040):
+    # each facility's rows must carry its own times and its own values, at its own meter interval
+    a, b = await make_facility(), await make_facility()
+    hourly = dataclasses.replace(
+        _forecast(a, T0, 0.0, steps=3),
+        targets=[T0, T0 + timedelta(hours=1), T0 + timedelta(hours=2)],
+        p10=[1.0, 2.0, 3.0],
+        p50=[1.5, 2.5, 3.5],
+        p90=[2.0, 3.0, 4.0],
+        interval_minutes=60,
+    )
+    quarter = dataclasses.replace(_forecast(b, T0, 0.0, steps=2), p10=[7.0, 8.0], p50=[7.5, 8.5], p90=[9.0, 9.5])
+    assert await save_forecasts(pg_pool, [hourly, quarter]) == 5
+    got_a = await latest_forecast(pg_pool, a, T0, T0 + timedelta(hours=3))
+    assert [(r.target_ts, r.p10_kw, r.p50_kw, r.p90_kw) for r in got_a] == [
+        (T0, 1.0, 1.5, 2.0),
+        (T0 + timedelta(hours=1), 2.0, 2.5, 3.0),
+        (T0 + timedelta(hours=2), 3.0, 3.5, 4.0),
+    ]
+    got_b = await latest_forecast(pg_pool, b, T0, T0 + timedelta(hours=3))
+    assert [(r.target_ts, r.p10_kw, r.p50_kw, r.p90_kw) for r in got_b] == [
+        (T0, 7.0, 7.5, 9.0),
+        (T0 + timedelta(minutes=15), 8.0, 8.5, 9.5),
+    ]
+
+
+async def test_targets_not_spaced_by_the_interval_or_nan_quantiles_are_rejected(pg_pool, make_facility) -> None:
+    fid = await make_facility()
+    gap = dataclasses.replace(
+        _forecast(fid, T0, 100.0, steps=3), targets=[T0, T0 + timedelta(minutes=15), T0 + timedelta(minutes=45)]
+    )
+    with pytest.raises(ValueError, match="15 min apart"):
+        await save_forecast(pg_pool, gap)
+    hourly_label = dataclasses.replace(_forecast(fid, T0, 100.0), interval_minutes=60)  # 15 min targets
+    with pytest.raises(ValueError, match="60 min apart"):
+        await save_forecast(pg_pool, hourly_label)
+    nan = dataclasses.replace(_forecast(fid, T0, 100.0), p50=[float("nan")] * 8)
+    with pytest.raises(ValueError, match="p10 <= p50 <= p90"):
+        await save_forecast(pg_pool, nan)
+    assert await latest_forecast(pg_pool, fid, T0, T0 + timedelta(hours=2)) == []
