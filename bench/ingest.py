@@ -6,24 +6,28 @@ MQTT prefix and client id. This process publishes readings of the seeded fleet o
 on the topic (a consumer with a 5 ms fetch wait; so the latency includes the broker append
 and one fetch, an upper bound of publish -> append).
 
-Phases: a backlog of single-reading messages, then of gateway batches (100 readings per
-message), each queued in the service's persistent MQTT session while it is stopped and then
-drained (its sustained capacity, whatever this publisher's pace); then single messages paced
-at a fixed rate for the latency of a service that keeps up.
+Phases: three rounds of (the anchors, then a backlog of single-reading messages), then a backlog
+of gateway batches (100 readings per message), each backlog queued in the service's persistent
+MQTT session while it is stopped and then drained (its sustained capacity, whatever this
+publisher's pace); then single messages paced at a fixed rate for the latency of a service
+that keeps up. Single-message figures are medians over the rounds (docs/benchmarks.md).
 
-    python -m bench.ingest            # full: 40,000 messages, 200,000 batched readings, 20 s paced
-    python -m bench.ingest --quick    # 10,000 messages, 50,000 batched readings, 5 s paced
+    python -m bench.ingest            # full: 3 x 15,000 messages, 200,000 batched readings, 20 s paced
+    python -m bench.ingest --quick    # 3 x 5,000 messages, 50,000 batched readings, 5 s paced
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import json
 import logging
 import os
+import statistics
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import uuid
@@ -240,41 +244,37 @@ async def main_async(quick: bool) -> None:
             "ENERGY_LOG__LEVEL": "WARNING",
         }
     )
-    n_single, n_batched = (10_000, 50_000) if quick else (40_000, 200_000)
+    n_single, n_batched = (5_000, 50_000) if quick else (15_000, 200_000)
+    rounds = 3  # service and anchors interleaved, medians over the rounds (see docs/benchmarks.md)
     paced_s = 5.0 if quick else 20.0
     mqtt = (settings.mqtt.host, settings.mqtt.port)
     gen = Readings(run)
     collector = Collector(topic, bootstrap)
     await collector.start()
     proc = start_service(env, port, "/ready")  # subscribes: the persistent session exists from here on
-    startup_cpu = cpu_seconds(proc)  # what starting (imports, connections) costs, subtracted below
+    per_round: list[dict[str, float]] = []
+    single_missing = 0
     try:
-        # Capacity: the service is stopped while a backlog is queued in its persistent MQTT session, then
-        # started; the rate at which readings arrive in Kafka is what it sustains, whatever the publisher's pace.
-        proc = restart(proc, env, port, stop_only=True)
-        single_sent = await publish(gen, prefix, mqtt, n_single, 1, None)
-        # Anchors, same run and right before the service drains its backlog (so under the same machine load):
-        # the bare MQTT subscriber draining an equal backlog of single messages, and the bare Kafka producer
-        # sending the same number of pre-built records.
-        anchor_client = f"bench-anchor-{run}"
-        anchor(["mqtt-subscriber", "--prefix", f"{prefix}-anchor", "--client-id", anchor_client, "--prepare"])
-        await publish(Readings(f"{run}-anchor"), f"{prefix}-anchor", mqtt, n_single, 1, None)
-        subscriber = anchor(
-            ["mqtt-subscriber", "--prefix", f"{prefix}-anchor", "--client-id", anchor_client, "--n", str(n_single)]
-        )
-        await ensure_topics_async(bootstrap, {f"{topic}-anchor": 6})
-        producer = anchor(["kafka-producer", "--topic", f"{topic}-anchor", "--n", str(n_single)])
-        proc = start_service(env, port)
-        await collector.wait_for(single_sent, 300)
-        single_rate, single_missing = drain_rate(single_sent, collector.arrived)
-        single_cpu = cpu_seconds(proc) - startup_cpu
+        for index in range(rounds):
+            # Capacity: the service is stopped while a backlog is queued in its persistent MQTT session, then
+            # started; the rate at which readings arrive in Kafka is what it sustains, whatever the publisher's
+            # pace. Each round runs the anchors right before the service drains (so under the same load).
+            proc = restart(proc, env, port, stop_only=True)
+            single_sent = await publish(gen, prefix, mqtt, n_single, 1, None)
+            subscriber, producer = await anchors(f"{run}-{index}", prefix, topic, mqtt, n_single, bootstrap)
+            proc = start_service(env, port)
+            with CpuSampler(proc.pid) as sampler:
+                await collector.wait_for(single_sent, 300)
+            rate, missing, per_cpu = drain_figures(single_sent, collector.arrived, sampler)
+            single_missing += missing
+            per_round.append(round_figures(rate, per_cpu, subscriber, producer))
 
         proc = restart(proc, env, port, stop_only=True)
         batched_sent = await publish(gen, prefix, mqtt, n_batched, BATCH, None)
         proc = start_service(env, port)
-        await collector.wait_for(batched_sent, 300)
-        batched_rate, batched_missing = drain_rate(batched_sent, collector.arrived)
-        batched_cpu = cpu_seconds(proc) - startup_cpu
+        with CpuSampler(proc.pid) as sampler:
+            await collector.wait_for(batched_sent, 300)
+        batched_rate, batched_missing, batched_per_cpu = drain_figures(batched_sent, collector.arrived, sampler)
 
         # Latency of a service that keeps up: single messages at a steady rate, publish -> read from Kafka.
         paced_sent = await publish(gen, prefix, mqtt, int(PACED_RATE * paced_s), 1, PACED_RATE)
@@ -290,14 +290,17 @@ async def main_async(quick: bool) -> None:
         with contextlib.suppress(Exception):
             async with aiomqtt.Client(mqtt[0], mqtt[1], identifier=client_id, clean_session=True, logger=QUIET):
                 pass
-    subscriber_rate = subscriber["items"] / subscriber["seconds"]
-    producer_rate = producer["items"] / producer["seconds"]
-    per_cpu = n_single / single_cpu
-    subscriber_per_cpu = subscriber["items"] / subscriber["cpu_s"]
-    producer_per_cpu = producer["items"] / producer["cpu_s"]
-    # The serial path every MQTT-fed service must run per message: receive it (subscriber) AND produce it
-    # (producer), one after the other on the same CPU, so their costs add (decision 0960).
-    serial_per_cpu = 1 / (1 / subscriber_per_cpu + 1 / producer_per_cpu)
+
+    def median(key: str) -> float:
+        return statistics.median(r[key] for r in per_round)
+
+    single_rate = median("service_msgs_per_s")
+    subscriber_rate = median("subscriber_msgs_per_s")
+    producer_rate = median("producer_records_per_s")
+    per_cpu = median("service_msgs_per_cpu_s")
+    subscriber_per_cpu = median("subscriber_msgs_per_cpu_s")
+    producer_per_cpu = median("producer_records_per_cpu_s")
+    serial_per_cpu = median("serial_msgs_per_cpu_s")
     figures = {
         "messages_per_s_single": round(single_rate, 1),
         "anchor_mqtt_subscriber_msgs_per_s": round(subscriber_rate, 1),
@@ -307,16 +310,20 @@ async def main_async(quick: bool) -> None:
         "anchor_mqtt_subscriber_msgs_per_cpu_s": round(subscriber_per_cpu, 1),
         "anchor_kafka_producer_records_per_cpu_s": round(producer_per_cpu, 1),
         "anchor_serial_subscriber_producer_msgs_per_cpu_s": round(serial_per_cpu, 1),
-        "ratio_single_per_cpu_vs_mqtt_subscriber": round(per_cpu / subscriber_per_cpu, 3),
-        "ratio_single_per_cpu_vs_kafka_producer": round(per_cpu / producer_per_cpu, 3),
-        "ratio_single_per_cpu_vs_serial_anchor": round(per_cpu / serial_per_cpu, 3),
+        "ratio_single_per_cpu_vs_mqtt_subscriber": round(median("ratio_vs_subscriber"), 3),
+        "ratio_single_per_cpu_vs_kafka_producer": round(median("ratio_vs_producer"), 3),
+        "ratio_single_per_cpu_vs_serial_anchor": round(median("ratio_vs_serial"), 3),
+        "ratio_single_per_cpu_vs_serial_anchor_rounds": ", ".join(f"{r['ratio_vs_serial']:.3f}" for r in per_round),
+        "service_cpu_us_per_single_message": round(1e6 / per_cpu, 1),
+        "anchor_serial_cpu_us_per_message": round(1e6 / serial_per_cpu, 1),
         "readings_per_s_batched": round(batched_rate, 1),
         "p50_latency_ms": round(percentile(latencies, 50), 1),
         "p99_latency_ms": round(percentile(latencies, 99), 1),
         "paced_rate_readings_per_s": PACED_RATE,
-        "single_messages_per_cpu_s": round(n_single / single_cpu, 1),
-        "batched_readings_per_cpu_s": round(n_batched / batched_cpu, 1),
+        "single_messages_per_cpu_s": round(per_cpu, 1),
+        "batched_readings_per_cpu_s": round(batched_per_cpu, 1),
         "single_messages": n_single,
+        "single_rounds": rounds,
         "batched_readings": n_batched,
         "lost_readings": single_missing + batched_missing + paced_missing,
         "load_avg_1m_start": round(load_start, 1),
@@ -334,6 +341,10 @@ async def main_async(quick: bool) -> None:
         "ratio_single_per_cpu_vs_mqtt_subscriber": "ratio",
         "ratio_single_per_cpu_vs_kafka_producer": "ratio",
         "ratio_single_per_cpu_vs_serial_anchor": "ratio",
+        "ratio_single_per_cpu_vs_serial_anchor_rounds": "ratios",
+        "service_cpu_us_per_single_message": "µs CPU",
+        "anchor_serial_cpu_us_per_message": "µs CPU",
+        "single_rounds": "rounds",
         "readings_per_s_batched": "readings/s",
         "p50_latency_ms": "ms",
         "p99_latency_ms": "ms",
@@ -361,18 +372,100 @@ async def main_async(quick: bool) -> None:
         "the least any MQTT-to-Kafka service spends per message, and the goal's reference (decision 0960). "
         "Throughput: a backlog queued in the service's persistent MQTT session while it is stopped, then drained; "
         "rate = readings read back from Kafka per second between the first and last arrival. "
+        f"Single messages: {rounds} rounds of {n_single:,}, each round the two anchors then the service; every "
+        "single-message figure is the median over the rounds, the ratios the median of each round's ratio. "
         f"Batched = {BATCH} readings per gateway message. Latency: single messages paced at {PACED_RATE:.0f}/s, "
         "MQTT publish -> read back from Kafka (5 ms fetch wait). "
         "Per CPU-second figures: messages or readings drained per CPU-second of the service process "
-        "(user+system, start-up cost subtracted): what one free core would sustain. "
+        "(user+system, sampled every 10 ms and taken between the first and the last arrival, so start-up is "
+        "not in it): what one free core would sustain. "
         f"Machine shared with other engineers' work: load average at the end {load[0]:.1f} on {os.cpu_count()} cores."
     )
     write_results("ingest", figures, units, quick, goals, notes)
 
 
-def cpu_seconds(proc: subprocess.Popen[bytes]) -> float:
-    times = psutil.Process(proc.pid).cpu_times()
-    return float(times.user + times.system)
+class CpuSampler:
+    """CPU-seconds (user+system) of a process, sampled every 10 ms in a thread, to read its CPU between two
+    moments (here: the first and the last arrival of a drain) rather than since it started."""
+
+    def __init__(self, pid: int) -> None:
+        self._process = psutil.Process(pid)
+        self.samples: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                times = self._process.cpu_times()
+            except psutil.Error:
+                return
+            self.samples.append((time.perf_counter(), float(times.user + times.system)))
+            self._stop.wait(0.01)
+
+    def __enter__(self) -> CpuSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def cpu_at(self, when: float) -> float:
+        """The process's CPU-seconds at ``when`` (perf_counter), interpolated between the samples around it."""
+        times = [t for t, _ in self.samples]
+        i = min(max(bisect.bisect_left(times, when), 1), len(times) - 1)
+        (t0, c0), (t1, c1) = self.samples[i - 1], self.samples[i]
+        return c0 + (c1 - c0) * (when - t0) / max(t1 - t0, 1e-9)
+
+
+def drain_figures(
+    sent: dict[tuple[str, int], float], arrived: dict[tuple[str, int], float], sampler: CpuSampler
+) -> tuple[float, int, float]:
+    """A drain between its first and last arrival: readings per second, readings missing, readings per
+    CPU-second of the service."""
+    times = sorted(arrived[k] for k in sent if k in arrived)
+    missing = len(sent) - len(times)
+    if len(times) < 2:
+        return 0.0, missing, float("nan")
+    cpu = sampler.cpu_at(times[-1]) - sampler.cpu_at(times[0])
+    return (len(times) - 1) / (times[-1] - times[0]), missing, (len(times) - 1) / max(cpu, 1e-9)
+
+
+async def anchors(
+    run: str, prefix: str, topic: str, mqtt: tuple[str, int], n: int, bootstrap: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The bare MQTT subscriber draining a backlog of ``n`` single messages, then the bare Kafka producer
+    sending ``n`` pre-built records (bench/anchors.py), each in its own process."""
+    client = f"bench-anchor-{run}"
+    anchor(["mqtt-subscriber", "--prefix", f"{prefix}-anchor-{run}", "--client-id", client, "--prepare"])
+    await publish(Readings(f"{run}-anchor"), f"{prefix}-anchor-{run}", mqtt, n, 1, None)
+    subscriber = anchor(["mqtt-subscriber", "--prefix", f"{prefix}-anchor-{run}", "--client-id", client, "--n", str(n)])
+    await ensure_topics_async(bootstrap, {f"{topic}-anchor-{run}": 6})
+    producer = anchor(["kafka-producer", "--topic", f"{topic}-anchor-{run}", "--n", str(n)])
+    return subscriber, producer
+
+
+def round_figures(
+    rate: float, per_cpu: float, subscriber: dict[str, Any], producer: dict[str, Any]
+) -> dict[str, float]:
+    """One round's service and anchor figures; the serial anchor is subscriber and producer in series on one
+    CPU, per CPU-second 1 / (1/subscriber + 1/producer) (decision 0960)."""
+    subscriber_per_cpu = subscriber["items"] / subscriber["cpu_s"]
+    producer_per_cpu = producer["items"] / producer["cpu_s"]
+    serial_per_cpu = 1 / (1 / subscriber_per_cpu + 1 / producer_per_cpu)
+    return {
+        "service_msgs_per_s": rate,
+        "service_msgs_per_cpu_s": per_cpu,
+        "subscriber_msgs_per_s": subscriber["items"] / subscriber["seconds"],
+        "producer_records_per_s": producer["items"] / producer["seconds"],
+        "subscriber_msgs_per_cpu_s": subscriber_per_cpu,
+        "producer_records_per_cpu_s": producer_per_cpu,
+        "serial_msgs_per_cpu_s": serial_per_cpu,
+        "ratio_vs_subscriber": per_cpu / subscriber_per_cpu,
+        "ratio_vs_producer": per_cpu / producer_per_cpu,
+        "ratio_vs_serial": per_cpu / serial_per_cpu,
+    }
 
 
 def restart(proc: subprocess.Popen[bytes], env: dict[str, str], port: int, stop_only: bool = False) -> Any:

@@ -268,18 +268,36 @@ class Publisher:
         self._failing = 0
         self.stats = PublisherStats()
         self._tasks: list[asyncio.Task[None]] = []
+        self._chunks: set[asyncio.Task[None]] = set()
+        self._slots = asyncio.Semaphore(concurrency)
 
     def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._worker(i), name=f"publisher-{i}") for i in range(self._concurrency)]
+        self._slots = asyncio.Semaphore(self._concurrency)
+        self._tasks = [asyncio.create_task(self._dispatch(), name="publisher")]
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        tasks = [*self._tasks, *self._chunks]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _worker(self, index: int) -> None:
+    async def _dispatch(self) -> None:
+        """One taker, up to ``concurrency`` chunks in flight. Items that arrive while every slot waits
+        for Kafka go out together in the next chunk. (Several takers each waiting on the buffer split a
+        steady flow into chunks of one message, each paying a delivery call and a round of acks.)"""
         while True:
-            items = await self._buffer.get_chunk(self._chunk, self._linger_s)
+            await self._slots.acquire()
+            try:
+                items = await self._buffer.get_chunk(self._chunk, self._linger_s)
+            except BaseException:
+                self._slots.release()
+                raise
+            task = asyncio.create_task(self._publish(items))
+            self._chunks.add(task)
+            task.add_done_callback(self._chunks.discard)
+
+    async def _publish(self, items: list[WorkItem]) -> None:
+        try:
             await self._deliver([r for item in items for r in item.records])
             now = time.monotonic()
             counts = {"reading": 0, "dlq": 0}
@@ -297,6 +315,8 @@ class Publisher:
                 self.stats.published[kind] += n
                 metrics.PUBLISHED.labels(kind).inc(n)
             await self._buffer.release(items)
+        finally:
+            self._slots.release()
 
     async def _send(self, pending: list[OutRecord]) -> None:
         futures = []
