@@ -9,7 +9,7 @@ Each anchor runs as its own process, like the service it anchors, and prints one
     python -m bench.anchors mqtt-subscriber --prefix P --client-id C --n N [--prepare]
     python -m bench.anchors kafka-consumer-decode --topic T --n N  # read from the start, decode each
     python -m bench.anchors influx-writer --database D --n N       # N raw reading points, batches of 5,000
-    python -m bench.anchors bms-soap --url U --facilities F --n N --concurrency C  # N SetSetpoint calls
+    python -m bench.anchors bms-soap --url U --facilities F --n N --concurrency C [--per-facility P]  # SetSetpoint
     python -m bench.anchors api-server --port P                    # a trivial FastAPI route, served like the API
 
 The forecast anchor is a function (:func:`forecast_forward`), called in the benchmark's own process with
@@ -345,6 +345,7 @@ def main() -> None:
     b.add_argument("--concurrency", type=int, required=True)
     b.add_argument("--run", default="anchor", help="prefix of the idempotency keys")
     b.add_argument("--zones", type=int, default=1, help="HVAC zones hvac-1.. every facility has")
+    b.add_argument("--per-facility", type=int, default=4, help="kept-alive connections per facility endpoint")
     a = sub.add_parser("api-server")
     a.add_argument("--port", type=int, required=True)
     args = p.parse_args()
@@ -353,7 +354,9 @@ def main() -> None:
         return
     if args.anchor == "bms-soap":
         facilities = [f for f in args.facilities.split(",") if f]
-        result = asyncio.run(bms_soap(args.url, facilities, args.n, args.concurrency, args.run, args.zones))
+        result = asyncio.run(
+            bms_soap(args.url, facilities, args.n, args.concurrency, args.run, args.zones, args.per_facility)
+        )
     elif args.anchor == "kafka-producer":
         result = asyncio.run(kafka_producer(args.topic, args.n))
     elif args.anchor == "mqtt-subscriber":
