@@ -7,8 +7,9 @@ restored; the webhook's own latency; CPU-seconds of the coordinator process per 
 
 Anchor (issue 16): the BMS simulator's own capacity, measured in the same run on the same simulator
 (same latency): a bare HTTP client sends as many pre-built SetSetpoint calls as the dispatch
-confirmed, with the coordinator's bound on calls in flight. The ratio coordinator : anchor is the
-figure that transfers between machines.
+confirmed (1,000 to 2,000), with the coordinator's bound on calls in flight and its connection
+behaviour (kept alive, a pool per facility); three runs after the dispatch, the median rate is the
+figure (decision 1021). The ratio coordinator : anchor is the figure that transfers between machines.
 
 Private PostgreSQL (the fleet seeded into it), the BMS and VTN simulators as separate processes,
 the real API over HTTP and the coordinator (VEN runtime included) in this process, all on 127.0.0.1.
