@@ -9,7 +9,7 @@ Each anchor runs as its own process, like the service it anchors, and prints one
     python -m bench.anchors mqtt-subscriber --prefix P --client-id C --n N [--prepare]
     python -m bench.anchors kafka-consumer-decode --topic T --n N  # read from the start, decode each
     python -m bench.anchors influx-writer --database D --n N       # N raw reading points, batches of 5,000
-    python -m bench.anchors bms-soap --url U --facilities F --n N --concurrency C  # N SetSetpoint calls
+    python -m bench.anchors bms-soap --url U --facilities F --n N --concurrency C [--per-facility P]  # SetSetpoint
     python -m bench.anchors api-server --port P                    # a trivial FastAPI route, served like the API
 
 The forecast anchor is a function (:func:`forecast_forward`), called in the benchmark's own process with
@@ -192,11 +192,15 @@ _SET_SETPOINT = (
 
 
 async def bms_soap(
-    url: str, facilities: list[str], n: int, concurrency: int, run: str, zones: int = 1
+    url: str, facilities: list[str], n: int, concurrency: int, run: str, zones: int = 1, per_facility: int = 4
 ) -> dict[str, Any]:
     """The BMS simulator's own capacity: ``n`` SetSetpoint calls (pre-built SOAP envelopes, distinct
-    idempotency keys, HVAC zones 1..``zones`` of each facility in turn) over one pooled HTTP client with at most
-    ``concurrency`` calls in flight, as the DR worker bounds its own. Every answer must be a 200."""
+    idempotency keys, HVAC zones 1..``zones`` of each facility in turn) with at most ``concurrency``
+    calls in flight, as the DR worker bounds its own. Connections as the coordinator's gateway keeps
+    them: one pool of kept-alive connections per facility's endpoint (at most ``per_facility``, its
+    ``bms_concurrency_per_facility``). Every answer must be a 200."""
+    import ssl
+
     import httpx
 
     bodies = [
@@ -209,23 +213,38 @@ async def bms_soap(
         for i in range(n)
     ]
     headers = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": "SetSetpoint"}
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    tls = ssl.create_default_context()
+    limits = httpx.Limits(max_connections=per_facility, max_keepalive_connections=per_facility, keepalive_expiry=4.0)
+    clients = {
+        target: httpx.AsyncClient(
+            transport=httpx.AsyncHTTPTransport(verify=tls, limits=limits), timeout=30, trust_env=False
+        )
+        for target in {target for target, _ in bodies}
+    }
     failed = 0
     first_failure = ""
-    async with httpx.AsyncClient(timeout=30, limits=limits) as client:
-        queue = iter(bodies)
+    queue = iter(bodies)
 
-        async def lane() -> None:
-            nonlocal failed, first_failure
-            for target, body in queue:
-                resp = await client.post(target, content=body, headers=headers)
-                if resp.status_code != 200:
-                    failed += 1
-                    first_failure = first_failure or f"{target}: {resp.status_code} {resp.text[:300]}"
+    async def lane() -> None:
+        nonlocal failed, first_failure
+        for target, body in queue:
+            try:
+                resp = await clients[target].post(target, content=body, headers=headers)
+            except httpx.HTTPError as exc:
+                failed += 1
+                first_failure = first_failure or f"{target}: {type(exc).__name__}: {exc}"
+                continue
+            if resp.status_code != 200:
+                failed += 1
+                first_failure = first_failure or f"{target}: {resp.status_code} {resp.text[:300]}"
 
+    try:
         cpu0, t0 = _cpu(), time.perf_counter()
         await asyncio.gather(*(lane() for _ in range(concurrency)))
         seconds, cpu_s = time.perf_counter() - t0, _cpu() - cpu0
+    finally:
+        for client in clients.values():
+            await client.aclose()
     return {"items": n - failed, "failed": failed, "first_failure": first_failure, "seconds": seconds, "cpu_s": cpu_s}
 
 
@@ -327,6 +346,7 @@ def main() -> None:
     b.add_argument("--concurrency", type=int, required=True)
     b.add_argument("--run", default="anchor", help="prefix of the idempotency keys")
     b.add_argument("--zones", type=int, default=1, help="HVAC zones hvac-1.. every facility has")
+    b.add_argument("--per-facility", type=int, default=4, help="kept-alive connections per facility endpoint")
     a = sub.add_parser("api-server")
     a.add_argument("--port", type=int, required=True)
     args = p.parse_args()
@@ -335,7 +355,9 @@ def main() -> None:
         return
     if args.anchor == "bms-soap":
         facilities = [f for f in args.facilities.split(",") if f]
-        result = asyncio.run(bms_soap(args.url, facilities, args.n, args.concurrency, args.run, args.zones))
+        result = asyncio.run(
+            bms_soap(args.url, facilities, args.n, args.concurrency, args.run, args.zones, args.per_facility)
+        )
     elif args.anchor == "kafka-producer":
         result = asyncio.run(kafka_producer(args.topic, args.n))
     elif args.anchor == "mqtt-subscriber":

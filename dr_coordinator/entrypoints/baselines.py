@@ -47,18 +47,21 @@ class BaselineJob:
         except ValueError as exc:
             log.warning("dr_baseline_rules_invalid", facility_id=facility_id, error=str(exc)[:300])
             rules = ib.rules_for(method, None)
-        cal = await meter_history.calendar(self.pool, facility_id)
-        lo = meter_history.history_start(start, cal.tz)
+        # Every PostgreSQL read on one connection: each acquire/release of the pool costs a round trip
+        # of its own (the connection's reset), which doubled the planning round trips per facility.
+        async with self.pool.acquire() as conn:
+            cal = await meter_history.calendar(conn, facility_id)
+            lo = meter_history.history_start(start, cal.tz)
+            event_days = await meter_history.event_days(conn, facility_id, cal.tz, dr_event_id, lo, start)
+            temps = None
+            if ib.Method.REGRESSION in (rules.method, rules.fallback):
+                temps = await meter_history.temperatures(conn, cal, self.weather_cell_deg, lo, end)
+            fc = await meter_history.forecast_quarters(conn, facility_id, start - timedelta(hours=1), end)
         readings: dict[datetime, float] = {}
         if self.influx is not None and rules.method is not ib.Method.FORECAST:
             readings, _ = await meter_history.quarter_hours(self.influx, facility_id, lo, start)
-        event_days = await meter_history.event_days(self.pool, facility_id, cal.tz, dr_event_id, lo, start)
         years = {lo.year, start.year, end.year}
         ctx = ib.EventContext(start, end, cal.tz, event_days, ib.holiday_dates(cal.country, cal.subdivision, years))
-        temps = None
-        if ib.Method.REGRESSION in (rules.method, rules.fallback):
-            temps = await meter_history.temperatures(self.pool, cal, self.weather_cell_deg, lo, end)
-        fc = await meter_history.forecast_quarters(self.pool, facility_id, start - timedelta(hours=1), end)
         # CPU-bound (tens of ms per facility): off the event loop so BMS commands keep flowing.
         b = await asyncio.to_thread(ib.compute, rules, readings, ctx, temperature_c=temps, forecast_kw=fc)
         if b.flag:

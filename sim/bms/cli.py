@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from sim.bms.http_server import IDLE_TIMEOUT_S, MAX_REQUESTS
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=None, help="listen port (default settings.endpoints.bms_sim_port)")
@@ -19,10 +21,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="prefix of the zone-state hashes (default sim.building_model.REDIS_PREFIX, read by the meter simulator)",
     )
     parser.add_argument("--redis-timeout-s", type=float, default=1.0, help="socket timeout of the Redis zone store")
+    parser.add_argument(
+        "--idle-timeout-s",
+        type=float,
+        default=IDLE_TIMEOUT_S,
+        help="close a kept-alive connection idle this long (decision 1020)",
+    )
+    parser.add_argument(
+        "--max-requests-per-connection",
+        type=int,
+        default=MAX_REQUESTS,
+        help="close a connection after this many requests (its last answer says Connection: close)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    import logging
     import random
     import signal
     import threading
@@ -30,18 +43,17 @@ def run(args: argparse.Namespace) -> int:
     from typing import Any
 
     import structlog
-    from werkzeug.serving import make_server
 
     from energy.fleet import build_fleet
     from energy.observability.logging import configure_logging
     from energy.settings import get_settings
+    from sim.bms.http_server import KeepAliveWsgiServer
     from sim.bms.model import BmsControllers, FaultConfig
     from sim.bms.redis_store import RedisZoneStore
     from sim.bms.server import BmsSimulator
 
     settings = get_settings()
     configure_logging("bms-sim", settings.log.level, settings.log.json_logs)
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     log = structlog.get_logger("sim.bms")
     port = args.port or settings.endpoints.bms_sim_port
     fleet = build_fleet(settings.seed.facilities, settings.seed.meters_per_facility)
@@ -58,7 +70,22 @@ def run(args: argparse.Namespace) -> int:
         if facility_id not in controllers.facilities:
             raise SystemExit(f"energy sim bms: --down {facility_id}: no such facility")
         simulator.set_faults(facility_id, FaultConfig(latency_ms=args.latency_ms, down=True))
-    server = make_server(settings.stack.bind_host, port, simulator, threaded=True)
+    try:
+        server = KeepAliveWsgiServer(
+            settings.stack.bind_host,
+            port,
+            simulator,
+            idle_timeout_s=args.idle_timeout_s,
+            max_requests=args.max_requests_per_connection,
+        )
+    except ValueError as exc:
+        raise SystemExit(f"energy sim bms: {exc}") from exc
+    simulator.connection_stats = lambda: {
+        "opened": server.connections_opened,
+        "open": server.connections_open,
+        "idle_timeout_s": server.idle_timeout_s,
+        "max_requests": server.max_requests,
+    }
 
     def stop(signum: int, frame: Any) -> None:
         threading.Thread(target=server.shutdown, daemon=True).start()

@@ -14,9 +14,12 @@ class RedisZoneStore:
 
     def __init__(self, url: str, timeout_s: float, prefix: str = REDIS_PREFIX) -> None:
         self.prefix = prefix
-        self._redis = redis.Redis.from_url(
-            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, max_connections=64
+        # A blocking pool: with more request threads than connections, a thread waits (at most
+        # ``timeout_s``) for one instead of failing at once with "Too many connections".
+        pool = redis.BlockingConnectionPool.from_url(
+            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, max_connections=64, timeout=timeout_s
         )
+        self._redis = redis.Redis(connection_pool=pool)
 
     def read(self, facility_id: str) -> dict[str, dict[str, float | None]]:
         raw = self._redis.hgetall(self._key(facility_id))

@@ -10,6 +10,7 @@ Admin (JSON):
 - ``GET /_admin/requests[?facility_id=]`` -> ``{idempotency_key: times received}``
 - ``GET /_admin/commands[?facility_id=]`` -> the command log (with each call's traceparent)
 - ``GET /_admin/hits`` -> ``{facility_id: HTTP requests received}`` (WSDL, SOAP, even while down)
+- ``GET /_admin/connections`` -> TCP connections ``opened`` since start and ``open`` now (keep-alive)
 - ``POST /_admin/reset`` clears faults and the command log (not the zone states in Redis)
 """
 
@@ -52,6 +53,7 @@ class BmsSimulator:
         self._default_faults = FaultConfig()
         self._faults: dict[str, FaultConfig] = {}
         self._hits: dict[str, int] = {}
+        self.connection_stats: Callable[[], dict[str, Any]] = dict  # set by the HTTP server that serves it
 
     def set_faults(self, facility_id: str | None, faults: FaultConfig) -> None:
         with self._faults_lock:
@@ -152,6 +154,8 @@ class BmsSimulator:
         if action == "hits" and method == "GET":
             with self._faults_lock:
                 return _json(start_response, "200 OK", dict(self._hits))
+        if action == "connections" and method == "GET":
+            return _json(start_response, "200 OK", self.connection_stats())
         if action == "reset" and method == "POST":
             with self._faults_lock:
                 self._hits.clear()
