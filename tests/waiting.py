@@ -29,8 +29,10 @@ async def wait_until(
     what: str,
     interval_s: float = 0.1,
     ignore: tuple[type[BaseException], ...] = (),
+    accept: Callable[[T], object] = bool,
 ) -> T:
-    """Until ``probe()`` (sync or async) returns a truthy value, which is returned.
+    """Until ``probe()`` (sync or async) returns a value that ``accept`` takes (by default: a truthy
+    one), which is returned; on a timeout the error shows the last value, e.g. the state an event was in.
 
     Exceptions of the types in ``ignore`` count as "not yet" (e.g. a server that does not listen yet);
     any other exception ends the wait at once. The probe runs at least once, and once more after the
@@ -47,8 +49,8 @@ async def wait_until(
         except ignore as exc:
             last = exc
         else:
-            if value:
-                return value  # type: ignore[return-value]
+            if accept(value):
+                return value
             last = value
         if past_deadline:
             raise _timeout_error(what, timeout_s, last)
@@ -62,6 +64,7 @@ def wait_until_sync(
     what: str,
     interval_s: float = 0.1,
     ignore: tuple[type[BaseException], ...] = (),
+    accept: Callable[[T], object] = bool,
 ) -> T:
     """:func:`wait_until` for code outside an event loop (blocking)."""
     deadline = time.monotonic() + timeout_s
@@ -73,7 +76,7 @@ def wait_until_sync(
         except ignore as exc:
             last = exc
         else:
-            if value:
+            if accept(value):
                 return value
             last = value
         if past_deadline:

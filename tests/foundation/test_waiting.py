@@ -53,3 +53,18 @@ def test_sync_version_times_out_with_the_last_exception() -> None:
         AssertionError, match=r"server up: not within 0.05 s \(last observed: TimeoutError\('still down'\)"
     ):
         wait_until_sync(probe, timeout_s=0.05, what="server up", interval_s=0.01, ignore=(OSError,))
+
+
+async def test_accept_decides_and_the_timeout_shows_the_last_value_it_refused() -> None:
+    states = iter(["received", "scheduled", "active"])
+    last = ["received"]
+
+    def state() -> str:
+        last[0] = next(states, last[0])
+        return last[0]
+
+    assert await wait_until(state, accept=lambda s: s == "active", timeout_s=5, what="active", interval_s=0.001) == (
+        "active"
+    )
+    with pytest.raises(AssertionError, match=r"completed: not within 0.05 s \(last observed: 'active'\)"):
+        await wait_until(state, accept=lambda s: s == "completed", timeout_s=0.05, what="completed", interval_s=0.01)
