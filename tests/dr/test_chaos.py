@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from dr_coordinator.entrypoints.vtn_reporting import SETTLEMENT_WAIT_S
 from energy.adapters.postgres import create_pool
 from energy.db.migrate import migrate
 from energy.fleet import build_fleet, token_hash
@@ -29,6 +30,7 @@ from energy.stack.servers import PostgresServer
 from sim.bms.process import SimulatorProcess
 from tests.dr.conftest import (
     FLEET,
+    PG_TRANSIENT,
     admin,
     api_server,
     assert_each_command_applied_once,
@@ -46,6 +48,22 @@ from tests.waiting import wait_until
 # unsent commands were superseded by the restores and never reached the BMS ("a command never reached the
 # BMS"). 75 s is twice the worst seen; the test says so plainly if the event ends first all the same.
 RESTART_EVENT_S = 75
+
+
+async def post_event(
+    s: Settings, utility: Any, name: str, lead_s: float, duration_s: float, facilities: list[str], target_kw: float
+) -> uuid.UUID:
+    """The utility's event through the real API, its start taken once the API is up (with the coordinator
+    already running, neither start-up is counted against the event's lead)."""
+    async with api_server(s) as base, httpx.AsyncClient(base_url=base, timeout=10) as client:
+        start = datetime.now(UTC) + timedelta(seconds=lead_s)
+        resp = await client.post(
+            f"/api/utility/{utility.utility_id}/events",
+            json=event_body(name, start, duration_s, facilities, target_kw=target_kw),
+            headers=utility.auth,
+        )
+    assert resp.status_code == 202, resp.text
+    return uuid.UUID(resp.json()["dr_event_id"])
 
 
 async def answers_ready(port: int) -> bool:
@@ -73,6 +91,7 @@ async def wait_count(pool: Any, sql: str, args: tuple[Any, ...], at_least: int, 
             timeout_s=timeout_s,
             what=f"at least {at_least}: {sql}",
             interval_s=0.05,
+            ignore=PG_TRANSIENT,
         )
     )
 
@@ -185,8 +204,9 @@ async def test_restart_mid_dispatch_with_postgres_restart_sends_each_bms_command
             ) == len(FLEET)
             await wait_until(
                 lambda: pool.fetchval("SELECT reported_at FROM dr_events WHERE dr_event_id = $1", dr_event_id),
-                timeout_s=20,
+                timeout_s=SETTLEMENT_WAIT_S + 30,  # the report waits for the settlements up to this after the end
                 what="the report to the VTN posted",
+                ignore=PG_TRANSIENT,
             )
 
             # OPS-1: one trace id from the webhook through the BMS calls to the report
@@ -333,6 +353,7 @@ async def test_one_bms_down_others_finish_on_time_event_partially_failed_dlq_and
                 accept=lambda pending: pending == 0,
                 timeout_s=30,
                 what=f"every restore of {down} acknowledged after the operator's retry",
+                ignore=PG_TRANSIENT,
             )
         restore_keys = [
             r["idempotency_key"]
@@ -359,15 +380,7 @@ async def test_restore_failed_while_bms_down_is_retried_until_the_bms_confirms_i
             restore_retry_interval_s=1.0,
         )
         async with coordinator(s, pg_pool, influx):
-            async with api_server(s) as base, httpx.AsyncClient(base_url=base, timeout=10) as client:
-                # taken with the coordinator and the API up: their start-up is not counted against the lead
-                start = datetime.now(UTC) + timedelta(seconds=3)
-                resp = await client.post(
-                    f"/api/utility/{utility.utility_id}/events",
-                    json=event_body("auto", start, 10, [down], target_kw=30.0),
-                    headers=utility.auth,
-                )
-            dr_event_id = uuid.UUID(resp.json()["dr_event_id"])
+            dr_event_id = await post_event(s, utility, "auto", 3, 10, [down], 30.0)
             # shed first, then the BMS dies before the end (10 s of active event for the few polls this takes):
             # the restore cannot get through
             await wait_for_state(pg_pool, dr_event_id, {"active"}, 30)
@@ -418,15 +431,7 @@ async def test_zone_reset_behind_our_back_during_the_event_is_corrected_by_recon
             settings, bms_base_url=bms.url("/bms"), only_utility_ids=utility.utility_id, reconcile_interval_s=0.5
         )
         async with coordinator(s, pg_pool, influx):
-            async with api_server(s) as base, httpx.AsyncClient(base_url=base, timeout=10) as client:
-                # taken with the coordinator and the API up: their start-up is not counted against the lead
-                start = datetime.now(UTC) + timedelta(seconds=3)
-                resp = await client.post(
-                    f"/api/utility/{utility.utility_id}/events",
-                    json=event_body("drift", start, 12, [facility], target_kw=20.0),
-                    headers=utility.auth,
-                )
-            dr_event_id = uuid.UUID(resp.json()["dr_event_id"])
+            dr_event_id = await post_event(s, utility, "drift", 3, 12, [facility], 20.0)
             await wait_for_state(pg_pool, dr_event_id, {"active"}, 30)
             zone_id = await pg_pool.fetchval(
                 "SELECT zone_id FROM bms_commands WHERE dr_event_id = $1 AND action <> 'restore' LIMIT 1", dr_event_id
@@ -472,15 +477,7 @@ async def test_random_bms_faults_and_lost_acks_are_retried_and_every_command_run
             bms_breaker_fail_max=50,
         )
         async with coordinator(s, pg_pool, influx):
-            async with api_server(s) as base, httpx.AsyncClient(base_url=base, timeout=10) as client:
-                # taken with the coordinator and the API up: their start-up is not counted against the lead
-                start = datetime.now(UTC) + timedelta(seconds=4)
-                resp = await client.post(
-                    f"/api/utility/{utility.utility_id}/events",
-                    json=event_body("flaky", start, 6, facilities, target_kw=400.0),
-                    headers=utility.auth,
-                )
-            dr_event_id = uuid.UUID(resp.json()["dr_event_id"])
+            dr_event_id = await post_event(s, utility, "flaky", 4, 6, facilities, 400.0)
             assert await wait_for_state(pg_pool, dr_event_id, {"completed", "partially_failed", "failed"}, 60) == (
                 "completed"
             )
