@@ -99,6 +99,12 @@ async def run_rebalance_with_write_in_flight(
 
     a.fence_writes = observed_fence  # type: ignore[method-assign]
 
+    async def release() -> bool:
+        if fence and a_revoking.is_set():
+            return True  # the rebalance now waits on the held write (0210): let it land
+        # without the fence: B wrote a meter's full hour, now A's stale write lands
+        return b_wrote.is_set() and 120 in (await window_counts(agg_influx, facilities)).values()
+
     def observed(worker: FaustRollupWorker, name: str) -> None:
         write = worker.engine.write
 
@@ -108,12 +114,7 @@ async def run_rebalance_with_write_in_flight(
             holding = name == "a" and not held.is_set() and both
             if holding:
                 held.set()  # A's first write covering both facilities stays in flight: a slow InfluxDB
-                while True:
-                    if fence and a_revoking.is_set():
-                        break  # the rebalance now waits on this write (0210): let it land
-                    if b_wrote.is_set() and 120 in (await window_counts(agg_influx, facilities)).values():
-                        break  # B wrote a meter's full hour (without the fence): now A's stale write lands
-                    await asyncio.sleep(0.05)  # the poll's pace
+                await wait_until(release, timeout_s=120, what="a reason to let A's held write land", interval_s=0.05)
             await write(plan)
             if holding:
                 order.append("a held write landed")
