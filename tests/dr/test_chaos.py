@@ -308,15 +308,26 @@ async def test_one_bms_down_others_finish_on_time_event_partially_failed_dlq_and
             }
             assert facs.pop(down) == "failed" and set(facs.values()) == {"restored"}
 
-            # the healthy buildings were all shedding by the start time
-            late = await pg_pool.fetchval(
-                """SELECT count(*) FROM bms_commands c JOIN dr_events e USING (dr_event_id)
-                   WHERE c.dr_event_id = $1 AND c.facility_id <> $2 AND c.action <> 'restore'
-                     AND (c.acknowledged_at IS NULL OR c.acknowledged_at > e.start_at)""",
-                dr_event_id,
-                down,
-            )
-            assert late == 0
+            # the healthy buildings were all shedding by the start time: as the BMS executed them (when our
+            # database recorded the acknowledgement is not when the building shed; at load 13 those writes
+            # met the statement timeout and were recorded after the start although the BMS ran them before)
+            start_at = await pg_pool.fetchval("SELECT start_at FROM dr_events WHERE dr_event_id = $1", dr_event_id)
+            healthy_keys = {
+                r["idempotency_key"]
+                for r in await pg_pool.fetch(
+                    """SELECT idempotency_key FROM bms_commands
+                       WHERE dr_event_id = $1 AND facility_id <> $2 AND action <> 'restore'""",
+                    dr_event_id,
+                    down,
+                )
+            }
+            executed: dict[str, datetime] = {}
+            for record in admin(bms, "commands"):
+                if record["idempotency_key"] in healthy_keys:
+                    at = datetime.fromisoformat(record["executed_at"])
+                    executed[record["idempotency_key"]] = min(at, executed.get(record["idempotency_key"], at))
+            late = sorted(k for k in healthy_keys if k not in executed or executed[k] > start_at)
+            assert healthy_keys and not late, (len(late), late[:3], start_at)
             # the breaker opened: later calls to the dead BMS were refused without a network call
             assert breaker_rejections(down) > rejected_before
             # failed for good -> the DLQ topic (via the outbox) with the reason
