@@ -43,6 +43,7 @@ DURING_KW = 250.0
 # dispatching -> restoring, or the event was "missed". 45 s of lead + the 15 s event give planning twice the
 # worst time seen; production's lead is 60 s.
 PLANNING_LEAD_S = 45.0
+FINAL_STATES = {"completed", "partially_failed", "failed"}
 # One simulator process plays all 20 buildings (up to 80 calls at once). At load 13 it accepted connections
 # more than 2 s late (production's per-building connect timeout): ConnectTimeout, the facility's breaker
 # opened for the shared tests' 60 s, and its restores failed for good. That is a starved local process, not
@@ -153,7 +154,7 @@ async def test_event_over_20_facilities_runs_from_vtn_webhook_to_report(
             vtn_event_id = created.json()["id"]
             dr_event_id = await wait_for_event(pg_pool, utility_id, vtn_event_id)
             assert (
-                await wait_for_state(pg_pool, dr_event_id, {"completed", "partially_failed", "failed"}, 60)
+                await wait_for_state(pg_pool, dr_event_id, FINAL_STATES, (end - datetime.now(UTC)).total_seconds() + 60)
                 == "completed"
             )
             # the preliminary settlement of every facility, interval by interval, then the report, which waits
