@@ -95,6 +95,31 @@ def private_server(settings: Settings) -> Iterator[Callable[..., Server]]:
     shutil.rmtree(base, ignore_errors=True)
 
 
+# The Debian chromium: playwright never downloads a browser (nothing reaches the internet).
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = (
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+)
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def browser() -> AsyncIterator[Any]:
+    """The one way browser tests get Chromium: launched headless for the test, closed after it."""
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as pw:
+        launched = await pw.chromium.launch(executable_path=CHROMIUM, args=list(CHROMIUM_ARGS))
+        try:
+            yield launched
+        finally:
+            await launched.close()
+
+
 _SPANS: list[Any] = []
 
 

@@ -14,14 +14,20 @@ from typing import Any
 import structlog
 
 from dr_coordinator.adapters import meter_history
+from dr_coordinator.adapters.store import postgres_transient
 from dr_coordinator.domain import interval_baselines as ib
 from dr_coordinator.domain.planner import ForecastInfo
 from dr_coordinator.metrics import BASELINE_FLAGS
 from energy.adapters.influx import InfluxClient
+from energy.resilience import RetryPolicy, guarded_call
 
 log = structlog.get_logger("dr.baselines")
 NO_EVENT = uuid.UUID(int=0)
 DEFAULT_CELL_DEG = 0.25
+# A loaded PostgreSQL cancels a history query at its statement timeout now and then; without a retry the
+# facility lost its frozen baseline for good (seen at load 11 in the saga e2e test). Bounded: planning
+# runs within the dispatch lead, and the forecast fallback below still covers a real outage.
+HISTORY_RETRY = RetryPolicy(attempts=3, base_delay_s=0.2, max_delay_s=1.0)
 
 
 class BaselineJob:
@@ -89,7 +95,13 @@ class BaselineJob:
         """Mean kW of the interval baseline over the event (for planning) and its method; the
         forecast's expected kW when no baseline can be computed."""
         try:
-            b = await self.interval_baseline(dr_event_id, facility_id, start, end, method, rules_json)
+            b = await guarded_call(
+                "postgres-dr-baseline",
+                lambda: self.interval_baseline(dr_event_id, facility_id, start, end, method, rules_json),
+                timeout_s=None,  # each query is bounded by the pool's statement timeout
+                retry=HISTORY_RETRY,
+                is_transient=postgres_transient,
+            )
         except Exception as exc:
             log.warning("dr_baseline_history_unavailable", facility_id=facility_id, error=str(exc)[:300])
         else:

@@ -37,7 +37,9 @@ class SimulatorProcess:
         *args: str,
         log_dir: Path | None = None,
         env: dict[str, str] | None = None,
-        wait_s: float = 30.0,
+        # A positive wait (only a failure takes this long): at load 15 a simulator logged its start and still
+        # did not answer /healthz within 30 s (the saga e2e failed twice on it).
+        wait_s: float = 90.0,
     ) -> SimulatorProcess:
         log_dir = log_dir or Path(os.environ.get("TMPDIR", "/tmp"))
         log_path = log_dir / f"sim-{name}-{port}.log"

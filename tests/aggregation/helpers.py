@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from energy.adapters.influx import InfluxClient, iter_rows
 from energy.settings import Settings
 from schemas.readings import MeterReading, MeterReadingEvent, reading_id
+from tests.waiting import wait_until
 
 WINDOWS = {"1m": 60, "15m": 900, "1h": 3600}
 INTERVAL_S = 15
@@ -272,16 +273,15 @@ async def committed_total(bootstrap: str, topic: str, group: str) -> tuple[int, 
 
 async def wait_caught_up(bootstrap: str, topic: str, group: str, timeout_s: float = 60) -> None:
     """Until the group committed every message this process produced to ``topic``."""
-    deadline = time.monotonic() + timeout_s
     end = PRODUCED[topic]
     assert end > 0, f"nothing produced to {topic}"
-    while True:
-        done, _ = await committed_total(bootstrap, topic, group)
-        if done >= end:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"group {group} committed {done} of {end} within {timeout_s}s")
-        await asyncio.sleep(0.3)
+    await wait_until(
+        lambda: committed_total(bootstrap, topic, group),
+        accept=lambda done_and_end: done_and_end[0] >= end,
+        timeout_s=timeout_s,
+        what=f"group {group} committed all {end} produced to {topic} (committed, log end)",
+        interval_s=0.3,
+    )
 
 
 async def dlq_records(bootstrap: str, topic: str, expect: int, timeout_s: float = 20) -> list[Any]:

@@ -30,6 +30,7 @@ from tests.aggregation.helpers import (
     wait_caught_up,
     worker_env,
 )
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -143,11 +144,7 @@ async def test_archive_write_failure_reports_not_ready_commits_nothing_and_recov
     archiver = Archiver(s, health=health)
     task = asyncio.create_task(archiver.run())
     try:
-        for _ in range(200):
-            if "archive_failing" in health.conditions:
-                break
-            await asyncio.sleep(0.1)
-        assert "archive_failing" in health.conditions
+        await wait_until(lambda: "archive_failing" in health.conditions, timeout_s=30, what="archive_failing reported")
         assert not task.done(), "the archiver keeps running"
         done, _ = await committed_total(bootstrap, n["topic"], s.aggregation.archive_group)
         assert done == 0, "nothing committed while the files cannot be written"

@@ -7,10 +7,8 @@ equal the ground truth computed from the readings: nothing lost, nothing counted
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import signal
-import time
 import urllib.error
 import urllib.request
 from datetime import timedelta
@@ -36,6 +34,7 @@ from tests.aggregation.helpers import (
     stored_rollups,
     wait_caught_up,
 )
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.chaos, pytest.mark.slow]
 
@@ -60,27 +59,20 @@ def fetched_queue(port: int) -> tuple[float, float]:
     return values.get("energy_queue_depth", 0.0), values.get("energy_queue_capacity", 0.0)
 
 
-async def wait_http(port: int, timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if http_get(port, "/healthz")[0] == 200:
-                return
-        except OSError:
-            pass
-        await asyncio.sleep(0.2)
-    raise AssertionError("worker did not answer /healthz")
+async def wait_http(port: int, timeout_s: float = 90, path: str = "/healthz") -> None:
+    # A positive wait (only a failure takes this long): a worker process took over 30 s to answer at load 14.
+    await wait_until(
+        lambda: http_get(port, path)[0] == 200,
+        timeout_s=timeout_s,
+        what=f"the worker answering {path} with 200",
+        interval_s=0.2,
+        ignore=(OSError,),
+    )
 
 
-async def wait_ready(port: int, timeout_s: float = 30) -> None:
+async def wait_ready(port: int, timeout_s: float = 90) -> None:
     """Until /ready is 200: the worker has its partitions (the Faust worker is not ready before)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError):
-            if http_get(port, "/ready")[0] == 200:
-                return
-        await asyncio.sleep(0.2)
-    raise AssertionError("worker did not become ready")
+    await wait_http(port, timeout_s, "/ready")
 
 
 def stop_proc(proc) -> None:
@@ -180,20 +172,26 @@ async def test_influxdb_down_under_load_pauses_with_bounded_memory_and_catches_u
         not_ready_reason = None
         for i in range(0, len(during), 2000):  # the stream goes on while InfluxDB is down
             await produce(bootstrap, n["topic"], during[i : i + 2000])
+
         # Wait (with a deadline) for the state where the worker takes no more: it reports the
         # backpressure, and its read-ahead of fetched batches is full, so its fetch loop waits.
         # The RSS then holds all it will hold while the outage lasts.
-        deadline = time.monotonic() + 120
-        saturated = False
-        while not saturated:
-            assert time.monotonic() < deadline, ("the worker never paused with a full read-ahead", not_ready_reason)
+        def saturated() -> tuple[str | None, float, float]:
+            nonlocal rss_max, not_ready_reason
             rss_max = max(rss_max, psutil.Process(proc.pid).memory_info().rss)
             status, body = http_get(port, "/ready")
             if status == 503 and "sink_backpressure" in body["conditions"]:
                 not_ready_reason = body["conditions"]["sink_backpressure"]
             depth, capacity = fetched_queue(port)
-            saturated = not_ready_reason is not None and capacity > 0 and depth >= capacity
-            await asyncio.sleep(0.5)
+            return (not_ready_reason, depth, capacity)
+
+        await wait_until(
+            saturated,
+            accept=lambda seen: seen[0] is not None and seen[2] > 0 and seen[1] >= seen[2],
+            timeout_s=120,
+            what="the worker paused with a full read-ahead (reason, depth, capacity)",
+            interval_s=0.5,
+        )
         rss_max = max(rss_max, psutil.Process(proc.pid).memory_info().rss)
         done, _ = await committed_total(bootstrap, n["topic"], n["group"])
         assert len(readings) - done >= len(during) - 2000, "the worker must stop committing while InfluxDB is down"

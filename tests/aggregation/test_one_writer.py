@@ -2,10 +2,12 @@
 go back to fewer samples.
 
 Worker A owns every partition and is writing a batch (half of each window's samples) when worker
-B joins. The write is held in flight (a slow InfluxDB) until B has written, or for at most
-``HOLD_S``. After every write of either worker the test reads the windows' sample counts back
-from InfluxDB; the sequence per window must never decrease, and the final rollups must equal the
-ground truth.
+B joins. The write is held in flight (a slow InfluxDB) until A's revocation has begun (the
+rebalance then waits on it), or until B has written. No fixed hold: on a loaded machine a hold
+timed from B's start could end before the rebalance even began, and the test would pass having
+tested nothing. After every write of either worker the test reads the windows' sample counts back
+from InfluxDB; the sequence per window must never decrease, A's revocation must return only after
+the held write landed, and the final rollups must equal the ground truth.
 
 The second test switches the fence off (the revocation neither waits nor fences, as before 0210)
 and shows that the same check sees the regression: B writes the full window, then A's held write
@@ -15,7 +17,6 @@ lands with half of it.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import defaultdict
 from datetime import timedelta
 from typing import Any
@@ -38,11 +39,11 @@ from tests.aggregation.helpers import (
     stored_rollups,
     wait_caught_up,
 )
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 Key = tuple[str, str, str, int]  # facility, meter, window, window start (epoch s)
-HOLD_S = 5.0  # how long A's write stays in flight at most once B started
 
 
 async def window_counts(influx: InfluxClient, facilities: list[str]) -> dict[Key, int]:
@@ -57,7 +58,7 @@ async def window_counts(influx: InfluxClient, facilities: list[str]) -> dict[Key
 
 async def run_rebalance_with_write_in_flight(
     settings: Any, agg_db: str, agg_influx: InfluxClient, uid: str, fence: bool
-) -> tuple[list[dict[Key, int]], list[Any], list[str]]:
+) -> tuple[list[dict[Key, int]], list[Any], list[str], list[str]]:
     n = new_names(uid)
     await make_topics(settings, n["topic"], n["dlq"], partitions=2)
     s = settings_for(
@@ -79,15 +80,30 @@ async def run_rebalance_with_write_in_flight(
     second = [r for r in readings if r.ts >= mid]
 
     history: list[dict[Key, int]] = []
-    held, b_wrote = asyncio.Event(), asyncio.Event()
-    b_started: list[float] = []
+    held, b_wrote, a_revoking = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    order: list[str] = []  # when A's held write landed and when A's revocation returned
     a, b = FaustRollupWorker(s), FaustRollupWorker(s)
-    if not fence:
 
-        async def no_fence() -> None:  # the revocation as it was before 0210
-            return None
+    async def no_fence() -> None:  # the revocation as it was before 0210
+        return None
 
-        a.fence_writes = no_fence  # type: ignore[method-assign]
+    fence_writes = a.fence_writes if fence else no_fence
+
+    async def observed_fence() -> None:
+        if not held.is_set():  # A's own joins before the write under test
+            await fence_writes()
+            return
+        a_revoking.set()
+        await fence_writes()
+        order.append("a revoked")
+
+    a.fence_writes = observed_fence  # type: ignore[method-assign]
+
+    async def release() -> bool:
+        if fence and a_revoking.is_set():
+            return True  # the rebalance now waits on the held write (0210): let it land
+        # without the fence: B wrote a meter's full hour, now A's stale write lands
+        return b_wrote.is_set() and 120 in (await window_counts(agg_influx, facilities)).values()
 
     def observed(worker: FaustRollupWorker, name: str) -> None:
         write = worker.engine.write
@@ -95,15 +111,13 @@ async def run_rebalance_with_write_in_flight(
         async def wrapper(plan: Any) -> None:
             raw = "".join(plan.raw_lines)
             both = all(f"facility_id={f}" in raw for f in facilities)
-            if name == "a" and not held.is_set() and both:
+            holding = name == "a" and not held.is_set() and both
+            if holding:
                 held.set()  # A's first write covering both facilities stays in flight: a slow InfluxDB
-                while True:
-                    if fence and b_started and time.monotonic() - b_started[0] > HOLD_S:
-                        break  # B cannot write while A's revocation waits: let the write finish
-                    if b_wrote.is_set() and 120 in (await window_counts(agg_influx, facilities)).values():
-                        break  # B wrote a meter's full hour (without the fence): now A's stale write lands
-                    await asyncio.sleep(0.05)
+                await wait_until(release, timeout_s=120, what="a reason to let A's held write land", interval_s=0.05)
             await write(plan)
+            if holding:
+                order.append("a held write landed")
             history.append(await window_counts(agg_influx, facilities))
             if name == "b":
                 b_wrote.set()
@@ -118,7 +132,6 @@ async def run_rebalance_with_write_in_flight(
         await produce(bootstrap, n["topic"], first)
         await asyncio.wait_for(held.wait(), 60)
         await produce(bootstrap, n["topic"], second)
-        b_started.append(time.monotonic())
         task_b = asyncio.create_task(b.run())
         await asyncio.wait_for(b_wrote.wait(), 90)
         await wait_caught_up(bootstrap, n["topic"], n["group"], timeout_s=90)
@@ -127,7 +140,7 @@ async def run_rebalance_with_write_in_flight(
         a.stop.set()
         b.stop.set()
         await asyncio.gather(task_a, *([task_b] if task_b else []), return_exceptions=True)
-    return history, readings, facilities
+    return history, readings, facilities, order
 
 
 def regressions(history: list[dict[Key, int]]) -> list[tuple[Any, int, int]]:
@@ -144,10 +157,12 @@ def regressions(history: list[dict[Key, int]]) -> list[tuple[Any, int, int]]:
 async def test_a_rebalance_with_a_write_in_flight_never_takes_a_window_back_to_fewer_samples(
     settings, agg_db, agg_influx, uid
 ):
-    history, readings, facilities = await run_rebalance_with_write_in_flight(
+    history, readings, facilities, order = await run_rebalance_with_write_in_flight(
         settings, agg_db, agg_influx, uid, fence=True
     )
     assert len(history) >= 3, "writes of both workers were observed"
+    # the revocation went on only once the write it found in flight had landed
+    assert order[:2] == ["a held write landed", "a revoked"], order
     assert regressions(history) == []
     # 120 readings per meter in one hour: each meter's hourly window holds 120 samples.
     hour = int(hour_floor(readings[0].ts).timestamp())
@@ -160,7 +175,8 @@ async def test_a_rebalance_with_a_write_in_flight_never_takes_a_window_back_to_f
 async def test_without_the_fence_the_same_check_sees_the_old_owner_overwrite_a_window_with_fewer_samples(
     settings, agg_db, agg_influx, uid
 ):
-    history, _, _ = await run_rebalance_with_write_in_flight(settings, agg_db, agg_influx, uid, fence=False)
+    history, _, _, order = await run_rebalance_with_write_in_flight(settings, agg_db, agg_influx, uid, fence=False)
+    assert order[0] == "a revoked", order  # the old revocation did not wait for the write in flight
     found = regressions(history)
     assert found, "B wrote full windows, then A's stale write landed: the check must see it"
     assert all(after < before for _, before, after in found)
@@ -210,11 +226,12 @@ async def test_a_batch_retrying_against_a_failing_influxdb_stops_retrying_once_i
     ]
     try:
         staging = asyncio.create_task(worker._stage({tp: records}))
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 30
-        while "sink_backpressure" not in worker.health.conditions:  # retrying: InfluxDB is failing
-            assert loop.time() < deadline and not staging.done()
-            await asyncio.sleep(0.05)
+        await wait_until(  # retrying: InfluxDB is failing
+            lambda: "sink_backpressure" in worker.health.conditions or staging.done(),
+            timeout_s=30,
+            what="the batch retrying against the failing InfluxDB",
+        )
+        assert not staging.done(), "the batch must still be retrying"
         await worker.fence_writes()  # the revocation
         staged = await asyncio.wait_for(staging, worker.cfg.backpressure_max_delay_s + 10)
         assert staged is not None and staged.fenced and staged.plan is None

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 import signal
-import time
 import urllib.request
 from datetime import timedelta
 from pathlib import Path
@@ -26,6 +24,7 @@ from tests.aggregation.helpers import (
     start_worker,
 )
 from tests.aggregation.test_chaos import wait_http
+from tests.waiting import wait_until
 
 RULES = Path(__file__).resolve().parents[2] / "aggregation" / "prometheus-rules.yml"
 
@@ -69,14 +68,15 @@ async def test_sigterm_finishes_the_batch_in_hand_commits_it_and_exports_lag_per
     proc = start_worker(s, port, tmp_path / "worker.log")
     try:
         await wait_http(port)
-        lag_seen: dict[str, float] = {}
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            lag_seen = lag_values(metrics_text(port), n["topic"], n["group"])
+
+        async def lag_once_committing() -> dict[str, float] | None:
+            lag = lag_values(metrics_text(port), n["topic"], n["group"])
             done, _ = await committed_total(bootstrap, n["topic"], n["group"])
-            if lag_seen and done > 0:
-                break
-            await asyncio.sleep(0.05)
+            return lag if lag and done > 0 else None
+
+        lag_seen = await wait_until(
+            lag_once_committing, timeout_s=60, what="lag reported once the worker commits", interval_s=0.05
+        )
         assert set(lag_seen) == {"0"}
         assert lag_seen["0"] > 0, "a backlog shows as lag"
         proc.send_signal(signal.SIGTERM)

@@ -29,6 +29,7 @@ from tests.aggregation.helpers import (
     topic_events,
     wait_caught_up,
 )
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -189,19 +190,18 @@ async def test_two_workers_share_partitions_and_one_leaving_mid_stream_loses_and
     a, b = FaustRollupWorker(s), FaustRollupWorker(s)
     task_a, task_b = asyncio.create_task(a.run()), asyncio.create_task(b.run())
     try:
-        deadline = asyncio.get_running_loop().time() + 30
-        while not (a.assignment() and b.assignment()):
-            assert asyncio.get_running_loop().time() < deadline, "both workers should get partitions"
-            await asyncio.sleep(0.1)
+        await wait_until(lambda: a.assignment() and b.assignment(), timeout_s=30, what="both workers with partitions")
         assert not (a.assignment() & b.assignment())
         await produce(bootstrap, n["topic"], readings[:half])
         a.stop.set()  # graceful: finishes and commits its batch, leaves the group
         await asyncio.wait_for(task_a, 30)
         # The rebalance takes seconds on Tansu (0200): until it completes, b only reads its own half.
-        deadline = asyncio.get_running_loop().time() + 60
-        while len(b.assignment()) < 4:
-            assert asyncio.get_running_loop().time() < deadline, "the remaining worker took over every partition"
-            await asyncio.sleep(0.2)
+        await wait_until(
+            lambda: len(b.assignment()) == 4,
+            timeout_s=60,
+            what="the remaining worker taking over every partition",
+            interval_s=0.2,
+        )
         await produce(bootstrap, n["topic"], readings[half:])
         await wait_caught_up(bootstrap, n["topic"], n["group"], timeout_s=60)
         assert len(b.assignment()) == 4

@@ -189,16 +189,16 @@ async def wait_until_serving(app: Any, port: int, deadline_s: float = 30.0) -> N
     socket only after the lifespan startup, so the lifespan alone leaves a window."""
     import asyncio
 
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        if getattr(app.state, "current_cache", None) is not None:
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", port)
-            except OSError:
-                pass
-            else:
-                writer.close()
-                await writer.wait_closed()
-                return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"the app did not serve on port {port} within {deadline_s} s")
+    from tests.waiting import wait_until
+
+    async def serving() -> bool:
+        if getattr(app.state, "current_cache", None) is None:
+            return False
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.close()
+        await writer.wait_closed()
+        return True
+
+    await wait_until(
+        serving, timeout_s=deadline_s, what=f"the app serving on port {port}", interval_s=0.05, ignore=(OSError,)
+    )

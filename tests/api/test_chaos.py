@@ -13,6 +13,7 @@ import pytest
 from energy.adapters.influx import InfluxClient
 from energy.stack.servers import InfluxServer, RedisServer
 from tests.api.conftest import now_ns, reading_lines, running_app, wait_until_serving, with_overrides
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.chaos
 
@@ -71,30 +72,56 @@ async def test_polling_clients_keep_getting_answers_through_redis_then_influxdb_
                             time.monotonic(),
                         )
                     )
-                    await asyncio.sleep(0.05)
+                    await asyncio.sleep(0.05)  # the clients' polling pace
 
+            def in_phase(name: str) -> list[Poll]:
+                return [p for p in polls if p.phase == name]
+
+            # Each phase lasts until the answers it is about were seen (no fixed durations: at load 10+
+            # a fixed second may hold fewer polls than the checks below read).
             tasks = [asyncio.create_task(poller()) for _ in range(5)]
-            await asyncio.sleep(1.0)
+            await wait_until(
+                lambda: len(in_phase("all_up")) >= 10 and {"hit", "memory"} & {p.cache for p in in_phase("all_up")},
+                timeout_s=30,
+                what="10 polls with all up, served from a cache",
+            )
 
             phase = "redis_down"
             redis_srv.stop()
-            await asyncio.sleep(0.8)
+            await wait_until(lambda: len(in_phase("redis_down")) >= 5, timeout_s=30, what="5 polls with Redis down")
             await write_load(writer, world, 15.0)  # a change only InfluxDB knows about -> 30 kW
-            await asyncio.sleep(1.5)
+            await wait_until(  # the poll that loaded it from InfluxDB ("miss") included, not only those after it
+                lambda: (
+                    len(in_phase("redis_down")) >= 10
+                    and 30.0 in {p.current_kw for p in in_phase("redis_down")}
+                    and "miss" in {p.cache for p in in_phase("redis_down")}
+                ),
+                timeout_s=30,
+                what="30 kW read from InfluxDB with Redis down",
+            )
 
             phase = "redis_and_influx_down"
             influx_srv.stop()
             influx_stopped_at = time.monotonic()
-            await asyncio.sleep(2.5)
+            await wait_until(
+                lambda: [
+                    p.staleness_s
+                    for p in in_phase("redis_and_influx_down")
+                    if p.at > influx_stopped_at + 1.0 and p.staleness_s >= 1.5
+                ],
+                timeout_s=30,
+                what="the last known value served 1.5 s stale with both down",
+            )
 
             phase = "influx_back"
             influx_srv.start()
             await write_load(writer, world, 20.0)  # 40 kW
-            deadline = time.monotonic() + 25  # the InfluxDB breaker stays open for up to 10 s
-            while time.monotonic() < deadline:
-                if any(p.phase == "influx_back" and p.current_kw == 40.0 and not p.stale for p in polls[-5:]):
-                    break
-                await asyncio.sleep(0.2)
+            await wait_until(  # the InfluxDB breaker stays open for up to 10 s
+                lambda: any(p.current_kw == 40.0 and not p.stale for p in in_phase("influx_back")),
+                timeout_s=30,
+                what="live values again after InfluxDB restarts",
+                interval_s=0.2,
+            )
             stop.set()
             await asyncio.gather(*tasks)
     finally:

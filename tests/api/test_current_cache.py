@@ -9,6 +9,7 @@ import pytest
 from api.cache import CurrentCache
 from energy.adapters.redis import make_redis
 from tests.api.conftest import now_ns, reading_lines, running_app, with_overrides
+from tests.waiting import wait_until
 
 MIN = 60 * 10**9
 
@@ -60,10 +61,20 @@ async def test_single_flight_holds_inside_the_cache_itself(settings, world, infl
 
     redis = make_redis(settings.redis)
     cache = CurrentCache(redis, slow_loader, ttl_s=10, stale_max_s=60, keep_s=60, redis_timeout_s=0.1)
+    joins = 0
+    join = cache._inflight.join
+
+    def counted_join(*args, **kwargs):  # type: ignore[no-untyped-def]
+        nonlocal joins
+        joins += 1
+        return join(*args, **kwargs)
+
+    cache._inflight.join = counted_join  # type: ignore[method-assign]
     try:
         waiting = [asyncio.ensure_future(cache.get(fid)) for _ in range(200)]
         await asyncio.wait_for(started.wait(), 5)
-        await asyncio.sleep(0.05)
+        # Every caller missed Redis and joined the one load before it finishes (a witness, not a pause).
+        await wait_until(lambda: joins == 200, timeout_s=10, what="200 callers joined the load", interval_s=0.01)
         release.set()
         results = await asyncio.gather(*waiting)
     finally:
@@ -97,11 +108,9 @@ async def test_stale_value_is_served_at_once_while_one_background_query_refreshe
         now[0] += 20  # older than the TTL, younger than stale_max
         stale = await cache.get(fid)
         assert (stale.outcome, stale.value["current_kw"], stale.stale) == ("revalidating", 1.0, False)
-        for _ in range(50):
-            if calls == 2 and not cache._inflight:
-                break
-            await asyncio.sleep(0.01)
-        assert calls == 2
+        await wait_until(
+            lambda: calls == 2 and not cache._inflight, timeout_s=5, what="the background refresh", interval_s=0.01
+        )
         refreshed = await cache.get(fid)
         assert (refreshed.outcome, refreshed.value["current_kw"]) == ("memory", 2.0)
         now[0] += 120  # older than stale_max: refreshed before answering
@@ -152,9 +161,7 @@ async def test_while_this_process_revalidates_a_stale_value_it_answers_without_a
         assert {(r.outcome, r.value["current_kw"], r.age_s) for r in during} == {("revalidating", 1.0, 20.0)}
         assert redis.gets - gets_before == 1  # none of those 20 asked Redis
         release.set()
-        deadline = asyncio.get_running_loop().time() + 5
-        while fid in cache._inflight and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(0.01)
+        await wait_until(lambda: fid not in cache._inflight, timeout_s=5, what="the refresh finished", interval_s=0.01)
         refreshed = await cache.get(fid)
         assert (refreshed.outcome, refreshed.value["current_kw"], calls) == ("memory", 2.0, 2)
         now[0] += 120  # beyond stale_max with nothing in flight: Redis is read again, then InfluxDB
@@ -205,7 +212,8 @@ async def test_identical_range_queries_share_one_influxdb_read_for_the_ttl():
 
     cache = ResponseCache(ttl_s=5, clock=lambda: now[0])
     waiting = [asyncio.ensure_future(cache.get(("f", "1m"), render)) for _ in range(50)]
-    await asyncio.sleep(0.01)
+    # The load starts only after every caller has joined it (they join without I/O, before it runs).
+    await wait_until(lambda: loads == 1, timeout_s=5, what="the one load started", interval_s=0.01)
     gate.set()
     results = await asyncio.gather(*waiting)
     assert loads == 1 and {body for body, _ in results} == {b"body-1"}

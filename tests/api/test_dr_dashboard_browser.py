@@ -19,7 +19,7 @@ from dr_coordinator.domain.interval_baselines import Adjustment, Baseline, Metho
 from dr_coordinator.domain.settlement import RunKind, settle
 from energy.observability.http import serve_app
 from tests.api.conftest import PASSWORD, rollup_line, wait_until_serving
-from tests.api.test_dashboard_browser import ARTIFACTS, CHROMIUM
+from tests.api.test_dashboard_browser import ARTIFACTS
 from tests.api.test_exports import insert_event
 
 pytestmark = pytest.mark.browser
@@ -73,9 +73,9 @@ async def seed(world, influx, pg_pool) -> tuple[str, datetime, datetime]:
     return fid, start, end
 
 
-async def test_facility_and_fleet_pages_show_what_the_dr_event_did(settings, world, influx, pg_pool, port, stack):
-    from playwright.async_api import async_playwright
-
+async def test_facility_and_fleet_pages_show_what_the_dr_event_did(
+    settings, world, influx, pg_pool, port, stack, browser
+):
     fid, start, end = await seed(world, influx, pg_pool)
     # worked by hand: hour 1 sheds 300 - 270 = 30 kW, hour 2 sheds 280 - 250 = 30 kW; 30 of 40 kW = 75 %
     shed_kw = ((BASELINE[0] - METERED[0]) + (BASELINE[1] - METERED[1])) / 2
@@ -89,79 +89,71 @@ async def test_facility_and_fleet_pages_show_what_the_dr_event_did(settings, wor
     ARTIFACTS.mkdir(exist_ok=True)
     try:
         await wait_until_serving(app, port)
-        async with async_playwright() as pw:
-            browser = await pw.chromium.launch(
-                executable_path=CHROMIUM,
-                args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"],
-            )
-            try:
-                page = await browser.new_page(viewport={"width": 1280, "height": 1300})
-                errors: list[str] = []
-                requested: list[str] = []
-                page.on("pageerror", lambda e: errors.append(str(e)))
-                page.on("request", lambda r: requested.append(r.url))
-                await page.goto(f"{base}/dashboard/facility?id={fid}")
-                await page.fill("#email", world.a.emails["analyst"])
-                await page.fill("#password", PASSWORD)
-                await page.click("#sign-in")
-                await page.wait_for_function(
-                    "() => document.getElementById('load-chart')?.dataset.settledEvents === '1'"
-                    " && Number(document.getElementById('load-chart')?.dataset.points || 0) >= 300",
-                    timeout=20_000,
-                )
+        page = await browser.new_page(viewport={"width": 1280, "height": 1300})
+        errors: list[str] = []
+        requested: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("request", lambda r: requested.append(r.url))
+        await page.goto(f"{base}/dashboard/facility?id={fid}")
+        await page.fill("#email", world.a.emails["analyst"])
+        await page.fill("#password", PASSWORD)
+        await page.click("#sign-in")
+        await page.wait_for_function(
+            "() => document.getElementById('load-chart')?.dataset.settledEvents === '1'"
+            " && Number(document.getElementById('load-chart')?.dataset.points || 0) >= 300",
+            timeout=20_000,
+        )
 
-                perf = await page.locator("#dr-performance").inner_text()
-                assert f"{performance:.1f} %" in perf
-                assert f"shed {shed_kw:.1f} kW of {TARGET_KW:.1f} kW target" in perf
+        perf = await page.locator("#dr-performance").inner_text()
+        assert f"{performance:.1f} %" in perf
+        assert f"shed {shed_kw:.1f} kW of {TARGET_KW:.1f} kW target" in perf
 
-                series = await page.evaluate(
-                    "() => Chart.getChart(document.getElementById('load-chart')).data.datasets"
-                    ".map((d) => ({ label: d.label, ys: d.data.map((p) => p.y).filter((y) => y !== null) }))"
-                )
-                by_label = {s["label"].split(" (")[0]: s["ys"] for s in series}
-                # one point per interval start and one at the event's end (step lines)
-                assert by_label["DR baseline"] == [BASELINE[0], BASELINE[1], BASELINE[1]]
-                assert by_label["DR metered load"] == [METERED[0], METERED[1], METERED[1]]
-                targets = [b - TARGET_KW for b in BASELINE]
-                assert by_label["DR target load: baseline − target"] == [targets[0], targets[1], targets[1]]
+        series = await page.evaluate(
+            "() => Chart.getChart(document.getElementById('load-chart')).data.datasets"
+            ".map((d) => ({ label: d.label, ys: d.data.map((p) => p.y).filter((y) => y !== null) }))"
+        )
+        by_label = {s["label"].split(" (")[0]: s["ys"] for s in series}
+        # one point per interval start and one at the event's end (step lines)
+        assert by_label["DR baseline"] == [BASELINE[0], BASELINE[1], BASELINE[1]]
+        assert by_label["DR metered load"] == [METERED[0], METERED[1], METERED[1]]
+        targets = [b - TARGET_KW for b in BASELINE]
+        assert by_label["DR target load: baseline − target"] == [targets[0], targets[1], targets[1]]
 
-                # columns off the hourly grid lines, inside and outside the event
-                middle_ms = (start + timedelta(minutes=37)).timestamp() * 1000
-                outside_ms = (start - timedelta(minutes=23)).timestamp() * 1000
-                assert await page.evaluate(SHADED_PIXELS, [middle_ms]) > 50, "the event window is shaded"
-                assert await page.evaluate(SHADED_PIXELS, [outside_ms]) == 0, "nothing shaded outside the event"
+        # columns off the hourly grid lines, inside and outside the event
+        middle_ms = (start + timedelta(minutes=37)).timestamp() * 1000
+        outside_ms = (start - timedelta(minutes=23)).timestamp() * 1000
+        assert await page.evaluate(SHADED_PIXELS, [middle_ms]) > 50, "the event window is shaded"
+        assert await page.evaluate(SHADED_PIXELS, [outside_ms]) == 0, "nothing shaded outside the event"
 
-                zone_label = (await page.locator("#zone-label").inner_text()).replace("\u2212", "-")
-                assert zone_label == f"America/Los_Angeles ({offset_label(datetime.now(UTC))})"
-                event_line = page.locator("#dr-timeline li.event")
-                # the end shows its date only when the event crosses local midnight
-                same_day = start.astimezone(LA).date() == end.astimezone(LA).date()
-                local_end = end.astimezone(LA).strftime("%H:%M" if same_day else "%Y-%m-%d %H:%M")
-                assert f"{local_start} – {local_end}" in await event_line.inner_text()
-                first_time = event_line.locator("time").first
-                assert await first_time.get_attribute("title") == start.strftime("%Y-%m-%d %H:%M UTC")
-                # the timeline: one line for the event's own entries, one per facility
-                groups = page.locator("#dr-timeline li.group")
-                assert await groups.count() == 2
-                assert "scheduled" in await groups.nth(0).inner_text()
-                facility_line = await page.locator(f'#dr-timeline li.group[data-facility="{fid}"]').inner_text()
-                assert "restored" in facility_line
-                await page.screenshot(path=str(ARTIFACTS / "dashboard-facility-dr-event.png"), full_page=True)
+        zone_label = (await page.locator("#zone-label").inner_text()).replace("\u2212", "-")
+        assert zone_label == f"America/Los_Angeles ({offset_label(datetime.now(UTC))})"
+        event_line = page.locator("#dr-timeline li.event")
+        # the end shows its date only when the event crosses local midnight
+        same_day = start.astimezone(LA).date() == end.astimezone(LA).date()
+        local_end = end.astimezone(LA).strftime("%H:%M" if same_day else "%Y-%m-%d %H:%M")
+        assert f"{local_start} – {local_end}" in await event_line.inner_text()
+        first_time = event_line.locator("time").first
+        assert await first_time.get_attribute("title") == start.strftime("%Y-%m-%d %H:%M UTC")
+        # the timeline: one line for the event's own entries, one per facility
+        groups = page.locator("#dr-timeline li.group")
+        assert await groups.count() == 2
+        assert "scheduled" in await groups.nth(0).inner_text()
+        facility_line = await page.locator(f'#dr-timeline li.group[data-facility="{fid}"]').inner_text()
+        assert "restored" in facility_line
+        await page.screenshot(path=str(ARTIFACTS / "dashboard-facility-dr-event.png"), full_page=True)
 
-                await page.goto(f"{base}/dashboard")
-                row = page.locator(f'#dr-events tr[data-dr-facility="{fid}"]')
-                await row.wait_for(timeout=15_000)
-                assert f"{shed_kw:.1f} kW" in await row.locator("td.shed").inner_text()
-                assert f"{performance:.1f} %" in await row.locator("td.performance").inner_text()
-                assert local_start in await row.inner_text()
-                await page.screenshot(path=str(ARTIFACTS / "dashboard-fleet-dr-events.png"), full_page=True)
+        await page.goto(f"{base}/dashboard")
+        row = page.locator(f'#dr-events tr[data-dr-facility="{fid}"]')
+        await row.wait_for(timeout=15_000)
+        assert f"{shed_kw:.1f} kW" in await row.locator("td.shed").inner_text()
+        assert f"{performance:.1f} %" in await row.locator("td.performance").inner_text()
+        assert local_start in await row.inner_text()
+        await page.screenshot(path=str(ARTIFACTS / "dashboard-fleet-dr-events.png"), full_page=True)
 
-                assert requested, "the pages made requests"
-                elsewhere = [u for u in requested if urlparse(u).scheme not in ("data", "blob")]
-                assert {urlparse(u).hostname for u in elsewhere} == {"127.0.0.1"}, elsewhere
-                assert errors == []
-            finally:
-                await browser.close()
+        assert requested, "the pages made requests"
+        elsewhere = [u for u in requested if urlparse(u).scheme not in ("data", "blob")]
+        assert {urlparse(u).hostname for u in elsewhere} == {"127.0.0.1"}, elsewhere
+        assert errors == []
     finally:
         stop.set()
         await server

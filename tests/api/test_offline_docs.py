@@ -16,8 +16,8 @@ import pytest
 
 from api.app import create_app
 from energy.observability.http import serve_app
+from tests.api.conftest import wait_until_serving
 
-CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 ASSET_REF = re.compile(r"""(?:src|href)\s*=\s*["']([^"']+)["']|url\s*:\s*["']([^"']+)["']""")
 
@@ -46,40 +46,24 @@ async def test_api_docs_and_redoc_load_only_local_assets(client: httpx.AsyncClie
 
 
 @pytest.mark.browser
-async def test_swagger_ui_renders_with_no_request_leaving_the_host(settings, port, stack) -> None:
-    from playwright.async_api import async_playwright
-
+async def test_swagger_ui_renders_with_no_request_leaving_the_host(settings, port, stack, browser) -> None:
     app = create_app(settings)
     stop = asyncio.Event()
     server = asyncio.create_task(serve_app(app, "127.0.0.1", port, stop))
     base = f"http://127.0.0.1:{port}"
     ARTIFACTS.mkdir(exist_ok=True)
     try:
-        async with httpx.AsyncClient(base_url=base, timeout=2) as probe:
-            for _ in range(200):
-                try:
-                    if (await probe.get("/healthz")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    await asyncio.sleep(0.05)
-        async with async_playwright() as pw:
-            browser = await pw.chromium.launch(
-                executable_path=CHROMIUM,
-                args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"],
-            )
-            try:
-                page = await browser.new_page()
-                hosts: list[str] = []
-                page.on("request", lambda r: hosts.append(urlparse(r.url).hostname or r.url))
-                await page.goto(f"{base}/docs")
-                await page.locator(".swagger-ui .info .title").wait_for(timeout=20_000)
-                assert "Energy platform API" in await page.locator(".swagger-ui .info .title").inner_text()
-                assert await page.locator(".opblock").count() > 10, "the operations are listed"
-                await page.screenshot(path=str(ARTIFACTS / "api-docs.png"), full_page=False)
-                assert hosts, "the page made requests"
-                assert set(hosts) == {"127.0.0.1"}, f"requests left the host: {sorted(set(hosts))}"
-            finally:
-                await browser.close()
+        await wait_until_serving(app, port)
+        page = await browser.new_page()
+        hosts: list[str] = []
+        page.on("request", lambda r: hosts.append(urlparse(r.url).hostname or r.url))
+        await page.goto(f"{base}/docs")
+        await page.locator(".swagger-ui .info .title").wait_for(timeout=20_000)
+        assert "Energy platform API" in await page.locator(".swagger-ui .info .title").inner_text()
+        assert await page.locator(".opblock").count() > 10, "the operations are listed"
+        await page.screenshot(path=str(ARTIFACTS / "api-docs.png"), full_page=False)
+        assert hosts, "the page made requests"
+        assert set(hosts) == {"127.0.0.1"}, f"requests left the host: {sorted(set(hosts))}"
     finally:
         stop.set()
         await server

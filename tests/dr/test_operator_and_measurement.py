@@ -3,7 +3,6 @@ controls over the real API, and the outbox relay to a real (private) Kafka broke
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import random
@@ -31,6 +30,7 @@ from energy.settings import Settings
 from energy.stack.servers import KafkaServer
 from energy.stack.topics import ensure_topics_async
 from tests.dr.conftest import Utility, api_server, dr_settings, make_utility
+from tests.waiting import wait_until
 
 
 def utcnow() -> datetime:
@@ -296,12 +296,17 @@ async def test_outbox_relay_publishes_every_row_once_the_paused_broker_returns(
             await relay.publish_once()
         assert await relay.backlog() == 30
         broker.resume()
-        for _ in range(20):
-            with contextlib.suppress(Exception):
-                if await relay.publish_once() == 0 and await relay.backlog() == 0:
-                    break
-            await asyncio.sleep(0.2)
-        assert await relay.backlog() == 0
+
+        async def published_all() -> bool:  # the test drives the relay: one publish per poll until none is left
+            return await relay.publish_once() == 0 and await relay.backlog() == 0
+
+        await wait_until(
+            published_all,
+            timeout_s=30,
+            what="the backlog published after the broker resumed",
+            interval_s=0.2,
+            ignore=(Exception,),
+        )
     finally:
         await producer.stop()
     consumer = AIOKafkaConsumer(

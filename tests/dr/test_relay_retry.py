@@ -18,6 +18,7 @@ from energy.observability.metrics import REGISTRY
 from energy.settings import Settings
 from energy.stack.servers import KafkaServer
 from energy.stack.topics import ensure_topics_async
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.chaos
 
@@ -32,13 +33,6 @@ def _relay_retries() -> float:
                 if s.name.endswith("_total") and s.labels["dependency"] == "outbox-relay"
             )
     return total
-
-
-async def _until(condition: Any, timeout_s: float, what: str) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while not await condition():
-        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.1)
 
 
 async def test_relay_run_retries_while_the_broker_is_paused_then_publishes_and_stops(
@@ -66,14 +60,14 @@ async def test_relay_run_retries_while_the_broker_is_paused_then_publishes_and_s
         async def retried_twice() -> bool:
             return _relay_retries() - before >= 2
 
-        await _until(retried_twice, 30, "two retries of the failed publish")
+        await wait_until(retried_twice, timeout_s=30, what="two retries of the failed publish")
         assert await relay.backlog() == 30  # nothing published, nothing lost
         broker.resume()
 
         async def drained() -> bool:
             return await relay.backlog() == 0
 
-        await _until(drained, 60, "the backlog to drain after the broker returned")
+        await wait_until(drained, timeout_s=60, what="the backlog to drain after the broker returned")
         broker.pause()  # fail again so the loop sits in a backoff wait when told to stop
         await pg_pool.execute(
             "INSERT INTO outbox (event_id, topic, key, payload, headers) VALUES ($1, $2, 'k', '{}', '{}'::jsonb)",
@@ -85,7 +79,7 @@ async def test_relay_run_retries_while_the_broker_is_paused_then_publishes_and_s
         async def retrying_again() -> bool:
             return _relay_retries() > failed
 
-        await _until(retrying_again, 30, "a retry after the second pause")
+        await wait_until(retrying_again, timeout_s=30, what="a retry after the second pause")
         stop.set()
         await asyncio.wait_for(task, 10)  # the wait is cut short; no retry after stop
     finally:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,15 +16,40 @@ import httpx
 import pytest
 import pytest_asyncio
 
+from dr_coordinator.entrypoints.vtn_reporting import SETTLEMENT_WAIT_S
 from energy.adapters.influx import InfluxClient, point
 from energy.observability.metrics import REGISTRY
 from energy.settings import Settings
 from energy.stack.process import free_port
 from sim.bms.process import SimulatorProcess
-from tests.dr.conftest import FLEET, admin, api_server, coordinator, dr_settings, make_utility, wait_for_state
+from tests.dr.conftest import (
+    FLEET,
+    PG_TRANSIENT,
+    api_server,
+    assert_each_command_applied_once,
+    coordinator,
+    dr_settings,
+    healthy,
+    make_utility,
+    wait_for_state,
+)
+from tests.waiting import wait_until
 
 BASELINE_KW = 300.0
 DURING_KW = 250.0
+# Planning 20 facilities (each baseline reads 60 days of rollups) starts at the dispatch moment (start - lead)
+# and took 10-16 s at load 10-11 and 31 s at load 18 (CPU-bound: 2 cores shared by everything). With the shared
+# tests' 2 s lead and a 15 s event, the event ended before every facility was active: the saga went
+# dispatching -> restoring, or the event was "missed". 45 s of lead + the 15 s event give planning twice the
+# worst time seen; production's lead is 60 s.
+PLANNING_LEAD_S = 45.0
+FINAL_STATES = {"completed", "partially_failed", "failed"}
+# One simulator process plays all 20 buildings (up to 80 calls at once). At load 13 it accepted connections
+# more than 2 s late (production's per-building connect timeout): ConnectTimeout, the facility's breaker
+# opened for the shared tests' 60 s, and its restores failed for good. That is a starved local process, not
+# a dead BMS (the chaos tests cover those); 10 s still fails a simulator that does not answer at all. The
+# call's total bound (5 s) is raised with it, to the connect bound plus production's 5 s for the answer.
+SIMULATOR_CONNECT_TIMEOUT_S = 10.0
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -98,6 +122,9 @@ async def test_event_over_20_facilities_runs_from_vtn_webhook_to_report(
             bms_base_url=bms.url("/bms"),
             only_utility_ids=utility_id,
             vtn_token=settings.dr.vtn_token,
+            dispatch_lead_s=PLANNING_LEAD_S,
+            bms_connect_timeout_s=SIMULATOR_CONNECT_TIMEOUT_S,
+            bms_total_timeout_s=SIMULATOR_CONNECT_TIMEOUT_S + 5.0,
         )
         s = s.model_copy(update={"endpoints": s.endpoints.model_copy(update={"api_port": api_port})})
         await write_history(private_influx, floor(datetime.now(UTC), 15))
@@ -110,7 +137,7 @@ async def test_event_over_20_facilities_runs_from_vtn_webhook_to_report(
             httpx.AsyncClient(base_url=vtn_base, headers={"Authorization": f"Bearer {token}"}, timeout=10) as client,
         ):
             # the start is taken once the servers are up, so a slow start-up cannot put it in the past
-            start = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=5)
+            start = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=PLANNING_LEAD_S + 3)
             end = start + timedelta(seconds=15)
             await write_event_load(private_influx, start, end)
             created = await client.post(
@@ -127,22 +154,31 @@ async def test_event_over_20_facilities_runs_from_vtn_webhook_to_report(
             vtn_event_id = created.json()["id"]
             dr_event_id = await wait_for_event(pg_pool, utility_id, vtn_event_id)
             assert (
-                await wait_for_state(pg_pool, dr_event_id, {"completed", "partially_failed", "failed"}, 60)
+                await wait_for_state(pg_pool, dr_event_id, FINAL_STATES, (end - datetime.now(UTC)).total_seconds() + 60)
                 == "completed"
             )
-            await wait_until(
-                lambda: pg_pool.fetchval("SELECT reported_at FROM dr_events WHERE dr_event_id = $1", dr_event_id), 20
-            )
-            reports = (await client.get("/reports")).json()
-            # the preliminary settlement of every facility, interval by interval
+            # the preliminary settlement of every facility, interval by interval, then the report, which waits
+            # for them: up to SETTLEMENT_WAIT_S after the end, the product's own bound (a 20 s deadline for the
+            # report failed at load 14 while the 20 settlements were still being written)
             await wait_until(
                 lambda: pg_pool.fetchval(
-                    "SELECT count(*) = $2 FROM dr_settlement_runs WHERE dr_event_id = $1 AND kind = 'preliminary'",
+                    "SELECT count(*) FROM dr_settlement_runs WHERE dr_event_id = $1 AND kind = 'preliminary'",
                     dr_event_id,
-                    len(FLEET),
                 ),
-                30,
+                accept=lambda settled: settled == len(FLEET),
+                timeout_s=SETTLEMENT_WAIT_S,
+                what="a preliminary settlement of every facility",
+                interval_s=0.2,
+                ignore=PG_TRANSIENT,
             )
+            await wait_until(
+                lambda: pg_pool.fetchval("SELECT reported_at FROM dr_events WHERE dr_event_id = $1", dr_event_id),
+                timeout_s=30,
+                what="the report to the VTN posted once every facility was settled",
+                interval_s=0.2,
+                ignore=PG_TRANSIENT,
+            )
+            reports = (await client.get("/reports")).json()
 
         # baselines were frozen at dispatch; settlement intervals carry baseline, metered load, reduction
         frozen = await pg_pool.fetch("SELECT facility_id, method FROM dr_baselines WHERE dr_event_id = $1", dr_event_id)
@@ -173,9 +209,10 @@ async def test_event_over_20_facilities_runs_from_vtn_webhook_to_report(
             "SELECT idempotency_key, facility_id, zone_id, action, status FROM bms_commands WHERE dr_event_id = $1",
             dr_event_id,
         )
-        executions = admin(bms, "executions")
         assert cmds and all(c["status"] == "acknowledged" for c in cmds)
-        assert all(executions.get(c["idempotency_key"]) == 1 for c in cmds)
+        # (a retry after an answer lost to a timeout under load is a duplicate the BMS answers from its log:
+        # applied once, which is what "exactly once" means; counting executions failed on it at load 14)
+        assert_each_command_applied_once(bms, [c["idempotency_key"] for c in cmds])
         shed = {(c["facility_id"], c["zone_id"]) for c in cmds if c["action"] != "restore"}
         restored = {(c["facility_id"], c["zone_id"]) for c in cmds if c["action"] == "restore"}
         assert shed == restored and {f for f, _ in shed} == set(FLEET)
@@ -281,12 +318,10 @@ async def _api_on(s: Settings, port: int) -> AsyncIterator[str]:
 
     stop = asyncio.Event()
     task = asyncio.create_task(serve_app(create_app(s), "127.0.0.1", port, stop))
-    async with httpx.AsyncClient(timeout=2) as c:
-        for _ in range(100):
-            with contextlib.suppress(httpx.HTTPError):
-                if (await c.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200:
-                    break
-            await asyncio.sleep(0.1)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=2) as c:
+        await wait_until(
+            lambda: healthy(c), timeout_s=60, what=f"API /healthz on port {port}", ignore=(httpx.TransportError,)
+        )
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
@@ -295,25 +330,18 @@ async def _api_on(s: Settings, port: int) -> AsyncIterator[str]:
 
 
 async def wait_for_event(pool: Any, utility_id: str, utility_event_id: str, timeout_s: float = 15) -> Any:
-    async def find() -> Any:
-        return await pool.fetchval(
+    return await wait_until(
+        lambda: pool.fetchval(
             """SELECT dr_event_id FROM dr_events
                WHERE utility_id = $1 AND (utility_event_id = $2 OR vtn_event_id = $2)""",
             utility_id,
             utility_event_id,
-        )
-
-    return await wait_until(find, timeout_s)
-
-
-async def wait_until(fn: Any, timeout_s: float) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = await fn()
-        if value:
-            return value
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"condition not met within {timeout_s}s")
+        ),
+        timeout_s=timeout_s,
+        what=f"the VTN's event {utility_event_id} taken by the webhook",
+        interval_s=0.2,
+        ignore=PG_TRANSIENT,
+    )
 
 
 _ = (json, api_server)

@@ -14,10 +14,7 @@ x * 10 % of 200 kW, zones walked in order, setpoints in 0.5 degC steps:
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -28,6 +25,7 @@ from energy.settings import Settings
 from sim.bms.process import SimulatorProcess
 from tests.dr.conftest import admin, api_server, coordinator, dr_settings, make_utility, wait_for_state
 from tests.dr.test_operator_and_measurement import forecasts
+from tests.waiting import wait_until
 
 FAC = "fac-001"
 LEVEL_1 = {"hvac-1": 26.0, "hvac-2": 25.5}
@@ -60,15 +58,6 @@ def event(event_id: str, intervals: list[tuple[datetime, int, int]]) -> dict[str
 def forecast_rows(start: datetime) -> list[tuple[str, datetime, float, str]]:
     slot = start.replace(second=0, microsecond=0) - timedelta(minutes=start.minute % 15)
     return [(FAC, slot + timedelta(minutes=15 * k), 200.0, "full") for k in range(-1, 3)]
-
-
-async def wait_until(what: str, probe: Callable[[], Awaitable[bool]], timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if await probe():
-            return
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def history(bms: SimulatorProcess) -> list[dict[str, Any]]:
@@ -138,7 +127,7 @@ async def test_interval_boundary_then_a_raised_level_then_a_delete(
         async def level_2_applied() -> bool:
             return sets_of(history(bms_sim), eid, replan=True) == {k: v for k, v in LEVEL_2.items() if k != "hvac-1"}
 
-        await wait_until("the level 2 interval's commands", level_2_applied, 40)
+        await wait_until(level_2_applied, timeout_s=40, what="the level 2 interval's commands", interval_s=0.2)
         records = history(bms_sim)
         assert sets_of(records, eid, replan=False) == LEVEL_1
         boundary_cmds = [r for r in records if ":v" in r["idempotency_key"]]
@@ -155,7 +144,7 @@ async def test_interval_boundary_then_a_raised_level_then_a_delete(
             recs = history(bms_sim)
             return {r["zone_id"] for r in recs if ":v" in r["idempotency_key"]} >= {"light-1", "light-2", "light-3"}
 
-        await wait_until("the raised level's commands", level_3_applied, 30)
+        await wait_until(level_3_applied, timeout_s=30, what="the raised level's commands", interval_s=0.2)
         records = history(bms_sim)
         replans = [r for r in records if ":v" in r["idempotency_key"]]
         second = [r for r in replans if r not in boundary_cmds]

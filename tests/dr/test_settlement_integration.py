@@ -29,6 +29,7 @@ from energy.observability.metrics import REGISTRY
 from energy.settings import Settings
 from energy.stack.topics import ensure_topics_async
 from schemas.readings import LateWindow, LateWindowEvent
+from tests.waiting import wait_until
 
 LA = ZoneInfo("America/Los_Angeles")
 EVENT_DAY = date(2026, 9, 8)  # Tuesday after Labor Day (Mon 7 Sep 2026, a US holiday)
@@ -263,13 +264,13 @@ async def test_a_late_window_event_on_kafka_trues_up_the_settlement_at_once(
             occurred_at=now[0],
         )
         await send_event(producer, topic, facility_id, notice)
-        deadline = asyncio.get_running_loop().time() + 30
-        runs: list[Any] = []
-        while asyncio.get_running_loop().time() < deadline:
-            runs = await settlement_store.runs(pg_pool, event_id, facility_id)
-            if len(runs) == 2:
-                break
-            await asyncio.sleep(0.2)
+        runs = await wait_until(
+            lambda: settlement_store.runs(pg_pool, event_id, facility_id),
+            accept=lambda found: len(found) == 2,
+            timeout_s=30,
+            what="the settlement and its true-up",
+            interval_s=0.2,
+        )
         assert [r.kind for r in runs] == [RunKind.SETTLEMENT, RunKind.TRUE_UP]
         assert runs[0].settlement.coverage_pct == pytest.approx(75.0)
         assert runs[1].settlement.coverage_pct == pytest.approx(100.0)

@@ -5,7 +5,6 @@ reported not ready, and the coordinator becomes ready once the lock is gone, nev
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 import pytest
@@ -16,17 +15,9 @@ from energy.observability.health import Health
 from energy.settings import Settings
 from energy.stack.process import free_port
 from tests.dr.conftest import Utility, dr_settings
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-
-
-async def _until(what: str, check: Any, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{what}: not within {timeout_s}s")
 
 
 async def test_warm_up_query_cancelled_by_statement_timeout_is_retried_until_ready(
@@ -52,10 +43,11 @@ async def test_warm_up_query_cancelled_by_statement_timeout_is_retried_until_rea
         await locker.execute("LOCK TABLE bms_endpoints IN ACCESS EXCLUSIVE MODE")
         coord = Coordinator(s, pool, gateway, None, None, health=health)
         task = asyncio.create_task(coord.run(stop))
-        await _until(
-            "the warm-up query failed and is being retried",
+        await wait_until(
             lambda: "retrying" in health.conditions.get(WARM_UP, ""),
-            30,
+            timeout_s=30,
+            what="the warm-up query failed and is being retried",
+            interval_s=0.05,
         )
         reason = health.conditions[WARM_UP]
         assert "QueryCanceledError" in reason or "TimeoutError" in reason, reason
@@ -66,7 +58,7 @@ async def test_warm_up_query_cancelled_by_statement_timeout_is_retried_until_rea
 
         await tx.rollback()  # the lock goes
         locked = False
-        await _until("the coordinator warmed up", coord.warmed.is_set, 60)
+        await wait_until(coord.warmed.is_set, timeout_s=60, what="the coordinator warmed up", interval_s=0.05)
         ready, body = await health.ready()
         assert ready is True, body
         assert WARM_UP not in health.conditions

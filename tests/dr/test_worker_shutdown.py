@@ -4,23 +4,13 @@
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from dr_coordinator.adapters.bms_soap import SoapBmsGateway
 from dr_coordinator.entrypoints.worker import CommandWorker
 from tests.dr.conftest import admin, dr_settings
-
-
-async def wait_until(fn: Any, timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if value := await fn():
-            return value
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+from tests.waiting import wait_until
 
 
 async def test_sigterm_hands_unanswered_commands_back_and_the_next_worker_sends_them(
@@ -61,7 +51,7 @@ async def test_sigterm_hands_unanswered_commands_back_and_the_next_worker_sends_
     try:
         status = "SELECT status, not_before FROM bms_commands WHERE command_id = $1"
         claimed = await wait_until(
-            lambda: pg_pool.fetchrow(status + " AND status = 'in_flight'", command_id), 20, "the claim"
+            lambda: pg_pool.fetchrow(status + " AND status = 'in_flight'", command_id), timeout_s=20, what="the claim"
         )
         assert claimed["not_before"] > datetime.now(UTC) + timedelta(minutes=5)  # a 600 s lease
         stop.set()  # SIGTERM
@@ -78,8 +68,8 @@ async def test_sigterm_hands_unanswered_commands_back_and_the_next_worker_sends_
                 lambda: pg_pool.fetchval(
                     "SELECT status = 'acknowledged' FROM bms_commands WHERE command_id = $1", command_id
                 ),
-                20,
-                "the second worker to send it",
+                timeout_s=20,
+                what="the second worker to send it",
             )
         finally:
             stop2.set()

@@ -17,13 +17,11 @@ event's own minute and the settlement after it)."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -37,10 +35,10 @@ from energy.stack.process import free_port, pid_alive, read_pid
 from energy.stack.servers import PostgresServer, RedisServer
 from energy.stack.topics import ensure_topics_async
 from tests.aggregation.conftest import create_influx_db, influx_admin
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser, pytest.mark.timeout(480)]
 
-CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 FACILITIES, METERS, HISTORY_DAYS = 3, 2, 20
 ANALYST = ("analyst@tenant-a.example", "analyst-tenant-a-dev-password")  # seeded (decision 0501)
@@ -64,21 +62,9 @@ def energy(env: dict[str, str], *args: str, timeout: float = 240) -> subprocess.
     )
 
 
-async def until(check: Callable[[], Awaitable[Any]], timeout_s: float, what: str, every_s: float = 1.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        got = await check()
-        if got:
-            return got
-        assert time.monotonic() < deadline, f"{what}: not within {timeout_s} s"
-        await asyncio.sleep(every_s)
-
-
 async def test_a_fresh_system_shows_history_a_real_forecast_and_what_the_demo_event_did(
-    stack, settings, private_server, uid, tmp_path
+    stack, settings, private_server, uid, tmp_path, browser
 ) -> None:
-    from playwright.async_api import async_playwright
-
     global T0
     T0 = time.monotonic()
     pg, redis = private_server(PostgresServer), private_server(RedisServer)
@@ -134,127 +120,122 @@ async def test_a_fresh_system_shows_history_a_real_forecast_and_what_the_demo_ev
         step("demo event taken")
 
         async with httpx.AsyncClient(base_url=api, headers={"X-Api-Key": "dev-key-tenant-a-analyst"}) as client:
-            latest_run = await until(lambda: _latest_run(client, "fac-001"), 120, "a forecast run for fac-001")
+            latest_run = await wait_until(
+                lambda: _latest_run(client, "fac-001"), timeout_s=120, what="a forecast run for fac-001", interval_s=1.0
+            )
             assert latest_run["method"] != "insufficient_history", "the seeded history feeds the first forecast"
             step(f"forecast run: {latest_run['method']} {latest_run['model_version']}")
 
-            async with async_playwright() as pw:
-                browser = await pw.chromium.launch(
-                    executable_path=CHROMIUM,
-                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"],
-                )
+            page = await browser.new_page(viewport={"width": 1280, "height": 1300})
+            hosts: list[str] = []
+            errors: list[str] = []
+            page.on("request", lambda r: hosts.append(urlparse(r.url).hostname or r.url))
+            page.on("pageerror", lambda e: errors.append(str(e)))
+
+            # --- the fleet: a current load for every facility ------------------------------------
+            await page.goto(f"{api}/dashboard")
+            await page.fill("#email", ANALYST[0])
+            await page.fill("#password", ANALYST[1])
+            await page.click("#sign-in")
+            for fid in TENANT_A:
+                await page.locator(f'tr[data-facility="{fid}"]').wait_for(timeout=30_000)
+            assert await page.locator("#fleet tbody tr").count() == len(TENANT_A)
+
+            async def every_facility_has_load() -> bool:
+                texts = [await page.locator(f'tr[data-facility="{f}"] td.current').inner_text() for f in TENANT_A]
+                if all(re.fullmatch(r"\d[\d,]*\.\d kW", t.strip()) for t in texts):
+                    return True
+                await page.reload()
+                await page.locator(f'tr[data-facility="{TENANT_A[-1]}"]').wait_for(timeout=30_000)
+                return False
+
+            await wait_until(
+                every_facility_has_load, timeout_s=120, what="a current load on every fleet row", interval_s=3
+            )
+            await page.screenshot(path=str(ARTIFACTS / "system-fleet.png"), full_page=True)
+            step("fleet page")
+
+            # --- a facility: 14 days of history, a forecast that follows the day ------------------
+            await page.goto(f"{api}/dashboard/facility?id=fac-001")
+            await page.wait_for_function(
+                "() => Number(document.getElementById('load-chart')?.dataset.forecastPoints || 0) >= 90",
+                timeout=30_000,
+            )
+            await page.select_option("#range", "336")
+            assert await page.locator("#granularity").input_value() == "1h"
+            await page.wait_for_function(
+                "() => Number(document.getElementById('load-chart')?.dataset.points || 0) >= 320",
+                timeout=30_000,
+            )
+            span = await page.evaluate(
+                "() => { const ch = Chart.getChart(document.getElementById('load-chart'));"
+                " const xs = ch.data.datasets[0].data.map((p) => p.x);"
+                " return { first: Math.min(...xs), min: ch.options.scales.x.min, n: xs.length }; }"
+            )
+            # 14 days of hours (336) less a few for the hour between history and live data
+            assert span["n"] >= 330 and span["first"] - span["min"] <= 2 * 3600 * 1000, span
+            p50 = await page.evaluate(
+                "() => Chart.getChart(document.getElementById('load-chart')).data.datasets[3].data.map((p) => p.y)"
+            )
+            assert len(p50) >= 90
+            day = p50[:96]
+            mean = sum(day) / len(day)
+            assert (max(day) - min(day)) / mean > 0.2, f"the P50 is flat over the day: {day}"
+            latest_run = (await client.get("/api/facilities/fac-001/forecast")).json()["latest_run"]
+            served = (
+                f"model {latest_run['model_version']}"
+                if latest_run["method"] == "model"
+                else SERVED_BY[latest_run["method"]]
+            )
+            flag = page.locator("#forecast-quality")
+            await page.reload()  # the flag of the run the API just answered (the page reads it at load)
+            await page.wait_for_function(
+                f"() => document.getElementById('forecast-quality').dataset.modelVersion === "
+                f"'{latest_run['model_version']}'",
+                timeout=30_000,
+            )
+            text = (await flag.inner_text()).splitlines()[0]
+            assert text == f"{latest_run['quality'].replace('_', ' ')} · {served}", text
+            await page.screenshot(path=str(ARTIFACTS / "system-facility-history.png"), full_page=True)
+            step(f"facility page: {text}")
+
+            # --- what the demo event did ---------------------------------------------------------
+            async def settled_on_page() -> bool:
+                await page.reload()
                 try:
-                    page = await browser.new_page(viewport={"width": 1280, "height": 1300})
-                    hosts: list[str] = []
-                    errors: list[str] = []
-                    page.on("request", lambda r: hosts.append(urlparse(r.url).hostname or r.url))
-                    page.on("pageerror", lambda e: errors.append(str(e)))
-
-                    # --- the fleet: a current load for every facility ------------------------------------
-                    await page.goto(f"{api}/dashboard")
-                    await page.fill("#email", ANALYST[0])
-                    await page.fill("#password", ANALYST[1])
-                    await page.click("#sign-in")
-                    for fid in TENANT_A:
-                        await page.locator(f'tr[data-facility="{fid}"]').wait_for(timeout=30_000)
-                    assert await page.locator("#fleet tbody tr").count() == len(TENANT_A)
-
-                    async def every_facility_has_load() -> bool:
-                        texts = [
-                            await page.locator(f'tr[data-facility="{f}"] td.current').inner_text() for f in TENANT_A
-                        ]
-                        if all(re.fullmatch(r"\d[\d,]*\.\d kW", t.strip()) for t in texts):
-                            return True
-                        await page.reload()
-                        await page.locator(f'tr[data-facility="{TENANT_A[-1]}"]').wait_for(timeout=30_000)
-                        return False
-
-                    await until(every_facility_has_load, 120, "a current load on every fleet row", every_s=3)
-                    await page.screenshot(path=str(ARTIFACTS / "system-fleet.png"), full_page=True)
-                    step("fleet page")
-
-                    # --- a facility: 14 days of history, a forecast that follows the day ------------------
-                    await page.goto(f"{api}/dashboard/facility?id=fac-001")
                     await page.wait_for_function(
-                        "() => Number(document.getElementById('load-chart')?.dataset.forecastPoints || 0) >= 90",
-                        timeout=30_000,
+                        "() => document.getElementById('load-chart')?.dataset.settledEvents === '1'",
+                        timeout=5_000,
                     )
-                    await page.select_option("#range", "336")
-                    assert await page.locator("#granularity").input_value() == "1h"
-                    await page.wait_for_function(
-                        "() => Number(document.getElementById('load-chart')?.dataset.points || 0) >= 320",
-                        timeout=30_000,
-                    )
-                    span = await page.evaluate(
-                        "() => { const ch = Chart.getChart(document.getElementById('load-chart'));"
-                        " const xs = ch.data.datasets[0].data.map((p) => p.x);"
-                        " return { first: Math.min(...xs), min: ch.options.scales.x.min, n: xs.length }; }"
-                    )
-                    # 14 days of hours (336) less a few for the hour between history and live data
-                    assert span["n"] >= 330 and span["first"] - span["min"] <= 2 * 3600 * 1000, span
-                    p50 = await page.evaluate(
-                        "() => Chart.getChart(document.getElementById('load-chart')).data.datasets[3].data"
-                        ".map((p) => p.y)"
-                    )
-                    assert len(p50) >= 90
-                    day = p50[:96]
-                    mean = sum(day) / len(day)
-                    assert (max(day) - min(day)) / mean > 0.2, f"the P50 is flat over the day: {day}"
-                    latest_run = (await client.get("/api/facilities/fac-001/forecast")).json()["latest_run"]
-                    served = (
-                        f"model {latest_run['model_version']}"
-                        if latest_run["method"] == "model"
-                        else SERVED_BY[latest_run["method"]]
-                    )
-                    flag = page.locator("#forecast-quality")
-                    await page.reload()  # the flag of the run the API just answered (the page reads it at load)
-                    await page.wait_for_function(
-                        f"() => document.getElementById('forecast-quality').dataset.modelVersion === "
-                        f"'{latest_run['model_version']}'",
-                        timeout=30_000,
-                    )
-                    text = (await flag.inner_text()).splitlines()[0]
-                    assert text == f"{latest_run['quality'].replace('_', ' ')} · {served}", text
-                    await page.screenshot(path=str(ARTIFACTS / "system-facility-history.png"), full_page=True)
-                    step(f"facility page: {text}")
+                except Exception:
+                    return False
+                return True
 
-                    # --- what the demo event did ---------------------------------------------------------
-                    async def settled_on_page() -> bool:
-                        await page.reload()
-                        try:
-                            await page.wait_for_function(
-                                "() => document.getElementById('load-chart')?.dataset.settledEvents === '1'",
-                                timeout=5_000,
-                            )
-                        except Exception:
-                            return False
-                        return True
+            await wait_until(
+                settled_on_page, timeout_s=240, what="the demo event settled on the facility page", interval_s=5
+            )
+            series = await page.evaluate(
+                "() => Chart.getChart(document.getElementById('load-chart')).data.datasets"
+                ".map((d) => ({ label: d.label, n: d.data.filter((p) => p.y !== null).length }))"
+            )
+            drawn = {s["label"].split(" (")[0]: s["n"] for s in series}
+            for label in ("DR baseline", "DR metered load", "DR target load: baseline − target"):
+                assert drawn[label] >= 2, (label, drawn)
+            perf = (await page.locator("#dr-performance").inner_text()).splitlines()
+            assert re.fullmatch(r"-?\d+(\.\d)? %", perf[0].strip()), perf
+            assert re.search(r"shed -?\d+\.\d kW of 10\.0 kW target", perf[1]), perf
+            assert int(await page.locator("#load-chart").get_attribute("data-events") or 0) == 1
+            await page.select_option("#range", "6")
+            await page.screenshot(path=str(ARTIFACTS / "system-facility-dr-event.png"), full_page=True)
+            step(f"demo event on the page: {' / '.join(perf)}")
 
-                    await until(settled_on_page, 240, "the demo event settled on the facility page", every_s=5)
-                    series = await page.evaluate(
-                        "() => Chart.getChart(document.getElementById('load-chart')).data.datasets"
-                        ".map((d) => ({ label: d.label, n: d.data.filter((p) => p.y !== null).length }))"
-                    )
-                    drawn = {s["label"].split(" (")[0]: s["n"] for s in series}
-                    for label in ("DR baseline", "DR metered load", "DR target load: baseline − target"):
-                        assert drawn[label] >= 2, (label, drawn)
-                    perf = (await page.locator("#dr-performance").inner_text()).splitlines()
-                    assert re.fullmatch(r"-?\d+(\.\d)? %", perf[0].strip()), perf
-                    assert re.search(r"shed -?\d+\.\d kW of 10\.0 kW target", perf[1]), perf
-                    assert int(await page.locator("#load-chart").get_attribute("data-events") or 0) == 1
-                    await page.select_option("#range", "6")
-                    await page.screenshot(path=str(ARTIFACTS / "system-facility-dr-event.png"), full_page=True)
-                    step(f"demo event on the page: {' / '.join(perf)}")
-
-                    # --- offline API docs ----------------------------------------------------------------
-                    await page.goto(f"{api}/docs")
-                    await page.locator(".swagger-ui .info .title").wait_for(timeout=30_000)
-                    assert await page.locator(".opblock").count() > 10
-                    await page.screenshot(path=str(ARTIFACTS / "system-api-docs.png"))
-                    assert set(hosts) == {"127.0.0.1"}, f"requests left the host: {sorted(set(hosts))}"
-                    assert errors == []
-                finally:
-                    await browser.close()
+            # --- offline API docs ----------------------------------------------------------------
+            await page.goto(f"{api}/docs")
+            await page.locator(".swagger-ui .info .title").wait_for(timeout=30_000)
+            assert await page.locator(".opblock").count() > 10
+            await page.screenshot(path=str(ARTIFACTS / "system-api-docs.png"))
+            assert set(hosts) == {"127.0.0.1"}, f"requests left the host: {sorted(set(hosts))}"
+            assert errors == []
         status = energy(env, "status")
         assert re.search(rf"^{FIRST_MODEL}\s+(training|finished): ", status.stdout, re.M), status.stdout
 
@@ -263,7 +244,7 @@ async def test_a_fresh_system_shows_history_a_real_forecast_and_what_the_demo_ev
         async def job_finished() -> bool:
             return not pid_alive(read_pid(run_dir / f"{FIRST_MODEL}.pid"))
 
-        await until(job_finished, 180, "the first model's training")
+        await wait_until(job_finished, timeout_s=180, what="the first model's training", interval_s=1.0)
         job_log = (run_dir / f"{FIRST_MODEL}.log").read_text(errors="replace")
         assert "first model: forecast run done" in job_log, job_log[-3000:]
         models = tmp_path / "stack" / "models"

@@ -25,7 +25,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,7 @@ from energy.stack.topics import ensure_topics_async
 from sim.bms.process import SimulatorProcess
 from tests.aggregation.conftest import create_influx_db, influx_admin
 from tests.dr.conftest import assert_each_command_applied_once
+from tests.waiting import wait_until
 
 # ~2.5 min on a quiet machine; the timeout leaves room for a loaded CI runner (eleven processes start).
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(480)]
@@ -84,17 +84,15 @@ class Proc:
                 self.proc.wait(5)
 
     async def ready(self, path: str = "/healthz", timeout_s: float = 90) -> None:
-        deadline = time.monotonic() + timeout_s
         async with httpx.AsyncClient(timeout=2) as c:
-            while time.monotonic() < deadline:
+
+            async def answers() -> bool:
                 assert self.proc is not None and self.proc.poll() is None, f"{self.name} exited: {self.tail()}"
-                try:
-                    if (await c.get(self.base + path)).status_code == 200:
-                        return
-                except httpx.TransportError:
-                    pass
-                await asyncio.sleep(0.3)
-        raise AssertionError(f"{self.name} not ready within {timeout_s}s: {self.tail()}")
+                return (await c.get(self.base + path)).status_code == 200
+
+            await wait_until(
+                answers, timeout_s=timeout_s, what=f"{self.name} {path}", interval_s=0.3, ignore=(httpx.TransportError,)
+            )
 
     def tail(self) -> str:
         return self.log.read_text(errors="replace")[-2000:] if self.log.exists() else ""
@@ -106,16 +104,6 @@ T_START = time.monotonic()
 def step(what: str) -> None:
     """Progress on stdout (shown by pytest on failure): where a slow run spent its time."""
     print(f"{time.monotonic() - T_START:7.1f}s {what}", flush=True)
-
-
-async def until(check: Callable[[], Awaitable[Any]], timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        got = await check()
-        if got:
-            return got
-        assert time.monotonic() < deadline, f"{what} not within {timeout_s}s"
-        await asyncio.sleep(0.5)
 
 
 def meter_sim(env: dict[str, str], start: datetime, count: int, seq_start: int, rate: float) -> subprocess.Popen[bytes]:
@@ -239,7 +227,7 @@ async def test_two_replicas_of_each_service_one_killed_nothing_lost_nothing_doub
         async def our_ven() -> list[dict[str, Any]] | None:
             return [v for v in (await bl.get("/vens")).json() if v.get("venName") == f"ven-{uid}"] or None
 
-        for ven in await until(our_ven, 60, "our VEN registered at the VTN"):
+        for ven in await wait_until(our_ven, timeout_s=60, what="our VEN registered at the VTN", interval_s=0.5):
             grant = {"objectType": "BL_VEN_REQUEST", "clientID": ven["clientID"], "venName": ven["venName"],
                      "targets": FACILITIES}  # fmt: skip
             (await bl.put(f"/vens/{ven['id']}", json=grant)).raise_for_status()
@@ -248,7 +236,9 @@ async def test_two_replicas_of_each_service_one_killed_nothing_lost_nothing_doub
             subs = (await bl.get("/subscriptions")).json()
             return any(sorted(sub.get("targets") or []) == sorted(FACILITIES) for sub in subs)
 
-        await until(targeted_subscription, 90, "the VEN's subscription for its granted targets")
+        await wait_until(
+            targeted_subscription, timeout_s=90, what="the VEN's subscription for its granted targets", interval_s=0.5
+        )
         step("utility onboarded")
         # --- readings, first half: every replica up ----------------------------------------------------
         # Ten minutes before the current quarter hour: the forecast run (run_at = a quarter hour no
@@ -260,7 +250,12 @@ async def test_two_replicas_of_each_service_one_killed_nothing_lost_nothing_doub
         assert sim.wait(120) == 0
         influx = InfluxClient(settings.influx.model_copy(update={"database": db}), breaker_name="rep-e2e")
         in_rollups = dict.fromkeys((m for f in sim_facilities for m in fleet[f]), first)
-        await until(lambda: rollup_counts(influx, t0, in_rollups), 90, "the first half in the rollups")
+        await wait_until(
+            lambda: rollup_counts(influx, t0, in_rollups),
+            timeout_s=90,
+            what="the first half in the rollups",
+            interval_s=0.5,
+        )
 
         step("first half published")
         # --- a forecast run (one process: the forecast service is not replicated) -----------------------
@@ -293,7 +288,9 @@ async def test_two_replicas_of_each_service_one_killed_nothing_lost_nothing_doub
                 vtn_event["id"],
             )
 
-        dr_event_id = await until(the_event, 30, "the platform taking the VTN's event")
+        dr_event_id = await wait_until(
+            the_event, timeout_s=30, what="the platform taking the VTN's event", interval_s=0.5
+        )
 
         step("event taken")
         # --- the API: the current-load cache across processes, the per-process rate limit --------------
@@ -325,12 +322,17 @@ async def test_two_replicas_of_each_service_one_killed_nothing_lost_nothing_doub
                 "SELECT count(*) FROM bms_commands WHERE dr_event_id = $1 AND status = 'acknowledged'", dr_event_id
             )
 
-        await until(acknowledged, 60, "the first BMS command acknowledged")
+        await wait_until(acknowledged, timeout_s=60, what="the first BMS command acknowledged", interval_s=0.5)
         for p in (api[0], dr[0]):
             p.kill()
         sim = meter_sim(env, t0 + timedelta(seconds=15 * first), second, first, 60)
         before = sum(len(fleet[f]) for f in sim_facilities) * first
-        await until(lambda: topic_count(settings, topic, before + 20), 60, "the second half flowing")
+        await wait_until(
+            lambda: topic_count(settings, topic, before + 20),
+            timeout_s=60,
+            what="the second half flowing",
+            interval_s=0.5,
+        )
         for p in (ing[1], agg[1]):
             p.kill()
         async with httpx.AsyncClient(timeout=10) as c:
@@ -347,7 +349,12 @@ async def test_two_replicas_of_each_service_one_killed_nothing_lost_nothing_doub
         # --- every reading once in the rollups --------------------------------------------------------
         expected = {m: first + second for f in sim_facilities for m in fleet[f]}
         try:
-            await until(lambda: rollup_counts(influx, t0, expected), 120, "every reading in the 1-minute rollups")
+            await wait_until(
+                lambda: rollup_counts(influx, t0, expected),
+                timeout_s=120,
+                what="every reading in the 1-minute rollups",
+                interval_s=0.5,
+            )
         except AssertionError:
             raise AssertionError(f"rollup sample counts {await counts_now(influx, t0)} != {expected}") from None
         raw = iter_rows(
@@ -363,7 +370,7 @@ async def test_two_replicas_of_each_service_one_killed_nothing_lost_nothing_doub
             state = await pg_pool.fetchval("SELECT state FROM dr_events WHERE dr_event_id = $1", dr_event_id)
             return state if state in ("completed", "partially_failed", "failed") else None
 
-        assert await until(finished, 90, "the event finished") == "completed"
+        assert await wait_until(finished, timeout_s=90, what="the event finished", interval_s=0.5) == "completed"
         events = await pg_pool.fetchval("SELECT count(*) FROM dr_events WHERE utility_id = $1", utility_id)
         assert events == 1
         keys = [
@@ -381,7 +388,7 @@ async def test_two_replicas_of_each_service_one_killed_nothing_lost_nothing_doub
         async def reports() -> Any:
             return (await bl.get("/reports", params={"eventID": vtn_event["id"]})).json()
 
-        stored = await until(reports, 150, "the report at the VTN")
+        stored = await wait_until(reports, timeout_s=150, what="the report at the VTN", interval_s=0.5)
         step("report stored")
         # --- one forecast per facility for its run ----------------------------------------------------
         runs = await pg_pool.fetch(

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from datetime import UTC, datetime
 
 import httpx
@@ -20,6 +19,7 @@ import pytest
 from energy.runner import PROCESSES
 from energy.stack.process import free_port, pid_alive, read_pid
 from energy.stack.topics import ensure_topics_async
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -65,17 +65,19 @@ async def test_energy_run_starts_everything_and_readings_reach_the_api(stack, se
             # Readings published every 15 s reach the 1-minute rollup and the API's current load.
             api = f"http://127.0.0.1:{ports['api_port']}"
             headers = {"X-Api-Key": "dev-key-tenant-a-analyst"}
-            deadline = time.monotonic() + 120
-            current: dict = {}
-            while time.monotonic() < deadline:
+
+            async def current_load() -> dict:
                 r = await client.get(f"{api}/api/facilities/fac-001/current", headers=headers)
-                if r.status_code == 200:
-                    current = r.json()
-                    # Before the first reading arrives the API answers 200 with no data (as_of null).
-                    as_of = current.get("as_of")
-                    if as_of and _utc(as_of) >= started_at and current.get("rollup_1m"):
-                        break
-                await _sleep(2)
+                return r.json() if r.status_code == 200 else {}
+
+            # Before the first reading arrives the API answers 200 with no data (as_of null).
+            current = await wait_until(
+                current_load,
+                accept=lambda c: bool(c.get("as_of")) and _utc(c["as_of"]) >= started_at and bool(c.get("rollup_1m")),
+                timeout_s=120,
+                what="this run's readings in the current load",
+                interval_s=2,
+            )
             assert current.get("meters_reporting", 0) > 0, current
             assert _utc(current["as_of"]) >= started_at
             assert current["rollup_1m"]["sample_count"] > 0
@@ -122,12 +124,6 @@ async def _dr_event_facilities(settings, dr_event_id: str) -> list[str]:
     finally:
         await conn.close()
     return [r["facility_id"] for r in rows]
-
-
-async def _sleep(seconds: float) -> None:
-    import asyncio
-
-    await asyncio.sleep(seconds)
 
 
 async def _facility_messages(settings, topic: str, facility_id: str) -> int:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 
 import httpx
+
+from tests.waiting import wait_until_sync
 
 
 def test_forecast_run_serves_healthz_ready_and_metrics(stack, port, tmp_path) -> None:
@@ -27,23 +28,23 @@ def test_forecast_run_serves_healthz_ready_and_metrics(stack, port, tmp_path) ->
     )
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        healthz = None
-        while time.monotonic() < deadline:
-            try:
-                healthz = httpx.get(f"{base}/healthz", timeout=2)
-                break
-            except httpx.HTTPError:
-                assert proc.poll() is None, "forecast service exited"
-                time.sleep(0.3)
-        assert healthz is not None and healthz.status_code == 200
+
+        def healthz() -> httpx.Response:
+            assert proc.poll() is None, "forecast service exited"
+            return httpx.get(f"{base}/healthz", timeout=2)
+
+        answer = wait_until_sync(
+            healthz, timeout_s=60, what="the forecast service answering", interval_s=0.3, ignore=(httpx.HTTPError,)
+        )
+        assert answer.status_code == 200
         assert httpx.get(f"{base}/ready", timeout=5).status_code == 200
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            metrics = httpx.get(f"{base}/metrics", timeout=5).text
-            if "energy_forecast_runs_total{" in metrics:
-                break
-            time.sleep(0.5)
+        metrics = wait_until_sync(
+            lambda: httpx.get(f"{base}/metrics", timeout=5).text,
+            accept=lambda text: "energy_forecast_runs_total{" in text,
+            timeout_s=60,
+            what="a forecast run counted",
+            interval_s=0.5,
+        )
         assert 'energy_forecast_runs_total{outcome="ok"}' in metrics
     finally:
         proc.terminate()

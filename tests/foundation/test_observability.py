@@ -50,7 +50,7 @@ async def test_readiness_reports_each_failing_check_with_its_reason() -> None:
         return None
 
     async def slow() -> None:
-        await asyncio.sleep(5)
+        await asyncio.sleep(5)  # a hung dependency: the check's timeout is what is tested
 
     async def broken() -> None:
         raise ConnectionRefusedError("refused")

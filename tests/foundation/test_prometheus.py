@@ -8,7 +8,6 @@ dependency, and its runbook link must answer with the runbook's text."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -21,18 +20,14 @@ from energy.stack.process import free_port
 from energy.stack.servers import PrometheusServer
 from energy.stack.stack import ALERT_RULES, scrape_targets
 from tests.api.conftest import with_overrides
+from tests.waiting import wait_until
 
 ROOT_RUNBOOKS = ALERT_RULES.parents[2] / "docs" / "runbooks"
 
 
 async def wait_for(condition: Callable[[], Any], timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = await asyncio.to_thread(condition)
-        if value:
-            return value
-        await asyncio.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+    """``condition`` (blocking HTTP to Prometheus) off the event loop, until it holds."""
+    return await wait_until(lambda: asyncio.to_thread(condition), timeout_s=timeout_s, what=what, interval_s=0.5)
 
 
 def dependency_alerts(prometheus: PrometheusServer) -> list[dict[str, Any]]:

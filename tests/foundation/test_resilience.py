@@ -19,6 +19,7 @@ from energy.resilience import (
     keep_trying,
     make_breaker,
 )
+from tests.waiting import wait_until
 
 
 class Rejected(Exception):
@@ -62,7 +63,7 @@ async def test_non_transient_errors_are_not_retried() -> None:
 
 async def test_timeout_bounds_a_hung_call() -> None:
     async def hangs() -> None:
-        await asyncio.sleep(30)
+        await asyncio.sleep(30)  # the hung call the timeout is about: the cause, not a wait
 
     loop = asyncio.get_running_loop()
     t0 = loop.time()
@@ -113,7 +114,12 @@ async def test_bulkhead_limits_concurrency_and_rejects_beyond_its_queue() -> Non
         running -= 1
 
     tasks = [asyncio.create_task(bulkhead.run(work)) for _ in range(5)]
-    await asyncio.sleep(0.01)
+    await wait_until(  # two calls inside, three waiting: the bulkhead is full
+        lambda: running == 2 and REGISTRY.get_sample_value("energy_queue_depth", {"queue": "bulkhead:t-bulkhead"}) == 3,
+        timeout_s=5,
+        what="2 calls running and 3 waiting",
+        interval_s=0.001,
+    )
     with pytest.raises(BulkheadFullError):
         await bulkhead.run(work)
     gate.set()
@@ -178,10 +184,7 @@ async def test_keep_trying_reconnects_to_a_server_that_comes_up_later(port: int)
         return "connected"
 
     async def serve_after_three_refusals() -> asyncio.Server:
-        deadline = asyncio.get_running_loop().time() + 10
-        while len(errors) < 3:
-            assert asyncio.get_running_loop().time() < deadline, "no retries seen"
-            await asyncio.sleep(0.01)
+        await wait_until(lambda: len(errors) >= 3, timeout_s=10, what="three refused attempts", interval_s=0.01)
         return await asyncio.start_server(lambda r, w: connected.set(), "127.0.0.1", port)
 
     before = _retries("t-reconnect", "ConnectionRefusedError")
@@ -263,7 +266,7 @@ async def test_keep_trying_starts_the_backoff_over_after_a_long_healthy_session(
     async def session() -> str:
         starts.append(time.monotonic())
         if len(starts) == 4:
-            await asyncio.sleep(0.3)
+            await asyncio.sleep(0.3)  # the healthy session's length is the subject (> fresh_after_s)
             raise ConnectionError("dropped after a healthy run")
         if len(starts) < 5:
             raise ConnectionError("refused")

@@ -35,6 +35,7 @@ from energy.settings import InsecureSettingsError, PostgresSettings, Settings, s
 from energy.stack.process import free_port
 from energy.stack.servers import PostgresServer, Server
 from tests.foundation.secure_servers import copy_pki, make_pki, port_open
+from tests.waiting import wait_until_sync
 
 # The published development values, written here by hand from the repository's settings modules.
 DEV_TOKEN_SECRET = "local-dev-token-secret-change-me"
@@ -301,15 +302,12 @@ def test_energy_seed_in_production_exits_non_zero_and_writes_nothing(tls_postgre
 
 
 def _wait_http(url: str, deadline_s: float, proc: subprocess.Popen[str], log: Path) -> None:
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
+    def answers() -> bool:
         assert proc.poll() is None, f"the API exited: {log.read_text()[-2000:]}"
-        try:
-            with urllib.request.urlopen(url, timeout=1):
-                return
-        except OSError:
-            time.sleep(0.2)
-    raise AssertionError(f"{url} did not answer within {deadline_s} s")
+        with urllib.request.urlopen(url, timeout=1):
+            return True
+
+    wait_until_sync(answers, timeout_s=deadline_s, what=f"{url} answering", interval_s=0.2, ignore=(OSError,))
 
 
 def _get(url: str, headers: dict[str, str] | None = None, body: bytes | None = None) -> tuple[int, str]:

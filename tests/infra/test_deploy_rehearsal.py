@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
 import urllib.request
 from datetime import timedelta
 from pathlib import Path
@@ -23,6 +22,7 @@ from energy.settings import Settings
 from energy.stack import Stack
 from energy.stack.topics import ensure_topics_async
 from tests.aggregation.helpers import committed_total, make_readings, now_utc, produce
+from tests.waiting import wait_until_sync
 
 EXPECTED_CONTAINERS = {"aggregation", "api", "dr-coordinator", "forecast", "ingestion"}  # deploy/base
 
@@ -66,10 +66,13 @@ def test_production_overlay_every_container_gets_ready_and_stops_cleanly(
     def while_ready(report: Report) -> None:
         port = next(o for o in report.outcomes if o.container == "aggregation").ports["http"]
         produced = asyncio.run(produce(bootstrap, topic, readings))
-        deadline = time.monotonic() + 90
-        while _handled(port) < produced:
-            assert time.monotonic() < deadline, f"aggregation handled {_handled(port)} of {produced} readings"
-            time.sleep(0.3)
+        wait_until_sync(
+            lambda: _handled(port),
+            accept=lambda handled: handled >= produced,
+            timeout_s=90,
+            what=f"aggregation handling all {produced} readings",
+            interval_s=0.3,
+        )
         before_stop["committed"], _ = asyncio.run(committed_total(bootstrap, topic, group))
         before_stop["produced"] = produced
 

@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import threading
+import time
 from datetime import timedelta
 
 import psutil
@@ -20,6 +21,7 @@ import pytest
 from energy.fleet import build_fleet
 from energy.stack.servers import KafkaServer
 from tests.ingestion.conftest import RECENT_DAY, ingest_settings, read_topic, run_sim
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow]
 
@@ -27,6 +29,9 @@ FACILITIES = 5
 COUNT = 90  # readings per meter
 RATE = 150  # readings/s: about 30 s of publishing
 BUFFER = 400
+HANG_S = 20.0
+DOWN_S = 20.0
+MOSQUITTO_MAX_INFLIGHT = 1000  # max_inflight_messages in the stack's mosquitto.conf
 EXPECTED = {(m.meter_id, q) for f in build_fleet()[:FACILITIES] for m in f.meters for q in range(COUNT)}
 
 
@@ -50,7 +55,7 @@ class Sampler:
             self.held_max = max(self.held_max, self.service.mqtt.pending + self.service.mqtt.unacked)
             if "kafka_backpressure" in self.service.health.conditions:
                 self.not_ready_seen = True
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.1)  # the sampling period: a pace, not a wait for anything
 
     async def stop(self) -> None:
         self._task.cancel()
@@ -63,11 +68,11 @@ def sim_args():
 
 
 async def wait_drained(service, timeout_s: float = 60) -> None:
-    for _ in range(int(timeout_s * 10)):
-        if service.buffer.used == 0 and service.mqtt.unacked == 0:
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"not drained: buffer {service.buffer.used}, unacked {service.mqtt.unacked}")
+    await wait_until(
+        lambda: service.buffer.used == 0 and service.mqtt.unacked == 0,
+        timeout_s=timeout_s,
+        what=f"drained (buffer {service.buffer.used}, unacked {service.mqtt.unacked} when the wait began)",
+    )
 
 
 async def test_broker_hung_for_20s_loses_no_reading_and_memory_stays_bounded(
@@ -85,12 +90,34 @@ async def test_broker_hung_for_20s_loses_no_reading_and_memory_stays_bounded(
     service = await start_service(s)
     sampler = Sampler(service)
     sim = asyncio.create_task(run_sim(s, *sim_args()))
-    await asyncio.sleep(5)
+    await wait_until(
+        lambda: service.publisher.stats.published["reading"], timeout_s=60, what="Kafka acknowledged readings"
+    )
     broker.pause()
+    paused_at = time.monotonic()
     try:
-        await asyncio.sleep(10)
+        # The reader stops when the buffer is full and Kafka does not answer. Proof that it stopped, not a
+        # fixed wait: after that point at least 100 more messages reach this process's MQTT client (or
+        # Mosquitto's in-flight window is exhausted) and the reader takes at most one of them: the one it
+        # may already hold when the buffer fills (it takes a message, then waits for room to put it).
+        await wait_until(
+            lambda: service.buffer.full and "kafka_backpressure" in service.health.conditions,
+            timeout_s=60,
+            what="buffer full under Kafka backpressure",
+        )
         taken_mid_pause = service.mqtt.messages
-        await asyncio.sleep(10)
+        offered_mark = service.mqtt.pending
+        await wait_until(
+            lambda: (
+                service.mqtt.pending >= offered_mark + 100
+                or service.mqtt.pending + service.mqtt.unacked >= MOSQUITTO_MAX_INFLIGHT
+                or service.mqtt.messages > taken_mid_pause + 1
+            ),
+            timeout_s=60,
+            what="MQTT messages offered to the stopped reader",
+        )
+        # The hang lasts its full 20 s (the outage is the cause under test, not the proof).
+        await asyncio.sleep(max(0.0, HANG_S - (time.monotonic() - paused_at)))
         taken_end_of_pause = service.mqtt.messages
         held_in_pause = sampler.held_max
         ready_ok, ready_body = await service.health.ready()
@@ -106,7 +133,7 @@ async def test_broker_hung_for_20s_loses_no_reading_and_memory_stays_bounded(
     assert got == EXPECTED, f"missing {len(EXPECTED - got)}"
     # While the broker hung: the reader stopped taking messages (they stayed in Mosquitto),
     # readiness said why, and the buffer never went over its limit.
-    assert taken_end_of_pause == taken_mid_pause
+    assert taken_end_of_pause - taken_mid_pause <= 1
     assert not ready_ok and "kafka_backpressure" in ready_body["conditions"]
     assert sampler.not_ready_seen
     assert sampler.depth_max <= BUFFER
@@ -163,7 +190,14 @@ async def test_broker_down_20s_then_restarted_empty_gets_every_reading_published
             "6",
         )
     )
-    await asyncio.sleep(20)
+    down_at = time.monotonic()
+    await wait_until(
+        lambda: service.buffer.used > 0 and "kafka_backpressure" in service.health.conditions,
+        timeout_s=60,
+        what="readings held in the buffer while the broker is down",
+    )
+    # The broker stays down its full 20 s (the outage is the cause under test, not the proof).
+    await asyncio.sleep(max(0.0, DOWN_S - (time.monotonic() - down_at)))
     down_depth = service.buffer.used
     ready_ok, ready_body = await service.health.ready()
     restart = threading.Thread(target=broker.start)  # a new, empty broker on the same port, topics recreated
@@ -196,10 +230,11 @@ async def test_mqtt_messages_are_acknowledged_only_after_kafka_has_them_so_a_res
     broker.pause()
     try:
         summary = await run_sim(s, "--count", "5", "--rate", "500", "--facilities", "2", "--seed", "9")
-        for _ in range(100):
-            if first.mqtt.messages == summary["messages"]:
-                break
-            await asyncio.sleep(0.1)
+        await wait_until(
+            lambda: first.mqtt.messages == summary["messages"],
+            timeout_s=30,
+            what=f"all {summary['messages']} MQTT messages taken",
+        )
         assert first.mqtt.messages == summary["messages"] == 100
         assert first.publisher.stats.published["reading"] == 0
         await first.stop()  # the service goes away with all 100 messages taken but none acknowledged

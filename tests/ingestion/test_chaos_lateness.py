@@ -33,6 +33,7 @@ from tests.aggregation.helpers import (
     topic_events,
 )
 from tests.ingestion.conftest import ingest_settings, read_topic, run_sim
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow]
 
@@ -41,13 +42,6 @@ COUNT = 60  # readings per meter
 RATE = 60  # readings/s over all meters
 OUTAGE_S = 8.0  # the broker is hung this long: four times the shortened lateness
 LATENESS_S = 2.0
-
-
-async def wait_for(condition, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not await condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.2)
 
 
 async def test_kafka_hung_longer_than_the_lateness_bound_loses_and_late_drops_nothing(
@@ -83,7 +77,7 @@ async def test_kafka_hung_longer_than_the_lateness_bound_loses_and_late_drops_no
         async def publishing() -> bool:
             return service.mqtt is not None and service.mqtt.messages > 0
 
-        await wait_for(publishing, 30, "the first readings")
+        await wait_until(publishing, timeout_s=30, what="the first readings", interval_s=0.2)
         broker.pause()
         paused_at = time.monotonic()
         try:
@@ -98,7 +92,7 @@ async def test_kafka_hung_longer_than_the_lateness_bound_loses_and_late_drops_no
         async def all_stored() -> bool:
             return sum([await raw_count(influx, f) for f in facilities]) >= expected
 
-        await wait_for(all_stored, 120, "every reading in InfluxDB")
+        await wait_until(all_stored, timeout_s=120, what="every reading in InfluxDB", interval_s=0.2)
         assert worker.failure is None and not run.done()
         published = await read_topic(s, s.ingestion.readings_topic, expect=expected, timeout_s=60)
         readings = [MeterReadingEvent.model_validate_json(json.dumps(r.value)).payload for r in published]
@@ -113,7 +107,7 @@ async def test_kafka_hung_longer_than_the_lateness_bound_loses_and_late_drops_no
             stored = await stored_rollups(influx, facilities)
             return set(stored) == set(truth) and all(stored[k].sample_count == truth[k].sample_count for k in truth)
 
-        await wait_for(rolled_up, 60, "the rollups of every reading")
+        await wait_until(rolled_up, timeout_s=60, what="the rollups of every reading", interval_s=0.2)
         assert_matches(await stored_rollups(influx, facilities), truth)
         assert await dlq_records(bootstrap, agg_dlq, 1, timeout_s=2) == []  # nothing too_late
         # Readings older than the 2 s notification threshold were announced, not dropped.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 from datetime import timedelta
@@ -14,6 +13,7 @@ from energy.fleet import token_hash
 from energy.stack.servers import KafkaServer
 from ingestion.registry import upsert_gateway_key
 from tests.ingestion.conftest import RECENT_DAY, ingest_settings, read_topic
+from tests.waiting import wait_until
 
 
 def reading(meter_id: str, seq: int, minutes: int = 0, **override):
@@ -142,13 +142,13 @@ async def test_http_answers_503_with_retry_after_when_kafka_hangs_and_the_buffer
             second = await http.post("/v1/readings", json=[reading("fac-004-m02", 9)], headers=headers)
             # The HTTP wait and the publish timeout are both 1 s, and the publish timeout starts a little
             # later (after the publisher's linger): /ready turns 503 once it expires, so wait for that.
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + 10
-            while True:
-                ready = await http.get("/ready")
-                if ready.status_code == 503 or loop.time() > deadline:
-                    break
-                await asyncio.sleep(0.05)
+            ready = await wait_until(
+                lambda: http.get("/ready"),
+                accept=lambda r: r.status_code == 503,
+                timeout_s=10,
+                what="/ready turning 503",
+                interval_s=0.05,
+            )
         assert first.status_code == 503 and first.json()["error"] == "not_acknowledged"
         assert second.status_code == 503 and second.json()["error"] == "buffer_full"
         assert second.headers["Retry-After"] == str(s.ingestion.retry_after_s)
@@ -157,11 +157,7 @@ async def test_http_answers_503_with_retry_after_when_kafka_hangs_and_the_buffer
     finally:
         broker.resume()
     # The held readings are delivered once the broker answers again.
-    for _ in range(100):
-        if service.buffer.used == 0:
-            break
-        await asyncio.sleep(0.2)
-    assert service.buffer.used == 0
+    await wait_until(lambda: service.buffer.used == 0, timeout_s=20, what="the held readings delivered")
     records = await read_topic(s, s.ingestion.readings_topic, expect=3, idle_s=0.5)
     assert sorted({r.value["payload"]["seq"] for r in records}) == [0, 1, 2]
 

@@ -13,19 +13,13 @@ from energy.fleet import build_fleet
 from energy.observability.metrics import REGISTRY
 from energy.stack.servers import MosquittoServer
 from tests.ingestion.conftest import ingest_settings, read_topic, run_sim
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.chaos
 
 
 def _retries(error: str) -> float:
     return REGISTRY.get_sample_value("energy_retries_total", {"dependency": "mqtt", "error": error}) or 0.0
-
-
-async def _until(condition, timeout_s: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
 
 
 async def test_ingestion_reconnects_after_the_broker_restarts_and_takes_new_readings(
@@ -39,8 +33,13 @@ async def test_ingestion_reconnects_after_the_broker_restarts_and_takes_new_read
     retries_before = _retries("MqttError") + _retries("MqttCodeError")
 
     broker.stop()
-    await _until(lambda: not service.mqtt.connected.is_set(), 15, "the disconnect")
-    await _until(lambda: _retries("MqttError") + _retries("MqttCodeError") > retries_before, 15, "a reconnect retry")
+    await wait_until(lambda: not service.mqtt.connected.is_set(), timeout_s=15, what="the disconnect", interval_s=0.05)
+    await wait_until(
+        lambda: _retries("MqttError") + _retries("MqttCodeError") > retries_before,
+        timeout_s=15,
+        what="a reconnect retry",
+        interval_s=0.05,
+    )
     assert "mqtt" in service.health.conditions
 
     broker.start()

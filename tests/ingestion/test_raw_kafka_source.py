@@ -3,7 +3,6 @@ validated like MQTT messages, and their offsets are committed only after deliver
 
 from __future__ import annotations
 
-import asyncio
 import json
 from datetime import timedelta
 
@@ -13,6 +12,7 @@ from aiokafka.structs import TopicPartition
 from energy.adapters.kafka import make_consumer
 from energy.stack.topics import ensure_topics_async
 from tests.ingestion.conftest import RECENT_DAY, ingest_settings, read_topic
+from tests.waiting import wait_until
 
 
 async def test_raw_payloads_from_kafka_are_validated_published_and_committed_after_delivery(
@@ -55,10 +55,7 @@ async def test_raw_payloads_from_kafka_are_validated_published_and_committed_aft
     assert {r.key for r in readings} == {b"fac-002"}
     assert [d.value["payload"]["reason"] for d in dlq] == ["invalid_json"]
     assert dlq[0].value["payload"]["source"].startswith(f"kafka:{raw_topic}/")
-    for _ in range(50):
-        if service.raw.committed == 6:
-            break
-        await asyncio.sleep(0.1)
+    await wait_until(lambda: service.raw.committed == 6, timeout_s=30, what="6 raw records committed")
     consumer = make_consumer(s.kafka, group_id=s.ingestion.raw_group_id)
     await consumer.start()
     try:

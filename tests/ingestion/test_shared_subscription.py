@@ -17,6 +17,7 @@ import pytest
 from energy.fleet import build_fleet
 from energy.stack.process import free_port
 from tests.ingestion.conftest import ENERGY, clear_mqtt_session, ingest_settings, read_topic, run_sim
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -50,11 +51,11 @@ def start_replica(s, replica: str, log_path: Path) -> subprocess.Popen[bytes]:
 
 
 async def wait_log(path: Path, text: str, count: int = 1, timeout_s: float = 30) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while path.read_text(errors="replace").count(text) < count:
-        assert loop.time() < deadline, f"{text!r} x{count} not in {path}"
-        await asyncio.sleep(0.1)
+    await wait_until(
+        lambda: path.read_text(errors="replace").count(text) >= count,
+        timeout_s=timeout_s,
+        what=f"{text!r} x{count} in {path}",
+    )
 
 
 async def test_two_replicas_on_a_shared_subscription_deliver_every_reading_once_and_a_killed_one_loses_nothing(
@@ -84,9 +85,13 @@ async def test_two_replicas_on_a_shared_subscription_deliver_every_reading_once_
         sim = asyncio.create_task(
             run_sim(s, "--count", "20", "--rate", "200", "--facilities", "2", "--seed", "4", "--seq-start", "10")
         )
-        while a.mqtt.messages < len(expected) + 20:  # the second stream is flowing
-            assert not sim.done()
-            await asyncio.sleep(0.05)
+        await wait_until(  # the second stream is flowing
+            lambda: a.mqtt.messages >= len(expected) + 20 or sim.done(),
+            timeout_s=60,
+            what="replica a taking readings of the second stream",
+            interval_s=0.05,
+        )
+        assert not sim.done(), "the kill must land while meters publish"
         b.send_signal(signal.SIGKILL)
         assert await asyncio.to_thread(b.wait, 10) == -signal.SIGKILL
         await sim

@@ -117,12 +117,12 @@ class Receiver:
         )
 
     async def wait_for(self, count: int, timeout_s: float = 10.0) -> list[dict]:
-        import asyncio
-        import time
+        """The requests received, once there are ``count`` of them."""
+        from tests.waiting import wait_until
 
-        deadline = time.monotonic() + timeout_s
-        while len(self.requests) < count and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        await wait_until(
+            lambda: len(self.requests) >= count, timeout_s=timeout_s, what=f"{count} requests", interval_s=0.05
+        )
         return self.requests
 
 
@@ -133,14 +133,15 @@ async def receiver():
     import uvicorn
 
     from energy.stack.process import free_port
+    from tests.waiting import wait_until
 
     rec = Receiver(free_port())
     config = uvicorn.Config(rec.app(), host="127.0.0.1", port=rec.port, log_level="warning", access_log=False)
     server = uvicorn.Server(config)
     server.install_signal_handlers = lambda: None
     task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.02)
+    await wait_until(lambda: server.started or task.done(), timeout_s=30, what="the receiver serving", interval_s=0.02)
+    assert not task.done(), "the receiver exited during its start"
     yield rec
     server.should_exit = True
     await asyncio.wait_for(task, 5)

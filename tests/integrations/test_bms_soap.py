@@ -226,7 +226,7 @@ async def test_bms_down_opens_the_breaker_after_fail_max_then_calls_fail_fast(bm
         assert bms_admin.get("/_admin/hits").json()["fac-009"] == hits_when_open  # failed fast: no request sent
 
         bms_admin.post("/_admin/faults", json={"facility_id": "fac-009"}).raise_for_status()
-        await asyncio.sleep(settings.bms_breaker_reset_s + 0.2)
+        await asyncio.sleep(settings.bms_breaker_reset_s + 0.2)  # the reset time is the subject: half-open after it
         ack = await gateway.execute(url, cmd)  # half-open trial succeeds and closes the breaker
         assert ack.duplicate is False and not breaker_is_open(gateway.breaker(url))
     finally:

@@ -4,14 +4,13 @@ The hinted wait is far longer than the policy's own backoff, so only an honoured
 
 from __future__ import annotations
 
-import asyncio
-
 import httpx
 import pytest
 
 from dr_coordinator.adapters.vtn_client import VtnClient, VtnRejectedError
 from energy.resilience import RetryPolicy
 from tests.integrations.test_vtn import BASE, event_body, new_program, vtn_url
+from tests.waiting import wait_until
 
 
 async def test_vtn_client_waits_as_long_as_retry_after_asks_then_succeeds(receiver):
@@ -59,10 +58,11 @@ async def _notified_after_the_hint(bl: httpx.Client, ven: VtnClient, receiver, u
     assert len(requests) == 2
     gap = requests[1]["at"] - requests[0]["at"]
     assert 0.8 <= gap < 5, gap  # the notifier's own backoff starts at 0.1 s
-    deliveries: list[dict] = []
-    for _ in range(100):
-        deliveries = utility_admin.get("/_admin/deliveries", params={"subscription_id": sub_id}).json()
-        if deliveries and deliveries[0]["outcome"] != "queued":
-            break
-        await asyncio.sleep(0.05)
+    deliveries = await wait_until(
+        lambda: utility_admin.get("/_admin/deliveries", params={"subscription_id": sub_id}).json(),
+        accept=lambda found: bool(found) and found[0]["outcome"] != "queued",
+        timeout_s=10,
+        what="the delivery's outcome",
+        interval_s=0.05,
+    )
     assert [(d["outcome"], d["attempts"]) for d in deliveries] == [("delivered", 2)]

@@ -3,7 +3,6 @@ webhook notifications (and their faults), polling, reports. Real processes, real
 
 from __future__ import annotations
 
-import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 
@@ -13,6 +12,7 @@ import pytest
 from dr_coordinator.adapters.vtn_client import VtnClient, VtnRejectedError, VtnUnavailableError
 from energy.resilience import RetryPolicy, breaker_is_open
 from sim.bms.process import SimulatorProcess
+from tests.waiting import wait_until
 
 BASE = "/openadr3/3.1.0"
 
@@ -73,12 +73,16 @@ async def test_event_changes_notify_the_subscriber_with_its_bearer_token(ven, bl
     bl.delete(f"/events/{created['id']}").raise_for_status()
     other_program = new_program(bl, f"{uid}-other")
     bl.post("/events", json=event_body(other_program, "not-for-this-subscriber")).raise_for_status()
+    # A marker in the subscribed program, after it: notifications leave in order (one delivery worker), so
+    # once the marker is here, a notification of the other program's event would have come before it.
+    marker = bl.post("/events", json=event_body(program_id, f"marker-{uid}")).json()
 
-    got = await receiver.wait_for(3)
-    await asyncio.sleep(0.3)  # nothing else may arrive (the other program's event is filtered out)
-    assert len(got) == 3
+    got = await receiver.wait_for(4)
+    assert len(got) == 4, "only this program's changes, the marker last"
     bodies = [json.loads(r["body"]) for r in got]
-    assert [b["operation"] for b in bodies] == ["POST", "PUT", "DELETE"]
+    assert [b["operation"] for b in bodies] == ["POST", "PUT", "DELETE", "POST"]
+    assert bodies[3]["object"]["id"] == marker["id"]
+    bodies = bodies[:3]
     assert all(b["objectType"] == "EVENT" and b["object"]["id"] == created["id"] for b in bodies)
     assert bodies[0]["object"]["programID"] == program_id
     assert bodies[0]["object"]["intervals"][0]["payloads"][0] == {"type": "IMPORT_CAPACITY_LIMIT", "values": [100.0]}
@@ -167,12 +171,18 @@ async def test_failed_callbacks_are_retried_and_refusals_are_not(ven, bl, receiv
     receiver.statuses = [503, 500]
     bl.post("/events", json=event_body(program_id, "retry")).raise_for_status()
     await receiver.wait_for(3)
-    await asyncio.sleep(0.1)
     receiver.statuses = [401]
     bl.post("/events", json=event_body(program_id, "refused")).raise_for_status()
     await receiver.wait_for(4)
-    await asyncio.sleep(0.3)
-    deliveries = utility_admin.get("/_admin/deliveries", params={"subscription_id": sub_id}).json()
+    # No fixed wait for "no fifth request": the notifier's own final outcome ("rejected" is a decision not to
+    # retry, recorded after the refusal) is the witness that nothing more will be sent.
+    deliveries = await wait_until(
+        lambda: utility_admin.get("/_admin/deliveries", params={"subscription_id": sub_id}).json(),
+        accept=lambda found: [d["outcome"] for d in found] == ["delivered", "rejected"],
+        timeout_s=10,
+        what="both deliveries final",
+        interval_s=0.05,
+    )
     assert [(d["outcome"], d["attempts"]) for d in deliveries] == [("delivered", 3), ("rejected", 1)]
     assert len(receiver.requests) == 4
 
