@@ -27,7 +27,8 @@ from energy.settings import Settings
 from energy.stack.process import free_port
 from sim.bms.process import SimulatorProcess
 from tests.dr.conftest import _CREATED_UTILITIES, dr_settings
-from tests.dr.test_saga_e2e import api_server_on, wait_until
+from tests.dr.test_saga_e2e import api_server_on
+from tests.waiting import wait_until
 
 POLL_S = 4.0
 HOOK_TOKEN = "integrator-hook-token-0123456789"
@@ -115,7 +116,9 @@ async def test_utility_integrator_day_one(version, settings: Settings, stack: An
                         subs = (await bl.get("/subscriptions")).json()
                         return subs if any(s.get("clientName") == f"ven-{uid}" for s in subs) else None
 
-                    subs = await wait_until(subscribed, 30)
+                    subs = await wait_until(
+                        subscribed, timeout_s=30, what="the VEN's subscription at the VTN", interval_s=0.2
+                    )
                     ops = subs[0]["objectOperations"][0]["operations"]
                     assert ops == (["CREATE", "UPDATE", "DELETE"] if version == "3.1" else ["POST", "PUT", "DELETE"])
                     assert [v["venName"] for v in (await bl.get("/vens")).json()] == [f"ven-{uid}"]
@@ -125,7 +128,12 @@ async def test_utility_integrator_day_one(version, settings: Settings, stack: An
                         only so, decision 0410 rule 17); fac-404 is granted but not enrolled with us."""
                         if version != "3.1":
                             return
-                        [ven] = await wait_until(lambda: _vens(bl, f"ven-{uid}"), 3 * POLL_S)
+                        [ven] = await wait_until(
+                            lambda: _vens(bl, f"ven-{uid}"),
+                            timeout_s=3 * POLL_S,
+                            what="the VEN registered",
+                            interval_s=0.2,
+                        )
                         granted = ["fac-001", "fac-002", "fac-003", "north", "south", "fac-404"]
                         body = {"objectType": "BL_VEN_REQUEST", "clientID": ven["clientID"],
                                 "venName": ven["venName"], "targets": granted}  # fmt: skip
@@ -135,7 +143,12 @@ async def test_utility_integrator_day_one(version, settings: Settings, stack: An
                             subs = (await bl.get("/subscriptions")).json()
                             return [s for s in subs if sorted(s.get("targets") or []) == sorted(granted)] or None
 
-                        await wait_until(targeted_subscription, 3 * POLL_S)
+                        await wait_until(
+                            targeted_subscription,
+                            timeout_s=3 * POLL_S,
+                            what="the subscription for the granted targets",
+                            interval_s=0.2,
+                        )
 
                     await grant()
 
@@ -143,13 +156,23 @@ async def test_utility_integrator_day_one(version, settings: Settings, stack: An
                     e1 = await bl.post("/events", json=event(program_id, 30, targets(version, "fac-001", "fac-003")))
                     assert e1.status_code == 201, e1.text
                     e1 = e1.json()
-                    got = await wait_until(lambda: dispatched(pg_pool, utility_id, e1["id"], e1["createdDateTime"]), 15)
+                    got = await wait_until(
+                        lambda: dispatched(pg_pool, utility_id, e1["id"], e1["createdDateTime"]),
+                        timeout_s=15,
+                        what="event 1 dispatched",
+                        interval_s=0.2,
+                    )
                     assert got == ["fac-001", "fac-003"]
 
                     # GROUP target through enrollments.
                     e2 = await bl.post("/events", json=event(program_id, 60, targets(version, "north", kind="GROUP")))
                     e2 = e2.json()
-                    got = await wait_until(lambda: dispatched(pg_pool, utility_id, e2["id"], e2["createdDateTime"]), 15)
+                    got = await wait_until(
+                        lambda: dispatched(pg_pool, utility_id, e2["id"], e2["createdDateTime"]),
+                        timeout_s=15,
+                        what="event 2 dispatched",
+                        interval_s=0.2,
+                    )
                     assert got == ["fac-001", "fac-002"]
 
                     # Unknown target: nothing dispatched, recorded not applicable.
@@ -163,7 +186,10 @@ async def test_utility_integrator_day_one(version, settings: Settings, stack: An
                             key,
                         )
 
-                    assert await wait_until(not_applicable, 15) == "not_applicable"
+                    assert (
+                        await wait_until(not_applicable, timeout_s=15, what="event 3's intake outcome", interval_s=0.2)
+                        == "not_applicable"
+                    )
                     assert await dispatched(pg_pool, utility_id, e3["id"], e3["createdDateTime"]) == []
 
                     # Notifications lost (our webhook refuses the VTN's token): polling picks the event up
@@ -172,7 +198,10 @@ async def test_utility_integrator_day_one(version, settings: Settings, stack: An
                     e4 = (await bl.post("/events", json=event(program_id, 120, targets(version, "fac-002")))).json()
                     t0 = time.monotonic()
                     got = await wait_until(
-                        lambda: dispatched(pg_pool, utility_id, e4["id"], e4["createdDateTime"]), 2 * POLL_S
+                        lambda: dispatched(pg_pool, utility_id, e4["id"], e4["createdDateTime"]),
+                        timeout_s=2 * POLL_S,
+                        what="event 4 dispatched by polling",
+                        interval_s=0.2,
                     )
                     assert got == ["fac-002"] and time.monotonic() - t0 <= 2 * POLL_S
                     # An event for another VEN's site: a 3.1 VTN never shows it to us, a 3.0.1 VTN does (read_all)
@@ -183,7 +212,7 @@ async def test_utility_integrator_day_one(version, settings: Settings, stack: An
                     async def polled_twice() -> bool:
                         return runtime.vens[utility_id].polls >= polls + 2
 
-                    await wait_until(polled_twice, 4 * POLL_S)
+                    await wait_until(polled_twice, timeout_s=4 * POLL_S, what="two complete polls", interval_s=0.2)
                     seen = await pg_pool.fetchval(
                         "SELECT outcome FROM dr_event_intake WHERE utility_id = $1 AND event_key = $2",
                         utility_id,
@@ -205,10 +234,15 @@ async def test_utility_integrator_day_one(version, settings: Settings, stack: An
                     e5 = (await bl.post("/events", json=event(program_id, 150, targets(version, "fac-003")))).json()
                     assert e5["id"] == e1["id"] and e5["createdDateTime"] != e1["createdDateTime"]
                     got = await wait_until(
-                        lambda: dispatched(pg_pool, utility_id, e5["id"], e5["createdDateTime"]), 3 * POLL_S
+                        lambda: dispatched(pg_pool, utility_id, e5["id"], e5["createdDateTime"]),
+                        timeout_s=3 * POLL_S,
+                        what="event 5 dispatched after the VTN's restart",
+                        interval_s=0.2,
                     )
                     assert got == ["fac-003"]
-                    assert await wait_until(subscribed, 3 * POLL_S)  # re-subscribed after the restart
+                    assert await wait_until(
+                        subscribed, timeout_s=3 * POLL_S, what="re-subscribed after the restart", interval_s=0.2
+                    )  # re-subscribed after the restart
                 finally:
                     stop.set()
                     await asyncio.wait_for(task, 15)
