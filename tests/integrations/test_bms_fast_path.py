@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import socket
-import time
-import uuid
 from collections.abc import Iterator
 
 import httpx
@@ -16,8 +14,10 @@ from lxml import etree
 from dr_coordinator.adapters.bms_soap import CommandCodec, SoapBmsGateway, command_codecs
 from dr_coordinator.config import DrSettings
 from dr_coordinator.ports import BmsRejectedError
-from schemas.dr import BmsAction, BmsCommand
+from schemas.dr import BmsAction
 from sim.bms.process import SimulatorProcess
+from tests.integrations.test_bms_soap import command
+from tests.waiting import wait_until_sync
 
 SOAP_HEADERS = {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '"RestoreZone"'}
 
@@ -46,10 +46,13 @@ def connections(sim: SimulatorProcess) -> dict[str, int]:
 
 
 def wait_until_no_connection_open(sim: SimulatorProcess, timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while connections(sim)["open"] > 1:  # the admin request's own connection is the one left
-        assert time.monotonic() < deadline, f"idle connections not closed: {connections(sim)}"
-        time.sleep(0.05)
+    wait_until_sync(
+        lambda: connections(sim),
+        timeout_s=timeout_s,
+        what="idle connections closed by the BMS",
+        interval_s=0.05,
+        accept=lambda c: c["open"] <= 1,  # the admin request's own connection is the one left
+    )
 
 
 def test_connections_are_kept_alive_and_closed_after_max_requests(strict_sim, uid):
@@ -89,17 +92,8 @@ async def test_the_gateway_copes_with_connections_the_bms_closes(strict_sim, uid
     gateway = SoapBmsGateway(DrSettings())
     url = strict_sim.url("/bms/fac-004")
     try:
-        event_id = uuid.uuid4()
         for i in range(7):
-            cmd = BmsCommand(
-                command_id=uuid.uuid4(),
-                idempotency_key=f"{event_id}:fac-004:hvac-2:{uid}:{i}",
-                dr_event_id=event_id,
-                facility_id="fac-004",
-                zone_id="hvac-2",
-                action=BmsAction.SET_SETPOINT,
-                value=23.0 + i / 10,
-            )
+            cmd = command("fac-004", "hvac-2", BmsAction.SET_SETPOINT, 23.0 + i / 10, f"{uid}:{i}")
             ack = await gateway.execute(url, cmd)
             assert ack.idempotency_key == cmd.idempotency_key and ack.duplicate is False
             if i == 4:
@@ -180,16 +174,7 @@ def test_an_answer_of_another_shape_is_an_error_not_an_ack(zeep_binding, content
 async def test_a_client_fault_on_the_fast_path_is_a_rejection(bms_sim, uid):
     gateway = SoapBmsGateway(DrSettings())
     try:
-        event_id = uuid.uuid4()
-        cmd = BmsCommand(
-            command_id=uuid.uuid4(),
-            idempotency_key=f"{event_id}:fac-005:hvac-9:{uid}",
-            dr_event_id=event_id,
-            facility_id="fac-005",
-            zone_id="hvac-99",
-            action=BmsAction.SET_SETPOINT,
-            value=24.0,
-        )
+        cmd = command("fac-005", "hvac-99", BmsAction.SET_SETPOINT, 24.0, uid)
         with pytest.raises(BmsRejectedError, match="UnknownZone"):
             await gateway.execute(bms_sim.url("/bms/fac-005"), cmd)
     finally:
